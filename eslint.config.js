@@ -1,0 +1,67 @@
+// @ts-check
+import tseslint from 'typescript-eslint'
+
+const folders = ['core', 'store', 'overlay', 'images', 'hypervisor', 'node', 'api', 'cli']
+/** What each folder may import from (DESIGN.md: core ← store ← {overlay, images, hypervisor} ← node ← {api, cli}). */
+const allowed = {
+  core: [],
+  store: ['core'],
+  overlay: ['core', 'store'],
+  images: ['core', 'store'],
+  hypervisor: ['core', 'store'],
+  node: ['core', 'store', 'overlay', 'images', 'hypervisor'],
+  api: ['core', 'store', 'images', 'node'],
+  cli: ['core', 'store', 'api', 'node'],
+}
+
+export default tseslint.config(
+  { ignores: ['node_modules/**', '.cache/**', 'bench/results/**'] },
+  ...tseslint.configs.strictTypeChecked,
+  {
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/explicit-function-return-type': ['error', { allowExpressions: true, allowTypedFunctionExpressions: true }],
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/only-throw-error': 'error',
+      '@typescript-eslint/restrict-template-expressions': ['error', { allowNumber: true, allowBoolean: true }],
+      '@typescript-eslint/no-unnecessary-condition': 'off',
+      '@typescript-eslint/no-explicit-any': 'off',
+      '@typescript-eslint/no-confusing-void-expression': 'off',
+      '@typescript-eslint/no-empty-function': 'off',
+      '@typescript-eslint/require-await': 'off',
+      'no-console': 'error',
+    },
+  },
+  ...folders.map(folder => ({
+    files: [`src/${folder}/**/*.ts`],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          ...folders.filter(f => f !== folder && !allowed[folder].includes(f)).map(f => ({
+            group: [`../${f}/*`, `../../${f}/*`],
+            message: `src/${folder} may not depend on src/${f} (see docs/architecture.md)`,
+          })),
+          ...allowed[folder].map(f => ({
+            group: [`../${f}/*`, `!../${f}/index.ts`, `../../${f}/*`, `!../../${f}/index.ts`],
+            message: `import src/${f} through its index.ts`,
+          })),
+        ],
+      }],
+    },
+  })),
+  { files: ['eslint.config.js'], ...tseslint.configs.disableTypeChecked },
+  {
+    // Tests read JSON from real processes (typed `any`) and node:test's describe/it return promises by design.
+    files: ['test/**/*.ts', 'bench/**/*.ts'],
+    rules: {
+      'no-console': 'off',
+      '@typescript-eslint/no-non-null-assertion': 'off',
+      '@typescript-eslint/no-floating-promises': 'off',
+      '@typescript-eslint/no-unsafe-assignment': 'off',
+      '@typescript-eslint/no-unsafe-member-access': 'off',
+      '@typescript-eslint/no-unsafe-call': 'off',
+      '@typescript-eslint/no-unsafe-return': 'off',
+      '@typescript-eslint/no-unsafe-argument': 'off',
+    },
+  },
+)

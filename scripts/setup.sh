@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what Xenos needs on a Debian machine: system packages (only those missing) and the npm
+# dependencies, which include Node 22 itself. Safe to run again; it does nothing when all is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v busybox >/dev/null || need+=(busybox-static)
+command -v ip >/dev/null || need+=(iproute2)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v curl >/dev/null || need+=(curl)
+command -v jq >/dev/null || need+=(jq)
+if ((${#need[@]})); then
+  echo "setup: installing ${need[*]}" >&2
+  sudo_=""; [[ $(id -u) -eq 0 ]] || sudo_="sudo"
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# npm ci only when the lock file changed since the last install.
+stamp=node_modules/.xenos-lock.sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [[ ! -x node_modules/node/bin/node || ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  echo "setup: installing npm dependencies (with Node 22)" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" > "$stamp"
+fi

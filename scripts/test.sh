@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs what is needed, then runs the type check, the linter and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/node_modules/.bin:$PATH"
+npm run --silent typecheck
+npm run --silent lint
+npm test

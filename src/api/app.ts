@@ -1,0 +1,161 @@
+import swagger from '@fastify/swagger'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify'
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod'
+import type { Logger } from 'pino'
+import { z } from 'zod'
+import { decodeAuthHeader, toXenosError, XenosError, type Advert, type RequestAuth } from '../core/index.ts'
+import { parseManifest, validateManifest } from '../images/index.ts'
+import { instanceMetricsSchema, instanceViewSchema, XENOS_VERSION, type Host } from '../node/index.ts'
+import { prometheusText } from './metrics.ts'
+import {
+  controlParams, deployBody, deployResultSchema, errorSchema, hostInfoSchema, importTemplateBody, instanceListQuery, instanceParams,
+  logsQuery, peersSchema, refParams, searchQuery, searchResultSchema, templateSummarySchema,
+} from './schemas.ts'
+
+/** Header that carries an owner's request signature. */
+export const AUTH_HEADER = 'x-xenos-auth'
+
+function authOf (req: FastifyRequest): RequestAuth {
+  const header = req.headers[AUTH_HEADER]
+  if (typeof header !== 'string') throw new XenosError('UNAUTHENTICATED', 'this action must be signed by the instance owner: use the xenos CLI, which signs with your user key')
+  return decodeAuthHeader(header)
+}
+
+function tagsOf (tag: string | string[] | undefined): Record<string, string> | undefined {
+  if (tag === undefined) return undefined
+  const out: Record<string, string> = {}
+  for (const t of Array.isArray(tag) ? tag : [tag]) {
+    const i = t.indexOf('=')
+    if (i <= 0) throw new XenosError('INVALID_ARGUMENT', `tag filter "${t}" must look like KEY=VALUE`)
+    out[t.slice(0, i)] = t.slice(i + 1)
+  }
+  return out
+}
+
+function searchView (a: Advert): z.infer<typeof searchResultSchema>['results'][number] {
+  return { kind: a.kind, id: a.id, host: a.host, issuedAt: a.issuedAt, expiresAt: a.expiresAt, body: a.body }
+}
+
+const errors = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema, 500: errorSchema, 502: errorSchema, 503: errorSchema, 504: errorSchema }
+
+/** Builds the HTTP API of one host (not listening yet, so tests can `inject`). */
+export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstance> {
+  const logger: FastifyBaseLogger = log ?? host.log.child({ component: 'api' })
+  const app = Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1024 * 1024 })
+  app.setValidatorCompiler(validatorCompiler)
+  app.setSerializerCompiler(serializerCompiler)
+  await app.register(swagger, {
+    openapi: { info: { title: 'Xenos host API', version: XENOS_VERSION, description: 'Search, deploy, control and measure services on a Xenos cloud through any host.' } },
+    transform: jsonSchemaTransform,
+  })
+
+  app.setErrorHandler((err: FastifyError, _req, reply) => {
+    const e = err.validation !== undefined || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err.statusCode === 400
+      ? new XenosError('INVALID_ARGUMENT', err.message)
+      : toXenosError(err)
+    if (e.code === 'INTERNAL') app.log.error({ err }, 'request failed')
+    void reply.status(e.status).send({ error: e.toJSON() })
+  })
+  app.setNotFoundHandler((req, reply) => {
+    void reply.status(404).send({ error: { code: 'ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url}; see /openapi.json` } })
+  })
+
+  const api = app.withTypeProvider<ZodTypeProvider>()
+
+  api.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+  api.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }))
+  api.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+    void reply.type('text/plain; version=0.0.4')
+    return await prometheusText(host)
+  })
+
+  api.get('/v1/host', { schema: { summary: 'This host', response: { 200: hostInfoSchema } } }, async () => host.info())
+
+  api.get('/v1/peers', { schema: { summary: 'Connected peers and advertised hosts', response: { 200: peersSchema } } }, async () => {
+    const connected = host.overlay.node.getPeers().map(p => ({
+      id: p.toString(),
+      addrs: host.overlay.node.getConnections(p).map(c => c.remoteAddr.toString()),
+    }))
+    const hosts = host.overlay.search({ kind: 'host' }).flatMap(a => a.kind === 'host' ? [{ ...a.body, id: a.host, expiresAt: a.expiresAt }] : [])
+    return { connected, hosts }
+  })
+
+  api.get('/v1/templates', { schema: { summary: 'Templates held by this host', response: { 200: z.object({ templates: z.array(templateSummarySchema) }) } } }, async () => ({
+    templates: host.library.list().map(t => ({
+      id: t.id, name: t.manifest.name, version: t.manifest.version, driver: t.manifest.driver, tags: t.manifest.tags, resources: t.manifest.resources, hosts: [host.overlay.peerId],
+    })),
+  }))
+
+  api.post('/v1/templates', { schema: { summary: 'Import a template manifest', body: importTemplateBody, response: { 201: templateSummarySchema, ...errors } } }, async (req, reply) => {
+    const manifest = 'text' in req.body ? parseManifest(req.body.text) : validateManifest(req.body.manifest)
+    const t = await host.importTemplate(manifest)
+    void reply.status(201)
+    return { ...await host.cloud.resolveTemplate(t.id), manifest: t.manifest }
+  })
+
+  api.get('/v1/templates/:ref', { schema: { summary: 'Resolve a template by id, id prefix, name or name:version, here or on the overlay', params: refParams, response: { 200: templateSummarySchema, ...errors } } }, async req => {
+    const summary = await host.cloud.resolveTemplate(req.params.ref)
+    const local = host.library.get(summary.id)
+    return local === undefined ? summary : { ...summary, manifest: local.manifest }
+  })
+
+  api.delete('/v1/templates/:ref', { schema: { summary: 'Remove a template from this host', params: refParams, response: { 204: z.null(), ...errors } } }, async (req, reply) => {
+    const t = host.library.resolve(req.params.ref)
+    if (t === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `no template "${req.params.ref}" on this host`)
+    await host.removeTemplate(t.id)
+    void reply.status(204)
+    return null
+  })
+
+  api.get('/v1/search', { schema: { summary: 'Search adverts of hosts, templates and instances', querystring: searchQuery, response: { 200: searchResultSchema, ...errors } } }, async req => {
+    const { q, kind, host: onHost } = req.query
+    const tags = tagsOf(req.query.tag)
+    const query = { ...(q === undefined ? {} : { text: q }), ...(kind === undefined ? {} : { kind }), ...(tags === undefined ? {} : { tags }), ...(onHost === undefined ? {} : { host: onHost }) }
+    let results = host.overlay.search(query)
+    if (results.length === 0 && q !== undefined && q !== '') results = await lookupMissing(host, q, kind)
+    return { results: results.map(searchView) }
+  })
+
+  api.post('/v1/instances', { schema: { summary: 'Deploy instances of a template (signed by the owner)', body: deployBody, response: { 201: deployResultSchema, ...errors } } }, async (req, reply) => {
+    const { template, ...params } = req.body
+    const result = await host.cloud.deploy(template, params, authOf(req))
+    void reply.status(201)
+    return result
+  })
+
+  api.get('/v1/instances', { schema: { summary: 'Instances on this host and advertised by others', querystring: instanceListQuery, response: { 200: z.object({ instances: z.array(instanceViewSchema) }) } } }, async req => {
+    const { owner, host: onHost, state } = req.query
+    const list = host.cloud.list({ ...(owner === undefined ? {} : { owner }), ...(onHost === undefined ? {} : { host: onHost }) })
+    return { instances: state === undefined ? list : list.filter(v => v.state === state) }
+  })
+
+  api.get('/v1/instances/:id', { schema: { summary: 'One instance, asked of the host that runs it', params: instanceParams, response: { 200: instanceViewSchema, ...errors } } }, async req => await host.cloud.get(req.params.id))
+
+  api.post('/v1/instances/:id/:action', { schema: { summary: 'Start, stop, pause, resume or destroy an instance (signed by its owner)', params: controlParams, response: { 200: instanceViewSchema, 204: z.null(), ...errors } } }, async (req, reply) => {
+    const view = await host.cloud.control(req.params.id, req.params.action, authOf(req))
+    if (view === undefined) {
+      void reply.status(204)
+      return null
+    }
+    return view
+  })
+
+  api.get('/v1/instances/:id/metrics', { schema: { summary: 'CPU, memory and uptime of an instance', params: instanceParams, response: { 200: instanceMetricsSchema, ...errors } } }, async req => await host.cloud.metrics(req.params.id))
+
+  api.get('/v1/instances/:id/logs', { schema: { summary: 'Last lines of an instance\'s output (signed by its owner)', params: instanceParams, querystring: logsQuery, response: { 200: z.object({ text: z.string() }), ...errors } } }, async req => ({
+    text: await host.cloud.logs(req.params.id, req.query.lines, authOf(req)),
+  }))
+
+  return app
+}
+
+/** A search the cache cannot answer may still name something by id or name: ask the DHT. */
+async function lookupMissing (host: Host, q: string, kind: Advert['kind'] | undefined): Promise<Advert[]> {
+  const kinds = kind === undefined ? (['template', 'instance', 'host'] as const) : [kind]
+  const found = await Promise.all(kinds.map(async k => {
+    const byId = await host.overlay.lookup(k, q)
+    if (byId !== undefined || k === 'host') return byId
+    return await host.overlay.lookupName(k, q)
+  }))
+  return found.filter((a): a is Advert => a !== undefined)
+}

@@ -1,0 +1,79 @@
+import { z } from 'zod'
+import { ADVERT_KINDS, CONTROL_ACTIONS, INSTANCE_STATES, nameSchema } from '../core/index.ts'
+import { instanceIdSchema, instanceViewSchema, peerIdSchema, templateIdSchema } from '../node/index.ts'
+
+/** Request and response schemas of the HTTP API; they also make up /openapi.json. */
+export const errorSchema = z.object({
+  error: z.object({ code: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()).optional() }),
+})
+
+export const resourcesSchema = z.object({ cpu: z.number(), memory: z.number() })
+
+export const hostInfoSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  addrs: z.array(z.string()),
+  api: z.string(),
+  drivers: z.array(z.string()),
+  capacity: resourcesSchema,
+  free: resourcesSchema,
+  instances: z.number(),
+  version: z.string(),
+})
+
+export const templateSummarySchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  version: z.string(),
+  driver: z.string(),
+  tags: z.record(z.string(), z.string()),
+  resources: resourcesSchema,
+  hosts: z.array(z.string()),
+  manifest: z.record(z.string(), z.unknown()).optional(),
+})
+
+export const importTemplateBody = z.union([
+  z.strictObject({ text: z.string().min(1).max(64 * 1024).describe('manifest as YAML or JSON text') }),
+  z.strictObject({ manifest: z.record(z.string(), z.unknown()).describe('manifest as a JSON object') }),
+])
+
+export const searchQuery = z.strictObject({
+  q: z.string().max(256).optional(),
+  kind: z.enum(ADVERT_KINDS).optional(),
+  host: peerIdSchema.optional(),
+  tag: z.union([z.string(), z.array(z.string())]).optional().describe('KEY=VALUE; repeat for several'),
+})
+
+export const searchResultSchema = z.object({
+  results: z.array(z.object({
+    kind: z.enum(ADVERT_KINDS),
+    id: z.string(),
+    host: z.string(),
+    issuedAt: z.number(),
+    expiresAt: z.number(),
+    body: z.record(z.string(), z.unknown()),
+  })),
+})
+
+export const deployBody = z.strictObject({
+  template: templateIdSchema.describe('template id; resolve names first with GET /v1/templates/{ref}'),
+  host: peerIdSchema.nullable().default(null),
+  count: z.number().int().min(1).max(100).default(1),
+  name: nameSchema.nullable().default(null),
+})
+
+export const deployResultSchema = z.object({
+  instances: z.array(instanceViewSchema),
+  failures: z.array(z.object({ host: z.string(), code: z.string(), message: z.string() })),
+})
+
+export const instanceListQuery = z.strictObject({ owner: z.string().max(64).optional(), host: peerIdSchema.optional(), state: z.enum(INSTANCE_STATES).optional() })
+export const instanceParams = z.strictObject({ id: instanceIdSchema })
+export const controlParams = z.strictObject({ id: instanceIdSchema, action: z.enum(CONTROL_ACTIONS) })
+export const logsQuery = z.strictObject({ lines: z.coerce.number().int().min(1).max(10_000).default(100) })
+export const refParams = z.strictObject({ ref: z.string().min(1).max(200) })
+
+export const peersSchema = z.object({
+  connected: z.array(z.object({ id: z.string(), addrs: z.array(z.string()) })),
+  hosts: z.array(hostInfoSchema.omit({ id: true }).extend({ id: z.string(), expiresAt: z.number() })),
+})

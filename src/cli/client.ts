@@ -1,0 +1,72 @@
+import { encodeAuthHeader, signAction, XenosError, type OwnerKey } from '../core/index.ts'
+
+/** Where a CLI command sends its requests and who signs them. */
+export interface ClientInit {
+  api: string
+  key?: OwnerKey
+}
+
+/** A small HTTP client for the host API; errors come back as XenosErrors with the server's code. */
+export class ApiClient {
+  readonly #api: string
+  readonly #key: OwnerKey | undefined
+
+  constructor (init: ClientInit) {
+    this.#api = init.api.replace(/\/+$/, '')
+    this.#key = init.key
+  }
+
+  get owner (): string {
+    return this.#signer().id
+  }
+
+  async get<T>(path: string): Promise<T> {
+    return await this.#request<T>('GET', path)
+  }
+
+  async post<T>(path: string, body: unknown): Promise<T> {
+    return await this.#request<T>('POST', path, body)
+  }
+
+  async delete (path: string): Promise<void> {
+    await this.#request('DELETE', path)
+  }
+
+  /** Sends a request signed by the user's key for `action` on `target` with `params`. */
+  async signed<T>(method: 'GET' | 'POST', path: string, action: string, target: string, params: unknown, body?: unknown): Promise<T> {
+    const auth = signAction(this.#signer(), { action, target, params })
+    return await this.#request<T>(method, path, body, { 'x-xenos-auth': encodeAuthHeader(auth) })
+  }
+
+  #signer (): OwnerKey {
+    if (this.#key === undefined) throw new XenosError('UNAUTHENTICATED', 'no user key loaded')
+    return this.#key
+  }
+
+  async #request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+    let res: Response
+    try {
+      res = await fetch(`${this.#api}${path}`, {
+        method,
+        headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(180_000),
+      })
+    } catch (err) {
+      throw new XenosError('PEER_UNREACHABLE', `cannot reach the Xenos API at ${this.#api} (${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}): is xenosd running? Set --api or XENOS_API.`)
+    }
+    if (res.status === 204) return undefined as T
+    const text = await res.text()
+    let json: unknown
+    try {
+      json = JSON.parse(text)
+    } catch {
+      throw new XenosError('PEER_PROTOCOL', `the API answered ${res.status} with non-JSON: ${text.slice(0, 200)}`)
+    }
+    if (!res.ok) {
+      const e = (json as { error?: { code?: string, message?: string } }).error
+      throw new XenosError((e?.code ?? 'INTERNAL') as XenosError['code'], e?.message ?? `HTTP ${res.status}`)
+    }
+    return json as T
+  }
+}

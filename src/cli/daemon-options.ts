@@ -1,0 +1,56 @@
+import { Command, Option } from 'commander'
+import { DEFAULT_DATA_DIR, type HostOptionsInput } from '../node/index.ts'
+import { XenosError } from '../core/index.ts'
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
+
+/** Adds the host's options to a command (`xenosd` and `xenos node start` share them). */
+export function withDaemonOptions (cmd: Command): Command {
+  return cmd
+    .option('--data <dir>', 'identity key, state, instances and logs', process.env.XENOS_DATA ?? DEFAULT_DATA_DIR)
+    .option('--api <host:port>', 'HTTP API address', '127.0.0.1:7380')
+    .option('--listen <multiaddr>', 'overlay listen address (repeatable)', collect)
+    .option('--bootstrap <multiaddr>', 'host to join through, ending in /p2p/<peer id> (repeatable)', collect)
+    .option('--driver <name>', 'driver to offer (repeatable)', collect)
+    .option('--name <name>', 'host name shown in search results')
+    .option('--advertise-address <ip>', 'address services bind to and endpoints name')
+    .option('--cpu <cores>', 'CPU cores to offer (default: all)', Number)
+    .option('--memory <MiB>', 'memory to offer in MiB (default: 75% of RAM)', Number)
+    .option('--advert-ttl <seconds>', 'lifetime of this host\'s adverts', Number)
+    .option('--mdns', 'find hosts on the local network with mDNS')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+}
+
+export interface DaemonFlags {
+  data: string
+  api: string
+  listen?: string[]
+  bootstrap?: string[]
+  driver?: string[]
+  name?: string
+  advertiseAddress?: string
+  cpu?: number
+  memory?: number
+  advertTtl?: number
+  mdns?: boolean
+  logLevel: string
+}
+
+export function daemonOptionsFrom (flags: DaemonFlags): HostOptionsInput & { dataDir: string } {
+  const m = /^(.+):(\d+)$/.exec(flags.api)
+  if (m === null) throw new XenosError('INVALID_ARGUMENT', `--api must be HOST:PORT, got "${flags.api}"`)
+  if ((flags.cpu === undefined) !== (flags.memory === undefined)) throw new XenosError('INVALID_ARGUMENT', '--cpu and --memory go together')
+  return {
+    dataDir: flags.data,
+    api: { host: m[1] ?? '', port: Number(m[2]) },
+    ...(flags.listen === undefined ? {} : { listen: flags.listen }),
+    ...(flags.bootstrap === undefined ? {} : { bootstrap: flags.bootstrap }),
+    ...(flags.driver === undefined ? {} : { drivers: flags.driver as Array<'process'> }),
+    ...(flags.name === undefined ? {} : { name: flags.name }),
+    ...(flags.advertiseAddress === undefined ? {} : { advertiseAddress: flags.advertiseAddress }),
+    ...(flags.cpu === undefined || flags.memory === undefined ? {} : { capacity: { cpu: flags.cpu, memory: flags.memory } }),
+    ...(flags.advertTtl === undefined ? {} : { advertTtlMs: Math.round(flags.advertTtl * 1000) }),
+    mdns: flags.mdns === true,
+    logLevel: flags.logLevel as 'info',
+  }
+}

@@ -1,0 +1,50 @@
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import pino from 'pino'
+import { buildApp } from '../api/index.ts'
+import { Host, type HostOptionsInput } from '../node/index.ts'
+import { writeFileAtomic } from '../store/index.ts'
+
+/** What `xenosd` writes to `DATA/host.json` so scripts can chain hosts. */
+export interface HostFile {
+  peerId: string
+  multiaddrs: string[]
+  api: string
+  pid: number
+}
+
+/**
+ * Runs one host until SIGTERM or SIGINT: starts it, serves the API, writes `host.json`, logs to
+ * stdout and `DATA/xenosd.log`. A clean stop leaves instances running for the next start.
+ */
+export async function runDaemon (options: HostOptionsInput & { dataDir: string }): Promise<void> {
+  await mkdir(options.dataDir, { recursive: true, mode: 0o700 })
+  const log = pino({ level: options.logLevel ?? 'info', base: null }, pino.multistream([
+    { level: 'trace', stream: process.stdout },
+    { level: 'trace', stream: pino.destination({ dest: join(options.dataDir, 'xenosd.log'), append: true, sync: true }) },
+  ]))
+  const host = await Host.create(options, log)
+  await host.start()
+  const app = await buildApp(host)
+  const api = host.options.api
+  const address = await app.listen({ host: api.host, port: api.port })
+  host.apiUrl = address
+  await host.advertiseHost()
+  const file: HostFile = { peerId: host.overlay.peerId, multiaddrs: host.overlay.multiaddrs(), api: address, pid: process.pid }
+  await writeFileAtomic(join(options.dataDir, 'host.json'), JSON.stringify(file, null, 2) + '\n')
+  log.info({ api: address, peerId: file.peerId }, 'xenosd ready')
+
+  let stopping = false
+  const shutdown = async (signal: string): Promise<void> => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal }, 'shutting down; instances keep running')
+    const force = setTimeout(() => { process.exit(1) }, 10_000)
+    force.unref()
+    await app.close()
+    await host.stop()
+    process.exit(0)
+  }
+  process.on('SIGTERM', () => { void shutdown('SIGTERM') })
+  process.on('SIGINT', () => { void shutdown('SIGINT') })
+}

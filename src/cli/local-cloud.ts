@@ -1,0 +1,100 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdir, readFile, rm } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { XenosError, type InstanceView } from '../core/index.ts'
+import type { DeployResult, TemplateSummary } from '../node/index.ts'
+import type { ApiClient } from './client.ts'
+import type { HostFile } from './daemon.ts'
+import { table } from './table.ts'
+
+export interface LocalCloudOptions {
+  hosts: number
+  dataDir: string
+  firstApiPort: number
+  template: string
+  api: (url: string) => ApiClient
+  print: (line: string) => void
+}
+
+const XENOSD = resolve(import.meta.dirname, 'xenosd.ts')
+
+/**
+ * Runs a small Xenos cloud on this machine: N `xenosd` processes on loopback joined through the
+ * first, an example template imported and one instance deployed. Stops everything on Ctrl-C.
+ */
+export async function runLocalCloud (o: LocalCloudOptions): Promise<void> {
+  const procs: ChildProcess[] = []
+  const stopAll = async (): Promise<void> => {
+    await Promise.all(procs.map(async p => {
+      if (p.exitCode !== null) return
+      const gone = new Promise(r => p.once('exit', r))
+      p.kill('SIGTERM')
+      await gone
+    }))
+  }
+  let bootstrap: string | undefined
+  const infos: HostFile[] = []
+  try {
+    for (let i = 1; i <= o.hosts; i++) {
+      const dir = join(o.dataDir, `host${i}`)
+      await mkdir(dir, { recursive: true })
+      await rm(join(dir, 'host.json'), { force: true })
+      const args = ['--disable-warning=ExperimentalWarning', XENOSD, '--data', dir, '--name', `host${i}`,
+        '--api', `127.0.0.1:${o.firstApiPort + i - 1}`, '--listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'warn',
+        ...(bootstrap === undefined ? [] : ['--bootstrap', bootstrap])]
+      const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] })
+      procs.push(proc)
+      const info = await waitForHostFile(dir, proc)
+      infos.push(info)
+      bootstrap ??= info.multiaddrs[0]
+      o.print(`host${i}  ${info.api}  ${info.peerId}`)
+    }
+    const first = o.api(infos[0]?.api ?? '')
+    const last = o.api(infos[infos.length - 1]?.api ?? '')
+    const t = await first.post<TemplateSummary>('/v1/templates', { text: await readFile(o.template, 'utf8') })
+    o.print(`imported template ${t.name}:${t.version} (${t.id}) on host1`)
+    await waitFor(async () => (await last.get<{ results: unknown[] }>(`/v1/search?kind=template&q=${t.name}`)).results.length > 0)
+    const params = { host: infos[infos.length - 1]?.peerId ?? null, count: 1, name: `${t.name}-demo` }
+    const result = await last.signed<DeployResult>('POST', '/v1/instances', 'deploy', t.id, params, { template: t.id, ...params })
+    const instances: InstanceView[] = result.instances
+    o.print('')
+    o.print(table(['INSTANCE', 'NAME', 'STATE', 'ENDPOINT'], instances.map(v => [v.id, v.name, v.state, v.endpoints.map(e => e.url).join(' ')])))
+    o.print('')
+    o.print('Try, from another terminal:')
+    o.print(`  bin/xenos --api ${infos[0]?.api ?? ''} peers`)
+    o.print(`  bin/xenos --api ${infos[0]?.api ?? ''} search ${t.name}`)
+    o.print(`  curl ${instances[0]?.endpoints[0]?.url ?? ''}`)
+    o.print(`  bin/xenos --api ${infos[0]?.api ?? ''} deploy ${t.name} --count 2`)
+    o.print('Ctrl-C stops the cloud.')
+    await new Promise<void>(resolve => {
+      process.once('SIGINT', resolve)
+      process.once('SIGTERM', resolve)
+      for (const p of procs) p.once('exit', () => { resolve() })
+    })
+    for (const v of instances) await last.signed('POST', `/v1/instances/${v.id}/destroy`, 'destroy', v.id, {}).catch(() => {})
+  } finally {
+    await stopAll()
+  }
+}
+
+async function waitForHostFile (dir: string, proc: ChildProcess): Promise<HostFile> {
+  for (let i = 0; i < 300; i++) {
+    if (proc.exitCode !== null) throw new XenosError('INTERNAL', `xenosd in ${dir} exited with code ${proc.exitCode}; see ${join(dir, 'xenosd.log')}`)
+    try {
+      const info = JSON.parse(await readFile(join(dir, 'host.json'), 'utf8')) as HostFile
+      if (info.pid === proc.pid) return info
+    } catch {}
+    await sleep(100)
+  }
+  throw new XenosError('TIMEOUT', `xenosd in ${dir} did not start within 30 s; see ${join(dir, 'xenosd.log')}`)
+}
+
+async function waitFor (fn: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await fn().catch(() => false)) return
+    await sleep(100)
+  }
+  throw new XenosError('TIMEOUT', 'the hosts did not see each other\'s adverts in time')
+}

@@ -1,0 +1,226 @@
+import { Command, Option } from 'commander'
+import { readFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { toXenosError, XenosError, type InstanceMetrics, type InstanceView } from '../core/index.ts'
+import { DEFAULT_DATA_DIR, type DeployResult, type TemplateSummary } from '../node/index.ts'
+import { ApiClient } from './client.ts'
+import { runDaemon } from './daemon.ts'
+import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
+import { DEFAULT_KEY_FILE, loadOrCreateUserKey } from './keys.ts'
+import { runLocalCloud } from './local-cloud.ts'
+import { ago, bytes, shortId, table } from './table.ts'
+
+interface GlobalFlags {
+  api: string
+  json?: boolean
+  key: string
+}
+
+interface HostRow { id: string, name: string, api: string, drivers: string[], capacity: { cpu: number, memory: number }, free: { cpu: number, memory: number }, instances: number, expiresAt: number }
+interface SearchResult { kind: string, id: string, host: string, issuedAt: number, body: Record<string, unknown> }
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
+
+function out (flags: GlobalFlags, json: unknown, human: () => string): void {
+  process.stdout.write((flags.json === true ? JSON.stringify(json, null, 2) : human()) + '\n')
+}
+
+async function client (cmd: Command): Promise<{ api: ApiClient, flags: GlobalFlags }> {
+  const flags = cmd.optsWithGlobals<GlobalFlags>()
+  const { key, created } = await loadOrCreateUserKey(flags.key)
+  if (created) process.stderr.write(`created your user key ${flags.key} (owner id ${key.id})\n`)
+  return { api: new ApiClient({ api: flags.api, key }), flags }
+}
+
+/** Accepts a full peer id, a unique suffix or prefix of one, or a host name. */
+async function resolveHost (api: ApiClient, ref: string): Promise<string> {
+  if (/^[1-9A-HJ-NP-Za-km-z]{46,}$/.test(ref)) return ref
+  const { hosts } = await api.get<{ hosts: HostRow[] }>('/v1/peers')
+  const self = await api.get<{ id: string, name: string }>('/v1/host')
+  const all = [...new Map([...hosts, { id: self.id, name: self.name }].map(h => [h.id, h])).values()]
+  const named = all.filter(h => h.name === ref)
+  const bare = ref.replace(/^…/, '')
+  const matches = named.length > 0 || bare.length < 4 ? named : all.filter(h => h.id.endsWith(bare) || h.id.startsWith(bare))
+  if (matches.length === 1 && matches[0] !== undefined) return matches[0].id
+  if (matches.length === 0) throw new XenosError('HOST_NOT_FOUND', `no advertised host is named "${ref}" or has a peer id starting or ending with it: see "xenos peers"`)
+  throw new XenosError('INVALID_ARGUMENT', `"${ref}" matches ${matches.length} hosts: give more of the peer id`)
+}
+
+function instanceTable (views: InstanceView[]): string {
+  if (views.length === 0) return 'no instances'
+  return table(['ID', 'NAME', 'TEMPLATE', 'HOST', 'STATE', 'ENDPOINTS', 'CREATED'],
+    views.map(v => [v.id, v.name, v.templateName, shortId(v.host), v.state, v.endpoints.map(e => e.url).join(' ') || '-', ago(v.createdAt)]))
+}
+
+function instanceDetail (v: InstanceView): string {
+  const lines = [
+    `id:        ${v.id}`,
+    `name:      ${v.name}`,
+    `state:     ${v.state}`,
+    `template:  ${v.templateName} (${v.template})`,
+    `host:      ${v.host}`,
+    `owner:     ${v.owner}`,
+    `resources: ${v.resources.cpu} CPU, ${v.resources.memory} MiB`,
+    `created:   ${new Date(v.createdAt).toISOString()} (${ago(v.createdAt)})`,
+    ...v.endpoints.map(e => `endpoint:  ${e.name} ${e.url}`),
+  ]
+  if (v.error !== undefined) lines.push(`error:     ${v.error}`)
+  return lines.join('\n')
+}
+
+export function buildProgram (): Command {
+  const program = new Command('xenos')
+    .description('Find, deploy, control and measure services on a Xenos cloud')
+    .option('--api <url>', 'API of any Xenos host', process.env.XENOS_API ?? 'http://127.0.0.1:7380')
+    .option('--json', 'print JSON instead of tables')
+    .option('--key <file>', 'your user key (created on first use)', process.env.XENOS_KEY ?? DEFAULT_KEY_FILE)
+    .showHelpAfterError()
+
+  withDaemonOptions(program.command('node').description('Run this machine as a Xenos host').command('start').description('Start xenosd in the foreground'))
+    .action(async (flags: DaemonFlags) => { await runDaemon(daemonOptionsFrom(flags)) })
+
+  program.command('cloud').description('Run a small Xenos cloud on this machine (several hosts on loopback)')
+    .option('--hosts <n>', 'how many hosts', Number, 3)
+    .option('--data <dir>', 'where the hosts keep their state', join(DEFAULT_DATA_DIR, 'local-cloud'))
+    .option('--first-api-port <port>', 'API port of host1; the others follow', Number, 7380)
+    .option('--template <file>', 'template to import and deploy', resolve(import.meta.dirname, '..', '..', 'examples', 'hello.yaml'))
+    .action(async (o: { hosts: number, data: string, firstApiPort: number, template: string }, cmd: Command) => {
+      if (!Number.isInteger(o.hosts) || o.hosts < 1 || o.hosts > 32) throw new XenosError('INVALID_ARGUMENT', '--hosts must be from 1 to 32')
+      const flags = cmd.optsWithGlobals<GlobalFlags>()
+      const { key } = await loadOrCreateUserKey(flags.key)
+      await runLocalCloud({
+        hosts: o.hosts, dataDir: o.data, firstApiPort: o.firstApiPort, template: o.template,
+        api: url => new ApiClient({ api: url, key }),
+        print: line => { process.stdout.write(line + '\n') },
+      })
+    })
+
+  program.command('whoami').description('Show your owner id').action(async (_o, cmd: Command) => {
+    const { api, flags } = await client(cmd)
+    out(flags, { owner: api.owner }, () => api.owner)
+  })
+
+  program.command('peers').description('Hosts on the overlay').action(async (_o, cmd: Command) => {
+    const { api, flags } = await client(cmd)
+    const self = await api.get<HostRow>('/v1/host')
+    const peers = await api.get<{ connected: Array<{ id: string }>, hosts: HostRow[] }>('/v1/peers')
+    const connected = new Set(peers.connected.map(p => p.id))
+    out(flags, { self, ...peers }, () => table(['HOST', 'NAME', 'API', 'DRIVERS', 'FREE CPU', 'FREE MEM', 'INSTANCES', 'LINK'],
+      peers.hosts.sort((a, b) => a.name.localeCompare(b.name)).map(h => [
+        h.id, h.name, h.api, h.drivers.join(','), `${h.free.cpu}/${h.capacity.cpu}`, `${h.free.memory}/${h.capacity.memory} MiB`, String(h.instances),
+        h.id === self.id ? 'self' : connected.has(h.id) ? 'connected' : 'via overlay',
+      ])))
+  })
+
+  const template = program.command('template').description('Templates: import, list, show, remove')
+  template.command('import <file>').description('Import a template manifest (YAML or JSON)').action(async (file: string, _o, cmd: Command) => {
+    const { api, flags } = await client(cmd)
+    const t = await api.post<TemplateSummary>('/v1/templates', { text: await readFile(file, 'utf8') })
+    out(flags, t, () => `imported ${t.name}:${t.version} as ${t.id}`)
+  })
+  template.command('list').description('Templates held by this host').action(async (_o, cmd: Command) => {
+    const { api, flags } = await client(cmd)
+    const { templates } = await api.get<{ templates: TemplateSummary[] }>('/v1/templates')
+    out(flags, templates, () => templates.length === 0
+      ? 'no templates here: import one with "xenos template import FILE"'
+      : table(['ID', 'NAME', 'VERSION', 'DRIVER', 'CPU', 'MEMORY', 'TAGS'],
+        templates.map(t => [t.id.slice(0, 19), t.name, t.version, t.driver, String(t.resources.cpu), `${t.resources.memory} MiB`, Object.entries(t.tags).map(([k, v]) => `${k}=${v}`).join(',')])))
+  })
+  template.command('show <ref>').description('Show a template by id, name or name:version').action(async (ref: string, _o, cmd: Command) => {
+    const { api, flags } = await client(cmd)
+    const t = await api.get<TemplateSummary & { manifest?: unknown }>(`/v1/templates/${encodeURIComponent(ref)}`)
+    out(flags, t, () => [`id:        ${t.id}`, `name:      ${t.name}:${t.version}`, `driver:    ${t.driver}`,
+      `resources: ${t.resources.cpu} CPU, ${t.resources.memory} MiB`, `tags:      ${Object.entries(t.tags).map(([k, v]) => `${k}=${v}`).join(', ') || '-'}`,
+      `held by:   ${t.hosts.join(', ')}`].join('\n'))
+  })
+  template.command('rm <ref>').description('Remove a template from this host').action(async (ref: string, _o, cmd: Command) => {
+    const { api, flags } = await client(cmd)
+    await api.delete(`/v1/templates/${encodeURIComponent(ref)}`)
+    out(flags, { removed: ref }, () => `removed ${ref}`)
+  })
+
+  program.command('search [text]').description('Search the overlay for templates, instances and hosts')
+    .addOption(new Option('--kind <kind>', 'only this kind').choices(['template', 'instance', 'host']))
+    .option('--tag <key=value>', 'tag that must match (repeatable)', collect)
+    .option('--host <peer>', 'only adverts from this host')
+    .action(async (text: string | undefined, o: { kind?: string, tag?: string[], host?: string }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const q = new URLSearchParams()
+      if (text !== undefined) q.set('q', text)
+      if (o.kind !== undefined) q.set('kind', o.kind)
+      if (o.host !== undefined) q.set('host', await resolveHost(api, o.host))
+      for (const t of o.tag ?? []) q.append('tag', t)
+      const { results } = await api.get<{ results: SearchResult[] }>(`/v1/search?${q.toString()}`)
+      out(flags, results, () => results.length === 0 ? 'nothing found' : table(['KIND', 'ID', 'NAME', 'HOST', 'DETAIL', 'SEEN'], results.map(r => [
+        r.kind, r.kind === 'host' ? shortId(r.id) : r.id.slice(0, 19), typeof r.body.name === 'string' ? r.body.name : '', shortId(r.host), detailOf(r), ago(r.issuedAt),
+      ])))
+    })
+
+  program.command('deploy <template>').description('Deploy instances of a template (by id, name or name:version)')
+    .option('--host <peer>', 'host to deploy on (peer id, unique part of it, or host name); default: hosts with most room')
+    .option('--count <n>', 'how many instances', Number, 1)
+    .option('--name <name>', 'instance name (suffixed -1, -2… when --count > 1)')
+    .action(async (ref: string, o: { host?: string, count: number, name?: string }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      if (!Number.isInteger(o.count) || o.count < 1 || o.count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
+      const t = await api.get<TemplateSummary>(`/v1/templates/${encodeURIComponent(ref)}`)
+      const params = { host: o.host === undefined ? null : await resolveHost(api, o.host), count: o.count, name: o.name ?? null }
+      const result = await api.signed<DeployResult>('POST', '/v1/instances', 'deploy', t.id, params, { template: t.id, ...params })
+      out(flags, result, () => [
+        instanceTable(result.instances),
+        ...result.failures.map(f => `failed on host ${shortId(f.host)}: ${f.code}: ${f.message}`),
+      ].join('\n'))
+      if (result.instances.length === 0) process.exitCode = 1
+    })
+
+  const instance = program.command('instance').description('Instances: list, show, control, measure')
+  instance.command('list').description('Your instances anywhere on the overlay')
+    .option('--all', 'everyone\'s instances')
+    .option('--host <peer>', 'only instances on this host')
+    .action(async (o: { all?: boolean, host?: string }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const q = new URLSearchParams()
+      if (o.all !== true) q.set('owner', api.owner)
+      if (o.host !== undefined) q.set('host', await resolveHost(api, o.host))
+      const { instances } = await api.get<{ instances: InstanceView[] }>(`/v1/instances?${q.toString()}`)
+      out(flags, instances, () => instanceTable(instances))
+    })
+  instance.command('show <id>').description('Details of an instance').action(async (id: string, _o, cmd: Command) => {
+    const { api, flags } = await client(cmd)
+    const v = await api.get<InstanceView>(`/v1/instances/${encodeURIComponent(id)}`)
+    out(flags, v, () => instanceDetail(v))
+  })
+  for (const action of ['start', 'stop', 'pause', 'resume', 'destroy'] as const) {
+    instance.command(`${action} <id>`).description(`${action[0]?.toUpperCase()}${action.slice(1)} an instance you own`).action(async (id: string, _o, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const v = await api.signed<InstanceView | undefined>('POST', `/v1/instances/${encodeURIComponent(id)}/${action}`, action, id, {})
+      out(flags, v ?? { id, destroyed: true }, () => v === undefined ? `destroyed ${id}` : `${id} is ${v.state}`)
+    })
+  }
+  instance.command('metrics <id>').description('CPU, memory and uptime of an instance').action(async (id: string, _o, cmd: Command) => {
+    const { api, flags } = await client(cmd)
+    const m = await api.get<InstanceMetrics>(`/v1/instances/${encodeURIComponent(id)}/metrics`)
+    out(flags, m, () => table(['ID', 'STATE', 'CPU SECONDS', 'MEMORY', 'UPTIME'], [[m.id, m.state, m.cpuSeconds.toFixed(2), bytes(m.memoryBytes), `${Math.round(m.uptimeSeconds)}s`]]))
+  })
+  instance.command('logs <id>').description('Last lines an instance printed').option('--lines <n>', 'how many lines', Number, 100)
+    .action(async (id: string, o: { lines: number }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const r = await api.signed<{ text: string }>('GET', `/v1/instances/${encodeURIComponent(id)}/logs?lines=${o.lines}`, 'logs', id, {})
+      out(flags, r, () => r.text)
+    })
+  return program
+}
+
+function detailOf (r: SearchResult): string {
+  const b = r.body
+  if (r.kind === 'template') return `${String(b.version)} ${String(b.driver)} ${Object.entries(b.tags as Record<string, string>).map(([k, v]) => `${k}=${v}`).join(',')}`.trim()
+  if (r.kind === 'instance') return `${String(b.state)} ${(b.endpoints as Array<{ url: string }>).map(e => e.url).join(' ')}`.trim()
+  const free = b.free as { cpu: number, memory: number }
+  return `free ${free.cpu} CPU ${free.memory} MiB, ${String(b.instances)} instances`
+}
+
+buildProgram().parseAsync().catch((err: unknown) => {
+  const e = toXenosError(err)
+  process.stderr.write(`error ${e.code}: ${e.message}\n`)
+  process.exit(1)
+})

@@ -1,0 +1,61 @@
+/**
+ * One registry of error codes. Every error that leaves a host (HTTP, RPC, CLI) carries one of
+ * these codes; `docs/errors.md` lists the same table and a test keeps the two in step.
+ */
+export const ERROR_CODES = {
+  INVALID_ARGUMENT: { status: 400, meaning: 'A request field or option is malformed or out of range.' },
+  BAD_MANIFEST: { status: 400, meaning: 'A template manifest failed validation.' },
+  UNAUTHENTICATED: { status: 401, meaning: 'The request is not signed, or its signature or timestamp is invalid.' },
+  FORBIDDEN: { status: 403, meaning: 'The signer is not the owner of the instance it acts on.' },
+  TEMPLATE_NOT_FOUND: { status: 404, meaning: 'No template with that id or name is known here or on the overlay.' },
+  INSTANCE_NOT_FOUND: { status: 404, meaning: 'No instance with that id is known here or on the overlay.' },
+  ROUTE_NOT_FOUND: { status: 404, meaning: 'No API route matches the method and path; see /openapi.json.' },
+  HOST_NOT_FOUND: { status: 404, meaning: 'No host with that peer id is advertised on the overlay.' },
+  INVALID_STATE: { status: 409, meaning: 'The instance is not in a state that allows the action.' },
+  TEMPLATE_IN_USE: { status: 409, meaning: 'Instances still use the template.' },
+  ADMISSION_REFUSED: { status: 409, meaning: 'The host lacks the CPU or memory the template asks for.' },
+  NO_HOST_AVAILABLE: { status: 503, meaning: 'No advertised host can take the deployment.' },
+  DRIVER_UNAVAILABLE: { status: 501, meaning: 'The driver the template needs is missing or unhealthy on the host.' },
+  DRIVER_FAILED: { status: 500, meaning: 'The driver could not carry out the action.' },
+  PEER_UNREACHABLE: { status: 502, meaning: 'The host that owns the resource could not be reached over the overlay.' },
+  PEER_PROTOCOL: { status: 502, meaning: 'A peer answered with a malformed or oversized message.' },
+  TIMEOUT: { status: 504, meaning: 'The operation did not finish in time.' },
+  INTERNAL: { status: 500, meaning: 'An unexpected fault inside the host; its log has details.' },
+} as const satisfies Record<string, { status: number, meaning: string }>
+
+export type ErrorCode = keyof typeof ERROR_CODES
+
+export function isErrorCode (value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ERROR_CODES, value)
+}
+
+/** An error with a stable code; `message` says what went wrong and what to do about it. */
+export class XenosError extends Error {
+  readonly code: ErrorCode
+  readonly details: Record<string, unknown> | undefined
+
+  constructor (code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message)
+    this.name = 'XenosError'
+    this.code = code
+    this.details = details
+  }
+
+  get status (): number {
+    return ERROR_CODES[this.code].status
+  }
+
+  toJSON (): { code: ErrorCode, message: string, details?: Record<string, unknown> } {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details }
+  }
+}
+
+/** Turns anything thrown into a XenosError, keeping codes that already exist. */
+export function toXenosError (err: unknown): XenosError {
+  if (err instanceof XenosError) return err
+  if (err instanceof Error && err.name === 'TimeoutError') return new XenosError('TIMEOUT', err.message)
+  const message = err instanceof Error ? err.message : String(err)
+  return new XenosError('INTERNAL', message)
+}

@@ -1,0 +1,21 @@
+/**
+ * @packageDocumentation
+ * The words of Xenos as types, schemas and pure functions: templates, instances, adverts, owners,
+ * the driver contract and the error registry. Nothing here does I/O; every other folder
+ * depends on this one.
+ *
+ * @example
+ * ```ts
+ * import { generateOwnerKey, signAction, verifyAction } from './core/index.ts'
+ * const me = generateOwnerKey()
+ * const auth = signAction(me, { action: 'stop', target: 'i-0123456789abcdef', params: {} })
+ * verifyAction(auth, { action: 'stop', target: 'i-0123456789abcdef', params: {} }) // throws if forged
+ * ```
+ */
+export * from './errors.ts'
+export * from './canonical.ts'
+export * from './template.ts'
+export * from './instance.ts'
+export * from './owner.ts'
+export * from './advert.ts'
+export type * from './driver.ts'

@@ -1,0 +1,53 @@
+import { randomBytes } from 'node:crypto'
+import type { Resources } from './template.ts'
+
+/**
+ * Instance states. `creating` is written before a driver is asked to start anything, so a host
+ * that crashes mid-way finds the record and settles it on restart.
+ */
+export const INSTANCE_STATES = ['creating', 'running', 'paused', 'stopped', 'exited', 'failed'] as const
+export type InstanceState = typeof INSTANCE_STATES[number]
+
+/** States in which an instance holds host resources (admission control counts these). */
+export const ACTIVE_STATES: ReadonlySet<InstanceState> = new Set(['creating', 'running', 'paused'])
+
+export const CONTROL_ACTIONS = ['start', 'stop', 'pause', 'resume', 'destroy'] as const
+export type ControlAction = typeof CONTROL_ACTIONS[number]
+
+export interface Endpoint {
+  name: string
+  url: string
+}
+
+/** The stable JSON shape of an instance in the API and `--json` output. */
+export interface InstanceView {
+  id: string
+  name: string
+  template: string
+  templateName: string
+  host: string
+  state: InstanceState
+  owner: string
+  endpoints: Endpoint[]
+  resources: Resources
+  createdAt: number
+  updatedAt: number
+  error?: string | undefined
+}
+
+export interface InstanceMetrics {
+  id: string
+  host: string
+  state: InstanceState
+  cpuSeconds: number
+  memoryBytes: number
+  uptimeSeconds: number
+  sampledAt: number
+}
+
+/** Instance ids: `i-` and 16 hex digits; short enough to type, random enough never to collide. */
+export const INSTANCE_ID_PATTERN = /^i-[0-9a-f]{16}$/
+
+export function newInstanceId (): string {
+  return `i-${randomBytes(8).toString('hex')}`
+}

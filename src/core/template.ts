@@ -1,0 +1,53 @@
+import { z } from 'zod'
+
+/** Names of things users type: letters, digits, `.`, `_`, `-`; start with a letter or digit. */
+export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/
+export const nameSchema = z.string().regex(NAME_PATTERN, 'use lower-case letters, digits, ".", "_" or "-" (at most 63, starting with a letter or digit)')
+
+const portSchema = z.strictObject({
+  name: z.string().regex(/^[a-z][a-z0-9_]{0,30}$/, 'port names are lower-case letters, digits and "_"'),
+  protocol: z.enum(['http', 'tcp', 'udp']).default('tcp'),
+  /** Port the service listens on inside a VM; the process driver hands the host port instead. */
+  guest: z.number().int().min(1).max(65535).optional(),
+})
+
+const resourcesSchema = z.strictObject({
+  /** CPU cores (fractions allowed). */
+  cpu: z.number().positive().max(1024).default(0.1),
+  /** Memory in MiB. */
+  memory: z.number().int().positive().max(4 * 1024 * 1024).default(64),
+})
+
+/** What a template manifest may say. Unknown keys are refused so typos do not pass silently. */
+export const templateManifestSchema = z.strictObject({
+  name: nameSchema,
+  version: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,62}$/, 'versions are letters, digits, ".", "_", "+" or "-"'),
+  description: z.string().max(1000).optional(),
+  driver: z.enum(['process', 'qemu']),
+  /** For `process`: the command, either a shell line or an argv array. `${XENOS_PORT_<NAME>}` is substituted. */
+  command: z.union([z.string().min(1).max(8192), z.array(z.string().max(4096)).min(1).max(256)]).optional(),
+  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string().max(4096)).default({}),
+  ports: z.array(portSchema).max(32).default([]),
+  tags: z.record(z.string().regex(/^[a-z0-9][a-z0-9._/-]{0,62}$/), z.string().max(256)).default({}),
+  resources: resourcesSchema.default({ cpu: 0.1, memory: 64 }),
+}).superRefine((m, ctx) => {
+  if (m.driver === 'process' && m.command === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['command'], message: 'a process template needs a command' })
+  }
+  const seen = new Set<string>()
+  for (const p of m.ports) {
+    if (seen.has(p.name)) ctx.addIssue({ code: 'custom', path: ['ports'], message: `port "${p.name}" is declared twice` })
+    seen.add(p.name)
+  }
+})
+
+export type TemplateManifest = z.output<typeof templateManifestSchema>
+export type PortSpec = TemplateManifest['ports'][number]
+export type Resources = TemplateManifest['resources']
+
+/** A stored template: its immutable id and the manifest it was made from. */
+export interface Template {
+  id: string
+  manifest: TemplateManifest
+  importedAt: number
+}

@@ -1,0 +1,217 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { chown, mkdir, open, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { XenosError, type Driver, type Fingerprint, type TaskExit, type TaskHandle, type TaskSpec, type TaskStats, type TaskStatus } from '../../core/index.ts'
+import type { Cgroups } from '../cgroup.ts'
+import { isSameProcess, processStartTime, processUsage, tailFile } from '../procfs.ts'
+
+export interface ProcessDriverInit {
+  /** Control groups for limits, accounting and freezing; without them pause uses SIGSTOP. */
+  cgroups: Cgroups | undefined
+  /** User the task runs as when the host runs as root. @default 65534 (nobody) */
+  uid: number
+  /** @default 65534 (nogroup) */
+  gid: number
+}
+
+export const DEFAULT_TASK_UID = 65534
+
+/** What the driver persists in a handle: enough to find and signal the task after a restart. */
+interface ProcessState {
+  pid: number
+  startTime: number
+  startedAt: number
+  cgroup: boolean
+  log: string
+}
+
+const PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+/**
+ * Joins the task's cgroups before anything else runs, so every process the task ever starts is
+ * accounted and limited.
+ */
+const JOIN_CGROUP = 'for f in $XENOS_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; unset XENOS_CGROUP_PROCS; exec "$@"'
+
+/**
+ * Init of the task's pid namespace: the kernel drops SIGTERM sent to a namespace's init unless it
+ * handles it, so this small init passes it on and exits with the service's status.
+ */
+const NAMESPACE_INIT = '"$@" & pid=$!; trap \'kill -TERM $pid 2>/dev/null\' TERM INT; while :; do wait $pid; st=$?; kill -0 $pid 2>/dev/null || exit $st; done'
+
+function stateOf (handle: TaskHandle): ProcessState {
+  const s = handle.state as Partial<ProcessState>
+  if (typeof s.pid !== 'number' || typeof s.startTime !== 'number' || typeof s.log !== 'string') {
+    throw new XenosError('DRIVER_FAILED', `instance ${handle.id} has no usable process state`)
+  }
+  return s as ProcessState
+}
+
+/** Replaces `${XENOS_PORT_HTTP}`-style references with values from `env`. */
+export function substitute (text: string, env: Record<string, string>): string {
+  return text.replace(/\$\{(XENOS_[A-Z0-9_]+)\}/g, (all, name: string) => env[name] ?? all)
+}
+
+/**
+ * Runs a template's command as a sandboxed host process: its own pid, mount, ipc and uts
+ * namespaces when the host runs as root, an unprivileged user, and a cgroup with the template's
+ * CPU and memory limits. The process outlives `xenosd`, which re-attaches to it by pid and start
+ * time after a restart.
+ */
+export function processDriver (init: ProcessDriverInit): Driver {
+  const isRoot = process.getuid?.() === 0
+  const sandboxed = isRoot && existsSync('/usr/bin/unshare') && existsSync('/usr/bin/setpriv')
+  const exits = new Map<number, Promise<TaskExit>>()
+
+  /** Pids of the task: its cgroup's members, else its process group; works on partial handles too. */
+  async function pidsOf (handle: TaskHandle): Promise<number[]> {
+    const s = handle.state as Partial<ProcessState>
+    if (init.cgroups !== undefined && s.cgroup !== false) {
+      const pids = await init.cgroups.pids(handle.id)
+      if (pids.length > 0) return pids
+    }
+    if (typeof s.pid === 'number' && typeof s.startTime === 'number' && await isSameProcess(s.pid, s.startTime)) return [-s.pid]
+    return []
+  }
+
+  async function signalAll (handle: TaskHandle, signal: NodeJS.Signals): Promise<void> {
+    for (const pid of await pidsOf(handle)) {
+      try { process.kill(pid, signal) } catch {}
+    }
+  }
+
+  async function alive (handle: TaskHandle): Promise<boolean> {
+    return (await pidsOf(handle)).length > 0
+  }
+
+  function argv (spec: TaskSpec, env: Record<string, string>): string[] {
+    const command = spec.command
+    if (command === undefined) throw new XenosError('BAD_MANIFEST', 'a process template needs a command')
+    const cmd = typeof command === 'string' ? ['/bin/sh', '-c', substitute(command, env)] : command.map(a => substitute(a, env))
+    if (!sandboxed) return cmd
+    return [
+      '/usr/bin/unshare', '--pid', '--fork', '--mount-proc', '--ipc', '--uts', '--',
+      '/usr/bin/setpriv', `--reuid=${init.uid}`, `--regid=${init.gid}`, '--clear-groups', '--no-new-privs', '--',
+      '/bin/sh', '-c', NAMESPACE_INIT, 'xenos-init', ...cmd,
+    ]
+  }
+
+  return {
+    name: 'process',
+    capabilities: () => ({ pause: true, suspend: false, migrate: false }),
+
+    async fingerprint (): Promise<Fingerprint> {
+      return {
+        healthy: true,
+        detail: sandboxed ? 'namespaces and unprivileged user' : 'no sandbox: xenosd is not root or unshare/setpriv are missing',
+        attributes: {
+          sandbox: sandboxed ? 'namespaces' : 'none',
+          cgroups: init.cgroups === undefined ? 'none' : `v${init.cgroups.version}`,
+        },
+      }
+    },
+
+    async start (spec: TaskSpec): Promise<TaskHandle> {
+      const work = join(spec.dir, 'work')
+      await mkdir(work, { recursive: true })
+      if (sandboxed) await chown(work, init.uid, init.gid)
+      const env: Record<string, string> = { PATH, HOME: work, XENOS_INSTANCE_ID: spec.id, XENOS_HOST: spec.bindAddress }
+      for (const p of spec.ports) env[`XENOS_PORT_${p.name.toUpperCase()}`] = String(p.hostPort)
+      for (const [k, v] of Object.entries(spec.env)) env[k] = substitute(v, env)
+
+      const cgroup = init.cgroups !== undefined
+      if (cgroup) await init.cgroups?.create(spec.id, spec.resources)
+      const log = join(spec.dir, 'console.log')
+      const out = await open(log, 'a')
+      const wrapped = ['/bin/sh', '-c', JOIN_CGROUP, 'xenos-join', ...argv(spec, env)]
+      let child: ChildProcess
+      let spawned: Promise<number>
+      try {
+        child = spawn(wrapped[0] ?? '/bin/sh', wrapped.slice(1), {
+          cwd: work,
+          detached: true,
+          stdio: ['ignore', out.fd, out.fd],
+          env: { ...env, XENOS_CGROUP_PROCS: cgroup ? (init.cgroups?.procsFiles(spec.id).join(' ') ?? '') : '' },
+        })
+        spawned = new Promise<number>((resolve, reject) => {
+          child.once('spawn', () => { resolve(child.pid ?? -1) })
+          child.once('error', err => { reject(new XenosError('DRIVER_FAILED', `cannot start the command: ${err.message}`)) })
+        })
+      } finally {
+        await out.close()
+      }
+      const pid = await spawned
+      child.unref()
+      exits.set(pid, new Promise(resolve => child.once('exit', (code, signal) => { resolve({ code, signal }) })))
+      const startTime = await processStartTime(pid)
+      if (startTime === undefined) {
+        const exit = await exits.get(pid)
+        throw new XenosError('DRIVER_FAILED', `the command exited at once (code ${exit?.code ?? exit?.signal}); see the instance log`)
+      }
+      const state: ProcessState = { pid, startTime, startedAt: Date.now(), cgroup, log }
+      return { id: spec.id, driver: 'process', state: { ...state } }
+    },
+
+    async recover (handle): Promise<TaskStatus> {
+      if (!await alive(handle)) return 'exited'
+      const s = stateOf(handle)
+      if (s.cgroup && init.cgroups !== undefined) return await init.cgroups.isFrozen(handle.id).catch(() => false) ? 'paused' : 'running'
+      const status = await readFile(`/proc/${s.pid}/status`, 'utf8').catch(() => '')
+      return /State:\s+T/.test(status) ? 'paused' : 'running'
+    },
+
+    async wait (handle): Promise<TaskExit> {
+      const s = stateOf(handle)
+      const own = exits.get(s.pid)
+      if (own !== undefined) {
+        const exit = await own
+        // The namespace's processes die with its init; wait until the kernel has reaped them.
+        while (await alive(handle)) await sleep(50)
+        return exit
+      }
+      while (await alive(handle)) await sleep(500)
+      return { code: null, signal: null }
+    },
+
+    async stop (handle, timeoutMs): Promise<void> {
+      if (!await alive(handle)) return
+      if (init.cgroups !== undefined && handle.state.cgroup !== false) await init.cgroups.freeze(handle.id, false).catch(() => {})
+      await signalAll(handle, 'SIGCONT')
+      await signalAll(handle, 'SIGTERM')
+      const deadline = Date.now() + timeoutMs
+      while (Date.now() < deadline && await alive(handle)) await sleep(50)
+      while (await alive(handle)) {
+        await signalAll(handle, 'SIGKILL')
+        await sleep(50)
+      }
+    },
+
+    async pause (handle): Promise<void> {
+      if (stateOf(handle).cgroup && init.cgroups !== undefined) await init.cgroups.freeze(handle.id, true)
+      else await signalAll(handle, 'SIGSTOP')
+    },
+
+    async resume (handle): Promise<void> {
+      if (stateOf(handle).cgroup && init.cgroups !== undefined) await init.cgroups.freeze(handle.id, false)
+      else await signalAll(handle, 'SIGCONT')
+    },
+
+    async destroy (handle): Promise<void> {
+      const pid = handle.state.pid
+      if (typeof pid === 'number') {
+        exits.delete(pid)
+      }
+      if (handle.state.cgroup !== false) await init.cgroups?.remove(handle.id)
+    },
+
+    async stats (handle): Promise<TaskStats> {
+      const s = stateOf(handle)
+      const usage = s.cgroup && init.cgroups !== undefined ? await init.cgroups.usage(handle.id) : await processUsage(s.pid)
+      return { ...usage, startedAt: s.startedAt }
+    },
+
+    logTail: async (handle, lines) => typeof handle.state.log === 'string' ? await tailFile(handle.state.log, lines) : '',
+  }
+}

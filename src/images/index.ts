@@ -1,0 +1,14 @@
+/**
+ * @packageDocumentation
+ * Templates: immutable, content-addressed service factories. This folder parses and validates
+ * manifests, gives templates their ids and keeps the host's library of them.
+ *
+ * @example
+ * ```ts
+ * const library = new TemplateLibrary(store)
+ * const t = library.add(parseManifest(await readFile('hello.yaml', 'utf8')))
+ * library.resolve('hello:1.0')?.id === t.id
+ * ```
+ */
+export { parseManifest, validateManifest, templateId, MAX_MANIFEST_BYTES } from './manifest.ts'
+export { TemplateLibrary, MIN_ID_PREFIX } from './library.ts'

@@ -1,0 +1,64 @@
+import { XenosError, type Template, type TemplateManifest } from '../core/index.ts'
+import type { Store } from '../store/index.ts'
+import { templateId, validateManifest } from './manifest.ts'
+
+/** Shortest id prefix accepted in place of a full template id. */
+export const MIN_ID_PREFIX = 12
+
+/**
+ * The templates a host holds. A template is immutable: its id is its content, so adding a
+ * manifest that is already present changes nothing, and one fetched from a peer is accepted only
+ * if it hashes to the id that was asked for.
+ */
+export class TemplateLibrary {
+  readonly #store: Pick<Store, 'templates' | 'instances'>
+
+  constructor (store: Pick<Store, 'templates' | 'instances'>) {
+    this.#store = store
+  }
+
+  add (manifest: TemplateManifest, now = Date.now()): Template {
+    const id = templateId(manifest)
+    const known = this.#store.templates.get(id)
+    if (known !== undefined) return known
+    const t: Template = { id, manifest, importedAt: now }
+    this.#store.templates.put(t)
+    return t
+  }
+
+  /** Adds a manifest received from a peer, refusing it unless it is exactly template `id`. */
+  addVerified (id: string, raw: unknown): Template {
+    const manifest = validateManifest(raw, `template ${id} from a peer`)
+    if (templateId(manifest) !== id) throw new XenosError('PEER_PROTOCOL', `a peer sent a manifest that does not match template ${id}`)
+    return this.add(manifest)
+  }
+
+  get (id: string): Template | undefined {
+    return this.#store.templates.get(id)
+  }
+
+  list (): Template[] {
+    return this.#store.templates.list()
+  }
+
+  /** Finds a local template by id, id prefix (`sha256:` optional), `name` or `name:version`. */
+  resolve (ref: string): Template | undefined {
+    const all = this.list()
+    const hex = ref.startsWith('sha256:') ? ref.slice(7) : ref
+    if (/^[0-9a-f]+$/.test(hex) && hex.length >= MIN_ID_PREFIX) {
+      const found = all.filter(t => t.id.slice(7).startsWith(hex))
+      if (found.length > 1) throw new XenosError('INVALID_ARGUMENT', `"${ref}" matches ${found.length} templates: give more of the id`)
+      if (found[0] !== undefined) return found[0]
+    }
+    const [name, version] = ref.split(':')
+    const named = all.filter(t => t.manifest.name === name && (version === undefined || t.manifest.version === version))
+    return named.sort((a, b) => b.importedAt - a.importedAt)[0]
+  }
+
+  remove (id: string): void {
+    if (this.#store.templates.get(id) === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `no template ${id} on this host`)
+    const users = this.#store.instances.countUsingTemplate(id)
+    if (users > 0) throw new XenosError('TEMPLATE_IN_USE', `${users} instance(s) on this host use template ${id}: destroy them first`)
+    this.#store.templates.remove(id)
+  }
+}

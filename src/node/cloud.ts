@@ -1,0 +1,270 @@
+import type { Logger } from 'pino'
+import { z } from 'zod'
+import {
+  verifyAction, XenosError,
+  type AdvertOf, type ControlAction, type InstanceMetrics, type InstanceView, type RequestAuth, type Resources, type Template,
+} from '../core/index.ts'
+import type { TemplateLibrary } from '../images/index.ts'
+import type { Overlay } from '../overlay/index.ts'
+import type { RequestVerifier } from './replay.ts'
+import {
+  instanceMetricsSchema, instanceViewSchema, rpcControlSchema, rpcDeploySchema, rpcInstanceSchema, rpcLogsSchema, rpcTemplateGetSchema,
+  type DeployParams,
+} from './rpc-schemas.ts'
+import type { InstanceSupervisor } from './supervisor.ts'
+
+export interface CloudInit {
+  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'lookup' | 'lookupName' | 'learnAddresses'>
+  library: TemplateLibrary
+  supervisor: InstanceSupervisor
+  verifier: RequestVerifier
+  /** Called when a template arrives from a peer, so this host advertises it too. */
+  onTemplateAdded: (t: Template) => void
+  log: Logger
+}
+
+/** A template as search and resolution show it. */
+export interface TemplateSummary {
+  id: string
+  name: string
+  version: string
+  driver: string
+  tags: Record<string, string>
+  resources: Resources
+  /** Hosts that advertise holding it. */
+  hosts: string[]
+}
+
+export interface DeployResult {
+  instances: InstanceView[]
+  failures: Array<{ host: string, code: string, message: string }>
+}
+
+const DEPLOY_TIMEOUT_MS = 120_000
+const CONTROL_TIMEOUT_MS = 60_000
+
+/**
+ * The cloud as one host sees it: resolves templates, places deployments on hosts with room,
+ * and sends every action on an instance to the host that runs it. The host that runs an
+ * instance is the one that checks the owner's signature; this host only relays.
+ */
+export class Cloud {
+  readonly #init: CloudInit
+
+  constructor (init: CloudInit) {
+    this.#init = init
+  }
+
+  get #self (): string {
+    return this.#init.overlay.peerId
+  }
+
+  /** Registers the RPC methods through which other hosts reach this one. */
+  serve (): void {
+    const { rpc } = this.#init.overlay
+    rpc.handle('template.get', rpcTemplateGetSchema, async ({ id }) => {
+      const t = this.#init.library.get(id)
+      if (t === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `host ${this.#self} does not hold template ${id}`)
+      return t.manifest
+    })
+    rpc.handle('instance.deploy', rpcDeploySchema, async req => await this.deployHere(req.template, req.params, req.auth, req.count))
+    rpc.handle('instance.control', rpcControlSchema, async req => await this.#controlHere(req.id, req.action, req.auth) ?? null)
+    rpc.handle('instance.get', rpcInstanceSchema, async ({ id }) => this.#init.supervisor.view(id))
+    rpc.handle('instance.metrics', rpcInstanceSchema, async ({ id }) => await this.#init.supervisor.metrics(id))
+    rpc.handle('instance.logs', rpcLogsSchema, async req => await this.#logsHere(req.id, req.lines, req.auth))
+  }
+
+  /** Finds a template by id, id prefix, `name` or `name:version`: locally, in the advert cache, then in the DHT. */
+  async resolveTemplate (ref: string): Promise<TemplateSummary> {
+    const local = this.#init.library.resolve(ref)
+    if (local !== undefined) return this.#summary(local.id)
+    const [name = '', version] = ref.split(':')
+    let advert: AdvertOf<'template'> | undefined
+    if (/^sha256:[0-9a-f]{64}$/.test(ref)) {
+      advert = await this.#init.overlay.lookup('template', ref)
+    } else {
+      advert = this.#templateAdverts().find(a => (a.id.startsWith(ref) && ref.length >= 19) || (a.body.name === name && (version === undefined || a.body.version === version)))
+      if (advert === undefined && version === undefined) advert = await this.#init.overlay.lookupName('template', name)
+    }
+    if (advert === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `no template "${ref}" here or on the overlay: import it with "xenos template import FILE" or check "xenos search"`)
+    return this.#summary(advert.id)
+  }
+
+  #templateAdverts (): Array<AdvertOf<'template'>> {
+    return this.#init.overlay.search({ kind: 'template' }) as Array<AdvertOf<'template'>>
+  }
+
+  #summary (id: string): TemplateSummary {
+    const adverts = this.#templateAdverts().filter(a => a.id === id)
+    const local = this.#init.library.get(id)
+    const hosts = [...new Set([...(local === undefined ? [] : [this.#self]), ...adverts.map(a => a.host)])]
+    if (local !== undefined) {
+      const m = local.manifest
+      return { id, name: m.name, version: m.version, driver: m.driver, tags: m.tags, resources: m.resources, hosts }
+    }
+    const a = adverts[0]
+    if (a === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `template ${id} is no longer advertised`)
+    return { id, name: a.body.name, version: a.body.version, driver: a.body.driver, tags: a.body.tags, resources: a.body.resources, hosts }
+  }
+
+  /** Deploys `params.count` instances of template `id`, on `params.host` or wherever there is room. */
+  async deploy (id: string, params: DeployParams, auth: RequestAuth): Promise<DeployResult> {
+    // Fail fast on a bad signature; the hosts that run the instances check it again.
+    verifyAction(auth, { action: 'deploy', target: id, params })
+    const summary = await this.resolveTemplate(id)
+    const placement = params.host === null ? this.#place(summary, params.count) : new Map([[params.host, params.count]])
+    const result: DeployResult = { instances: [], failures: [] }
+    await Promise.all([...placement].map(async ([host, count]) => {
+      try {
+        const views = host === this.#self
+          ? await this.deployHere(id, params, auth, count)
+          : z.array(instanceViewSchema).parse(await this.#call(host, 'instance.deploy', { template: id, params, count, auth }, DEPLOY_TIMEOUT_MS))
+        result.instances.push(...views)
+      } catch (err) {
+        const e = err instanceof XenosError ? err : new XenosError('PEER_PROTOCOL', `host ${host} answered the deploy with something malformed`)
+        result.failures.push({ host, code: e.code, message: e.message })
+      }
+    }))
+    if (result.instances.length === 0 && result.failures.length === 1 && result.failures[0] !== undefined) {
+      const f = result.failures[0]
+      throw new XenosError(f.code as XenosError['code'], f.message)
+    }
+    return result
+  }
+
+  /** Runs `count` instances of a deploy on this host (the owner's signature is checked here). */
+  async deployHere (id: string, params: DeployParams, auth: RequestAuth, count: number): Promise<InstanceView[]> {
+    this.#init.verifier.verify(auth, { action: 'deploy', target: id, params })
+    if (params.host !== null && params.host !== this.#self) throw new XenosError('INVALID_ARGUMENT', `this deploy is addressed to host ${params.host}, not ${this.#self}`)
+    if (count > params.count) throw new XenosError('INVALID_ARGUMENT', `asked for ${count} instances of a deploy signed for ${params.count}`)
+    const template = await this.ensureTemplate(id)
+    return await this.#init.supervisor.create(template, auth.owner, params.name ?? undefined, count)
+  }
+
+  /** Returns the local template, fetching its manifest from a host that advertises it if needed. */
+  async ensureTemplate (id: string): Promise<Template> {
+    const local = this.#init.library.get(id)
+    if (local !== undefined) return local
+    const holders = this.#templateAdverts().filter(a => a.id === id).map(a => a.host)
+    if (holders.length === 0) {
+      const found = await this.#init.overlay.lookup('template', id)
+      if (found !== undefined) holders.push(found.host)
+    }
+    for (const host of holders) {
+      try {
+        const t = this.#init.library.addVerified(id, await this.#call(host, 'template.get', { id }))
+        this.#init.log.info({ template: id, from: host }, 'template fetched')
+        this.#init.onTemplateAdded(t)
+        return t
+      } catch (err) {
+        this.#init.log.warn({ err, template: id, host }, 'template fetch failed')
+      }
+    }
+    throw new XenosError('TEMPLATE_NOT_FOUND', `template ${id} is not held by any reachable host`)
+  }
+
+  /** Spreads `count` instances over the advertised hosts with the most free room. */
+  #place (t: TemplateSummary, count: number): Map<string, number> {
+    const hosts = (this.#init.overlay.search({ kind: 'host' }) as Array<AdvertOf<'host'>>)
+      .filter(h => h.body.drivers.includes(t.driver))
+      .map(h => ({ id: h.host, free: { ...h.body.free } }))
+    const out = new Map<string, number>()
+    for (let i = 0; i < count; i++) {
+      const fits = hosts.filter(h => h.free.cpu + 1e-9 >= t.resources.cpu && h.free.memory >= t.resources.memory)
+      fits.sort((a, b) => b.free.memory / Math.max(1, t.resources.memory) + b.free.cpu - (a.free.memory / Math.max(1, t.resources.memory) + a.free.cpu))
+      const best = fits[0]
+      if (best === undefined) {
+        throw new XenosError('NO_HOST_AVAILABLE', `no advertised host with the "${t.driver}" driver has room for ${count - i} more instance(s) of ${t.name} (${t.resources.cpu} CPU, ${t.resources.memory} MiB each)`)
+      }
+      best.free.cpu -= t.resources.cpu
+      best.free.memory -= t.resources.memory
+      out.set(best.id, (out.get(best.id) ?? 0) + 1)
+    }
+    return out
+  }
+
+  async control (id: string, action: ControlAction, auth: RequestAuth): Promise<InstanceView | undefined> {
+    if (this.#init.supervisor.has(id)) return await this.#controlHere(id, action, auth)
+    const host = await this.#locate(id)
+    const reply = await this.#call(host, 'instance.control', { id, action, auth }, CONTROL_TIMEOUT_MS)
+    return reply === null ? undefined : instanceViewSchema.parse(reply)
+  }
+
+  async #controlHere (id: string, action: ControlAction, auth: RequestAuth): Promise<InstanceView | undefined> {
+    this.#authorise(id, action, auth)
+    return await this.#init.supervisor.control(id, action)
+  }
+
+  #authorise (id: string, action: string, auth: RequestAuth): void {
+    this.#init.verifier.verify(auth, { action, target: id, params: {} })
+    const owner = this.#init.supervisor.view(id).owner
+    if (owner !== auth.owner) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may ${action} it`)
+  }
+
+  async get (id: string): Promise<InstanceView> {
+    if (this.#init.supervisor.has(id)) return this.#init.supervisor.view(id)
+    const host = await this.#locate(id)
+    try {
+      return instanceViewSchema.parse(await this.#call(host, 'instance.get', { id }))
+    } catch (err) {
+      const advert = await this.#init.overlay.lookup('instance', id)
+      if (advert === undefined) throw err
+      return viewFromAdvert(advert)
+    }
+  }
+
+  async metrics (id: string): Promise<InstanceMetrics> {
+    if (this.#init.supervisor.has(id)) return await this.#init.supervisor.metrics(id)
+    return instanceMetricsSchema.parse(await this.#call(await this.#locate(id), 'instance.metrics', { id }))
+  }
+
+  async logs (id: string, lines: number, auth: RequestAuth): Promise<string> {
+    if (this.#init.supervisor.has(id)) return await this.#logsHere(id, lines, auth)
+    return z.string().parse(await this.#call(await this.#locate(id), 'instance.logs', { id, lines, auth }))
+  }
+
+  async #logsHere (id: string, lines: number, auth: RequestAuth): Promise<string> {
+    this.#authorise(id, 'logs', auth)
+    return await this.#init.supervisor.logs(id, lines)
+  }
+
+  /** Instances this host runs plus those advertised by others. */
+  list (filter: { owner?: string, host?: string } = {}): InstanceView[] {
+    const local = this.#init.supervisor.list()
+    const ids = new Set(local.map(v => v.id))
+    const remote = (this.#init.overlay.search({ kind: 'instance' }) as Array<AdvertOf<'instance'>>)
+      .filter(a => !ids.has(a.id))
+      .map(viewFromAdvert)
+    return [...local, ...remote]
+      .filter(v => (filter.owner === undefined || v.owner === filter.owner) && (filter.host === undefined || v.host === filter.host))
+      .sort((a, b) => a.createdAt - b.createdAt)
+  }
+
+  async #locate (id: string): Promise<string> {
+    const advert = await this.#init.overlay.lookup('instance', id)
+    if (advert === undefined) throw new XenosError('INSTANCE_NOT_FOUND', `no instance ${id} is advertised: check the id with "xenos instance list --all"`)
+    return advert.host
+  }
+
+  async #call (host: string, method: string, params: unknown, timeoutMs?: number): Promise<unknown> {
+    const hostAdvert = await this.#init.overlay.lookup('host', host)
+    if (hostAdvert !== undefined) await this.#init.overlay.learnAddresses(host, hostAdvert.body.addrs)
+    return await this.#init.overlay.rpc.call(host, method, params, timeoutMs === undefined ? {} : { timeoutMs })
+  }
+}
+
+export function viewFromAdvert (a: AdvertOf<'instance'>): InstanceView {
+  return {
+    id: a.id,
+    name: a.body.name,
+    template: a.body.template,
+    templateName: a.body.templateName,
+    host: a.host,
+    state: a.body.state,
+    owner: a.body.owner,
+    endpoints: a.body.endpoints,
+    resources: a.body.resources,
+    createdAt: a.body.createdAt,
+    updatedAt: a.issuedAt,
+  }
+}

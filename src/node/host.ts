@@ -1,0 +1,187 @@
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import pino, { type Logger } from 'pino'
+import { XenosError, type Driver, type InstanceView, type Resources, type Template } from '../core/index.ts'
+import { detectCgroups, DEFAULT_TASK_UID, processDriver } from '../hypervisor/index.ts'
+import { TemplateLibrary } from '../images/index.ts'
+import { loadOrCreateHostKey, Overlay } from '../overlay/index.ts'
+import { openStore, type InstanceRecord, type Store } from '../store/index.ts'
+import { Cloud } from './cloud.ts'
+import { defaultAdvertiseAddress, defaultCapacity, hostOptionsSchema, type HostOptions, type HostOptionsInput } from './options.ts'
+import { RequestVerifier } from './replay.ts'
+import { InstanceSupervisor } from './supervisor.ts'
+
+export const XENOS_VERSION = '0.1.0'
+
+/**
+ * One Xenos host, composed from the pieces in the other folders: state, overlay, template
+ * library, drivers, the instance supervisor and the cloud router. `start` recovers instances
+ * and joins the overlay; `stop` leaves it and closes the store, leaving instances running.
+ */
+export class Host {
+  readonly options: HostOptions
+  readonly log: Logger
+  readonly store: Store
+  readonly overlay: Overlay
+  readonly library: TemplateLibrary
+  readonly drivers: ReadonlyMap<string, Driver>
+  readonly supervisor: InstanceSupervisor
+  readonly cloud: Cloud
+  readonly capacity: Resources
+  readonly advertiseAddress: string
+  /** Set by the API once it listens. */
+  apiUrl = ''
+  #hostAdvertTimer: NodeJS.Timeout | undefined
+  #started = false
+
+  private constructor (base: Pick<Host, 'options' | 'log' | 'store' | 'overlay' | 'drivers' | 'capacity' | 'advertiseAddress'>) {
+    this.options = base.options
+    this.log = base.log
+    this.store = base.store
+    this.overlay = base.overlay
+    this.drivers = base.drivers
+    this.capacity = base.capacity
+    this.advertiseAddress = base.advertiseAddress
+    this.library = new TemplateLibrary(this.store)
+    this.supervisor = new InstanceSupervisor({
+      store: this.store,
+      drivers: this.drivers,
+      instancesDir: join(this.options.dataDir, 'instances'),
+      hostId: this.overlay.peerId,
+      advertiseAddress: this.advertiseAddress,
+      capacity: this.capacity,
+      stopTimeoutMs: this.options.stopTimeoutMs,
+      log: this.log.child({ component: 'supervisor' }),
+      onChange: (id, record) => { this.#instanceChanged(id, record) },
+    })
+    this.cloud = new Cloud({
+      overlay: this.overlay,
+      library: this.library,
+      supervisor: this.supervisor,
+      verifier: new RequestVerifier(),
+      onTemplateAdded: t => { void this.#advertiseTemplate(t) },
+      log: this.log.child({ component: 'cloud' }),
+    })
+  }
+
+  static async create (input: HostOptionsInput, log?: Logger): Promise<Host> {
+    const parsed = hostOptionsSchema.safeParse(input)
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]
+      throw new XenosError('INVALID_ARGUMENT', `bad host option ${issue?.path.join('.') ?? ''}: ${issue?.message ?? ''}`)
+    }
+    const options = parsed.data
+    const logger = log ?? pino({ level: options.logLevel, base: null })
+    await mkdir(join(options.dataDir, 'instances'), { recursive: true, mode: 0o700 })
+    const store = openStore(join(options.dataDir, 'state.db'))
+    const overlay = await Overlay.create({
+      privateKey: await loadOrCreateHostKey(join(options.dataDir, 'host.key')),
+      listen: options.listen,
+      bootstrap: options.bootstrap,
+      mdns: options.mdns,
+      advertTtlMs: options.advertTtlMs,
+      log: logger.child({ component: 'overlay' }),
+    })
+    const drivers = new Map<string, Driver>()
+    if (options.drivers.includes('process')) {
+      drivers.set('process', processDriver({ cgroups: await detectCgroups(), uid: DEFAULT_TASK_UID, gid: DEFAULT_TASK_UID }))
+    }
+    return new Host({
+      options,
+      log: logger,
+      store,
+      overlay,
+      drivers,
+      capacity: options.capacity ?? defaultCapacity(),
+      advertiseAddress: options.advertiseAddress ?? defaultAdvertiseAddress(options.listen),
+    })
+  }
+
+  async start (): Promise<void> {
+    await this.supervisor.recover()
+    this.cloud.serve()
+    await this.overlay.start()
+    this.#started = true
+    for (const t of this.library.list()) await this.#advertiseTemplate(t)
+    for (const r of this.store.instances.list()) this.#instanceChanged(r.id, r)
+    await this.advertiseHost()
+    this.log.info({ peerId: this.overlay.peerId, addrs: this.overlay.multiaddrs() }, 'host started')
+  }
+
+  /** Leaves the overlay and closes the store; instances keep running and are re-attached on the next start. */
+  async stop (): Promise<void> {
+    clearTimeout(this.#hostAdvertTimer)
+    await this.overlay.stop()
+    this.store.close()
+  }
+
+  async importTemplate (manifest: Template['manifest']): Promise<Template> {
+    const t = this.library.add(manifest)
+    await this.#advertiseTemplate(t)
+    return t
+  }
+
+  async removeTemplate (id: string): Promise<void> {
+    this.library.remove(id)
+    await this.overlay.withdraw('template', id)
+  }
+
+  info (): { id: string, name: string, addrs: string[], api: string, drivers: string[], capacity: Resources, free: Resources, instances: number, version: string } {
+    return {
+      id: this.overlay.peerId,
+      name: this.options.name ?? this.overlay.peerId.slice(-8),
+      addrs: this.overlay.multiaddrs(),
+      api: this.apiUrl,
+      drivers: [...this.drivers.keys()],
+      capacity: this.capacity,
+      free: this.supervisor.free(),
+      instances: this.supervisor.list().length,
+      version: XENOS_VERSION,
+    }
+  }
+
+  async advertiseHost (): Promise<void> {
+    if (!this.#started) return
+    const { name, addrs, api, drivers, capacity, free, instances, version } = this.info()
+    await this.overlay.publish('host', this.overlay.peerId, { name, addrs, api: api === '' ? 'http://0.0.0.0/' : api, drivers, capacity, free, instances, version })
+  }
+
+  async #advertiseTemplate (t: Template): Promise<void> {
+    if (!this.#started) return
+    const m = t.manifest
+    const body = {
+      name: m.name,
+      version: m.version,
+      driver: m.driver,
+      tags: m.tags,
+      resources: m.resources,
+      ports: m.ports.map(p => ({ name: p.name, protocol: p.protocol })),
+      ...(m.description === undefined ? {} : { description: m.description }),
+    }
+    await this.overlay.publish('template', t.id, body)
+  }
+
+  #instanceChanged (id: string, record: InstanceRecord | undefined): void {
+    if (!this.#started) return
+    if (record === undefined) {
+      void this.overlay.withdraw('instance', id)
+    } else {
+      const view: InstanceView = this.supervisor.view(id)
+      const tags = this.library.get(record.templateId)?.manifest.tags ?? {}
+      void this.overlay.publish('instance', id, {
+        name: view.name,
+        template: view.template,
+        templateName: view.templateName,
+        owner: view.owner,
+        state: view.state,
+        endpoints: view.endpoints,
+        tags,
+        resources: view.resources,
+        createdAt: view.createdAt,
+      })
+    }
+    // Free capacity changed: tell the others soon, coalescing bursts of changes.
+    clearTimeout(this.#hostAdvertTimer)
+    this.#hostAdvertTimer = setTimeout(() => { void this.advertiseHost() }, 50)
+  }
+}

@@ -1,0 +1,18 @@
+/**
+ * @packageDocumentation
+ * The composition root: builds one host from the other folders (store, overlay, template
+ * library, drivers) and holds the host's own logic: the instance supervisor and the cloud router
+ * that forwards actions to the host running an instance. `main.ts` is `xenosd`.
+ *
+ * @example
+ * ```ts
+ * const host = await Host.create({ dataDir: '/tmp/xenos-a', listen: ['/ip4/127.0.0.1/tcp/0'] })
+ * await host.start()
+ * host.cloud.list()
+ * await host.stop()
+ * ```
+ */
+export { Host, XENOS_VERSION } from './host.ts'
+export { Cloud, viewFromAdvert, type TemplateSummary, type DeployResult } from './cloud.ts'
+export { hostOptionsSchema, DEFAULT_API_PORT, DEFAULT_P2P_PORT, DEFAULT_DATA_DIR, type HostOptions, type HostOptionsInput } from './options.ts'
+export { instanceIdSchema, instanceViewSchema, instanceMetricsSchema, peerIdSchema, templateIdSchema, deployParamsSchema, type DeployParams } from './rpc-schemas.ts'

@@ -1,0 +1,54 @@
+import { cpus, homedir, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { z } from 'zod'
+import { DEFAULT_ADVERT_TTL_MS } from '../overlay/index.ts'
+
+export const DEFAULT_API_PORT = 7380
+export const DEFAULT_P2P_PORT = 7381
+export const DEFAULT_DATA_DIR = join(homedir(), '.local', 'share', 'xenos')
+export const DEFAULT_STOP_TIMEOUT_MS = 10_000
+export const KNOWN_DRIVERS = ['process'] as const
+
+/** Everything `xenosd` can be told; validated at the edge, unknown keys refused. */
+export const hostOptionsSchema = z.strictObject({
+  /** Identity key, state database, instance directories and logs. @default ~/.local/share/xenos */
+  dataDir: z.string().min(1).default(DEFAULT_DATA_DIR),
+  /** HTTP API address. @default 127.0.0.1:7380 */
+  api: z.strictObject({ host: z.string().min(1), port: z.number().int().min(0).max(65535) }).default({ host: '127.0.0.1', port: DEFAULT_API_PORT }),
+  /** Overlay listen multiaddrs. @default ['/ip4/0.0.0.0/tcp/7381'] */
+  listen: z.array(z.string().startsWith('/')).min(1).default([`/ip4/0.0.0.0/tcp/${DEFAULT_P2P_PORT}`]),
+  /** Multiaddrs (ending in /p2p/<peer id>) of hosts to join through. */
+  bootstrap: z.array(z.string().regex(/\/p2p\/[1-9A-HJ-NP-Za-km-z]+$/, 'a bootstrap address must end in /p2p/<peer id>')).default([]),
+  /** Find hosts on the local network with mDNS. @default false */
+  mdns: z.boolean().default(false),
+  /** Drivers this host offers. @default ['process'] */
+  drivers: z.array(z.enum(KNOWN_DRIVERS)).min(1).default(['process']),
+  /** Human-readable host name shown in search results. */
+  name: z.string().max(63).optional(),
+  /** Address services bind to and endpoints name; by default the first non-wildcard listen IP, else 127.0.0.1. */
+  advertiseAddress: z.string().optional(),
+  /** CPU cores and MiB this host offers. @default all cores and 75% of memory */
+  capacity: z.strictObject({ cpu: z.number().positive(), memory: z.number().int().positive() }).optional(),
+  /** @default 30000 */
+  advertTtlMs: z.number().int().min(1000).max(3_600_000).default(DEFAULT_ADVERT_TTL_MS),
+  /** @default 10000 */
+  stopTimeoutMs: z.number().int().min(0).max(600_000).default(DEFAULT_STOP_TIMEOUT_MS),
+  /** pino log level. @default info */
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+})
+
+export type HostOptions = z.output<typeof hostOptionsSchema>
+export type HostOptionsInput = z.input<typeof hostOptionsSchema>
+
+export function defaultCapacity (): { cpu: number, memory: number } {
+  return { cpu: cpus().length, memory: Math.floor(totalmem() / 1024 / 1024 * 0.75) }
+}
+
+/** The IP in the first listen address that is not a wildcard, else loopback. */
+export function defaultAdvertiseAddress (listen: string[]): string {
+  for (const addr of listen) {
+    const ip = /^\/ip4\/([0-9.]+)\//.exec(addr)?.[1]
+    if (ip !== undefined && ip !== '0.0.0.0') return ip
+  }
+  return '127.0.0.1'
+}

@@ -1,0 +1,68 @@
+import { z } from 'zod'
+import { CONTROL_ACTIONS, INSTANCE_ID_PATTERN, INSTANCE_STATES, nameSchema, OWNER_ID_PATTERN } from '../core/index.ts'
+
+/** Schemas of the messages hosts send each other; every RPC handler validates with one. */
+export const templateIdSchema = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'a template id is sha256: and 64 hex digits')
+export const instanceIdSchema = z.string().regex(INSTANCE_ID_PATTERN, 'an instance id is i- and 16 hex digits')
+export const peerIdSchema = z.string().regex(/^[1-9A-HJ-NP-Za-km-z]{40,100}$/, 'not a peer id')
+
+export const authSchema = z.strictObject({
+  owner: z.string().regex(OWNER_ID_PATTERN),
+  ts: z.number().int(),
+  nonce: z.string().regex(/^[0-9a-f]{8,64}$/),
+  sig: z.string().regex(/^[A-Za-z0-9_-]{20,200}$/),
+})
+
+/** What the owner signs when deploying: the template id is the signed target. */
+export const deployParamsSchema = z.strictObject({
+  host: peerIdSchema.nullable(),
+  count: z.number().int().min(1).max(100),
+  name: nameSchema.nullable(),
+})
+export type DeployParams = z.infer<typeof deployParamsSchema>
+
+export const rpcDeploySchema = z.strictObject({
+  template: templateIdSchema,
+  params: deployParamsSchema,
+  /** How many of `params.count` this host is asked to run. */
+  count: z.number().int().min(1).max(100),
+  auth: authSchema,
+})
+
+export const rpcControlSchema = z.strictObject({
+  id: instanceIdSchema,
+  action: z.enum(CONTROL_ACTIONS),
+  auth: authSchema,
+})
+
+export const rpcInstanceSchema = z.strictObject({ id: instanceIdSchema })
+export const rpcLogsSchema = z.strictObject({ id: instanceIdSchema, lines: z.number().int().min(1).max(10_000), auth: authSchema })
+export const rpcTemplateGetSchema = z.strictObject({ id: templateIdSchema })
+
+const resourcesSchema = z.strictObject({ cpu: z.number().nonnegative(), memory: z.number().nonnegative() })
+
+/** Replies are checked too: a peer's answer is as untrusted as its request. */
+export const instanceViewSchema = z.strictObject({
+  id: instanceIdSchema,
+  name: z.string().max(256),
+  template: z.string().max(80),
+  templateName: z.string().max(256),
+  host: peerIdSchema,
+  state: z.enum(INSTANCE_STATES),
+  owner: z.string().regex(OWNER_ID_PATTERN),
+  endpoints: z.array(z.strictObject({ name: z.string().max(31), url: z.string().max(256) })).max(32),
+  resources: resourcesSchema,
+  createdAt: z.number().int().nonnegative(),
+  updatedAt: z.number().int().nonnegative(),
+  error: z.string().max(16_384).optional(),
+})
+
+export const instanceMetricsSchema = z.strictObject({
+  id: instanceIdSchema,
+  host: peerIdSchema,
+  state: z.enum(INSTANCE_STATES),
+  cpuSeconds: z.number().nonnegative(),
+  memoryBytes: z.number().nonnegative(),
+  uptimeSeconds: z.number().nonnegative(),
+  sampledAt: z.number().int().nonnegative(),
+})

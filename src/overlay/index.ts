@@ -1,0 +1,19 @@
+/**
+ * @packageDocumentation
+ * The peer-to-peer overlay between hosts, on js-libp2p: signed, expiring adverts spread by
+ * gossip and stored in the DHT, a local advert cache for searches, and RPC between hosts.
+ * Everything a peer sends is verified before it is used.
+ *
+ * @example
+ * ```ts
+ * const overlay = await Overlay.create({ privateKey, listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], mdns: false, advertTtlMs: 30_000, log })
+ * await overlay.start()
+ * await overlay.publish('template', id, body)
+ * overlay.search({ kind: 'template', text: 'web' })
+ * ```
+ */
+export { Overlay, ADVERT_TOPIC, DEFAULT_ADVERT_TTL_MS, type OverlayInit, type OverlayCounters } from './overlay.ts'
+export { Rpc, RPC_PROTOCOL, type CallOptions } from './rpc.ts'
+export { signAdvert, verifyAdvert, encodeAdvert, type RejectReason } from './adverts.ts'
+export { AdvertCache, type AdvertQuery } from './cache.ts'
+export { loadOrCreateHostKey } from './identity.ts'

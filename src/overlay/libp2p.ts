@@ -1,0 +1,56 @@
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { bootstrap } from '@libp2p/bootstrap'
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
+import { identify } from '@libp2p/identify'
+import type { Identify } from '@libp2p/identify'
+import type { PeerDiscovery, PrivateKey } from '@libp2p/interface'
+import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
+import { mdns } from '@libp2p/mdns'
+import { ping, type Ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { dhtSelector, dhtValidator } from './dht.ts'
+
+export type XenosServices = { identify: Identify, ping: Ping, dht: KadDHT, pubsub: GossipSub }
+export type XenosLibp2p = Libp2p<XenosServices>
+
+export interface Libp2pInit {
+  privateKey: PrivateKey
+  listen: string[]
+  bootstrap: string[]
+  mdns: boolean
+}
+
+/**
+ * The overlay's libp2p node: TCP + Noise + Yamux, identify, ping, a Kademlia DHT under Xenos's own
+ * protocol id (so it never mixes with another network's DHT), and gossipsub.
+ */
+export async function createXenosLibp2p (init: Libp2pInit): Promise<XenosLibp2p> {
+  const peerDiscovery: Array<(components: any) => PeerDiscovery> = []
+  if (init.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: init.bootstrap, timeout: 100 }))
+  if (init.mdns) peerDiscovery.push(mdns({ serviceTag: 'xenos.local' }))
+  return await createLibp2p({
+    privateKey: init.privateKey,
+    addresses: { listen: init.listen },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    peerDiscovery,
+    connectionManager: { maxConnections: 300 },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      dht: kadDHT({
+        protocol: '/xenos/kad/1.0.0',
+        clientMode: false,
+        // Xenos pools machines on private networks and loopback: keep every address.
+        peerInfoMapper: passthroughMapper,
+        validators: { xenos: dhtValidator },
+        selectors: { xenos: dhtSelector },
+        initialQuerySelfInterval: 100,
+      }),
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }),
+    },
+  })
+}

@@ -1,0 +1,60 @@
+import { DatabaseSync } from 'node:sqlite'
+
+/**
+ * Schema migrations, applied in order; `PRAGMA user_version` records how many ran. Never edit a
+ * migration that has shipped: append a new one.
+ */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE templates (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     version TEXT NOT NULL,
+     manifest TEXT NOT NULL,
+     imported_at INTEGER NOT NULL
+   );
+   CREATE INDEX templates_name ON templates(name, version);
+   CREATE TABLE instances (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     template_id TEXT NOT NULL REFERENCES templates(id),
+     owner TEXT NOT NULL,
+     state TEXT NOT NULL,
+     driver TEXT NOT NULL,
+     handle TEXT,
+     ports TEXT NOT NULL,
+     resources TEXT NOT NULL,
+     error TEXT,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL
+   );
+   CREATE INDEX instances_owner ON instances(owner);`,
+]
+
+export type Database = DatabaseSync
+
+/** Opens (creating if needed) the host's database in WAL mode and brings its schema up to date. */
+export function openDatabase (path: string): Database {
+  const db = new DatabaseSync(path)
+  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;')
+  const row = db.prepare('PRAGMA user_version').get() as { user_version: number }
+  for (let v = row.user_version; v < MIGRATIONS.length; v++) {
+    transaction(db, () => {
+      db.exec(MIGRATIONS[v] ?? '')
+      db.exec(`PRAGMA user_version = ${v + 1}`)
+    })
+  }
+  return db
+}
+
+/** Runs `fn` in one transaction: all of its writes land, or none do. */
+export function transaction<T> (db: Database, fn: () => T): T {
+  db.exec('BEGIN IMMEDIATE')
+  try {
+    const result = fn()
+    db.exec('COMMIT')
+    return result
+  } catch (err) {
+    db.exec('ROLLBACK')
+    throw err
+  }
+}

@@ -1,0 +1,36 @@
+/**
+ * @packageDocumentation
+ * A host's durable state in SQLite (`node:sqlite`, WAL, synchronous writes): the templates it
+ * holds and the instances it runs. A crash at any moment leaves every row either before or after
+ * a change.
+ *
+ * @example
+ * ```ts
+ * const store = openStore('/var/lib/xenos/state.db')
+ * store.templates.list()
+ * store.close()
+ * ```
+ */
+import { openDatabase, transaction, type Database } from './database.ts'
+import { InstanceTable } from './instances.ts'
+import { TemplateTable } from './templates.ts'
+
+export { writeFileAtomic } from './files.ts'
+export type { InstanceRecord, InstanceChange } from './instances.ts'
+
+export interface Store {
+  templates: TemplateTable
+  instances: InstanceTable
+  transaction: <T>(fn: () => T) => T
+  close: () => void
+}
+
+export function openStore (path: string): Store {
+  const db: Database = openDatabase(path)
+  return {
+    templates: new TemplateTable(db),
+    instances: new InstanceTable(db),
+    transaction: fn => transaction(db, fn),
+    close: () => { db.close() },
+  }
+}

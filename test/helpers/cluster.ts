@@ -1,0 +1,126 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+/** Real `xenosd` processes on loopback, each with its own data dir, for multi-host tests. */
+export const ROOT = resolve(import.meta.dirname, '..', '..')
+const NODE = process.execPath
+
+export interface HostFile {
+  peerId: string
+  multiaddrs: string[]
+  api: string
+  pid: number
+}
+
+export interface TestHost {
+  name: string
+  dataDir: string
+  proc: ChildProcess
+  info: HostFile
+  api: string
+}
+
+export interface StartOptions {
+  name: string
+  bootstrap?: TestHost[]
+  advertTtl?: number
+  extraArgs?: string[]
+  dataDir?: string
+}
+
+let apiPort = 17_400 + (process.pid % 500) * 4
+
+export async function tempDir (prefix: string): Promise<string> {
+  return await mkdtemp(join(tmpdir(), `xenos-${prefix}-`))
+}
+
+/** Starts `xenosd` and resolves once it has written `host.json` and answers on its API. */
+export async function startHost (o: StartOptions): Promise<TestHost> {
+  const dataDir = o.dataDir ?? await tempDir(o.name)
+  await rm(join(dataDir, 'host.json'), { force: true })
+  const port = apiPort++
+  const args = [
+    '--disable-warning=ExperimentalWarning', join(ROOT, 'src/cli/xenosd.ts'),
+    '--data', dataDir, '--api', `127.0.0.1:${port}`, '--listen', '/ip4/127.0.0.1/tcp/0', '--name', o.name,
+    '--advert-ttl', String(o.advertTtl ?? 6), '--log-level', process.env.XENOS_TEST_LOG ?? 'warn',
+    ...(o.bootstrap ?? []).flatMap(h => ['--bootstrap', h.info.multiaddrs[0] ?? '']),
+    ...(o.extraArgs ?? []),
+  ]
+  const proc = spawn(NODE, args, { stdio: ['ignore', 'inherit', 'inherit'] })
+  const deadline = Date.now() + 30_000
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null) throw new Error(`xenosd ${o.name} exited with ${proc.exitCode}`)
+    try {
+      const info = JSON.parse(await readFile(join(dataDir, 'host.json'), 'utf8')) as HostFile
+      if (info.pid === proc.pid) return { name: o.name, dataDir, proc, info, api: info.api }
+    } catch {}
+    await sleep(100)
+  }
+  proc.kill('SIGKILL')
+  throw new Error(`xenosd ${o.name} did not start within 30 s`)
+}
+
+export async function stopHost (h: TestHost, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (h.proc.exitCode !== null || h.proc.signalCode !== null) return
+  const exited = new Promise(r => h.proc.once('exit', r))
+  h.proc.kill(signal)
+  await exited
+}
+
+/** Runs the `xenos` CLI with `--json` against a host; resolves with parsed stdout or rejects with stderr. */
+export async function cli (h: TestHost | string, user: string, args: string[], json = true): Promise<any> {
+  const api = typeof h === 'string' ? h : h.api
+  const argv = ['--disable-warning=ExperimentalWarning', join(ROOT, 'src/cli/main.ts'), '--api', api, '--key', user, ...(json ? ['--json'] : []), ...args]
+  const child = spawn(NODE, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const code = await new Promise<number | null>(r => child.once('exit', r))
+  if (code !== 0) throw new CliError(stderr.trim(), code)
+  return json ? JSON.parse(stdout) : stdout
+}
+
+export class CliError extends Error {
+  readonly exitCode: number | null
+  constructor (message: string, exitCode: number | null) {
+    super(message)
+    this.exitCode = exitCode
+  }
+}
+
+export async function getJson<T = any>(h: TestHost, path: string): Promise<T> {
+  const res = await fetch(`${h.api}${path}`)
+  return await res.json() as T
+}
+
+/** Polls `fn` until it returns a truthy value or `timeoutMs` passes. */
+export async function eventually<T>(fn: () => Promise<T | undefined | false>, timeoutMs = 15_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn()
+      if (v !== undefined && v !== false) return v
+    } catch (err) {
+      last = err
+    }
+    await sleep(100)
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`)
+}
+
+/** GETs a URL with a short timeout; resolves with the body or undefined when it does not answer. */
+export async function httpGet (url: string, timeoutMs = 1500): Promise<string | undefined> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
+    return await res.text()
+  } catch {
+    return undefined
+  }
+}
+
+export const HELLO_MANIFEST = join(ROOT, 'examples/hello.yaml')

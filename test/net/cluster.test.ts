@@ -1,0 +1,164 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import { join } from 'node:path'
+import { cli, CliError, eventually, getJson, HELLO_MANIFEST, httpGet, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+
+/**
+ * Several real xenosd processes on loopback: discovery through the overlay, deploy and control
+ * forwarded to the host that runs an instance, owners enforced by that host, late joiners, and
+ * hosts that die.
+ */
+describe('a cloud of xenosd processes', () => {
+  const hosts: TestHost[] = []
+  let a: TestHost, b: TestHost, c: TestHost
+  let alice: string, mallory: string
+  let templateId: string
+  let instanceId: string
+  let endpoint: string
+
+  before(async () => {
+    const keys = await tempDir('keys')
+    alice = join(keys, 'alice.pem')
+    mallory = join(keys, 'mallory.pem')
+    a = await startHost({ name: 'a' })
+    hosts.push(a)
+    ;[b, c] = await Promise.all([startHost({ name: 'b', bootstrap: [a] }), startHost({ name: 'c', bootstrap: [a] })])
+    hosts.push(b, c)
+  })
+
+  after(async () => {
+    for (const h of hosts) {
+      const list = await getJson(h, '/v1/instances').catch(() => ({ instances: [] }))
+      for (const i of (list.instances ?? []) as Array<{ id: string, host: string }>) if (i.host === h.info.peerId) await cli(h, alice, ['instance', 'destroy', i.id]).catch(() => {})
+    }
+    await Promise.all(hosts.map(async h => { await stopHost(h) }))
+  })
+
+  it('finds from C a template imported on A', async () => {
+    const t = await cli(a, alice, ['template', 'import', HELLO_MANIFEST])
+    templateId = t.id
+    assert.match(templateId, /^sha256:[0-9a-f]{64}$/)
+    const found = await eventually(async () => {
+      const results = await cli(c, alice, ['search', 'hello', '--kind', 'template'])
+      return results.find((r: any) => r.id === templateId)
+    }, 10_000, 'the template to reach C')
+    assert.equal(found.host, a.info.peerId)
+    assert.equal(found.body.name, 'hello')
+    const byTag = await cli(c, alice, ['search', '--tag', 'kind=web', '--kind', 'template'])
+    assert.ok(byTag.some((r: any) => r.id === templateId))
+    const noTag = await cli(c, alice, ['search', '--tag', 'kind=database', '--kind', 'template'])
+    assert.equal(noTag.length, 0)
+  })
+
+  it('deploys from C onto B, and the instance serves on its advertised endpoint', async () => {
+    const result = await cli(c, alice, ['deploy', 'hello', '--host', 'b', '--name', 'web'])
+    assert.equal(result.instances.length, 1)
+    const inst = result.instances[0]
+    instanceId = inst.id
+    assert.equal(inst.host, b.info.peerId)
+    assert.equal(inst.state, 'running')
+    assert.equal(inst.name, 'web')
+    assert.equal(inst.template, templateId)
+    endpoint = inst.endpoints.find((e: any) => e.name === 'http').url
+    const page = await eventually(async () => await httpGet(endpoint), 10_000, 'the service to answer')
+    assert.match(page, new RegExp(`hello from ${instanceId}`))
+    // B fetched the template from A on demand and now advertises it too.
+    const holders = await eventually(async () => {
+      const t = await cli(c, alice, ['template', 'show', templateId])
+      return t.hosts.includes(b.info.peerId) ? t.hosts : undefined
+    }, 10_000, 'B to advertise the template')
+    assert.ok(holders.includes(a.info.peerId))
+    // The instance is found by search from A, with its endpoint.
+    const seen = await eventually(async () => (await cli(a, alice, ['search', 'web', '--kind', 'instance'])).find((r: any) => r.id === instanceId), 10_000, 'the instance advert on A')
+    assert.equal(seen.body.endpoints[0].url, endpoint)
+  })
+
+  it('shows state and metrics of a remote instance', async () => {
+    const shown = await cli(a, alice, ['instance', 'show', instanceId])
+    assert.equal(shown.state, 'running')
+    assert.equal(shown.owner, (await cli(a, alice, ['whoami'])).owner)
+    const m = await cli(a, alice, ['instance', 'metrics', instanceId])
+    assert.equal(m.id, instanceId)
+    assert.equal(m.host, b.info.peerId)
+    assert.ok(m.memoryBytes > 0, 'memory is measured')
+    assert.ok(m.uptimeSeconds >= 0)
+    const mine = await cli(c, alice, ['instance', 'list'])
+    assert.ok(mine.some((i: any) => i.id === instanceId))
+  })
+
+  it('pauses, resumes and stops it from C', async () => {
+    const paused = await cli(c, alice, ['instance', 'pause', instanceId])
+    assert.equal(paused.state, 'paused')
+    assert.equal(await httpGet(endpoint, 700), undefined, 'a paused service does not answer')
+    const resumed = await cli(c, alice, ['instance', 'resume', instanceId])
+    assert.equal(resumed.state, 'running')
+    assert.match(await eventually(async () => await httpGet(endpoint), 5000, 'the resumed service') ?? '', /hello from/)
+    const again = await cli(c, alice, ['instance', 'pause', instanceId])
+    assert.equal(again.state, 'paused')
+    await assert.rejects(cli(c, alice, ['instance', 'pause', instanceId]), /INVALID_STATE/)
+    const stopped = await cli(c, alice, ['instance', 'stop', instanceId])
+    assert.equal(stopped.state, 'stopped')
+    assert.equal(await httpGet(endpoint, 700), undefined, 'a stopped service does not answer')
+  })
+
+  it('refuses control by another user, at the instance\'s host, even through a third host', async () => {
+    const started = await cli(a, alice, ['instance', 'start', instanceId])
+    assert.equal(started.state, 'running')
+    for (const via of [a, c, b]) {
+      await assert.rejects(cli(via, mallory, ['instance', 'stop', instanceId]), (err: CliError) => /FORBIDDEN/.test(err.message))
+      await assert.rejects(cli(via, mallory, ['instance', 'logs', instanceId]), /FORBIDDEN/)
+    }
+    // An unsigned request is refused as well.
+    const res = await fetch(`${a.api}/v1/instances/${instanceId}/stop`, { method: 'POST' })
+    assert.equal(res.status, 401)
+    assert.equal(((await res.json()) as any).error.code, 'UNAUTHENTICATED')
+    assert.equal((await cli(b, alice, ['instance', 'show', instanceId])).state, 'running')
+  })
+
+  it('lets a host that joins later find the template and the instance', async () => {
+    const d = await startHost({ name: 'd', bootstrap: [c] })
+    hosts.push(d)
+    const results = await eventually(async () => {
+      const r = await cli(d, alice, ['search'])
+      return r.some((x: any) => x.id === templateId) && r.some((x: any) => x.id === instanceId) ? r : undefined
+    }, 10_000, 'D to learn the template and the instance')
+    assert.ok(results.filter((r: any) => r.kind === 'host').length >= 4)
+    const shown = await cli(d, alice, ['instance', 'show', instanceId])
+    assert.equal(shown.host, b.info.peerId)
+  })
+
+  it('spreads a deploy without --host over hosts with room', async () => {
+    const result = await cli(a, alice, ['deploy', 'hello', '--count', '4'])
+    assert.equal(result.instances.length, 4)
+    assert.equal(result.failures.length, 0)
+    const used = new Set(result.instances.map((i: any) => i.host))
+    assert.ok(used.size >= 2, `expected several hosts, got ${used.size}`)
+    await Promise.all(result.instances.map(async (i: any) => {
+      assert.match(await eventually(async () => await httpGet(i.endpoints[0].url), 10_000, 'each replica') ?? '', new RegExp(i.id))
+    }))
+    for (const i of result.instances) await cli(c, alice, ['instance', 'destroy', i.id])
+  })
+
+  it('drops the adverts of a host that dies, within their lifetime', async () => {
+    const e = await startHost({ name: 'e', bootstrap: [a] })
+    const ttlMs = 6000
+    const deployed = await cli(a, alice, ['deploy', 'hello', '--host', 'e'])
+    const onE = deployed.instances[0].id
+    await eventually(async () => (await getJson(c, '/v1/search')).results.some((r: any) => r.id === onE), 10_000, 'E\'s instance to be advertised')
+    const killedAt = Date.now()
+    await stopHost(e, 'SIGKILL')
+    for (const h of [a, c]) {
+      await eventually(async () => {
+        const { results } = await getJson(h, '/v1/search')
+        return !results.some((r: any) => r.host === e.info.peerId)
+      }, ttlMs + 3000, `E's adverts to leave ${h.name}`)
+    }
+    assert.ok(Date.now() - killedAt <= ttlMs + 3000)
+    // E comes back on the same data dir, finds its instance still running and is advertised again.
+    const back = await startHost({ name: 'e', bootstrap: [a], dataDir: e.dataDir })
+    hosts.push(back)
+    assert.equal(back.info.peerId, e.info.peerId, 'a host keeps its identity across restarts')
+    const seen = await eventually(async () => (await getJson(c, '/v1/search')).results.find((r: any) => r.id === onE), 10_000, 'E\'s instance to come back')
+    assert.equal(seen.body.state, 'running')
+  })
+})
