@@ -4,12 +4,12 @@ import { open, readFile } from 'node:fs/promises'
  * Process facts from /proc. A pid alone can be reused after a restart; a pid together with its
  * start time (field 22 of /proc/PID/stat) names one process for good.
  */
-export async function processStartTime (pid: number): Promise<number | undefined> {
+export async function processStartTime (pid: number, includeZombie = false): Promise<number | undefined> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
     // The command name (field 2) may contain spaces and parentheses: split after its last ')'.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    if (fields[0] === 'Z') return undefined
+    if (fields[0] === 'Z' && !includeZombie) return undefined
     return Number(fields[19])
   } catch {
     return undefined

@@ -167,7 +167,8 @@ export class Cloud {
   #place (t: TemplateSummary, count: number): Map<string, number> {
     const hosts = (this.#init.overlay.search({ kind: 'host' }) as Array<AdvertOf<'host'>>)
       .filter(h => h.body.drivers.includes(t.driver))
-      .map(h => ({ id: h.host, free: { ...h.body.free } }))
+      // This host's own room is known exactly; others' comes from their latest advert.
+      .map(h => ({ id: h.host, free: h.host === this.#self ? this.#init.supervisor.free() : { ...h.body.free } }))
     const out = new Map<string, number>()
     for (let i = 0; i < count; i++) {
       const fits = hosts.filter(h => h.free.cpu + 1e-9 >= t.resources.cpu && h.free.memory >= t.resources.memory)

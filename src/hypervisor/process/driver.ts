@@ -143,13 +143,9 @@ export function processDriver (init: ProcessDriverInit): Driver {
         await out.close()
       }
       const pid = await spawned
-      child.unref()
       exits.set(pid, new Promise(resolve => child.once('exit', (code, signal) => { resolve({ code, signal }) })))
-      const startTime = await processStartTime(pid)
-      if (startTime === undefined) {
-        const exit = await exits.get(pid)
-        throw new XenosError('DRIVER_FAILED', `the command exited at once (code ${exit?.code ?? exit?.signal}); see the instance log`)
-      }
+      // A task may already have ended (a quick batch job): its exit still reaches `wait`.
+      const startTime = await processStartTime(pid, true) ?? -1
       const state: ProcessState = { pid, startTime, startedAt: Date.now(), cgroup, log }
       return { id: spec.id, driver: 'process', state: { ...state } }
     },

@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict'
+import type { FastifyInstance } from 'fastify'
+import { after, before, describe, it } from 'node:test'
+import pino from 'pino'
+import { buildApp } from '../../src/api/index.ts'
+import { encodeAuthHeader, generateOwnerKey, signAction, type OwnerKey } from '../../src/core/index.ts'
+import { Host } from '../../src/node/index.ts'
+import { tempDir } from '../helpers/cluster.ts'
+
+const manifest = { name: 'sleeper', version: '1', driver: 'process', command: 'sleep 60', resources: { cpu: 0.5, memory: 64 } }
+
+/** The HTTP API of one in-process host, through fastify's inject. */
+describe('host API', () => {
+  let host: Host
+  let app: FastifyInstance
+  let alice: OwnerKey
+  let templateId: string
+
+  const signed = (action: string, target: string, params: unknown): Record<string, string> =>
+    ({ 'x-xenos-auth': encodeAuthHeader(signAction(alice, { action, target, params })) })
+
+  const deploy = async (params: { host: string | null, count: number, name: string | null }, headers = signed('deploy', templateId, params)): Promise<{ statusCode: number, json: () => any }> =>
+    await app.inject({ method: 'POST', url: '/v1/instances', payload: { template: templateId, ...params }, headers })
+
+  before(async () => {
+    host = await Host.create({ dataDir: await tempDir('api'), listen: ['/ip4/127.0.0.1/tcp/0'], capacity: { cpu: 1, memory: 256 } }, pino({ level: 'silent' }))
+    await host.start()
+    app = await buildApp(host)
+    alice = generateOwnerKey()
+  })
+
+  after(async () => {
+    for (const v of host.supervisor.list()) await host.supervisor.control(v.id, 'destroy')
+    await app.close()
+    await host.stop()
+  })
+
+  it('serves an OpenAPI document of its routes', async () => {
+    const res = await app.inject({ method: 'GET', url: '/openapi.json' })
+    assert.equal(res.statusCode, 200)
+    const doc = res.json()
+    assert.ok(doc.openapi.startsWith('3.'))
+    for (const path of ['/v1/search', '/v1/instances', '/v1/instances/{id}/{action}', '/v1/templates']) assert.ok(doc.paths[path], path)
+  })
+
+  it('imports a manifest and refuses a bad one, naming the field', async () => {
+    const ok = await app.inject({ method: 'POST', url: '/v1/templates', payload: { manifest } })
+    assert.equal(ok.statusCode, 201)
+    templateId = ok.json().id
+    const bad = await app.inject({ method: 'POST', url: '/v1/templates', payload: { manifest: { ...manifest, resources: { cpu: 'lots' } } } })
+    assert.equal(bad.statusCode, 400)
+    assert.equal(bad.json().error.code, 'BAD_MANIFEST')
+    assert.match(bad.json().error.message, /resources\.cpu/)
+    const junk = await app.inject({ method: 'POST', url: '/v1/templates', payload: { what: 1 } })
+    assert.equal(junk.statusCode, 400)
+    assert.equal(junk.json().error.code, 'INVALID_ARGUMENT')
+  })
+
+  it('refuses malformed ids and unknown routes with clear codes', async () => {
+    const badId = await app.inject({ method: 'GET', url: '/v1/instances/nope' })
+    assert.equal(badId.statusCode, 400)
+    assert.match(badId.json().error.message, /i- and 16 hex digits/)
+    const missing = await app.inject({ method: 'GET', url: '/v1/instances/i-0000000000000000' })
+    assert.equal(missing.statusCode, 404)
+    assert.equal(missing.json().error.code, 'INSTANCE_NOT_FOUND')
+    const route = await app.inject({ method: 'GET', url: '/v2/everything' })
+    assert.equal(route.statusCode, 404)
+    assert.equal(route.json().error.code, 'ROUTE_NOT_FOUND')
+    const badTag = await app.inject({ method: 'GET', url: '/v1/search?tag=novalue' })
+    assert.equal(badTag.json().error.code, 'INVALID_ARGUMENT')
+  })
+
+  it('deploys only when signed, and only once per signature', async () => {
+    const params = { host: null, count: 1, name: 'one' }
+    const unsigned = await deploy(params, {})
+    assert.equal(unsigned.statusCode, 401)
+    const wrongParams = await deploy({ ...params, count: 2 }, signed('deploy', templateId, params))
+    assert.equal(wrongParams.statusCode, 401)
+    const headers = signed('deploy', templateId, params)
+    const ok = await deploy(params, headers)
+    assert.equal(ok.statusCode, 201)
+    assert.equal(ok.json().instances[0].owner, alice.id)
+    const replay = await deploy(params, headers)
+    assert.equal(replay.statusCode, 401)
+    assert.match(replay.json().error.message, /already used/)
+  })
+
+  it('admits only what fits, with the admission error', async () => {
+    // 1 CPU capacity, 0.5 used: one more 0.5-CPU instance fits, two do not.
+    const tooMany = await deploy({ host: host.overlay.peerId, count: 2, name: null })
+    assert.equal(tooMany.statusCode, 409)
+    assert.equal(tooMany.json().error.code, 'ADMISSION_REFUSED')
+    assert.match(tooMany.json().error.message, /0.5 CPU and 192 MiB free/)
+    const fits = await deploy({ host: host.overlay.peerId, count: 1, name: null })
+    assert.equal(fits.statusCode, 201)
+    const full = await deploy({ host: null, count: 1, name: null })
+    assert.equal(full.statusCode, 503)
+    assert.equal(full.json().error.code, 'NO_HOST_AVAILABLE')
+  })
+
+  it('refuses to remove a template in use, and actions in the wrong state', async () => {
+    const del = await app.inject({ method: 'DELETE', url: `/v1/templates/${templateId}` })
+    assert.equal(del.statusCode, 409)
+    assert.equal(del.json().error.code, 'TEMPLATE_IN_USE')
+    const id = host.supervisor.list()[0]!.id
+    const resume = await app.inject({ method: 'POST', url: `/v1/instances/${id}/resume`, headers: signed('resume', id, {}) })
+    assert.equal(resume.statusCode, 409)
+    assert.equal(resume.json().error.code, 'INVALID_STATE')
+  })
+
+  it('exposes Prometheus metrics', async () => {
+    const res = await app.inject({ method: 'GET', url: '/metrics' })
+    assert.equal(res.statusCode, 200)
+    assert.match(res.body, /^xenos_host_capacity_cpu 1$/m)
+    assert.match(res.body, /^xenos_host_free_cpu 0$/m)
+    assert.match(res.body, /^xenos_instances\{state="running"\} 2$/m)
+    assert.match(res.body, /^xenos_instance_memory_bytes\{instance="i-[0-9a-f]{16}",name="one"\} \d+$/m)
+  })
+})

@@ -1,0 +1,32 @@
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { openStore } from '../../src/store/index.ts'
+import { tempDir } from '../helpers/cluster.ts'
+
+describe('store', () => {
+  it('keeps templates and instances across reopen, and updates whole rows', async () => {
+    const path = join(await tempDir('store'), 'state.db')
+    const s1 = openStore(path)
+    const manifest = { name: 'x', version: '1', driver: 'process' as const, command: 'true', env: {}, ports: [], tags: {}, resources: { cpu: 0.1, memory: 64 } }
+    s1.templates.put({ id: 'sha256:aa', manifest, importedAt: 1 })
+    s1.templates.put({ id: 'sha256:aa', manifest: { ...manifest, name: 'changed' }, importedAt: 2 })
+    s1.instances.insert({
+      id: 'i-0000000000000001', name: 'x-1', templateId: 'sha256:aa', owner: 'o', state: 'creating', driver: 'process', handle: null,
+      ports: [{ name: 'http', protocol: 'http', hostPort: 1234 }], resources: { cpu: 0.1, memory: 64 }, error: null, createdAt: 1, updatedAt: 1,
+    })
+    s1.instances.update('i-0000000000000001', { state: 'running', handle: { id: 'i-0000000000000001', driver: 'process', state: { pid: 5 } } })
+    s1.close()
+
+    const s2 = openStore(path)
+    assert.equal(s2.templates.get('sha256:aa')?.manifest.name, 'x', 'a template id is immutable')
+    const r = s2.instances.get('i-0000000000000001')
+    assert.equal(r?.state, 'running')
+    assert.deepEqual(r?.handle?.state, { pid: 5 })
+    assert.equal(r?.ports[0]?.hostPort, 1234)
+    assert.equal(s2.instances.countUsingTemplate('sha256:aa'), 1)
+    assert.throws(() => { s2.transaction(() => { s2.instances.remove('i-0000000000000001'); throw new Error('abort') }) }, /abort/)
+    assert.ok(s2.instances.get('i-0000000000000001'), 'a failed transaction changes nothing')
+    s2.close()
+  })
+})
