@@ -3,7 +3,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { decodeAuthHeader, toXenosError, XenosError, type Advert, type RequestAuth } from '../core/index.ts'
+import { decodeAuthHeader, INSTANCE_ID_PATTERN, toXenosError, XenosError, type Advert, type RequestAuth } from '../core/index.ts'
 import { parseManifest, validateManifest } from '../images/index.ts'
 import { instanceMetricsSchema, instanceViewSchema, XENOS_VERSION, type Host } from '../node/index.ts'
 import { prometheusText } from './metrics.ts'
@@ -108,11 +108,16 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
   })
 
   api.get('/v1/search', { schema: { summary: 'Search adverts of hosts, templates and instances', querystring: searchQuery, response: { 200: searchResultSchema, ...errors } } }, async req => {
-    const { q, kind, host: onHost } = req.query
+    const { q, kind, host: onHost, waitMs, from } = req.query
     const tags = tagsOf(req.query.tag)
     const query = { ...(q === undefined ? {} : { text: q }), ...(kind === undefined ? {} : { kind }), ...(tags === undefined ? {} : { tags }), ...(onHost === undefined ? {} : { host: onHost }) }
-    let results = host.overlay.search(query)
-    if (results.length === 0 && q !== undefined && q !== '') results = await lookupMissing(host, q, kind)
+    const exact = q !== undefined && q !== ''
+    if (from === 'dht') {
+      if (!exact) throw new XenosError('INVALID_ARGUMENT', 'a DHT search needs q: an exact id or name')
+      return { results: (await lookupExact(host, q, kind, false)).map(searchView) }
+    }
+    let results = await host.overlay.cache.waitFor(query, waitMs)
+    if (results.length === 0 && exact && from === 'any') results = await lookupExact(host, q, kind, true)
     return { results: results.map(searchView) }
   })
 
@@ -149,13 +154,14 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
   return app
 }
 
+const ID_SHAPES = { host: /^12D3Koo[1-9A-HJ-NP-Za-km-z]{45}$/, template: /^sha256:[0-9a-f]{64}$/, instance: INSTANCE_ID_PATTERN } as const
+
 /** A search the cache cannot answer may still name something by id or name: ask the DHT. */
-async function lookupMissing (host: Host, q: string, kind: Advert['kind'] | undefined): Promise<Advert[]> {
+async function lookupExact (host: Host, q: string, kind: Advert['kind'] | undefined, fromCache: boolean): Promise<Advert[]> {
   const kinds = kind === undefined ? (['template', 'instance', 'host'] as const) : [kind]
   const found = await Promise.all(kinds.map(async k => {
-    const byId = await host.overlay.lookup(k, q)
-    if (byId !== undefined || k === 'host') return byId
-    return await host.overlay.lookupName(k, q)
+    if (ID_SHAPES[k].test(q)) return await host.overlay.lookup(k, q, { fromCache })
+    return k === 'host' ? undefined : await host.overlay.lookupName(k, q, { fromCache })
   }))
   return found.filter((a): a is Advert => a !== undefined)
 }

@@ -42,6 +42,8 @@ export const searchQuery = z.strictObject({
   kind: z.enum(ADVERT_KINDS).optional(),
   host: peerIdSchema.optional(),
   tag: z.union([z.string(), z.array(z.string())]).optional().describe('KEY=VALUE; repeat for several'),
+  waitMs: z.coerce.number().int().min(0).max(60_000).default(0).describe('when nothing matches yet, wait this long for a matching advert to arrive'),
+  from: z.enum(['any', 'cache', 'dht']).default('any').describe('any: the cache, then the DHT for an exact id or name; dht: only the DHT'),
 })
 
 export const searchResultSchema = z.object({

@@ -24,12 +24,12 @@ export async function runDaemon (options: HostOptionsInput & { dataDir: string }
     { level: 'trace', stream: pino.destination({ dest: join(options.dataDir, 'xenosd.log'), append: true, sync: true }) },
   ]))
   const host = await Host.create(options, log)
-  await host.start()
   const app = await buildApp(host)
   const api = host.options.api
-  const address = await app.listen({ host: api.host, port: api.port })
-  host.apiUrl = address
-  await host.advertiseHost()
+  // Listen first so the host's first advert already carries its API address.
+  host.apiUrl = await app.listen({ host: api.host, port: api.port })
+  await host.start()
+  const address = host.apiUrl
   const file: HostFile = { peerId: host.overlay.peerId, multiaddrs: host.overlay.multiaddrs(), api: address, pid: process.pid }
   await writeFileAtomic(join(options.dataDir, 'host.json'), JSON.stringify(file, null, 2) + '\n')
   log.info({ api: address, peerId: file.peerId }, 'xenosd ready')

@@ -87,15 +87,17 @@ export class Cloud {
       if (advert === undefined && version === undefined) advert = await this.#init.overlay.lookupName('template', name)
     }
     if (advert === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `no template "${ref}" here or on the overlay: import it with "xenos template import FILE" or check "xenos search"`)
-    return this.#summary(advert.id)
+    return this.#summary(advert.id, advert)
   }
 
   #templateAdverts (): Array<AdvertOf<'template'>> {
     return this.#init.overlay.search({ kind: 'template' }) as Array<AdvertOf<'template'>>
   }
 
-  #summary (id: string): TemplateSummary {
+  /** What is known of template `id`: the local copy, cached adverts, or one found in the DHT. */
+  #summary (id: string, found?: AdvertOf<'template'>): TemplateSummary {
     const adverts = this.#templateAdverts().filter(a => a.id === id)
+    if (found !== undefined && !adverts.some(a => a.host === found.host)) adverts.push(found)
     const local = this.#init.library.get(id)
     const hosts = [...new Set([...(local === undefined ? [] : [this.#self]), ...adverts.map(a => a.host)])]
     if (local !== undefined) {

@@ -104,7 +104,7 @@ export class Host {
     this.#started = true
     for (const t of this.library.list()) await this.#advertiseTemplate(t)
     for (const r of this.store.instances.list()) this.#instanceChanged(r.id, r)
-    await this.advertiseHost()
+    await this.#advertiseHost()
     this.log.info({ peerId: this.overlay.peerId, addrs: this.overlay.multiaddrs() }, 'host started')
   }
 
@@ -140,7 +140,7 @@ export class Host {
     }
   }
 
-  async advertiseHost (): Promise<void> {
+  async #advertiseHost (): Promise<void> {
     if (!this.#started) return
     const { name, addrs, api, drivers, capacity, free, instances, version } = this.info()
     await this.overlay.publish('host', this.overlay.peerId, { name, addrs, api: api === '' ? 'http://0.0.0.0/' : api, drivers, capacity, free, instances, version })
@@ -182,6 +182,6 @@ export class Host {
     }
     // Free capacity changed: tell the others soon, coalescing bursts of changes.
     clearTimeout(this.#hostAdvertTimer)
-    this.#hostAdvertTimer = setTimeout(() => { void this.advertiseHost() }, 50)
+    this.#hostAdvertTimer = setTimeout(() => { void this.#advertiseHost() }, 50)
   }
 }

@@ -15,6 +15,7 @@ export interface AdvertQuery {
  */
 export class AdvertCache {
   readonly #entries = new Map<string, Advert>()
+  readonly #watchers = new Set<(a: Advert) => void>()
 
   /** Stores `a` if it is newer than what is known; returns whether it changed anything. */
   offer (a: Advert): boolean {
@@ -22,7 +23,32 @@ export class AdvertCache {
     const known = this.#entries.get(key)
     if (known !== undefined && !isNewer(a, known)) return false
     this.#entries.set(key, a)
+    for (const w of this.#watchers) w(a)
     return true
+  }
+
+  /** Calls `fn` with every advert that changes the cache until the returned function is called. */
+  watch (fn: (a: Advert) => void): () => void {
+    this.#watchers.add(fn)
+    return () => { this.#watchers.delete(fn) }
+  }
+
+  /** Resolves with the first non-empty result of `search(q)`, or [] after `timeoutMs`. */
+  async waitFor (q: AdvertQuery, timeoutMs: number): Promise<Advert[]> {
+    const now = this.search(q)
+    if (now.length > 0 || timeoutMs <= 0) return now
+    return await new Promise(resolve => {
+      const done = (result: Advert[]): void => {
+        clearTimeout(timer)
+        unwatch()
+        resolve(result)
+      }
+      const timer = setTimeout(() => { done([]) }, timeoutMs)
+      const unwatch = this.watch(() => {
+        const found = this.search(q)
+        if (found.length > 0) done(found)
+      })
+    })
   }
 
   /** The newest live advert about `kind`/`id`, from whichever host. */
@@ -50,9 +76,16 @@ export class AdvertCache {
     return out.sort((x, y) => y.issuedAt - x.issuedAt)
   }
 
-  /** Everything not yet expired, withdrawals included: what a joining peer needs. */
-  snapshot (now = Date.now()): Advert[] {
-    return [...this.#entries.values()].filter(a => a.expiresAt > now)
+  /** Issue time of every unexpired advert by key: what a peer sends to ask for what it lacks. */
+  digest (now = Date.now()): Record<string, number> {
+    const out: Record<string, number> = {}
+    for (const [key, a] of this.#entries) if (a.expiresAt > now) out[key] = a.issuedAt
+    return out
+  }
+
+  /** Unexpired adverts (withdrawals included) newer than what `have` lists. */
+  newerThan (have: Record<string, number>, now = Date.now()): Advert[] {
+    return [...this.#entries].filter(([key, a]) => a.expiresAt > now && !(a.issuedAt <= (have[key] ?? -1))).map(([, a]) => a)
   }
 
   /** Drops expired entries; returns the live adverts that expired (so hosts that died disappear). */

@@ -12,7 +12,7 @@
  * overlay.search({ kind: 'template', text: 'web' })
  * ```
  */
-export { Overlay, ADVERT_TOPIC, DEFAULT_ADVERT_TTL_MS, type OverlayInit, type OverlayCounters } from './overlay.ts'
+export { Overlay, ADVERT_TOPIC, DEFAULT_ADVERT_TTL_MS, type OverlayInit, type OverlayCounters, type LookupOptions } from './overlay.ts'
 export { Rpc, RPC_PROTOCOL, type CallOptions } from './rpc.ts'
 export { signAdvert, verifyAdvert, encodeAdvert, type RejectReason } from './adverts.ts'
 export { AdvertCache, type AdvertQuery } from './cache.ts'

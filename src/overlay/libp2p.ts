@@ -31,13 +31,17 @@ export async function createXenosLibp2p (init: Libp2pInit): Promise<XenosLibp2p>
   if (init.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: init.bootstrap, timeout: 100 }))
   if (init.mdns) peerDiscovery.push(mdns({ serviceTag: 'xenos.local' }))
   return await createLibp2p({
+    // Started by Overlay.start once its handlers are in place, so the first peers already get answers.
+    start: false,
     privateKey: init.privateKey,
     addresses: { listen: init.listen },
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     peerDiscovery,
-    connectionManager: { maxConnections: 300 },
+    // Many hosts can share one address (loopback, a NAT, a lab switch); libp2p's default of 5
+    // inbound connections per second per address would turn all but the first few away.
+    connectionManager: { maxConnections: 300, inboundConnectionThreshold: 1000, maxIncomingPendingConnections: 64 },
     services: {
       identify: identify(),
       ping: ping(),
@@ -50,7 +54,13 @@ export async function createXenosLibp2p (init: Libp2pInit): Promise<XenosLibp2p>
         selectors: { xenos: dhtSelector },
         initialQuerySelfInterval: 100,
       }),
-      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }),
+      pubsub: gossipsub({
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false,
+        // Peer scoring penalises many peers behind one IP address; hosts on one machine or
+        // behind one NAT are normal here, and adverts are verified one by one anyway.
+        scoreParams: { IPColocationFactorWeight: 0 },
+      }),
     },
   })
 }

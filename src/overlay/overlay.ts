@@ -12,6 +12,12 @@ import { createXenosLibp2p, type XenosLibp2p } from './libp2p.ts'
 import { Rpc, RPC_PROTOCOL } from './rpc.ts'
 
 export const ADVERT_TOPIC = 'xenos/adverts/1'
+/** How often a host pulls what it lacks from a random peer (anti-entropy behind gossip). */
+export const SYNC_INTERVAL_MS = 5000
+
+const syncRequestSchema = z.strictObject({
+  have: z.record(z.string().max(300), z.number().int()).refine(h => Object.keys(h).length <= 20_000, 'digest too large'),
+})
 
 export interface OverlayInit {
   privateKey: PrivateKey
@@ -27,10 +33,24 @@ export interface OverlayInit {
 }
 
 export const DEFAULT_ADVERT_TTL_MS = 30_000
+/**
+ * DHT copies of adverts live longer and are republished rarely: a DHT put costs a query to the
+ * closest peers, and the DHT only answers what the gossip-fed cache lacks.
+ */
+export const DHT_ADVERT_TTL_MS = 15 * 60_000
+export const DHT_REPUBLISH_MS = 5 * 60_000
 
 type BodyOf<K extends AdvertKind> = AdvertOf<K>['body']
 
+export interface LookupOptions {
+  signal?: AbortSignal
+  /** Set to false to ask the DHT even when the cache knows the answer. @default true */
+  fromCache?: boolean
+}
+
 export interface OverlayCounters {
+  /** New, valid adverts by the path they came on. */
+  acceptedVia: { gossip: number, sync: number }
   accepted: number
   stale: number
   rejected: Record<RejectReason, number>
@@ -46,6 +66,7 @@ export class Overlay {
   readonly rpc: Rpc
   readonly cache = new AdvertCache()
   readonly counters: OverlayCounters = {
+    acceptedVia: { gossip: 0, sync: 0 },
     accepted: 0,
     stale: 0,
     rejected: { oversized: 0, malformed: 0, 'bad-signature': 0, 'wrong-host': 0, expired: 0, future: 0, 'ttl-too-long': 0 },
@@ -53,9 +74,9 @@ export class Overlay {
 
   readonly #init: OverlayInit
   readonly #own = new Map<string, UnsignedAdvert>()
-  readonly #synced = new Set<string>()
   #seq = 0
   #timers: NodeJS.Timeout[] = []
+  #reannounceTimer: NodeJS.Timeout | undefined
 
   private constructor (node: XenosLibp2p, init: OverlayInit) {
     this.node = node
@@ -77,28 +98,37 @@ export class Overlay {
   }
 
   async start (): Promise<void> {
-    this.rpc.handle('adverts.sync', z.strictObject({}), async () => this.cache.snapshot())
+    this.rpc.handle('adverts.sync', syncRequestSchema, async ({ have }) => this.cache.newerThan(have))
     await this.rpc.start()
     const pubsub = this.node.services.pubsub
     pubsub.topicValidators.set(ADVERT_TOPIC, async (_peer, msg) => {
-      const changed = await this.receive(msg.data)
+      const changed = await this.receive(msg.data, 'gossip')
       return changed === undefined ? TopicValidatorResult.Reject : changed ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore
     })
-    pubsub.subscribe(ADVERT_TOPIC)
+    // A peer that just subscribed missed what we published before: tell it soon.
+    pubsub.addEventListener('subscription-change', evt => {
+      if (evt.detail.subscriptions.some(s => s.topic === ADVERT_TOPIC && s.subscribe)) this.#reannounceSoon()
+    })
     this.node.addEventListener('peer:identify', evt => {
       const { peerId, protocols } = evt.detail
       if (protocols.includes(RPC_PROTOCOL)) void this.#syncWith(peerId)
     })
-    this.node.addEventListener('peer:disconnect', evt => { this.#synced.delete(evt.detail.toString()) })
     const ttl = this.#init.advertTtlMs
     this.#timers.push(setInterval(() => { void this.#refresh() }, Math.max(200, Math.floor(ttl / 3))))
     this.#timers.push(setInterval(() => { this.cache.sweep() }, 1000))
-    this.#timers.push(setInterval(() => { void this.#redialBootstrap() }, 5000))
+    this.#timers.push(setInterval(() => { for (const a of this.#own.values()) void this.#putDht(a) }, DHT_REPUBLISH_MS))
+    await this.node.start()
+    pubsub.subscribe(ADVERT_TOPIC)
+    this.#timers.push(setInterval(() => {
+      void this.#redialBootstrap()
+      void this.#syncWithRandomPeer()
+    }, SYNC_INTERVAL_MS))
   }
 
   async stop (): Promise<void> {
     for (const t of this.#timers) clearInterval(t)
     this.#timers = []
+    clearTimeout(this.#reannounceTimer)
     await this.node.stop()
   }
 
@@ -106,7 +136,7 @@ export class Overlay {
    * Verifies an advert from a peer and caches it. Returns undefined when it was rejected, else
    * whether it told us something new.
    */
-  async receive (data: unknown): Promise<boolean | undefined> {
+  async receive (data: unknown, via: keyof OverlayCounters['acceptedVia']): Promise<boolean | undefined> {
     const result = await verifyAdvert(data)
     if (!result.ok) {
       this.counters.rejected[result.reason]++
@@ -115,8 +145,12 @@ export class Overlay {
     }
     if (result.advert.host === this.peerId) return false
     const changed = this.cache.offer(result.advert)
-    if (changed) this.counters.accepted++
-    else this.counters.stale++
+    if (changed) {
+      this.counters.accepted++
+      this.counters.acceptedVia[via]++
+    } else {
+      this.counters.stale++
+    }
     return changed
   }
 
@@ -126,6 +160,7 @@ export class Overlay {
     const unsigned = { v: 1, kind, id, host: this.peerId, seq: this.#seq++, issuedAt: now, expiresAt: now + this.#init.advertTtlMs, body } as UnsignedAdvert
     this.#own.set(`${kind}/${id}`, unsigned)
     await this.#announce(unsigned)
+    void this.#putDht(unsigned)
   }
 
   /** Withdraws an advert: peers drop it now instead of when it would have expired. */
@@ -134,10 +169,13 @@ export class Overlay {
     if (known === undefined) return
     this.#own.delete(`${kind}/${id}`)
     const now = Date.now()
-    await this.#announce({ ...known, seq: this.#seq++, issuedAt: now, expiresAt: now + this.#init.advertTtlMs, withdrawn: true }, false)
+    const tombstone = { ...known, seq: this.#seq++, issuedAt: now, expiresAt: now + this.#init.advertTtlMs, withdrawn: true } as UnsignedAdvert
+    await this.#announce(tombstone)
+    void this.#putDht(tombstone)
   }
 
-  async #announce (unsigned: UnsignedAdvert, toDht = true): Promise<void> {
+  /** Signs and gossips an advert (and keeps it in this host's own cache). */
+  async #announce (unsigned: UnsignedAdvert): Promise<void> {
     const advert = await signAdvert(this.#init.privateKey, unsigned)
     this.cache.offer(advert)
     const bytes = encodeAdvert(advert)
@@ -146,11 +184,14 @@ export class Overlay {
     } catch (err) {
       this.#init.log.debug({ err }, 'gossip publish failed')
     }
-    if (toDht) void this.#putDht(advert, bytes)
   }
 
-  async #putDht (advert: Advert, bytes: Uint8Array): Promise<void> {
+  /** Stores a long-lived copy of an advert in the DHT under its id and name keys. */
+  async #putDht (unsigned: UnsignedAdvert): Promise<void> {
     if (this.node.getPeers().length === 0) return
+    const now = Date.now()
+    const advert = await signAdvert(this.#init.privateKey, { ...unsigned, seq: this.#seq++, issuedAt: now, expiresAt: now + DHT_ADVERT_TTL_MS } as UnsignedAdvert)
+    const bytes = encodeAdvert(advert)
     for (const key of keysOf(advert)) {
       try {
         await this.node.contentRouting.put(key, bytes, { signal: AbortSignal.timeout(5000) })
@@ -169,18 +210,29 @@ export class Overlay {
     }
   }
 
+  #reannounceSoon (): void {
+    if (this.#reannounceTimer !== undefined) return
+    this.#reannounceTimer = setTimeout(() => {
+      this.#reannounceTimer = undefined
+      void this.#refresh()
+    }, 200)
+  }
+
+  /** Pulls from `peer` every advert it holds that is newer than ours (or that we lack). */
   async #syncWith (peer: PeerId): Promise<void> {
-    const id = peer.toString()
-    if (this.#synced.has(id)) return
-    this.#synced.add(id)
     try {
-      const adverts = await this.rpc.call(peer, 'adverts.sync', {}, { timeoutMs: 10_000 })
+      const adverts = await this.rpc.call(peer, 'adverts.sync', { have: this.cache.digest() }, { timeoutMs: 10_000 })
       if (!Array.isArray(adverts)) throw new Error('sync reply is not a list')
-      for (const a of adverts.slice(0, 10_000)) await this.receive(a)
+      for (const a of adverts.slice(0, 20_000)) await this.receive(a, 'sync')
     } catch (err) {
-      this.#synced.delete(id)
-      this.#init.log.debug({ err, peer: id }, 'advert sync failed')
+      this.#init.log.debug({ err, peer: peer.toString() }, 'advert sync failed')
     }
+  }
+
+  async #syncWithRandomPeer (): Promise<void> {
+    const peers = this.node.getPeers()
+    const peer = peers[Math.floor(Math.random() * peers.length)]
+    if (peer !== undefined) await this.#syncWith(peer)
   }
 
   /** A bootstrap host that was down when we started is retried until it answers. */
@@ -190,7 +242,7 @@ export class Overlay {
       const ma = multiaddr(addr)
       const peer = ma.getComponents().findLast(c => c.name === 'p2p')?.value
       if (peer === undefined || connected.has(peer)) continue
-      await this.node.dial(ma, { signal: AbortSignal.timeout(3000) }).catch(() => {})
+      await this.node.dial(ma, { signal: AbortSignal.timeout(10_000) }).catch(() => {})
     }
   }
 
@@ -198,29 +250,42 @@ export class Overlay {
     return this.cache.search(q)
   }
 
-  /** Finds the advert about `kind`/`id`: the cache first, then the DHT. */
-  async lookup<K extends AdvertKind>(kind: K, id: string, signal?: AbortSignal): Promise<AdvertOf<K> | undefined> {
-    return (this.cache.get(kind, id) ?? await this.#dhtGet(idKey(kind, id), signal)) as AdvertOf<K> | undefined
+  /** Finds the advert about `kind`/`id`: the cache first (unless `fromCache` is false), then the DHT. */
+  async lookup<K extends AdvertKind>(kind: K, id: string, options: LookupOptions = {}): Promise<AdvertOf<K> | undefined> {
+    const cached = options.fromCache === false ? undefined : this.cache.get(kind, id)
+    return (cached ?? await this.#dhtGet(idKey(kind, id), options.signal)) as AdvertOf<K> | undefined
   }
 
-  /** Finds the newest advert of `kind` with this name: the cache first, then the DHT. */
-  async lookupName<K extends 'template' | 'instance'>(kind: K, name: string, signal?: AbortSignal): Promise<AdvertOf<K> | undefined> {
-    const cached = this.cache.search({ kind }).find(a => a.kind !== 'host' && a.body.name === name)
-    return (cached ?? await this.#dhtGet(nameKey(kind, name), signal)) as AdvertOf<K> | undefined
+  /** Finds the newest advert of `kind` with this name: the cache first (unless `fromCache` is false), then the DHT. */
+  async lookupName<K extends 'template' | 'instance'>(kind: K, name: string, options: LookupOptions = {}): Promise<AdvertOf<K> | undefined> {
+    const cached = options.fromCache === false ? undefined : this.cache.search({ kind }).find(a => a.kind !== 'host' && a.body.name === name)
+    return (cached ?? await this.#dhtGet(nameKey(kind, name), options.signal)) as AdvertOf<K> | undefined
   }
 
+  /**
+   * Asks the DHT for `key` and settles for the first record that verifies: adverts are signed,
+   * so any valid copy is genuine, and waiting for the whole query to pick the newest would cost
+   * several more round trips. DHT copies outlive gossip adverts, so they are returned but not
+   * cached (a dead host must still leave search results within the gossip TTL).
+   */
   async #dhtGet (key: Uint8Array, signal?: AbortSignal): Promise<Advert | undefined> {
     if (this.node.getPeers().length === 0) return undefined
+    const stop = new AbortController()
+    const signals = [stop.signal, AbortSignal.timeout(5000), ...(signal === undefined ? [] : [signal])]
     try {
-      const timeout = AbortSignal.timeout(5000)
-      const value = await this.node.contentRouting.get(key, { signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]) })
-      const result = await verifyAdvert(value)
-      if (!result.ok || result.advert.withdrawn === true) return undefined
-      this.cache.offer(result.advert)
-      return result.advert
-    } catch {
-      return undefined
+      for await (const event of this.node.services.dht.get(key, { signal: AbortSignal.any(signals) })) {
+        const value = event.name === 'PEER_RESPONSE' ? event.record?.value : event.name === 'VALUE' ? event.value : undefined
+        if (value === undefined) continue
+        const result = await verifyAdvert(value)
+        if (!result.ok || result.advert.withdrawn === true) continue
+        return result.advert
+      }
+    } catch (err) {
+      this.#init.log.debug({ err }, 'dht get failed')
+    } finally {
+      stop.abort()
     }
+    return undefined
   }
 
   /** Makes the host's advertised addresses dialable before an RPC to it. */

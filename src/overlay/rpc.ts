@@ -56,9 +56,18 @@ export class Rpc {
 
   async #serve (stream: Stream, connection: Connection): Promise<void> {
     const lp = lpStream(stream, { maxDataLength: RPC_MAX_MESSAGE_BYTES, maxBufferSize: RPC_MAX_MESSAGE_BYTES + 16 })
+    let raw: Uint8Array
+    try {
+      raw = (await lp.read({ signal: AbortSignal.timeout(RPC_DEFAULT_TIMEOUT_MS) })).subarray()
+    } catch (err) {
+      // The caller went away (closed, reset, timed out) before sending a whole request.
+      this.#log.debug({ err, peer: connection.remotePeer.toString() }, 'rpc request not received')
+      stream.abort(err as Error)
+      return
+    }
     let reply: unknown
     try {
-      const request = requestSchema.parse(JSON.parse(new TextDecoder().decode((await lp.read({ signal: AbortSignal.timeout(RPC_DEFAULT_TIMEOUT_MS) })).subarray())))
+      const request = requestSchema.parse(JSON.parse(new TextDecoder().decode(raw)))
       const handler = this.#handlers.get(request.method)
       if (handler === undefined) throw new XenosError('INVALID_ARGUMENT', `unknown method ${request.method}`)
       reply = { ok: true, result: await handler(request.params, connection.remotePeer) }

@@ -35,8 +35,11 @@ describe('a cloud of xenosd processes', () => {
   })
 
   it('finds from C a template imported on A', async () => {
+    const waiting = getJson(c, '/v1/search?kind=template&q=hello&waitMs=10000')
     const t = await cli(a, alice, ['template', 'import', HELLO_MANIFEST])
     templateId = t.id
+    const arrived = await waiting
+    assert.equal(arrived.results[0]?.id, templateId, 'a waiting search returns as soon as the advert arrives')
     assert.match(templateId, /^sha256:[0-9a-f]{64}$/)
     const found = await eventually(async () => {
       const results = await cli(c, alice, ['search', 'hello', '--kind', 'template'])
@@ -125,6 +128,11 @@ describe('a cloud of xenosd processes', () => {
     assert.ok(results.filter((r: any) => r.kind === 'host').length >= 4)
     const shown = await cli(d, alice, ['instance', 'show', instanceId])
     assert.equal(shown.host, b.info.peerId)
+    // The DHT answers by id and by name without the cache.
+    const byId = await eventually(async () => (await getJson(d, `/v1/search?from=dht&q=${templateId}`)).results[0], 10_000, 'a DHT lookup by id')
+    assert.equal(byId.id, templateId)
+    const byName = await getJson(d, '/v1/search?from=dht&kind=instance&q=web')
+    assert.equal(byName.results[0]?.id, instanceId)
   })
 
   it('spreads a deploy without --host over hosts with room', async () => {

@@ -47,6 +47,7 @@ describe('a host facing a rogue peer', () => {
     const rpc = new Rpc(rogue, pino({ level: 'silent' }))
     rpc.handle('adverts.sync', z.unknown(), async () => forged.map(b => JSON.parse(new TextDecoder().decode(b)) as unknown))
     await rpc.start()
+    await rogue.start()
     rogue.services.pubsub.subscribe(ADVERT_TOPIC)
     await rogue.dial(multiaddr(host.info.multiaddrs[0] ?? ''))
     await eventually(async () => rogue.services.pubsub.getSubscribers(ADVERT_TOPIC).some(p => p.equals(peerIdFromString(host.info.peerId))), 10_000, 'the host to subscribe')

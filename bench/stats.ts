@@ -1,0 +1,22 @@
+/** Small statistics helpers shared by the benchmarks. */
+export function percentile (values: number[], p: number): number {
+  if (values.length === 0) return NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
+  return sorted[i] ?? NaN
+}
+
+export function summary (values: number[]): { n: number, p50: number, p95: number, max: number, mean: number } {
+  return {
+    n: values.length,
+    p50: round(percentile(values, 50)),
+    p95: round(percentile(values, 95)),
+    max: round(Math.max(...values)),
+    mean: round(values.reduce((a, b) => a + b, 0) / Math.max(1, values.length)),
+  }
+}
+
+export function round (n: number, digits = 1): number {
+  const f = 10 ** digits
+  return Math.round(n * f) / f
+}
