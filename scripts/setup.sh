@@ -10,6 +10,10 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v curl >/dev/null || need+=(curl)
 command -v jq >/dev/null || need+=(jq)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v qemu-img >/dev/null || need+=(qemu-utils)
+command -v mke2fs >/dev/null || need+=(e2fsprogs)
+command -v dpkg-deb >/dev/null || need+=(dpkg)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}" >&2
   sudo_=""; [[ $(id -u) -eq 0 ]] || sudo_="sudo"

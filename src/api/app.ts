@@ -2,6 +2,7 @@ import swagger from '@fastify/swagger'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify'
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
+import { Readable } from 'node:stream'
 import { z } from 'zod'
 import { decodeAuthHeader, INSTANCE_ID_PATTERN, toXenosError, XenosError, type Advert, type RequestAuth } from '../core/index.ts'
 import { parseManifest, validateManifest } from '../images/index.ts'
@@ -9,8 +10,11 @@ import { instanceMetricsSchema, instanceViewSchema, XENOS_VERSION, type Host } f
 import { prometheusText } from './metrics.ts'
 import {
   controlParams, deployBody, deployResultSchema, errorSchema, hostInfoSchema, importTemplateBody, instanceListQuery, instanceParams,
-  logsQuery, peersSchema, refParams, searchQuery, searchResultSchema, templateSummarySchema,
+  blobParams, logsQuery, peersSchema, refParams, searchQuery, searchResultSchema, templateSummarySchema,
 } from './schemas.ts'
+
+/** Largest blob accepted in one upload (a template's disk image). */
+const MAX_BLOB_BYTES = 64 * 1024 * 1024 * 1024
 
 /** Header that carries an owner's request signature. */
 export const AUTH_HEADER = 'x-xenos-auth'
@@ -105,6 +109,20 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     await host.removeTemplate(t.id)
     void reply.status(204)
     return null
+  })
+
+  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => { done(null, payload) })
+
+  api.head('/v1/blobs/:digest', { schema: { summary: 'Whether this host holds a blob', params: blobParams } }, async (req, reply) => {
+    void reply.status(await host.blobs.has(req.params.digest) ? 200 : 404)
+    return ''
+  })
+
+  api.put('/v1/blobs/:digest', { bodyLimit: MAX_BLOB_BYTES, schema: { summary: 'Upload a blob (a template\'s kernel, initramfs or disk); kept only if it hashes to its digest', params: blobParams, response: { 201: z.object({ digest: z.string(), size: z.number() }), ...errors } } }, async (req, reply) => {
+    if (!(req.body instanceof Readable)) throw new XenosError('INVALID_ARGUMENT', 'send the blob as application/octet-stream')
+    await host.blobs.put(req.params.digest, req.body)
+    void reply.status(201)
+    return { digest: req.params.digest, size: await host.blobs.size(req.params.digest) }
   })
 
   api.get('/v1/search', { schema: { summary: 'Search adverts of hosts, templates and instances', querystring: searchQuery, response: { 200: searchResultSchema, ...errors } } }, async req => {

@@ -1,6 +1,5 @@
 import { INSTANCE_STATES } from '../core/index.ts'
 import type { Host } from '../node/index.ts'
-import { ADVERT_TOPIC } from '../overlay/index.ts'
 
 /** Prometheus text exposition of a host: capacity, overlay health and per-instance usage. */
 export async function prometheusText (host: Host): Promise<string> {
@@ -19,8 +18,7 @@ export async function prometheusText (host: Host): Promise<string> {
   metric('xenos_host_capacity_memory_mib', 'gauge', 'Memory this host offers, MiB.', [[{}, info.capacity.memory]])
   metric('xenos_host_free_memory_mib', 'gauge', 'Memory not held by instances, MiB.', [[{}, info.free.memory]])
   metric('xenos_overlay_peers', 'gauge', 'Connected overlay peers.', [[{}, host.overlay.node.getPeers().length]])
-  const pubsub = host.overlay.node.services.pubsub
-  metric('xenos_overlay_gossip_subscribers', 'gauge', 'Peers known to subscribe to the advert topic.', [[{}, pubsub.getSubscribers(ADVERT_TOPIC).length]])
+  metric('xenos_overlay_gossip_subscribers', 'gauge', 'Peers known to subscribe to the advert topic.', [[{}, host.overlay.gossipSubscribers()]])
   metric('xenos_adverts_cached', 'gauge', 'Adverts in the local cache.', [[{}, host.overlay.cache.size]])
   metric('xenos_adverts_accepted_total', 'counter', 'Adverts from peers that were new and valid, by the path they came on.',
     Object.entries(counters.acceptedVia).map(([via, n]) => [{ via }, n]))

@@ -73,6 +73,7 @@ export const instanceListQuery = z.strictObject({ owner: z.string().max(64).opti
 export const instanceParams = z.strictObject({ id: instanceIdSchema })
 export const controlParams = z.strictObject({ id: instanceIdSchema, action: z.enum(CONTROL_ACTIONS) })
 export const logsQuery = z.strictObject({ lines: z.coerce.number().int().min(1).max(10_000).default(100) })
+export const blobParams = z.strictObject({ digest: z.string().regex(/^sha256:[0-9a-f]{64}$/, 'a blob digest is sha256: and 64 hex digits') })
 export const refParams = z.strictObject({ ref: z.string().min(1).max(200) })
 
 export const peersSchema = z.object({

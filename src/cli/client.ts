@@ -32,6 +32,17 @@ export class ApiClient {
     await this.#request('DELETE', path)
   }
 
+  /** True when `path` exists (HEAD answers 2xx). */
+  async exists (path: string): Promise<boolean> {
+    const res = await fetch(`${this.#api}${path}`, { method: 'HEAD', signal: AbortSignal.timeout(30_000) }).catch((err: unknown) => { throw this.#unreachable(err) })
+    return res.ok
+  }
+
+  /** Streams `body` to `path` with PUT as application/octet-stream. */
+  async upload<T>(path: string, body: AsyncIterable<Uint8Array>): Promise<T> {
+    return await this.#request<T>('PUT', path, undefined, {}, body)
+  }
+
   /** Sends a request signed by the user's key for `action` on `target` with `params`. */
   async signed<T>(method: 'GET' | 'POST', path: string, action: string, target: string, params: unknown, body?: unknown): Promise<T> {
     const auth = signAction(this.#signer(), { action, target, params })
@@ -43,17 +54,20 @@ export class ApiClient {
     return this.#key
   }
 
-  async #request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+  #unreachable (err: unknown): XenosError {
+    const e = err as Error
+    return new XenosError('PEER_UNREACHABLE', `cannot reach the Xenos API at ${this.#api} (${e.cause instanceof Error ? e.cause.message : e.message}): is xenosd running? Set --api or XENOS_API.`)
+  }
+
+  async #request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, stream?: AsyncIterable<Uint8Array>): Promise<T> {
     let res: Response
     try {
-      res = await fetch(`${this.#api}${path}`, {
-        method,
-        headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(180_000),
-      })
+      const init: RequestInit & { duplex?: 'half' } = stream !== undefined
+        ? { method, headers: { ...headers, 'content-type': 'application/octet-stream' }, body: stream, duplex: 'half' }
+        : { method, headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) }
+      res = await fetch(`${this.#api}${path}`, { ...init, signal: AbortSignal.timeout(stream === undefined ? 180_000 : 3_600_000) })
     } catch (err) {
-      throw new XenosError('PEER_UNREACHABLE', `cannot reach the Xenos API at ${this.#api} (${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}): is xenosd running? Set --api or XENOS_API.`)
+      throw this.#unreachable(err)
     }
     if (res.status === 204) return undefined as T
     const text = await res.text()

@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdir, readFile, rm } from 'node:fs/promises'
+import { mkdir, readFile, rm, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { XenosError, type InstanceView } from '../core/index.ts'
 import type { DeployResult, TemplateSummary } from '../node/index.ts'
+import { buildAndImport, DEFAULT_CACHE_DIR } from './build.ts'
 import type { ApiClient } from './client.ts'
 import type { HostFile } from './daemon.ts'
 import { table } from './table.ts'
@@ -21,7 +22,8 @@ const XENOSD = resolve(import.meta.dirname, 'xenosd.ts')
 
 /**
  * Runs a small Xenos cloud on this machine: N `xenosd` processes on loopback joined through the
- * first, an example template imported and one instance deployed. Stops everything on Ctrl-C.
+ * first, an example template (a VM, by default) built and imported on the first, and one
+ * instance deployed from the last host onto itself. Stops everything on Ctrl-C.
  */
 export async function runLocalCloud (o: LocalCloudOptions): Promise<void> {
   const procs: ChildProcess[] = []
@@ -52,14 +54,22 @@ export async function runLocalCloud (o: LocalCloudOptions): Promise<void> {
     }
     const first = o.api(infos[0]?.api ?? '')
     const last = o.api(infos[infos.length - 1]?.api ?? '')
-    const t = await first.post<TemplateSummary>('/v1/templates', { text: await readFile(o.template, 'utf8') })
+    const t = (await stat(o.template)).isDirectory()
+      ? await buildAndImport(first, o.template, DEFAULT_CACHE_DIR)
+      : await first.post<TemplateSummary>('/v1/templates', { text: await readFile(o.template, 'utf8') })
     o.print(`imported template ${t.name}:${t.version} (${t.id}) on host1`)
-    await waitFor(async () => (await last.get<{ results: unknown[] }>(`/v1/search?kind=template&q=${t.name}`)).results.length > 0)
+    await waitFor(async () => (await last.get<{ results: unknown[] }>(`/v1/search?kind=template&q=${t.name}`)).results.length > 0, 15_000, 'the template advert reaching every host')
     const params = { host: infos[infos.length - 1]?.peerId ?? null, count: 1, name: `${t.name}-demo` }
     const result = await last.signed<DeployResult>('POST', '/v1/instances', 'deploy', t.id, params, { template: t.id, ...params })
     const instances: InstanceView[] = result.instances
     o.print('')
     o.print(table(['INSTANCE', 'NAME', 'STATE', 'ENDPOINT'], instances.map(v => [v.id, v.name, v.state, v.endpoints.map(e => e.url).join(' ')])))
+    const url = instances[0]?.endpoints[0]?.url
+    if (url !== undefined) {
+      o.print(`waiting for ${url} to answer (a VM boots in seconds with KVM, tens of seconds without)…`)
+      await waitFor(async () => (await fetch(url, { signal: AbortSignal.timeout(2000) })).ok, 180_000, 'the service answering')
+      o.print(`${url} answers`)
+    }
     o.print('')
     o.print('Try, from another terminal:')
     o.print(`  bin/xenos --api ${infos[0]?.api ?? ''} peers`)
@@ -90,11 +100,11 @@ async function waitForHostFile (dir: string, proc: ChildProcess): Promise<HostFi
   throw new XenosError('TIMEOUT', `xenosd in ${dir} did not start within 30 s; see ${join(dir, 'xenosd.log')}`)
 }
 
-async function waitFor (fn: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+async function waitFor (fn: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     if (await fn().catch(() => false)) return
-    await sleep(100)
+    await sleep(200)
   }
-  throw new XenosError('TIMEOUT', 'the hosts did not see each other\'s adverts in time')
+  throw new XenosError('TIMEOUT', `${what} did not happen within ${timeoutMs / 1000} s`)
 }

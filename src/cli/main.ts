@@ -1,13 +1,14 @@
 import { Command, Option } from 'commander'
 import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { toXenosError, XenosError, type InstanceMetrics, type InstanceView } from '../core/index.ts'
+import { CONTROL_ACTIONS, toXenosError, XenosError, type InstanceMetrics, type InstanceView } from '../core/index.ts'
 import { DEFAULT_DATA_DIR, type DeployResult, type TemplateSummary } from '../node/index.ts'
 import { ApiClient } from './client.ts'
 import { runDaemon } from './daemon.ts'
 import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
 import { DEFAULT_KEY_FILE, loadOrCreateUserKey } from './keys.ts'
 import { runLocalCloud } from './local-cloud.ts'
+import { buildAndImport, DEFAULT_CACHE_DIR } from './build.ts'
 import { ago, bytes, shortId, table } from './table.ts'
 
 interface GlobalFlags {
@@ -83,7 +84,7 @@ export function buildProgram (): Command {
     .option('--hosts <n>', 'how many hosts', Number, 3)
     .option('--data <dir>', 'where the hosts keep their state', join(DEFAULT_DATA_DIR, 'local-cloud'))
     .option('--first-api-port <port>', 'API port of host1; the others follow', Number, 7380)
-    .option('--template <file>', 'template to import and deploy', resolve(import.meta.dirname, '..', '..', 'examples', 'hello.yaml'))
+    .option('--template <dir|file>', 'VM template directory to build, or manifest file to import, and deploy', resolve(import.meta.dirname, '..', '..', 'examples', 'hello-web'))
     .action(async (o: { hosts: number, data: string, firstApiPort: number, template: string }, cmd: Command) => {
       if (!Number.isInteger(o.hosts) || o.hosts < 1 || o.hosts > 32) throw new XenosError('INVALID_ARGUMENT', '--hosts must be from 1 to 32')
       const flags = cmd.optsWithGlobals<GlobalFlags>()
@@ -118,6 +119,13 @@ export function buildProgram (): Command {
     const t = await api.post<TemplateSummary>('/v1/templates', { text: await readFile(file, 'utf8') })
     out(flags, t, () => `imported ${t.name}:${t.version} as ${t.id}`)
   })
+  template.command('build <dir>').description('Build a VM template from DIR/template.yaml (kernel, initramfs, disk) and import it')
+    .option('--cache <dir>', 'where Debian packages, builds and blobs are cached', DEFAULT_CACHE_DIR)
+    .action(async (dir: string, o: { cache: string }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const t = await buildAndImport(api, dir, o.cache)
+      out(flags, t, () => `built ${t.name}:${t.version} as ${t.id}`)
+    })
   template.command('list').description('Templates held by this host').action(async (_o, cmd: Command) => {
     const { api, flags } = await client(cmd)
     const { templates } = await api.get<{ templates: TemplateSummary[] }>('/v1/templates')
@@ -190,7 +198,7 @@ export function buildProgram (): Command {
     const v = await api.get<InstanceView>(`/v1/instances/${encodeURIComponent(id)}`)
     out(flags, v, () => instanceDetail(v))
   })
-  for (const action of ['start', 'stop', 'pause', 'resume', 'destroy'] as const) {
+  for (const action of CONTROL_ACTIONS) {
     instance.command(`${action} <id>`).description(`${action[0]?.toUpperCase()}${action.slice(1)} an instance you own`).action(async (id: string, _o, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const v = await api.signed<InstanceView | undefined>('POST', `/v1/instances/${encodeURIComponent(id)}/${action}`, action, id, {})

@@ -47,6 +47,8 @@ export const instanceBodySchema = z.strictObject({
   owner: z.string().regex(OWNER_ID_PATTERN),
   state: z.enum(INSTANCE_STATES),
   endpoints: z.array(z.strictObject({ name: z.string().max(31), url: z.string().max(256) })).max(32),
+  /** Services the instance's host has seen registered, with their last health check. */
+  services: z.array(z.strictObject({ name: z.string().max(31), health: z.enum(['passing', 'failing', 'unknown']) })).max(32),
   tags: z.record(z.string().max(63), z.string().max(256)),
   resources,
   createdAt: z.number().int().nonnegative(),

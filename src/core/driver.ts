@@ -1,4 +1,4 @@
-import type { PortSpec, Resources } from './template.ts'
+import type { PortSpec, Resources, TemplateImage } from './template.ts'
 
 /**
  * The contract every way of running instances fulfils (shaped like Nomad's task drivers).
@@ -24,6 +24,19 @@ export interface Driver {
   stats (handle: TaskHandle): Promise<TaskStats>
   /** Last lines the task printed, for logs and failure reports. */
   logTail (handle: TaskHandle, lines: number): Promise<string>
+  /** Services the guest says it runs (the notice board); drivers without a guest agent omit this. */
+  services? (handle: TaskHandle): GuestService[] | undefined
+  /** Saves the task's whole state to `path` and ends it (capability `suspend`). */
+  suspend? (handle: TaskHandle, path: string): Promise<void>
+}
+
+/** A service a guest registered with its host, with the host port that reaches it. */
+export interface GuestService {
+  name: string
+  protocol: string
+  guestPort: number
+  hostPort: number | undefined
+  health: string
 }
 
 export interface DriverCapabilities {
@@ -53,6 +66,10 @@ export interface TaskSpec {
   resources: Resources
   /** Address services should listen on so other hosts can reach them. */
   bindAddress: string
+  /** What a VM boots from (VM drivers only). */
+  image?: TemplateImage | undefined
+  /** Start from this saved state instead of booting (drivers with `suspend`). */
+  restoreFrom?: string | undefined
 }
 
 export interface TaskHandle {
@@ -73,4 +90,8 @@ export interface TaskStats {
   cpuSeconds: number
   memoryBytes: number
   startedAt: number
+  diskReadBytes?: number
+  diskWriteBytes?: number
+  netRxBytes?: number
+  netTxBytes?: number
 }

@@ -5,18 +5,29 @@ import type { Resources } from './template.ts'
  * Instance states. `creating` is written before a driver is asked to start anything, so a host
  * that crashes mid-way finds the record and settles it on restart.
  */
-export const INSTANCE_STATES = ['creating', 'running', 'paused', 'stopped', 'exited', 'failed'] as const
+export const INSTANCE_STATES = ['creating', 'running', 'paused', 'suspended', 'stopped', 'exited', 'failed'] as const
 export type InstanceState = typeof INSTANCE_STATES[number]
 
 /** States in which an instance holds host resources (admission control counts these). */
 export const ACTIVE_STATES: ReadonlySet<InstanceState> = new Set(['creating', 'running', 'paused'])
 
-export const CONTROL_ACTIONS = ['start', 'stop', 'pause', 'resume', 'destroy'] as const
+export const CONTROL_ACTIONS = ['start', 'stop', 'pause', 'resume', 'suspend', 'destroy'] as const
 export type ControlAction = typeof CONTROL_ACTIONS[number]
 
 export interface Endpoint {
   name: string
   url: string
+}
+
+export type ServiceHealth = 'passing' | 'failing' | 'unknown'
+
+/** A service of an instance as its host sees it: registered by the guest, and its last health check. */
+export interface ServiceStatus {
+  name: string
+  url: string
+  registered: boolean
+  health: ServiceHealth
+  checkedAt: number
 }
 
 /** The stable JSON shape of an instance in the API and `--json` output. */
@@ -29,6 +40,7 @@ export interface InstanceView {
   state: InstanceState
   owner: string
   endpoints: Endpoint[]
+  services: ServiceStatus[]
   resources: Resources
   createdAt: number
   updatedAt: number

@@ -9,6 +9,19 @@ const portSchema = z.strictObject({
   protocol: z.enum(['http', 'tcp', 'udp']).default('tcp'),
   /** Port the service listens on inside a VM; the process driver hands the host port instead. */
   guest: z.number().int().min(1).max(65535).optional(),
+  /** Health check the host runs: an HTTP path (`/`, `/health`) or `tcp` for a plain connect. */
+  health: z.string().regex(/^(\/[\x21-\x7e]{0,255}|tcp)$/, 'health is an HTTP path starting with "/" or "tcp"').optional(),
+})
+
+const digestSchema = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'a blob digest is sha256: and 64 hex digits')
+
+/** The files a VM template boots from, by digest; hosts fetch them from each other. */
+const imageSchema = z.strictObject({
+  kernel: digestSchema,
+  initrd: digestSchema,
+  /** Raw ext4 image every instance's copy-on-write overlay is backed by. */
+  disk: digestSchema,
+  diskBytes: z.number().int().positive(),
 })
 
 const resourcesSchema = z.strictObject({
@@ -30,9 +43,16 @@ export const templateManifestSchema = z.strictObject({
   ports: z.array(portSchema).max(32).default([]),
   tags: z.record(z.string().regex(/^[a-z0-9][a-z0-9._/-]{0,62}$/), z.string().max(256)).default({}),
   resources: resourcesSchema.default({ cpu: 0.1, memory: 64 }),
+  image: imageSchema.optional(),
 }).superRefine((m, ctx) => {
   if (m.driver === 'process' && m.command === undefined) {
     ctx.addIssue({ code: 'custom', path: ['command'], message: 'a process template needs a command' })
+  }
+  if (m.driver === 'qemu' && m.image === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['image'], message: 'a qemu template needs an image: build it with "xenos template build DIR"' })
+  }
+  if (m.driver === 'qemu' && m.ports.some(p => p.guest === undefined)) {
+    ctx.addIssue({ code: 'custom', path: ['ports'], message: 'every port of a qemu template needs its guest port' })
   }
   const seen = new Set<string>()
   for (const p of m.ports) {
@@ -44,6 +64,7 @@ export const templateManifestSchema = z.strictObject({
 export type TemplateManifest = z.output<typeof templateManifestSchema>
 export type PortSpec = TemplateManifest['ports'][number]
 export type Resources = TemplateManifest['resources']
+export type TemplateImage = NonNullable<TemplateManifest['image']>
 
 /** A stored template: its immutable id and the manifest it was made from. */
 export interface Template {

@@ -12,4 +12,6 @@
  */
 export { processDriver, substitute, DEFAULT_TASK_UID, type ProcessDriverInit } from './process/driver.ts'
 export { detectCgroups, type Cgroups } from './cgroup.ts'
+export { qemuDriver, overlaySize, type QemuDriverInit } from './qemu/driver.ts'
+export { QmpClient, type QmpEvent } from './qemu/qmp.ts'
 export { tailFile } from './procfs.ts'

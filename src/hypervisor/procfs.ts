@@ -47,7 +47,8 @@ export async function tailFile (path: string, lines: number): Promise<string> {
     const length = Math.min(size, 64 * 1024)
     const buf = Buffer.alloc(length)
     await fh.read(buf, 0, length, size - length)
-    const text = buf.toString('utf8').replace(/\n$/, '')
+    // Consoles carry terminal control sequences (a firmware clearing the screen): keep the text.
+    const text = buf.toString('utf8').replace(/\x1b(\[[0-9;?]*[A-Za-z]|c)/g, '').replace(/\r/g, '').replace(/\n$/, '')
     return text.split('\n').slice(-lines).join('\n')
   } finally {
     await fh.close()

@@ -1,5 +1,6 @@
 import { XenosError, type Template, type TemplateManifest } from '../core/index.ts'
 import type { Store } from '../store/index.ts'
+import type { BlobStore } from './blobs.ts'
 import { templateId, validateManifest } from './manifest.ts'
 
 /** Shortest id prefix accepted in place of a full template id. */
@@ -12,9 +13,20 @@ export const MIN_ID_PREFIX = 12
  */
 export class TemplateLibrary {
   readonly #store: Pick<Store, 'templates' | 'instances'>
+  readonly #blobs: Pick<BlobStore, 'has'>
 
-  constructor (store: Pick<Store, 'templates' | 'instances'>) {
+  constructor (store: Pick<Store, 'templates' | 'instances'>, blobs: Pick<BlobStore, 'has'>) {
     this.#store = store
+    this.#blobs = blobs
+  }
+
+  /** Digests of the image files a template needs that this host does not hold yet. */
+  async missingBlobs (manifest: TemplateManifest): Promise<string[]> {
+    const image = manifest.image
+    if (image === undefined) return []
+    const digests = [...new Set([image.kernel, image.initrd, image.disk])]
+    const held = await Promise.all(digests.map(async d => await this.#blobs.has(d)))
+    return digests.filter((_, i) => held[i] !== true)
   }
 
   add (manifest: TemplateManifest, now = Date.now()): Template {
@@ -26,11 +38,11 @@ export class TemplateLibrary {
     return t
   }
 
-  /** Adds a manifest received from a peer, refusing it unless it is exactly template `id`. */
-  addVerified (id: string, raw: unknown): Template {
+  /** Checks a manifest received from a peer, refusing it unless it is exactly template `id`. */
+  verify (id: string, raw: unknown): TemplateManifest {
     const manifest = validateManifest(raw, `template ${id} from a peer`)
     if (templateId(manifest) !== id) throw new XenosError('PEER_PROTOCOL', `a peer sent a manifest that does not match template ${id}`)
-    return this.add(manifest)
+    return manifest
   }
 
   get (id: string): Template | undefined {

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
@@ -6,6 +7,7 @@ import {
 } from '../core/index.ts'
 import type { TemplateLibrary } from '../images/index.ts'
 import type { Overlay } from '../overlay/index.ts'
+import { fetchBlob, type BlobSink } from '../transfer/index.ts'
 import type { RequestVerifier } from './replay.ts'
 import {
   instanceMetricsSchema, instanceViewSchema, rpcControlSchema, rpcDeploySchema, rpcInstanceSchema, rpcLogsSchema, rpcTemplateGetSchema,
@@ -14,8 +16,9 @@ import {
 import type { InstanceSupervisor } from './supervisor.ts'
 
 export interface CloudInit {
-  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'lookup' | 'lookupName' | 'learnAddresses'>
+  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'lookup' | 'lookupName' | 'learnAddresses' | 'node'>
   library: TemplateLibrary
+  blobs: BlobSink
   supervisor: InstanceSupervisor
   verifier: RequestVerifier
   /** Called when a template arrives from a peer, so this host advertises it too. */
@@ -154,7 +157,12 @@ export class Cloud {
     }
     for (const host of holders) {
       try {
-        const t = this.#init.library.addVerified(id, await this.#call(host, 'template.get', { id }))
+        const manifest = this.#init.library.verify(id, await this.#call(host, 'template.get', { id }))
+        // A VM template's image files come from the same holder; each is verified by its digest.
+        for (const digest of await this.#init.library.missingBlobs(manifest)) {
+          await retry(3, async () => { await fetchBlob(this.#init.overlay.node, host, digest, this.#init.blobs) })
+        }
+        const t = this.#init.library.add(manifest)
         this.#init.log.info({ template: id, from: host }, 'template fetched')
         this.#init.onTemplateAdded(t)
         return t
@@ -256,6 +264,19 @@ export class Cloud {
   }
 }
 
+/** Runs `fn` up to `times` times, waiting a little longer after each failure. */
+async function retry (times: number, fn: () => Promise<void>): Promise<void> {
+  for (let i = 1; ; i++) {
+    try {
+      await fn()
+      return
+    } catch (err) {
+      if (i >= times) throw err
+      await sleep(200 * i)
+    }
+  }
+}
+
 export function viewFromAdvert (a: AdvertOf<'instance'>): InstanceView {
   return {
     id: a.id,
@@ -266,6 +287,13 @@ export function viewFromAdvert (a: AdvertOf<'instance'>): InstanceView {
     state: a.body.state,
     owner: a.body.owner,
     endpoints: a.body.endpoints,
+    services: a.body.services.map(s => ({
+      name: s.name,
+      url: a.body.endpoints.find(e => e.name === s.name)?.url ?? '',
+      registered: true,
+      health: s.health,
+      checkedAt: a.issuedAt,
+    })),
     resources: a.body.resources,
     createdAt: a.body.createdAt,
     updatedAt: a.issuedAt,

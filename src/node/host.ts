@@ -1,13 +1,14 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino, { type Logger } from 'pino'
-import { XenosError, type Driver, type InstanceView, type Resources, type Template } from '../core/index.ts'
-import { detectCgroups, DEFAULT_TASK_UID, processDriver } from '../hypervisor/index.ts'
-import { TemplateLibrary } from '../images/index.ts'
+import { XenosError, type Driver, type Fingerprint, type InstanceView, type Resources, type Template } from '../core/index.ts'
+import { detectCgroups, DEFAULT_TASK_UID, processDriver, qemuDriver } from '../hypervisor/index.ts'
+import { BlobStore, TemplateLibrary } from '../images/index.ts'
+import { serveBlobs } from '../transfer/index.ts'
 import { loadOrCreateHostKey, Overlay } from '../overlay/index.ts'
 import { openStore, type InstanceRecord, type Store } from '../store/index.ts'
 import { Cloud } from './cloud.ts'
-import { defaultAdvertiseAddress, defaultCapacity, hostOptionsSchema, type HostOptions, type HostOptionsInput } from './options.ts'
+import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSchema, type HostOptions, type HostOptionsInput } from './options.ts'
 import { RequestVerifier } from './replay.ts'
 import { InstanceSupervisor } from './supervisor.ts'
 
@@ -25,6 +26,9 @@ export class Host {
   readonly overlay: Overlay
   readonly library: TemplateLibrary
   readonly drivers: ReadonlyMap<string, Driver>
+  readonly blobs: BlobStore
+  /** Drivers whose fingerprint was healthy at start: the ones this host advertises. */
+  readonly fingerprints = new Map<string, Fingerprint>()
   readonly supervisor: InstanceSupervisor
   readonly cloud: Cloud
   readonly capacity: Resources
@@ -34,15 +38,16 @@ export class Host {
   #hostAdvertTimer: NodeJS.Timeout | undefined
   #started = false
 
-  private constructor (base: Pick<Host, 'options' | 'log' | 'store' | 'overlay' | 'drivers' | 'capacity' | 'advertiseAddress'>) {
+  private constructor (base: Pick<Host, 'options' | 'log' | 'store' | 'overlay' | 'drivers' | 'blobs' | 'capacity' | 'advertiseAddress'>) {
     this.options = base.options
+    this.blobs = base.blobs
     this.log = base.log
     this.store = base.store
     this.overlay = base.overlay
     this.drivers = base.drivers
     this.capacity = base.capacity
     this.advertiseAddress = base.advertiseAddress
-    this.library = new TemplateLibrary(this.store)
+    this.library = new TemplateLibrary(this.store, this.blobs)
     this.supervisor = new InstanceSupervisor({
       store: this.store,
       drivers: this.drivers,
@@ -58,6 +63,7 @@ export class Host {
       overlay: this.overlay,
       library: this.library,
       supervisor: this.supervisor,
+      blobs: this.blobs,
       verifier: new RequestVerifier(),
       onTemplateAdded: t => { void this.#advertiseTemplate(t) },
       log: this.log.child({ component: 'cloud' }),
@@ -82,9 +88,14 @@ export class Host {
       advertTtlMs: options.advertTtlMs,
       log: logger.child({ component: 'overlay' }),
     })
+    const blobs = new BlobStore(join(options.dataDir, 'blobs'))
+    const cgroups = await detectCgroups()
     const drivers = new Map<string, Driver>()
     if (options.drivers.includes('process')) {
-      drivers.set('process', processDriver({ cgroups: await detectCgroups(), uid: DEFAULT_TASK_UID, gid: DEFAULT_TASK_UID }))
+      drivers.set('process', processDriver({ cgroups, uid: DEFAULT_TASK_UID, gid: DEFAULT_TASK_UID }))
+    }
+    if (options.drivers.includes('qemu')) {
+      drivers.set('qemu', qemuDriver({ cgroups, blobPath: d => blobs.path(d), runDir: options.runDir ?? defaultRunDir(), qemu: 'qemu-system-x86_64', accel: options.accel }))
     }
     return new Host({
       options,
@@ -92,14 +103,22 @@ export class Host {
       store,
       overlay,
       drivers,
+      blobs,
       capacity: options.capacity ?? defaultCapacity(),
       advertiseAddress: options.advertiseAddress ?? defaultAdvertiseAddress(options.listen),
     })
   }
 
   async start (): Promise<void> {
+    for (const [name, driver] of this.drivers) {
+      const fp = await driver.fingerprint()
+      this.fingerprints.set(name, fp)
+      if (!fp.healthy) this.log.warn({ driver: name, detail: fp.detail }, 'driver unavailable')
+    }
     await this.supervisor.recover()
+    this.supervisor.startHealthChecks()
     this.cloud.serve()
+    await serveBlobs(this.overlay.node, this.blobs, this.log.child({ component: 'transfer' }))
     await this.overlay.start()
     this.#started = true
     for (const t of this.library.list()) await this.#advertiseTemplate(t)
@@ -111,11 +130,16 @@ export class Host {
   /** Leaves the overlay and closes the store; instances keep running and are re-attached on the next start. */
   async stop (): Promise<void> {
     clearTimeout(this.#hostAdvertTimer)
+    this.supervisor.stopHealthChecks()
     await this.overlay.stop()
     this.store.close()
   }
 
   async importTemplate (manifest: Template['manifest']): Promise<Template> {
+    const missing = await this.library.missingBlobs(manifest)
+    if (missing.length > 0) {
+      throw new XenosError('BAD_MANIFEST', `this host lacks ${missing.length} of the template's image files (${missing.join(', ')}): upload them first, as "xenos template build" does`)
+    }
     const t = this.library.add(manifest)
     await this.#advertiseTemplate(t)
     return t
@@ -132,7 +156,7 @@ export class Host {
       name: this.options.name ?? this.overlay.peerId.slice(-8),
       addrs: this.overlay.multiaddrs(),
       api: this.apiUrl,
-      drivers: [...this.drivers.keys()],
+      drivers: [...this.fingerprints].filter(([, fp]) => fp.healthy).map(([name]) => name),
       capacity: this.capacity,
       free: this.supervisor.free(),
       instances: this.supervisor.list().length,
@@ -175,6 +199,7 @@ export class Host {
         owner: view.owner,
         state: view.state,
         endpoints: view.endpoints,
+        services: view.services.filter(s => s.registered).map(s => ({ name: s.name, health: s.health })),
         tags,
         resources: view.resources,
         createdAt: view.createdAt,

@@ -1,4 +1,4 @@
-import { cpus, homedir, totalmem } from 'node:os'
+import { cpus, homedir, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { DEFAULT_ADVERT_TTL_MS } from '../overlay/index.ts'
@@ -7,7 +7,7 @@ export const DEFAULT_API_PORT = 7380
 export const DEFAULT_P2P_PORT = 7381
 export const DEFAULT_DATA_DIR = join(homedir(), '.local', 'share', 'xenos')
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000
-export const KNOWN_DRIVERS = ['process'] as const
+export const KNOWN_DRIVERS = ['process', 'qemu'] as const
 
 /** Everything `xenosd` can be told; validated at the edge, unknown keys refused. */
 export const hostOptionsSchema = z.strictObject({
@@ -21,8 +21,12 @@ export const hostOptionsSchema = z.strictObject({
   bootstrap: z.array(z.string().regex(/\/p2p\/[1-9A-HJ-NP-Za-km-z]+$/, 'a bootstrap address must end in /p2p/<peer id>')).default([]),
   /** Find hosts on the local network with mDNS. @default false */
   mdns: z.boolean().default(false),
-  /** Drivers this host offers. @default ['process'] */
-  drivers: z.array(z.enum(KNOWN_DRIVERS)).min(1).default(['process']),
+  /** Drivers this host offers; only those whose fingerprint is healthy are advertised. @default ['process', 'qemu'] */
+  drivers: z.array(z.enum(KNOWN_DRIVERS)).min(1).default(['process', 'qemu']),
+  /** How VMs are accelerated: KVM when a probe boots a guest with it, else TCG. @default auto */
+  accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
+  /** Short directory for VM sockets (unix socket paths are limited to ~108 bytes). @default /run/xenos as root */
+  runDir: z.string().min(1).max(60).optional(),
   /** Human-readable host name shown in search results. */
   name: z.string().max(63).optional(),
   /** Address services bind to and endpoints name; by default the first non-wildcard listen IP, else 127.0.0.1. */
@@ -39,6 +43,11 @@ export const hostOptionsSchema = z.strictObject({
 
 export type HostOptions = z.output<typeof hostOptionsSchema>
 export type HostOptionsInput = z.input<typeof hostOptionsSchema>
+
+export function defaultRunDir (): string {
+  const uid = process.getuid?.() ?? 0
+  return uid === 0 ? '/run/xenos' : join(process.env.XDG_RUNTIME_DIR ?? tmpdir(), `xenos-${uid}`)
+}
 
 export function defaultCapacity (): { cpu: number, memory: number } {
   return { cpu: cpus().length, memory: Math.floor(totalmem() / 1024 / 1024 * 0.75) }

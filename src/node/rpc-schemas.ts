@@ -51,6 +51,13 @@ export const instanceViewSchema = z.strictObject({
   state: z.enum(INSTANCE_STATES),
   owner: z.string().regex(OWNER_ID_PATTERN),
   endpoints: z.array(z.strictObject({ name: z.string().max(31), url: z.string().max(256) })).max(32),
+  services: z.array(z.strictObject({
+    name: z.string().max(31),
+    url: z.string().max(256),
+    registered: z.boolean(),
+    health: z.enum(['passing', 'failing', 'unknown']),
+    checkedAt: z.number().int().nonnegative(),
+  })).max(32),
   resources: resourcesSchema,
   createdAt: z.number().int().nonnegative(),
   updatedAt: z.number().int().nonnegative(),

@@ -3,9 +3,10 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
   ACTIVE_STATES, newInstanceId, XenosError,
-  type ControlAction, type Driver, type InstanceMetrics, type InstanceState, type InstanceView, type Resources, type TaskExit, type TaskHandle, type Template,
+  type ControlAction, type Driver, type InstanceMetrics, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type TaskExit, type TaskHandle, type Template,
 } from '../core/index.ts'
 import type { InstanceRecord, Store } from '../store/index.ts'
+import { checkService, checkTargets, HEALTH_INTERVAL_MS, statusOf } from './health.ts'
 import { KeyedLock } from './locks.ts'
 import { allocatePort, isPortFree } from './ports.ts'
 
@@ -42,9 +43,40 @@ export class InstanceSupervisor {
   readonly #init: SupervisorInit
   readonly #locks = new KeyedLock()
   readonly #live = new Map<string, LiveTask>()
+  readonly #health = new Map<string, ServiceStatus[]>()
+  #healthTimer: NodeJS.Timeout | undefined
 
   constructor (init: SupervisorInit) {
     this.#init = init
+  }
+
+  /** Checks the services of running instances every few seconds; a change re-advertises the instance. */
+  startHealthChecks (): void {
+    this.#healthTimer = setInterval(() => { void this.#checkHealth() }, HEALTH_INTERVAL_MS)
+  }
+
+  stopHealthChecks (): void {
+    clearInterval(this.#healthTimer)
+  }
+
+  async #checkHealth (): Promise<void> {
+    for (const [id, live] of this.#live) {
+      const r = this.#init.store.instances.get(id)
+      if (r?.state !== 'running') continue
+      const driver = this.#init.drivers.get(r.driver)
+      const targets = checkTargets(this.#declaredPorts(r), driver?.services?.(live.handle))
+      const now = Date.now()
+      const statuses = await Promise.all(targets.map(async t => statusOf(this.#init.advertiseAddress, t, await checkService(this.#init.advertiseAddress, t), now)))
+      const before = this.#health.get(id) ?? []
+      this.#health.set(id, statuses)
+      const summary = (list: ServiceStatus[]): string => list.map(s => `${s.name}:${s.registered}:${s.health}`).join(',')
+      if (summary(before) !== summary(statuses)) this.#init.onChange(id, r)
+    }
+  }
+
+  #declaredPorts (r: InstanceRecord): Array<{ name: string, protocol: string, hostPort: number, health?: string | undefined }> {
+    const declared = this.#init.store.templates.get(r.templateId)?.manifest.ports ?? []
+    return r.ports.map(p => ({ ...p, health: declared.find(d => d.name === p.name)?.health }))
   }
 
   /** Settles every persisted instance after a (re)start of the host. */
@@ -140,19 +172,37 @@ export class InstanceSupervisor {
           await this.#startTask(r, this.#template(r))
           break
         case 'stop':
-          this.#expect(r, ['running', 'paused'], 'stop')
-          await this.#stopTask(r)
+          this.#expect(r, ['running', 'paused', 'suspended'], 'stop')
+          if (r.state === 'suspended') await rm(this.#statePath(r), { force: true })
+          else await this.#stopTask(r)
           this.#set(id, { state: 'stopped', error: null })
           break
+        case 'suspend': {
+          this.#expect(r, ['running', 'paused'], 'suspend')
+          const driver = this.#driverFor(r.driver)
+          if (driver.suspend === undefined || !driver.capabilities().suspend) throw new XenosError('INVALID_STATE', `instance ${id} runs on the ${r.driver} driver, which cannot suspend`)
+          const live = this.#live.get(id)
+          if (live !== undefined) live.stopping = true
+          await driver.suspend(this.#handle(r), this.#statePath(r))
+          await driver.destroy(this.#handle(r))
+          this.#live.delete(id)
+          this.#set(id, { state: 'suspended', handle: null })
+          break
+        }
         case 'pause':
           this.#expect(r, ['running'], 'pause')
           await this.#driverFor(r.driver).pause(this.#handle(r))
           this.#set(id, { state: 'paused' })
           break
         case 'resume':
-          this.#expect(r, ['paused'], 'resume')
-          await this.#driverFor(r.driver).resume(this.#handle(r))
-          this.#set(id, { state: 'running' })
+          this.#expect(r, ['paused', 'suspended'], 'resume')
+          if (r.state === 'suspended') {
+            await this.#startTask(r, this.#template(r), this.#statePath(r))
+            await rm(this.#statePath(r), { force: true })
+          } else {
+            await this.#driverFor(r.driver).resume(this.#handle(r))
+            this.#set(id, { state: 'running' })
+          }
           break
         case 'destroy':
           await this.#destroy(r)
@@ -193,7 +243,12 @@ export class InstanceSupervisor {
     return this.#init.store.instances.list()
   }
 
-  async #startTask (r: InstanceRecord, template: Template): Promise<void> {
+  /** Where a suspended instance's saved state lives. */
+  #statePath (r: InstanceRecord): string {
+    return join(this.#init.instancesDir, r.id, 'suspended.state')
+  }
+
+  async #startTask (r: InstanceRecord, template: Template, restoreFrom?: string): Promise<void> {
     const driver = this.#driverFor(r.driver)
     const ports = await this.#assignPorts(template, r.ports)
     this.#set(r.id, { state: 'creating', ports, error: null })
@@ -208,6 +263,8 @@ export class InstanceSupervisor {
         ports,
         resources: r.resources,
         bindAddress: this.#init.advertiseAddress,
+        image: template.manifest.image,
+        restoreFrom,
       })
       this.#set(r.id, { state: 'running', handle })
       this.#watch(r.id, driver, handle)
@@ -236,6 +293,7 @@ export class InstanceSupervisor {
       await this.#cleanup(driver, r.handle)
     }
     this.#live.delete(r.id)
+    this.#health.delete(r.id)
     await rm(join(this.#init.instancesDir, r.id), { recursive: true, force: true })
     this.#init.store.instances.remove(r.id)
     this.#init.onChange(r.id, undefined)
@@ -280,6 +338,7 @@ export class InstanceSupervisor {
   }
 
   #set (id: string, change: Parameters<Store['instances']['update']>[1]): void {
+    if (change.state !== undefined && change.state !== 'running') this.#health.delete(id)
     const r = this.#init.store.instances.update(id, change)
     this.#init.onChange(id, r)
   }
@@ -324,6 +383,7 @@ export class InstanceSupervisor {
       state: r.state,
       owner: r.owner,
       endpoints: ACTIVE_STATES.has(r.state) ? r.ports.map(p => ({ name: p.name, url: `${p.protocol}://${this.#init.advertiseAddress}:${p.hostPort}` })) : [],
+      services: r.state === 'running' ? this.#health.get(r.id) ?? [] : [],
       resources: r.resources,
       createdAt: r.createdAt,
       updatedAt: r.updatedAt,

@@ -190,7 +190,7 @@ export class Overlay {
   async #putDht (unsigned: UnsignedAdvert): Promise<void> {
     if (this.node.getPeers().length === 0) return
     const now = Date.now()
-    const advert = await signAdvert(this.#init.privateKey, { ...unsigned, seq: this.#seq++, issuedAt: now, expiresAt: now + DHT_ADVERT_TTL_MS } as UnsignedAdvert)
+    const advert = await signAdvert(this.#init.privateKey, { ...unsigned, seq: this.#seq++, issuedAt: now, expiresAt: now + DHT_ADVERT_TTL_MS })
     const bytes = encodeAdvert(advert)
     for (const key of keysOf(advert)) {
       try {
@@ -244,6 +244,11 @@ export class Overlay {
       if (peer === undefined || connected.has(peer)) continue
       await this.node.dial(ma, { signal: AbortSignal.timeout(10_000) }).catch(() => {})
     }
+  }
+
+  /** Peers known to subscribe to the advert topic. */
+  gossipSubscribers (): number {
+    return this.node.services.pubsub.getSubscribers(ADVERT_TOPIC).length
   }
 
   search (q: AdvertQuery): Advert[] {

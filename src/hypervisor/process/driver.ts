@@ -1,11 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { chown, mkdir, open, readFile } from 'node:fs/promises'
+import { chown, mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { XenosError, type Driver, type Fingerprint, type TaskExit, type TaskHandle, type TaskSpec, type TaskStats, type TaskStatus } from '../../core/index.ts'
 import type { Cgroups } from '../cgroup.ts'
-import { isSameProcess, processStartTime, processUsage, tailFile } from '../procfs.ts'
+import { processUsage, tailFile } from '../procfs.ts'
+import { spawnTask, taskPids } from '../spawn.ts'
 
 export interface ProcessDriverInit {
   /** Control groups for limits, accounting and freezing; without them pause uses SIGSTOP. */
@@ -28,12 +28,6 @@ interface ProcessState {
 }
 
 const PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
-
-/**
- * Joins the task's cgroups before anything else runs, so every process the task ever starts is
- * accounted and limited.
- */
-const JOIN_CGROUP = 'for f in $XENOS_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; unset XENOS_CGROUP_PROCS; exec "$@"'
 
 /**
  * Init of the task's pid namespace: the kernel drops SIGTERM sent to a namespace's init unless it
@@ -68,12 +62,7 @@ export function processDriver (init: ProcessDriverInit): Driver {
   /** Pids of the task: its cgroup's members, else its process group; works on partial handles too. */
   async function pidsOf (handle: TaskHandle): Promise<number[]> {
     const s = handle.state as Partial<ProcessState>
-    if (init.cgroups !== undefined && s.cgroup !== false) {
-      const pids = await init.cgroups.pids(handle.id)
-      if (pids.length > 0) return pids
-    }
-    if (typeof s.pid === 'number' && typeof s.startTime === 'number' && await isSameProcess(s.pid, s.startTime)) return [-s.pid]
-    return []
+    return await taskPids(handle.id, s.cgroup === false ? undefined : init.cgroups, s.pid, s.startTime)
   }
 
   async function signalAll (handle: TaskHandle, signal: NodeJS.Signals): Promise<void> {
@@ -121,32 +110,10 @@ export function processDriver (init: ProcessDriverInit): Driver {
       for (const p of spec.ports) env[`XENOS_PORT_${p.name.toUpperCase()}`] = String(p.hostPort)
       for (const [k, v] of Object.entries(spec.env)) env[k] = substitute(v, env)
 
-      const cgroup = init.cgroups !== undefined
-      if (cgroup) await init.cgroups?.create(spec.id, spec.resources)
       const log = join(spec.dir, 'console.log')
-      const out = await open(log, 'a')
-      const wrapped = ['/bin/sh', '-c', JOIN_CGROUP, 'xenos-join', ...argv(spec, env)]
-      let child: ChildProcess
-      let spawned: Promise<number>
-      try {
-        child = spawn(wrapped[0] ?? '/bin/sh', wrapped.slice(1), {
-          cwd: work,
-          detached: true,
-          stdio: ['ignore', out.fd, out.fd],
-          env: { ...env, XENOS_CGROUP_PROCS: cgroup ? (init.cgroups?.procsFiles(spec.id).join(' ') ?? '') : '' },
-        })
-        spawned = new Promise<number>((resolve, reject) => {
-          child.once('spawn', () => { resolve(child.pid ?? -1) })
-          child.once('error', err => { reject(new XenosError('DRIVER_FAILED', `cannot start the command: ${err.message}`)) })
-        })
-      } finally {
-        await out.close()
-      }
-      const pid = await spawned
-      exits.set(pid, new Promise(resolve => child.once('exit', (code, signal) => { resolve({ code, signal }) })))
-      // A task may already have ended (a quick batch job): its exit still reaches `wait`.
-      const startTime = await processStartTime(pid, true) ?? -1
-      const state: ProcessState = { pid, startTime, startedAt: Date.now(), cgroup, log }
+      const task = await spawnTask({ id: spec.id, argv: argv(spec, env), cwd: work, env, log, cgroups: init.cgroups, resources: spec.resources })
+      exits.set(task.pid, task.exit)
+      const state: ProcessState = { pid: task.pid, startTime: task.startTime, startedAt: Date.now(), cgroup: init.cgroups !== undefined, log }
       return { id: spec.id, driver: 'process', state: { ...state } }
     },
 

@@ -1,0 +1,326 @@
+import { execFile } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdir, rename, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { promisify } from 'node:util'
+import {
+  XenosError,
+  type Driver, type Fingerprint, type GuestService, type TaskExit, type TaskHandle, type TaskSpec, type TaskStats, type TaskStatus,
+} from '../../core/index.ts'
+import type { Cgroups } from '../cgroup.ts'
+import { processUsage, tailFile } from '../procfs.ts'
+import { spawnTask, taskPids } from '../spawn.ts'
+import { AgentLink } from './agent.ts'
+import { probeAccelerator, type Accelerator } from './accel.ts'
+import { QmpClient } from './qmp.ts'
+
+const run = promisify(execFile)
+
+export interface QemuDriverInit {
+  cgroups: Cgroups | undefined
+  /** Where blobs named by a template's image live. */
+  blobPath: (digest: string) => string
+  /** Short directory for sockets (unix socket paths are limited to ~108 bytes). @default /run/xenos */
+  runDir: string
+  /** @default qemu-system-x86_64 */
+  qemu: string
+  /** @default auto: KVM when a probe boots a guest with it, else TCG */
+  accel: 'auto' | Accelerator
+}
+
+/** What the driver persists in a handle. */
+interface QemuState {
+  pid: number
+  startTime: number
+  startedAt: number
+  sockets: string
+  console: string
+  ports: Array<{ guest: number, host: number }>
+}
+
+const SOCKET_WAIT_MS = 15_000
+const MIGRATION_POLL_MS = 10
+
+function stateOf (handle: TaskHandle): QemuState {
+  const s = handle.state as Partial<QemuState>
+  if (typeof s.pid !== 'number' || typeof s.sockets !== 'string' || typeof s.console !== 'string') {
+    throw new XenosError('DRIVER_FAILED', `instance ${handle.id} has no usable VM state`)
+  }
+  return s as QemuState
+}
+
+/**
+ * Runs instances as QEMU virtual machines: `-M q35`, the template's kernel and initramfs, a
+ * qcow2 overlay on the template's disk (never a copy), user-mode networking with host port
+ * forwards, the serial console in a log, QMP for control and a virtio-serial port for the guest
+ * agent. QEMU outlives xenosd; a restarted host re-attaches through the QMP socket.
+ */
+export function qemuDriver (init: QemuDriverInit): Driver {
+  const sessions = new Map<string, { qmp: QmpClient | undefined, agent: AgentLink, exit: Promise<TaskExit> | undefined }>()
+  let accel: Promise<Accelerator> | undefined
+
+  function session (handle: TaskHandle): { qmp: QmpClient | undefined, agent: AgentLink, exit: Promise<TaskExit> | undefined } {
+    let s = sessions.get(handle.id)
+    if (s === undefined) {
+      s = { qmp: undefined, agent: new AgentLink(join(stateOf(handle).sockets, 'ag.sock')), exit: undefined }
+      sessions.set(handle.id, s)
+    }
+    return s
+  }
+
+  async function qmp (handle: TaskHandle): Promise<QmpClient> {
+    const s = session(handle)
+    if (s.qmp === undefined || s.qmp.isClosed) s.qmp = await QmpClient.connect(join(stateOf(handle).sockets, 'qm.sock'))
+    return s.qmp
+  }
+
+  async function pids (handle: TaskHandle): Promise<number[]> {
+    const s = handle.state as Partial<QemuState>
+    return await taskPids(handle.id, init.cgroups, s.pid, s.startTime)
+  }
+
+  async function alive (handle: TaskHandle): Promise<boolean> {
+    return (await pids(handle)).length > 0
+  }
+
+  async function kill (handle: TaskHandle): Promise<void> {
+    while (await alive(handle)) {
+      for (const pid of await pids(handle)) {
+        try { process.kill(pid, 'SIGKILL') } catch {}
+      }
+      await sleep(50)
+    }
+  }
+
+  async function waitGone (handle: TaskHandle, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline) {
+      if (!await alive(handle)) return true
+      await sleep(50)
+    }
+    return false
+  }
+
+  function argv (spec: TaskSpec, accelerator: Accelerator, sockets: string, console: string, overlay: string): string[] {
+    const image = spec.image
+    if (image === undefined) throw new XenosError('BAD_MANIFEST', `instance ${spec.id} has a qemu template without an image`)
+    const forwards = spec.ports.filter(p => p.guest !== undefined).map(p => `hostfwd=${p.protocol === 'udp' ? 'udp' : 'tcp'}:${spec.bindAddress}:${p.hostPort}-:${p.guest ?? 0}`)
+    const args = [
+      init.qemu,
+      // q35 with virtio-pci: Debian's kernel finds microvm's virtio-mmio devices only through
+      // ACPI, and with ACPI on microvm it stalls calibrating its clock under TCG.
+      '-M', 'q35,smbus=off,sata=off',
+      '-accel', accelerator,
+      '-cpu', accelerator === 'kvm' ? 'host' : 'qemu64',
+      '-m', String(spec.resources.memory),
+      '-smp', String(Math.max(1, Math.ceil(spec.resources.cpu))),
+      '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+      '-kernel', init.blobPath(image.kernel),
+      '-initrd', init.blobPath(image.initrd),
+      '-append', `console=ttyS0 reboot=t panic=-1 quiet xenos.id=${spec.id}`,
+      '-chardev', `file,id=console,path=${console},append=on`,
+      '-serial', 'chardev:console',
+      '-qmp', `unix:${join(sockets, 'qm.sock')},server=on,wait=off`,
+      '-chardev', `socket,id=agent,path=${join(sockets, 'ag.sock')},server=on,wait=off`,
+      '-device', 'virtio-serial-pci',
+      '-device', 'virtserialport,chardev=agent,name=org.xenos.agent',
+      '-drive', `id=disk,file=${overlay},format=qcow2,if=none,cache=writeback,discard=unmap`,
+      '-device', 'virtio-blk-pci,drive=disk',
+      '-netdev', ['user', 'id=net0', ...forwards].join(','),
+      '-device', 'virtio-net-pci,netdev=net0,romfile=',
+    ]
+    if (spec.restoreFrom !== undefined) args.push('-incoming', 'defer')
+    return args
+  }
+
+  return {
+    name: 'qemu',
+    capabilities: () => ({ pause: true, suspend: true, migrate: false }),
+
+    async fingerprint (): Promise<Fingerprint> {
+      try {
+        const { stdout } = await run(init.qemu, ['--version'])
+        const version = /version ([0-9.]+)/.exec(stdout)?.[1] ?? 'unknown'
+        await run('qemu-img', ['--version'])
+        const kvm = existsSync('/dev/kvm')
+        return {
+          healthy: true,
+          detail: `QEMU ${version}; ${init.accel === 'auto' ? (kvm ? 'KVM if its probe boots a guest, else TCG' : 'TCG (no /dev/kvm)') : init.accel.toUpperCase()}`,
+          attributes: { version, accel: init.accel, kvmDevice: String(kvm) },
+        }
+      } catch (err) {
+        return { healthy: false, detail: `QEMU is missing (${(err as Error).message.split('\n')[0] ?? ''}): install qemu-system-x86 and qemu-utils`, attributes: {} }
+      }
+    },
+
+    async start (spec): Promise<TaskHandle> {
+      const image = spec.image
+      if (image === undefined) throw new XenosError('BAD_MANIFEST', `instance ${spec.id} has a qemu template without an image`)
+      accel ??= init.accel === 'auto' ? probeAccelerator(init.qemu, init.blobPath(image.kernel)) : Promise.resolve(init.accel)
+      const accelerator = await accel
+      const sockets = join(init.runDir, spec.id)
+      await rm(sockets, { recursive: true, force: true })
+      await mkdir(sockets, { recursive: true, mode: 0o700 })
+      const overlay = join(spec.dir, 'disk.qcow2')
+      if (!existsSync(overlay)) {
+        // The instance's disk: a thin qcow2 overlay backed by the template's shared, read-only image.
+        await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', init.blobPath(image.disk), `${overlay}.tmp`])
+        await rename(`${overlay}.tmp`, overlay)
+      }
+      const console = join(spec.dir, 'console.log')
+      const task = await spawnTask({
+        id: spec.id,
+        argv: argv(spec, accelerator, sockets, console, overlay),
+        cwd: spec.dir,
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+        log: join(spec.dir, 'qemu.log'),
+        cgroups: init.cgroups,
+        // QEMU itself needs memory beyond the guest's RAM.
+        resources: { cpu: spec.resources.cpu, memory: spec.resources.memory + 128 },
+      })
+      const handle: TaskHandle = {
+        id: spec.id,
+        driver: 'qemu',
+        state: {
+          pid: task.pid,
+          startTime: task.startTime,
+          startedAt: Date.now(),
+          sockets,
+          console,
+          ports: spec.ports.flatMap(p => p.guest === undefined ? [] : [{ guest: p.guest, host: p.hostPort }]),
+        } satisfies QemuState,
+      }
+      const s = session(handle)
+      s.exit = task.exit
+      const deadline = Date.now() + SOCKET_WAIT_MS
+      while (!existsSync(join(sockets, 'qm.sock'))) {
+        if (Date.now() > deadline || !await alive(handle)) {
+          const why = await tailFile(join(spec.dir, 'qemu.log'), 5)
+          await kill(handle)
+          throw new XenosError('DRIVER_FAILED', `QEMU did not start${why === '' ? '' : `: ${why}`}`)
+        }
+        await sleep(10)
+      }
+      const monitor = await qmp(handle)
+      if (spec.restoreFrom !== undefined) {
+        await monitor.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(spec.restoreFrom)}` })
+        await waitForMigration(monitor, 'the saved state to load')
+        await monitor.execute('cont')
+      }
+      return handle
+    },
+
+    async recover (handle): Promise<TaskStatus> {
+      if (!await alive(handle)) return 'exited'
+      try {
+        const status = await (await qmp(handle)).execute<{ status: string }>('query-status')
+        return status.status === 'running' ? 'running' : 'paused'
+      } catch {
+        return 'running'
+      }
+    },
+
+    async wait (handle): Promise<TaskExit> {
+      const own = session(handle).exit
+      let exit: TaskExit = { code: null, signal: null }
+      if (own !== undefined) exit = await own
+      while (await alive(handle)) await sleep(own === undefined ? 500 : 50)
+      // The guest's service exit code, when its agent reported one, says more than QEMU's.
+      const reported = sessions.get(handle.id)?.agent.latest?.exit
+      return reported !== undefined && reported !== null ? { code: reported, signal: null } : exit
+    },
+
+    async stop (handle, timeoutMs): Promise<void> {
+      if (!await alive(handle)) return
+      const monitor = await qmp(handle).catch(() => undefined)
+      await monitor?.execute('cont').catch(() => {})
+      // A clean shutdown through the guest agent; QMP quit if the guest does not answer.
+      if (session(handle).agent.requestShutdown() && await waitGone(handle, timeoutMs)) return
+      await monitor?.execute('quit').catch(() => {})
+      if (await waitGone(handle, 2000)) return
+      await kill(handle)
+    },
+
+    async pause (handle): Promise<void> {
+      await (await qmp(handle)).execute('stop')
+    },
+
+    async resume (handle): Promise<void> {
+      await (await qmp(handle)).execute('cont')
+    },
+
+    async suspend (handle, path): Promise<void> {
+      const monitor = await qmp(handle)
+      await monitor.execute('stop')
+      await monitor.execute('migrate', { uri: `exec:cat > ${shellQuote(`${path}.tmp`)}` })
+      await waitForMigration(monitor, 'the state to be saved')
+      await rename(`${path}.tmp`, path)
+      await monitor.execute('quit').catch(() => {})
+      if (!await waitGone(handle, 5000)) await kill(handle)
+    },
+
+    async destroy (handle): Promise<void> {
+      const s = sessions.get(handle.id)
+      s?.agent.close()
+      s?.qmp?.close()
+      sessions.delete(handle.id)
+      const sockets = (handle.state as Partial<QemuState>).sockets
+      if (sockets !== undefined) await rm(sockets, { recursive: true, force: true })
+      await init.cgroups?.remove(handle.id)
+    },
+
+    async stats (handle): Promise<TaskStats> {
+      const s = stateOf(handle)
+      const usage = init.cgroups !== undefined ? await init.cgroups.usage(handle.id) : await processUsage(s.pid)
+      const out: TaskStats = { ...usage, startedAt: s.startedAt }
+      try {
+        const devices = await (await qmp(handle)).execute<Array<{ stats: { rd_bytes: number, wr_bytes: number } }>>('query-blockstats')
+        out.diskReadBytes = devices.reduce((n, d) => n + d.stats.rd_bytes, 0)
+        out.diskWriteBytes = devices.reduce((n, d) => n + d.stats.wr_bytes, 0)
+      } catch {}
+      const guest = sessions.get(handle.id)?.agent.latest
+      if (guest !== undefined) {
+        out.netRxBytes = guest.rxBytes
+        out.netTxBytes = guest.txBytes
+      }
+      return out
+    },
+
+    logTail: async (handle, lines) => typeof handle.state.console === 'string' ? await tailFile(handle.state.console, lines) : '',
+
+    services (handle): GuestService[] | undefined {
+      const latest = session(handle).agent.latest
+      if (latest === undefined) return undefined
+      const ports = stateOf(handle).ports
+      return latest.services.map(svc => ({
+        name: svc.name,
+        protocol: svc.protocol,
+        guestPort: svc.port,
+        hostPort: ports.find(p => p.guest === svc.port)?.host,
+        health: svc.health,
+      }))
+    },
+  }
+}
+
+/** Polls `query-migrate` until QEMU reports the migration (to or from a file) completed. */
+async function waitForMigration (monitor: QmpClient, what: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const info = await monitor.execute<{ status?: string, 'error-desc'?: string }>('query-migrate')
+    if (info.status === 'completed') return
+    if (info.status === 'failed' || info.status === 'cancelled') throw new XenosError('DRIVER_FAILED', `QEMU could not wait for ${what}: ${info['error-desc'] ?? info.status}`)
+    if (Date.now() > deadline) throw new XenosError('TIMEOUT', `timed out waiting for ${what}`)
+    await sleep(MIGRATION_POLL_MS)
+  }
+}
+
+function shellQuote (s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`
+}
+
+/** Size in bytes of an instance's overlay (what copy-on-write saved compared with a copy). */
+export async function overlaySize (dir: string): Promise<number> {
+  return (await stat(join(dir, 'disk.qcow2'))).size
+}

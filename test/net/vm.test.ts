@@ -1,0 +1,145 @@
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { cli, eventually, getJson, httpGet, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+
+function hasQemu (): boolean {
+  try {
+    execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+const skip = hasQemu() ? false : 'QEMU is not installed (apt-get install qemu-system-x86 qemu-utils)'
+
+async function count (url: string): Promise<number | undefined> {
+  const text = await httpGet(`${url}/count`, 1500)
+  const n = Number(text?.trim())
+  return text === undefined || !Number.isFinite(n) || text.trim() === '' ? undefined : n
+}
+
+/** Real VMs (QEMU, TCG when KVM does not work) on real xenosd processes. */
+describe('services in virtual machines', { skip }, () => {
+  let a: TestHost, b: TestHost
+  let alice: string
+  let web: any
+  let counter: any
+  const hosts: TestHost[] = []
+
+  before(async () => {
+    alice = join(await tempDir('keys'), 'alice.pem')
+    a = await startHost({ name: 'vm-a', extraArgs: ['--cpu', '4', '--memory', '1024'] })
+    b = await startHost({ name: 'vm-b', bootstrap: [a], extraArgs: ['--cpu', '4', '--memory', '1024'] })
+    hosts.push(a, b)
+    await cli(a, alice, ['template', 'build', join(ROOT, 'examples/hello-web')])
+    await cli(a, alice, ['template', 'build', join(ROOT, 'examples/counter')])
+  })
+
+  after(async () => {
+    for (const h of hosts) {
+      const list = await getJson(h, `/v1/instances?host=${h.info.peerId}`).catch(() => ({ instances: [] }))
+      for (const i of list.instances ?? []) await cli(h, alice, ['instance', 'destroy', i.id]).catch(() => {})
+    }
+    await Promise.all(hosts.map(async h => { await stopHost(h) }))
+  })
+
+  it('deploys hello-web from A onto B, where it serves HTTP on its advertised endpoint', async () => {
+    const result = await cli(a, alice, ['deploy', 'hello-web', '--host', 'vm-b'])
+    web = result.instances[0]
+    assert.equal(web.host, b.info.peerId)
+    // Right after creation the instance's disk is a thin overlay on the template, not a copy.
+    const template = await cli(b, alice, ['template', 'show', 'hello-web'])
+    const image = template.manifest.image
+    const blob = async (d: string): Promise<number> => (await stat(join(b.dataDir, 'blobs/sha256', d.slice(7)))).size
+    const templateBytes = Number(image.diskBytes) + await blob(String(image.kernel)) + await blob(String(image.initrd))
+    const overlay = (await stat(join(b.dataDir, 'instances', web.id, 'disk.qcow2'))).size
+    assert.ok(overlay < templateBytes / 100, `overlay ${overlay} bytes vs template ${templateBytes} bytes`)
+    const url = web.endpoints[0].url
+    const page = await eventually(async () => await httpGet(url), 90_000, 'the VM to serve')
+    assert.match(page, /Hello from a Xenos VM/)
+    // The guest registered its service with B (the notice board), and B checks its health.
+    const seen = await eventually(async () => {
+      const v = await cli(a, alice, ['instance', 'show', web.id])
+      return v.services[0]?.health === 'passing' ? v : undefined
+    }, 20_000, 'the service to be registered and healthy')
+    assert.equal(seen.services[0].name, 'http')
+    assert.equal(seen.services[0].registered, true)
+  })
+
+  it('pauses and resumes a counter in memory, and keeps its value across suspend and resume', async () => {
+    counter = (await cli(a, alice, ['deploy', 'counter', '--host', 'vm-a'])).instances[0]
+    const url = counter.endpoints[0].url
+    await eventually(async () => (await count(url) ?? 0) > 5, 90_000, 'the counter to count')
+    await cli(b, alice, ['instance', 'pause', counter.id])
+    assert.equal(await count(url), undefined, 'a paused VM does not answer')
+    await cli(b, alice, ['instance', 'resume', counter.id])
+    const before = await eventually(async () => await count(url), 10_000, 'the resumed counter')
+    await sleep(1000)
+    assert.ok((await count(url) ?? 0) > before, 'it counts on after resume')
+
+    const suspended = await cli(b, alice, ['instance', 'suspend', counter.id])
+    assert.equal(suspended.state, 'suspended')
+    const atSuspend = before
+    assert.equal(await count(url), undefined, 'a suspended VM does not answer')
+    const resumed = await cli(b, alice, ['instance', 'resume', counter.id])
+    assert.equal(resumed.state, 'running')
+    const after = await eventually(async () => await count(url), 10_000, 'the restored counter')
+    assert.ok(after >= atSuspend, `the count went on from ${atSuspend}, not from zero (got ${after})`)
+  })
+
+  it('re-attaches to its VMs after kill -9 of xenosd, and reports a killed QEMU as failed', async () => {
+    await stopHost(a, 'SIGKILL')
+    const url = counter.endpoints[0].url
+    assert.ok(await count(url) !== undefined, 'the VM outlives its host process')
+    const back = await startHost({ name: 'vm-a', bootstrap: [b], dataDir: a.dataDir, extraArgs: ['--cpu', '4', '--memory', '1024'] })
+    hosts.push(back)
+    a = back
+    const v = await cli(a, alice, ['instance', 'show', counter.id])
+    assert.equal(v.state, 'running')
+    await cli(a, alice, ['instance', 'pause', counter.id])
+    assert.equal(await count(url), undefined)
+    await cli(a, alice, ['instance', 'resume', counter.id])
+    assert.ok(await eventually(async () => await count(url), 10_000, 'the counter after re-attach') > 0)
+
+    const pid = Number(execFileSync('pgrep', ['-f', `xenos.id=${counter.id}`]).toString().trim().split('\n')[0])
+    process.kill(pid, 'SIGKILL')
+    const failed = await eventually(async () => {
+      const x = await cli(a, alice, ['instance', 'show', counter.id])
+      return x.state === 'failed' ? x : undefined
+    }, 15_000, 'the instance to fail')
+    // A re-attached VM is not this xenosd's child, so how it died is unknown; that it died is not.
+    assert.match(failed.error, /the task ended|killed by SIGKILL/)
+    assert.match(failed.error, /xenos-init/, 'the failure carries the console tail')
+  })
+
+  it('stops a VM (freeing its sockets and ports) and destroys it with its overlay', async () => {
+    const url = web.endpoints[0].url
+    const stopped = await cli(a, alice, ['instance', 'stop', web.id])
+    assert.equal(stopped.state, 'stopped')
+    assert.equal(await httpGet(url, 1000), undefined)
+    const instanceDir = join(b.dataDir, 'instances', web.id)
+    assert.ok((await stat(join(instanceDir, 'disk.qcow2'))).size > 0, 'a stopped instance keeps its disk')
+    const runDir = `/run/xenos/${web.id}`
+    await assert.rejects(stat(runDir), 'its sockets are gone')
+    await cli(a, alice, ['instance', 'destroy', web.id])
+    await assert.rejects(stat(instanceDir), 'destroy removes the overlay')
+  })
+
+  it('refuses a deploy beyond capacity with the admission error', async () => {
+    await assert.rejects(cli(a, alice, ['deploy', 'hello-web', '--host', 'vm-b', '--count', '12']), /ADMISSION_REFUSED/)
+  })
+
+  it('fails a broken template build with a message that names the problem', async () => {
+    const dir = await tempDir('broken')
+    await assert.rejects(cli(a, alice, ['template', 'build', dir]), /template\.yaml is missing/)
+    await writeFile(join(dir, 'template.yaml'), 'name: broken\nversion: "1"\ncommand: "true"\nports: [{name: http}]\n')
+    await assert.rejects(cli(a, alice, ['template', 'build', dir]), /needs the guest port/)
+    await writeFile(join(dir, 'template.yaml'), 'name: broken\nversion: "1"\ncommand: "true"\nmodules: [no_such_module]\n')
+    await assert.rejects(cli(a, alice, ['template', 'build', dir]), /no module "no_such_module"/)
+  })
+})
