@@ -31,6 +31,8 @@ export async function prometheusText (host: Host): Promise<string> {
   const live = usage.filter(u => u.m !== undefined && (u.v.state === 'running' || u.v.state === 'paused'))
   metric('xenos_instance_cpu_seconds_total', 'counter', 'CPU time used by the instance.', live.map(u => [{ instance: u.v.id, name: u.v.name }, u.m?.cpuSeconds ?? 0]))
   metric('xenos_instance_memory_bytes', 'gauge', 'Memory used by the instance.', live.map(u => [{ instance: u.v.id, name: u.v.name }, u.m?.memoryBytes ?? 0]))
+  metric('xenos_instance_service_healthy', 'gauge', 'Last health check of each registered service of a running instance: 1 passing, 0 failing.',
+    views.flatMap(v => v.services.filter(s => s.registered && s.health !== 'unknown').map(s => [{ instance: v.id, service: s.name }, s.health === 'passing' ? 1 : 0] as [Record<string, string>, number])))
   metric('xenos_instance_uptime_seconds', 'gauge', 'Seconds since the instance last started.', live.map(u => [{ instance: u.v.id, name: u.v.name }, u.m?.uptimeSeconds ?? 0]))
   return lines.join('\n') + '\n'
 }

@@ -16,6 +16,9 @@ export function withDaemonOptions (cmd: Command): Command {
     .option('--advertise-address <ip>', 'address services bind to and endpoints name')
     .option('--cpu <cores>', 'CPU cores to offer (default: all)', Number)
     .option('--memory <MiB>', 'memory to offer in MiB (default: 75% of RAM)', Number)
+    .option('--overcommit-cpu <factor>', 'admit up to this many times the CPU offered', Number)
+    .option('--overcommit-memory <factor>', 'admit up to this many times the memory offered', Number)
+    .addOption(new Option('--accel <accel>', 'VM acceleration').choices(['auto', 'kvm', 'tcg']).default('auto'))
     .option('--advert-ttl <seconds>', 'lifetime of this host\'s adverts', Number)
     .option('--mdns', 'find hosts on the local network with mDNS')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
@@ -32,6 +35,9 @@ export interface DaemonFlags {
   cpu?: number
   memory?: number
   advertTtl?: number
+  overcommitCpu?: number
+  overcommitMemory?: number
+  accel: string
   mdns?: boolean
   logLevel: string
 }
@@ -50,6 +56,8 @@ export function daemonOptionsFrom (flags: DaemonFlags): HostOptionsInput & { dat
     ...(flags.advertiseAddress === undefined ? {} : { advertiseAddress: flags.advertiseAddress }),
     ...(flags.cpu === undefined || flags.memory === undefined ? {} : { capacity: { cpu: flags.cpu, memory: flags.memory } }),
     ...(flags.advertTtl === undefined ? {} : { advertTtlMs: Math.round(flags.advertTtl * 1000) }),
+    overcommit: { cpu: flags.overcommitCpu ?? 1, memory: flags.overcommitMemory ?? 1 },
+    accel: flags.accel as 'auto',
     mdns: flags.mdns === true,
     logLevel: flags.logLevel as 'info',
   }

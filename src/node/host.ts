@@ -14,6 +14,11 @@ import { InstanceSupervisor } from './supervisor.ts'
 
 export const XENOS_VERSION = '0.1.0'
 
+/** What admission control lets instances hold: the host's capacity times its overcommit. */
+function admitted (capacity: Resources, overcommit: Resources): Resources {
+  return { cpu: capacity.cpu * overcommit.cpu, memory: Math.floor(capacity.memory * overcommit.memory) }
+}
+
 /**
  * One Xenos host, composed from the pieces in the other folders: state, overlay, template
  * library, drivers, the instance supervisor and the cloud router. `start` recovers instances
@@ -104,7 +109,7 @@ export class Host {
       overlay,
       drivers,
       blobs,
-      capacity: options.capacity ?? defaultCapacity(),
+      capacity: admitted(options.capacity ?? defaultCapacity(), options.overcommit),
       advertiseAddress: options.advertiseAddress ?? defaultAdvertiseAddress(options.listen),
     })
   }

@@ -33,6 +33,12 @@ export const hostOptionsSchema = z.strictObject({
   advertiseAddress: z.string().optional(),
   /** CPU cores and MiB this host offers. @default all cores and 75% of memory */
   capacity: z.strictObject({ cpu: z.number().positive(), memory: z.number().int().positive() }).optional(),
+  /**
+   * How much more than its capacity the host admits: CPU shares are only enforced as weights and
+   * quotas, so CPU can be overcommitted safely; memory overcommit risks the kernel's OOM killer.
+   * @default { cpu: 1, memory: 1 }
+   */
+  overcommit: z.strictObject({ cpu: z.number().min(1).max(64), memory: z.number().min(1).max(4) }).default({ cpu: 1, memory: 1 }),
   /** @default 30000 */
   advertTtlMs: z.number().int().min(1000).max(3_600_000).default(DEFAULT_ADVERT_TTL_MS),
   /** @default 10000 */

@@ -108,6 +108,13 @@ describe('host API', () => {
     assert.equal(resume.json().error.code, 'INVALID_STATE')
   })
 
+  it('admits more than its capacity only as far as its overcommit allows', async () => {
+    const over = await Host.create({ dataDir: await tempDir('api-over'), listen: ['/ip4/127.0.0.1/tcp/0'], capacity: { cpu: 1, memory: 256 }, overcommit: { cpu: 2, memory: 1 } }, pino({ level: 'silent' }))
+    assert.deepEqual(over.info().capacity, { cpu: 2, memory: 256 })
+    assert.deepEqual(over.info().free, { cpu: 2, memory: 256 })
+    over.store.close()
+  })
+
   it('exposes Prometheus metrics', async () => {
     const res = await app.inject({ method: 'GET', url: '/metrics' })
     assert.equal(res.statusCode, 200)
