@@ -12,6 +12,5 @@
  */
 export { processDriver, substitute, DEFAULT_TASK_UID, type ProcessDriverInit } from './process/driver.ts'
 export { detectCgroups, type Cgroups } from './cgroup.ts'
-export { qemuDriver, overlaySize, type QemuDriverInit } from './qemu/driver.ts'
-export { QmpClient, type QmpEvent } from './qemu/qmp.ts'
+export { qemuDriver, type QemuDriverInit } from './qemu/driver.ts'
 export { tailFile } from './procfs.ts'

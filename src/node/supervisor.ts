@@ -238,11 +238,6 @@ export class InstanceSupervisor {
     return driver === undefined ? '' : await driver.logTail(r.handle ?? { id, driver: r.driver, state: {} }, lines)
   }
 
-  /** Records that hold templates in use (for template removal and garbage collection). */
-  records (): InstanceRecord[] {
-    return this.#init.store.instances.list()
-  }
-
   /** Where a suspended instance's saved state lives. */
   #statePath (r: InstanceRecord): string {
     return join(this.#init.instancesDir, r.id, 'suspended.state')

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, rename, rm, stat } from 'node:fs/promises'
+import { mkdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
@@ -318,9 +318,4 @@ async function waitForMigration (monitor: QmpClient, what: string, timeoutMs = 6
 
 function shellQuote (s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`
-}
-
-/** Size in bytes of an instance's overlay (what copy-on-write saved compared with a copy). */
-export async function overlaySize (dir: string): Promise<number> {
-  return (await stat(join(dir, 'disk.qcow2'))).size
 }

@@ -1,13 +1,6 @@
 import { connect, type Socket } from 'node:net'
 import { XenosError } from '../../core/index.ts'
 
-/** A QMP event as QEMU sends it. */
-export interface QmpEvent {
-  event: string
-  data?: Record<string, unknown>
-  timestamp?: { seconds: number, microseconds: number }
-}
-
 interface Pending {
   resolve: (value: unknown) => void
   reject: (err: Error) => void
@@ -18,13 +11,13 @@ export const QMP_TIMEOUT_MS = 10_000
 
 /**
  * A small client for QEMU's machine protocol over a unix socket: negotiates capabilities, sends
- * commands with ids and matches their replies, and delivers asynchronous events. Never the
- * human monitor: QMP replies are structured and every command's completion is awaited.
+ * commands with ids and matches their replies. Never the
+ * human monitor: QMP replies are structured and every command's completion is awaited. The
+ * driver asks for state (query-status, query-migrate) rather than following events.
  */
 export class QmpClient {
   readonly #socket: Socket
   readonly #pending = new Map<number, Pending>()
-  readonly #listeners = new Set<(e: QmpEvent) => void>()
   #nextId = 1
   #buffer = ''
   #closed = false
@@ -84,9 +77,8 @@ export class QmpClient {
       if ('QMP' in msg) {
         this.#onGreeting?.()
         this.#onGreeting = undefined
-      } else if (typeof msg.event === 'string') {
-        for (const l of this.#listeners) l(msg as unknown as QmpEvent)
       } else if (typeof msg.id === 'number') {
+        // Replies carry our ids; asynchronous events (no id) are not needed: state is queried.
         const p = this.#pending.get(msg.id)
         if (p === undefined) continue
         this.#pending.delete(msg.id)
@@ -111,27 +103,6 @@ export class QmpClient {
       }, timeoutMs)
       this.#pending.set(id, { resolve: v => { resolve(v as T) }, reject, timer })
       this.#socket.write(JSON.stringify(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id }) + '\n')
-    })
-  }
-
-  /** Calls `fn` with every event until the returned function is called. */
-  onEvent (fn: (e: QmpEvent) => void): () => void {
-    this.#listeners.add(fn)
-    return () => { this.#listeners.delete(fn) }
-  }
-
-  /** Resolves with the first event named `name` (that passes `match`), or rejects after `timeoutMs`. */
-  async waitForEvent (name: string, timeoutMs: number, match: (e: QmpEvent) => boolean = () => true): Promise<QmpEvent> {
-    return await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { off(); reject(new XenosError('TIMEOUT', `QEMU sent no ${name} event within ${timeoutMs} ms`)) }, timeoutMs)
-      const off = this.onEvent(e => {
-        if (e.event === name && match(e)) {
-          clearTimeout(timer)
-          off()
-          resolve(e)
-        }
-      })
-      void this.closed.then(() => { clearTimeout(timer); off(); reject(new XenosError('DRIVER_FAILED', `QEMU closed its monitor before ${name}`)) })
     })
   }
 
