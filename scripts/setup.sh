@@ -21,6 +21,13 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# VM templates are built from Debian's kernel and busybox packages (apt-get download): the
+# package lists must know them.
+if ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+  sudo_=""; [[ $(id -u) -eq 0 ]] || sudo_="sudo"
+  $sudo_ apt-get update -qq
+fi
+
 # npm ci only when the lock file changed since the last install.
 stamp=node_modules/.xenos-lock.sha256
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
