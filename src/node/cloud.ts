@@ -44,6 +44,8 @@ export interface DeployResult {
 }
 
 const DEPLOY_TIMEOUT_MS = 120_000
+/** Largest kernel or initramfs a peer may send; a template's disk is bounded by its manifest. */
+const MAX_BOOT_FILE_BYTES = 512 * 1024 * 1024
 const CONTROL_TIMEOUT_MS = 60_000
 
 /**
@@ -160,7 +162,8 @@ export class Cloud {
         const manifest = this.#init.library.verify(id, await this.#call(host, 'template.get', { id }))
         // A VM template's image files come from the same holder; each is verified by its digest.
         for (const digest of await this.#init.library.missingBlobs(manifest)) {
-          await retry(3, async () => { await fetchBlob(this.#init.overlay.node, host, digest, this.#init.blobs) })
+          const maxBytes = digest === manifest.image?.disk ? manifest.image.diskBytes : MAX_BOOT_FILE_BYTES
+          await retry(3, async () => { await fetchBlob(this.#init.overlay.node, host, digest, this.#init.blobs, maxBytes) })
         }
         const t = this.#init.library.add(manifest)
         this.#init.log.info({ template: id, from: host }, 'template fetched')

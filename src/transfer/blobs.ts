@@ -69,9 +69,10 @@ export async function serveBlobs (node: Libp2p, blobs: BlobSource, log: Logger):
 
 /**
  * Fetches blob `digest` from `peer` into `sink`, which verifies the digest before keeping it, so
- * a peer that sends wrong bytes cannot plant anything.
+ * a peer that sends wrong bytes cannot plant anything; a peer that announces more than
+ * `maxBytes` is refused before anything is written.
  */
-export async function fetchBlob (node: Libp2p, peer: string, digest: string, sink: BlobSink, onProgress?: (p: FetchProgress) => void): Promise<void> {
+export async function fetchBlob (node: Libp2p, peer: string, digest: string, sink: BlobSink, maxBytes: number, onProgress?: (p: FetchProgress) => void): Promise<void> {
   let stream: Stream
   try {
     stream = await node.dialProtocol(peerIdFromString(peer), BLOB_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
@@ -84,6 +85,10 @@ export async function fetchBlob (node: Libp2p, peer: string, digest: string, sin
   const header = headerSchema.parse(JSON.parse(new TextDecoder().decode((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray())))
   if (!header.ok) throw new XenosError('TEMPLATE_NOT_FOUND', `host ${peer}: ${header.message}`)
   const size = header.size
+  if (size > maxBytes) {
+    stream.abort(new Error('too large'))
+    throw new XenosError('PEER_PROTOCOL', `host ${peer} offers ${size} bytes for ${digest}, more than the ${maxBytes} expected`)
+  }
   const raw = lp.unwrap()
   // Attach to the stream now: bytes that arrived with the header are re-emitted on the next
   // microtask and would be lost if the first read waited for the sink to open its file.

@@ -7,7 +7,7 @@
  * @example
  * ```ts
  * await serveBlobs(node, blobStore, log)
- * await fetchBlob(node, peerId, 'sha256:…', blobStore, p => { bar.update(p.received / p.size) })
+ * await fetchBlob(node, peerId, 'sha256:…', blobStore, maxBytes, p => { bar.update(p.received / p.size) })
  * ```
  */
 export { serveBlobs, fetchBlob, BLOB_PROTOCOL, type BlobSource, type BlobSink, type FetchProgress } from './blobs.ts'
