@@ -6,7 +6,7 @@ import { Readable } from 'node:stream'
 import { z } from 'zod'
 import { decodeAuthHeader, INSTANCE_ID_PATTERN, toXenosError, XenosError, type Advert, type RequestAuth } from '../core/index.ts'
 import { parseManifest, validateManifest } from '../images/index.ts'
-import { instanceMetricsSchema, instanceViewSchema, XENOS_VERSION, type Host } from '../node/index.ts'
+import { instanceMetricsSchema, instanceViewSchema, snapshotViewSchema, XENOS_VERSION, type Host } from '../node/index.ts'
 import { prometheusText } from './metrics.ts'
 import {
   controlParams, deployBody, deployResultSchema, errorSchema, hostInfoSchema, importTemplateBody, instanceListQuery, instanceParams,
@@ -162,6 +162,16 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     }
     return view
   })
+
+  api.post('/v1/instances/:id/snapshot', { schema: { summary: 'Save a VM\'s memory and disk as a snapshot new instances can start from (signed by its owner)', params: instanceParams, response: { 201: snapshotViewSchema, ...errors } } }, async (req, reply) => {
+    const snap = await host.cloud.snapshot(req.params.id, authOf(req))
+    void reply.status(201)
+    return snap
+  })
+
+  api.get('/v1/snapshots', { schema: { summary: 'Snapshots held by this host', response: { 200: z.object({ snapshots: z.array(snapshotViewSchema) }) } } }, async () => ({
+    snapshots: host.store.snapshots.list(),
+  }))
 
   api.get('/v1/instances/:id/metrics', { schema: { summary: 'CPU, memory and uptime of an instance', params: instanceParams, response: { 200: instanceMetricsSchema, ...errors } } }, async req => await host.cloud.metrics(req.params.id))
 

@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { ADVERT_KINDS, CONTROL_ACTIONS, INSTANCE_STATES, nameSchema } from '../core/index.ts'
-import { instanceIdSchema, instanceViewSchema, peerIdSchema, templateIdSchema } from '../node/index.ts'
+import { instanceIdSchema, instanceViewSchema, peerIdSchema, snapshotIdSchema, templateIdSchema } from '../node/index.ts'
 
 /** Request and response schemas of the HTTP API; they also make up /openapi.json. */
 export const errorSchema = z.object({
@@ -62,6 +62,7 @@ export const deployBody = z.strictObject({
   host: peerIdSchema.nullable().default(null),
   count: z.number().int().min(1).max(100).default(1),
   name: nameSchema.nullable().default(null),
+  snapshot: snapshotIdSchema.optional().describe('start from this snapshot instead of booting'),
 })
 
 export const deployResultSchema = z.object({

@@ -168,11 +168,12 @@ export function buildProgram (): Command {
     .option('--host <peer>', 'host to deploy on (peer id, unique part of it, or host name); default: hosts with most room')
     .option('--count <n>', 'how many instances', Number, 1)
     .option('--name <name>', 'instance name (suffixed -1, -2… when --count > 1)')
-    .action(async (ref: string, o: { host?: string, count: number, name?: string }, cmd: Command) => {
+    .option('--from-snapshot <id>', 'start from a snapshot of this template instead of booting (on the host that holds it)')
+    .action(async (ref: string, o: { host?: string, count: number, name?: string, fromSnapshot?: string }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       if (!Number.isInteger(o.count) || o.count < 1 || o.count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
       const t = await api.get<TemplateSummary>(`/v1/templates/${encodeURIComponent(ref)}`)
-      const params = { host: o.host === undefined ? null : await resolveHost(api, o.host), count: o.count, name: o.name ?? null }
+      const params = { host: o.host === undefined ? null : await resolveHost(api, o.host), count: o.count, name: o.name ?? null, ...(o.fromSnapshot === undefined ? {} : { snapshot: o.fromSnapshot }) }
       const result = await api.signed<DeployResult>('POST', '/v1/instances', 'deploy', t.id, params, { template: t.id, ...params })
       out(flags, result, () => [
         instanceTable(result.instances),
@@ -205,6 +206,16 @@ export function buildProgram (): Command {
       out(flags, v ?? { id, destroyed: true }, () => v === undefined ? `destroyed ${id}` : `${id} is ${v.state}`)
     })
   }
+  instance.command('snapshot <id>').description('Save a VM\'s memory and disk as a snapshot (deploy from it with --from-snapshot)').action(async (id: string, _o, cmd: Command) => {
+    const { api, flags } = await client(cmd)
+    const s = await api.signed<{ id: string, createdAt: number }>('POST', `/v1/instances/${encodeURIComponent(id)}/snapshot`, 'snapshot', id, {})
+    out(flags, s, () => `snapshot ${s.id} of ${id}`)
+  })
+  program.command('snapshots').description('Snapshots held by this host').action(async (_o, cmd: Command) => {
+    const { api, flags } = await client(cmd)
+    const { snapshots } = await api.get<{ snapshots: Array<{ id: string, instanceId: string, templateId: string, createdAt: number }> }>('/v1/snapshots')
+    out(flags, snapshots, () => snapshots.length === 0 ? 'no snapshots here' : table(['SNAPSHOT', 'INSTANCE', 'TEMPLATE', 'TAKEN'], snapshots.map(s => [s.id, s.instanceId, s.templateId.slice(0, 19), ago(s.createdAt)])))
+  })
   instance.command('metrics <id>').description('CPU, memory and uptime of an instance').action(async (id: string, _o, cmd: Command) => {
     const { api, flags } = await client(cmd)
     const m = await api.get<InstanceMetrics>(`/v1/instances/${encodeURIComponent(id)}/metrics`)

@@ -28,6 +28,8 @@ export interface Driver {
   services? (handle: TaskHandle): GuestService[] | undefined
   /** Saves the task's whole state to `path` and ends it (capability `suspend`). */
   suspend? (handle: TaskHandle, path: string): Promise<void>
+  /** Saves the task's state to `dir/state` and a copy of its disk to `dir/disk.qcow2`; the task runs on. */
+  snapshot? (handle: TaskHandle, dir: string): Promise<void>
 }
 
 /** A service a guest registered with its host, with the host port that reaches it. */

@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   TEMPLATE_NOT_FOUND: { status: 404, meaning: 'No template with that id or name is known here or on the overlay.' },
   INSTANCE_NOT_FOUND: { status: 404, meaning: 'No instance with that id is known here or on the overlay.' },
   ROUTE_NOT_FOUND: { status: 404, meaning: 'No API route matches the method and path; see /openapi.json.' },
+  SNAPSHOT_NOT_FOUND: { status: 404, meaning: 'No snapshot with that id on the host asked; snapshots stay on the host that took them.' },
   HOST_NOT_FOUND: { status: 404, meaning: 'No host with that peer id is advertised on the overlay.' },
   INVALID_STATE: { status: 409, meaning: 'The instance is not in a state that allows the action.' },
   TEMPLATE_IN_USE: { status: 409, meaning: 'Instances still use the template.' },

@@ -63,3 +63,10 @@ export const INSTANCE_ID_PATTERN = /^i-[0-9a-f]{16}$/
 export function newInstanceId (): string {
   return `i-${randomBytes(8).toString('hex')}`
 }
+
+/** Snapshot ids: `s-` and 16 hex digits. */
+export const SNAPSHOT_ID_PATTERN = /^s-[0-9a-f]{16}$/
+
+export function newSnapshotId (): string {
+  return `s-${randomBytes(8).toString('hex')}`
+}

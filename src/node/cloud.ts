@@ -6,12 +6,13 @@ import {
   type AdvertOf, type ControlAction, type InstanceMetrics, type InstanceView, type RequestAuth, type Resources, type Template,
 } from '../core/index.ts'
 import type { TemplateLibrary } from '../images/index.ts'
+import type { SnapshotRecord, Store } from '../store/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import { fetchBlob, type BlobSink } from '../transfer/index.ts'
 import type { RequestVerifier } from './replay.ts'
 import {
-  instanceMetricsSchema, instanceViewSchema, rpcControlSchema, rpcDeploySchema, rpcInstanceSchema, rpcLogsSchema, rpcTemplateGetSchema,
-  type DeployParams,
+  instanceMetricsSchema, instanceViewSchema, rpcControlSchema, rpcDeploySchema, rpcInstanceSchema, rpcLogsSchema, rpcSnapshotSchema, rpcTemplateGetSchema,
+  snapshotViewSchema, type DeployParams,
 } from './rpc-schemas.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
 
@@ -19,6 +20,7 @@ export interface CloudInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'lookup' | 'lookupName' | 'learnAddresses' | 'node'>
   library: TemplateLibrary
   blobs: BlobSink
+  store: Pick<Store, 'snapshots'>
   supervisor: InstanceSupervisor
   verifier: RequestVerifier
   /** Called when a template arrives from a peer, so this host advertises it too. */
@@ -77,6 +79,7 @@ export class Cloud {
     rpc.handle('instance.get', rpcInstanceSchema, async ({ id }) => this.#init.supervisor.view(id))
     rpc.handle('instance.metrics', rpcInstanceSchema, async ({ id }) => await this.#init.supervisor.metrics(id))
     rpc.handle('instance.logs', rpcLogsSchema, async req => await this.#logsHere(req.id, req.lines, req.auth))
+    rpc.handle('instance.snapshot', rpcSnapshotSchema, async req => await this.#snapshotHere(req.id, req.auth))
   }
 
   /** Finds a template by id, id prefix, `name` or `name:version`: locally, in the advert cache, then in the DHT. */
@@ -119,7 +122,9 @@ export class Cloud {
     // Fail fast on a bad signature; the hosts that run the instances check it again.
     verifyAction(auth, { action: 'deploy', target: id, params })
     const summary = await this.resolveTemplate(id)
-    const placement = params.host === null ? this.#place(summary, params.count) : new Map([[params.host, params.count]])
+    // A snapshot stays on the host that took it: a deploy from one runs here unless told otherwise.
+    const host = params.host ?? (params.snapshot === undefined ? null : this.#self)
+    const placement = host === null ? this.#place(summary, params.count) : new Map([[host, params.count]])
     const result: DeployResult = { instances: [], failures: [] }
     await Promise.all([...placement].map(async ([host, count]) => {
       try {
@@ -145,7 +150,25 @@ export class Cloud {
     if (params.host !== null && params.host !== this.#self) throw new XenosError('INVALID_ARGUMENT', `this deploy is addressed to host ${params.host}, not ${this.#self}`)
     if (count > params.count) throw new XenosError('INVALID_ARGUMENT', `asked for ${count} instances of a deploy signed for ${params.count}`)
     const template = await this.ensureTemplate(id)
-    return await this.#init.supervisor.create(template, auth.owner, params.name ?? undefined, count)
+    let snapshot: SnapshotRecord | undefined
+    if (params.snapshot !== undefined) {
+      snapshot = this.#init.store.snapshots.get(params.snapshot)
+      if (snapshot === undefined) throw new XenosError('SNAPSHOT_NOT_FOUND', `host ${this.#self} holds no snapshot ${params.snapshot}: deploy with --host set to the host that took it`)
+      if (snapshot.owner !== auth.owner) throw new XenosError('FORBIDDEN', `snapshot ${snapshot.id} belongs to another owner`)
+      if (snapshot.templateId !== id) throw new XenosError('INVALID_ARGUMENT', `snapshot ${snapshot.id} is of template ${snapshot.templateId}, not ${id}`)
+    }
+    return await this.#init.supervisor.create(template, auth.owner, params.name ?? undefined, count, snapshot)
+  }
+
+  /** Takes a snapshot of an instance (on the host that runs it, signed by its owner). */
+  async snapshot (id: string, auth: RequestAuth): Promise<SnapshotRecord> {
+    if (this.#init.supervisor.has(id)) return await this.#snapshotHere(id, auth)
+    return snapshotViewSchema.parse(await this.#call(await this.#locate(id), 'instance.snapshot', { id, auth }, CONTROL_TIMEOUT_MS))
+  }
+
+  async #snapshotHere (id: string, auth: RequestAuth): Promise<SnapshotRecord> {
+    this.#authorise(id, 'snapshot', auth)
+    return await this.#init.supervisor.snapshot(id)
   }
 
   /** Returns the local template, fetching its manifest from a host that advertises it if needed. */

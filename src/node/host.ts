@@ -69,6 +69,7 @@ export class Host {
       library: this.library,
       supervisor: this.supervisor,
       blobs: this.blobs,
+      store: this.store,
       verifier: new RequestVerifier(),
       onTemplateAdded: t => { void this.#advertiseTemplate(t) },
       log: this.log.child({ component: 'cloud' }),

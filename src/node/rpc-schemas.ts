@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { CONTROL_ACTIONS, INSTANCE_ID_PATTERN, INSTANCE_STATES, nameSchema, OWNER_ID_PATTERN } from '../core/index.ts'
+import { CONTROL_ACTIONS, INSTANCE_ID_PATTERN, INSTANCE_STATES, nameSchema, OWNER_ID_PATTERN, SNAPSHOT_ID_PATTERN } from '../core/index.ts'
 
 /** Schemas of the messages hosts send each other; every RPC handler validates with one. */
 export const templateIdSchema = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'a template id is sha256: and 64 hex digits')
@@ -14,10 +14,14 @@ export const authSchema = z.strictObject({
 })
 
 /** What the owner signs when deploying: the template id is the signed target. */
+export const snapshotIdSchema = z.string().regex(SNAPSHOT_ID_PATTERN, 'a snapshot id is s- and 16 hex digits')
+
 export const deployParamsSchema = z.strictObject({
   host: peerIdSchema.nullable(),
   count: z.number().int().min(1).max(100),
   name: nameSchema.nullable(),
+  /** Start from this snapshot (held by the deploying host) instead of booting. */
+  snapshot: snapshotIdSchema.optional(),
 })
 export type DeployParams = z.infer<typeof deployParamsSchema>
 
@@ -36,6 +40,14 @@ export const rpcControlSchema = z.strictObject({
 })
 
 export const rpcInstanceSchema = z.strictObject({ id: instanceIdSchema })
+export const rpcSnapshotSchema = z.strictObject({ id: instanceIdSchema, auth: authSchema })
+export const snapshotViewSchema = z.strictObject({
+  id: snapshotIdSchema,
+  instanceId: instanceIdSchema,
+  templateId: z.string().max(80),
+  owner: z.string().regex(OWNER_ID_PATTERN),
+  createdAt: z.number().int().nonnegative(),
+})
 export const rpcLogsSchema = z.strictObject({ id: instanceIdSchema, lines: z.number().int().min(1).max(10_000), auth: authSchema })
 export const rpcTemplateGetSchema = z.strictObject({ id: templateIdSchema })
 

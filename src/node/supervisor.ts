@@ -1,17 +1,17 @@
-import { mkdir, rm } from 'node:fs/promises'
+import { copyFile, mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
-  ACTIVE_STATES, newInstanceId, XenosError,
+  ACTIVE_STATES, newInstanceId, newSnapshotId, XenosError,
   type ControlAction, type Driver, type InstanceMetrics, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type TaskExit, type TaskHandle, type Template,
 } from '../core/index.ts'
-import type { InstanceRecord, Store } from '../store/index.ts'
+import type { InstanceRecord, SnapshotRecord, Store } from '../store/index.ts'
 import { checkService, checkTargets, HEALTH_INTERVAL_MS, statusOf } from './health.ts'
 import { KeyedLock } from './locks.ts'
 import { allocatePort, isPortFree } from './ports.ts'
 
 export interface SupervisorInit {
-  store: Pick<Store, 'instances' | 'templates'>
+  store: Pick<Store, 'instances' | 'templates' | 'snapshots'>
   drivers: ReadonlyMap<string, Driver>
   /** Where instance directories live. */
   instancesDir: string
@@ -123,8 +123,33 @@ export class InstanceSupervisor {
     return { cpu: round(capacity.cpu - used.cpu), memory: capacity.memory - used.memory }
   }
 
-  /** Creates and starts `count` instances of a template held locally. */
-  async create (template: Template, owner: string, name: string | undefined, count: number): Promise<InstanceView[]> {
+  /** Saves a running or paused VM's memory and disk as a snapshot new instances can start from. */
+  async snapshot (id: string): Promise<SnapshotRecord> {
+    return await this.#locks.run(id, async () => {
+      const r = this.#get(id)
+      this.#expect(r, ['running', 'paused'], 'snapshot')
+      const driver = this.#driverFor(r.driver)
+      if (driver.snapshot === undefined) throw new XenosError('INVALID_STATE', `instance ${id} runs on the ${r.driver} driver, which cannot take snapshots`)
+      const snap: SnapshotRecord = { id: newSnapshotId(), instanceId: id, templateId: r.templateId, owner: r.owner, createdAt: Date.now() }
+      const dir = this.snapshotDir(snap.id)
+      await mkdir(dir, { recursive: true })
+      try {
+        await driver.snapshot(this.#handle(r), dir)
+      } catch (err) {
+        await rm(dir, { recursive: true, force: true })
+        throw err
+      }
+      this.#init.store.snapshots.insert(snap)
+      return snap
+    })
+  }
+
+  snapshotDir (id: string): string {
+    return join(this.#init.instancesDir, '..', 'snapshots', id)
+  }
+
+  /** Creates and starts `count` instances of a template held locally (from a snapshot of it, if given). */
+  async create (template: Template, owner: string, name: string | undefined, count: number, snapshot?: SnapshotRecord): Promise<InstanceView[]> {
     const driver = this.#driverFor(template.manifest.driver)
     const records = await this.#locks.run('admission', async () => {
       const want = template.manifest.resources
@@ -158,7 +183,14 @@ export class InstanceSupervisor {
       return out
     })
     return await Promise.all(records.map(async r => await this.#locks.run(r.id, async () => {
-      await this.#startTask(r, template)
+      if (snapshot === undefined) {
+        await this.#startTask(r, template)
+      } else {
+        // The new instance starts from the snapshot's memory with its own copy of the snapshot's disk.
+        await mkdir(join(this.#init.instancesDir, r.id), { recursive: true })
+        await copyFile(join(this.snapshotDir(snapshot.id), 'disk.qcow2'), join(this.#init.instancesDir, r.id, 'disk.qcow2'))
+        await this.#startTask(r, template, join(this.snapshotDir(snapshot.id), 'state'))
+      }
       return this.view(r.id)
     })))
   }

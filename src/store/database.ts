@@ -28,6 +28,13 @@ const MIGRATIONS: readonly string[] = [
      updated_at INTEGER NOT NULL
    );
    CREATE INDEX instances_owner ON instances(owner);`,
+  `CREATE TABLE snapshots (
+     id TEXT PRIMARY KEY,
+     instance_id TEXT NOT NULL,
+     template_id TEXT NOT NULL REFERENCES templates(id),
+     owner TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   );`,
 ]
 
 export type Database = DatabaseSync

@@ -13,14 +13,17 @@
  */
 import { openDatabase, transaction, type Database } from './database.ts'
 import { InstanceTable } from './instances.ts'
+import { SnapshotTable } from './snapshots.ts'
 import { TemplateTable } from './templates.ts'
 
 export { writeFileAtomic } from './files.ts'
 export type { InstanceRecord, InstanceChange } from './instances.ts'
+export type { SnapshotRecord } from './snapshots.ts'
 
 export interface Store {
   templates: TemplateTable
   instances: InstanceTable
+  snapshots: SnapshotTable
   transaction: <T>(fn: () => T) => T
   close: () => void
 }
@@ -30,6 +33,7 @@ export function openStore (path: string): Store {
   return {
     templates: new TemplateTable(db),
     instances: new InstanceTable(db),
+    snapshots: new SnapshotTable(db),
     transaction: fn => transaction(db, fn),
     close: () => { db.close() },
   }

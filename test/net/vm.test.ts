@@ -27,12 +27,15 @@ async function count (url: string): Promise<number | undefined> {
 describe('services in virtual machines', { skip }, () => {
   let a: TestHost, b: TestHost
   let alice: string
+  let mallory: string
   let web: any
   let counter: any
   const hosts: TestHost[] = []
 
   before(async () => {
-    alice = join(await tempDir('keys'), 'alice.pem')
+    const keys = await tempDir('keys')
+    alice = join(keys, 'alice.pem')
+    mallory = join(keys, 'mallory.pem')
     a = await startHost({ name: 'vm-a', extraArgs: ['--cpu', '4', '--memory', '1024'] })
     b = await startHost({ name: 'vm-b', bootstrap: [a], extraArgs: ['--cpu', '4', '--memory', '1024'] })
     hosts.push(a, b)
@@ -90,6 +93,20 @@ describe('services in virtual machines', { skip }, () => {
     assert.equal(resumed.state, 'running')
     const after = await eventually(async () => await count(url), 10_000, 'the restored counter')
     assert.ok(after >= atSuspend, `the count went on from ${atSuspend}, not from zero (got ${after})`)
+  })
+
+  it('deploys a new instance from a snapshot of a running one, with its memory', async () => {
+    const url = counter.endpoints[0].url
+    const atSnapshot = await eventually(async () => await count(url), 10_000, 'the counter')
+    const snap = await cli(a, alice, ['instance', 'snapshot', counter.id])
+    assert.match(snap.id, /^s-[0-9a-f]{16}$/)
+    assert.ok((await count(url) ?? 0) >= atSnapshot, 'the original runs on')
+    const copy = (await cli(a, alice, ['deploy', 'counter', '--from-snapshot', snap.id])).instances[0]
+    assert.equal(copy.host, a.info.peerId, 'a snapshot is deployed on the host that holds it')
+    const start = await eventually(async () => await count(copy.endpoints[0].url), 10_000, 'the copy to answer')
+    assert.ok(start >= atSnapshot, `the copy starts from the snapshot's count ${atSnapshot}, not from zero (got ${start})`)
+    await assert.rejects(cli(b, mallory, ['deploy', 'counter', '--host', 'vm-a', '--from-snapshot', snap.id]), /FORBIDDEN/)
+    await cli(a, alice, ['instance', 'destroy', copy.id])
   })
 
   it('re-attaches to its VMs after kill -9 of xenosd, and reports a killed QEMU as failed', async () => {

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, rename, rm } from 'node:fs/promises'
-import { join } from 'node:path'
+import { copyFile, mkdir, rename, rm } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import {
@@ -258,6 +258,21 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       await rename(`${path}.tmp`, path)
       await monitor.execute('quit').catch(() => {})
       if (!await waitGone(handle, 5000)) await kill(handle)
+    },
+
+    async snapshot (handle, dir): Promise<void> {
+      const monitor = await qmp(handle)
+      const before = await monitor.execute<{ status: string }>('query-status')
+      await monitor.execute('stop')
+      try {
+        await monitor.execute('migrate', { uri: `exec:cat > ${shellQuote(join(dir, 'state.tmp'))}` })
+        await waitForMigration(monitor, 'the snapshot to be saved')
+        await rename(join(dir, 'state.tmp'), join(dir, 'state'))
+        // Stopped and flushed by QEMU: the overlay on disk matches the saved memory.
+        await copyFile(join(dirname(stateOf(handle).console), 'disk.qcow2'), join(dir, 'disk.qcow2'))
+      } finally {
+        if (before.status === 'running') await monitor.execute('cont')
+      }
     },
 
     async destroy (handle): Promise<void> {
