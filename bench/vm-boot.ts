@@ -9,7 +9,6 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { cli, httpGet, ROOT, startHost, stopHost, tempDir } from '../test/helpers/cluster.ts'
 import { ApiClient, loadOrCreateUserKey } from '../src/cli/index.ts'
-import type { InstanceView } from '../src/core/index.ts'
 import { summary } from './stats.ts'
 
 const RUNS = 3
@@ -35,7 +34,7 @@ try {
   for (let i = 0; i < RUNS; i++) {
     const params = { host: null, count: 1, name: null }
     let t0 = performance.now()
-    const inst = (await api.signed<{ instances: InstanceView[] }>('POST', '/v1/instances', 'deploy', template.id, params, { template: template.id, ...params })).instances[0]!
+    const inst = (await api.deploy(template.id, params)).instances[0]!
     const url = `${inst.endpoints[0]!.url}/count`
     cold.push(await firstAnswer(url, t0))
     await act(inst.id, 'suspend')

@@ -1,4 +1,5 @@
 import { encodeAuthHeader, signAction, XenosError, type OwnerKey } from '../core/index.ts'
+import type { DeployParams, DeployResult } from '../node/index.ts'
 
 /** Where a CLI command sends its requests and who signs them. */
 export interface ClientInit {
@@ -47,6 +48,11 @@ export class ApiClient {
   async signed<T>(method: 'GET' | 'POST', path: string, action: string, target: string, params: unknown, body?: unknown): Promise<T> {
     const auth = signAction(this.#signer(), { action, target, params })
     return await this.#request<T>(method, path, body, { 'x-xenos-auth': encodeAuthHeader(auth) })
+  }
+
+  /** Deploys template `templateId` with `params`, signed by the user (the owner of what it creates). */
+  async deploy (templateId: string, params: DeployParams): Promise<DeployResult> {
+    return await this.signed<DeployResult>('POST', '/v1/instances', 'deploy', templateId, params, { template: templateId, ...params })
   }
 
   #signer (): OwnerKey {

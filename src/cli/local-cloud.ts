@@ -3,7 +3,7 @@ import { mkdir, readFile, rm, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { XenosError, type InstanceView } from '../core/index.ts'
-import type { DeployResult, TemplateSummary } from '../node/index.ts'
+import type { TemplateSummary } from '../node/index.ts'
 import { buildAndImport, DEFAULT_CACHE_DIR } from './build.ts'
 import type { ApiClient } from './client.ts'
 import type { HostFile } from './daemon.ts'
@@ -60,7 +60,7 @@ export async function runLocalCloud (o: LocalCloudOptions): Promise<void> {
     o.print(`imported template ${t.name}:${t.version} (${t.id}) on host1`)
     await waitFor(async () => (await last.get<{ results: unknown[] }>(`/v1/search?kind=template&q=${t.name}`)).results.length > 0, 15_000, 'the template advert reaching every host')
     const params = { host: infos[infos.length - 1]?.peerId ?? null, count: 1, name: `${t.name}-demo` }
-    const result = await last.signed<DeployResult>('POST', '/v1/instances', 'deploy', t.id, params, { template: t.id, ...params })
+    const result = await last.deploy(t.id, params)
     const instances: InstanceView[] = result.instances
     o.print('')
     o.print(table(['INSTANCE', 'NAME', 'STATE', 'ENDPOINT'], instances.map(v => [v.id, v.name, v.state, v.endpoints.map(e => e.url).join(' ')])))

@@ -2,7 +2,7 @@ import { Command, Option } from 'commander'
 import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { CONTROL_ACTIONS, toXenosError, XenosError, type InstanceMetrics, type InstanceView } from '../core/index.ts'
-import { DEFAULT_DATA_DIR, type DeployResult, type TemplateSummary } from '../node/index.ts'
+import { DEFAULT_DATA_DIR, type TemplateSummary } from '../node/index.ts'
 import { ApiClient } from './client.ts'
 import { runDaemon } from './daemon.ts'
 import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
@@ -174,7 +174,7 @@ export function buildProgram (): Command {
       if (!Number.isInteger(o.count) || o.count < 1 || o.count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
       const t = await api.get<TemplateSummary>(`/v1/templates/${encodeURIComponent(ref)}`)
       const params = { host: o.host === undefined ? null : await resolveHost(api, o.host), count: o.count, name: o.name ?? null, ...(o.fromSnapshot === undefined ? {} : { snapshot: o.fromSnapshot }) }
-      const result = await api.signed<DeployResult>('POST', '/v1/instances', 'deploy', t.id, params, { template: t.id, ...params })
+      const result = await api.deploy(t.id, params)
       out(flags, result, () => [
         instanceTable(result.instances),
         ...result.failures.map(f => `failed on host ${shortId(f.host)}: ${f.code}: ${f.message}`),

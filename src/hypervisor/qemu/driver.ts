@@ -252,10 +252,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
 
     async suspend (handle, path): Promise<void> {
       const monitor = await qmp(handle)
-      await monitor.execute('stop')
-      await monitor.execute('migrate', { uri: `exec:cat > ${shellQuote(`${path}.tmp`)}` })
-      await waitForMigration(monitor, 'the state to be saved')
-      await rename(`${path}.tmp`, path)
+      await saveState(monitor, path)
       await monitor.execute('quit').catch(() => {})
       if (!await waitGone(handle, 5000)) await kill(handle)
     },
@@ -263,11 +260,8 @@ export function qemuDriver (init: QemuDriverInit): Driver {
     async snapshot (handle, dir): Promise<void> {
       const monitor = await qmp(handle)
       const before = await monitor.execute<{ status: string }>('query-status')
-      await monitor.execute('stop')
       try {
-        await monitor.execute('migrate', { uri: `exec:cat > ${shellQuote(join(dir, 'state.tmp'))}` })
-        await waitForMigration(monitor, 'the snapshot to be saved')
-        await rename(join(dir, 'state.tmp'), join(dir, 'state'))
+        await saveState(monitor, join(dir, 'state'))
         // Stopped and flushed by QEMU: the overlay on disk matches the saved memory.
         await copyFile(join(dirname(stateOf(handle).console), 'disk.qcow2'), join(dir, 'disk.qcow2'))
       } finally {
@@ -317,6 +311,14 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       }))
     },
   }
+}
+
+/** Stops the VM and writes its whole state to `path` (complete or absent, never half-written). */
+async function saveState (monitor: QmpClient, path: string): Promise<void> {
+  await monitor.execute('stop')
+  await monitor.execute('migrate', { uri: `exec:cat > ${shellQuote(`${path}.tmp`)}` })
+  await waitForMigration(monitor, 'the state to be saved')
+  await rename(`${path}.tmp`, path)
 }
 
 /** Polls `query-migrate` until QEMU reports the migration (to or from a file) completed. */
