@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { open } from 'node:fs/promises'
+import { open, type FileHandle } from 'node:fs/promises'
 import { XenosError, type Resources, type TaskExit } from '../core/index.ts'
 import type { Cgroups } from './cgroup.ts'
 import { isSameProcess, processStartTime } from './procfs.ts'
@@ -26,6 +26,8 @@ export interface SpawnInit {
   log: string
   cgroups: Cgroups | undefined
   resources: Resources
+  /** Open files the task inherits as descriptors 3, 4, …; closed here once the task has them. */
+  files?: FileHandle[]
 }
 
 /**
@@ -33,15 +35,17 @@ export interface SpawnInit {
  * fresh cgroup with the task's limits when cgroups are available.
  */
 export async function spawnTask (o: SpawnInit): Promise<SpawnedTask> {
-  if (o.cgroups !== undefined) await o.cgroups.create(o.id, o.resources)
-  const out = await open(o.log, 'a')
+  const inherited = o.files ?? []
+  let out: FileHandle | undefined
   let child: ChildProcess
   let spawned: Promise<number>
   try {
+    if (o.cgroups !== undefined) await o.cgroups.create(o.id, o.resources)
+    out = await open(o.log, 'a')
     child = spawn('/bin/sh', ['-c', JOIN_CGROUP, 'xenos-join', ...o.argv], {
       cwd: o.cwd,
       detached: true,
-      stdio: ['ignore', out.fd, out.fd],
+      stdio: ['ignore', out.fd, out.fd, ...inherited.map(f => f.fd)],
       env: { ...o.env, XENOS_CGROUP_PROCS: o.cgroups?.procsFiles(o.id).join(' ') ?? '' },
     })
     spawned = new Promise<number>((resolve, reject) => {
@@ -49,7 +53,8 @@ export async function spawnTask (o: SpawnInit): Promise<SpawnedTask> {
       child.once('error', err => { reject(new XenosError('DRIVER_FAILED', `cannot start ${o.argv[0] ?? 'the task'}: ${err.message}`)) })
     })
   } finally {
-    await out.close()
+    // The child holds its own copies of the descriptors from here on.
+    await Promise.all([out, ...inherited].map(async f => { await f?.close() }))
   }
   const pid = await spawned
   const exit = new Promise<TaskExit>(resolve => child.once('exit', (code, signal) => { resolve({ code, signal }) }))
