@@ -20,6 +20,7 @@ export const ERROR_CODES = {
   DRIVER_FAILED: { status: 500, meaning: 'The driver could not carry out the action.' },
   PEER_UNREACHABLE: { status: 502, meaning: 'The host that owns the resource could not be reached over the overlay.' },
   PEER_PROTOCOL: { status: 502, meaning: 'A peer answered with a malformed or oversized message.' },
+  BLOB_CORRUPT: { status: 500, meaning: 'An image file stored on the host no longer matches its chunk index.' },
   TIMEOUT: { status: 504, meaning: 'The operation did not finish in time.' },
   INTERNAL: { status: 500, meaning: 'An unexpected fault inside the host; its log has details.' },
 } as const satisfies Record<string, { status: number, meaning: string }>

@@ -14,6 +14,7 @@
  */
 export * from './errors.ts'
 export * from './canonical.ts'
+export * from './chunks.ts'
 export * from './template.ts'
 export * from './instance.ts'
 export * from './owner.ts'

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { blobIdSchema } from './chunks.ts'
 
 /** Names of things users type: letters, digits, `.`, `_`, `-`; start with a letter or digit. */
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/
@@ -13,14 +14,12 @@ const portSchema = z.strictObject({
   health: z.string().regex(/^(\/[\x21-\x7e]{0,255}|tcp)$/, 'health is an HTTP path starting with "/" or "tcp"').optional(),
 })
 
-const digestSchema = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'a blob digest is sha256: and 64 hex digits')
-
-/** The files a VM template boots from, by digest; hosts fetch them from each other. */
+/** The files a VM template boots from, by blob id (see chunks.ts); hosts fetch them from each other. */
 const imageSchema = z.strictObject({
-  kernel: digestSchema,
-  initrd: digestSchema,
+  kernel: blobIdSchema,
+  initrd: blobIdSchema,
   /** Raw ext4 image every instance's copy-on-write overlay is backed by. */
-  disk: digestSchema,
+  disk: blobIdSchema,
   diskBytes: z.number().int().positive(),
 })
 

@@ -1,14 +1,13 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
   verifyAction, XenosError,
   type AdvertOf, type ControlAction, type InstanceMetrics, type InstanceView, type RequestAuth, type Resources, type Template,
 } from '../core/index.ts'
-import type { TemplateLibrary } from '../images/index.ts'
+import type { BlobStore, TemplateLibrary } from '../images/index.ts'
 import type { SnapshotRecord, Store } from '../store/index.ts'
 import type { Overlay } from '../overlay/index.ts'
-import { fetchBlob, type BlobSink } from '../transfer/index.ts'
+import { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
 import {
   instanceMetricsSchema, instanceViewSchema, rpcControlSchema, rpcDeploySchema, rpcInstanceSchema, rpcLogsSchema, rpcSnapshotSchema, rpcTemplateGetSchema,
@@ -17,9 +16,9 @@ import {
 import type { InstanceSupervisor } from './supervisor.ts'
 
 export interface CloudInit {
-  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'lookup' | 'lookupName' | 'learnAddresses' | 'node'>
+  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'lookup' | 'lookupName' | 'learnAddresses' | 'node' | 'provide' | 'findProviders'>
   library: TemplateLibrary
-  blobs: BlobSink
+  blobs: BlobStore
   store: Pick<Store, 'snapshots'>
   supervisor: InstanceSupervisor
   verifier: RequestVerifier
@@ -46,8 +45,6 @@ export interface DeployResult {
 }
 
 const DEPLOY_TIMEOUT_MS = 120_000
-/** Largest kernel or initramfs a peer may send; a template's disk is bounded by its manifest. */
-const MAX_BOOT_FILE_BYTES = 512 * 1024 * 1024
 const CONTROL_TIMEOUT_MS = 60_000
 
 /**
@@ -57,9 +54,18 @@ const CONTROL_TIMEOUT_MS = 60_000
  */
 export class Cloud {
   readonly #init: CloudInit
+  readonly fetcher: TemplateFetcher
 
   constructor (init: CloudInit) {
     this.#init = init
+    this.fetcher = new TemplateFetcher({
+      overlay: init.overlay,
+      library: init.library,
+      blobs: init.blobs,
+      manifestFrom: async (host, id) => await this.#call(host, 'template.get', { id }),
+      onTemplateAdded: init.onTemplateAdded,
+      log: init.log,
+    })
   }
 
   get #self (): string {
@@ -171,32 +177,9 @@ export class Cloud {
     return await this.#init.supervisor.snapshot(id)
   }
 
-  /** Returns the local template, fetching its manifest from a host that advertises it if needed. */
+  /** Returns the local template, fetching it from the hosts that hold it if needed. */
   async ensureTemplate (id: string): Promise<Template> {
-    const local = this.#init.library.get(id)
-    if (local !== undefined) return local
-    const holders = this.#templateAdverts().filter(a => a.id === id).map(a => a.host)
-    if (holders.length === 0) {
-      const found = await this.#init.overlay.lookup('template', id)
-      if (found !== undefined) holders.push(found.host)
-    }
-    for (const host of holders) {
-      try {
-        const manifest = this.#init.library.verify(id, await this.#call(host, 'template.get', { id }))
-        // A VM template's image files come from the same holder; each is verified by its digest.
-        for (const digest of await this.#init.library.missingBlobs(manifest)) {
-          const maxBytes = digest === manifest.image?.disk ? manifest.image.diskBytes : MAX_BOOT_FILE_BYTES
-          await retry(3, async () => { await fetchBlob(this.#init.overlay.node, host, digest, this.#init.blobs, maxBytes) })
-        }
-        const t = this.#init.library.add(manifest)
-        this.#init.log.info({ template: id, from: host }, 'template fetched')
-        this.#init.onTemplateAdded(t)
-        return t
-      } catch (err) {
-        this.#init.log.warn({ err, template: id, host }, 'template fetch failed')
-      }
-    }
-    throw new XenosError('TEMPLATE_NOT_FOUND', `template ${id} is not held by any reachable host`)
+    return await this.fetcher.ensure(id)
   }
 
   /** Spreads `count` instances over the advertised hosts with the most free room. */
@@ -287,19 +270,6 @@ export class Cloud {
     const hostAdvert = await this.#init.overlay.lookup('host', host)
     if (hostAdvert !== undefined) await this.#init.overlay.learnAddresses(host, hostAdvert.body.addrs)
     return await this.#init.overlay.rpc.call(host, method, params, timeoutMs === undefined ? {} : { timeoutMs })
-  }
-}
-
-/** Runs `fn` up to `times` times, waiting a little longer after each failure. */
-async function retry (times: number, fn: () => Promise<void>): Promise<void> {
-  for (let i = 1; ; i++) {
-    try {
-      await fn()
-      return
-    } catch (err) {
-      if (i >= times) throw err
-      await sleep(200 * i)
-    }
   }
 }
 

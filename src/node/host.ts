@@ -4,7 +4,7 @@ import pino, { type Logger } from 'pino'
 import { XenosError, type Driver, type Fingerprint, type InstanceView, type Resources, type Template } from '../core/index.ts'
 import { detectCgroups, DEFAULT_TASK_UID, processDriver, qemuDriver } from '../hypervisor/index.ts'
 import { BlobStore, TemplateLibrary } from '../images/index.ts'
-import { serveBlobs } from '../transfer/index.ts'
+import { serveChunks } from '../transfer/index.ts'
 import { loadOrCreateHostKey, Overlay } from '../overlay/index.ts'
 import { openStore, type InstanceRecord, type Store } from '../store/index.ts'
 import { Cloud } from './cloud.ts'
@@ -124,7 +124,7 @@ export class Host {
     await this.supervisor.recover()
     this.supervisor.startHealthChecks()
     this.cloud.serve()
-    await serveBlobs(this.overlay.node, this.blobs, this.log.child({ component: 'transfer' }))
+    await serveChunks(this.overlay.node, this.blobs, this.log.child({ component: 'transfer' }))
     await this.overlay.start()
     this.#started = true
     for (const t of this.library.list()) await this.#advertiseTemplate(t)
@@ -138,6 +138,7 @@ export class Host {
     clearTimeout(this.#hostAdvertTimer)
     this.supervisor.stopHealthChecks()
     await this.overlay.stop()
+    await this.blobs.close()
     this.store.close()
   }
 

@@ -2,6 +2,9 @@ import { TopicValidatorResult } from '@libp2p/gossipsub'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { sha256 } from 'multiformats/hashes/sha2'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import { type Advert, type AdvertKind, type AdvertOf, type UnsignedAdvert } from '../core/index.ts'
@@ -293,9 +296,41 @@ export class Overlay {
     return undefined
   }
 
+  /** Tells the DHT this host holds content `key` (a blob id), so others fetching it find us. */
+  async provide (key: string): Promise<void> {
+    if (this.node.getPeers().length === 0) return
+    try {
+      await this.node.contentRouting.provide(await contentCid(key), { signal: AbortSignal.timeout(10_000) })
+    } catch (err) {
+      this.#init.log.debug({ err, key }, 'dht provide failed')
+    }
+  }
+
+  /** Hosts the DHT knows to hold content `key`, gathered for at most `timeoutMs`. */
+  async findProviders (key: string, timeoutMs = 2000): Promise<string[]> {
+    const found = new Set<string>()
+    if (this.node.getPeers().length === 0) return []
+    try {
+      for await (const provider of this.node.contentRouting.findProviders(await contentCid(key), { signal: AbortSignal.timeout(timeoutMs) })) {
+        const id = provider.id.toString()
+        if (id === this.peerId) continue
+        found.add(id)
+        if (provider.multiaddrs.length > 0) await this.node.peerStore.merge(provider.id, { multiaddrs: provider.multiaddrs }).catch(() => {})
+      }
+    } catch (err) {
+      this.#init.log.debug({ err, key }, 'dht findProviders ended')
+    }
+    return [...found]
+  }
+
   /** Makes the host's advertised addresses dialable before an RPC to it. */
   async learnAddresses (peer: string, addrs: string[]): Promise<void> {
     if (addrs.length === 0 || peer === this.peerId) return
     await this.node.peerStore.merge(peerIdFromString(peer), { multiaddrs: addrs.map(a => multiaddr(a)) })
   }
+}
+
+/** The DHT's name for a piece of Xenos content, kept apart from anyone else's CIDs. */
+async function contentCid (key: string): Promise<CID> {
+  return CID.createV1(raw.code, await sha256.digest(new TextEncoder().encode(`xenos-content:${key}`)))
 }

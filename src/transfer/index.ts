@@ -1,13 +1,15 @@
 /**
  * @packageDocumentation
- * Content-addressed transfer between hosts over libp2p streams: a host serves the blobs it
- * holds, and fetches the ones it lacks from a peer that advertises them, verifying every byte
- * against the digest before keeping it.
+ * Content-addressed swarm transfer between hosts over libp2p streams: every host serves the
+ * chunks it holds (of complete blobs, and of blobs it is still fetching), and a host that lacks a
+ * blob fetches its chunks from all the peers that hold them at once, checking each against the
+ * blob's index before keeping it.
  *
  * @example
  * ```ts
- * await serveBlobs(node, blobStore, log)
- * await fetchBlob(node, peerId, 'sha256:…', blobStore, maxBytes, p => { bar.update(p.received / p.size) })
+ * await serveChunks(node, blobStore, log)
+ * await swarmFetch({ node, sink: blobStore, blob: 'sha256:…', maxBytes, providers: async () => peerIds, log })
  * ```
  */
-export { serveBlobs, fetchBlob, BLOB_PROTOCOL, type BlobSource, type BlobSink, type FetchProgress } from './blobs.ts'
+export { serveChunks, fetchIndex, fetchHave, fetchChunk, encodeHave, decodeHave, CHUNK_PROTOCOL, type ChunkSource, type ServeOptions } from './protocol.ts'
+export { swarmFetch, type ChunkSink, type PartialSink, type SwarmFetchInit, type SwarmProgress, type SwarmResult } from './swarm.ts'

@@ -137,7 +137,7 @@ async function readSpec (dir: string): Promise<BuildSpec> {
 }
 
 /** Bumped whenever the builder changes what it produces from the same inputs. */
-const BUILD_FORMAT = 3
+const BUILD_FORMAT = 4
 
 /** A digest of everything a build reads, to find a finished build again. */
 async function inputDigest (spec: BuildSpec, filesDir: string, paths: string[]): Promise<string> {

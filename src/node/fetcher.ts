@@ -1,0 +1,131 @@
+import type { Logger } from 'pino'
+import { XenosError, type AdvertOf, type Template, type TemplateManifest } from '../core/index.ts'
+import type { BlobStore, TemplateLibrary } from '../images/index.ts'
+import type { Overlay } from '../overlay/index.ts'
+import { swarmFetch, type SwarmProgress } from '../transfer/index.ts'
+
+export interface TemplateFetcherInit {
+  overlay: Pick<Overlay, 'peerId' | 'node' | 'search' | 'lookup' | 'learnAddresses' | 'provide' | 'findProviders'>
+  library: TemplateLibrary
+  blobs: BlobStore
+  /** Asks `host` for template `id`'s manifest (an RPC to it). */
+  manifestFrom: (host: string, id: string) => Promise<unknown>
+  /** Called when a template has arrived, so this host advertises it too. */
+  onTemplateAdded: (t: Template) => void
+  log: Logger
+}
+
+/** A blob this host is fetching, as the API shows it. */
+export interface TransferView extends SwarmProgress {
+  template: string
+  startedAt: number
+}
+
+/** Largest kernel or initramfs a peer may send; a template's disk is bounded by its manifest. */
+const MAX_BOOT_FILE_BYTES = 512 * 1024 * 1024
+/** How often the DHT is asked again for hosts holding part of a blob. */
+const DHT_PROVIDERS_EVERY_MS = 5000
+
+/**
+ * Brings templates to this host: the manifest from a host that advertises the template (checked
+ * against its id), then every image file it lacks from all the hosts that hold it or part of it,
+ * at once. One pull per template however many deploys wait for it; a pull that failed resumes
+ * from the chunks it got.
+ */
+export class TemplateFetcher {
+  readonly #init: TemplateFetcherInit
+  readonly #pulls = new Map<string, Promise<Template>>()
+  readonly transfers = new Map<string, TransferView>()
+  readonly counters = { fetchedBytes: 0, penalties: 0 }
+
+  constructor (init: TemplateFetcherInit) {
+    this.#init = init
+  }
+
+  /** The local template `id`, fetched first if this host lacks it or any of its files. */
+  async ensure (id: string): Promise<Template> {
+    const local = this.#init.library.get(id)
+    if (local !== undefined && (await this.#init.library.missingBlobs(local.manifest)).length === 0) return local
+    let pull = this.#pulls.get(id)
+    if (pull === undefined) {
+      pull = this.#pull(id, local?.manifest).finally(() => this.#pulls.delete(id))
+      this.#pulls.set(id, pull)
+    }
+    return await pull
+  }
+
+  async #pull (id: string, known: TemplateManifest | undefined): Promise<Template> {
+    const manifest = known ?? await this.#manifest(id)
+    const image = manifest.image
+    await Promise.all((await this.#init.library.missingBlobs(manifest)).map(async blob => {
+      const maxBytes = blob === image?.disk ? image.diskBytes : MAX_BOOT_FILE_BYTES
+      await this.#fetchBlob(id, blob, maxBytes)
+    }))
+    const t = this.#init.library.add(manifest)
+    this.#init.log.info({ template: id }, 'template fetched')
+    this.#init.onTemplateAdded(t)
+    return t
+  }
+
+  /** Hosts advertising template `id` (they hold all its files), with their addresses learnt. */
+  async #holders (id: string): Promise<string[]> {
+    const adverts = (this.#init.overlay.search({ kind: 'template' }) as Array<AdvertOf<'template'>>).filter(a => a.id === id)
+    if (adverts.length === 0) {
+      const found = await this.#init.overlay.lookup('template', id)
+      if (found !== undefined) adverts.push(found)
+    }
+    const hosts = adverts.map(a => a.host).filter(h => h !== this.#init.overlay.peerId)
+    for (const host of hosts) {
+      const advert = await this.#init.overlay.lookup('host', host)
+      if (advert !== undefined) await this.#init.overlay.learnAddresses(host, advert.body.addrs)
+    }
+    return hosts
+  }
+
+  async #manifest (id: string): Promise<TemplateManifest> {
+    for (const host of await this.#holders(id)) {
+      try {
+        return this.#init.library.verify(id, await this.#init.manifestFrom(host, id))
+      } catch (err) {
+        this.#init.log.warn({ err, template: id, host }, 'could not get the template manifest')
+      }
+    }
+    throw new XenosError('TEMPLATE_NOT_FOUND', `template ${id} is not held by any reachable host`)
+  }
+
+  async #fetchBlob (template: string, blob: string, maxBytes: number): Promise<void> {
+    let fromDht: string[] = []
+    let dhtAt = 0
+    let dhtQuery: Promise<void> | undefined
+    const providers = async (): Promise<string[]> => {
+      // Hosts still fetching the blob are found through the DHT, in the background.
+      if (dhtQuery === undefined && Date.now() - dhtAt > DHT_PROVIDERS_EVERY_MS) {
+        dhtAt = Date.now()
+        dhtQuery = this.#init.overlay.findProviders(blob).then(found => { fromDht = found }).finally(() => { dhtQuery = undefined })
+      }
+      return [...new Set([...await this.#holders(template), ...fromDht])]
+    }
+    const startedAt = Date.now()
+    let counted = 0
+    try {
+      await swarmFetch({
+        node: this.#init.overlay.node,
+        sink: this.#init.blobs,
+        blob,
+        maxBytes,
+        providers,
+        onHolding: () => { void this.#init.overlay.provide(blob) },
+        onProgress: p => {
+          this.counters.fetchedBytes += p.fetched - counted
+          counted = p.fetched
+          this.transfers.set(blob, { ...p, template, startedAt })
+        },
+        onPenalty: () => { this.counters.penalties++ },
+        log: this.#init.log,
+      })
+      void this.#init.overlay.provide(blob)
+    } finally {
+      this.transfers.delete(blob)
+    }
+  }
+}
