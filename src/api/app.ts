@@ -10,7 +10,7 @@ import { instanceMetricsSchema, instanceViewSchema, snapshotViewSchema, XENOS_VE
 import { prometheusText } from './metrics.ts'
 import {
   controlParams, deployBody, deployResultSchema, errorSchema, hostInfoSchema, importTemplateBody, instanceListQuery, instanceParams,
-  blobParams, logsQuery, peersSchema, refParams, searchQuery, searchResultSchema, templateSummarySchema,
+  blobParams, logsQuery, peersSchema, refParams, searchQuery, searchResultSchema, snapshotParams, templateRemovalSchema, templateSummarySchema,
 } from './schemas.ts'
 
 /** Largest blob accepted in one upload (a template's disk image). */
@@ -103,12 +103,10 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     return local === undefined ? summary : { ...summary, manifest: local.manifest }
   })
 
-  api.delete('/v1/templates/:ref', { schema: { summary: 'Remove a template from this host', params: refParams, response: { 204: z.null(), ...errors } } }, async (req, reply) => {
+  api.delete('/v1/templates/:ref', { schema: { summary: 'Remove a template from this host, and the image files no other template needs', params: refParams, response: { 200: templateRemovalSchema, ...errors } } }, async req => {
     const t = host.library.resolve(req.params.ref)
     if (t === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `no template "${req.params.ref}" on this host`)
-    await host.removeTemplate(t.id)
-    void reply.status(204)
-    return null
+    return await host.removeTemplate(t.id)
   })
 
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => { done(null, payload) })
@@ -172,6 +170,12 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
   api.get('/v1/snapshots', { schema: { summary: 'Snapshots held by this host', response: { 200: z.object({ snapshots: z.array(snapshotViewSchema) }) } } }, async () => ({
     snapshots: host.store.snapshots.list(),
   }))
+
+  api.delete('/v1/snapshots/:id', { schema: { summary: 'Delete a snapshot held by this host (signed by its owner)', params: snapshotParams, response: { 204: z.null(), ...errors } } }, async (req, reply) => {
+    await host.cloud.deleteSnapshot(req.params.id, authOf(req))
+    void reply.status(204)
+    return null
+  })
 
   api.get('/v1/instances/:id/metrics', { schema: { summary: 'CPU, memory and uptime of an instance', params: instanceParams, response: { 200: instanceMetricsSchema, ...errors } } }, async req => await host.cloud.metrics(req.params.id))
 

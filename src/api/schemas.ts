@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { ADVERT_KINDS, CONTROL_ACTIONS, INSTANCE_STATES, nameSchema } from '../core/index.ts'
+import { ADVERT_KINDS, CONTROL_ACTIONS, INSTANCE_STATES, blobIdSchema, nameSchema } from '../core/index.ts'
 import { instanceIdSchema, instanceViewSchema, peerIdSchema, snapshotIdSchema, templateIdSchema } from '../node/index.ts'
 
 /** Request and response schemas of the HTTP API; they also make up /openapi.json. */
@@ -74,8 +74,10 @@ export const instanceListQuery = z.strictObject({ owner: z.string().max(64).opti
 export const instanceParams = z.strictObject({ id: instanceIdSchema })
 export const controlParams = z.strictObject({ id: instanceIdSchema, action: z.enum(CONTROL_ACTIONS) })
 export const logsQuery = z.strictObject({ lines: z.coerce.number().int().min(1).max(10_000).default(100) })
-export const blobParams = z.strictObject({ digest: z.string().regex(/^sha256:[0-9a-f]{64}$/, 'a blob digest is sha256: and 64 hex digits') })
+export const blobParams = z.strictObject({ digest: blobIdSchema })
 export const refParams = z.strictObject({ ref: z.string().min(1).max(200) })
+export const snapshotParams = z.strictObject({ id: snapshotIdSchema })
+export const templateRemovalSchema = z.object({ id: z.string(), blobsRemoved: z.number(), bytesFreed: z.number() })
 
 export const peersSchema = z.object({
   connected: z.array(z.object({ id: z.string(), addrs: z.array(z.string()) })),

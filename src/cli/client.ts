@@ -29,8 +29,8 @@ export class ApiClient {
     return await this.#request<T>('POST', path, body)
   }
 
-  async delete (path: string): Promise<void> {
-    await this.#request('DELETE', path)
+  async delete<T = undefined>(path: string): Promise<T> {
+    return await this.#request<T>('DELETE', path)
   }
 
   /** True when `path` exists (HEAD answers 2xx). */
@@ -45,7 +45,7 @@ export class ApiClient {
   }
 
   /** Sends a request signed by the user's key for `action` on `target` with `params`. */
-  async signed<T>(method: 'GET' | 'POST', path: string, action: string, target: string, params: unknown, body?: unknown): Promise<T> {
+  async signed<T>(method: 'GET' | 'POST' | 'DELETE', path: string, action: string, target: string, params: unknown, body?: unknown): Promise<T> {
     const auth = signAction(this.#signer(), { action, target, params })
     return await this.#request<T>(method, path, body, { 'x-xenos-auth': encodeAuthHeader(auth) })
   }

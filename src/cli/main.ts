@@ -143,8 +143,8 @@ export function buildProgram (): Command {
   })
   template.command('rm <ref>').description('Remove a template from this host').action(async (ref: string, _o, cmd: Command) => {
     const { api, flags } = await client(cmd)
-    await api.delete(`/v1/templates/${encodeURIComponent(ref)}`)
-    out(flags, { removed: ref }, () => `removed ${ref}`)
+    const r = await api.delete<{ id: string, blobsRemoved: number, bytesFreed: number }>(`/v1/templates/${encodeURIComponent(ref)}`)
+    out(flags, r, () => `removed ${r.id}${r.blobsRemoved > 0 ? `, and ${r.blobsRemoved} image file(s) no other template uses (${bytes(r.bytesFreed)} freed)` : ''}`)
   })
 
   program.command('search [text]').description('Search the overlay for templates, instances and hosts')
@@ -211,10 +211,16 @@ export function buildProgram (): Command {
     const s = await api.signed<{ id: string, createdAt: number }>('POST', `/v1/instances/${encodeURIComponent(id)}/snapshot`, 'snapshot', id, {})
     out(flags, s, () => `snapshot ${s.id} of ${id}`)
   })
-  program.command('snapshots').description('Snapshots held by this host').action(async (_o, cmd: Command) => {
+  const snapshots = program.command('snapshots').description('Snapshots held by this host: list, remove')
+  snapshots.command('list', { isDefault: true }).description('Snapshots held by this host').action(async (_o, cmd: Command) => {
     const { api, flags } = await client(cmd)
     const { snapshots } = await api.get<{ snapshots: Array<{ id: string, instanceId: string, templateId: string, createdAt: number }> }>('/v1/snapshots')
     out(flags, snapshots, () => snapshots.length === 0 ? 'no snapshots here' : table(['SNAPSHOT', 'INSTANCE', 'TEMPLATE', 'TAKEN'], snapshots.map(s => [s.id, s.instanceId, s.templateId.slice(0, 19), ago(s.createdAt)])))
+  })
+  snapshots.command('rm <id>').description('Delete one of your snapshots held by this host').action(async (id: string, _o, cmd: Command) => {
+    const { api, flags } = await client(cmd)
+    await api.signed('DELETE', `/v1/snapshots/${encodeURIComponent(id)}`, 'snapshot.delete', id, {})
+    out(flags, { deleted: id }, () => `deleted snapshot ${id}`)
   })
   instance.command('metrics <id>').description('CPU, memory and uptime of an instance').action(async (id: string, _o, cmd: Command) => {
     const { api, flags } = await client(cmd)

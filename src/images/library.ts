@@ -12,21 +12,24 @@ export const MIN_ID_PREFIX = 12
  * if it hashes to the id that was asked for.
  */
 export class TemplateLibrary {
-  readonly #store: Pick<Store, 'templates' | 'instances'>
+  readonly #store: Pick<Store, 'templates' | 'instances' | 'snapshots'>
   readonly #blobs: Pick<BlobStore, 'has'>
 
-  constructor (store: Pick<Store, 'templates' | 'instances'>, blobs: Pick<BlobStore, 'has'>) {
+  constructor (store: Pick<Store, 'templates' | 'instances' | 'snapshots'>, blobs: Pick<BlobStore, 'has'>) {
     this.#store = store
     this.#blobs = blobs
   }
 
-  /** Digests of the image files a template needs that this host does not hold yet. */
+  /** Ids of the image files a template needs that this host does not hold yet. */
   async missingBlobs (manifest: TemplateManifest): Promise<string[]> {
-    const image = manifest.image
-    if (image === undefined) return []
-    const digests = [...new Set([image.kernel, image.initrd, image.disk])]
-    const held = await Promise.all(digests.map(async d => await this.#blobs.has(d)))
-    return digests.filter((_, i) => held[i] !== true)
+    const ids = blobsOf(manifest)
+    const held = await Promise.all(ids.map(async d => await this.#blobs.has(d)))
+    return ids.filter((_, i) => held[i] !== true)
+  }
+
+  /** Every image file some template here needs: what garbage collection must keep. */
+  blobsInUse (): Set<string> {
+    return new Set(this.list().flatMap(t => blobsOf(t.manifest)))
   }
 
   add (manifest: TemplateManifest, now = Date.now()): Template {
@@ -71,6 +74,13 @@ export class TemplateLibrary {
     if (this.#store.templates.get(id) === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `no template ${id} on this host`)
     const users = this.#store.instances.countUsingTemplate(id)
     if (users > 0) throw new XenosError('TEMPLATE_IN_USE', `${users} instance(s) on this host use template ${id}: destroy them first`)
+    const snapshots = this.#store.snapshots.list().filter(s => s.templateId === id).length
+    if (snapshots > 0) throw new XenosError('TEMPLATE_IN_USE', `${snapshots} snapshot(s) on this host are of template ${id}: delete them first`)
     this.#store.templates.remove(id)
   }
+}
+
+function blobsOf (manifest: TemplateManifest): string[] {
+  const image = manifest.image
+  return image === undefined ? [] : [...new Set([image.kernel, image.initrd, image.disk])]
 }

@@ -172,6 +172,15 @@ export class Cloud {
     return snapshotViewSchema.parse(await this.#call(await this.#locate(id), 'instance.snapshot', { id, auth }, CONTROL_TIMEOUT_MS))
   }
 
+  /** Deletes a snapshot held by this host (signed by its owner). */
+  async deleteSnapshot (id: string, auth: RequestAuth): Promise<void> {
+    this.#init.verifier.verify(auth, { action: 'snapshot.delete', target: id, params: {} })
+    const snapshot = this.#init.store.snapshots.get(id)
+    if (snapshot === undefined) throw new XenosError('SNAPSHOT_NOT_FOUND', `host ${this.#self} holds no snapshot ${id}`)
+    if (snapshot.owner !== auth.owner) throw new XenosError('FORBIDDEN', `snapshot ${id} belongs to another owner; only its owner may delete it`)
+    await this.#init.supervisor.deleteSnapshot(id)
+  }
+
   async #snapshotHere (id: string, auth: RequestAuth): Promise<SnapshotRecord> {
     this.#authorise(id, 'snapshot', auth)
     return await this.#init.supervisor.snapshot(id)

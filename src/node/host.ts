@@ -152,9 +152,13 @@ export class Host {
     return t
   }
 
-  async removeTemplate (id: string): Promise<void> {
+  /** Removes a template no instance or snapshot here uses, and the image files only it needed. */
+  async removeTemplate (id: string): Promise<{ id: string, blobsRemoved: number, bytesFreed: number }> {
     this.library.remove(id)
     await this.overlay.withdraw('template', id)
+    const { removed, bytes } = await this.blobs.gc(this.library.blobsInUse())
+    this.log.info({ template: id, blobs: removed.length, bytes }, 'template removed')
+    return { id, blobsRemoved: removed.length, bytesFreed: bytes }
   }
 
   info (): { id: string, name: string, addrs: string[], api: string, drivers: string[], capacity: Resources, free: Resources, instances: number, version: string } {

@@ -144,6 +144,14 @@ export class InstanceSupervisor {
     })
   }
 
+  /** Deletes a snapshot's saved memory and disk. */
+  async deleteSnapshot (id: string): Promise<void> {
+    await this.#locks.run(`snapshot/${id}`, async () => {
+      this.#init.store.snapshots.remove(id)
+      await rm(this.snapshotDir(id), { recursive: true, force: true })
+    })
+  }
+
   snapshotDir (id: string): string {
     return join(this.#init.instancesDir, '..', 'snapshots', id)
   }

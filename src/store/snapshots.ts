@@ -41,4 +41,8 @@ export class SnapshotTable {
   list (): SnapshotRecord[] {
     return (this.#db.prepare('SELECT * FROM snapshots ORDER BY created_at').all() as unknown as SnapshotRow[]).map(fromRow)
   }
+
+  remove (id: string): void {
+    this.#db.prepare('DELETE FROM snapshots WHERE id = ?').run(id)
+  }
 }
