@@ -4,13 +4,13 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTyp
 import type { Logger } from 'pino'
 import { Readable } from 'node:stream'
 import { z } from 'zod'
-import { decodeAuthHeader, INSTANCE_ID_PATTERN, toXenosError, XenosError, type Advert, type RequestAuth } from '../core/index.ts'
+import { decodeAuthHeader, INSTANCE_ID_PATTERN, nameRecordSchema, toXenosError, XenosError, type Advert, type RequestAuth } from '../core/index.ts'
 import { parseManifest, validateManifest } from '../images/index.ts'
 import { instanceMetricsSchema, instanceViewSchema, snapshotViewSchema, XENOS_VERSION, type Host } from '../node/index.ts'
 import { prometheusText } from './metrics.ts'
 import {
   controlParams, deployBody, deployResultSchema, errorSchema, hostInfoSchema, importTemplateBody, instanceListQuery, instanceParams,
-  blobParams, logsQuery, peersSchema, refParams, searchQuery, searchResultSchema, snapshotParams, templateRemovalSchema, templateSummarySchema,
+  blobParams, logsQuery, nameListQuery, namePublishSchema, nameRecordBody, peersSchema, refParams, searchQuery, searchResultSchema, snapshotParams, templateRemovalSchema, templateSummarySchema,
 } from './schemas.ts'
 
 /** Largest blob accepted in one upload (a template's disk image). */
@@ -88,6 +88,12 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     templates: host.library.list().map(t => ({
       id: t.id, name: t.manifest.name, version: t.manifest.version, driver: t.manifest.driver, tags: t.manifest.tags, resources: t.manifest.resources, hosts: [host.overlay.peerId],
     })),
+  }))
+
+  api.put('/v1/names', { schema: { summary: 'Publish a template://owner/name/tag record signed by its owner, to every host', body: nameRecordBody, response: { 200: namePublishSchema, ...errors } } }, async req => await host.publishName(req.body.record))
+
+  api.get('/v1/names', { schema: { summary: 'Template names known to this host (every host knows them all)', querystring: nameListQuery, response: { 200: z.object({ names: z.array(nameRecordSchema) }) } } }, async req => ({
+    names: host.names.list(req.query.owner),
   }))
 
   api.post('/v1/templates', { schema: { summary: 'Import a template manifest', body: importTemplateBody, response: { 201: templateSummarySchema, ...errors } } }, async (req, reply) => {

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { ADVERT_KINDS, CONTROL_ACTIONS, INSTANCE_STATES, blobIdSchema, nameSchema } from '../core/index.ts'
+import { ADVERT_KINDS, CONTROL_ACTIONS, INSTANCE_STATES, blobIdSchema, nameRecordSchema, nameSchema } from '../core/index.ts'
 import { instanceIdSchema, instanceViewSchema, peerIdSchema, snapshotIdSchema, templateIdSchema } from '../node/index.ts'
 
 /** Request and response schemas of the HTTP API; they also make up /openapi.json. */
@@ -36,6 +36,10 @@ export const importTemplateBody = z.union([
   z.strictObject({ text: z.string().min(1).max(64 * 1024).describe('manifest as YAML or JSON text') }),
   z.strictObject({ manifest: z.record(z.string(), z.unknown()).describe('manifest as a JSON object') }),
 ])
+
+export const nameRecordBody = z.strictObject({ record: z.record(z.string(), z.unknown()).describe('a name record signed by its owner (see docs/names.md)') })
+export const nameListQuery = z.strictObject({ owner: z.string().max(64).optional() })
+export const namePublishSchema = z.object({ record: nameRecordSchema, changed: z.boolean() })
 
 export const searchQuery = z.strictObject({
   q: z.string().max(256).optional(),

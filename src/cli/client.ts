@@ -1,4 +1,4 @@
-import { encodeAuthHeader, signAction, XenosError, type OwnerKey } from '../core/index.ts'
+import { encodeAuthHeader, formatTemplateUri, isTemplateUri, parseTemplateUri, signAction, signNameRecord, XenosError, type NameRecord, type OwnerKey } from '../core/index.ts'
 import type { DeployParams, DeployResult } from '../node/index.ts'
 
 /** Where a CLI command sends its requests and who signs them. */
@@ -48,6 +48,18 @@ export class ApiClient {
   async signed<T>(method: 'GET' | 'POST' | 'DELETE', path: string, action: string, target: string, params: unknown, body?: unknown): Promise<T> {
     const auth = signAction(this.#signer(), { action, target, params })
     return await this.#request<T>(method, path, body, { 'x-xenos-auth': encodeAuthHeader(auth) })
+  }
+
+  /** Resolves a template reference (id, name, `template://me/…`) through the host. */
+  async template<T>(ref: string): Promise<T> {
+    const full = isTemplateUri(ref) ? formatTemplateUri(parseTemplateUri(ref, this.#key?.id)) : ref
+    return await this.get<T>(`/v1/templates/${encodeURIComponent(full)}`)
+  }
+
+  /** Points `template://me/NAME/TAG` at template `templateId`, signed by the user, and publishes it to every host. */
+  async publishName (name: string, tag: string, kind: NameRecord['kind'], templateId: string): Promise<{ record: NameRecord, changed: boolean }> {
+    const record = signNameRecord(this.#signer(), { name, tag, kind, template: templateId })
+    return await this.#request('PUT', '/v1/names', { record })
   }
 
   /** Deploys template `templateId` with `params`, signed by the user (the owner of what it creates). */

@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander'
 import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { CONTROL_ACTIONS, toXenosError, XenosError, type InstanceMetrics, type InstanceView } from '../core/index.ts'
+import { CONTROL_ACTIONS, formatTemplateUri, isTemplateUri, parseTemplateUri, toXenosError, XenosError, type InstanceMetrics, type InstanceView, type NameRecord } from '../core/index.ts'
 import { DEFAULT_DATA_DIR, type TemplateSummary } from '../node/index.ts'
 import { ApiClient } from './client.ts'
 import { runDaemon } from './daemon.ts'
@@ -45,6 +45,13 @@ async function resolveHost (api: ApiClient, ref: string): Promise<string> {
   if (matches.length === 1 && matches[0] !== undefined) return matches[0].id
   if (matches.length === 0) throw new XenosError('HOST_NOT_FOUND', `no advertised host is named "${ref}" or has a peer id starting or ending with it: see "xenos peers"`)
   throw new XenosError('INVALID_ARGUMENT', `"${ref}" matches ${matches.length} hosts: give more of the peer id`)
+}
+
+/** `NAME/TAG` or `template://me/NAME/TAG` (or the user's own owner id): a name the user may sign. */
+function ownName (target: string, self: string): { name: string, tag: string } {
+  const n = parseTemplateUri(isTemplateUri(target) ? target : `template://me/${target}`, self)
+  if (n.owner !== self) throw new XenosError('FORBIDDEN', `${target} belongs to owner ${n.owner}: you can only publish names under your own key (template://me/…)`)
+  return n
 }
 
 function instanceTable (views: InstanceView[]): string {
@@ -136,7 +143,7 @@ export function buildProgram (): Command {
   })
   template.command('show <ref>').description('Show a template by id, name or name:version').action(async (ref: string, _o, cmd: Command) => {
     const { api, flags } = await client(cmd)
-    const t = await api.get<TemplateSummary & { manifest?: unknown }>(`/v1/templates/${encodeURIComponent(ref)}`)
+    const t = await api.template<TemplateSummary & { manifest?: unknown }>(ref)
     out(flags, t, () => [`id:        ${t.id}`, `name:      ${t.name}:${t.version}`, `driver:    ${t.driver}`,
       `resources: ${t.resources.cpu} CPU, ${t.resources.memory} MiB`, `tags:      ${Object.entries(t.tags).map(([k, v]) => `${k}=${v}`).join(', ') || '-'}`,
       `held by:   ${t.hosts.join(', ')}`].join('\n'))
@@ -146,6 +153,31 @@ export function buildProgram (): Command {
     const r = await api.delete<{ id: string, blobsRemoved: number, bytesFreed: number }>(`/v1/templates/${encodeURIComponent(ref)}`)
     out(flags, r, () => `removed ${r.id}${r.blobsRemoved > 0 ? `, and ${r.blobsRemoved} image file(s) no other template uses (${bytes(r.bytesFreed)} freed)` : ''}`)
   })
+
+  for (const kind of ['version', 'alias'] as const) {
+    template.command(`${kind === 'version' ? 'tag' : 'alias'} <template> <name/${kind}>`)
+      .description(kind === 'version'
+        ? 'Publish template://you/NAME/VERSION for a template, to every host; a version never moves once published'
+        : 'Point template://you/NAME/ALIAS (such as current) at a template, to every host; moves it if it exists')
+      .action(async (ref: string, target: string, _o, cmd: Command) => {
+        const { api, flags } = await client(cmd)
+        const { name, tag } = ownName(target, api.owner)
+        const t = await api.template<TemplateSummary>(ref)
+        const r = await api.publishName(name, tag, kind, t.id)
+        out(flags, r, () => `${formatTemplateUri(r.record)} → ${t.id}${r.changed ? '' : ' (already so)'}`)
+      })
+  }
+
+  program.command('names').description('Template names (template://owner/name/tag) known on the overlay')
+    .option('--owner <id>', 'only this owner\'s ("me" for yours)')
+    .action(async (o: { owner?: string }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const owner = o.owner === 'me' ? api.owner : o.owner
+      const { names } = await api.get<{ names: NameRecord[] }>(`/v1/names${owner === undefined ? '' : `?owner=${encodeURIComponent(owner)}`}`)
+      out(flags, names, () => names.length === 0
+        ? 'no template names yet: publish one with "xenos template tag TEMPLATE NAME/VERSION"'
+        : table(['NAME', 'KIND', 'TEMPLATE', 'SET'], names.map(n => [formatTemplateUri({ ...n, owner: n.owner === api.owner ? 'me' : n.owner }), n.kind, n.template.slice(0, 19), ago(n.seq)])))
+    })
 
   program.command('search [text]').description('Search the overlay for templates, instances and hosts')
     .addOption(new Option('--kind <kind>', 'only this kind').choices(['template', 'instance', 'host']))
@@ -172,7 +204,7 @@ export function buildProgram (): Command {
     .action(async (ref: string, o: { host?: string, count: number, name?: string, fromSnapshot?: string }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       if (!Number.isInteger(o.count) || o.count < 1 || o.count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
-      const t = await api.get<TemplateSummary>(`/v1/templates/${encodeURIComponent(ref)}`)
+      const t = await api.template<TemplateSummary>(ref)
       const params = { host: o.host === undefined ? null : await resolveHost(api, o.host), count: o.count, name: o.name ?? null, ...(o.fromSnapshot === undefined ? {} : { snapshot: o.fromSnapshot }) }
       const result = await api.deploy(t.id, params)
       out(flags, result, () => [

@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   HOST_NOT_FOUND: { status: 404, meaning: 'No host with that peer id is advertised on the overlay.' },
   INVALID_STATE: { status: 409, meaning: 'The instance is not in a state that allows the action.' },
   TEMPLATE_IN_USE: { status: 409, meaning: 'Instances still use the template.' },
+  NAME_CONFLICT: { status: 409, meaning: 'A published template version cannot point elsewhere, nor change between version and alias.' },
   ADMISSION_REFUSED: { status: 409, meaning: 'The host lacks the CPU or memory the template asks for.' },
   NO_HOST_AVAILABLE: { status: 503, meaning: 'No advertised host can take the deployment.' },
   DRIVER_UNAVAILABLE: { status: 501, meaning: 'The driver the template needs is missing or unhealthy on the host.' },

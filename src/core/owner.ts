@@ -57,10 +57,25 @@ function message (a: SignedAction, owner: string, ts: number, nonce: string): Bu
   return Buffer.from(['xenos-request-v1', owner, a.action, a.target, sha256Hex(canonicalJson(a.params ?? null)), String(ts), nonce].join('\n'))
 }
 
+/** Signs `data` with an owner key (base64url). */
+export function ownerSign (key: OwnerKey, data: Buffer): string {
+  return sign(null, data, key.privateKey).toString('base64url')
+}
+
+/** Whether `sig` is `owner`'s signature of `data`. */
+export function ownerVerifies (owner: string, data: Buffer, sig: string): boolean {
+  if (!OWNER_ID_PATTERN.test(owner)) return false
+  try {
+    const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: owner }, format: 'jwk' })
+    return verify(null, data, publicKey, Buffer.from(sig, 'base64url'))
+  } catch {
+    return false
+  }
+}
+
 export function signAction (key: OwnerKey, a: SignedAction, now = Date.now()): RequestAuth {
   const nonce = randomBytes(12).toString('hex')
-  const sig = sign(null, message(a, key.id, now, nonce), key.privateKey).toString('base64url')
-  return { owner: key.id, ts: now, nonce, sig }
+  return { owner: key.id, ts: now, nonce, sig: ownerSign(key, message(a, key.id, now, nonce)) }
 }
 
 /** Throws UNAUTHENTICATED unless `auth` is a valid, fresh signature of `a` by `auth.owner`. */
@@ -69,14 +84,7 @@ export function verifyAction (auth: RequestAuth, a: SignedAction, now = Date.now
   if (Math.abs(now - auth.ts) > REQUEST_MAX_SKEW_MS) {
     throw new XenosError('UNAUTHENTICATED', 'the request timestamp is too far from this host\'s clock: check the clocks of client and host')
   }
-  let ok = false
-  try {
-    const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: auth.owner }, format: 'jwk' })
-    ok = verify(null, message(a, auth.owner, auth.ts, auth.nonce), publicKey, Buffer.from(auth.sig, 'base64url'))
-  } catch {
-    ok = false
-  }
-  if (!ok) throw new XenosError('UNAUTHENTICATED', 'the request signature does not verify for this action')
+  if (!ownerVerifies(auth.owner, message(a, auth.owner, auth.ts, auth.nonce), auth.sig)) throw new XenosError('UNAUTHENTICATED', 'the request signature does not verify for this action')
 }
 
 /** `X-Xenos-Auth` header form: `v1 owner=… ts=… nonce=… sig=…`. */

@@ -5,6 +5,8 @@ import { blobIdSchema } from './chunks.ts'
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/
 export const nameSchema = z.string().regex(NAME_PATTERN, 'use lower-case letters, digits, ".", "_" or "-" (at most 63, starting with a letter or digit)')
 
+export const versionSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,62}$/, 'versions are letters, digits, ".", "_", "+" or "-"')
+
 const portSchema = z.strictObject({
   name: z.string().regex(/^[a-z][a-z0-9_]{0,30}$/, 'port names are lower-case letters, digits and "_"'),
   protocol: z.enum(['http', 'tcp', 'udp']).default('tcp'),
@@ -33,7 +35,7 @@ const resourcesSchema = z.strictObject({
 /** What a template manifest may say. Unknown keys are refused so typos do not pass silently. */
 export const templateManifestSchema = z.strictObject({
   name: nameSchema,
-  version: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,62}$/, 'versions are letters, digits, ".", "_", "+" or "-"'),
+  version: versionSchema,
   description: z.string().max(1000).optional(),
   driver: z.enum(['process', 'qemu']),
   /** For `process`: the command, either a shell line or an argv array. `${XENOS_PORT_<NAME>}` is substituted. */

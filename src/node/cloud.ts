@@ -1,10 +1,10 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
-  verifyAction, XenosError,
+  isTemplateUri, parseTemplateUri, verifyAction, XenosError,
   type AdvertOf, type ControlAction, type InstanceMetrics, type InstanceView, type RequestAuth, type Resources, type Template,
 } from '../core/index.ts'
-import type { BlobStore, TemplateLibrary } from '../images/index.ts'
+import type { BlobStore, NameRegistry, TemplateLibrary } from '../images/index.ts'
 import type { SnapshotRecord, Store } from '../store/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import { TemplateFetcher } from './fetcher.ts'
@@ -18,6 +18,7 @@ import type { InstanceSupervisor } from './supervisor.ts'
 export interface CloudInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'lookup' | 'lookupName' | 'learnAddresses' | 'node' | 'provide' | 'findProviders'>
   library: TemplateLibrary
+  names: NameRegistry
   blobs: BlobStore
   store: Pick<Store, 'snapshots'>
   supervisor: InstanceSupervisor
@@ -88,8 +89,16 @@ export class Cloud {
     rpc.handle('instance.snapshot', rpcSnapshotSchema, async req => await this.#snapshotHere(req.id, req.auth))
   }
 
-  /** Finds a template by id, id prefix, `name` or `name:version`: locally, in the advert cache, then in the DHT. */
+  /**
+   * Finds a template by `template://owner/name/tag`, id, id prefix, `name` or `name:version`:
+   * locally, in the advert cache, then in the DHT.
+   */
   async resolveTemplate (ref: string): Promise<TemplateSummary> {
+    if (isTemplateUri(ref)) {
+      const record = this.#init.names.resolve(parseTemplateUri(ref))
+      if (record === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `no host has heard of ${ref}: its owner publishes it with "xenos template tag" or "xenos template alias"`)
+      ref = record.template
+    }
     const local = this.#init.library.resolve(ref)
     if (local !== undefined) return this.#summary(local.id)
     const [name = '', version] = ref.split(':')

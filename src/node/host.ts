@@ -1,9 +1,9 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino, { type Logger } from 'pino'
-import { XenosError, type Driver, type Fingerprint, type InstanceView, type Resources, type Template } from '../core/index.ts'
+import { XenosError, type Driver, type Fingerprint, type InstanceView, type NameRecord, type Resources, type Template } from '../core/index.ts'
 import { detectCgroups, DEFAULT_TASK_UID, processDriver, qemuDriver } from '../hypervisor/index.ts'
-import { BlobStore, TemplateLibrary } from '../images/index.ts'
+import { BlobStore, NameRegistry, TemplateLibrary } from '../images/index.ts'
 import { serveChunks } from '../transfer/index.ts'
 import { loadOrCreateHostKey, Overlay } from '../overlay/index.ts'
 import { openStore, type InstanceRecord, type Store } from '../store/index.ts'
@@ -13,6 +13,8 @@ import { RequestVerifier } from './replay.ts'
 import { InstanceSupervisor } from './supervisor.ts'
 
 export const XENOS_VERSION = '0.1.0'
+/** Gossip topic on which template name records travel. */
+const NAMES_TOPIC = 'xenos/names/1'
 
 /** What admission control lets instances hold: the host's capacity times its overcommit. */
 function admitted (capacity: Resources, overcommit: Resources): Resources {
@@ -30,6 +32,7 @@ export class Host {
   readonly store: Store
   readonly overlay: Overlay
   readonly library: TemplateLibrary
+  readonly names: NameRegistry
   readonly drivers: ReadonlyMap<string, Driver>
   readonly blobs: BlobStore
   /** Drivers whose fingerprint was healthy at start: the ones this host advertises. */
@@ -53,6 +56,19 @@ export class Host {
     this.capacity = base.capacity
     this.advertiseAddress = base.advertiseAddress
     this.library = new TemplateLibrary(this.store, this.blobs)
+    this.names = new NameRegistry(this.store)
+    this.overlay.share(NAMES_TOPIC, {
+      receive: record => {
+        try {
+          return this.names.accept(record).changed
+        } catch (err) {
+          this.log.debug({ err }, 'name record from a peer refused')
+          return undefined
+        }
+      },
+      digest: () => this.names.digest(),
+      newerThan: have => this.names.newerThan(have),
+    })
     this.supervisor = new InstanceSupervisor({
       store: this.store,
       drivers: this.drivers,
@@ -67,6 +83,7 @@ export class Host {
     this.cloud = new Cloud({
       overlay: this.overlay,
       library: this.library,
+      names: this.names,
       supervisor: this.supervisor,
       blobs: this.blobs,
       store: this.store,
@@ -150,6 +167,13 @@ export class Host {
     const t = this.library.add(manifest)
     await this.#advertiseTemplate(t)
     return t
+  }
+
+  /** Keeps a name record signed by its owner and spreads it to every host. */
+  async publishName (record: unknown): Promise<{ record: NameRecord, changed: boolean }> {
+    const accepted = this.names.accept(record)
+    if (accepted.changed) await this.overlay.broadcast(NAMES_TOPIC, accepted.record)
+    return accepted
   }
 
   /** Removes a template no instance or snapshot here uses, and the image files only it needed. */

@@ -22,6 +22,27 @@ const syncRequestSchema = z.strictObject({
   have: z.record(z.string().max(300), z.number().int()).refine(h => Object.keys(h).length <= 20_000, 'digest too large'),
 })
 
+const sharedSyncSchema = z.strictObject({
+  topic: z.string().max(100),
+  have: z.record(z.string().max(300), z.number().int()).refine(h => Object.keys(h).length <= 20_000, 'digest too large'),
+})
+
+/**
+ * Records every host keeps a whole copy of (template names), unlike adverts, which expire: spread
+ * by gossip, pulled from every new peer and from a random one now and then.
+ */
+export interface SharedRecords {
+  /** Checks and keeps a record from a peer: undefined if invalid, else whether it was new. */
+  receive: (record: unknown) => boolean | undefined
+  /** Key → sequence number of every record held. */
+  digest: () => Record<string, number>
+  /** Records newer than a peer's digest says. */
+  newerThan: (have: Record<string, number>) => unknown[]
+}
+
+/** Largest shared record accepted from gossip. */
+const MAX_SHARED_RECORD_BYTES = 64 * 1024
+
 export interface OverlayInit {
   privateKey: PrivateKey
   /** Multiaddrs to listen on. @default ['/ip4/0.0.0.0/tcp/7381'] */
@@ -77,6 +98,7 @@ export class Overlay {
 
   readonly #init: OverlayInit
   readonly #own = new Map<string, UnsignedAdvert>()
+  readonly #shared = new Map<string, SharedRecords>()
   #seq = 0
   #timers: NodeJS.Timeout[] = []
   #reannounceTimer: NodeJS.Timeout | undefined
@@ -100,14 +122,41 @@ export class Overlay {
     return this.node.getMultiaddrs().map(m => m.toString())
   }
 
+  /** Keeps `records` in step with every other host on `topic`. Call before start. */
+  share (topic: string, records: SharedRecords): void {
+    this.#shared.set(topic, records)
+  }
+
+  /** Sends a record this host just accepted to every host sharing `topic`. */
+  async broadcast (topic: string, record: unknown): Promise<void> {
+    try {
+      await this.node.services.pubsub.publish(topic, new TextEncoder().encode(JSON.stringify(record)))
+    } catch (err) {
+      this.#init.log.debug({ err, topic }, 'gossip publish failed')
+    }
+  }
+
   async start (): Promise<void> {
     this.rpc.handle('adverts.sync', syncRequestSchema, async ({ have }) => this.cache.newerThan(have))
+    this.rpc.handle('shared.sync', sharedSyncSchema, async ({ topic, have }) => this.#shared.get(topic)?.newerThan(have) ?? [])
     await this.rpc.start()
     const pubsub = this.node.services.pubsub
     pubsub.topicValidators.set(ADVERT_TOPIC, async (_peer, msg) => {
       const changed = await this.receive(msg.data, 'gossip')
       return changed === undefined ? TopicValidatorResult.Reject : changed ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore
     })
+    for (const [topic, records] of this.#shared) {
+      pubsub.topicValidators.set(topic, (_peer, msg) => {
+        if (msg.data.byteLength > MAX_SHARED_RECORD_BYTES) return TopicValidatorResult.Reject
+        let changed: boolean | undefined
+        try {
+          changed = records.receive(JSON.parse(new TextDecoder().decode(msg.data)))
+        } catch {
+          changed = undefined
+        }
+        return changed === undefined ? TopicValidatorResult.Reject : changed ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore
+      })
+    }
     // A peer that just subscribed missed what we published before: tell it soon.
     pubsub.addEventListener('subscription-change', evt => {
       if (evt.detail.subscriptions.some(s => s.topic === ADVERT_TOPIC && s.subscribe)) this.#reannounceSoon()
@@ -122,6 +171,7 @@ export class Overlay {
     this.#timers.push(setInterval(() => { for (const a of this.#own.values()) void this.#putDht(a) }, DHT_REPUBLISH_MS))
     await this.node.start()
     pubsub.subscribe(ADVERT_TOPIC)
+    for (const topic of this.#shared.keys()) pubsub.subscribe(topic)
     this.#timers.push(setInterval(() => {
       void this.#redialBootstrap()
       void this.#syncWithRandomPeer()
@@ -221,14 +271,23 @@ export class Overlay {
     }, 200)
   }
 
-  /** Pulls from `peer` every advert it holds that is newer than ours (or that we lack). */
+  /** Pulls from `peer` every advert and shared record it holds that is newer than ours (or that we lack). */
   async #syncWith (peer: PeerId): Promise<void> {
     try {
       const adverts = await this.rpc.call(peer, 'adverts.sync', { have: this.cache.digest() }, { timeoutMs: 10_000 })
       if (!Array.isArray(adverts)) throw new Error('sync reply is not a list')
       for (const a of adverts.slice(0, 20_000)) await this.receive(a, 'sync')
+      for (const [topic, records] of this.#shared) {
+        const newer = await this.rpc.call(peer, 'shared.sync', { topic, have: records.digest() }, { timeoutMs: 10_000 })
+        if (!Array.isArray(newer)) throw new Error('sync reply is not a list')
+        for (const r of newer.slice(0, 20_000)) {
+          try {
+            records.receive(r)
+          } catch {}
+        }
+      }
     } catch (err) {
-      this.#init.log.debug({ err, peer: peer.toString() }, 'advert sync failed')
+      this.#init.log.debug({ err, peer: peer.toString() }, 'sync failed')
     }
   }
 

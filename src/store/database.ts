@@ -35,6 +35,16 @@ const MIGRATIONS: readonly string[] = [
      owner TEXT NOT NULL,
      created_at INTEGER NOT NULL
    );`,
+  `CREATE TABLE names (
+     owner TEXT NOT NULL,
+     name TEXT NOT NULL,
+     tag TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     template TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     record TEXT NOT NULL,
+     PRIMARY KEY (owner, name, tag)
+   );`,
 ]
 
 export type Database = DatabaseSync

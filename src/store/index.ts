@@ -14,16 +14,19 @@
 import { openDatabase, transaction, type Database } from './database.ts'
 import { InstanceTable } from './instances.ts'
 import { SnapshotTable } from './snapshots.ts'
+import { NameTable } from './names.ts'
 import { TemplateTable } from './templates.ts'
 
 export { writeFileAtomic } from './files.ts'
 export type { InstanceRecord, InstanceChange } from './instances.ts'
 export type { SnapshotRecord } from './snapshots.ts'
+export type { NameRow } from './names.ts'
 
 export interface Store {
   templates: TemplateTable
   instances: InstanceTable
   snapshots: SnapshotTable
+  names: NameTable
   transaction: <T>(fn: () => T) => T
   close: () => void
 }
@@ -34,6 +37,7 @@ export function openStore (path: string): Store {
     templates: new TemplateTable(db),
     instances: new InstanceTable(db),
     snapshots: new SnapshotTable(db),
+    names: new NameTable(db),
     transaction: fn => transaction(db, fn),
     close: () => { db.close() },
   }

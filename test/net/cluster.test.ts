@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { signNameRecord } from '../../src/core/index.ts'
+import { loadOrCreateUserKey } from '../../src/cli/index.ts'
 import { cli, CliError, eventually, getJson, HELLO_MANIFEST, httpGet, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
 
 /**
@@ -51,6 +54,36 @@ describe('a cloud of xenosd processes', () => {
     assert.ok(byTag.some((r: any) => r.id === templateId))
     const noTag = await cli(c, alice, ['search', '--tag', 'kind=database', '--kind', 'template'])
     assert.equal(noTag.length, 0)
+  })
+
+  it('resolves an owner\'s template names on every host, moves aliases only for their owner', async () => {
+    const owner = (await cli(a, alice, ['whoami'])).owner as string
+    const tagged = await cli(a, alice, ['template', 'tag', templateId, 'hello/1.0'])
+    assert.equal(tagged.record.template, templateId)
+    await cli(a, alice, ['template', 'alias', templateId, 'template://me/hello/current'])
+    const current = `template://${owner}/hello/current`
+    const seen = await eventually(async () => await cli(c, mallory, ['template', 'show', current]).catch(() => undefined), 5000, 'the alias to reach C')
+    assert.equal(seen.id, templateId)
+
+    // A second version; the owner moves the alias from another host, and every host follows.
+    const dir = await tempDir('hello-2')
+    await writeFile(join(dir, 'hello.yaml'), (await readFile(HELLO_MANIFEST, 'utf8')).replace('version: "1.0"', 'version: "2.0"'))
+    const second = (await cli(b, alice, ['template', 'import', join(dir, 'hello.yaml')])).id as string
+    await cli(b, alice, ['template', 'alias', second, 'hello/current'])
+    for (const h of [a, c]) {
+      await eventually(async () => (await cli(h, alice, ['template', 'show', current])).id === second || undefined, 5000, `the moved alias to reach ${h.name}`)
+    }
+    assert.equal((await cli(c, alice, ['template', 'show', `template://${owner}/hello/1.0`])).id, templateId, 'the version stays')
+
+    // Nobody else can move it: not through the CLI, not with a record signed by another key.
+    await assert.rejects(cli(c, mallory, ['template', 'alias', templateId, current]), (e: CliError) => /FORBIDDEN/.test(e.message))
+    const forged = { ...signNameRecord(await loadOrCreateUserKey(mallory).then(k => k.key), { name: 'hello', tag: 'current', kind: 'alias', template: templateId }), owner }
+    const refused = await fetch(`${c.api}/v1/names`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ record: forged }) })
+    assert.equal(refused.status, 401)
+    // And a version never moves, even for its owner.
+    await assert.rejects(cli(a, alice, ['template', 'tag', second, 'hello/1.0']), (e: CliError) => /NAME_CONFLICT/.test(e.message))
+    assert.equal((await cli(a, alice, ['template', 'show', current])).id, second)
+    await cli(b, alice, ['template', 'rm', second])
   })
 
   it('deploys from C onto B, and the instance serves on its advertised endpoint', async () => {
@@ -133,6 +166,9 @@ describe('a cloud of xenosd processes', () => {
     assert.equal(byId.id, templateId)
     const byName = await getJson(d, '/v1/search?from=dht&kind=instance&q=web')
     assert.equal(byName.results[0]?.id, instanceId)
+    // It heard the template names published before it joined.
+    const { names } = await getJson(d, '/v1/names')
+    assert.deepEqual(names.map((n: any) => n.tag).sort(), ['1.0', 'current'])
   })
 
   it('spreads a deploy without --host over hosts with room', async () => {
