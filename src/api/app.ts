@@ -2,6 +2,7 @@ import swagger from '@fastify/swagger'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify'
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
+import { createReadStream } from 'node:fs'
 import { Readable } from 'node:stream'
 import { z } from 'zod'
 import { decodeAuthHeader, INSTANCE_ID_PATTERN, nameRecordSchema, toXenosError, XenosError, type Advert, type RequestAuth } from '../core/index.ts'
@@ -127,6 +128,12 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     await host.blobs.put(req.params.digest, req.body)
     void reply.status(201)
     return { digest: req.params.digest, size: await host.blobs.size(req.params.digest) }
+  })
+
+  api.get('/v1/blobs/:digest', { schema: { summary: 'Download a blob this host holds (a template\'s kernel, initramfs or disk)', params: blobParams } }, async (req, reply) => {
+    if (!await host.blobs.has(req.params.digest)) throw new XenosError('TEMPLATE_NOT_FOUND', `this host holds no blob ${req.params.digest}`)
+    void reply.type('application/octet-stream').header('content-length', await host.blobs.size(req.params.digest))
+    return createReadStream(host.blobs.path(req.params.digest))
   })
 
   api.get('/v1/search', { schema: { summary: 'Search adverts of hosts, templates and instances', querystring: searchQuery, response: { 200: searchResultSchema, ...errors } } }, async req => {

@@ -26,6 +26,10 @@ export async function prometheusText (host: Host): Promise<string> {
   metric('xenos_adverts_rejected_total', 'counter', 'Adverts from peers dropped as invalid, by reason.',
     Object.entries(counters.rejected).map(([reason, n]) => [{ reason }, n]))
   const views = host.supervisor.list()
+  const pulls = host.cloud.fetcher
+  metric('xenos_blob_fetched_bytes_total', 'counter', 'Bytes of image files fetched from peers.', [[{}, pulls.counters.fetchedBytes]])
+  metric('xenos_blob_bad_chunks_total', 'counter', 'Peers dropped from a pull for sending chunks that did not match the index.', [[{}, pulls.counters.penalties]])
+  metric('xenos_blob_pulls_active', 'gauge', 'Image files being fetched now.', [[{}, pulls.transfers.size]])
   metric('xenos_instances', 'gauge', 'Instances on this host by state.', INSTANCE_STATES.map(s => [{ state: s }, views.filter(v => v.state === s).length]))
   const usage = await Promise.all(views.map(async v => ({ v, m: await host.supervisor.metrics(v.id).catch(() => undefined) })))
   const live = usage.filter(u => u.m !== undefined && (u.v.state === 'running' || u.v.state === 'paused'))

@@ -1,7 +1,8 @@
 import { createReadStream } from 'node:fs'
 import { homedir } from 'node:os'
-import { join } from 'node:path'
-import { BlobStore, buildGuestTemplate } from '../images/index.ts'
+import { join, resolve } from 'node:path'
+import { templateManifestSchema, XenosError, type TemplateManifest } from '../core/index.ts'
+import { BlobStore, buildGuestTemplate, deriveDisk } from '../images/index.ts'
 import type { TemplateSummary } from '../node/index.ts'
 import type { ApiClient } from './client.ts'
 import { counting, progressBar } from './progress.ts'
@@ -15,11 +16,52 @@ export const DEFAULT_CACHE_DIR = join(process.env.XDG_CACHE_HOME ?? join(homedir
 export async function buildAndImport (api: ApiClient, dir: string, cacheDir: string): Promise<TemplateSummary> {
   const blobs = new BlobStore(join(cacheDir, 'blobs'))
   const manifest = await buildGuestTemplate(dir, { cacheDir, blobs, onProgress: step => { process.stderr.write(`build: ${step}\n`) } })
+  return await uploadAndImport(api, blobs, manifest)
+}
+
+export interface DeriveOptions {
+  name?: string | undefined
+  version?: string | undefined
+}
+
+/**
+ * Makes a tailored template: BASE's image with the files of `dir` added, as a small qcow2 overlay
+ * on BASE's disk, and imports it. Hosts that hold BASE fetch only the overlay.
+ */
+export async function deriveAndImport (api: ApiClient, baseRef: string, dir: string, cacheDir: string, o: DeriveOptions): Promise<TemplateSummary> {
+  const base = await api.template<TemplateSummary & { manifest?: TemplateManifest }>(baseRef)
+  const image = base.manifest?.image
+  if (base.manifest === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `the host at the API does not hold ${baseRef} itself: deploy it there once, or talk to a host that holds it`)
+  if (image === undefined) throw new XenosError('INVALID_ARGUMENT', `${baseRef} is not a VM template: only VM templates have a disk to tailor`)
+  if (image.diskFormat !== 'raw') throw new XenosError('INVALID_ARGUMENT', `${baseRef} is itself tailored from ${image.base ?? 'another template'}: derive from that one`)
+  const blobs = new BlobStore(join(cacheDir, 'blobs'))
+  if (!await blobs.has(image.disk)) {
+    process.stderr.write(`derive: downloading the base disk ${image.disk.slice(7, 19)}\n`)
+    await blobs.put(image.disk, await api.download(`/v1/blobs/${image.disk}`))
+  }
+  const derived = await deriveDisk({ base: blobs.path(image.disk), baseId: image.disk, add: resolve(dir) })
+  let disk: string
+  try {
+    disk = await blobs.putFile(derived.path)
+  } finally {
+    await derived.cleanup()
+  }
+  const manifest = templateManifestSchema.parse({
+    ...base.manifest,
+    name: o.name ?? base.manifest.name,
+    version: o.version ?? `${base.manifest.version}-${disk.slice(7, 15)}`,
+    image: { ...image, disk, diskFormat: 'qcow2', base: image.disk },
+  })
+  return await uploadAndImport(api, blobs, manifest)
+}
+
+/** Uploads the image files of `manifest` the host lacks, with a progress bar each, and imports it. */
+async function uploadAndImport (api: ApiClient, blobs: BlobStore, manifest: TemplateManifest): Promise<TemplateSummary> {
   const image = manifest.image
-  for (const digest of image === undefined ? [] : [...new Set([image.kernel, image.initrd, image.disk])]) {
-    if (await api.exists(`/v1/blobs/${digest}`)) continue
-    const bar = progressBar(`upload ${digest.slice(7, 19)}`, await blobs.size(digest))
-    await api.upload(`/v1/blobs/${digest}`, counting(createReadStream(blobs.path(digest)), n => { bar.update(n) }))
+  for (const id of image === undefined ? [] : [...new Set([image.kernel, image.initrd, image.disk])]) {
+    if (await api.exists(`/v1/blobs/${id}`)) continue
+    const bar = progressBar(`upload ${id.slice(7, 19)}`, await blobs.size(id))
+    await api.upload(`/v1/blobs/${id}`, counting(createReadStream(blobs.path(id)), n => { bar.update(n) }))
     bar.done()
   }
   return await api.post<TemplateSummary>('/v1/templates', { manifest })

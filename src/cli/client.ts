@@ -39,6 +39,13 @@ export class ApiClient {
     return res.ok
   }
 
+  /** Streams the body of GET `path` (a blob). */
+  async download (path: string): Promise<AsyncIterable<Uint8Array>> {
+    const res = await fetch(`${this.#api}${path}`, { signal: AbortSignal.timeout(3_600_000) }).catch((err: unknown) => { throw this.#unreachable(err) })
+    if (!res.ok || res.body === null) throw new XenosError('TEMPLATE_NOT_FOUND', `the host has no ${path} (HTTP ${res.status})`)
+    return res.body
+  }
+
   /** Streams `body` to `path` with PUT as application/octet-stream. */
   async upload<T>(path: string, body: AsyncIterable<Uint8Array>): Promise<T> {
     return await this.#request<T>('PUT', path, undefined, {}, body)

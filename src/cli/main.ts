@@ -8,7 +8,7 @@ import { runDaemon } from './daemon.ts'
 import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
 import { DEFAULT_KEY_FILE, loadOrCreateUserKey } from './keys.ts'
 import { runLocalCloud } from './local-cloud.ts'
-import { buildAndImport, DEFAULT_CACHE_DIR } from './build.ts'
+import { buildAndImport, deriveAndImport, DEFAULT_CACHE_DIR } from './build.ts'
 import { ago, bytes, shortId, table } from './table.ts'
 
 interface GlobalFlags {
@@ -132,6 +132,16 @@ export function buildProgram (): Command {
       const { api, flags } = await client(cmd)
       const t = await buildAndImport(api, dir, o.cache)
       out(flags, t, () => `built ${t.name}:${t.version} as ${t.id}`)
+    })
+  template.command('derive <base>').description('Make a tailored template: BASE\'s image with the files of DIR added (under /srv), stored as a small overlay on BASE\'s disk')
+    .requiredOption('--add <dir>', 'files to add to the disk, laid out as under /srv in the guest')
+    .option('--name <name>', 'name of the new template (default: BASE\'s)')
+    .option('--version <version>', 'its version (default: BASE\'s, suffixed with the new disk\'s id)')
+    .option('--cache <dir>', 'where base disks and built files are cached', DEFAULT_CACHE_DIR)
+    .action(async (base: string, o: { add: string, name?: string, version?: string, cache: string }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const t = await deriveAndImport(api, base, o.add, o.cache, { name: o.name, version: o.version })
+      out(flags, t, () => `derived ${t.name}:${t.version} as ${t.id}`)
     })
   template.command('list').description('Templates held by this host').action(async (_o, cmd: Command) => {
     const { api, flags } = await client(cmd)

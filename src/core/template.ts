@@ -20,10 +20,13 @@ const portSchema = z.strictObject({
 const imageSchema = z.strictObject({
   kernel: blobIdSchema,
   initrd: blobIdSchema,
-  /** Raw ext4 image every instance's copy-on-write overlay is backed by. */
+  /** The disk every instance's copy-on-write overlay is backed by: a raw ext4 image, or a qcow2 overlay on `base`. */
   disk: blobIdSchema,
+  diskFormat: z.enum(['raw', 'qcow2']).default('raw'),
+  /** For a tailored (derived) template: the raw disk its qcow2 disk is an overlay on. */
+  base: blobIdSchema.optional(),
   diskBytes: z.number().int().positive(),
-})
+}).refine(i => (i.diskFormat === 'qcow2') === (i.base !== undefined), { message: 'a qcow2 disk is an overlay and names its base; a raw disk has none' })
 
 const resourcesSchema = z.strictObject({
   /** CPU cores (fractions allowed). */

@@ -2,6 +2,7 @@ import { XenosError, type Template, type TemplateManifest } from '../core/index.
 import type { Store } from '../store/index.ts'
 import type { BlobStore } from './blobs.ts'
 import { templateId, validateManifest } from './manifest.ts'
+import { checkTailoredDisk } from './qcow2.ts'
 
 /** Shortest id prefix accepted in place of a full template id. */
 export const MIN_ID_PREFIX = 12
@@ -13,9 +14,9 @@ export const MIN_ID_PREFIX = 12
  */
 export class TemplateLibrary {
   readonly #store: Pick<Store, 'templates' | 'instances' | 'snapshots'>
-  readonly #blobs: Pick<BlobStore, 'has'>
+  readonly #blobs: Pick<BlobStore, 'has' | 'path'>
 
-  constructor (store: Pick<Store, 'templates' | 'instances' | 'snapshots'>, blobs: Pick<BlobStore, 'has'>) {
+  constructor (store: Pick<Store, 'templates' | 'instances' | 'snapshots'>, blobs: Pick<BlobStore, 'has' | 'path'>) {
     this.#store = store
     this.#blobs = blobs
   }
@@ -25,6 +26,12 @@ export class TemplateLibrary {
     const ids = blobsOf(manifest)
     const held = await Promise.all(ids.map(async d => await this.#blobs.has(d)))
     return ids.filter((_, i) => held[i] !== true)
+  }
+
+  /** Checks a template's image files once they are all here: a tailored disk may reach nothing but its base. */
+  async verifyImage (manifest: TemplateManifest): Promise<void> {
+    const image = manifest.image
+    if (image?.diskFormat === 'qcow2' && image.base !== undefined) await checkTailoredDisk(this.#blobs.path(image.disk), image.base, image.diskBytes)
   }
 
   /** Every image file some template here needs: what garbage collection must keep. */
@@ -82,5 +89,5 @@ export class TemplateLibrary {
 
 function blobsOf (manifest: TemplateManifest): string[] {
   const image = manifest.image
-  return image === undefined ? [] : [...new Set([image.kernel, image.initrd, image.disk])]
+  return image === undefined ? [] : [...new Set([image.kernel, image.initrd, image.disk, ...(image.base === undefined ? [] : [image.base])])]
 }

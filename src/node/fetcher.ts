@@ -61,6 +61,7 @@ export class TemplateFetcher {
       const maxBytes = blob === image?.disk ? image.diskBytes : MAX_BOOT_FILE_BYTES
       await this.#fetchBlob(id, blob, maxBytes)
     }))
+    await this.#init.library.verifyImage(manifest)
     const t = this.#init.library.add(manifest)
     this.#init.log.info({ template: id }, 'template fetched')
     this.#init.onTemplateAdded(t)

@@ -164,6 +164,7 @@ export class Host {
     if (missing.length > 0) {
       throw new XenosError('BAD_MANIFEST', `this host lacks ${missing.length} of the template's image files (${missing.join(', ')}): upload them first, as "xenos template build" does`)
     }
+    await this.library.verifyImage(manifest)
     const t = this.library.add(manifest)
     await this.#advertiseTemplate(t)
     return t

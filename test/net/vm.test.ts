@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { stat, writeFile } from 'node:fs/promises'
+import { mkdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -16,6 +16,11 @@ function hasQemu (): boolean {
 }
 
 const skip = hasQemu() ? false : 'QEMU is not installed (apt-get install qemu-system-x86 qemu-utils)'
+
+async function fetchedBytes (h: TestHost): Promise<number> {
+  const text = await (await fetch(`${h.api}/metrics`)).text()
+  return Number(/^xenos_blob_fetched_bytes_total (\d+)$/m.exec(text)?.[1])
+}
 
 async function count (url: string): Promise<number | undefined> {
   const text = await httpGet(`${url}/count`, 1500)
@@ -72,6 +77,25 @@ describe('services in virtual machines', { skip }, () => {
     }, 20_000, 'the service to be registered and healthy')
     assert.equal(seen.services[0].name, 'http')
     assert.equal(seen.services[0].registered, true)
+  })
+
+  it('deploys a tailored template on a host that holds its base, moving only the overlay', async () => {
+    const files = await tempDir('hello-blue')
+    await mkdir(join(files, 'www'))
+    await writeFile(join(files, 'www', 'index.html'), '<h1>The blue edition</h1>\n')
+    const derived = await cli(a, alice, ['template', 'derive', 'hello-web', '--add', files, '--name', 'hello-blue', '--cache', await tempDir('cli-cache')])
+    const image = (await cli(a, alice, ['template', 'show', derived.id])).manifest.image
+    const base = (await cli(a, alice, ['template', 'show', 'hello-web'])).manifest.image
+    assert.equal(image.diskFormat, 'qcow2')
+    assert.equal(image.base, base.disk)
+    const overlayBytes = (await stat(join(a.dataDir, 'blobs/sha256', String(image.disk).slice(7)))).size
+    const before = await fetchedBytes(b)
+    const inst = (await cli(a, alice, ['deploy', derived.id, '--host', 'vm-b'])).instances[0]
+    assert.equal(await fetchedBytes(b) - before, overlayBytes, 'B fetched the overlay and nothing else')
+    assert.ok(overlayBytes < base.diskBytes / 20, `overlay ${overlayBytes} bytes vs base disk ${base.diskBytes}`)
+    const page = await eventually(async () => await httpGet(inst.endpoints[0].url), 90_000, 'the tailored VM to serve')
+    assert.match(page, /The blue edition/)
+    await cli(a, alice, ['instance', 'destroy', inst.id])
   })
 
   it('pauses and resumes a counter in memory, and keeps its value across suspend and resume', async () => {

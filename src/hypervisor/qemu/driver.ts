@@ -168,8 +168,9 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       await mkdir(sockets, { recursive: true, mode: 0o700 })
       const overlay = join(spec.dir, 'disk.qcow2')
       if (!existsSync(overlay)) {
-        // The instance's disk: a thin qcow2 overlay backed by the template's shared, read-only image.
-        await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', init.blobPath(image.disk), `${overlay}.tmp`])
+        // The instance's disk: a thin qcow2 overlay backed by the template's shared, read-only image
+        // (itself an overlay on its base for a tailored template).
+        await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', image.diskFormat, '-b', init.blobPath(image.disk), `${overlay}.tmp`])
         await rename(`${overlay}.tmp`, overlay)
       }
       const console = join(spec.dir, 'console.log')
