@@ -11,7 +11,7 @@ import { instanceMetricsSchema, instanceViewSchema, snapshotViewSchema, XENOS_VE
 import { prometheusText } from './metrics.ts'
 import {
   controlParams, deployBody, deployResultSchema, errorSchema, hostInfoSchema, importTemplateBody, instanceListQuery, instanceParams,
-  blobParams, logsQuery, nameListQuery, namePublishSchema, nameRecordBody, peersSchema, refParams, searchQuery, searchResultSchema, snapshotParams, templateRemovalSchema, templateSummarySchema,
+  blobParams, logsQuery, nameListQuery, namePublishSchema, nameRecordBody, peersSchema, refParams, searchQuery, searchResultSchema, snapshotParams, templateRemovalSchema, templateSummarySchema, transferSchema,
 } from './schemas.ts'
 
 /** Largest blob accepted in one upload (a template's disk image). */
@@ -109,6 +109,16 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     const local = host.library.get(summary.id)
     return local === undefined ? summary : { ...summary, manifest: local.manifest }
   })
+
+  api.post('/v1/templates/:ref/pull', { schema: { summary: 'Fetch a template and its image files onto this host from the hosts that hold them (GET /v1/transfers shows progress)', params: refParams, response: { 200: templateSummarySchema, ...errors } } }, async req => {
+    const summary = await host.cloud.resolveTemplate(req.params.ref)
+    await host.cloud.ensureTemplate(summary.id)
+    return await host.cloud.resolveTemplate(summary.id)
+  })
+
+  api.get('/v1/transfers', { schema: { summary: 'Image files this host is fetching now', response: { 200: z.object({ transfers: z.array(transferSchema) }) } } }, async () => ({
+    transfers: [...host.cloud.fetcher.transfers.values()],
+  }))
 
   api.delete('/v1/templates/:ref', { schema: { summary: 'Remove a template from this host, and the image files no other template needs', params: refParams, response: { 200: templateRemovalSchema, ...errors } } }, async req => {
     const t = host.library.resolve(req.params.ref)

@@ -37,6 +37,16 @@ export const importTemplateBody = z.union([
   z.strictObject({ manifest: z.record(z.string(), z.unknown()).describe('manifest as a JSON object') }),
 ])
 
+export const transferSchema = z.object({
+  template: z.string(),
+  blob: z.string(),
+  size: z.number(),
+  held: z.number(),
+  fetched: z.number(),
+  peers: z.number(),
+  startedAt: z.number(),
+})
+
 export const nameRecordBody = z.strictObject({ record: z.record(z.string(), z.unknown()).describe('a name record signed by its owner (see docs/names.md)') })
 export const nameListQuery = z.strictObject({ owner: z.string().max(64).optional() })
 export const namePublishSchema = z.object({ record: nameRecordSchema, changed: z.boolean() })

@@ -9,6 +9,7 @@ import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon
 import { DEFAULT_KEY_FILE, loadOrCreateUserKey } from './keys.ts'
 import { runLocalCloud } from './local-cloud.ts'
 import { buildAndImport, deriveAndImport, DEFAULT_CACHE_DIR } from './build.ts'
+import { withTransferProgress } from './progress.ts'
 import { ago, bytes, shortId, table } from './table.ts'
 
 interface GlobalFlags {
@@ -142,6 +143,13 @@ export function buildProgram (): Command {
       const { api, flags } = await client(cmd)
       const t = await deriveAndImport(api, base, o.add, o.cache, { name: o.name, version: o.version })
       out(flags, t, () => `derived ${t.name}:${t.version} as ${t.id}`)
+    })
+  template.command('pull <template>').description('Fetch a template onto this host from every host that holds it, with progress')
+    .action(async (ref: string, _o, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const t = await api.template<TemplateSummary>(ref)
+      const t2 = await withTransferProgress(api, t.id, async () => await api.post<TemplateSummary>(`/v1/templates/${encodeURIComponent(t.id)}/pull`, {}))
+      out(flags, t2, () => `${t2.name}:${t2.version} (${t2.id}) is on this host`)
     })
   template.command('list').description('Templates held by this host').action(async (_o, cmd: Command) => {
     const { api, flags } = await client(cmd)

@@ -1,7 +1,9 @@
+import type { ApiClient } from './client.ts'
+
 /**
  * A one-line progress bar on stderr (redrawn in place on a terminal, a line per 10% otherwise).
  */
-export function progressBar (label: string, total: number): { update: (done: number) => void, done: () => void } {
+export function progressBar (label: string, total: number): { update: (done: number) => void, done: () => void, stop: () => void } {
   const tty = process.stderr.isTTY
   let lastTenth = -1
   const draw = (done: number): void => {
@@ -21,6 +23,9 @@ export function progressBar (label: string, total: number): { update: (done: num
       draw(total)
       if (tty) process.stderr.write('\n')
     },
+    stop: () => {
+      if (tty) process.stderr.write('\n')
+    },
   }
 }
 
@@ -36,5 +41,40 @@ export async function * counting (source: AsyncIterable<Uint8Array | string>, on
     n += bytes.byteLength
     onBytes(n)
     yield bytes
+  }
+}
+
+interface Transfer { template: string, blob: string, size: number, held: number }
+
+/**
+ * Runs `work` (a request that makes the host fetch template `template`) and meanwhile shows a
+ * progress bar for each image file the host fetches for it.
+ */
+export async function withTransferProgress<T> (api: ApiClient, template: string, work: () => Promise<T>): Promise<T> {
+  const bars = new Map<string, ReturnType<typeof progressBar>>()
+  let running = true
+  const poll = (async () => {
+    while (running) {
+      const { transfers } = await api.get<{ transfers: Transfer[] }>('/v1/transfers').catch(() => ({ transfers: [] }))
+      for (const t of transfers.filter(t => t.template === template)) {
+        let bar = bars.get(t.blob)
+        if (bar === undefined) {
+          bar = progressBar(`pull ${t.blob.slice(7, 19)}`, t.size)
+          bars.set(t.blob, bar)
+        }
+        bar.update(t.held)
+      }
+      await new Promise(resolve => setTimeout(resolve, 300))
+    }
+  })()
+  let ok = false
+  try {
+    const result = await work()
+    ok = true
+    return result
+  } finally {
+    running = false
+    await poll
+    for (const bar of bars.values()) if (ok) bar.done(); else bar.stop()
   }
 }
