@@ -45,14 +45,14 @@ try {
     const template = await api.post<{ id: string }>('/v1/templates', { manifest })
     if (mib === SIZES_MIB[0]) {
       // Untimed: the first VM start also probes whether KVM works, once per host.
-      const probe = (await api.deploy(template.id, { host: null, count: 1, name: null })).instances[0]!
+      const probe = (await api.deploy(template.id, { hosts: null, count: 1, name: null })).instances[0]!
       await api.signed('POST', `/v1/instances/${probe.id}/destroy`, 'destroy', probe.id, {})
     }
     const create: number[] = []
     const copy: number[] = []
     let overlayBytes = 0
     for (let i = 0; i < RUNS; i++) {
-      const [ms, deployed] = await timed(async () => await api.deploy(template.id, { host: null, count: 1, name: null }))
+      const [ms, deployed] = await timed(async () => await api.deploy(template.id, { hosts: null, count: 1, name: null }))
       create.push(ms)
       const instance = deployed.instances[0]!
       overlayBytes = (await stat(join(host.dataDir, 'instances', instance.id, 'disk.qcow2'))).size

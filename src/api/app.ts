@@ -161,8 +161,8 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
   })
 
   api.post('/v1/instances', { schema: { summary: 'Deploy instances of a template (signed by the owner)', body: deployBody, response: { 201: deployResultSchema, ...errors } } }, async (req, reply) => {
-    const { template, ...params } = req.body
-    const result = await host.cloud.deploy(template, params, authOf(req))
+    const { template, wait, waitMs, ...params } = req.body
+    const result = await host.cloud.deploy(template, params, authOf(req), { wait, ...(waitMs === undefined ? {} : { waitMs }) })
     void reply.status(201)
     return result
   })

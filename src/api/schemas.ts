@@ -73,15 +73,27 @@ export const searchResultSchema = z.object({
 
 export const deployBody = z.strictObject({
   template: templateIdSchema.describe('template id; resolve names first with GET /v1/templates/{ref}'),
-  host: peerIdSchema.nullable().default(null),
+  hosts: z.array(peerIdSchema).min(1).max(100).nullable().default(null).describe('run `count` instances on each of these hosts; null: spread `count` over the hosts with most room'),
   count: z.number().int().min(1).max(100).default(1),
   name: nameSchema.nullable().default(null),
   snapshot: snapshotIdSchema.optional().describe('start from this snapshot instead of booting'),
+  wait: z.boolean().default(false).describe('answer once the instances have booted and passed their health checks (not signed: it changes only when the answer comes)'),
+  waitMs: z.number().int().min(1000).max(3_600_000).optional(),
 })
 
 export const deployResultSchema = z.object({
   instances: z.array(instanceViewSchema),
   failures: z.array(z.object({ host: z.string(), code: z.string(), message: z.string() })),
+  hosts: z.array(z.object({
+    host: z.string(),
+    instances: z.array(z.string()),
+    fetchMs: z.number().nullable(),
+    fetchedBytes: z.number().nullable(),
+    createMs: z.number().nullable(),
+    bootMs: z.number().nullable(),
+    healthyMs: z.number().nullable(),
+    error: z.object({ code: z.string(), message: z.string() }).nullable(),
+  })).describe('each host\'s part: its instances and how long fetch, create, boot and healthy took there (ms)'),
 })
 
 export const instanceListQuery = z.strictObject({ owner: z.string().max(64).optional(), host: peerIdSchema.optional(), state: z.enum(INSTANCE_STATES).optional() })

@@ -70,8 +70,8 @@ export class ApiClient {
   }
 
   /** Deploys template `templateId` with `params`, signed by the user (the owner of what it creates). */
-  async deploy (templateId: string, params: DeployParams): Promise<DeployResult> {
-    return await this.signed<DeployResult>('POST', '/v1/instances', 'deploy', templateId, params, { template: templateId, ...params })
+  async deploy (templateId: string, params: DeployParams, options: { wait?: boolean } = {}): Promise<DeployResult> {
+    return await this.signed<DeployResult>('POST', '/v1/instances', 'deploy', templateId, params, { template: templateId, ...params, ...options })
   }
 
   #signer (): OwnerKey {

@@ -59,7 +59,8 @@ export async function runLocalCloud (o: LocalCloudOptions): Promise<void> {
       : await first.post<TemplateSummary>('/v1/templates', { text: await readFile(o.template, 'utf8') })
     o.print(`imported template ${t.name}:${t.version} (${t.id}) on host1`)
     await waitFor(async () => (await last.get<{ results: unknown[] }>(`/v1/search?kind=template&q=${t.name}`)).results.length > 0, 15_000, 'the template advert reaching every host')
-    const params = { host: infos[infos.length - 1]?.peerId ?? null, count: 1, name: `${t.name}-demo` }
+    const target = infos[infos.length - 1]?.peerId
+    const params = { hosts: target === undefined ? null : [target], count: 1, name: `${t.name}-demo` }
     const result = await last.deploy(t.id, params)
     const instances: InstanceView[] = result.instances
     o.print('')

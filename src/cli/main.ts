@@ -2,7 +2,7 @@ import { Command, Option } from 'commander'
 import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { CONTROL_ACTIONS, formatTemplateUri, isTemplateUri, parseTemplateUri, toXenosError, XenosError, type InstanceMetrics, type InstanceView, type NameRecord } from '../core/index.ts'
-import { DEFAULT_DATA_DIR, type TemplateSummary } from '../node/index.ts'
+import { DEFAULT_DATA_DIR, type DeployResult, type TemplateSummary } from '../node/index.ts'
 import { ApiClient } from './client.ts'
 import { runDaemon } from './daemon.ts'
 import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
@@ -53,6 +53,25 @@ function ownName (target: string, self: string): { name: string, tag: string } {
   const n = parseTemplateUri(isTemplateUri(target) ? target : `template://me/${target}`, self)
   if (n.owner !== self) throw new XenosError('FORBIDDEN', `${target} belongs to owner ${n.owner}: you can only publish names under your own key (template://me/…)`)
   return n
+}
+
+/** Each host's part of a deploy: how long each phase took there. */
+function rolloutTable (parts: DeployResult['hosts'], names: Map<string, string>): string {
+  const ms = (n: number | null): string => n === null ? '-' : n < 1000 ? `${Math.round(n)} ms` : `${(n / 1000).toFixed(1)} s`
+  return table(['HOST', 'INSTANCES', 'FETCH', 'CREATE', 'BOOT', 'HEALTHY', 'RESULT'], parts.map(p => [
+    names.get(p.host) ?? shortId(p.host),
+    String(p.instances.length),
+    p.fetchMs === null ? '-' : `${ms(p.fetchMs)}${p.fetchedBytes !== null && p.fetchedBytes > 0 ? ` (${bytes(p.fetchedBytes)})` : ''}`,
+    ms(p.createMs),
+    ms(p.bootMs),
+    ms(p.healthyMs),
+    p.error === null ? 'ok' : `${p.error.code}: ${p.error.message}`,
+  ]))
+}
+
+async function hostNames (api: ApiClient): Promise<Map<string, string>> {
+  const { hosts } = await api.get<{ hosts: Array<{ id: string, name: string }> }>('/v1/peers').catch(() => ({ hosts: [] }))
+  return new Map(hosts.map(h => [h.id, h.name]))
 }
 
 function instanceTable (views: InstanceView[]): string {
@@ -214,22 +233,26 @@ export function buildProgram (): Command {
       ])))
     })
 
-  program.command('deploy <template>').description('Deploy instances of a template (by id, name or name:version)')
-    .option('--host <peer>', 'host to deploy on (peer id, unique part of it, or host name); default: hosts with most room')
-    .option('--count <n>', 'how many instances', Number, 1)
-    .option('--name <name>', 'instance name (suffixed -1, -2… when --count > 1)')
+  program.command('deploy <template>').description('Deploy instances of a template (by template://owner/name/tag, id, name or name:version) on one or many hosts at once')
+    .option('--host <peer>', 'host to deploy on (peer id, unique part of it, or host name)')
+    .option('--hosts <peers>', 'deploy on each of these hosts at once (comma-separated)')
+    .option('--count <n>', 'instances in all, spread over the hosts with most room; with --host(s): on each host', Number, 1)
+    .option('--name <name>', 'instance name (suffixed -1, -2… when there are several)')
     .option('--from-snapshot <id>', 'start from a snapshot of this template instead of booting (on the host that holds it)')
-    .action(async (ref: string, o: { host?: string, count: number, name?: string, fromSnapshot?: string }, cmd: Command) => {
+    .option('--wait', 'wait until every instance has booted and passed its health checks, and time each phase')
+    .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       if (!Number.isInteger(o.count) || o.count < 1 || o.count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
+      if (o.host !== undefined && o.hosts !== undefined) throw new XenosError('INVALID_ARGUMENT', 'give --host or --hosts, not both')
       const t = await api.template<TemplateSummary>(ref)
-      const params = { host: o.host === undefined ? null : await resolveHost(api, o.host), count: o.count, name: o.name ?? null, ...(o.fromSnapshot === undefined ? {} : { snapshot: o.fromSnapshot }) }
-      const result = await api.deploy(t.id, params)
-      out(flags, result, () => [
-        instanceTable(result.instances),
-        ...result.failures.map(f => `failed on host ${shortId(f.host)}: ${f.code}: ${f.message}`),
-      ].join('\n'))
-      if (result.instances.length === 0) process.exitCode = 1
+      const wanted = o.hosts?.split(',').map(h => h.trim()).filter(h => h !== '') ?? (o.host === undefined ? undefined : [o.host])
+      const hosts = wanted === undefined ? null : await Promise.all(wanted.map(async h => await resolveHost(api, h)))
+      const params = { hosts, count: o.count, name: o.name ?? null, ...(o.fromSnapshot === undefined ? {} : { snapshot: o.fromSnapshot }) }
+      if (!flags.json) process.stderr.write(`deploying ${t.name}:${t.version} on ${hosts === null ? 'the hosts with most room' : `${hosts.length} host(s)`}${o.wait === true ? ', waiting until healthy' : ''}…\n`)
+      const result = await api.deploy(t.id, params, { wait: o.wait === true })
+      const names = flags.json ? new Map<string, string>() : await hostNames(api)
+      out(flags, result, () => [instanceTable(result.instances), '', rolloutTable(result.hosts, names)].join('\n'))
+      if (result.instances.length === 0 || result.hosts.some(h => h.error !== null)) process.exitCode = 1
     })
 
   const instance = program.command('instance').description('Instances: list, show, control, measure')

@@ -44,6 +44,10 @@ export interface InstanceView {
   resources: Resources
   createdAt: number
   updatedAt: number
+  /** When the guest came up (its agent first reported; a process: when it started), on its host's clock. */
+  bootedAt?: number | undefined
+  /** When every service first passed its health check since the instance last started. */
+  healthyAt?: number | undefined
   error?: string | undefined
 }
 

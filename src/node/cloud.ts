@@ -11,8 +11,9 @@ import { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
 import {
   instanceMetricsSchema, instanceViewSchema, rpcControlSchema, rpcDeploySchema, rpcInstanceSchema, rpcLogsSchema, rpcSnapshotSchema, rpcTemplateGetSchema,
-  snapshotViewSchema, type DeployParams,
+  snapshotViewSchema, deployReplySchema, type DeployParams, type DeployTiming,
 } from './rpc-schemas.ts'
+import { untilHealthy } from './rollout.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
 
 export interface CloudInit {
@@ -40,12 +41,35 @@ export interface TemplateSummary {
   hosts: string[]
 }
 
+/** One host's part of a deploy: its instances and how long each phase took there (ms). */
+export interface HostRollout {
+  host: string
+  instances: string[]
+  fetchMs: number | null
+  fetchedBytes: number | null
+  createMs: number | null
+  /** From the end of create until every instance's guest was up. */
+  bootMs: number | null
+  /** From boot until every instance passed its health checks. */
+  healthyMs: number | null
+  error: { code: string, message: string } | null
+}
+
 export interface DeployResult {
   instances: InstanceView[]
   failures: Array<{ host: string, code: string, message: string }>
+  hosts: HostRollout[]
 }
 
-const DEPLOY_TIMEOUT_MS = 120_000
+export interface DeployOptions {
+  /** Wait until the instances boot and pass their health checks. */
+  wait?: boolean
+  waitMs?: number
+}
+
+/** A host's part of a deploy may include pulling a large template. */
+const DEPLOY_TIMEOUT_MS = 30 * 60_000
+const DEFAULT_WAIT_MS = 5 * 60_000
 const CONTROL_TIMEOUT_MS = 60_000
 
 /**
@@ -132,24 +156,34 @@ export class Cloud {
     return { id, name: a.body.name, version: a.body.version, driver: a.body.driver, tags: a.body.tags, resources: a.body.resources, hosts }
   }
 
-  /** Deploys `params.count` instances of template `id`, on `params.host` or wherever there is room. */
-  async deploy (id: string, params: DeployParams, auth: RequestAuth): Promise<DeployResult> {
+  /**
+   * Deploys template `id` on every host at once: `params.count` on each of `params.hosts`, or
+   * `params.count` spread over the hosts with most room. Each host's part reports how long
+   * fetching and creating took there; with `wait`, also how long until its instances booted and
+   * passed their health checks.
+   */
+  async deploy (id: string, params: DeployParams, auth: RequestAuth, options: DeployOptions = {}): Promise<DeployResult> {
     // Fail fast on a bad signature; the hosts that run the instances check it again.
     verifyAction(auth, { action: 'deploy', target: id, params })
     const summary = await this.resolveTemplate(id)
     // A snapshot stays on the host that took it: a deploy from one runs here unless told otherwise.
-    const host = params.host ?? (params.snapshot === undefined ? null : this.#self)
-    const placement = host === null ? this.#place(summary, params.count) : new Map([[host, params.count]])
-    const result: DeployResult = { instances: [], failures: [] }
+    const hosts = params.hosts ?? (params.snapshot === undefined ? null : [this.#self])
+    const placement = hosts === null ? this.#place(summary, params.count) : new Map(hosts.map(h => [h, params.count]))
+    const result: DeployResult = { instances: [], failures: [], hosts: [] }
     await Promise.all([...placement].map(async ([host, count]) => {
+      const part: HostRollout = { host, instances: [], fetchMs: null, fetchedBytes: null, createMs: null, bootMs: null, healthyMs: null, error: null }
+      result.hosts.push(part)
       try {
-        const views = host === this.#self
+        const here = host === this.#self
           ? await this.deployHere(id, params, auth, count)
-          : z.array(instanceViewSchema).parse(await this.#call(host, 'instance.deploy', { template: id, params, count, auth }, DEPLOY_TIMEOUT_MS))
-        result.instances.push(...views)
+          : deployReplySchema.parse(await this.#call(host, 'instance.deploy', { template: id, params, count, auth }, DEPLOY_TIMEOUT_MS))
+        result.instances.push(...here.instances)
+        Object.assign(part, { instances: here.instances.map(v => v.id), ...here.timing })
+        if (options.wait === true) Object.assign(part, await untilHealthy(here.instances, here.timing.createMs, async i => await this.get(i), options.waitMs ?? DEFAULT_WAIT_MS))
       } catch (err) {
         const e = err instanceof XenosError ? err : new XenosError('PEER_PROTOCOL', `host ${host} answered the deploy with something malformed`)
-        result.failures.push({ host, code: e.code, message: e.message })
+        part.error = { code: e.code, message: e.message }
+        if (part.instances.length === 0) result.failures.push({ host, code: e.code, message: e.message })
       }
     }))
     if (result.instances.length === 0 && result.failures.length === 1 && result.failures[0] !== undefined) {
@@ -160,11 +194,13 @@ export class Cloud {
   }
 
   /** Runs `count` instances of a deploy on this host (the owner's signature is checked here). */
-  async deployHere (id: string, params: DeployParams, auth: RequestAuth, count: number): Promise<InstanceView[]> {
+  async deployHere (id: string, params: DeployParams, auth: RequestAuth, count: number): Promise<{ instances: InstanceView[], timing: DeployTiming }> {
     this.#init.verifier.verify(auth, { action: 'deploy', target: id, params })
-    if (params.host !== null && params.host !== this.#self) throw new XenosError('INVALID_ARGUMENT', `this deploy is addressed to host ${params.host}, not ${this.#self}`)
+    if (params.hosts !== null && !params.hosts.includes(this.#self)) throw new XenosError('INVALID_ARGUMENT', `this deploy is addressed to ${params.hosts.join(', ')}, not to host ${this.#self}`)
     if (count > params.count) throw new XenosError('INVALID_ARGUMENT', `asked for ${count} instances of a deploy signed for ${params.count}`)
-    const template = await this.ensureTemplate(id)
+    const t0 = performance.now()
+    const { template, fetched } = await this.fetcher.ensure(id)
+    const t1 = performance.now()
     let snapshot: SnapshotRecord | undefined
     if (params.snapshot !== undefined) {
       snapshot = this.#init.store.snapshots.get(params.snapshot)
@@ -172,7 +208,8 @@ export class Cloud {
       if (snapshot.owner !== auth.owner) throw new XenosError('FORBIDDEN', `snapshot ${snapshot.id} belongs to another owner`)
       if (snapshot.templateId !== id) throw new XenosError('INVALID_ARGUMENT', `snapshot ${snapshot.id} is of template ${snapshot.templateId}, not ${id}`)
     }
-    return await this.#init.supervisor.create(template, auth.owner, params.name ?? undefined, count, snapshot)
+    const instances = await this.#init.supervisor.create(template, auth.owner, params.name ?? undefined, count, snapshot)
+    return { instances, timing: { fetchMs: Math.round(t1 - t0), fetchedBytes: fetched, createMs: Math.round(performance.now() - t1) } }
   }
 
   /** Takes a snapshot of an instance (on the host that runs it, signed by its owner). */
@@ -197,7 +234,7 @@ export class Cloud {
 
   /** Returns the local template, fetching it from the hosts that hold it if needed. */
   async ensureTemplate (id: string): Promise<Template> {
-    return await this.fetcher.ensure(id)
+    return (await this.fetcher.ensure(id)).template
   }
 
   /** Spreads `count` instances over the advertised hosts with the most free room. */

@@ -15,6 +15,12 @@ export interface TemplateFetcherInit {
   log: Logger
 }
 
+/** A template made local, and how many bytes of it came from peers just now. */
+export interface Pulled {
+  template: Template
+  fetched: number
+}
+
 /** A blob this host is fetching, as the API shows it. */
 export interface TransferView extends SwarmProgress {
   template: string
@@ -34,7 +40,7 @@ const DHT_PROVIDERS_EVERY_MS = 5000
  */
 export class TemplateFetcher {
   readonly #init: TemplateFetcherInit
-  readonly #pulls = new Map<string, Promise<Template>>()
+  readonly #pulls = new Map<string, Promise<Pulled>>()
   readonly transfers = new Map<string, TransferView>()
   readonly counters = { fetchedBytes: 0, penalties: 0 }
 
@@ -43,9 +49,9 @@ export class TemplateFetcher {
   }
 
   /** The local template `id`, fetched first if this host lacks it or any of its files. */
-  async ensure (id: string): Promise<Template> {
+  async ensure (id: string): Promise<Pulled> {
     const local = this.#init.library.get(id)
-    if (local !== undefined && (await this.#init.library.missingBlobs(local.manifest)).length === 0) return local
+    if (local !== undefined && (await this.#init.library.missingBlobs(local.manifest)).length === 0) return { template: local, fetched: 0 }
     let pull = this.#pulls.get(id)
     if (pull === undefined) {
       pull = this.#pull(id, local?.manifest).finally(() => this.#pulls.delete(id))
@@ -54,18 +60,18 @@ export class TemplateFetcher {
     return await pull
   }
 
-  async #pull (id: string, known: TemplateManifest | undefined): Promise<Template> {
+  async #pull (id: string, known: TemplateManifest | undefined): Promise<Pulled> {
     const manifest = known ?? await this.#manifest(id)
     const image = manifest.image
-    await Promise.all((await this.#init.library.missingBlobs(manifest)).map(async blob => {
-      const maxBytes = blob === image?.disk ? image.diskBytes : MAX_BOOT_FILE_BYTES
-      await this.#fetchBlob(id, blob, maxBytes)
+    const fetched = await Promise.all((await this.#init.library.missingBlobs(manifest)).map(async blob => {
+      const maxBytes = blob === image?.disk || blob === image?.base ? image.diskBytes : MAX_BOOT_FILE_BYTES
+      return await this.#fetchBlob(id, blob, maxBytes)
     }))
     await this.#init.library.verifyImage(manifest)
-    const t = this.#init.library.add(manifest)
+    const template = this.#init.library.add(manifest)
     this.#init.log.info({ template: id }, 'template fetched')
-    this.#init.onTemplateAdded(t)
-    return t
+    this.#init.onTemplateAdded(template)
+    return { template, fetched: fetched.reduce((a, b) => a + b, 0) }
   }
 
   /** Hosts advertising template `id` (they hold all its files), with their addresses learnt. */
@@ -94,7 +100,8 @@ export class TemplateFetcher {
     throw new XenosError('TEMPLATE_NOT_FOUND', `template ${id} is not held by any reachable host`)
   }
 
-  async #fetchBlob (template: string, blob: string, maxBytes: number): Promise<void> {
+  /** Fetches one image file; returns the bytes that came from peers. */
+  async #fetchBlob (template: string, blob: string, maxBytes: number): Promise<number> {
     let fromDht: string[] = []
     let dhtAt = 0
     let dhtQuery: Promise<void> | undefined
@@ -109,7 +116,7 @@ export class TemplateFetcher {
     const startedAt = Date.now()
     let counted = 0
     try {
-      await swarmFetch({
+      const result = await swarmFetch({
         node: this.#init.overlay.node,
         sink: this.#init.blobs,
         blob,
@@ -125,6 +132,7 @@ export class TemplateFetcher {
         log: this.#init.log,
       })
       void this.#init.overlay.provide(blob)
+      return result.fetched
     } finally {
       this.transfers.delete(blob)
     }

@@ -3,6 +3,10 @@ import type { GuestService, ServiceHealth, ServiceStatus } from '../core/index.t
 
 /** How often the host checks the services of its running instances. */
 export const HEALTH_INTERVAL_MS = 3000
+/** Instances not yet healthy are checked this often, so a deploy learns soon when they are. */
+export const HEALTH_PENDING_INTERVAL_MS = 500
+/** …for at most this long after they start. */
+export const HEALTH_PENDING_FOR_MS = 5 * 60_000
 const CHECK_TIMEOUT_MS = 2000
 
 /** A service to check: where it is reached from the host and how it wants to be checked. */

@@ -17,7 +17,8 @@ export const authSchema = z.strictObject({
 export const snapshotIdSchema = z.string().regex(SNAPSHOT_ID_PATTERN, 'a snapshot id is s- and 16 hex digits')
 
 export const deployParamsSchema = z.strictObject({
-  host: peerIdSchema.nullable(),
+  /** Run `count` instances on each of these hosts; null: spread `count` over the hosts with most room. */
+  hosts: z.array(peerIdSchema).min(1).max(100).refine(h => new Set(h).size === h.length, 'a host is listed twice').nullable(),
   count: z.number().int().min(1).max(100),
   name: nameSchema.nullable(),
   /** Start from this snapshot (held by the deploying host) instead of booting. */
@@ -32,6 +33,16 @@ export const rpcDeploySchema = z.strictObject({
   count: z.number().int().min(1).max(100),
   auth: authSchema,
 })
+
+/** How one host's part of a deploy went, on that host's clock. */
+export const deployTimingSchema = z.strictObject({
+  /** Bringing the template here (0 when it was already here). */
+  fetchMs: z.number().nonnegative(),
+  fetchedBytes: z.number().int().nonnegative(),
+  /** Admission, disks, ports and starting the instances. */
+  createMs: z.number().nonnegative(),
+})
+export type DeployTiming = z.infer<typeof deployTimingSchema>
 
 export const rpcControlSchema = z.strictObject({
   id: instanceIdSchema,
@@ -73,6 +84,8 @@ export const instanceViewSchema = z.strictObject({
   resources: resourcesSchema,
   createdAt: z.number().int().nonnegative(),
   updatedAt: z.number().int().nonnegative(),
+  bootedAt: z.number().int().nonnegative().optional(),
+  healthyAt: z.number().int().nonnegative().optional(),
   error: z.string().max(16_384).optional(),
 })
 
@@ -84,4 +97,9 @@ export const instanceMetricsSchema = z.strictObject({
   memoryBytes: z.number().nonnegative(),
   uptimeSeconds: z.number().nonnegative(),
   sampledAt: z.number().int().nonnegative(),
+})
+
+export const deployReplySchema = z.strictObject({
+  instances: z.array(instanceViewSchema).max(100),
+  timing: deployTimingSchema,
 })

@@ -6,7 +6,7 @@ import {
   type ControlAction, type Driver, type InstanceMetrics, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type TaskExit, type TaskHandle, type Template,
 } from '../core/index.ts'
 import type { InstanceRecord, SnapshotRecord, Store } from '../store/index.ts'
-import { checkService, checkTargets, HEALTH_INTERVAL_MS, statusOf } from './health.ts'
+import { checkService, checkTargets, HEALTH_INTERVAL_MS, HEALTH_PENDING_FOR_MS, HEALTH_PENDING_INTERVAL_MS, statusOf } from './health.ts'
 import { KeyedLock } from './locks.ts'
 import { allocatePort, isPortFree } from './ports.ts'
 
@@ -44,6 +44,8 @@ export class InstanceSupervisor {
   readonly #locks = new KeyedLock()
   readonly #live = new Map<string, LiveTask>()
   readonly #health = new Map<string, ServiceStatus[]>()
+  /** When each running instance booted and became healthy, and was last checked (this host's clock). */
+  readonly #milestones = new Map<string, { since: number, bootedAt?: number, healthyAt?: number, checkedAt: number }>()
   #healthTimer: NodeJS.Timeout | undefined
 
   constructor (init: SupervisorInit) {
@@ -52,7 +54,7 @@ export class InstanceSupervisor {
 
   /** Checks the services of running instances every few seconds; a change re-advertises the instance. */
   startHealthChecks (): void {
-    this.#healthTimer = setInterval(() => { void this.#checkHealth() }, HEALTH_INTERVAL_MS)
+    this.#healthTimer = setInterval(() => { void this.#checkHealth() }, HEALTH_PENDING_INTERVAL_MS)
   }
 
   stopHealthChecks (): void {
@@ -63,10 +65,20 @@ export class InstanceSupervisor {
     for (const [id, live] of this.#live) {
       const r = this.#init.store.instances.get(id)
       if (r?.state !== 'running') continue
-      const driver = this.#init.drivers.get(r.driver)
-      const targets = checkTargets(this.#declaredPorts(r), driver?.services?.(live.handle))
       const now = Date.now()
+      const m = this.#milestones.get(id) ?? { since: now, checkedAt: 0 }
+      this.#milestones.set(id, m)
+      const settled = m.healthyAt !== undefined || now - m.since > HEALTH_PENDING_FOR_MS
+      if (settled && now - m.checkedAt < HEALTH_INTERVAL_MS) continue
+      m.checkedAt = now
+      const driver = this.#init.drivers.get(r.driver)
+      const guest = driver?.services?.(live.handle)
+      // A process is up when it starts; a VM when its agent first reports.
+      if (m.bootedAt === undefined && (driver?.services === undefined || guest !== undefined)) m.bootedAt = now
+      const targets = checkTargets(this.#declaredPorts(r), guest)
       const statuses = await Promise.all(targets.map(async t => statusOf(this.#init.advertiseAddress, t, await checkService(this.#init.advertiseAddress, t), now)))
+      // Healthy: every service that declares a health check passes it.
+      if (m.bootedAt !== undefined && m.healthyAt === undefined && statuses.every((s, i) => targets[i]?.health === '' || s.health === 'passing')) m.healthyAt = Date.now()
       const before = this.#health.get(id) ?? []
       this.#health.set(id, statuses)
       const summary = (list: ServiceStatus[]): string => list.map(s => `${s.name}:${s.registered}:${s.health}`).join(',')
@@ -329,6 +341,7 @@ export class InstanceSupervisor {
     }
     this.#live.delete(r.id)
     this.#health.delete(r.id)
+    this.#milestones.delete(r.id)
     await rm(join(this.#init.instancesDir, r.id), { recursive: true, force: true })
     this.#init.store.instances.remove(r.id)
     this.#init.onChange(r.id, undefined)
@@ -373,7 +386,10 @@ export class InstanceSupervisor {
   }
 
   #set (id: string, change: Parameters<Store['instances']['update']>[1]): void {
-    if (change.state !== undefined && change.state !== 'running') this.#health.delete(id)
+    if (change.state !== undefined && change.state !== 'running') {
+      this.#health.delete(id)
+      this.#milestones.delete(id)
+    }
     const r = this.#init.store.instances.update(id, change)
     this.#init.onChange(id, r)
   }
@@ -423,6 +439,9 @@ export class InstanceSupervisor {
       createdAt: r.createdAt,
       updatedAt: r.updatedAt,
     }
+    const m = r.state === 'running' ? this.#milestones.get(r.id) : undefined
+    if (m?.bootedAt !== undefined) view.bootedAt = m.bootedAt
+    if (m?.healthyAt !== undefined) view.healthyAt = m.healthyAt
     if (r.error !== null) view.error = r.error
     return view
   }

@@ -19,7 +19,7 @@ describe('host API', () => {
   const signed = (action: string, target: string, params: unknown): Record<string, string> =>
     ({ 'x-xenos-auth': encodeAuthHeader(signAction(alice, { action, target, params })) })
 
-  const deploy = async (params: { host: string | null, count: number, name: string | null }, headers = signed('deploy', templateId, params)): Promise<{ statusCode: number, json: () => any }> =>
+  const deploy = async (params: { hosts: string[] | null, count: number, name: string | null }, headers = signed('deploy', templateId, params)): Promise<{ statusCode: number, json: () => any }> =>
     await app.inject({ method: 'POST', url: '/v1/instances', payload: { template: templateId, ...params }, headers })
 
   before(async () => {
@@ -71,7 +71,7 @@ describe('host API', () => {
   })
 
   it('deploys only when signed, and only once per signature', async () => {
-    const params = { host: null, count: 1, name: 'one' }
+    const params = { hosts: null, count: 1, name: 'one' }
     const unsigned = await deploy(params, {})
     assert.equal(unsigned.statusCode, 401)
     const wrongParams = await deploy({ ...params, count: 2 }, signed('deploy', templateId, params))
@@ -87,13 +87,13 @@ describe('host API', () => {
 
   it('admits only what fits, with the admission error', async () => {
     // 1 CPU capacity, 0.5 used: one more 0.5-CPU instance fits, two do not.
-    const tooMany = await deploy({ host: host.overlay.peerId, count: 2, name: null })
+    const tooMany = await deploy({ hosts: [host.overlay.peerId], count: 2, name: null })
     assert.equal(tooMany.statusCode, 409)
     assert.equal(tooMany.json().error.code, 'ADMISSION_REFUSED')
     assert.match(tooMany.json().error.message, /0.5 CPU and 192 MiB free/)
-    const fits = await deploy({ host: host.overlay.peerId, count: 1, name: null })
+    const fits = await deploy({ hosts: [host.overlay.peerId], count: 1, name: null })
     assert.equal(fits.statusCode, 201)
-    const full = await deploy({ host: null, count: 1, name: null })
+    const full = await deploy({ hosts: null, count: 1, name: null })
     assert.equal(full.statusCode, 503)
     assert.equal(full.json().error.code, 'NO_HOST_AVAILABLE')
   })

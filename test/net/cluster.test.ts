@@ -183,6 +183,19 @@ describe('a cloud of xenosd processes', () => {
     for (const i of result.instances) await cli(c, alice, ['instance', 'destroy', i.id])
   })
 
+  it('deploys onto several named hosts at once, timing each host\'s part until healthy', async () => {
+    const result = await cli(c, alice, ['deploy', 'hello', '--hosts', 'a,b,c', '--wait'])
+    assert.equal(result.instances.length, 3)
+    assert.deepEqual(result.hosts.map((h: any) => h.host).sort(), [a, b, c].map(h => h.info.peerId).sort())
+    for (const part of result.hosts) {
+      assert.equal(part.error, null)
+      assert.equal(part.instances.length, 1)
+      for (const phase of ['fetchMs', 'createMs', 'bootMs', 'healthyMs']) assert.ok(part[phase] >= 0, `${phase} of ${part.host}: ${part[phase]}`)
+    }
+    for (const i of result.instances) await cli(c, alice, ['instance', 'destroy', i.id])
+    await assert.rejects(cli(c, alice, ['deploy', 'hello', '--hosts', 'a,a']), (e: CliError) => /listed twice/.test(e.message))
+  })
+
   it('drops the adverts of a host that dies, within their lifetime', async () => {
     const e = await startHost({ name: 'e', bootstrap: [a] })
     const ttlMs = 6000

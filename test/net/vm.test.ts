@@ -98,6 +98,21 @@ describe('services in virtual machines', { skip }, () => {
     await cli(a, alice, ['instance', 'destroy', inst.id])
   })
 
+  it('deploys on both hosts at once and times fetch, create, boot and healthy on each', async () => {
+    const result = await cli(a, alice, ['deploy', 'counter', '--hosts', 'vm-a,vm-b', '--wait'])
+    assert.equal(result.instances.length, 2)
+    const onB = result.hosts.find((h: any) => h.host === b.info.peerId)
+    const onA = result.hosts.find((h: any) => h.host === a.info.peerId)
+    assert.equal(onA.fetchedBytes, 0, 'A built the template')
+    assert.ok(onB.fetchedBytes > 0, 'B pulled it')
+    for (const part of [onA, onB]) {
+      assert.equal(part.error, null)
+      assert.ok(part.createMs > 0 && part.bootMs > 0 && part.healthyMs >= 0, JSON.stringify(part))
+    }
+    for (const i of result.instances) assert.equal(await count(i.endpoints[0].url) !== undefined, true, 'healthy means serving')
+    for (const i of result.instances) await cli(a, alice, ['instance', 'destroy', i.id])
+  })
+
   it('pauses and resumes a counter in memory, and keeps its value across suspend and resume', async () => {
     counter = (await cli(a, alice, ['deploy', 'counter', '--host', 'vm-a'])).instances[0]
     const url = counter.endpoints[0].url
