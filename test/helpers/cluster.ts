@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 /** Real `xenosd` processes on loopback, each with its own data dir, for multi-host tests. */
 export const ROOT = resolve(import.meta.dirname, '..', '..')
-const NODE = process.execPath
+export const NODE = process.execPath
 
 export interface HostFile {
   peerId: string
