@@ -30,7 +30,7 @@ export interface TransferView extends SwarmProgress {
 /** Largest kernel or initramfs a peer may send; a template's disk is bounded by its manifest. */
 const MAX_BOOT_FILE_BYTES = 512 * 1024 * 1024
 /** How often the DHT is asked again for hosts holding part of a blob. */
-const DHT_PROVIDERS_EVERY_MS = 5000
+const DHT_PROVIDERS_EVERY_MS = 1000
 
 /**
  * Brings templates to this host: the manifest from a host that advertises the template (checked

@@ -71,7 +71,7 @@ interface PeerState {
   banned: boolean
 }
 
-const PROVIDER_REFRESH_MS = 2000
+const PROVIDER_REFRESH_MS = 1000
 const HAVE_REFRESH_MS = 1000
 
 /**
