@@ -34,6 +34,7 @@ function sha256 (data: Uint8Array): string {
 export class BlobStore {
   readonly #dir: string
   readonly #partials = new Map<string, Promise<PartialBlob>>()
+  readonly #indexes = new Map<string, ChunkIndex>()
   /** Where each chunk of a complete blob can be read locally: chunk hex → blob id and position. */
   #chunks: Map<string, { id: string, i: number }> | undefined
 
@@ -61,10 +62,14 @@ export class BlobStore {
     return (await stat(this.path(id))).size
   }
 
-  /** The chunk index of a complete or partial blob held here. */
+  /** The chunk index of a complete or partial blob held here (indexes never change: kept once read). */
   async index (id: string): Promise<ChunkIndex | undefined> {
+    const known = this.#indexes.get(id)
+    if (known !== undefined) return known
     try {
-      return chunkIndexSchema.parse(JSON.parse(await readFile(this.#indexPath(id), 'utf8')))
+      const index = chunkIndexSchema.parse(JSON.parse(await readFile(this.#indexPath(id), 'utf8')))
+      this.#indexes.set(id, index)
+      return index
     } catch {
       return undefined
     }
@@ -215,6 +220,7 @@ export class BlobStore {
         await rm(path, { force: true })
       }
       await rm(this.#indexPath(id), { force: true })
+      this.#indexes.delete(id)
       removed.push(id)
     }
     if (removed.length > 0) this.#chunks = undefined
