@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { constants, createReadStream, createWriteStream } from 'node:fs'
+import { constants, createReadStream, createWriteStream, existsSync } from 'node:fs'
 import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
@@ -166,9 +166,18 @@ export class BlobStore {
     await mkdir(join(this.#dir, 'index'), { recursive: true })
     await writeFileAtomic(this.#indexPath(id), JSON.stringify(index))
     const path = this.#partialPath(id)
+    const resumed = existsSync(path)
     const fh = await open(path, constants.O_RDWR | constants.O_CREAT, 0o644)
     await fh.truncate(index.size)
-    const have = await Promise.all(index.chunks.map(async (hex, i) => sha256(await readHandleAt(fh, i * index.chunkSize, chunkLength(index, i))) === hex))
+    // A new partial blob is all zeros: only its zero chunks are held, and nothing needs reading.
+    const zero = new Map<number, string>()
+    const isZeroChunk = (hex: string, length: number): boolean => {
+      if (!zero.has(length)) zero.set(length, sha256(ZEROS.subarray(0, length)))
+      return zero.get(length) === hex
+    }
+    const have = resumed
+      ? await Promise.all(index.chunks.map(async (hex, i) => sha256(await readHandleAt(fh, i * index.chunkSize, chunkLength(index, i))) === hex))
+      : index.chunks.map((hex, i) => isZeroChunk(hex, chunkLength(index, i)))
     const partial = new PartialBlob(id, index, fh, have, async () => {
       await this.#complete(id, index, path)
       this.#partials.delete(id)
