@@ -7,7 +7,7 @@ import { Readable } from 'node:stream'
 import { z } from 'zod'
 import { decodeAuthHeader, INSTANCE_ID_PATTERN, nameRecordSchema, toXenosError, XenosError, type Advert, type RequestAuth } from '../core/index.ts'
 import { parseManifest, validateManifest } from '../images/index.ts'
-import { instanceMetricsSchema, instanceViewSchema, snapshotViewSchema, XENOS_VERSION, type Host } from '../node/index.ts'
+import { deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, snapshotViewSchema, XENOS_VERSION, type Host } from '../node/index.ts'
 import { prometheusText } from './metrics.ts'
 import {
   controlParams, deployBody, deployResultSchema, errorSchema, hostInfoSchema, importTemplateBody, instanceListQuery, instanceParams,
@@ -116,6 +116,21 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     return await host.cloud.resolveTemplate(summary.id)
   })
 
+  api.get('/v1/transfers/events', { schema: { summary: 'Server-sent events: `progress` as image files arrive, `done` when each ends (with `error` if it failed)' } }, async (req, reply) => {
+    reply.hijack()
+    reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })
+    const send = (event: string) => (data: unknown): void => { reply.raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`) }
+    const onProgress = send('progress')
+    const onDone = send('done')
+    host.cloud.fetcher.on('progress', onProgress)
+    host.cloud.fetcher.on('done', onDone)
+    for (const t of host.cloud.fetcher.transfers.values()) onProgress(t)
+    req.raw.once('close', () => {
+      host.cloud.fetcher.off('progress', onProgress)
+      host.cloud.fetcher.off('done', onDone)
+    })
+  })
+
   api.get('/v1/transfers', { schema: { summary: 'Image files this host is fetching now', response: { 200: z.object({ transfers: z.array(transferSchema) }) } } }, async () => ({
     transfers: [...host.cloud.fetcher.transfers.values()],
   }))
@@ -188,6 +203,12 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     const snap = await host.cloud.snapshot(req.params.id, authOf(req))
     void reply.status(201)
     return snap
+  })
+
+  api.post('/v1/instances/:id/derive', { schema: { summary: 'Make a tailored template from a stopped or suspended VM: its template with the changes on its disk (signed by its owner)', params: instanceParams, body: deriveParamsSchema, response: { 201: templateSummarySchema, ...errors } } }, async (req, reply) => {
+    const t = await host.cloud.derive(req.params.id, req.body, authOf(req))
+    void reply.status(201)
+    return t
   })
 
   api.get('/v1/snapshots', { schema: { summary: 'Snapshots held by this host', response: { 200: z.object({ snapshots: z.array(snapshotViewSchema) }) } } }, async () => ({

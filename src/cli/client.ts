@@ -46,6 +46,23 @@ export class ApiClient {
     return res.body
   }
 
+  /** Follows a server-sent event stream until `signal` aborts or the host closes it. */
+  async * events (path: string, signal: AbortSignal): AsyncGenerator<{ event: string, data: unknown }> {
+    const res = await fetch(`${this.#api}${path}`, { signal }).catch((err: unknown) => { throw this.#unreachable(err) })
+    if (!res.ok || res.body === null) throw new XenosError('PEER_PROTOCOL', `${path} answered HTTP ${res.status}`)
+    let buffer = ''
+    for await (const piece of res.body.pipeThrough(new TextDecoderStream())) {
+      buffer += piece
+      for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
+        const lines = buffer.slice(0, end).split('\n')
+        buffer = buffer.slice(end + 2)
+        const event = lines.find(l => l.startsWith('event: '))?.slice(7) ?? 'message'
+        const data = lines.filter(l => l.startsWith('data: ')).map(l => l.slice(6)).join('\n')
+        if (data !== '') yield { event, data: JSON.parse(data) as unknown }
+      }
+    }
+  }
+
   /** Streams `body` to `path` with PUT as application/octet-stream. */
   async upload<T>(path: string, body: AsyncIterable<Uint8Array>): Promise<T> {
     return await this.#request<T>('PUT', path, undefined, {}, body)

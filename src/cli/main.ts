@@ -284,6 +284,15 @@ export function buildProgram (): Command {
     const s = await api.signed<{ id: string, createdAt: number }>('POST', `/v1/instances/${encodeURIComponent(id)}/snapshot`, 'snapshot', id, {})
     out(flags, s, () => `snapshot ${s.id} of ${id}`)
   })
+  instance.command('derive <id>').description('Make a tailored template from a stopped or suspended VM: its template with the changes on its disk')
+    .requiredOption('--name <name>', 'name of the new template')
+    .option('--version <version>', 'its version (default: the template\'s, suffixed with the new disk\'s id)')
+    .action(async (id: string, o: { name: string, version?: string }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const params = { name: o.name, ...(o.version === undefined ? {} : { version: o.version }) }
+      const t = await api.signed<TemplateSummary>('POST', `/v1/instances/${encodeURIComponent(id)}/derive`, 'derive', id, params, params)
+      out(flags, t, () => `derived ${t.name}:${t.version} as ${t.id} from ${id}`)
+    })
   const snapshots = program.command('snapshots').description('Snapshots held by this host: list, remove')
   snapshots.command('list', { isDefault: true }).description('Snapshots held by this host').action(async (_o, cmd: Command) => {
     const { api, flags } = await client(cmd)

@@ -48,15 +48,16 @@ interface Transfer { template: string, blob: string, size: number, held: number 
 
 /**
  * Runs `work` (a request that makes the host fetch template `template`) and meanwhile shows a
- * progress bar for each image file the host fetches for it.
+ * progress bar for each image file the host fetches for it, fed by the host's transfer events.
  */
 export async function withTransferProgress<T> (api: ApiClient, template: string, work: () => Promise<T>): Promise<T> {
   const bars = new Map<string, ReturnType<typeof progressBar>>()
-  let running = true
-  const poll = (async () => {
-    while (running) {
-      const { transfers } = await api.get<{ transfers: Transfer[] }>('/v1/transfers').catch(() => ({ transfers: [] }))
-      for (const t of transfers.filter(t => t.template === template)) {
+  const stop = new AbortController()
+  const listening = (async () => {
+    try {
+      for await (const { data } of api.events('/v1/transfers/events', stop.signal)) {
+        const t = data as Transfer
+        if (t.template !== template) continue
         let bar = bars.get(t.blob)
         if (bar === undefined) {
           bar = progressBar(`pull ${t.blob.slice(7, 19)}`, t.size)
@@ -64,8 +65,7 @@ export async function withTransferProgress<T> (api: ApiClient, template: string,
         }
         bar.update(t.held)
       }
-      await new Promise(resolve => setTimeout(resolve, 300))
-    }
+    } catch {}
   })()
   let ok = false
   try {
@@ -73,8 +73,8 @@ export async function withTransferProgress<T> (api: ApiClient, template: string,
     ok = true
     return result
   } finally {
-    running = false
-    await poll
+    stop.abort()
+    await listening
     for (const bar of bars.values()) if (ok) bar.done(); else bar.stop()
   }
 }

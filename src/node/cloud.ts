@@ -1,17 +1,17 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
-  isTemplateUri, parseTemplateUri, verifyAction, XenosError,
+  isTemplateUri, parseTemplateUri, templateManifestSchema, verifyAction, XenosError,
   type AdvertOf, type ControlAction, type InstanceMetrics, type InstanceView, type RequestAuth, type Resources, type Template,
 } from '../core/index.ts'
-import type { BlobStore, NameRegistry, TemplateLibrary } from '../images/index.ts'
+import { deriveDisk, type BlobStore, type NameRegistry, type TemplateLibrary } from '../images/index.ts'
 import type { SnapshotRecord, Store } from '../store/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
 import {
   instanceMetricsSchema, instanceViewSchema, rpcControlSchema, rpcDeploySchema, rpcInstanceSchema, rpcLogsSchema, rpcSnapshotSchema, rpcTemplateGetSchema,
-  snapshotViewSchema, deployReplySchema, type DeployParams, type DeployTiming,
+  snapshotViewSchema, deployReplySchema, rpcDeriveSchema, templateSummarySchema, type DeployParams, type DeployTiming, type DeriveParams,
 } from './rpc-schemas.ts'
 import { untilHealthy } from './rollout.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
@@ -111,6 +111,7 @@ export class Cloud {
     rpc.handle('instance.metrics', rpcInstanceSchema, async ({ id }) => await this.#init.supervisor.metrics(id))
     rpc.handle('instance.logs', rpcLogsSchema, async req => await this.#logsHere(req.id, req.lines, req.auth))
     rpc.handle('instance.snapshot', rpcSnapshotSchema, async req => await this.#snapshotHere(req.id, req.auth))
+    rpc.handle('instance.derive', rpcDeriveSchema, async req => await this.derive(req.id, req.params, req.auth))
   }
 
   /**
@@ -216,6 +217,33 @@ export class Cloud {
   async snapshot (id: string, auth: RequestAuth): Promise<SnapshotRecord> {
     if (this.#init.supervisor.has(id)) return await this.#snapshotHere(id, auth)
     return snapshotViewSchema.parse(await this.#call(await this.#locate(id), 'instance.snapshot', { id, auth }, CONTROL_TIMEOUT_MS))
+  }
+
+  /**
+   * Makes a tailored template from a stopped or suspended VM: its template with the changes on its
+   * disk, as a small overlay on the template's base disk (signed by the instance's owner).
+   */
+  async derive (id: string, params: DeriveParams, auth: RequestAuth): Promise<TemplateSummary> {
+    if (!this.#init.supervisor.has(id)) return templateSummarySchema.parse(await this.#call(await this.#locate(id), 'instance.derive', { id, params, auth }, CONTROL_TIMEOUT_MS))
+    this.#init.verifier.verify(auth, { action: 'derive', target: id, params })
+    const owner = this.#init.supervisor.view(id).owner
+    if (owner !== auth.owner) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may derive a template from it`)
+    const manifest = await this.#init.supervisor.withResting(id, async (disk, template) => {
+      const image = template.manifest.image
+      if (image === undefined) throw new XenosError('INVALID_STATE', `instance ${id} does not run in a VM`)
+      const base = image.base ?? image.disk
+      const derived = await deriveDisk({ base: this.#init.blobs.path(base), baseId: base, from: disk })
+      try {
+        const blob = await this.#init.blobs.putFile(derived.path)
+        return templateManifestSchema.parse({ ...template.manifest, name: params.name, version: params.version ?? `${template.manifest.version}-${blob.slice(7, 15)}`, image: { ...image, disk: blob, diskFormat: 'qcow2', base } })
+      } finally {
+        await derived.cleanup()
+      }
+    })
+    await this.#init.library.verifyImage(manifest)
+    const t = this.#init.library.add(manifest)
+    this.#init.onTemplateAdded(t)
+    return this.#summary(t.id)
   }
 
   /** Deletes a snapshot held by this host (signed by its owner). */

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import { XenosError, type AdvertOf, type Template, type TemplateManifest } from '../core/index.ts'
 import type { BlobStore, TemplateLibrary } from '../images/index.ts'
@@ -38,13 +39,14 @@ const DHT_PROVIDERS_EVERY_MS = 1000
  * at once. One pull per template however many deploys wait for it; a pull that failed resumes
  * from the chunks it got.
  */
-export class TemplateFetcher {
+export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], done: [TransferView & { error: string | null }] }> {
   readonly #init: TemplateFetcherInit
   readonly #pulls = new Map<string, Promise<Pulled>>()
   readonly transfers = new Map<string, TransferView>()
   readonly counters = { fetchedBytes: 0, penalties: 0 }
 
   constructor (init: TemplateFetcherInit) {
+    super()
     this.#init = init
   }
 
@@ -115,6 +117,7 @@ export class TemplateFetcher {
     }
     const startedAt = Date.now()
     let counted = 0
+    let error: string | null = null
     try {
       const result = await swarmFetch({
         node: this.#init.overlay.node,
@@ -126,15 +129,22 @@ export class TemplateFetcher {
         onProgress: p => {
           this.counters.fetchedBytes += p.fetched - counted
           counted = p.fetched
-          this.transfers.set(blob, { ...p, template, startedAt })
+          const view = { ...p, template, startedAt }
+          this.transfers.set(blob, view)
+          this.emit('progress', view)
         },
         onPenalty: () => { this.counters.penalties++ },
         log: this.#init.log,
       })
       void this.#init.overlay.provide(blob)
       return result.fetched
+    } catch (err) {
+      error = (err as Error).message
+      throw err
     } finally {
+      const last = this.transfers.get(blob)
       this.transfers.delete(blob)
+      if (last !== undefined) this.emit('done', { ...last, error })
     }
   }
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { CONTROL_ACTIONS, INSTANCE_ID_PATTERN, INSTANCE_STATES, nameSchema, OWNER_ID_PATTERN, SNAPSHOT_ID_PATTERN } from '../core/index.ts'
+import { CONTROL_ACTIONS, INSTANCE_ID_PATTERN, INSTANCE_STATES, nameSchema, OWNER_ID_PATTERN, SNAPSHOT_ID_PATTERN, versionSchema } from '../core/index.ts'
 
 /** Schemas of the messages hosts send each other; every RPC handler validates with one. */
 export const templateIdSchema = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'a template id is sha256: and 64 hex digits')
@@ -59,6 +59,13 @@ export const snapshotViewSchema = z.strictObject({
   owner: z.string().regex(OWNER_ID_PATTERN),
   createdAt: z.number().int().nonnegative(),
 })
+export const deriveParamsSchema = z.strictObject({
+  name: nameSchema,
+  version: versionSchema.optional(),
+})
+export type DeriveParams = z.infer<typeof deriveParamsSchema>
+export const rpcDeriveSchema = z.strictObject({ id: instanceIdSchema, params: deriveParamsSchema, auth: authSchema })
+
 export const rpcLogsSchema = z.strictObject({ id: instanceIdSchema, lines: z.number().int().min(1).max(10_000), auth: authSchema })
 export const rpcTemplateGetSchema = z.strictObject({ id: templateIdSchema })
 
@@ -102,4 +109,15 @@ export const instanceMetricsSchema = z.strictObject({
 export const deployReplySchema = z.strictObject({
   instances: z.array(instanceViewSchema).max(100),
   timing: deployTimingSchema,
+})
+
+/** A template as another host describes it. */
+export const templateSummarySchema = z.strictObject({
+  id: templateIdSchema,
+  name: z.string().max(63),
+  version: z.string().max(63),
+  driver: z.string().max(16),
+  tags: z.record(z.string().max(63), z.string().max(256)),
+  resources: resourcesSchema,
+  hosts: z.array(peerIdSchema).max(1000),
 })

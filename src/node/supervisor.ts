@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs'
 import { copyFile, mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
@@ -153,6 +154,20 @@ export class InstanceSupervisor {
       }
       this.#init.store.snapshots.insert(snap)
       return snap
+    })
+  }
+
+  /**
+   * Runs `fn` with the disk of a stopped or suspended VM (consistent: no QEMU writes to it), its
+   * template and the instance's own record, holding the instance's lock meanwhile.
+   */
+  async withResting<T> (id: string, fn: (disk: string, template: Template) => Promise<T>): Promise<T> {
+    return await this.#locks.run(id, async () => {
+      const r = this.#get(id)
+      this.#expect(r, ['stopped', 'suspended', 'exited'], 'derive a template from')
+      const disk = join(this.#init.instancesDir, id, 'disk.qcow2')
+      if (!existsSync(disk)) throw new XenosError('INVALID_STATE', `instance ${id} has no disk of its own (it does not run in a VM)`)
+      return await fn(disk, this.#template(r))
     })
   }
 

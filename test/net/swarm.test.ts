@@ -4,6 +4,7 @@ import { createReadStream } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { multiaddr } from '@multiformats/multiaddr'
 import pino from 'pino'
 import type { TemplateManifest } from '../../src/core/index.ts'
@@ -86,8 +87,24 @@ describe('pulling templates from a swarm', () => {
       const r = await cli(b, user, ['search', '--kind', 'template'])
       return r.filter((x: any) => x.id === templateId).length === 2 || undefined
     }, 15_000, 'both claims to reach the puller')
+    // The host's transfer events show the pull as it goes.
+    const stop = new AbortController()
+    const events: Array<{ event: string, data: any }> = []
+    const listening = (async () => {
+      try {
+        for await (const e of new ApiClient({ api: b.api }).events('/v1/transfers/events', stop.signal)) events.push(e)
+      } catch {}
+    })()
+    await sleep(200)
     const pulled = await cli(b, user, ['template', 'pull', templateId])
     assert.equal(pulled.id, templateId)
+    await eventually(async () => events.some(e => e.event === 'done' && e.data.blob === manifest.image!.disk) || undefined, 5000, 'the done event')
+    stop.abort()
+    await listening
+    const progress = events.filter(e => e.event === 'progress' && e.data.blob === manifest.image!.disk)
+    assert.ok(progress.length > 3, `${progress.length} progress events`)
+    assert.ok(progress.every((e, i) => i === 0 || e.data.held >= progress[i - 1]!.data.held), 'held bytes only grow')
+    assert.equal(events.find(e => e.event === 'done' && e.data.blob === manifest.image!.disk)!.data.error, null)
     assert.ok(await metric(b, 'xenos_blob_bad_chunks_total') >= 1, 'the rogue was caught')
     assert.equal(await metric(b, 'xenos_blob_fetched_bytes_total'), (DISK_MIB + 2) << 20, 'every byte kept came from the honest seed')
     const local = new BlobStore(join(b.dataDir, 'blobs'))

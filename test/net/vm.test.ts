@@ -98,6 +98,28 @@ describe('services in virtual machines', { skip }, () => {
     await cli(a, alice, ['instance', 'destroy', inst.id])
   })
 
+  it('derives a template from a stopped VM, carrying what it wrote on its disk to a new instance elsewhere', async () => {
+    const dir = await tempDir('stamped')
+    await mkdir(join(dir, 'files', 'www'), { recursive: true })
+    await writeFile(join(dir, 'template.yaml'), [
+      'name: stamped', 'version: "1"', 'disk: 16',
+      // The first boot stamps the disk; instances of a derived template keep the stamp.
+      'command: "[ -f /srv/www/id.html ] || { cat /proc/sys/kernel/random/uuid > /srv/www/id.html; sync; }; exec httpd -f -p 80 -h /srv/www"',
+      'ports: [{name: http, protocol: http, guest: 80, health: /id.html}]', 'resources: {cpu: 1, memory: 96}', '',
+    ].join('\n'))
+    await cli(a, alice, ['template', 'build', dir])
+    const first = (await cli(a, alice, ['deploy', 'stamped', '--host', 'vm-a', '--wait'])).instances[0]
+    const stamp = await httpGet(`${first.endpoints[0].url}/id.html`)
+    assert.match(stamp ?? '', /^[0-9a-f-]{36}\s*$/)
+    await assert.rejects(cli(a, alice, ['instance', 'derive', first.id, '--name', 'stamped-copy']), /INVALID_STATE/)
+    await cli(a, alice, ['instance', 'stop', first.id])
+    await assert.rejects(cli(a, mallory, ['instance', 'derive', first.id, '--name', 'stolen']), /FORBIDDEN/)
+    const derived = await cli(b, alice, ['instance', 'derive', first.id, '--name', 'stamped-copy'])
+    const copy = (await cli(a, alice, ['deploy', derived.id, '--host', 'vm-b', '--wait'])).instances[0]
+    assert.equal(await httpGet(`${copy.endpoints[0].url}/id.html`), stamp)
+    for (const i of [first, copy]) await cli(a, alice, ['instance', 'destroy', i.id])
+  })
+
   it('deploys on both hosts at once and times fetch, create, boot and healthy on each', async () => {
     const result = await cli(a, alice, ['deploy', 'counter', '--hosts', 'vm-a,vm-b', '--wait'])
     assert.equal(result.instances.length, 2)
@@ -197,5 +219,23 @@ describe('services in virtual machines', { skip }, () => {
     await assert.rejects(cli(a, alice, ['template', 'build', dir]), /needs the guest port/)
     await writeFile(join(dir, 'template.yaml'), 'name: broken\nversion: "1"\ncommand: "true"\nmodules: [no_such_module]\n')
     await assert.rejects(cli(a, alice, ['template', 'build', dir]), /no module "no_such_module"/)
+  })
+
+  it('builds a template on an existing qcow2 disk image, and refuses one that is an overlay on another file', async () => {
+    const dir = await tempDir('imported')
+    const files = join(dir, 'files')
+    await mkdir(join(files, 'www'), { recursive: true })
+    await writeFile(join(files, 'www', 'index.html'), 'imported\n')
+    execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', files, join(dir, 'disk.raw'), '16M'])
+    execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', join(dir, 'disk.raw'), join(dir, 'disk.qcow2')])
+    await writeFile(join(dir, 'template.yaml'), 'name: imported\nversion: "1"\ncommand: "exec httpd -f -p 80 -h /srv/www"\ndiskImage: disk.qcow2\nports: [{name: http, guest: 80}]\n')
+    const t = await cli(a, alice, ['template', 'build', dir])
+    const image = (await cli(a, alice, ['template', 'show', t.id])).manifest.image
+    assert.equal(image.diskBytes, 16 * 1024 * 1024)
+    const disk = join(a.dataDir, 'blobs/sha256', String(image.disk).slice(7))
+    assert.equal(execFileSync('debugfs', ['-R', 'cat /www/index.html', disk], { stdio: ['ignore', 'pipe', 'ignore'] }).toString(), 'imported\n')
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', '/etc/hostname', join(dir, 'overlay.qcow2')])
+    await writeFile(join(dir, 'template.yaml'), 'name: imported\nversion: "2"\ncommand: "true"\ndiskImage: overlay.qcow2\n')
+    await assert.rejects(cli(a, alice, ['template', 'build', dir]), /is an overlay on another file/)
   })
 })

@@ -8,7 +8,8 @@ import { promisify } from 'node:util'
 import { z } from 'zod'
 import { parse as parseYaml } from 'yaml'
 import { nameSchema, templateManifestSchema, XenosError, type TemplateManifest } from '../../core/index.ts'
-import type { BlobStore } from '../blobs.ts'
+import { blobIdOfFile, type BlobStore } from '../blobs.ts'
+import { readQcow2 } from '../qcow2.ts'
 import { cpioArchive, type CpioEntry } from './cpio.ts'
 import { kernelPackageName, unpackedPackage } from './debian.ts'
 import { moduleLoadOrder } from './modules.ts'
@@ -37,6 +38,8 @@ export const buildSpecSchema = z.strictObject({
   resources: templateManifestSchema.shape.resources,
   /** Size of the guest's disk in MiB. @default 64 */
   disk: z.number().int().min(8).max(1024 * 1024).default(64),
+  /** An existing ext4 disk image (raw or qcow2, relative to DIR) to use instead of building one from `files`. */
+  diskImage: z.string().min(1).max(4096).optional(),
   /** Kernel modules to load besides the base set. */
   modules: z.array(z.string().regex(/^[a-z0-9_-]+$/)).max(64).default([]),
 })
@@ -71,7 +74,8 @@ export async function buildGuestTemplate (dir: string, o: BuildOptions): Promise
   progress('busybox')
   const busybox = join(await unpackedPackage('busybox-static', o.cacheDir), 'bin', 'busybox')
 
-  const inputs = await inputDigest(spec, filesDir, [kernel, busybox, join(GUEST_DIR, 'init'), join(GUEST_DIR, 'xenos-agent')])
+  const diskImage = spec.diskImage === undefined ? [] : [await blobIdOfFile(resolve(dir, spec.diskImage)).catch(() => 'missing')]
+  const inputs = await inputDigest(spec, filesDir, [kernel, busybox, join(GUEST_DIR, 'init'), join(GUEST_DIR, 'xenos-agent')], diskImage)
   const cached = join(o.cacheDir, 'builds', `${inputs}.json`)
   if (existsSync(cached)) {
     const manifest = templateManifestSchema.parse(JSON.parse(await readFile(cached, 'utf8')))
@@ -92,7 +96,8 @@ export async function buildGuestTemplate (dir: string, o: BuildOptions): Promise
 
     progress('disk')
     const disk = join(work, 'disk.raw')
-    await makeDisk(spec, filesDir, join(work, 'staging'), disk)
+    if (spec.diskImage === undefined) await makeDisk(spec, filesDir, join(work, 'staging'), disk)
+    else await importDisk(resolve(dir, spec.diskImage), disk)
 
     progress('store')
     const image = {
@@ -140,8 +145,8 @@ async function readSpec (dir: string): Promise<BuildSpec> {
 const BUILD_FORMAT = 4
 
 /** A digest of everything a build reads, to find a finished build again. */
-async function inputDigest (spec: BuildSpec, filesDir: string, paths: string[]): Promise<string> {
-  const hash = createHash('sha256').update(JSON.stringify({ format: BUILD_FORMAT, modules: BASE_MODULES, spec }))
+async function inputDigest (spec: BuildSpec, filesDir: string, paths: string[], digests: string[]): Promise<string> {
+  const hash = createHash('sha256').update(JSON.stringify({ format: BUILD_FORMAT, modules: BASE_MODULES, spec, digests }))
   for (const p of paths) hash.update(p).update(await readFile(p))
   if (existsSync(filesDir)) {
     for (const entry of (await readdir(filesDir, { recursive: true, withFileTypes: true })).sort((a, b) => join(a.parentPath, a.name).localeCompare(join(b.parentPath, b.name)))) {
@@ -180,6 +185,25 @@ async function moduleBytes (path: string): Promise<Buffer> {
 }
 
 /** An ext4 image holding the service's files, with fixed ids and times so it is reproducible. */
+/** Converts an existing raw or qcow2 image into the template's raw disk (holes stay holes). */
+async function importDisk (image: string, out: string): Promise<void> {
+  if (!existsSync(image)) throw new XenosError('BAD_MANIFEST', `template.yaml: diskImage: ${image} does not exist`)
+  let format: string
+  try {
+    format = (JSON.parse((await run('qemu-img', ['info', '--output=json', image])).stdout) as { format: string }).format
+  } catch (err) {
+    throw new XenosError('BAD_MANIFEST', `template.yaml: diskImage: qemu-img cannot read ${image}: ${((err as { stderr?: string }).stderr ?? '').trim() || (err as Error).message}`)
+  }
+  if (format !== 'raw' && format !== 'qcow2') throw new XenosError('BAD_MANIFEST', `template.yaml: diskImage: ${image} is ${format}; use a raw or qcow2 image`)
+  // An image that reaches other files would pull them into the template.
+  if (format === 'qcow2' && (await readQcow2(image)).backingFile !== undefined) {
+    throw new XenosError('BAD_MANIFEST', `template.yaml: diskImage: ${image} is an overlay on another file: flatten it first (qemu-img convert -O qcow2 ${image} flat.qcow2)`)
+  }
+  await run('qemu-img', ['convert', '-f', format, '-O', 'raw', '-S', '4k', image, out]).catch((err: unknown) => {
+    throw new XenosError('BAD_MANIFEST', `template.yaml: diskImage: cannot convert ${image}: ${((err as { stderr?: string }).stderr ?? '').trim() || (err as Error).message}`)
+  })
+}
+
 async function makeDisk (spec: BuildSpec, filesDir: string, staging: string, out: string): Promise<void> {
   await mkdir(staging, { recursive: true })
   if (existsSync(filesDir)) await cp(filesDir, staging, { recursive: true, dereference: false, verbatimSymlinks: true })
