@@ -11,9 +11,10 @@ import type { TemplateManifest } from '../../src/core/index.ts'
 import { BlobStore } from '../../src/images/index.ts'
 import { ADVERT_TOPIC, encodeAdvert, signAdvert } from '../../src/overlay/index.ts'
 import { createXenosLibp2p, type XenosLibp2p } from '../../src/overlay/libp2p.ts'
-import { serveChunks, type ChunkSource } from '../../src/transfer/index.ts'
+import { serveChunks } from '../../src/transfer/index.ts'
 import { ApiClient } from '../../src/cli/index.ts'
 import { hostKey, templateAdvert } from '../helpers/adverts.ts'
+import { corrupting } from '../helpers/chunks.ts'
 import { cli, eventually, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
 
 const DISK_MIB = 256
@@ -57,15 +58,7 @@ describe('pulling templates from a swarm', () => {
     // The rogue holds the template too, advertises it, and flips a byte in every chunk it sends.
     const key = await hostKey()
     rogue = await createXenosLibp2p({ privateKey: key.key, listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], mdns: false })
-    const lying: ChunkSource = {
-      index: async b => await store.index(b),
-      holding: async b => await store.holding(b),
-      readChunk: async (b, i) => {
-        const chunk = Buffer.from((await store.readChunk(b, i))!)
-        chunk[7] = chunk[7]! ^ 0x40
-        return chunk
-      },
-    }
+    const lying = corrupting(store)
     await serveChunks(rogue, lying, pino({ level: 'silent' }))
     await rogue.start()
     rogue.services.pubsub.subscribe(ADVERT_TOPIC)

@@ -7,8 +7,9 @@ import pino from 'pino'
 import { CHUNK_SIZE, chunkLength, type ChunkIndex } from '../../src/core/index.ts'
 import { BlobStore } from '../../src/images/index.ts'
 import { createXenosLibp2p, type XenosLibp2p } from '../../src/overlay/libp2p.ts'
-import { fetchIndex, serveChunks, swarmFetch, type ChunkSource, type SwarmFetchInit } from '../../src/transfer/index.ts'
+import { fetchIndex, serveChunks, swarmFetch, type SwarmFetchInit } from '../../src/transfer/index.ts'
 import { hostKey } from '../helpers/adverts.ts'
+import { corrupting } from '../helpers/chunks.ts'
 import { tempDir } from '../helpers/cluster.ts'
 
 const log = pino({ level: 'silent' })
@@ -43,15 +44,7 @@ describe('swarm transfer', () => {
     }
     // Honest about what it holds, but every chunk it sends has a flipped byte.
     liar = await node()
-    const lying: ChunkSource = {
-      index: async b => await store.index(b),
-      holding: async b => await store.holding(b),
-      readChunk: async (b, i) => {
-        const chunk = Buffer.from((await store.readChunk(b, i))!)
-        chunk[0] = chunk[0]! ^ 1
-        return chunk
-      },
-    }
+    const lying = corrupting(store)
     await serveChunks(liar.node, lying, log)
   })
 
