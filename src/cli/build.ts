@@ -1,8 +1,8 @@
 import { createReadStream } from 'node:fs'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { templateManifestSchema, XenosError, type TemplateManifest } from '../core/index.ts'
-import { BlobStore, buildGuestTemplate, deriveDisk } from '../images/index.ts'
+import { XenosError, type TemplateManifest } from '../core/index.ts'
+import { BlobStore, buildGuestTemplate, deriveDisk, tailoredManifest } from '../images/index.ts'
 import type { TemplateSummary } from '../node/index.ts'
 import type { ApiClient } from './client.ts'
 import { counting, progressBar } from './progress.ts'
@@ -46,13 +46,7 @@ export async function deriveAndImport (api: ApiClient, baseRef: string, dir: str
   } finally {
     await derived.cleanup()
   }
-  const manifest = templateManifestSchema.parse({
-    ...base.manifest,
-    name: o.name ?? base.manifest.name,
-    version: o.version ?? `${base.manifest.version}-${disk.slice(7, 15)}`,
-    image: { ...image, disk, diskFormat: 'qcow2', base: image.disk },
-  })
-  return await uploadAndImport(api, blobs, manifest)
+  return await uploadAndImport(api, blobs, tailoredManifest(base.manifest, disk, o.name ?? base.manifest.name, o.version))
 }
 
 /** Uploads the image files of `manifest` the host lacks, with a progress bar each, and imports it. */

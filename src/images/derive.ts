@@ -4,7 +4,7 @@ import { copyFile, lstat, mkdtemp, readdir, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { promisify } from 'node:util'
-import { XenosError } from '../core/index.ts'
+import { templateManifestSchema, XenosError, type TemplateManifest } from '../core/index.ts'
 
 const run = promisify(execFile)
 
@@ -77,4 +77,19 @@ async function addFiles (dir: string, disk: string, work: string): Promise<void>
   const file = join(work, 'debugfs.cmds')
   await writeFile(file, commands.join('\n') + '\n')
   await run('debugfs', ['-w', '-f', file, disk])
+}
+
+/**
+ * The manifest of a tailored template: `base`'s command, kernel and resources, named anew, with
+ * `disk` (an overlay on `base`'s raw disk) as its disk.
+ */
+export function tailoredManifest (base: TemplateManifest, disk: string, name: string, version?: string): TemplateManifest {
+  const image = base.image
+  if (image === undefined) throw new XenosError('INVALID_ARGUMENT', `${base.name} is not a VM template: only VM templates have a disk to tailor`)
+  return templateManifestSchema.parse({
+    ...base,
+    name,
+    version: version ?? `${base.version}-${disk.slice(7, 15)}`,
+    image: { ...image, disk, diskFormat: 'qcow2', base: image.base ?? image.disk },
+  })
 }

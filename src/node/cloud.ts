@@ -1,10 +1,10 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
-  isTemplateUri, parseTemplateUri, templateManifestSchema, verifyAction, XenosError,
+  isTemplateUri, parseTemplateUri, verifyAction, XenosError,
   type AdvertOf, type ControlAction, type InstanceMetrics, type InstanceView, type RequestAuth, type Resources, type Template,
 } from '../core/index.ts'
-import { deriveDisk, type BlobStore, type NameRegistry, type TemplateLibrary } from '../images/index.ts'
+import { deriveDisk, tailoredManifest, type BlobStore, type NameRegistry, type TemplateLibrary } from '../images/index.ts'
 import type { SnapshotRecord, Store } from '../store/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import { TemplateFetcher } from './fetcher.ts'
@@ -234,8 +234,7 @@ export class Cloud {
       const base = image.base ?? image.disk
       const derived = await deriveDisk({ base: this.#init.blobs.path(base), baseId: base, from: disk })
       try {
-        const blob = await this.#init.blobs.putFile(derived.path)
-        return templateManifestSchema.parse({ ...template.manifest, name: params.name, version: params.version ?? `${template.manifest.version}-${blob.slice(7, 15)}`, image: { ...image, disk: blob, diskFormat: 'qcow2', base } })
+        return tailoredManifest(template.manifest, await this.#init.blobs.putFile(derived.path), params.name, params.version)
       } finally {
         await derived.cleanup()
       }

@@ -20,7 +20,8 @@ export async function untilHealthy (instances: InstanceView[], createMs: number,
       throw new XenosError('TIMEOUT', `${pending.join(', ')} did not pass ${pending.length === 1 ? 'its' : 'their'} health checks within ${Math.round(timeoutMs / 1000)} s: see "xenos instance show" and "xenos instance logs"`)
     }
     await sleep(POLL_MS)
-    views = await Promise.all(views.map(async v => await get(v.id)))
+    // A view that cannot be had right now (a busy host, a lost RPC) is asked for again next time.
+    views = await Promise.all(views.map(async v => await get(v.id).catch(() => v)))
   }
   const createdEnd = Math.max(...views.map(v => v.createdAt + createMs))
   const booted = Math.max(...views.map(v => v.bootedAt ?? v.healthyAt ?? 0))

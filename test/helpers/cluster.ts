@@ -80,7 +80,8 @@ export async function cli (h: TestHost | string, user: string, args: string[], j
   child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
   const code = await new Promise<number | null>(r => child.once('exit', r))
-  if (code !== 0) throw new CliError(stderr.trim(), code)
+  // A command that fails part-way (a deploy with one host failing) explains itself on stdout.
+  if (code !== 0) throw new CliError(stderr.trim() === '' ? stdout.trim() : stderr.trim(), code)
   return json ? JSON.parse(stdout) : stdout
 }
 
