@@ -17,7 +17,7 @@ import { untilHealthy } from './rollout.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
 
 export interface CloudInit {
-  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'lookup' | 'lookupName' | 'learnAddresses' | 'node' | 'provide' | 'findProviders'>
+  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'lookup' | 'lookupName' | 'learnHost' | 'node' | 'provide' | 'findProviders'>
   library: TemplateLibrary
   names: NameRegistry
   blobs: BlobStore
@@ -349,8 +349,7 @@ export class Cloud {
   }
 
   async #call (host: string, method: string, params: unknown, timeoutMs?: number): Promise<unknown> {
-    const hostAdvert = await this.#init.overlay.lookup('host', host)
-    if (hostAdvert !== undefined) await this.#init.overlay.learnAddresses(host, hostAdvert.body.addrs)
+    await this.#init.overlay.learnHost(host)
     return await this.#init.overlay.rpc.call(host, method, params, timeoutMs === undefined ? {} : { timeoutMs })
   }
 }

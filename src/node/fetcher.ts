@@ -6,7 +6,7 @@ import type { Overlay } from '../overlay/index.ts'
 import { swarmFetch, type SwarmProgress } from '../transfer/index.ts'
 
 export interface TemplateFetcherInit {
-  overlay: Pick<Overlay, 'peerId' | 'node' | 'search' | 'lookup' | 'learnAddresses' | 'provide' | 'findProviders'>
+  overlay: Pick<Overlay, 'peerId' | 'node' | 'search' | 'lookup' | 'learnHost' | 'provide' | 'findProviders'>
   library: TemplateLibrary
   blobs: BlobStore
   /** Asks `host` for template `id`'s manifest (an RPC to it). */
@@ -84,10 +84,7 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
       if (found !== undefined) adverts.push(found)
     }
     const hosts = adverts.map(a => a.host).filter(h => h !== this.#init.overlay.peerId)
-    for (const host of hosts) {
-      const advert = await this.#init.overlay.lookup('host', host)
-      if (advert !== undefined) await this.#init.overlay.learnAddresses(host, advert.body.addrs)
-    }
+    for (const host of hosts) await this.#init.overlay.learnHost(host)
     return hosts
   }
 

@@ -382,9 +382,11 @@ export class Overlay {
     return [...found]
   }
 
-  /** Makes the host's advertised addresses dialable before an RPC to it. */
-  async learnAddresses (peer: string, addrs: string[]): Promise<void> {
-    if (addrs.length === 0 || peer === this.peerId) return
+  /** Makes a host dialable by the addresses it advertises (before an RPC or a transfer to it). */
+  async learnHost (peer: string): Promise<void> {
+    if (peer === this.peerId) return
+    const addrs = (await this.lookup('host', peer))?.body.addrs ?? []
+    if (addrs.length === 0) return
     await this.node.peerStore.merge(peerIdFromString(peer), { multiaddrs: addrs.map(a => multiaddr(a)) })
   }
 }
