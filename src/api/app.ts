@@ -1,5 +1,5 @@
 import swagger from '@fastify/swagger'
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
 import { createReadStream } from 'node:fs'
@@ -117,11 +117,9 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
   })
 
   api.get('/v1/transfers/events', { schema: { summary: 'Server-sent events: `progress` as image files arrive, `done` when each ends (with `error` if it failed)' } }, async (req, reply) => {
-    reply.hijack()
-    reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })
-    const send = (event: string) => (data: unknown): void => { reply.raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`) }
-    const onProgress = send('progress')
-    const onDone = send('done')
+    const send = eventStream(reply)
+    const onProgress = (t: unknown): void => { send('progress', t) }
+    const onDone = (t: unknown): void => { send('done', t) }
     host.cloud.fetcher.on('progress', onProgress)
     host.cloud.fetcher.on('done', onDone)
     for (const t of host.cloud.fetcher.transfers.values()) onProgress(t)
@@ -175,11 +173,30 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     return { results: results.map(searchView) }
   })
 
-  api.post('/v1/instances', { schema: { summary: 'Deploy instances of a template (signed by the owner)', body: deployBody, response: { 201: deployResultSchema, ...errors } } }, async (req, reply) => {
+  api.post('/v1/instances', {
+    schema: {
+      summary: 'Deploy instances of a template (signed by the owner). With `Accept: text/event-stream`, server-sent events follow it: `progress` with every host\'s part as it changes, then `result` (the 201 body) or `error`',
+      body: deployBody,
+      response: { 201: deployResultSchema, ...errors },
+    },
+  }, async (req, reply) => {
     const { template, wait, waitMs, ...params } = req.body
-    const result = await host.cloud.deploy(template, params, authOf(req), { wait, ...(waitMs === undefined ? {} : { waitMs }) })
-    void reply.status(201)
-    return result
+    const auth = authOf(req)
+    const options = { wait, ...(waitMs === undefined ? {} : { waitMs }) }
+    if (req.headers.accept?.includes('text/event-stream') !== true) {
+      const result = await host.cloud.deploy(template, params, auth, options)
+      void reply.status(201)
+      return result
+    }
+    const send = eventStream(reply)
+    try {
+      send('result', await host.cloud.deploy(template, params, auth, { ...options, onProgress: parts => { send('progress', { hosts: parts }) } }))
+    } catch (err) {
+      const e = toXenosError(err)
+      if (e.code === 'INTERNAL') app.log.error({ err }, 'deploy failed')
+      send('error', { error: e.toJSON() })
+    }
+    reply.raw.end()
   })
 
   api.get('/v1/instances', { schema: { summary: 'Instances on this host and advertised by others', querystring: instanceListQuery, response: { 200: z.object({ instances: z.array(instanceViewSchema) }) } } }, async req => {
@@ -228,6 +245,13 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
   }))
 
   return app
+}
+
+/** Answers with server-sent events from here on; returns the function that sends one. */
+function eventStream (reply: FastifyReply): (event: string, data: unknown) => void {
+  reply.hijack()
+  reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })
+  return (event, data) => { reply.raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`) }
 }
 
 const ID_SHAPES = { host: /^12D3Koo[1-9A-HJ-NP-Za-km-z]{45}$/, template: /^sha256:[0-9a-f]{64}$/, instance: INSTANCE_ID_PATTERN } as const

@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { ADVERT_KINDS, CONTROL_ACTIONS, INSTANCE_STATES, blobIdSchema, nameRecordSchema, nameSchema } from '../core/index.ts'
-import { instanceIdSchema, instanceViewSchema, peerIdSchema, snapshotIdSchema, templateIdSchema } from '../node/index.ts'
+import { instanceIdSchema, instanceViewSchema, peerIdSchema, ROLLOUT_PHASES, snapshotIdSchema, templateIdSchema } from '../node/index.ts'
 
 /** Request and response schemas of the HTTP API; they also make up /openapi.json. */
 export const errorSchema = z.object({
@@ -86,6 +86,8 @@ export const deployResultSchema = z.object({
   failures: z.array(z.object({ host: z.string(), code: z.string(), message: z.string() })),
   hosts: z.array(z.object({
     host: z.string(),
+    phase: z.enum(ROLLOUT_PHASES),
+    fetching: z.object({ held: z.number(), size: z.number() }).nullable().describe('while fetching: bytes of the missing files held so far'),
     instances: z.array(z.string()),
     fetchMs: z.number().nullable(),
     fetchedBytes: z.number().nullable(),
@@ -93,7 +95,7 @@ export const deployResultSchema = z.object({
     bootMs: z.number().nullable(),
     healthyMs: z.number().nullable(),
     error: z.object({ code: z.string(), message: z.string() }).nullable(),
-  })).describe('each host\'s part: its instances and how long fetch, create, boot and healthy took there (ms)'),
+  })).describe('each host\'s part: where it is, its instances and how long fetch, create, boot and healthy took there (ms)'),
 })
 
 export const instanceListQuery = z.strictObject({ owner: z.string().max(64).optional(), host: peerIdSchema.optional(), state: z.enum(INSTANCE_STATES).optional() })

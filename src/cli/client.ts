@@ -1,5 +1,8 @@
 import { encodeAuthHeader, formatTemplateUri, isTemplateUri, parseTemplateUri, signAction, signNameRecord, XenosError, type NameRecord, type OwnerKey } from '../core/index.ts'
-import type { DeployParams, DeployResult } from '../node/index.ts'
+import type { DeployParams, DeployResult, HostRollout } from '../node/index.ts'
+
+/** A deploy that waits for a large template to arrive on many hosts can take long. */
+const DEPLOY_STREAM_TIMEOUT_MS = 60 * 60_000
 
 /** Where a CLI command sends its requests and who signs them. */
 export interface ClientInit {
@@ -47,20 +50,10 @@ export class ApiClient {
   }
 
   /** Follows a server-sent event stream until `signal` aborts or the host closes it. */
-  async * events (path: string, signal: AbortSignal): AsyncGenerator<{ event: string, data: unknown }> {
+  async * events (path: string, signal: AbortSignal): AsyncGenerator<ServerEvent> {
     const res = await fetch(`${this.#api}${path}`, { signal }).catch((err: unknown) => { throw this.#unreachable(err) })
     if (!res.ok || res.body === null) throw new XenosError('PEER_PROTOCOL', `${path} answered HTTP ${res.status}`)
-    let buffer = ''
-    for await (const piece of res.body.pipeThrough(new TextDecoderStream())) {
-      buffer += piece
-      for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
-        const lines = buffer.slice(0, end).split('\n')
-        buffer = buffer.slice(end + 2)
-        const event = lines.find(l => l.startsWith('event: '))?.slice(7) ?? 'message'
-        const data = lines.filter(l => l.startsWith('data: ')).map(l => l.slice(6)).join('\n')
-        if (data !== '') yield { event, data: JSON.parse(data) as unknown }
-      }
-    }
+    yield * serverEvents(res.body)
   }
 
   /** Streams `body` to `path` with PUT as application/octet-stream. */
@@ -69,9 +62,8 @@ export class ApiClient {
   }
 
   /** Sends a request signed by the user's key for `action` on `target` with `params`. */
-  async signed<T>(method: 'GET' | 'POST' | 'DELETE', path: string, action: string, target: string, params: unknown, body?: unknown): Promise<T> {
-    const auth = signAction(this.#signer(), { action, target, params })
-    return await this.#request<T>(method, path, body, { 'x-xenos-auth': encodeAuthHeader(auth) })
+  async signed<T>(method: 'GET' | 'POST' | 'DELETE', path: string, action: string, target: string, params: unknown, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+    return await this.#request<T>(method, path, body, { ...headers, ...this.#auth(action, target, params) })
   }
 
   /** Resolves a template reference (id, name, `template://me/…`) through the host. */
@@ -86,9 +78,26 @@ export class ApiClient {
     return await this.#request('PUT', '/v1/names', { record })
   }
 
-  /** Deploys template `templateId` with `params`, signed by the user (the owner of what it creates). */
-  async deploy (templateId: string, params: DeployParams, options: { wait?: boolean } = {}): Promise<DeployResult> {
-    return await this.signed<DeployResult>('POST', '/v1/instances', 'deploy', templateId, params, { template: templateId, ...params, ...options })
+  /**
+   * Deploys template `templateId` with `params`, signed by the user (the owner of what it
+   * creates). With `onProgress`, the host reports every host's part as it changes.
+   */
+  async deploy (templateId: string, params: DeployParams, options: { wait?: boolean, onProgress?: (parts: HostRollout[]) => void } = {}): Promise<DeployResult> {
+    const { onProgress, ...flags } = options
+    const body = { template: templateId, ...params, ...flags }
+    if (onProgress === undefined) return await this.signed<DeployResult>('POST', '/v1/instances', 'deploy', templateId, params, body)
+    const res = await this.#send('POST', '/v1/instances', body, { accept: 'text/event-stream', ...this.#auth('deploy', templateId, params) }, undefined, DEPLOY_STREAM_TIMEOUT_MS)
+    if (!res.ok || res.body === null) return await this.#json<DeployResult>(res)
+    for await (const { event, data } of serverEvents(res.body)) {
+      if (event === 'progress') onProgress((data as { hosts: HostRollout[] }).hosts)
+      else if (event === 'result') return data as DeployResult
+      else if (event === 'error') throw errorOf(data, 'the deploy failed')
+    }
+    throw new XenosError('PEER_PROTOCOL', 'the host closed the deploy\'s event stream before its result')
+  }
+
+  #auth (action: string, target: string, params: unknown): Record<string, string> {
+    return { 'x-xenos-auth': encodeAuthHeader(signAction(this.#signer(), { action, target, params })) }
   }
 
   #signer (): OwnerKey {
@@ -102,15 +111,21 @@ export class ApiClient {
   }
 
   async #request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, stream?: AsyncIterable<Uint8Array>): Promise<T> {
-    let res: Response
+    return await this.#json<T>(await this.#send(method, path, body, headers, stream, stream === undefined ? 180_000 : 3_600_000))
+  }
+
+  async #send (method: string, path: string, body: unknown, headers: Record<string, string>, stream: AsyncIterable<Uint8Array> | undefined, timeoutMs: number): Promise<Response> {
+    const init: RequestInit & { duplex?: 'half' } = stream !== undefined
+      ? { method, headers: { ...headers, 'content-type': 'application/octet-stream' }, body: stream, duplex: 'half' }
+      : { method, headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) }
     try {
-      const init: RequestInit & { duplex?: 'half' } = stream !== undefined
-        ? { method, headers: { ...headers, 'content-type': 'application/octet-stream' }, body: stream, duplex: 'half' }
-        : { method, headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) }
-      res = await fetch(`${this.#api}${path}`, { ...init, signal: AbortSignal.timeout(stream === undefined ? 180_000 : 3_600_000) })
+      return await fetch(`${this.#api}${path}`, { ...init, signal: AbortSignal.timeout(timeoutMs) })
     } catch (err) {
       throw this.#unreachable(err)
     }
+  }
+
+  async #json<T>(res: Response): Promise<T> {
     if (res.status === 204) return undefined as T
     const text = await res.text()
     let json: unknown
@@ -119,10 +134,33 @@ export class ApiClient {
     } catch {
       throw new XenosError('PEER_PROTOCOL', `the API answered ${res.status} with non-JSON: ${text.slice(0, 200)}`)
     }
-    if (!res.ok) {
-      const e = (json as { error?: { code?: string, message?: string } }).error
-      throw new XenosError((e?.code ?? 'INTERNAL') as XenosError['code'], e?.message ?? `HTTP ${res.status}`)
-    }
+    if (!res.ok) throw errorOf(json, `HTTP ${res.status}`)
     return json as T
   }
+}
+
+/** One server-sent event, its data parsed as JSON. */
+export interface ServerEvent {
+  event: string
+  data: unknown
+}
+
+async function * serverEvents (body: ReadableStream<Uint8Array>): AsyncGenerator<ServerEvent> {
+  let buffer = ''
+  for await (const piece of body.pipeThrough(new TextDecoderStream())) {
+    buffer += piece
+    for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
+      const lines = buffer.slice(0, end).split('\n')
+      buffer = buffer.slice(end + 2)
+      const event = lines.find(l => l.startsWith('event: '))?.slice(7) ?? 'message'
+      const data = lines.filter(l => l.startsWith('data: ')).map(l => l.slice(6)).join('\n')
+      if (data !== '') yield { event, data: JSON.parse(data) as unknown }
+    }
+  }
+}
+
+/** The XenosError an API error body describes. */
+function errorOf (json: unknown, fallback: string): XenosError {
+  const e = (json as { error?: { code?: string, message?: string } } | null)?.error
+  return new XenosError((e?.code ?? 'INTERNAL') as XenosError['code'], e?.message ?? fallback)
 }

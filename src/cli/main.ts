@@ -10,6 +10,7 @@ import { DEFAULT_KEY_FILE, loadOrCreateUserKey } from './keys.ts'
 import { runLocalCloud } from './local-cloud.ts'
 import { buildAndImport, deriveAndImport, DEFAULT_CACHE_DIR } from './build.ts'
 import { withTransferProgress } from './progress.ts'
+import { RolloutView } from './rollout-view.ts'
 import { ago, bytes, shortId, table } from './table.ts'
 
 interface GlobalFlags {
@@ -248,9 +249,11 @@ export function buildProgram (): Command {
       const wanted = o.hosts?.split(',').map(h => h.trim()).filter(h => h !== '') ?? (o.host === undefined ? undefined : [o.host])
       const hosts = wanted === undefined ? null : await Promise.all(wanted.map(async h => await resolveHost(api, h)))
       const params = { hosts, count: o.count, name: o.name ?? null, ...(o.fromSnapshot === undefined ? {} : { snapshot: o.fromSnapshot }) }
-      if (!flags.json) process.stderr.write(`deploying ${t.name}:${t.version} on ${hosts === null ? 'the hosts with most room' : `${hosts.length} host(s)`}${o.wait === true ? ', waiting until healthy' : ''}…\n`)
-      const result = await api.deploy(t.id, params, { wait: o.wait === true })
-      const names = flags.json ? new Map<string, string>() : await hostNames(api)
+      process.stderr.write(`deploying ${t.name}:${t.version} on ${hosts === null ? 'the hosts with most room' : `${hosts.length} host(s)`}${o.wait === true ? ', waiting until healthy' : ''}…\n`)
+      const names = await hostNames(api)
+      const view = new RolloutView(names)
+      const result = await api.deploy(t.id, params, { wait: o.wait === true, onProgress: parts => { view.update(parts) } }).finally(() => { view.stop() })
+      view.update(result.hosts)
       out(flags, result, () => [instanceTable(result.instances), '', rolloutTable(result.hosts, names)].join('\n'))
       if (result.instances.length === 0 || result.hosts.some(h => h.error !== null)) process.exitCode = 1
     })

@@ -9,9 +9,7 @@ export function progressBar (label: string, total: number): { update: (done: num
   const draw = (done: number): void => {
     const frac = total > 0 ? Math.min(1, done / total) : 1
     if (tty) {
-      const width = 30
-      const filled = Math.round(frac * width)
-      process.stderr.write(`\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${Math.round(frac * 100)}% ${mib(done)}/${mib(total)} MiB`)
+      process.stderr.write(`\r${label} ${barOf(done, total)}`)
     } else if (Math.floor(frac * 10) > lastTenth) {
       lastTenth = Math.floor(frac * 10)
       process.stderr.write(`${label} ${lastTenth * 10}%\n`)
@@ -27,6 +25,13 @@ export function progressBar (label: string, total: number): { update: (done: num
       if (tty) process.stderr.write('\n')
     },
   }
+}
+
+/** `[#####.....] 50% 5.0/10.0 MiB` */
+export function barOf (done: number, total: number, width = 30): string {
+  const frac = total > 0 ? Math.min(1, done / total) : 1
+  const filled = Math.round(frac * width)
+  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${Math.round(frac * 100)}% ${mib(done)}/${mib(total)} MiB`
 }
 
 function mib (n: number): string {

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { z } from 'zod'
 import {
   isTemplateUri, parseTemplateUri, verifyAction, XenosError,
@@ -11,9 +12,10 @@ import { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
 import {
   instanceMetricsSchema, instanceViewSchema, rpcControlSchema, rpcDeploySchema, rpcInstanceSchema, rpcLogsSchema, rpcSnapshotSchema, rpcTemplateGetSchema,
-  snapshotViewSchema, deployReplySchema, rpcDeriveSchema, templateSummarySchema, type DeployParams, type DeployTiming, type DeriveParams,
+  snapshotViewSchema, deployReplySchema, deployStatusSchema, rpcDeployStatusSchema, rpcDeriveSchema, templateSummarySchema,
+  type DeployParams, type DeployStatus, type DeployTiming, type DeriveParams,
 } from './rpc-schemas.ts'
-import { untilHealthy } from './rollout.ts'
+import { bootPhase, Rollout, untilHealthy, type HostRollout } from './rollout.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
 
 export interface CloudInit {
@@ -41,20 +43,6 @@ export interface TemplateSummary {
   hosts: string[]
 }
 
-/** One host's part of a deploy: its instances and how long each phase took there (ms). */
-export interface HostRollout {
-  host: string
-  instances: string[]
-  fetchMs: number | null
-  fetchedBytes: number | null
-  createMs: number | null
-  /** From the end of create until every instance's guest was up. */
-  bootMs: number | null
-  /** From boot until every instance passed its health checks. */
-  healthyMs: number | null
-  error: { code: string, message: string } | null
-}
-
 export interface DeployResult {
   instances: InstanceView[]
   failures: Array<{ host: string, code: string, message: string }>
@@ -65,12 +53,16 @@ export interface DeployOptions {
   /** Wait until the instances boot and pass their health checks. */
   wait?: boolean
   waitMs?: number
+  /** Sees every host's part as it changes: phase, and progress while fetching. */
+  onProgress?: (parts: HostRollout[]) => void
 }
 
 /** A host's part of a deploy may include pulling a large template. */
 const DEPLOY_TIMEOUT_MS = 30 * 60_000
 const DEFAULT_WAIT_MS = 5 * 60_000
 const CONTROL_TIMEOUT_MS = 60_000
+/** How often a watched deploy asks each host where it is. */
+const STATUS_EVERY_MS = 300
 
 /**
  * The cloud as one host sees it: resolves templates, places deployments on hosts with room,
@@ -80,6 +72,8 @@ const CONTROL_TIMEOUT_MS = 60_000
 export class Cloud {
   readonly #init: CloudInit
   readonly fetcher: TemplateFetcher
+  /** This host's parts of deploys under way, by the owner and nonce that signed them. */
+  readonly #deploying = new Map<string, { template: string, phase: 'fetching' | 'creating' }>()
 
   constructor (init: CloudInit) {
     this.#init = init
@@ -106,6 +100,7 @@ export class Cloud {
       return t.manifest
     })
     rpc.handle('instance.deploy', rpcDeploySchema, async req => await this.deployHere(req.template, req.params, req.auth, req.count))
+    rpc.handle('deploy.status', rpcDeployStatusSchema, async req => this.#deployStatus(req.owner, req.nonce))
     rpc.handle('instance.control', rpcControlSchema, async req => await this.#controlHere(req.id, req.action, req.auth) ?? null)
     rpc.handle('instance.get', rpcInstanceSchema, async ({ id }) => this.#init.supervisor.view(id))
     rpc.handle('instance.metrics', rpcInstanceSchema, async ({ id }) => await this.#init.supervisor.metrics(id))
@@ -170,23 +165,27 @@ export class Cloud {
     // A snapshot stays on the host that took it: a deploy from one runs here unless told otherwise.
     const hosts = params.hosts ?? (params.snapshot === undefined ? null : [this.#self])
     const placement = hosts === null ? this.#place(summary, params.count) : new Map(hosts.map(h => [h, params.count]))
-    const result: DeployResult = { instances: [], failures: [], hosts: [] }
+    const rollout = new Rollout([...placement.keys()], options.onProgress)
+    const result: DeployResult = { instances: [], failures: [], hosts: rollout.parts }
     await Promise.all([...placement].map(async ([host, count]) => {
-      const part: HostRollout = { host, instances: [], fetchMs: null, fetchedBytes: null, createMs: null, bootMs: null, healthyMs: null, error: null }
-      result.hosts.push(part)
       try {
-        const here = host === this.#self
+        const here = await this.#watching(host, auth, rollout, async () => host === this.#self
           ? await this.deployHere(id, params, auth, count)
-          : deployReplySchema.parse(await this.#call(host, 'instance.deploy', { template: id, params, count, auth }, DEPLOY_TIMEOUT_MS))
+          : deployReplySchema.parse(await this.#call(host, 'instance.deploy', { template: id, params, count, auth }, DEPLOY_TIMEOUT_MS)))
         result.instances.push(...here.instances)
-        Object.assign(part, { instances: here.instances.map(v => v.id), ...here.timing })
-        if (options.wait === true) Object.assign(part, await untilHealthy(here.instances, here.timing.createMs, async i => await this.get(i), options.waitMs ?? DEFAULT_WAIT_MS))
+        rollout.update(host, { phase: options.wait === true ? 'booting' : 'done', fetching: null, instances: here.instances.map(v => v.id), ...here.timing })
+        if (options.wait !== true) return
+        const times = await untilHealthy(here.instances, here.timing.createMs, async i => await this.get(i), options.waitMs ?? DEFAULT_WAIT_MS, views => {
+          if (rollout.part(host).phase !== bootPhase(views)) rollout.update(host, { phase: bootPhase(views) })
+        })
+        rollout.update(host, { phase: 'done', ...times })
       } catch (err) {
         const e = err instanceof XenosError ? err : new XenosError('PEER_PROTOCOL', `host ${host} answered the deploy with something malformed`)
-        part.error = { code: e.code, message: e.message }
-        if (part.instances.length === 0) result.failures.push({ host, code: e.code, message: e.message })
+        rollout.update(host, { phase: 'failed', fetching: null, error: { code: e.code, message: e.message } })
+        if (rollout.part(host).instances.length === 0) result.failures.push({ host, code: e.code, message: e.message })
       }
     }))
+    rollout.close()
     if (result.instances.length === 0 && result.failures.length === 1 && result.failures[0] !== undefined) {
       const f = result.failures[0]
       throw new XenosError(f.code as XenosError['code'], f.message)
@@ -194,14 +193,60 @@ export class Cloud {
     return result
   }
 
+  /**
+   * Runs `work` (a host's part of a deploy); while it runs, and if someone watches the rollout,
+   * asks the host every STATUS_EVERY_MS where it is. The status is only news: a lost answer is
+   * asked again next time.
+   */
+  async #watching<T>(host: string, auth: RequestAuth, rollout: Rollout, work: () => Promise<T>): Promise<T> {
+    if (!rollout.watched) return await work()
+    const done = new AbortController()
+    const watch = (async () => {
+      while (!done.signal.aborted) {
+        const status = await this.#statusOf(host, auth).catch(() => undefined)
+        if (status?.phase != null && !done.signal.aborted) rollout.update(host, { phase: status.phase, fetching: status.fetching })
+        await sleep(STATUS_EVERY_MS, undefined, { signal: done.signal }).catch(() => {})
+      }
+    })()
+    try {
+      return await work()
+    } finally {
+      done.abort()
+      await watch
+    }
+  }
+
+  async #statusOf (host: string, auth: RequestAuth): Promise<DeployStatus> {
+    if (host === this.#self) return this.#deployStatus(auth.owner, auth.nonce)
+    return deployStatusSchema.parse(await this.#call(host, 'deploy.status', { owner: auth.owner, nonce: auth.nonce }, STATUS_EVERY_MS * 10))
+  }
+
+  #deployStatus (owner: string, nonce: string): DeployStatus {
+    const d = this.#deploying.get(`${owner}/${nonce}`)
+    if (d === undefined) return { phase: null, fetching: null }
+    return { phase: d.phase, fetching: d.phase === 'fetching' ? this.fetcher.progressOf(d.template) : null }
+  }
+
   /** Runs `count` instances of a deploy on this host (the owner's signature is checked here). */
   async deployHere (id: string, params: DeployParams, auth: RequestAuth, count: number): Promise<{ instances: InstanceView[], timing: DeployTiming }> {
     this.#init.verifier.verify(auth, { action: 'deploy', target: id, params })
     if (params.hosts !== null && !params.hosts.includes(this.#self)) throw new XenosError('INVALID_ARGUMENT', `this deploy is addressed to ${params.hosts.join(', ')}, not to host ${this.#self}`)
     if (count > params.count) throw new XenosError('INVALID_ARGUMENT', `asked for ${count} instances of a deploy signed for ${params.count}`)
+    const key = `${auth.owner}/${auth.nonce}`
+    const status = { template: id, phase: 'fetching' as 'fetching' | 'creating' }
+    this.#deploying.set(key, status)
+    try {
+      return await this.#deployHere(id, params, auth, count, status)
+    } finally {
+      this.#deploying.delete(key)
+    }
+  }
+
+  async #deployHere (id: string, params: DeployParams, auth: RequestAuth, count: number, status: { phase: 'fetching' | 'creating' }): Promise<{ instances: InstanceView[], timing: DeployTiming }> {
     const t0 = performance.now()
     const { template, fetched } = await this.fetcher.ensure(id)
     const t1 = performance.now()
+    status.phase = 'creating'
     let snapshot: SnapshotRecord | undefined
     if (params.snapshot !== undefined) {
       snapshot = this.#init.store.snapshots.get(params.snapshot)

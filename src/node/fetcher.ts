@@ -4,6 +4,7 @@ import { XenosError, type AdvertOf, type Template, type TemplateManifest } from 
 import type { BlobStore, TemplateLibrary } from '../images/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import { swarmFetch, type SwarmProgress } from '../transfer/index.ts'
+import type { FetchProgress } from './rollout.ts'
 
 export interface TemplateFetcherInit {
   overlay: Pick<Overlay, 'peerId' | 'node' | 'search' | 'lookup' | 'learnHost' | 'provide' | 'findProviders'>
@@ -43,6 +44,8 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
   readonly #init: TemplateFetcherInit
   readonly #pulls = new Map<string, Promise<Pulled>>()
   readonly transfers = new Map<string, TransferView>()
+  /** Per template being pulled: each file's progress, kept until the whole pull ends. */
+  readonly #pullProgress = new Map<string, Map<string, FetchProgress>>()
   readonly counters = { fetchedBytes: 0, penalties: 0 }
 
   constructor (init: TemplateFetcherInit) {
@@ -62,7 +65,29 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
     return await pull
   }
 
+  /** How much of template `id`'s missing files this host holds, while it pulls them. */
+  progressOf (id: string): FetchProgress | null {
+    const files = this.#pullProgress.get(id)
+    if (files === undefined) return null
+    let held = 0
+    let size = 0
+    for (const f of files.values()) {
+      held += f.held
+      size += f.size
+    }
+    return { held, size }
+  }
+
   async #pull (id: string, known: TemplateManifest | undefined): Promise<Pulled> {
+    this.#pullProgress.set(id, new Map())
+    try {
+      return await this.#pullFiles(id, known)
+    } finally {
+      this.#pullProgress.delete(id)
+    }
+  }
+
+  async #pullFiles (id: string, known: TemplateManifest | undefined): Promise<Pulled> {
     const manifest = known ?? await this.#manifest(id)
     const image = manifest.image
     const fetched = await Promise.all((await this.#init.library.missingBlobs(manifest)).map(async blob => {
@@ -128,6 +153,7 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
           counted = p.fetched
           const view = { ...p, template, startedAt }
           this.transfers.set(blob, view)
+          this.#pullProgress.get(template)?.set(blob, { held: p.held, size: p.size })
           this.emit('progress', view)
         },
         onPenalty: () => { this.counters.penalties++ },

@@ -34,6 +34,19 @@ export const rpcDeploySchema = z.strictObject({
   auth: authSchema,
 })
 
+/** Asks a host where it is with the deploy signed with this nonce. */
+export const rpcDeployStatusSchema = z.strictObject({
+  owner: z.string().regex(OWNER_ID_PATTERN),
+  nonce: z.string().regex(/^[0-9a-f]{8,64}$/),
+})
+const byteCount = z.number().int().nonnegative()
+/** Null phase: the host has not begun that deploy, or has finished it. */
+export const deployStatusSchema = z.strictObject({
+  phase: z.enum(['fetching', 'creating']).nullable(),
+  fetching: z.strictObject({ held: byteCount, size: byteCount }).nullable(),
+})
+export type DeployStatus = z.infer<typeof deployStatusSchema>
+
 /** How one host's part of a deploy went, on that host's clock. */
 export const deployTimingSchema = z.strictObject({
   /** Bringing the template here (0 when it was already here). */

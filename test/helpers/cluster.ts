@@ -72,6 +72,11 @@ export async function stopHost (h: TestHost, signal: NodeJS.Signals = 'SIGTERM')
 
 /** Runs the `xenos` CLI with `--json` against a host; resolves with parsed stdout or rejects with stderr. */
 export async function cli (h: TestHost | string, user: string, args: string[], json = true): Promise<any> {
+  return (await cliRun(h, user, args, json)).result
+}
+
+/** Like `cli`, and also gives what the command said on stderr (its progress). */
+export async function cliRun (h: TestHost | string, user: string, args: string[], json = true): Promise<{ result: any, stderr: string }> {
   const api = typeof h === 'string' ? h : h.api
   const argv = ['--disable-warning=ExperimentalWarning', join(ROOT, 'src/cli/main.ts'), '--api', api, '--key', user, ...(json ? ['--json'] : []), ...args]
   const child = spawn(NODE, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -82,7 +87,12 @@ export async function cli (h: TestHost | string, user: string, args: string[], j
   const code = await new Promise<number | null>(r => child.once('exit', r))
   // A command that fails part-way (a deploy with one host failing) explains itself on stdout.
   if (code !== 0) throw new CliError(stderr.trim() === '' ? stdout.trim() : stderr.trim(), code)
-  return json ? JSON.parse(stdout) : stdout
+  return { result: json ? JSON.parse(stdout) : stdout, stderr }
+}
+
+/** The phases a deploy's progress lines on stderr showed for host `name`, in order. */
+export function rolloutPhases (stderr: string, name: string): string[] {
+  return stderr.split('\n').filter(l => l.startsWith(`${name}: `)).map(l => l.slice(name.length + 2).split(' ')[0] ?? '')
 }
 
 export class CliError extends Error {

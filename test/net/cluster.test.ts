@@ -4,7 +4,8 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { signNameRecord } from '../../src/core/index.ts'
 import { loadOrCreateUserKey } from '../../src/cli/index.ts'
-import { cli, CliError, eventually, getJson, HELLO_MANIFEST, httpGet, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { ROLLOUT_PHASES, type RolloutPhase } from '../../src/node/index.ts'
+import { cli, CliError, cliRun, eventually, getJson, HELLO_MANIFEST, httpGet, rolloutPhases, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
 
 /**
  * Several real xenosd processes on loopback: discovery through the overlay, deploy and control
@@ -184,8 +185,14 @@ describe('a cloud of xenosd processes', () => {
   })
 
   it('deploys onto several named hosts at once, timing each host\'s part until healthy', async () => {
-    const result = await cli(c, alice, ['deploy', 'hello', '--hosts', 'a,b,c', '--wait'])
+    const { result, stderr } = await cliRun(c, alice, ['deploy', 'hello', '--hosts', 'a,b,c', '--wait'])
     assert.equal(result.instances.length, 3)
+    // The live view (lines, as stderr is no terminal) follows each host through its phases in order.
+    for (const name of ['a', 'b', 'c']) {
+      const seen = rolloutPhases(stderr, name)
+      assert.ok(seen.includes('booting') && seen.at(-1) === 'done', `${name}: ${seen.join(' → ')}\n${stderr}`)
+      assert.deepEqual(seen.map(p => ROLLOUT_PHASES.indexOf(p as RolloutPhase)), seen.map(p => ROLLOUT_PHASES.indexOf(p as RolloutPhase)).sort((x, y) => x - y), seen.join(' → '))
+    }
     assert.deepEqual(result.hosts.map((h: any) => h.host).sort(), [a, b, c].map(h => h.info.peerId).sort())
     for (const part of result.hosts) {
       assert.equal(part.error, null)

@@ -4,7 +4,7 @@ import { mkdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { cli, eventually, getJson, httpGet, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { cli, cliRun, eventually, getJson, httpGet, rolloutPhases, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
 
 function hasQemu (): boolean {
   try {
@@ -121,12 +121,20 @@ describe('services in virtual machines', { skip }, () => {
   })
 
   it('deploys on both hosts at once and times fetch, create, boot and healthy on each', async () => {
-    const result = await cli(a, alice, ['deploy', 'counter', '--hosts', 'vm-a,vm-b', '--wait'])
+    const { result, stderr } = await cliRun(a, alice, ['deploy', 'counter', '--hosts', 'vm-a,vm-b', '--wait'])
     assert.equal(result.instances.length, 2)
     const onB = result.hosts.find((h: any) => h.host === b.info.peerId)
     const onA = result.hosts.find((h: any) => h.host === a.info.peerId)
     assert.equal(onA.fetchedBytes, 0, 'A built the template')
     assert.ok(onB.fetchedBytes > 0, 'B pulled it')
+    // B's pull is seen live, host by host, before it boots.
+    const seenOnB = rolloutPhases(stderr, 'vm-b')
+    assert.equal(seenOnB.at(-1), 'done', stderr)
+    if (onB.fetchMs > 1000) {
+      assert.ok(seenOnB.includes('fetching'), `a ${onB.fetchMs} ms pull was shown: ${seenOnB.join(' → ')}`)
+      assert.match(stderr, /^vm-b: fetching .*\d+%/m)
+    }
+    assert.ok(seenOnB.indexOf('fetching') < seenOnB.indexOf('booting'), seenOnB.join(' → '))
     for (const part of [onA, onB]) {
       assert.equal(part.error, null)
       assert.ok(part.createMs > 0 && part.bootMs > 0 && part.healthyMs >= 0, JSON.stringify(part))
