@@ -14,6 +14,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { open, readFile, rm, writeFile } from 'node:fs/promises'
+import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { BlobStore } from '../src/images/index.ts'
@@ -63,6 +64,17 @@ function httpCopy (i: number, blob: string): number {
   return (performance.now() - t0) / 1000
 }
 
+/** CPU seconds (user and system) process `pid` has used so far. */
+async function cpuSeconds (pid: number | undefined): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
+
+async function cpuOf (ps: ChildProcess[]): Promise<number> {
+  return (await Promise.all(ps.map(async p => await cpuSeconds(p.pid)))).reduce((a, b) => a + b, 0)
+}
+
 const procs: ChildProcess[] = []
 const dirs: string[] = []
 let result: Record<string, unknown> | undefined
@@ -100,13 +112,16 @@ try {
   const sequentialTotal = sequential.reduce((a, b) => a + b, 0)
   process.stderr.write(`sequential copies to ${RECEIVERS} hosts: ${sequentialTotal.toFixed(1)} s\n`)
 
+  const cpuBefore = await cpuOf(procs)
   const t0 = performance.now()
   const swarm = await Promise.all(Array.from({ length: RECEIVERS }, async (_, k) => {
     await post(k + 2, `/v1/templates/${template}/pull`, {})
     return (performance.now() - t0) / 1000
   }))
   const swarmTotal = Math.max(...swarm)
-  process.stderr.write(`Xenos swarm to ${RECEIVERS} hosts: ${swarmTotal.toFixed(1)} s\n`)
+  // How many of the machine's cores the hosts kept busy: near all of them means the CPU, not the links, set the pace.
+  const coresBusy = (await cpuOf(procs) - cpuBefore) / swarmTotal
+  process.stderr.write(`Xenos swarm to ${RECEIVERS} hosts: ${swarmTotal.toFixed(1)} s, ${coresBusy.toFixed(2)} of ${availableParallelism()} cores busy\n`)
   result = {
     benchmark: 'swarm',
     date: new Date().toISOString(),
@@ -117,6 +132,8 @@ try {
     sequentialS: round(sequentialTotal, 2),
     swarmS: summary(swarm),
     swarmOverSingleLink: round(swarmTotal / singleLink, 2),
+    swarmCoresBusy: round(coresBusy, 2),
+    cores: availableParallelism(),
     sequentialOverSwarm: round(sequentialTotal / swarmTotal, 1),
   }
 } finally {
@@ -133,3 +150,4 @@ console.log('|---|---|---|')
 console.log(`| (c) one copy over one link (physical limit) | ${r.singleLinkS} | 1.0× |`)
 console.log(`| (b) sequential copies from the source | ${r.sequentialS} | ${round(r.sequentialS / r.singleLinkS, 1)}× |`)
 console.log(`| (a) Xenos swarm, all hosts at once: last host done (p50 host) | ${r.swarmS.max} (${r.swarmS.p50}) | ${r.swarmOverSingleLink}× |`)
+console.log(`\nDuring the swarm the hosts kept ${r.swarmCoresBusy} of ${r.cores} cores busy.`)
