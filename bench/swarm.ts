@@ -6,7 +6,7 @@
  *       repository would serve them),
  *   (c) the physical limit: one copy over one link.
  * Each host is a network namespace whose link is limited with tc tbf in both directions. Needs
- * root. Writes bench/results/swarm-latest.json.
+ * root. Writes bench/results/swarm-RATE-latest.json.
  *
  *   sudo npm run bench:swarm                       # 8 receivers, 1 GiB, 200mbit links
  *   XENOS_BENCH_HOSTS=4 XENOS_BENCH_MIB=256 XENOS_BENCH_RATE=100mbit npm run bench:swarm
@@ -143,7 +143,7 @@ try {
   netnsDown(HOSTS)
   for (const d of dirs) await rm(d, { recursive: true, force: true })
 }
-await writeFile(join(ROOT, 'bench/results/swarm-latest.json'), JSON.stringify(result, null, 2) + '\n')
+await writeFile(join(ROOT, `bench/results/swarm-${RATE}-latest.json`), JSON.stringify(result, null, 2) + '\n')
 const r = result as any
 console.log(`| ${r.receivers} hosts, ${r.templateMiB} MiB, ${r.rate} links | time (s) | vs one link |`)
 console.log('|---|---|---|')
