@@ -62,8 +62,8 @@ export class ApiClient {
   }
 
   /** Sends a request signed by the user's key for `action` on `target` with `params`. */
-  async signed<T>(method: 'GET' | 'POST' | 'DELETE', path: string, action: string, target: string, params: unknown, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
-    return await this.#request<T>(method, path, body, { ...headers, ...this.#auth(action, target, params) })
+  async signed<T>(method: 'GET' | 'POST' | 'DELETE', path: string, action: string, target: string, params: unknown, body?: unknown): Promise<T> {
+    return await this.#request<T>(method, path, body, this.#auth(action, target, params))
   }
 
   /** Resolves a template reference (id, name, `template://me/…`) through the host. */
