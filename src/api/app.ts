@@ -7,11 +7,11 @@ import { Readable } from 'node:stream'
 import { z } from 'zod'
 import { decodeAuthHeader, INSTANCE_ID_PATTERN, nameRecordSchema, toXenosError, XenosError, type Advert, type RequestAuth } from '../core/index.ts'
 import { parseManifest, validateManifest } from '../images/index.ts'
-import { deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, snapshotViewSchema, XENOS_VERSION, type Host } from '../node/index.ts'
+import { deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, migrationResultSchema, snapshotViewSchema, XENOS_VERSION, type Host } from '../node/index.ts'
 import { prometheusText } from './metrics.ts'
 import {
   controlParams, deployBody, deployResultSchema, errorSchema, hostInfoSchema, importTemplateBody, instanceListQuery, instanceParams,
-  blobParams, logsQuery, nameListQuery, namePublishSchema, nameRecordBody, peersSchema, refParams, searchQuery, searchResultSchema, snapshotParams, templateRemovalSchema, templateSummarySchema, transferSchema,
+  blobParams, logsQuery, migrateBody, nameListQuery, namePublishSchema, nameRecordBody, peersSchema, refParams, searchQuery, searchResultSchema, snapshotParams, templateRemovalSchema, templateSummarySchema, transferSchema,
 } from './schemas.ts'
 
 /** Largest blob accepted in one upload (a template's disk image). */
@@ -183,20 +183,7 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     const { template, wait, waitMs, ...params } = req.body
     const auth = authOf(req)
     const options = { wait, ...(waitMs === undefined ? {} : { waitMs }) }
-    if (req.headers.accept?.includes('text/event-stream') !== true) {
-      const result = await host.cloud.deploy(template, params, auth, options)
-      void reply.status(201)
-      return result
-    }
-    const send = eventStream(reply)
-    try {
-      send('result', await host.cloud.deploy(template, params, auth, { ...options, onProgress: parts => { send('progress', { hosts: parts }) } }))
-    } catch (err) {
-      const e = toXenosError(err)
-      if (e.code === 'INTERNAL') app.log.error({ err }, 'deploy failed')
-      send('error', { error: e.toJSON() })
-    }
-    reply.raw.end()
+    return await withProgress(req, reply, 201, async progress => await host.cloud.deploy(template, params, auth, { ...options, ...(progress === undefined ? {} : { onProgress: parts => { progress({ hosts: parts }) } }) }))
   })
 
   api.get('/v1/instances', { schema: { summary: 'Instances on this host and advertised by others', querystring: instanceListQuery, response: { 200: z.object({ instances: z.array(instanceViewSchema) }) } } }, async req => {
@@ -222,6 +209,18 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     return snap
   })
 
+  api.post('/v1/instances/:id/migrate', {
+    schema: {
+      summary: 'Move a running VM to another host while it runs: its memory is copied live, its disk stays and is served to the new host (signed by its owner). With `Accept: text/event-stream`: `progress` events (phase, bytes sent, dirty rate, expected downtime), then `result` or `error`',
+      params: instanceParams,
+      body: migrateBody,
+      response: { 200: migrationResultSchema, ...errors },
+    },
+  }, async (req, reply) => {
+    const auth = authOf(req)
+    return await withProgress(req, reply, 200, async progress => await host.migrations.migrate(req.params.id, req.body.to, auth, progress))
+  })
+
   api.post('/v1/instances/:id/derive', { schema: { summary: 'Make a tailored template from a stopped or suspended VM: its template with the changes on its disk (signed by its owner)', params: instanceParams, body: deriveParamsSchema, response: { 201: templateSummarySchema, ...errors } } }, async (req, reply) => {
     const t = await host.cloud.derive(req.params.id, req.body, authOf(req))
     void reply.status(201)
@@ -245,6 +244,29 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
   }))
 
   return app
+}
+
+/**
+ * Runs `work` for a request that may want to watch it: with `Accept: text/event-stream` the answer
+ * is a stream of `progress` events, then `result` (what the JSON answer would be) or `error`;
+ * otherwise the JSON answer with `status`.
+ */
+async function withProgress<T> (req: FastifyRequest, reply: FastifyReply, status: number, work: (progress?: (p: unknown) => void) => Promise<T>): Promise<T | undefined> {
+  if (req.headers.accept?.includes('text/event-stream') !== true) {
+    const result = await work()
+    void reply.status(status)
+    return result
+  }
+  const send = eventStream(reply)
+  try {
+    send('result', await work(p => { send('progress', p) }))
+  } catch (err) {
+    const e = toXenosError(err)
+    if (e.code === 'INTERNAL') req.log.error({ err }, 'request failed')
+    send('error', { error: e.toJSON() })
+  }
+  reply.raw.end()
+  return undefined
 }
 
 /** Answers with server-sent events from here on; returns the function that sends one. */

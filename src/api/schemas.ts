@@ -81,6 +81,10 @@ export const deployBody = z.strictObject({
   waitMs: z.number().int().min(1000).max(3_600_000).optional(),
 })
 
+export const migrateBody = z.strictObject({
+  to: peerIdSchema.describe('peer id of the host to move the instance to'),
+})
+
 export const deployResultSchema = z.object({
   instances: z.array(instanceViewSchema),
   failures: z.array(z.object({ host: z.string(), code: z.string(), message: z.string() })),

@@ -1,8 +1,8 @@
 import { encodeAuthHeader, formatTemplateUri, isTemplateUri, parseTemplateUri, signAction, signNameRecord, XenosError, type NameRecord, type OwnerKey } from '../core/index.ts'
 import type { DeployParams, DeployResult, HostRollout } from '../node/index.ts'
 
-/** A deploy that waits for a large template to arrive on many hosts can take long. */
-const DEPLOY_STREAM_TIMEOUT_MS = 60 * 60_000
+/** A watched request (a deploy waiting for a large template on many hosts, a migration) can take long. */
+const WATCHED_TIMEOUT_MS = 60 * 60_000
 
 /** Where a CLI command sends its requests and who signs them. */
 export interface ClientInit {
@@ -84,16 +84,24 @@ export class ApiClient {
    */
   async deploy (templateId: string, params: DeployParams, options: { wait?: boolean, onProgress?: (parts: HostRollout[]) => void } = {}): Promise<DeployResult> {
     const { onProgress, ...flags } = options
-    const body = { template: templateId, ...params, ...flags }
-    if (onProgress === undefined) return await this.signed<DeployResult>('POST', '/v1/instances', 'deploy', templateId, params, body)
-    const res = await this.#send('POST', '/v1/instances', body, { accept: 'text/event-stream', ...this.#auth('deploy', templateId, params) }, undefined, DEPLOY_STREAM_TIMEOUT_MS)
-    if (!res.ok || res.body === null) return await this.#json<DeployResult>(res)
+    return await this.watched<DeployResult>('/v1/instances', 'deploy', templateId, params, { template: templateId, ...params, ...flags },
+      onProgress === undefined ? undefined : p => { onProgress((p as { hosts: HostRollout[] }).hosts) })
+  }
+
+  /**
+   * POSTs a request signed for `action` on `target` with `params`; with `onProgress`, asks for
+   * server-sent events and passes each `progress` event's data on until the result comes.
+   */
+  async watched<T>(path: string, action: string, target: string, params: unknown, body: unknown, onProgress?: (p: unknown) => void): Promise<T> {
+    if (onProgress === undefined) return await this.signed<T>('POST', path, action, target, params, body)
+    const res = await this.#send('POST', path, body, { accept: 'text/event-stream', ...this.#auth(action, target, params) }, undefined, WATCHED_TIMEOUT_MS)
+    if (!res.ok || res.body === null) return await this.#json<T>(res)
     for await (const { event, data } of serverEvents(res.body)) {
-      if (event === 'progress') onProgress((data as { hosts: HostRollout[] }).hosts)
-      else if (event === 'result') return data as DeployResult
-      else if (event === 'error') throw errorOf(data, 'the deploy failed')
+      if (event === 'progress') onProgress(data)
+      else if (event === 'result') return data as T
+      else if (event === 'error') throw errorOf(data, `${action} failed`)
     }
-    throw new XenosError('PEER_PROTOCOL', 'the host closed the deploy\'s event stream before its result')
+    throw new XenosError('PEER_PROTOCOL', `the host closed the event stream of ${action} before its result`)
   }
 
   #auth (action: string, target: string, params: unknown): Record<string, string> {

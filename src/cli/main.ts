@@ -2,14 +2,14 @@ import { Command, Option } from 'commander'
 import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { CONTROL_ACTIONS, formatTemplateUri, isTemplateUri, parseTemplateUri, toXenosError, XenosError, type InstanceMetrics, type InstanceView, type NameRecord } from '../core/index.ts'
-import { DEFAULT_DATA_DIR, type DeployResult, type TemplateSummary } from '../node/index.ts'
+import { DEFAULT_DATA_DIR, type DeployResult, type MigrationResult, type MigrationStatus, type TemplateSummary } from '../node/index.ts'
 import { ApiClient } from './client.ts'
 import { runDaemon } from './daemon.ts'
 import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
 import { DEFAULT_KEY_FILE, loadOrCreateUserKey } from './keys.ts'
 import { runLocalCloud } from './local-cloud.ts'
 import { buildAndImport, deriveAndImport, DEFAULT_CACHE_DIR } from './build.ts'
-import { withTransferProgress } from './progress.ts'
+import { migrationView, withTransferProgress } from './progress.ts'
 import { RolloutView } from './rollout-view.ts'
 import { ago, bytes, shortId, table } from './table.ts'
 
@@ -256,6 +256,17 @@ export function buildProgram (): Command {
       view.update(result.hosts)
       out(flags, result, () => [instanceTable(result.instances), '', rolloutTable(result.hosts, names)].join('\n'))
       if (result.instances.length === 0 || result.hosts.some(h => h.error !== null)) process.exitCode = 1
+    })
+
+  program.command('migrate <id>').description('Move a running VM to another host while it keeps running: memory is copied live; the disk stays and is served to the new host')
+    .requiredOption('--to <host>', 'host to move it to (peer id, unique part of it, or host name)')
+    .action(async (id: string, o: { to: string }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const to = await resolveHost(api, o.to)
+      const view = migrationView()
+      const r = await api.watched<MigrationResult>(`/v1/instances/${encodeURIComponent(id)}/migrate`, 'migrate', id, { to }, { to }, p => { view.update(p as MigrationStatus) }).finally(view.stop)
+      const names = await hostNames(api)
+      out(flags, r, () => `migrated ${r.id} from ${names.get(r.from) ?? shortId(r.from)} to ${names.get(r.to) ?? shortId(r.to)} in ${(r.totalMs / 1000).toFixed(1)} s: ${bytes(r.transferredBytes)} of memory sent, ${r.downtimeMs ?? '?'} ms paused`)
     })
 
   const instance = program.command('instance').description('Instances: list, show, control, measure')

@@ -1,3 +1,4 @@
+import type { MigrationStatus } from '../node/index.ts'
 import type { ApiClient } from './client.ts'
 
 /**
@@ -81,5 +82,27 @@ export async function withTransferProgress<T> (api: ApiClient, template: string,
     stop.abort()
     await listening
     for (const bar of bars.values()) if (ok) bar.done(); else bar.stop()
+  }
+}
+
+/**
+ * Shows a live migration as it goes, on stderr: on a terminal one line redrawn in place (phase,
+ * memory sent, how fast the guest dirties it, the downtime QEMU expects), otherwise a line per phase.
+ */
+export function migrationView (): { update: (s: MigrationStatus) => void, stop: () => void } {
+  const tty = process.stderr.isTTY
+  let phase = ''
+  return {
+    update: s => {
+      const detail = s.totalBytes === undefined
+        ? ''
+        : ` ${barOf(s.totalBytes - (s.remainingBytes ?? 0), s.totalBytes, 20)} sent ${mib(s.transferredBytes ?? 0)} MiB, dirty ${s.dirtyPagesRate ?? 0} pages/s${s.expectedDowntimeMs == null ? '' : `, expected downtime ${s.expectedDowntimeMs} ms`}`
+      if (tty) process.stderr.write(`\r\x1b[K${s.phase}${detail}`)
+      else if (s.phase !== phase) process.stderr.write(`${s.phase}${detail}\n`)
+      phase = s.phase
+    },
+    stop: () => {
+      if (tty && phase !== '') process.stderr.write('\n')
+    },
   }
 }

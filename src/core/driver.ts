@@ -30,6 +30,34 @@ export interface Driver {
   suspend? (handle: TaskHandle, path: string): Promise<void>
   /** Saves the task's state to `dir/state` and a copy of its disk to `dir/disk.qcow2`; the task runs on. */
   snapshot? (handle: TaskHandle, dir: string): Promise<void>
+
+  // Live migration (capability `migrate`). The source sends the running VM to `uri`, where a
+  // task started with `incoming` waits; the destination takes over, then the source hands off.
+  /** Sends the running VM's memory to `uri` while it runs; resolves when it is all there (the VM is then paused here). */
+  migrate? (handle: TaskHandle, uri: string, onProgress: (p: MigrationProgress) => void): Promise<void>
+  /** Gives up a migration: the VM runs on here, whatever stage it reached. */
+  cancelMigration? (handle: TaskHandle): Promise<void>
+  /** On the destination: waits until the whole VM has arrived, then runs it. */
+  takeOver? (handle: TaskHandle): Promise<void>
+  /** On the source, after the destination took over: ends the VM but keeps its disk served; returns the disk server's state. */
+  handOff? (handle: TaskHandle): Promise<Record<string, unknown>>
+  /** Serves instance `id`'s disk in `dir` (again, after a restart, unless `server` still runs); returns the server and its socket. */
+  serveDisk? (id: string, dir: string, server?: Record<string, unknown>): Promise<{ server: Record<string, unknown>, socket: string }>
+  /** Ends a disk server `handOff` or `serveDisk` returned. */
+  stopDisk? (id: string, server: Record<string, unknown>): Promise<void>
+}
+
+/** How far a live migration got, as the hypervisor reports it. */
+export interface MigrationProgress {
+  status: string
+  transferredBytes: number
+  remainingBytes: number
+  totalBytes: number
+  /** Guest memory pages written per second: a busy guest must be sent again and again. */
+  dirtyPagesRate: number
+  expectedDowntimeMs: number | null
+  /** Once completed: how long the VM was paused for the final copy. */
+  downtimeMs: number | null
 }
 
 /** A service a guest registered with its host, with the host port that reaches it. */
@@ -72,6 +100,10 @@ export interface TaskSpec {
   image?: TemplateImage | undefined
   /** Start from this saved state instead of booting (drivers with `suspend`). */
   restoreFrom?: string | undefined
+  /** Wait, paused, for a migrating VM to arrive on this unix socket (drivers with `migrate`). */
+  incoming?: string | undefined
+  /** Use the disk served on this unix socket (by the host the VM migrated from) instead of one of its own. */
+  remoteDisk?: string | undefined
 }
 
 export interface TaskHandle {

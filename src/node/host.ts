@@ -4,12 +4,13 @@ import pino, { type Logger } from 'pino'
 import { XenosError, type Driver, type Fingerprint, type InstanceView, type NameRecord, type Resources, type Template } from '../core/index.ts'
 import { detectCgroups, DEFAULT_TASK_UID, processDriver, qemuDriver } from '../hypervisor/index.ts'
 import { BlobStore, NameRegistry, TemplateLibrary } from '../images/index.ts'
-import { serveChunks } from '../transfer/index.ts'
+import { serveChunks, Tunnels } from '../transfer/index.ts'
 import { loadOrCreateHostKey, Overlay } from '../overlay/index.ts'
-import { openStore, type InstanceRecord, type Store } from '../store/index.ts'
+import { openStore, type InstanceRecord, type RemoteDisk, type Store } from '../store/index.ts'
 import { Cloud } from './cloud.ts'
-import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSchema, type HostOptions, type HostOptionsInput } from './options.ts'
+import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSchema, hostTag, type HostOptions, type HostOptionsInput } from './options.ts'
 import { RequestVerifier } from './replay.ts'
+import { Migrations } from './migration.ts'
 import { InstanceSupervisor } from './supervisor.ts'
 
 export const XENOS_VERSION = '0.1.0'
@@ -39,6 +40,8 @@ export class Host {
   readonly fingerprints = new Map<string, Fingerprint>()
   readonly supervisor: InstanceSupervisor
   readonly cloud: Cloud
+  readonly tunnels: Tunnels
+  readonly migrations: Migrations
   readonly capacity: Resources
   readonly advertiseAddress: string
   /** Set by the API once it listens. */
@@ -69,6 +72,14 @@ export class Host {
       digest: () => this.names.digest(),
       newerThan: have => this.names.newerThan(have),
     })
+    this.tunnels = new Tunnels(this.overlay.node, this.log.child({ component: 'tunnels' }))
+    const verifier = new RequestVerifier()
+    // The supervisor reaches remote disks through the migrations, which need the supervisor.
+    const remoteDisks = {
+      attach: async (id: string, disk: RemoteDisk) => await this.migrations.attach(id, disk),
+      detach: async (id: string) => { await this.migrations.detach(id) },
+      release: async (id: string, disk: RemoteDisk) => { await this.migrations.release(id, disk) },
+    }
     this.supervisor = new InstanceSupervisor({
       store: this.store,
       drivers: this.drivers,
@@ -78,6 +89,7 @@ export class Host {
       capacity: this.capacity,
       stopTimeoutMs: this.options.stopTimeoutMs,
       log: this.log.child({ component: 'supervisor' }),
+      remoteDisks,
       onChange: (id, record) => { this.#instanceChanged(id, record) },
     })
     this.cloud = new Cloud({
@@ -87,9 +99,19 @@ export class Host {
       supervisor: this.supervisor,
       blobs: this.blobs,
       store: this.store,
-      verifier: new RequestVerifier(),
+      verifier,
       onTemplateAdded: t => { void this.#advertiseTemplate(t) },
       log: this.log.child({ component: 'cloud' }),
+    })
+    this.migrations = new Migrations({
+      overlay: this.overlay,
+      tunnels: this.tunnels,
+      supervisor: this.supervisor,
+      fetcher: this.cloud.fetcher,
+      store: this.store,
+      verifier,
+      runDir: join(this.options.runDir ?? defaultRunDir(this.options.dataDir), 'tunnels'),
+      log: this.log.child({ component: 'migration' }),
     })
   }
 
@@ -112,13 +134,13 @@ export class Host {
       log: logger.child({ component: 'overlay' }),
     })
     const blobs = new BlobStore(join(options.dataDir, 'blobs'))
-    const cgroups = await detectCgroups()
+    const cgroups = await detectCgroups(undefined, `xenos-${hostTag(options.dataDir)}`)
     const drivers = new Map<string, Driver>()
     if (options.drivers.includes('process')) {
       drivers.set('process', processDriver({ cgroups, uid: DEFAULT_TASK_UID, gid: DEFAULT_TASK_UID }))
     }
     if (options.drivers.includes('qemu')) {
-      drivers.set('qemu', qemuDriver({ cgroups, blobPath: d => blobs.path(d), runDir: options.runDir ?? defaultRunDir(), qemu: 'qemu-system-x86_64', accel: options.accel }))
+      drivers.set('qemu', qemuDriver({ cgroups, blobPath: d => blobs.path(d), runDir: options.runDir ?? defaultRunDir(options.dataDir), qemu: 'qemu-system-x86_64', accel: options.accel }))
     }
     return new Host({
       options,
@@ -138,9 +160,12 @@ export class Host {
       this.fingerprints.set(name, fp)
       if (!fp.healthy) this.log.warn({ driver: name, detail: fp.detail }, 'driver unavailable')
     }
+    await this.tunnels.start()
     await this.supervisor.recover()
+    await this.migrations.reissue()
     this.supervisor.startHealthChecks()
     this.cloud.serve()
+    this.migrations.serve()
     await serveChunks(this.overlay.node, this.blobs, this.log.child({ component: 'transfer' }))
     await this.overlay.start()
     this.#started = true

@@ -1,5 +1,6 @@
+import { createHash } from 'node:crypto'
 import { cpus, homedir, tmpdir, totalmem } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { z } from 'zod'
 import { DEFAULT_ADVERT_TTL_MS } from '../overlay/index.ts'
 
@@ -50,9 +51,18 @@ export const hostOptionsSchema = z.strictObject({
 export type HostOptions = z.output<typeof hostOptionsSchema>
 export type HostOptionsInput = z.input<typeof hostOptionsSchema>
 
-export function defaultRunDir (): string {
+/**
+ * A short name for the host with data dir `dataDir`, unique on this machine: it keeps apart the
+ * sockets and cgroups of several hosts on one machine, which may hold the same instance while
+ * it migrates between them.
+ */
+export function hostTag (dataDir: string): string {
+  return createHash('sha256').update(resolve(dataDir)).digest('hex').slice(0, 8)
+}
+
+export function defaultRunDir (dataDir: string): string {
   const uid = process.getuid?.() ?? 0
-  return uid === 0 ? '/run/xenos' : join(process.env.XDG_RUNTIME_DIR ?? tmpdir(), `xenos-${uid}`)
+  return join(uid === 0 ? '/run/xenos' : join(process.env.XDG_RUNTIME_DIR ?? tmpdir(), `xenos-${uid}`), hostTag(dataDir))
 }
 
 export function defaultCapacity (): { cpu: number, memory: number } {

@@ -1,18 +1,36 @@
 import { existsSync } from 'node:fs'
-import { copyFile, mkdir, rm } from 'node:fs/promises'
+import { copyFile, mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
   ACTIVE_STATES, newInstanceId, newSnapshotId, XenosError,
-  type ControlAction, type Driver, type InstanceMetrics, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type TaskExit, type TaskHandle, type Template,
+  type ControlAction, type Driver, type InstanceMetrics, type MigrationProgress, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type TaskExit, type TaskHandle, type Template,
 } from '../core/index.ts'
-import type { InstanceRecord, SnapshotRecord, Store } from '../store/index.ts'
+import type { InstanceRecord, RemoteDisk, SnapshotRecord, Store } from '../store/index.ts'
 import { checkService, checkTargets, HEALTH_INTERVAL_MS, HEALTH_PENDING_FOR_MS, HEALTH_PENDING_INTERVAL_MS, statusOf } from './health.ts'
 import { KeyedLock } from './locks.ts'
 import { allocatePort, isPortFree } from './ports.ts'
 
+/** How an instance reaches a disk another host serves (see migration.ts). */
+export interface RemoteDisks {
+  /** Makes the disk reachable here; returns the unix socket a VM attaches to. */
+  attach: (id: string, disk: RemoteDisk) => Promise<string>
+  /** The instance stops using the disk here (it did not arrive, or went away). */
+  detach: (id: string) => Promise<void>
+  /** The instance is gone for good: the serving host may drop the disk. */
+  release: (id: string, disk: RemoteDisk) => Promise<void>
+}
+
+/** An instance arriving from another host by live migration. */
+export interface IncomingInstance {
+  id: string
+  name: string
+  owner: string
+  createdAt: number
+}
+
 export interface SupervisorInit {
-  store: Pick<Store, 'instances' | 'templates' | 'snapshots'>
+  store: Pick<Store, 'instances' | 'templates' | 'snapshots' | 'diskExports' | 'transaction'>
   drivers: ReadonlyMap<string, Driver>
   /** Where instance directories live. */
   instancesDir: string
@@ -23,6 +41,7 @@ export interface SupervisorInit {
   /** How long a graceful stop may take before the driver forces it. @default 10_000 */
   stopTimeoutMs: number
   log: Logger
+  remoteDisks: RemoteDisks
   /** Called after every change to an instance; `undefined` record means it was destroyed. */
   onChange: (id: string, record: InstanceRecord | undefined) => void
 }
@@ -34,6 +53,8 @@ interface LiveTask {
 }
 
 const LOG_TAIL_LINES = 20
+/** Marks the directory of an instance still arriving by migration: a restart removes it whole. */
+const INCOMING_MARKER = 'incoming'
 
 /**
  * Runs this host's instances: admission, ports, starting and stopping through the driver,
@@ -44,6 +65,8 @@ export class InstanceSupervisor {
   readonly #init: SupervisorInit
   readonly #locks = new KeyedLock()
   readonly #live = new Map<string, LiveTask>()
+  /** Instances being sent to another host right now. */
+  readonly #moving = new Set<string>()
   readonly #health = new Map<string, ServiceStatus[]>()
   /** When each running instance booted and became healthy, and was last checked (this host's clock). */
   readonly #milestones = new Map<string, { since: number, bootedAt?: number, healthyAt?: number, checkedAt: number }>()
@@ -96,6 +119,11 @@ export class InstanceSupervisor {
   async recover (): Promise<void> {
     for (const r of this.#init.store.instances.list()) {
       const driver = this.#init.drivers.get(r.driver)
+      if (existsSync(join(this.#init.instancesDir, r.id, INCOMING_MARKER))) {
+        // Half-arrived: the host it came from still runs it.
+        await this.#destroy(r)
+        continue
+      }
       if (r.state === 'creating') {
         if (driver !== undefined) await this.#cleanup(driver, r.handle ?? { id: r.id, driver: r.driver, state: {} })
         this.#set(r.id, { state: 'failed', handle: null, error: 'the host stopped while this instance was being created' })
@@ -113,9 +141,16 @@ export class InstanceSupervisor {
         this.#set(r.id, { state: 'failed', error: withTail('the task ended while xenosd was not running', tail) })
         continue
       }
+      if (r.remoteDisk !== null) await this.#init.remoteDisks.attach(r.id, r.remoteDisk)
       this.#set(r.id, { state: status })
       this.#watch(r.id, driver, r.handle)
       this.#init.log.info({ instance: r.id, state: status }, 're-attached to instance')
+    }
+    for (const e of this.#init.store.diskExports.list()) {
+      const driver = this.#init.drivers.get('qemu')
+      if (driver?.serveDisk === undefined) continue
+      const served = await driver.serveDisk(e.instanceId, join(this.#init.instancesDir, e.instanceId), e.server)
+      this.#init.store.diskExports.put({ ...e, server: served.server })
     }
   }
 
@@ -165,6 +200,7 @@ export class InstanceSupervisor {
     return await this.#locks.run(id, async () => {
       const r = this.#get(id)
       this.#expect(r, ['stopped', 'suspended', 'exited'], 'derive a template from')
+      if (r.remoteDisk !== null) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is served by host ${r.remoteDisk.host}, where it migrated from: derive it there after migrating it back`)
       const disk = join(this.#init.instancesDir, id, 'disk.qcow2')
       if (!existsSync(disk)) throw new XenosError('INVALID_STATE', `instance ${id} has no disk of its own (it does not run in a VM)`)
       return await fn(disk, this.#template(r))
@@ -187,30 +223,17 @@ export class InstanceSupervisor {
   async create (template: Template, owner: string, name: string | undefined, count: number, snapshot?: SnapshotRecord): Promise<InstanceView[]> {
     const driver = this.#driverFor(template.manifest.driver)
     const records = await this.#locks.run('admission', async () => {
-      const want = template.manifest.resources
-      const free = this.free()
-      if (want.cpu * count > free.cpu + 1e-9 || want.memory * count > free.memory) {
-        throw new XenosError('ADMISSION_REFUSED',
-          `host ${this.#init.hostId} has ${free.cpu} CPU and ${free.memory} MiB free; ${count} × ${template.manifest.name} needs ${round(want.cpu * count)} CPU and ${want.memory * count} MiB. Deploy elsewhere or stop instances here.`)
-      }
+      this.#admit(template, count)
       const out: InstanceRecord[] = []
       for (let i = 0; i < count; i++) {
-        const now = Date.now()
         const id = newInstanceId()
-        const record: InstanceRecord = {
+        const record = await this.#newRecord(template, driver, {
           id,
           name: name === undefined ? `${template.manifest.name}-${id.slice(2, 8)}` : count > 1 ? `${name}-${i + 1}` : name,
-          templateId: template.id,
           owner,
-          state: 'creating',
-          driver: driver.name,
-          handle: null,
-          ports: await this.#assignPorts(template, []),
-          resources: template.manifest.resources,
-          error: null,
-          createdAt: now,
-          updatedAt: now,
-        }
+          createdAt: Date.now(),
+          remoteDisk: null,
+        })
         this.#init.store.instances.insert(record)
         this.#init.onChange(id, record)
         out.push(record)
@@ -231,6 +254,7 @@ export class InstanceSupervisor {
   }
 
   async control (id: string, action: ControlAction): Promise<InstanceView | undefined> {
+    this.#refuseIfMoving(id, action)
     return await this.#locks.run(id, async () => {
       const r = this.#get(id)
       switch (action) {
@@ -279,6 +303,129 @@ export class InstanceSupervisor {
     })
   }
 
+  /**
+   * Sends running instance `id` to another host: its memory goes to `uri` while it runs; once all
+   * of it is there, `takeOver` asks the other host to run it, and only then does this host end its
+   * VM, keeping the disk served to `exportTo.peer` (it stays here). If anything fails before the
+   * other host took over, the VM runs on here.
+   */
+  async migrateOut (id: string, uri: string, exportTo: { peer: string, token: string }, onProgress: (p: MigrationProgress) => void, takeOver: () => Promise<void>): Promise<void> {
+    await this.#locks.run(id, async () => {
+      const r = this.#get(id)
+      this.#expect(r, ['running'], 'migrate')
+      const driver = this.#migrator(r)
+      if (r.remoteDisk !== null) throw new XenosError('INVALID_STATE', `instance ${id} already runs on a disk served by host ${r.remoteDisk.host}: migrate it back there first`)
+      const handle = this.#handle(r)
+      try {
+        await driver.migrate(handle, uri, onProgress)
+        await takeOver()
+      } catch (err) {
+        await driver.cancelMigration(handle).catch((e: unknown) => { this.#init.log.error({ err: e, instance: id }, 'could not resume the VM after a failed migration') })
+        throw err
+      }
+      const live = this.#live.get(id)
+      if (live !== undefined) live.stopping = true
+      const server = await driver.handOff(handle)
+      this.#live.delete(id)
+      this.#health.delete(id)
+      this.#milestones.delete(id)
+      this.#init.store.transaction(() => {
+        this.#init.store.diskExports.put({ instanceId: id, owner: r.owner, peer: exportTo.peer, token: exportTo.token, server, createdAt: Date.now() })
+        this.#init.store.instances.remove(id)
+      })
+      this.#init.onChange(id, undefined)
+    })
+  }
+
+  /** Runs `fn`, the whole of a migration of instance `id`; meanwhile other actions on it, and another migration, are refused. */
+  async moving<T> (id: string, fn: () => Promise<T>): Promise<T> {
+    this.#refuseIfMoving(id, 'migrate')
+    this.#moving.add(id)
+    try {
+      return await fn()
+    } finally {
+      this.#moving.delete(id)
+    }
+  }
+
+  /** The unix socket on which this host serves running instance `id`'s disk. */
+  async diskSocket (id: string): Promise<string> {
+    const r = this.#get(id)
+    const driver = this.#migrator(r)
+    return (await driver.serveDisk(id, join(this.#init.instancesDir, id), this.#handle(r).state.disk as Record<string, unknown> | undefined)).socket
+  }
+
+  /**
+   * Prepares instance `arriving` of `template` to arrive by migration: admission, ports, and a
+   * paused VM that waits on the unix socket `incoming`, using the disk `disk` serves.
+   */
+  async receive (template: Template, arriving: IncomingInstance, disk: RemoteDisk, incoming: string): Promise<void> {
+    const driver = this.#driverFor(template.manifest.driver)
+    if (driver.takeOver === undefined) throw new XenosError('INVALID_STATE', `the ${driver.name} driver cannot take over migrating instances`)
+    const record = await this.#locks.run('admission', async () => {
+      if (this.has(arriving.id)) throw new XenosError('INVALID_STATE', `host ${this.#init.hostId} already holds instance ${arriving.id}`)
+      this.#admit(template, 1)
+      const r = await this.#newRecord(template, driver, { ...arriving, remoteDisk: disk })
+      await mkdir(join(this.#init.instancesDir, r.id), { recursive: true })
+      await writeFile(join(this.#init.instancesDir, r.id, INCOMING_MARKER), '')
+      this.#init.store.instances.insert(r)
+      return r
+    })
+    await this.#locks.run(record.id, async () => {
+      try {
+        await this.#startTask(record, template, undefined, incoming)
+      } catch (err) {
+        await this.#destroy(this.#get(record.id))
+        throw err
+      }
+    })
+  }
+
+  /** Runs an instance that has arrived: from here on this host owns it. */
+  async takeOver (id: string): Promise<InstanceView> {
+    return await this.#locks.run(id, async () => {
+      const r = this.#get(id)
+      if (!existsSync(join(this.#init.instancesDir, id, INCOMING_MARKER))) throw new XenosError('INVALID_STATE', `instance ${id} is not arriving here`)
+      await this.#migrator(r).takeOver(this.#handle(r))
+      await rm(join(this.#init.instancesDir, id, INCOMING_MARKER))
+      this.#set(id, { state: 'running' })
+      return this.view(id)
+    })
+  }
+
+  /** Gives up an instance that was arriving: nothing of it stays. */
+  async abandon (id: string): Promise<void> {
+    await this.#locks.run(id, async () => {
+      const r = this.#init.store.instances.get(id)
+      if (r === undefined || !existsSync(join(this.#init.instancesDir, id, INCOMING_MARKER))) return
+      const live = this.#live.get(id)
+      if (live !== undefined) live.stopping = true
+      await this.#destroy(r)
+    })
+  }
+
+  #refuseIfMoving (id: string, action: string): void {
+    if (this.#moving.has(id)) throw new XenosError('INVALID_STATE', `cannot ${action} instance ${id}: it is migrating to another host`)
+  }
+
+  #migrator (r: InstanceRecord): MigratingDriver {
+    const d = this.#driverFor(r.driver)
+    if (!canMigrate(d)) throw new XenosError('INVALID_STATE', `instance ${r.id} runs on the ${r.driver} driver, which cannot migrate`)
+    return d
+  }
+
+  /** Ends the disk this host served to another host for instance `id`, once that host is done with it. */
+  async releaseExport (id: string, peer: string): Promise<void> {
+    await this.#locks.run(`export/${id}`, async () => {
+      const e = this.#init.store.diskExports.get(id)
+      if (e === undefined) return
+      if (e.peer !== peer) throw new XenosError('FORBIDDEN', `the disk of instance ${id} is not served to host ${peer}`)
+      await this.#driverFor('qemu').stopDisk?.(id, e.server)
+      this.#init.store.diskExports.remove(id)
+      await rm(join(this.#init.instancesDir, id), { recursive: true, force: true })
+    })
+  }
+
   has (id: string): boolean {
     return this.#init.store.instances.get(id) !== undefined
   }
@@ -305,12 +452,37 @@ export class InstanceSupervisor {
     return driver === undefined ? '' : await driver.logTail(r.handle ?? { id, driver: r.driver, state: {} }, lines)
   }
 
+  /** A new instance's record, `creating`, with host ports of its own. */
+  async #newRecord (template: Template, driver: Driver, o: IncomingInstance & { remoteDisk: RemoteDisk | null }): Promise<InstanceRecord> {
+    return {
+      ...o,
+      templateId: template.id,
+      state: 'creating',
+      driver: driver.name,
+      handle: null,
+      ports: await this.#assignPorts(template, []),
+      resources: template.manifest.resources,
+      error: null,
+      updatedAt: o.createdAt,
+    }
+  }
+
+  /** Throws ADMISSION_REFUSED unless `count` instances of `template` fit in what is free. */
+  #admit (template: Template, count: number): void {
+    const want = template.manifest.resources
+    const free = this.free()
+    if (want.cpu * count > free.cpu + 1e-9 || want.memory * count > free.memory) {
+      throw new XenosError('ADMISSION_REFUSED',
+        `host ${this.#init.hostId} has ${free.cpu} CPU and ${free.memory} MiB free; ${count} × ${template.manifest.name} needs ${round(want.cpu * count)} CPU and ${want.memory * count} MiB. Deploy elsewhere or stop instances here.`)
+    }
+  }
+
   /** Where a suspended instance's saved state lives. */
   #statePath (r: InstanceRecord): string {
     return join(this.#init.instancesDir, r.id, 'suspended.state')
   }
 
-  async #startTask (r: InstanceRecord, template: Template, restoreFrom?: string): Promise<void> {
+  async #startTask (r: InstanceRecord, template: Template, restoreFrom?: string, incoming?: string): Promise<void> {
     const driver = this.#driverFor(r.driver)
     const ports = await this.#assignPorts(template, r.ports)
     this.#set(r.id, { state: 'creating', ports, error: null })
@@ -327,8 +499,11 @@ export class InstanceSupervisor {
         bindAddress: this.#init.advertiseAddress,
         image: template.manifest.image,
         restoreFrom,
+        incoming,
+        remoteDisk: r.remoteDisk === null ? undefined : await this.#init.remoteDisks.attach(r.id, r.remoteDisk),
       })
-      this.#set(r.id, { state: 'running', handle })
+      // An arriving VM waits paused, still `creating`, until it takes over.
+      this.#set(r.id, { state: incoming === undefined ? 'running' : 'creating', handle })
       this.#watch(r.id, driver, handle)
     } catch (err) {
       const tail = await driver.logTail({ id: r.id, driver: r.driver, state: { log: join(dir, 'console.log') } }, LOG_TAIL_LINES).catch(() => '')
@@ -357,9 +532,15 @@ export class InstanceSupervisor {
     this.#live.delete(r.id)
     this.#health.delete(r.id)
     this.#milestones.delete(r.id)
+    // An instance that never finished arriving leaves its disk to the host it was coming from.
+    const arriving = existsSync(join(this.#init.instancesDir, r.id, INCOMING_MARKER))
     await rm(join(this.#init.instancesDir, r.id), { recursive: true, force: true })
     this.#init.store.instances.remove(r.id)
     this.#init.onChange(r.id, undefined)
+    if (r.remoteDisk !== null) await this.#init.remoteDisks.detach(r.id)
+    if (r.remoteDisk !== null && !arriving) {
+      await this.#init.remoteDisks.release(r.id, r.remoteDisk).catch((err: unknown) => { this.#init.log.warn({ err, instance: r.id, host: r.remoteDisk?.host }, 'could not release the disk the instance used remotely') })
+    }
   }
 
   async #cleanup (driver: Driver, handle: TaskHandle): Promise<void> {
@@ -378,6 +559,13 @@ export class InstanceSupervisor {
   async #onExit (id: string, driver: Driver, live: LiveTask, exit: TaskExit): Promise<void> {
     if (live.stopping || this.#live.get(id) !== live) return
     this.#live.delete(id)
+    const r = this.#init.store.instances.get(id)
+    if (r !== undefined && existsSync(join(this.#init.instancesDir, id, INCOMING_MARKER))) {
+      // A VM that was arriving and ended (its source gave up): nothing of it stays here.
+      this.#init.log.info({ instance: id, exit }, 'an arriving instance ended before it took over')
+      await this.#destroy(r)
+      return
+    }
     const tail = await driver.logTail(live.handle, LOG_TAIL_LINES).catch(() => '')
     await driver.destroy(live.handle).catch(() => {})
     const how = exit.signal !== null ? `killed by ${exit.signal}` : exit.code === null ? 'ended' : `exited with code ${exit.code}`
@@ -460,6 +648,13 @@ export class InstanceSupervisor {
     if (r.error !== null) view.error = r.error
     return view
   }
+}
+
+type MigratingDriver = Driver & Required<Pick<Driver, 'migrate' | 'cancelMigration' | 'takeOver' | 'handOff' | 'serveDisk' | 'stopDisk'>>
+
+function canMigrate (d: Driver): d is MigratingDriver {
+  return d.capabilities().migrate && d.migrate !== undefined && d.cancelMigration !== undefined && d.takeOver !== undefined &&
+    d.handOff !== undefined && d.serveDisk !== undefined && d.stopDisk !== undefined
 }
 
 function withTail (message: string, tail: string): string {

@@ -45,6 +45,15 @@ const MIGRATIONS: readonly string[] = [
      record TEXT NOT NULL,
      PRIMARY KEY (owner, name, tag)
    );`,
+  `ALTER TABLE instances ADD COLUMN remote_disk TEXT;
+   CREATE TABLE disk_exports (
+     instance_id TEXT PRIMARY KEY,
+     owner TEXT NOT NULL,
+     peer TEXT NOT NULL,
+     token TEXT NOT NULL,
+     server TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   );`,
 ]
 
 export type Database = DatabaseSync

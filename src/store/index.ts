@@ -12,13 +12,15 @@
  * ```
  */
 import { openDatabase, transaction, type Database } from './database.ts'
+import { DiskExportTable } from './disk-exports.ts'
 import { InstanceTable } from './instances.ts'
 import { SnapshotTable } from './snapshots.ts'
 import { NameTable } from './names.ts'
 import { TemplateTable } from './templates.ts'
 
 export { writeFileAtomic } from './files.ts'
-export type { InstanceRecord, InstanceChange } from './instances.ts'
+export type { InstanceRecord, InstanceChange, RemoteDisk } from './instances.ts'
+export type { DiskExportRecord } from './disk-exports.ts'
 export type { SnapshotRecord } from './snapshots.ts'
 export type { NameRow } from './names.ts'
 
@@ -27,6 +29,7 @@ export interface Store {
   instances: InstanceTable
   snapshots: SnapshotTable
   names: NameTable
+  diskExports: DiskExportTable
   transaction: <T>(fn: () => T) => T
   close: () => void
 }
@@ -38,6 +41,7 @@ export function openStore (path: string): Store {
     instances: new InstanceTable(db),
     snapshots: new SnapshotTable(db),
     names: new NameTable(db),
+    diskExports: new DiskExportTable(db),
     transaction: fn => transaction(db, fn),
     close: () => { db.close() },
   }

@@ -13,8 +13,16 @@ export interface InstanceRecord {
   ports: AssignedPort[]
   resources: Resources
   error: string | null
+  /** Set when the instance's disk stays on the host it migrated from, which serves it. */
+  remoteDisk: RemoteDisk | null
   createdAt: number
   updatedAt: number
+}
+
+/** Where a migrated instance's disk is served from, and the ticket that reaches it. */
+export interface RemoteDisk {
+  host: string
+  token: string
 }
 
 interface InstanceRow {
@@ -28,6 +36,7 @@ interface InstanceRow {
   ports: string
   resources: string
   error: string | null
+  remote_disk: string | null
   created_at: number
   updated_at: number
 }
@@ -44,6 +53,7 @@ function fromRow (r: InstanceRow): InstanceRecord {
     ports: JSON.parse(r.ports) as AssignedPort[],
     resources: JSON.parse(r.resources) as Resources,
     error: r.error,
+    remoteDisk: r.remote_disk === null ? null : JSON.parse(r.remote_disk) as RemoteDisk,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   }
@@ -60,10 +70,10 @@ export class InstanceTable {
   }
 
   insert (r: InstanceRecord): void {
-    this.#db.prepare(`INSERT INTO instances (id, name, template_id, owner, state, driver, handle, ports, resources, error, created_at, updated_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
+    this.#db.prepare(`INSERT INTO instances (id, name, template_id, owner, state, driver, handle, ports, resources, error, remote_disk, created_at, updated_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
       r.id, r.name, r.templateId, r.owner, r.state, r.driver, r.handle === null ? null : JSON.stringify(r.handle),
-      JSON.stringify(r.ports), JSON.stringify(r.resources), r.error, r.createdAt, r.updatedAt)
+      JSON.stringify(r.ports), JSON.stringify(r.resources), r.error, r.remoteDisk === null ? null : JSON.stringify(r.remoteDisk), r.createdAt, r.updatedAt)
   }
 
   update (id: string, change: InstanceChange, now = Date.now()): InstanceRecord | undefined {

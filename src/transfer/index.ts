@@ -13,3 +13,4 @@
  */
 export { serveChunks, fetchIndex, fetchHave, fetchChunk, encodeHave, decodeHave, CHUNK_PROTOCOL, type ChunkSource, type ServeOptions } from './protocol.ts'
 export { swarmFetch, type ChunkSink, type PartialSink, type SwarmFetchInit, type SwarmProgress, type SwarmResult } from './swarm.ts'
+export { Tunnels, TUNNEL_PROTOCOL, type TunnelListener } from './tunnel.ts'

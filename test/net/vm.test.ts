@@ -5,27 +5,13 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { cli, cliRun, eventually, getJson, httpGet, rolloutPhases, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { count, skipWithoutQemu } from '../helpers/vm.ts'
 
-function hasQemu (): boolean {
-  try {
-    execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-}
-
-const skip = hasQemu() ? false : 'QEMU is not installed (apt-get install qemu-system-x86 qemu-utils)'
+const skip = skipWithoutQemu
 
 async function fetchedBytes (h: TestHost): Promise<number> {
   const text = await (await fetch(`${h.api}/metrics`)).text()
   return Number(/^xenos_blob_fetched_bytes_total (\d+)$/m.exec(text)?.[1])
-}
-
-async function count (url: string): Promise<number | undefined> {
-  const text = await httpGet(`${url}/count`, 1500)
-  const n = Number(text?.trim())
-  return text === undefined || !Number.isFinite(n) || text.trim() === '' ? undefined : n
 }
 
 /** Real VMs (QEMU, TCG when KVM does not work) on real xenosd processes. */

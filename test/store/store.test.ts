@@ -13,7 +13,7 @@ describe('store', () => {
     s1.templates.put({ id: 'sha256:aa', manifest: { ...manifest, name: 'changed' }, importedAt: 2 })
     s1.instances.insert({
       id: 'i-0000000000000001', name: 'x-1', templateId: 'sha256:aa', owner: 'o', state: 'creating', driver: 'process', handle: null,
-      ports: [{ name: 'http', protocol: 'http', hostPort: 1234 }], resources: { cpu: 0.1, memory: 64 }, error: null, createdAt: 1, updatedAt: 1,
+      ports: [{ name: 'http', protocol: 'http', hostPort: 1234 }], resources: { cpu: 0.1, memory: 64 }, error: null, remoteDisk: { host: 'h', token: 't' }, createdAt: 1, updatedAt: 1,
     })
     s1.instances.update('i-0000000000000001', { state: 'running', handle: { id: 'i-0000000000000001', driver: 'process', state: { pid: 5 } } })
     s1.close()
@@ -24,9 +24,23 @@ describe('store', () => {
     assert.equal(r?.state, 'running')
     assert.deepEqual(r?.handle?.state, { pid: 5 })
     assert.equal(r?.ports[0]?.hostPort, 1234)
+    assert.deepEqual(r?.remoteDisk, { host: 'h', token: 't' })
     assert.equal(s2.instances.countUsingTemplate('sha256:aa'), 1)
     assert.throws(() => { s2.transaction(() => { s2.instances.remove('i-0000000000000001'); throw new Error('abort') }) }, /abort/)
     assert.ok(s2.instances.get('i-0000000000000001'), 'a failed transaction changes nothing')
+    s2.close()
+  })
+
+  it('keeps the disks it serves to other hosts until they are released', async () => {
+    const path = join(await tempDir('store'), 'state.db')
+    const s1 = openStore(path)
+    s1.diskExports.put({ instanceId: 'i-0000000000000002', owner: 'o', peer: 'p', token: 't1', server: { pid: 7 }, createdAt: 1 })
+    s1.diskExports.put({ instanceId: 'i-0000000000000002', owner: 'o', peer: 'p', token: 't2', server: { pid: 8 }, createdAt: 1 })
+    s1.close()
+    const s2 = openStore(path)
+    assert.deepEqual(s2.diskExports.list().map(e => [e.token, e.server]), [['t2', { pid: 8 }]])
+    s2.diskExports.remove('i-0000000000000002')
+    assert.equal(s2.diskExports.get('i-0000000000000002'), undefined)
     s2.close()
   })
 })

@@ -13,6 +13,7 @@ import { processUsage, tailFile } from '../procfs.ts'
 import { spawnTask, taskPids } from '../spawn.ts'
 import { AgentLink } from './agent.ts'
 import { probeAccelerator, type Accelerator } from './accel.ts'
+import { DISK_EXPORT, DiskServers, type DiskServerState } from './disk-server.ts'
 import { QmpClient } from './qmp.ts'
 
 const run = promisify(execFile)
@@ -37,10 +38,14 @@ interface QemuState {
   sockets: string
   console: string
   ports: Array<{ guest: number, host: number }>
+  /** This host's server of the instance's disk; null when the disk is served by another host. */
+  disk: DiskServerState | null
 }
 
 const SOCKET_WAIT_MS = 15_000
 const MIGRATION_POLL_MS = 5
+/** How long a VM waits for its disk server to come back (a restart of it, or of a tunnel) before I/O fails. */
+const DISK_RECONNECT_S = 60
 const TCG_CODE_BUFFER_MIB = 32
 
 function stateOf (handle: TaskHandle): QemuState {
@@ -59,6 +64,9 @@ function stateOf (handle: TaskHandle): QemuState {
  */
 export function qemuDriver (init: QemuDriverInit): Driver {
   const sessions = new Map<string, { qmp: QmpClient | undefined, agent: AgentLink, exit: Promise<TaskExit> | undefined }>()
+  const disks = new DiskServers(init.cgroups)
+  /** Where an instance's disk server listens: apart from the VM's sockets, as it outlives the VM. */
+  const diskSocketsOf = (id: string): string => join(init.runDir, `${id}.disk`)
   let accel: Promise<Accelerator> | undefined
 
   function session (handle: TaskHandle): { qmp: QmpClient | undefined, agent: AgentLink, exit: Promise<TaskExit> | undefined } {
@@ -103,7 +111,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
     return false
   }
 
-  function argv (spec: TaskSpec, accelerator: Accelerator, sockets: string, console: string, overlay: string): string[] {
+  function argv (spec: TaskSpec, accelerator: Accelerator, sockets: string, console: string, disk: string): string[] {
     const image = spec.image
     if (image === undefined) throw new XenosError('BAD_MANIFEST', `instance ${spec.id} has a qemu template without an image`)
     const forwards = spec.ports.filter(p => p.guest !== undefined).map(p => `hostfwd=${p.protocol === 'udp' ? 'udp' : 'tcp'}:${spec.bindAddress}:${p.hostPort}-:${p.guest ?? 0}`)
@@ -128,19 +136,22 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       '-chardev', `socket,id=agent,path=${join(sockets, 'ag.sock')},server=on,wait=off`,
       '-device', 'virtio-serial-pci',
       '-device', 'virtserialport,chardev=agent,name=org.xenos.agent',
-      '-drive', `id=disk,file=${overlay},format=qcow2,if=none,cache=writeback,discard=unmap`,
+      // The disk through its server (see disk-server.ts), so another host's VM can take it over.
+      '-blockdev', `driver=nbd,node-name=disk,server.type=unix,server.path=${disk},export=${DISK_EXPORT},reconnect-delay=${DISK_RECONNECT_S},discard=unmap`,
       '-device', 'virtio-blk-pci,drive=disk',
       '-netdev', ['user', 'id=net0', ...forwards].join(','),
       '-device', 'virtio-net-pci,netdev=net0,romfile=',
     ]
     // The saved state arrives on descriptor 3 (see start): QEMU reads the file itself.
     if (spec.restoreFrom !== undefined) args.push('-incoming', 'fd:3')
+    // A migrating VM arrives on a socket and stays paused until its host takes it over.
+    if (spec.incoming !== undefined) args.push('-incoming', `unix:${spec.incoming}`, '-S')
     return args
   }
 
   return {
     name: 'qemu',
-    capabilities: () => ({ pause: true, suspend: true, migrate: false }),
+    capabilities: () => ({ pause: true, suspend: true, migrate: true }),
 
     async fingerprint (): Promise<Fingerprint> {
       try {
@@ -166,17 +177,21 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       const sockets = join(init.runDir, spec.id)
       await rm(sockets, { recursive: true, force: true })
       await mkdir(sockets, { recursive: true, mode: 0o700 })
-      const overlay = join(spec.dir, 'disk.qcow2')
-      if (!existsSync(overlay)) {
-        // The instance's disk: a thin qcow2 overlay backed by the template's shared, read-only image
-        // (itself an overlay on its base for a tailored template).
-        await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', image.diskFormat, '-b', init.blobPath(image.disk), `${overlay}.tmp`])
-        await rename(`${overlay}.tmp`, overlay)
+      let disk: DiskServerState | null = null
+      if (spec.remoteDisk === undefined) {
+        const overlay = join(spec.dir, 'disk.qcow2')
+        if (!existsSync(overlay)) {
+          // The instance's disk: a thin qcow2 overlay backed by the template's shared, read-only image
+          // (itself an overlay on its base for a tailored template).
+          await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', image.diskFormat, '-b', init.blobPath(image.disk), `${overlay}.tmp`])
+          await rename(`${overlay}.tmp`, overlay)
+        }
+        disk = await disks.start(spec.id, overlay, diskSocketsOf(spec.id), spec.dir)
       }
       const console = join(spec.dir, 'console.log')
       const task = await spawnTask({
         id: spec.id,
-        argv: argv(spec, accelerator, sockets, console, overlay),
+        argv: argv(spec, accelerator, sockets, console, disk?.socket ?? spec.remoteDisk ?? ''),
         cwd: spec.dir,
         env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
         log: join(spec.dir, 'qemu.log'),
@@ -195,6 +210,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
           sockets,
           console,
           ports: spec.ports.flatMap(p => p.guest === undefined ? [] : [{ guest: p.guest, host: p.hostPort }]),
+          disk,
         } satisfies QemuState,
       }
       const s = session(handle)
@@ -204,6 +220,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
         if (Date.now() > deadline || !await alive(handle)) {
           const why = await tailFile(join(spec.dir, 'qemu.log'), 5)
           await kill(handle)
+          await disks.stop(spec.id, disk ?? undefined)
           throw new XenosError('DRIVER_FAILED', `QEMU did not start${why === '' ? '' : `: ${why}`}`)
         }
         await sleep(10)
@@ -263,6 +280,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
     },
 
     async snapshot (handle, dir): Promise<void> {
+      if (stateOf(handle).disk === null) throw new XenosError('INVALID_STATE', `instance ${handle.id}'s disk is served by the host it migrated from: a snapshot needs the disk here`)
       const monitor = await qmp(handle)
       const before = await monitor.execute<{ status: string }>('query-status')
       try {
@@ -279,9 +297,74 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       s?.agent.close()
       s?.qmp?.close()
       sessions.delete(handle.id)
-      const sockets = (handle.state as Partial<QemuState>).sockets
-      if (sockets !== undefined) await rm(sockets, { recursive: true, force: true })
+      const state = handle.state as Partial<QemuState>
+      if (state.sockets !== undefined) await rm(state.sockets, { recursive: true, force: true })
       await init.cgroups?.remove(handle.id)
+      await disks.stop(handle.id, state.disk ?? undefined)
+      await rm(diskSocketsOf(handle.id), { recursive: true, force: true })
+    },
+
+    async migrate (handle, uri, onProgress): Promise<void> {
+      const monitor = await qmp(handle)
+      await monitor.execute('migrate', { uri })
+      for (;;) {
+        const info = await monitor.execute<MigrationInfo>('query-migrate')
+        if (info.ram !== undefined) {
+          onProgress({
+            status: info.status ?? 'active',
+            transferredBytes: info.ram.transferred,
+            remainingBytes: info.ram.remaining,
+            totalBytes: info.ram.total,
+            dirtyPagesRate: info.ram['dirty-pages-rate'] ?? 0,
+            expectedDowntimeMs: info['expected-downtime'] ?? null,
+            downtimeMs: info.downtime ?? null,
+          })
+        }
+        if (info.status === 'completed') return
+        if (info.status === 'failed' || info.status === 'cancelled') throw new XenosError('DRIVER_FAILED', `the migration ${info.status}${info['error-desc'] === undefined ? '' : `: ${info['error-desc']}`}`)
+        await sleep(MIGRATION_POLL_MS * 10)
+      }
+    },
+
+    async cancelMigration (handle): Promise<void> {
+      const monitor = await qmp(handle)
+      await monitor.execute('migrate_cancel')
+      // A migration that already completed left the VM paused: it runs on here.
+      const status = await monitor.execute<{ status: string }>('query-status')
+      if (status.status !== 'running') await monitor.execute('cont')
+    },
+
+    async takeOver (handle): Promise<void> {
+      const monitor = await qmp(handle)
+      await waitForMigration(monitor, 'the migrating VM to arrive')
+      await monitor.execute('cont')
+    },
+
+    async handOff (handle): Promise<Record<string, unknown>> {
+      const state = stateOf(handle)
+      if (state.disk === null) throw new XenosError('INVALID_STATE', `instance ${handle.id}'s disk is not served by this host`)
+      await (await qmp(handle)).execute('quit').catch(() => {})
+      if (!await waitGone(handle, 5000)) await kill(handle)
+      const s = sessions.get(handle.id)
+      s?.agent.close()
+      s?.qmp?.close()
+      sessions.delete(handle.id)
+      await rm(state.sockets, { recursive: true, force: true })
+      await init.cgroups?.remove(handle.id)
+      return { ...state.disk }
+    },
+
+    async serveDisk (id, dir, server): Promise<{ server: Record<string, unknown>, socket: string }> {
+      const known = server as Partial<DiskServerState> | undefined
+      if (isDiskServer(known) && await disks.alive(id, known)) return { server: { ...known }, socket: known.socket }
+      const state = await disks.start(id, join(dir, 'disk.qcow2'), diskSocketsOf(id), dir)
+      return { server: { ...state }, socket: state.socket }
+    },
+
+    async stopDisk (id, server): Promise<void> {
+      const known = server as Partial<DiskServerState>
+      await disks.stop(id, isDiskServer(known) ? known : undefined)
+      await rm(diskSocketsOf(id), { recursive: true, force: true })
     },
 
     async stats (handle): Promise<TaskStats> {
@@ -316,6 +399,19 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       }))
     },
   }
+}
+
+function isDiskServer (s: Partial<DiskServerState> | undefined): s is DiskServerState {
+  return typeof s?.pid === 'number' && typeof s.startTime === 'number' && typeof s.socket === 'string'
+}
+
+/** What `query-migrate` reports (the parts used here). */
+interface MigrationInfo {
+  status?: string
+  'error-desc'?: string
+  'expected-downtime'?: number
+  downtime?: number
+  ram?: { transferred: number, remaining: number, total: number, 'dirty-pages-rate'?: number }
 }
 
 /** Stops the VM and writes its whole state to `path` (complete or absent, never half-written). */

@@ -1,0 +1,92 @@
+import { existsSync } from 'node:fs'
+import { mkdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { XenosError } from '../../core/index.ts'
+import type { Cgroups } from '../cgroup.ts'
+import { isSameProcess, tailFile } from '../procfs.ts'
+import { spawnTask, taskPids } from '../spawn.ts'
+
+/** A running disk server: where it listens, and the process to recognise it by after a restart. */
+export interface DiskServerState {
+  pid: number
+  startTime: number
+  /** Unix socket of its NBD server; the export is named `disk`. */
+  socket: string
+}
+
+export const DISK_EXPORT = 'disk'
+const START_WAIT_MS = 10_000
+
+/**
+ * An instance's disk is owned by one `qemu-storage-daemon` that serves it over NBD on a unix
+ * socket; the VM, and after a migration the VM on another host, reach the disk only through it.
+ * One owner per image: no two processes ever open the qcow2 file itself. The server lives in its
+ * own cgroup (`ID.disk`), so it outlives the VM, and xenosd.
+ */
+export class DiskServers {
+  readonly #cgroups: Cgroups | undefined
+
+  constructor (cgroups: Cgroups | undefined) {
+    this.#cgroups = cgroups
+  }
+
+  /** Serves `overlay` on `sockets/nbd.sock`; `dir` receives its log. */
+  async start (id: string, overlay: string, sockets: string, dir: string): Promise<DiskServerState> {
+    await mkdir(sockets, { recursive: true, mode: 0o700 })
+    const socket = join(sockets, 'nbd.sock')
+    await rm(socket, { force: true })
+    const log = join(dir, 'disk-server.log')
+    const task = await spawnTask({
+      id: cgroupOf(id),
+      argv: [
+        'qemu-storage-daemon',
+        '--blockdev', `driver=file,node-name=file,filename=${overlay},discard=unmap`,
+        '--blockdev', 'driver=qcow2,node-name=disk,file=file,discard=unmap',
+        '--nbd-server', `addr.type=unix,addr.path=${socket}`,
+        '--export', `type=nbd,id=export,node-name=disk,name=${DISK_EXPORT},writable=on`,
+      ],
+      cwd: dir,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+      log,
+      cgroups: this.#cgroups,
+      resources: { cpu: 1, memory: 128 },
+    })
+    const state = { pid: task.pid, startTime: task.startTime, socket }
+    const deadline = Date.now() + START_WAIT_MS
+    while (!existsSync(socket)) {
+      if (Date.now() > deadline || !await this.alive(id, state)) {
+        const why = await tailFile(log, 5)
+        await this.stop(id, state)
+        throw new XenosError('DRIVER_FAILED', `the disk server did not start${why === '' ? '' : `: ${why}`}`)
+      }
+      await sleep(10)
+    }
+    return state
+  }
+
+  async alive (id: string, state: DiskServerState): Promise<boolean> {
+    return (await taskPids(cgroupOf(id), this.#cgroups, state.pid, state.startTime)).length > 0
+  }
+
+  /** Ends the server (its clients see the disk go away) and removes its cgroup. */
+  async stop (id: string, state: DiskServerState | undefined): Promise<void> {
+    if (state !== undefined) {
+      for (let i = 0; i < 100; i++) {
+        const pids = await taskPids(cgroupOf(id), this.#cgroups, state.pid, state.startTime)
+        if (pids.length === 0) break
+        // SIGTERM first: the server flushes the image before it exits.
+        for (const pid of pids) {
+          try { process.kill(pid, i < 40 ? 'SIGTERM' : 'SIGKILL') } catch {}
+        }
+        await sleep(50)
+      }
+      if (await isSameProcess(state.pid, state.startTime)) throw new XenosError('DRIVER_FAILED', `the disk server of ${id} (pid ${state.pid}) would not end`)
+    }
+    await this.#cgroups?.remove(cgroupOf(id))
+  }
+}
+
+function cgroupOf (id: string): string {
+  return `${id}.disk`
+}

@@ -1,0 +1,193 @@
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Logger } from 'pino'
+import { z } from 'zod'
+import { XenosError, type InstanceView, type MigrationProgress, type RequestAuth } from '../core/index.ts'
+import type { Overlay } from '../overlay/index.ts'
+import type { RemoteDisk, Store } from '../store/index.ts'
+import type { TunnelListener, Tunnels } from '../transfer/index.ts'
+import type { TemplateFetcher } from './fetcher.ts'
+import type { RequestVerifier } from './replay.ts'
+import { authSchema, instanceIdSchema, instanceViewSchema, peerIdSchema, templateIdSchema } from './rpc-schemas.ts'
+import type { InstanceSupervisor, RemoteDisks } from './supervisor.ts'
+
+export interface MigrationsInit {
+  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost' | 'lookup'>
+  tunnels: Tunnels
+  supervisor: InstanceSupervisor
+  fetcher: TemplateFetcher
+  store: Pick<Store, 'instances' | 'diskExports'>
+  verifier: RequestVerifier
+  /** Short directory for the sockets tunnels listen on. */
+  runDir: string
+  log: Logger
+}
+
+/** Where a migration is, for the progress view. */
+export interface MigrationStatus extends Partial<MigrationProgress> {
+  phase: 'preparing' | 'copying' | 'switching' | 'done'
+}
+
+export type MigrationResult = z.infer<typeof migrationResultSchema>
+
+const tokenSchema = z.string().regex(/^[0-9a-f]{64}$/)
+const prepareSchema = z.strictObject({
+  instance: z.strictObject({ id: instanceIdSchema, name: z.string().min(1).max(256), owner: authSchema.shape.owner, createdAt: z.number().int().nonnegative() }),
+  template: templateIdSchema,
+  diskToken: tokenSchema,
+  auth: authSchema,
+})
+const prepareReplySchema = z.strictObject({ token: tokenSchema })
+const instanceOnlySchema = z.strictObject({ id: instanceIdSchema })
+const migrateSchema = z.strictObject({ id: instanceIdSchema, to: peerIdSchema, auth: authSchema })
+export const migrationResultSchema = z.strictObject({
+  id: instanceIdSchema,
+  from: peerIdSchema,
+  to: peerIdSchema,
+  totalMs: z.number().nonnegative(),
+  downtimeMs: z.number().nonnegative().nullable(),
+  transferredBytes: z.number().nonnegative(),
+})
+
+/** A pull of a large template may come first. */
+const PREPARE_TIMEOUT_MS = 30 * 60_000
+const TAKEOVER_TIMEOUT_MS = 60_000
+
+/**
+ * Live migration between hosts. The source asks the destination to prepare (admission, the
+ * template, a paused VM waiting for the memory), sends the memory through a tunnel while the VM
+ * runs, and once it has all arrived asks the destination to take over; only then does it end its
+ * own VM. The disk does not move: the source keeps serving it, through a tunnel only the
+ * destination may use, until the destination releases it.
+ */
+export class Migrations implements RemoteDisks {
+  readonly #init: MigrationsInit
+  /** Tunnel listeners this host's VMs reach remote disks through, by instance. */
+  readonly #disks = new Map<string, TunnelListener>()
+
+  constructor (init: MigrationsInit) {
+    this.#init = init
+  }
+
+  get #self (): string {
+    return this.#init.overlay.peerId
+  }
+
+  /** Registers the RPC methods the two sides of a migration use, and re-issues the tickets of disks served to others. */
+  serve (): void {
+    const { rpc } = this.#init.overlay
+    rpc.handle('instance.migrate', migrateSchema, async req => await this.#migrateHere(req.id, req.to, req.auth))
+    rpc.handle('migrate.prepare', prepareSchema, async (req, from) => await this.#prepare(req, from.toString()))
+    rpc.handle('migrate.takeover', instanceOnlySchema, async ({ id }, from) => {
+      this.#expectSource(id, from.toString())
+      return await this.#init.supervisor.takeOver(id)
+    })
+    rpc.handle('migrate.abandon', instanceOnlySchema, async ({ id }, from) => {
+      this.#expectSource(id, from.toString())
+      await this.#init.supervisor.abandon(id)
+      return null
+    })
+    rpc.handle('disk.release', instanceOnlySchema, async ({ id }, from) => {
+      await this.#init.supervisor.releaseExport(id, from.toString())
+      return null
+    })
+  }
+
+  /** Issues again the tickets of the disks this host serves to others (after a restart). */
+  async reissue (): Promise<void> {
+    for (const e of this.#init.store.diskExports.list()) {
+      const socket = (e.server as { socket?: unknown }).socket
+      if (typeof socket === 'string') this.#init.tunnels.issue(e.peer, socket, e.token)
+    }
+  }
+
+  /**
+   * Moves running instance `id` from the host that runs it to host `to`, signed by its owner.
+   * Progress is reported when the instance runs here; from another host only the result comes.
+   */
+  async migrate (id: string, to: string, auth: RequestAuth, onStatus: (s: MigrationStatus) => void = () => {}): Promise<MigrationResult> {
+    if (this.#init.supervisor.has(id)) return await this.#migrateHere(id, to, auth, onStatus)
+    const advert = await this.#init.overlay.lookup('instance', id)
+    if (advert === undefined) throw new XenosError('INSTANCE_NOT_FOUND', `no instance ${id} is advertised: check the id with "xenos instance list --all"`)
+    await this.#init.overlay.learnHost(advert.host)
+    return migrationResultSchema.parse(await this.#init.overlay.rpc.call(advert.host, 'instance.migrate', { id, to, auth }, { timeoutMs: PREPARE_TIMEOUT_MS + 10 * 60_000 }))
+  }
+
+  async #migrateHere (id: string, to: string, auth: RequestAuth, onStatus: (s: MigrationStatus) => void = () => {}): Promise<MigrationResult> {
+    this.#init.verifier.verify(auth, { action: 'migrate', target: id, params: { to } })
+    const view = this.#init.supervisor.view(id)
+    if (view.owner !== auth.owner) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may migrate it`)
+    if (to === this.#self) throw new XenosError('INVALID_ARGUMENT', `instance ${id} already runs on host ${to}`)
+    return await this.#init.supervisor.moving(id, async () => await this.#send(view, to, auth, onStatus))
+  }
+
+  async #send (view: InstanceView, to: string, auth: RequestAuth, onStatus: (s: MigrationStatus) => void): Promise<MigrationResult> {
+    const id = view.id
+    const t0 = Date.now()
+    onStatus({ phase: 'preparing' })
+    const diskToken = this.#init.tunnels.issue(to, await this.#init.supervisor.diskSocket(id))
+    let listener: TunnelListener | undefined
+    let last: MigrationProgress | undefined
+    try {
+      await this.#init.overlay.learnHost(to)
+      const { token } = prepareReplySchema.parse(await this.#init.overlay.rpc.call(to, 'migrate.prepare', {
+        instance: { id, name: view.name, owner: view.owner, createdAt: view.createdAt }, template: view.template, diskToken, auth,
+      }, { timeoutMs: PREPARE_TIMEOUT_MS }))
+      await mkdir(this.#init.runDir, { recursive: true })
+      listener = await this.#init.tunnels.listen(join(this.#init.runDir, `${id}.out.sock`), to, token)
+      await this.#init.supervisor.migrateOut(id, `unix:${listener.path}`, { peer: to, token: diskToken }, p => {
+        last = p
+        onStatus({ phase: 'copying', ...p })
+      }, async () => {
+        onStatus({ phase: 'switching', ...last })
+        instanceViewSchema.parse(await this.#init.overlay.rpc.call(to, 'migrate.takeover', { id }, { timeoutMs: TAKEOVER_TIMEOUT_MS }))
+      })
+    } catch (err) {
+      this.#init.tunnels.revoke(diskToken)
+      // The destination may hold a paused VM waiting for memory that will not come.
+      await this.#init.overlay.rpc.call(to, 'migrate.abandon', { id }).catch(() => {})
+      throw err
+    } finally {
+      await listener?.close()
+    }
+    const result = { id, from: this.#self, to, totalMs: Date.now() - t0, downtimeMs: last?.downtimeMs ?? null, transferredBytes: last?.transferredBytes ?? 0 }
+    onStatus({ phase: 'done', ...last })
+    this.#init.log.info(result, 'instance migrated')
+    return result
+  }
+
+  async #prepare (req: z.infer<typeof prepareSchema>, from: string): Promise<z.infer<typeof prepareReplySchema>> {
+    this.#init.verifier.verify(req.auth, { action: 'migrate', target: req.instance.id, params: { to: this.#self } })
+    if (req.auth.owner !== req.instance.owner) throw new XenosError('FORBIDDEN', `instance ${req.instance.id} belongs to another owner`)
+    const { template } = await this.#init.fetcher.ensure(req.template)
+    const incoming = join(this.#init.runDir, `${req.instance.id}.in.sock`)
+    await mkdir(this.#init.runDir, { recursive: true })
+    await this.#init.supervisor.receive(template, req.instance, { host: from, token: req.diskToken }, incoming)
+    return { token: this.#init.tunnels.issue(from, incoming) }
+  }
+
+  /** Only the host an instance is arriving from may hand it over or call it off. */
+  #expectSource (id: string, from: string): void {
+    const r = this.#init.store.instances.get(id)
+    if (r?.remoteDisk?.host !== from) throw new XenosError('FORBIDDEN', `instance ${id} is not arriving from host ${from}`)
+  }
+
+  async attach (id: string, disk: RemoteDisk): Promise<string> {
+    const open = this.#disks.get(id)
+    if (open !== undefined) return open.path
+    await mkdir(this.#init.runDir, { recursive: true })
+    const listener = await this.#init.tunnels.listen(join(this.#init.runDir, `${id}.rdisk.sock`), disk.host, disk.token)
+    this.#disks.set(id, listener)
+    return listener.path
+  }
+
+  async detach (id: string): Promise<void> {
+    await this.#disks.get(id)?.close()
+    this.#disks.delete(id)
+  }
+
+  async release (id: string, disk: RemoteDisk): Promise<void> {
+    await this.#init.overlay.learnHost(disk.host)
+    await this.#init.overlay.rpc.call(disk.host, 'disk.release', { id })
+  }
+}

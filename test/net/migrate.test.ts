@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { cli, eventually, getJson, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { count, skipWithoutQemu } from '../helpers/vm.ts'
+
+const skip = skipWithoutQemu
+const HOST_ARGS = ['--cpu', '4', '--memory', '1024']
+
+/** Follows a counter wherever it runs, through its advertised endpoint, recording every value read. */
+function follow (h: TestHost, id: string): { values: number[], stop: () => Promise<void> } {
+  const values: number[] = []
+  let running = true
+  const loop = (async () => {
+    while (running) {
+      const v = await getJson(h, `/v1/instances/${id}`).catch(() => undefined)
+      const url = v?.endpoints?.[0]?.url
+      const n = url === undefined ? undefined : await count(url)
+      if (n !== undefined) values.push(n)
+      await sleep(100)
+    }
+  })()
+  return { values, stop: async () => { running = false; await loop } }
+}
+
+/** Live migration of real VMs between xenosd processes: the disk stays, the memory moves. */
+describe('live migration', { skip }, () => {
+  let a: TestHost, b: TestHost
+  let alice: string
+  let mallory: string
+  const hosts: TestHost[] = []
+
+  before(async () => {
+    const keys = await tempDir('keys')
+    alice = join(keys, 'alice.pem')
+    mallory = join(keys, 'mallory.pem')
+    a = await startHost({ name: 'mig-a', extraArgs: HOST_ARGS })
+    b = await startHost({ name: 'mig-b', bootstrap: [a], extraArgs: HOST_ARGS })
+    hosts.push(a, b)
+    await cli(a, alice, ['template', 'build', join(ROOT, 'examples/counter')])
+  })
+
+  after(async () => {
+    for (const h of hosts) {
+      for (const i of (await getJson(h, '/v1/instances').catch(() => ({ instances: [] }))).instances) {
+        if (i.host === h.info.peerId) await cli(h, alice, ['instance', 'destroy', i.id]).catch(() => {})
+      }
+    }
+    await Promise.all(hosts.map(async h => { await stopHost(h) }))
+  })
+
+  it('moves a counting VM to another host while it counts on, without moving its disk', async () => {
+    const inst = (await cli(a, alice, ['deploy', 'counter', '--host', 'mig-a', '--wait'])).instances[0]
+    await eventually(async () => (await count(inst.endpoints[0].url) ?? 0) > 5, 60_000, 'the counter to count')
+    await assert.rejects(cli(a, mallory, ['migrate', inst.id, '--to', 'mig-b']), /FORBIDDEN/)
+    const watch = follow(a, inst.id)
+    await sleep(1000)
+    const result = await cli(a, alice, ['migrate', inst.id, '--to', 'mig-b'])
+    await sleep(1500)
+    await watch.stop()
+
+    assert.equal(result.to, b.info.peerId)
+    assert.ok(result.transferredBytes > 0 && result.transferredBytes < 512 * 1024 * 1024, `memory sent: ${result.transferredBytes}`)
+    const moved = await cli(b, alice, ['instance', 'show', inst.id])
+    assert.equal(moved.host, b.info.peerId)
+    assert.equal(moved.state, 'running')
+    // The count went on through the move and never went back.
+    const values = watch.values
+    assert.ok(values.length > 10, `read ${values.length} values`)
+    for (let i = 1; i < values.length; i++) assert.ok((values[i] ?? 0) >= (values[i - 1] ?? 0), `the count went back: ${values.join(' ')}`)
+    const after = await count(moved.endpoints[0].url)
+    assert.ok(after !== undefined && after > (values[0] ?? 0))
+    // The disk stayed on A, served to B: B holds no disk of the instance; A still has it.
+    assert.equal(existsSync(join(b.dataDir, 'instances', inst.id, 'disk.qcow2')), false)
+    assert.equal(existsSync(join(a.dataDir, 'instances', inst.id, 'disk.qcow2')), true)
+    assert.equal((await getJson(a, '/v1/instances')).instances.filter((i: any) => i.id === inst.id && i.host === a.info.peerId).length, 0, 'A no longer runs it')
+
+    // Destroying it on B lets A drop the disk.
+    await cli(b, alice, ['instance', 'destroy', inst.id])
+    await eventually(async () => !existsSync(join(a.dataDir, 'instances', inst.id)), 10_000, 'A to drop the disk')
+  })
+
+  it('keeps the VM running on its host when the destination dies mid-way, and leaves no debris there', async () => {
+    const c = await startHost({ name: 'mig-c', bootstrap: [a], extraArgs: HOST_ARGS })
+    hosts.push(c)
+    const inst = (await cli(a, alice, ['deploy', 'counter', '--host', 'mig-a', '--wait'])).instances[0]
+    const url = inst.endpoints[0].url
+    await eventually(async () => (await count(url) ?? 0) > 5, 60_000, 'the counter to count')
+    const migrating = cli(a, alice, ['migrate', inst.id, '--to', 'mig-c'])
+    await eventually(async () => existsSync(join(c.dataDir, 'instances', inst.id)), 120_000, 'C to prepare the arriving VM', 20)
+    await sleep(300)
+    await stopHost(c, 'SIGKILL')
+    const before = await eventually(async () => await count(url), 30_000, 'the counter on A after the failed move')
+    await assert.rejects(migrating)
+    const v = await cli(a, alice, ['instance', 'show', inst.id])
+    assert.equal(v.state, 'running')
+    assert.equal(v.host, a.info.peerId)
+    await sleep(1000)
+    const later = await count(url)
+    assert.ok(later !== undefined && later > before, `it counts on from ${before}: ${later}`)
+
+    const back = await startHost({ name: 'mig-c', bootstrap: [a], dataDir: c.dataDir, extraArgs: HOST_ARGS })
+    hosts.push(back)
+    assert.equal((await getJson(back, '/v1/instances')).instances.filter((i: any) => i.host === back.info.peerId).length, 0, 'C holds nothing of it')
+    assert.equal(existsSync(join(c.dataDir, 'instances', inst.id)), false)
+    await eventually(async () => {
+      try {
+        execFileSync('pgrep', ['-f', `xenos.id=${inst.id}`])
+        return (execFileSync('pgrep', ['-f', `xenos.id=${inst.id}`]).toString().trim().split('\n').length === 1)
+      } catch {
+        return false
+      }
+    }, 15_000, 'only A\'s QEMU to run the instance')
+    await cli(a, alice, ['instance', 'destroy', inst.id])
+  })
+})
