@@ -11,7 +11,7 @@ import { deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, migratio
 import { prometheusText } from './metrics.ts'
 import {
   controlParams, deployBody, deployResultSchema, errorSchema, hostInfoSchema, importTemplateBody, instanceListQuery, instanceParams,
-  blobParams, logsQuery, migrateBody, nameListQuery, namePublishSchema, nameRecordBody, peersSchema, refParams, searchQuery, searchResultSchema, snapshotParams, templateRemovalSchema, templateSummarySchema, transferSchema,
+  blobParams, connectBody, logsQuery, migrateBody, nameListQuery, namePublishSchema, nameRecordBody, peersSchema, refParams, searchQuery, searchResultSchema, snapshotParams, templateRemovalSchema, templateSummarySchema, transferSchema,
 } from './schemas.ts'
 
 /** Largest blob accepted in one upload (a template's disk image). */
@@ -219,6 +219,28 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
   }, async (req, reply) => {
     const auth = authOf(req)
     return await withProgress(req, reply, 200, async progress => await host.migrations.migrate(req.params.id, req.body.to, auth, progress))
+  })
+
+  api.post('/v1/connect', {
+    schema: {
+      summary: 'Open a local port that reaches a service through the overlay, on whichever host runs it now (it follows migrations). Answers with server-sent events: `listening` (address, port), then `stats` as connections are made; the port closes when the request does',
+      body: connectBody,
+    },
+  }, async (req, reply) => {
+    const { target, endpoint, address, port } = req.body
+    const listener = await host.services.listen({ target, endpoint }, address, port)
+    const send = eventStream(reply)
+    send('listening', { address: listener.address, port: listener.port, target })
+    let last = ''
+    const timer = setInterval(() => {
+      const now = JSON.stringify(listener.stats())
+      if (now !== last) send('stats', listener.stats())
+      last = now
+    }, 500)
+    req.raw.once('close', () => {
+      clearInterval(timer)
+      void listener.close()
+    })
   })
 
   api.post('/v1/instances/:id/derive', { schema: { summary: 'Make a tailored template from a stopped or suspended VM: its template with the changes on its disk (signed by its owner)', params: instanceParams, body: deriveParamsSchema, response: { 201: templateSummarySchema, ...errors } } }, async (req, reply) => {

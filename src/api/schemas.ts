@@ -85,6 +85,13 @@ export const migrateBody = z.strictObject({
   to: peerIdSchema.describe('peer id of the host to move the instance to'),
 })
 
+export const connectBody = z.strictObject({
+  target: z.string().min(1).max(256).describe('instance id, or instance name (any running instance of it)'),
+  endpoint: z.string().min(1).max(31).optional().describe('endpoint name (default: the first TCP endpoint)'),
+  port: z.number().int().min(0).max(65535).default(0).describe('local port to listen on (0: any free port)'),
+  address: z.union([z.ipv4(), z.ipv6()]).default('127.0.0.1').describe('local address to listen on'),
+})
+
 export const deployResultSchema = z.object({
   instances: z.array(instanceViewSchema),
   failures: z.array(z.object({ host: z.string(), code: z.string(), message: z.string() })),

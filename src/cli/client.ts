@@ -56,6 +56,14 @@ export class ApiClient {
     yield * serverEvents(res.body)
   }
 
+  /** POSTs `body` to `path` and follows the server-sent events it answers with until `signal` aborts or the host closes them. */
+  async * postEvents (path: string, body: unknown, signal: AbortSignal): AsyncGenerator<ServerEvent> {
+    const res = await fetch(`${this.#api}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify(body), signal })
+      .catch((err: unknown) => { throw this.#unreachable(err) })
+    if (!res.ok || res.body === null) await this.#json(res)
+    if (res.body !== null) yield * serverEvents(res.body)
+  }
+
   /** Streams `body` to `path` with PUT as application/octet-stream. */
   async upload<T>(path: string, body: AsyncIterable<Uint8Array>): Promise<T> {
     return await this.#request<T>('PUT', path, undefined, {}, body)

@@ -20,6 +20,7 @@ export function withDaemonOptions (cmd: Command): Command {
     .option('--overcommit-memory <factor>', 'admit up to this many times the memory offered', Number)
     .addOption(new Option('--accel <accel>', 'VM acceleration').choices(['auto', 'kvm', 'tcg']).default('auto'))
     .option('--advert-ttl <seconds>', 'lifetime of this host\'s adverts', Number)
+    .option('--forward-grace <seconds>', 'how long old endpoints of a moved instance keep forwarding to it (default: 600)', Number)
     .option('--mdns', 'find hosts on the local network with mDNS')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
 }
@@ -35,6 +36,7 @@ export interface DaemonFlags {
   cpu?: number
   memory?: number
   advertTtl?: number
+  forwardGrace?: number
   overcommitCpu?: number
   overcommitMemory?: number
   accel: string
@@ -56,6 +58,7 @@ export function daemonOptionsFrom (flags: DaemonFlags): HostOptionsInput & { dat
     ...(flags.advertiseAddress === undefined ? {} : { advertiseAddress: flags.advertiseAddress }),
     ...(flags.cpu === undefined || flags.memory === undefined ? {} : { capacity: { cpu: flags.cpu, memory: flags.memory } }),
     ...(flags.advertTtl === undefined ? {} : { advertTtlMs: Math.round(flags.advertTtl * 1000) }),
+    ...(flags.forwardGrace === undefined ? {} : { forwardGraceMs: Math.round(flags.forwardGrace * 1000) }),
     overcommit: { cpu: flags.overcommitCpu ?? 1, memory: flags.overcommitMemory ?? 1 },
     accel: flags.accel as 'auto',
     mdns: flags.mdns === true,

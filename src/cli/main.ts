@@ -269,6 +269,32 @@ export function buildProgram (): Command {
       out(flags, r, () => `migrated ${r.id} from ${names.get(r.from) ?? shortId(r.from)} to ${names.get(r.to) ?? shortId(r.to)} in ${(r.totalMs / 1000).toFixed(1)} s: ${bytes(r.transferredBytes)} of memory sent, ${r.downtimeMs ?? '?'} ms paused`)
     })
 
+  program.command('connect <target>').description('Open a local port that reaches a service (instance id or name) through the overlay, wherever it runs; it follows the service when it migrates')
+    .option('--port <port>', 'local port (default: any free one)', Number, 0)
+    .option('--address <ip>', 'local address', '127.0.0.1')
+    .option('--endpoint <name>', 'which endpoint of the service (default: its first TCP one)')
+    .action(async (target: string, o: { port: number, address: string, endpoint?: string }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const stop = new AbortController()
+      process.once('SIGINT', () => { stop.abort() })
+      process.once('SIGTERM', () => { stop.abort() })
+      const names = await hostNames(api)
+      let reaching: string | undefined
+      try {
+        for await (const { event, data } of api.postEvents('/v1/connect', { target, port: o.port, address: o.address, ...(o.endpoint === undefined ? {} : { endpoint: o.endpoint }) }, stop.signal)) {
+          const d = data as { address: string, port: number, connections: number, failed: number, lastHost?: string, lastInstance?: string }
+          if (flags.json) process.stdout.write(`${JSON.stringify({ event, ...d })}\n`)
+          else if (event === 'listening') process.stdout.write(`${d.address}:${d.port} reaches ${target} through the overlay (Ctrl-C to stop)\n`)
+          else if (event === 'stats' && d.lastHost !== undefined && `${d.lastInstance}@${d.lastHost}` !== reaching) {
+            reaching = `${d.lastInstance}@${d.lastHost}`
+            process.stdout.write(`now reaching ${d.lastInstance ?? '?'} on ${names.get(d.lastHost) ?? shortId(d.lastHost)} (${d.connections} connections, ${d.failed} failed)\n`)
+          }
+        }
+      } catch (err) {
+        if (!stop.signal.aborted) throw err
+      }
+    })
+
   const instance = program.command('instance').description('Instances: list, show, control, measure')
   instance.command('list').description('Your instances anywhere on the overlay')
     .option('--all', 'everyone\'s instances')

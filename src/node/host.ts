@@ -11,6 +11,7 @@ import { Cloud } from './cloud.ts'
 import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSchema, hostTag, type HostOptions, type HostOptionsInput } from './options.ts'
 import { RequestVerifier } from './replay.ts'
 import { Migrations } from './migration.ts'
+import { ServiceProxy } from './service-proxy.ts'
 import { InstanceSupervisor } from './supervisor.ts'
 
 export const XENOS_VERSION = '0.1.0'
@@ -42,6 +43,7 @@ export class Host {
   readonly cloud: Cloud
   readonly tunnels: Tunnels
   readonly migrations: Migrations
+  readonly services: ServiceProxy
   readonly capacity: Resources
   readonly advertiseAddress: string
   /** Set by the API once it listens. */
@@ -103,8 +105,16 @@ export class Host {
       onTemplateAdded: t => { void this.#advertiseTemplate(t) },
       log: this.log.child({ component: 'cloud' }),
     })
+    this.services = new ServiceProxy({
+      overlay: this.overlay,
+      supervisor: this.supervisor,
+      forwardGraceMs: this.options.forwardGraceMs,
+      log: this.log.child({ component: 'services' }),
+    })
     this.migrations = new Migrations({
       overlay: this.overlay,
+      onTakenOver: (id, to) => { this.services.moved(id, to) },
+      onLeft: async (id, endpoints) => { await this.services.forward(id, endpoints) },
       tunnels: this.tunnels,
       supervisor: this.supervisor,
       fetcher: this.cloud.fetcher,
@@ -161,6 +171,7 @@ export class Host {
       if (!fp.healthy) this.log.warn({ driver: name, detail: fp.detail }, 'driver unavailable')
     }
     await this.tunnels.start()
+    await this.services.start()
     await this.supervisor.recover()
     await this.migrations.reissue()
     this.supervisor.startHealthChecks()
@@ -179,6 +190,7 @@ export class Host {
   async stop (): Promise<void> {
     clearTimeout(this.#hostAdvertTimer)
     this.supervisor.stopHealthChecks()
+    await this.services.stop()
     await this.overlay.stop()
     await this.blobs.close()
     this.store.close()

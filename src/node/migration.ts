@@ -18,6 +18,10 @@ export interface MigrationsInit {
   fetcher: TemplateFetcher
   store: Pick<Store, 'instances' | 'diskExports'>
   verifier: RequestVerifier
+  /** Told as soon as another host has taken over an instance. */
+  onTakenOver: (id: string, to: string) => void
+  /** Told once an instance has left this host, with the endpoints it had here. */
+  onLeft: (id: string, endpoints: Array<{ name: string, address: string, port: number }>) => Promise<void>
   /** Short directory for the sockets tunnels listen on. */
   runDir: string
   log: Logger
@@ -125,6 +129,7 @@ export class Migrations implements RemoteDisks {
     const id = view.id
     const t0 = Date.now()
     onStatus({ phase: 'preparing' })
+    const endpoints = this.#init.supervisor.tcpEndpoints(id)
     const diskToken = this.#init.tunnels.issue(to, await this.#init.supervisor.diskSocket(id))
     let listener: TunnelListener | undefined
     let last: MigrationProgress | undefined
@@ -141,6 +146,7 @@ export class Migrations implements RemoteDisks {
       }, async () => {
         onStatus({ phase: 'switching', ...last })
         instanceViewSchema.parse(await this.#init.overlay.rpc.call(to, 'migrate.takeover', { id }, { timeoutMs: TAKEOVER_TIMEOUT_MS }))
+        this.#init.onTakenOver(id, to)
       })
     } catch (err) {
       this.#init.tunnels.revoke(diskToken)
@@ -150,6 +156,7 @@ export class Migrations implements RemoteDisks {
     } finally {
       await listener?.close()
     }
+    await this.#init.onLeft(id, endpoints)
     const result = { id, from: this.#self, to, totalMs: Date.now() - t0, downtimeMs: last?.downtimeMs ?? null, transferredBytes: last?.transferredBytes ?? 0 }
     onStatus({ phase: 'done', ...last })
     this.#init.log.info(result, 'instance migrated')

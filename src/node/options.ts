@@ -44,6 +44,8 @@ export const hostOptionsSchema = z.strictObject({
   advertTtlMs: z.number().int().min(1000).max(3_600_000).default(DEFAULT_ADVERT_TTL_MS),
   /** @default 10000 */
   stopTimeoutMs: z.number().int().min(0).max(600_000).default(DEFAULT_STOP_TIMEOUT_MS),
+  /** How long a host keeps forwarding the old endpoints of an instance that moved away. @default 600000 */
+  forwardGraceMs: z.number().int().min(0).max(86_400_000).default(600_000),
   /** pino log level. @default info */
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 })

@@ -426,6 +426,18 @@ export class InstanceSupervisor {
     })
   }
 
+  /** Whether instance `id` is being moved away from this host. */
+  isMoving (id: string): boolean {
+    return this.#moving.has(id)
+  }
+
+  /** Where on this host clients reach the TCP endpoints of running instance `id`. */
+  tcpEndpoints (id: string): Array<{ name: string, address: string, port: number }> {
+    const r = this.#get(id)
+    if (r.state !== 'running') throw new XenosError('INVALID_STATE', `instance ${id} is ${r.state}, not running`)
+    return r.ports.filter(p => p.protocol !== 'udp').map(p => ({ name: p.name, address: this.#init.advertiseAddress, port: p.hostPort }))
+  }
+
   has (id: string): boolean {
     return this.#init.store.instances.get(id) !== undefined
   }

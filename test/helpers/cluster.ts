@@ -90,6 +90,33 @@ export async function cliRun (h: TestHost | string, user: string, args: string[]
   return { result: json ? JSON.parse(stdout) : stdout, stderr }
 }
 
+/** Starts a long-running CLI command with `--json`; resolves once it printed its first line, with that line parsed. */
+export async function cliStart (h: TestHost, user: string, args: string[]): Promise<{ first: any, child: ChildProcess, stop: () => Promise<void> }> {
+  const argv = ['--disable-warning=ExperimentalWarning', join(ROOT, 'src/cli/main.ts'), '--api', h.api, '--key', user, '--json', ...args]
+  const child = spawn(NODE, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const first = await new Promise<any>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString()
+      const end = stdout.indexOf('\n')
+      if (end >= 0) resolve(JSON.parse(stdout.slice(0, end)))
+    })
+    child.once('exit', code => { reject(new CliError(stderr.trim(), code)) })
+  })
+  return {
+    first,
+    child,
+    stop: async () => {
+      if (child.exitCode !== null) return
+      const exited = new Promise(r => child.once('exit', r))
+      child.kill('SIGINT')
+      await exited
+    },
+  }
+}
+
 /** The phases a deploy's progress lines on stderr showed for host `name`, in order. */
 export function rolloutPhases (stderr: string, name: string): string[] {
   return stderr.split('\n').filter(l => l.startsWith(`${name}: `)).map(l => l.slice(name.length + 2).split(' ')[0] ?? '')

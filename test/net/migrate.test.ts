@@ -4,8 +4,8 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { cli, eventually, getJson, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
-import { count, skipWithoutQemu } from '../helpers/vm.ts'
+import { cli, cliStart, eventually, getJson, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { count, countOnce, skipWithoutQemu } from '../helpers/vm.ts'
 
 const skip = skipWithoutQemu
 const HOST_ARGS = ['--cpu', '4', '--memory', '1024']
@@ -24,6 +24,22 @@ function follow (h: TestHost, id: string): { values: number[], stop: () => Promi
     }
   })()
   return { values, stop: async () => { running = false; await loop } }
+}
+
+/** A client looping on a local port, a fresh connection per request, recording values and failures. */
+function loopOn (port: number): { values: number[], failures: string[], stop: () => Promise<void> } {
+  const values: number[] = []
+  const failures: string[] = []
+  let running = true
+  const t0 = Date.now()
+  const loop = (async () => {
+    while (running) {
+      const sent = Date.now() - t0
+      await countOnce(port).then(n => { values.push(n) }, (err: unknown) => { failures.push(`request sent at ${sent} ms: ${(err as Error).message}`) })
+      await sleep(20)
+    }
+  })()
+  return { values, failures, stop: async () => { running = false; await loop } }
 }
 
 /** Live migration of real VMs between xenosd processes: the disk stays, the memory moves. */
@@ -57,10 +73,22 @@ describe('live migration', { skip }, () => {
     await eventually(async () => (await count(inst.endpoints[0].url) ?? 0) > 5, 60_000, 'the counter to count')
     await assert.rejects(cli(a, mallory, ['migrate', inst.id, '--to', 'mig-b']), /FORBIDDEN/)
     const watch = follow(a, inst.id)
+    // A client reaching it through `xenos connect` on A: first on A itself, then through B.
+    const connect = await cliStart(a, alice, ['connect', inst.id])
+    assert.equal(connect.first.event, 'listening')
+    const client = loopOn(connect.first.port)
     await sleep(1000)
+    const moveStarted = Date.now()
     const result = await cli(a, alice, ['migrate', inst.id, '--to', 'mig-b'])
+    const afterMove = client.values.length
+    const moveTook = Date.now() - moveStarted
     await sleep(1500)
     await watch.stop()
+    await client.stop()
+    await connect.stop()
+    assert.deepEqual(client.failures, [], `no request through xenos connect failed (the move took ${moveTook} ms, ${result.downtimeMs} ms paused)`)
+    assert.ok(afterMove > 5 && client.values.length > afterMove + 5, `requests before (${afterMove}) and after (${client.values.length - afterMove}) the move`)
+    for (let i = 1; i < client.values.length; i++) assert.ok((client.values[i] ?? 0) >= (client.values[i - 1] ?? 0), `the count went back: ${client.values.join(' ')}`)
 
     assert.equal(result.to, b.info.peerId)
     assert.ok(result.transferredBytes > 0 && result.transferredBytes < 512 * 1024 * 1024, `memory sent: ${result.transferredBytes}`)
@@ -73,6 +101,9 @@ describe('live migration', { skip }, () => {
     for (let i = 1; i < values.length; i++) assert.ok((values[i] ?? 0) >= (values[i - 1] ?? 0), `the count went back: ${values.join(' ')}`)
     const after = await count(moved.endpoints[0].url)
     assert.ok(after !== undefined && after > (values[0] ?? 0))
+    // A's old endpoint forwards to B for a while.
+    const forwarded = await count(inst.endpoints[0].url)
+    assert.ok(forwarded !== undefined && forwarded >= after, `the old endpoint on A answers from B: ${forwarded}`)
     // The disk stayed on A, served to B: B holds no disk of the instance; A still has it.
     assert.equal(existsSync(join(b.dataDir, 'instances', inst.id, 'disk.qcow2')), false)
     assert.equal(existsSync(join(a.dataDir, 'instances', inst.id, 'disk.qcow2')), true)

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs'
 import { mkdir, rm } from 'node:fs/promises'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { XenosError } from '../../core/index.ts'
@@ -54,7 +55,8 @@ export class DiskServers {
     })
     const state = { pid: task.pid, startTime: task.startTime, socket }
     const deadline = Date.now() + START_WAIT_MS
-    while (!existsSync(socket)) {
+    // The socket file appears a moment before the server listens on it.
+    while (!existsSync(socket) || !await accepts(socket)) {
       if (Date.now() > deadline || !await this.alive(id, state)) {
         const why = await tailFile(log, 5)
         await this.stop(id, state)
@@ -85,6 +87,14 @@ export class DiskServers {
     }
     await this.#cgroups?.remove(cgroupOf(id))
   }
+}
+
+async function accepts (path: string): Promise<boolean> {
+  return await new Promise(resolve => {
+    const s = connect(path)
+    s.once('connect', () => { s.destroy(); resolve(true) })
+    s.once('error', () => { resolve(false) })
+  })
 }
 
 function cgroupOf (id: string): string {

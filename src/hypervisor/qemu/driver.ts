@@ -215,8 +215,13 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       }
       const s = session(handle)
       s.exit = task.exit
+      // The monitor's socket file appears before QEMU listens on it, and QEMU may still fail
+      // after creating it (a disk it cannot open): wait until the monitor answers.
       const deadline = Date.now() + SOCKET_WAIT_MS
-      while (!existsSync(join(sockets, 'qm.sock'))) {
+      let monitor: QmpClient | undefined
+      while (monitor === undefined) {
+        monitor = existsSync(join(sockets, 'qm.sock')) ? await qmp(handle).catch(() => undefined) : undefined
+        if (monitor !== undefined) break
         if (Date.now() > deadline || !await alive(handle)) {
           const why = await tailFile(join(spec.dir, 'qemu.log'), 5)
           await kill(handle)
@@ -225,7 +230,6 @@ export function qemuDriver (init: QemuDriverInit): Driver {
         }
         await sleep(10)
       }
-      const monitor = await qmp(handle)
       if (spec.restoreFrom !== undefined) {
         await waitForMigration(monitor, 'the saved state to load')
         await monitor.execute('cont')

@@ -1,0 +1,259 @@
+import { connect, createServer, type Server, type Socket } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Connection, Stream } from '@libp2p/interface'
+import type { Logger } from 'pino'
+import { z } from 'zod'
+import { INSTANCE_ID_PATTERN, XenosError } from '../core/index.ts'
+import type { Overlay } from '../overlay/index.ts'
+import { dialWithHeader, HandshakeRefused, readHeader, SocketStream, splice } from '../transfer/index.ts'
+import { instanceIdSchema } from './rpc-schemas.ts'
+import type { InstanceSupervisor } from './supervisor.ts'
+
+/**
+ * Stable addresses for services: a client's connection reaches an instance's endpoint through
+ * the overlay, on whichever host runs it now. Each connection is placed anew (following a move,
+ * or spread over the running instances of a name); a connection that a move cut before the
+ * service answered a byte is sent again to the instance's new host.
+ */
+export const CONNECT_PROTOCOL = '/xenos/connect/1.0.0'
+
+const headerSchema = z.strictObject({ instance: instanceIdSchema, endpoint: z.string().min(1).max(31).optional() })
+/** How long a connection keeps trying to reach its service (a move's switch-over is within this). */
+const REACH_DEADLINE_MS = 30_000
+
+export interface ServiceProxyInit {
+  overlay: Pick<Overlay, 'peerId' | 'node' | 'lookup' | 'search' | 'learnHost'>
+  supervisor: Pick<InstanceSupervisor, 'has' | 'isMoving' | 'tcpEndpoints' | 'list'>
+  log: Logger
+  /** How long a host that moved an instance away keeps pointing at, and forwarding to, its new host. */
+  forwardGraceMs: number
+}
+
+/** What `xenos connect` names: an instance id, or an instance name (any running instance of it). */
+export interface ConnectTarget {
+  target: string
+  endpoint?: string | undefined
+}
+
+/** A local port whose connections reach a service. */
+export interface ServiceListener {
+  address: string
+  port: number
+  /** Connections made, and where the latest one went. */
+  stats: () => { connections: number, failed: number, lastHost: string | undefined, lastInstance: string | undefined }
+  close: () => Promise<void>
+}
+
+interface Moved {
+  to: string
+  forwards: ServiceListener[]
+}
+
+export class ServiceProxy {
+  readonly #init: ServiceProxyInit
+  readonly #moved = new Map<string, Moved>()
+  #turn = 0
+
+  constructor (init: ServiceProxyInit) {
+    this.#init = init
+  }
+
+  get #self (): string {
+    return this.#init.overlay.peerId
+  }
+
+  async start (): Promise<void> {
+    await this.#init.overlay.node.handle(CONNECT_PROTOCOL, async (stream: Stream, connection: Connection) => { await this.#serve(stream, connection) }, { maxInboundStreams: 256 })
+  }
+
+  async stop (): Promise<void> {
+    for (const id of [...this.#moved.keys()]) await this.#forget(id)
+  }
+
+  /** Listens on `address`:`port` (0 for any free port); every connection made there reaches `target`, which must be reachable now. */
+  async listen (target: ConnectTarget, address: string, port: number): Promise<ServiceListener> {
+    await this.#reach(target, 1).then(r => { r.stream.abort(new Error('only a check')) })
+    return await this.#listen(target, address, port)
+  }
+
+  async #listen (target: ConnectTarget, address: string, port: number): Promise<ServiceListener> {
+    let connections = 0
+    let failed = 0
+    let last: { host: string, id: string } | undefined
+    const sockets = new Set<Socket>()
+    const server = createServer({ allowHalfOpen: true }, socket => {
+      connections++
+      sockets.add(socket)
+      socket.once('close', () => sockets.delete(socket))
+      socket.on('error', () => {})
+      const reach = async (): Promise<Stream> => {
+        const r = await this.#reach(target)
+        last = { host: r.host, id: r.id }
+        return r.stream
+      }
+      reach().then(stream => {
+        splice(stream, socket, { reopen: async () => await reach().catch(() => undefined) })
+      }, (err: unknown) => {
+        failed++
+        this.#init.log.info({ err, target: target.target }, 'a connection could not reach its service')
+        socket.destroy()
+      })
+    })
+    await listenOn(server, address, port)
+    const bound = server.address()
+    return {
+      address,
+      port: typeof bound === 'object' && bound !== null ? bound.port : port,
+      stats: () => ({ connections, failed, lastHost: last?.host, lastInstance: last?.id }),
+      close: async () => {
+        for (const s of sockets) s.destroy()
+        await new Promise<void>(resolve => server.close(() => { resolve() }))
+      },
+    }
+  }
+
+  /** Records that instance `id` now runs on host `to`: for a grace period, connections asked of this host go there. */
+  moved (id: string, to: string): void {
+    void this.#forget(id)
+    const grace = this.#init.forwardGraceMs
+    this.#moved.set(id, { to, forwards: [] })
+    setTimeout(() => { void this.#forget(id) }, grace).unref()
+  }
+
+  /** Keeps the old endpoints (`ports`) of instance `id`, which moved away, forwarding to it for the grace period. */
+  async forward (id: string, ports: Array<{ name: string, address: string, port: number }>): Promise<void> {
+    const entry = this.#moved.get(id)
+    if (entry === undefined) return
+    for (const p of ports) {
+      const forward = await this.#listen({ target: id, endpoint: p.name }, p.address, p.port).catch((err: unknown) => {
+        this.#init.log.warn({ err, instance: id, port: p.port }, 'could not keep forwarding an old endpoint of a moved instance')
+        return undefined
+      })
+      if (forward !== undefined) entry.forwards.push(forward)
+    }
+  }
+
+  async #forget (id: string): Promise<void> {
+    const entry = this.#moved.get(id)
+    if (entry === undefined) return
+    this.#moved.delete(id)
+    await Promise.all(entry.forwards.map(async f => { await f.close() }))
+  }
+
+  /** Opens a stream to `target`, trying its possible hosts until one accepts or the deadline passes. */
+  async #reach (target: ConnectTarget, rounds = Infinity): Promise<{ stream: Stream, host: string, id: string }> {
+    const deadline = Date.now() + REACH_DEADLINE_MS
+    let lastError: unknown
+    for (let round = 0; round < rounds && Date.now() < deadline; round++) {
+      if (round > 0) await sleep(Math.min(100 * 2 ** round, 1000))
+      for (const c of await this.#candidates(target.target)) {
+        let host: string | undefined = c.host
+        // A host that moved the instance says where to; follow that once.
+        for (let hop = 0; hop < 2 && host !== undefined; hop++) {
+          try {
+            return { stream: await this.#open(c.id, host, target.endpoint), host, id: c.id }
+          } catch (err) {
+            lastError = err
+            if (err instanceof XenosError && err.code === 'INVALID_ARGUMENT') throw err
+            host = err instanceof HandshakeRefused ? err.movedTo : undefined
+          }
+        }
+      }
+    }
+    if (lastError instanceof Error) throw new XenosError('PEER_UNREACHABLE', `could not reach ${target.target}: ${lastError.message}`)
+    throw new XenosError('INSTANCE_NOT_FOUND', `no running instance is advertised as ${target.target}: check it with "xenos instance list --all"`)
+  }
+
+  /** Where `target` may run: an instance id's host, or every running instance of a name, in turn. */
+  async #candidates (target: string): Promise<Array<{ id: string, host: string }>> {
+    if (INSTANCE_ID_PATTERN.test(target)) {
+      const movedTo = this.#movedTo(target)
+      if (movedTo !== undefined) return [{ id: target, host: movedTo }]
+      if (this.#init.supervisor.has(target)) return [{ id: target, host: this.#self }]
+      const advert = await this.#init.overlay.lookup('instance', target)
+      return advert === undefined || advert.withdrawn === true ? [] : [{ id: target, host: advert.host }]
+    }
+    const local = this.#init.supervisor.list().filter(v => v.name === target && v.state === 'running').map(v => ({ id: v.id, host: this.#self }))
+    const remote = this.#init.overlay.search({ kind: 'instance' })
+      .filter(a => a.kind === 'instance' && a.withdrawn !== true && a.host !== this.#self && a.body.name === target && a.body.state === 'running')
+      .map(a => ({ id: a.id, host: a.host }))
+    const all = [...local, ...remote]
+    const start = all.length === 0 ? 0 : this.#turn++ % all.length
+    return [...all.slice(start), ...all.slice(0, start)]
+  }
+
+  async #open (id: string, host: string, endpoint: string | undefined): Promise<Stream> {
+    if (host !== this.#self) {
+      await this.#init.overlay.learnHost(host)
+      return await dialWithHeader(this.#init.overlay.node, host, CONNECT_PROTOCOL, { instance: id, ...(endpoint === undefined ? {} : { endpoint }) })
+    }
+    const movedTo = this.#movedTo(id)
+    if (movedTo !== undefined) throw new HandshakeRefused(`instance ${id} moved to host ${movedTo}`, movedTo)
+    return new SocketStream(await connectTo(this.#endpoint(id, endpoint)), { endIsFailure: () => this.#leaving(id) })
+  }
+
+  /** Where on this host endpoint `name` (the first when undefined) of instance `id` is reached. */
+  #endpoint (id: string, name: string | undefined): { address: string, port: number } {
+    const endpoints = this.#init.supervisor.tcpEndpoints(id)
+    const found = name === undefined ? endpoints[0] : endpoints.find(e => e.name === name)
+    if (found !== undefined) return found
+    const names = endpoints.map(e => e.name).join(', ')
+    throw new XenosError('INVALID_ARGUMENT', name === undefined ? `instance ${id} has no TCP endpoint` : `instance ${id} has no TCP endpoint "${name}" (it has: ${names === '' ? 'none' : names})`)
+  }
+
+  /** Another host's client wants an endpoint of an instance here. */
+  async #serve (stream: Stream, connection: Connection): Promise<void> {
+    const incoming = await readHeader(stream, connection, headerSchema).catch(() => undefined)
+    if (incoming === undefined) return
+    const { instance: id, endpoint } = incoming.header
+    let socket: Socket
+    try {
+      const movedTo = this.#movedTo(id)
+      if (movedTo !== undefined || !this.#init.supervisor.has(id)) {
+        await incoming.refuse(movedTo === undefined ? `instance ${id} does not run on this host` : `instance ${id} moved to host ${movedTo}`, movedTo)
+        return
+      }
+      socket = await connectTo(this.#endpoint(id, endpoint))
+    } catch (err) {
+      await incoming.refuse((err as Error).message).catch(() => {})
+      return
+    }
+    const spliced = await incoming.accept().catch(() => undefined)
+    if (spliced === undefined) {
+      socket.destroy()
+      return
+    }
+    // When the service's connection ends because the instance left, the client must hear a
+    // failure (and try its new host), not an answer.
+    splice(spliced, socket, { endIsFailure: () => this.#leaving(id) })
+  }
+
+  /** The host instance `id` moved to, unless it has come back and runs here again. */
+  #movedTo (id: string): string | undefined {
+    const to = this.#moved.get(id)?.to
+    return to !== undefined && this.#init.supervisor.has(id) && !this.#init.supervisor.isMoving(id) ? undefined : to
+  }
+
+  /** Whether instance `id` is moving away, or has left: its connections end because of that, not because the service answered. */
+  #leaving (id: string): boolean {
+    return this.#init.supervisor.isMoving(id) || !this.#init.supervisor.has(id)
+  }
+}
+
+async function connectTo (to: { address: string, port: number }): Promise<Socket> {
+  const socket = connect({ host: to.address, port: to.port, allowHalfOpen: true })
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve)
+    socket.once('error', reject)
+  })
+  return socket
+}
+
+async function listenOn (server: Server, address: string, port: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(err.code === 'EADDRINUSE' ? new XenosError('INVALID_ARGUMENT', `port ${port} on ${address} is already in use: choose another with --port`) : err)
+    })
+    server.listen(port, address, () => { resolve() })
+  })
+}
