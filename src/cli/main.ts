@@ -56,6 +56,23 @@ function ownName (target: string, self: string): { name: string, tag: string } {
   return n
 }
 
+/** The advertised host other than instance `v`'s with most free memory that fits it. */
+async function roomiestHost (api: ApiClient, v: InstanceView): Promise<string> {
+  const { hosts } = await api.get<{ hosts: HostRow[] }>('/v1/peers')
+  const fits = hosts.filter(h => h.id !== v.host && h.free.memory >= v.resources.memory && h.free.cpu >= v.resources.cpu).sort((a, b) => b.free.memory - a.free.memory)
+  const best = fits[0]
+  if (best === undefined) throw new XenosError('NO_HOST_AVAILABLE', `no other advertised host has ${v.resources.cpu} CPU and ${v.resources.memory} MiB free for a replica of ${v.id}: see "xenos peers", or name one with --to`)
+  return best.id
+}
+
+/** Deploys one instance, signed by the user, and returns it (or the host's error). */
+async function deployOne (api: ApiClient, template: string, params: { hosts: string[], count: 1, name: string, snapshot?: string }): Promise<InstanceView> {
+  const result = await api.deploy(template, params, { wait: true })
+  const made = result.instances[0]
+  if (made === undefined) throw new XenosError((result.failures[0]?.code ?? 'INTERNAL') as XenosError['code'], result.failures[0]?.message ?? 'the deploy made no instance')
+  return made
+}
+
 /** Each host's part of a deploy: how long each phase took there. */
 function rolloutTable (parts: DeployResult['hosts'], names: Map<string, string>): string {
   const ms = (n: number | null): string => n === null ? '-' : n < 1000 ? `${Math.round(n)} ms` : `${(n / 1000).toFixed(1)} s`
@@ -267,6 +284,35 @@ export function buildProgram (): Command {
       const r = await api.watched<MigrationResult>(`/v1/instances/${encodeURIComponent(id)}/migrate`, 'migrate', id, { to }, { to }, p => { view.update(p as MigrationStatus) }).finally(view.stop)
       const names = await hostNames(api)
       out(flags, r, () => `migrated ${r.id} from ${names.get(r.from) ?? shortId(r.from)} to ${names.get(r.to) ?? shortId(r.to)} in ${(r.totalMs / 1000).toFixed(1)} s: ${bytes(r.transferredBytes)} of memory sent, ${r.downtimeMs ?? '?'} ms paused`)
+    })
+
+  program.command('replicate <id>').description('Start another instance of the same service (same template, same name, so "xenos connect NAME" spreads over both) on another host; with --from-snapshot, a copy of the running one, memory and disk')
+    .option('--to <host>', 'host to start it on (default: the other host with most free memory)')
+    .option('--from-snapshot', 'start it from a snapshot of the running instance (taken now) instead of booting')
+    .action(async (id: string, o: { to?: string, fromSnapshot?: boolean }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const v = await api.get<InstanceView>(`/v1/instances/${encodeURIComponent(id)}`)
+      if (v.owner !== api.owner) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may replicate it`)
+      const to = o.to === undefined ? await roomiestHost(api, v) : await resolveHost(api, o.to)
+      const names = await hostNames(api)
+      const where = (h: string): string => names.get(h) ?? shortId(h)
+      let replica: InstanceView
+      if (o.fromSnapshot !== true) {
+        process.stderr.write(`starting ${v.templateName} as ${v.name} on ${where(to)}…\n`)
+        replica = await deployOne(api, v.template, { hosts: [to], count: 1, name: v.name })
+      } else {
+        // The snapshot stays where it is taken: the copy starts there, then moves live.
+        const snap = await api.signed<{ id: string }>('POST', `/v1/instances/${encodeURIComponent(id)}/snapshot`, 'snapshot', id, {})
+        process.stderr.write(`took snapshot ${snap.id} of ${id} on ${where(v.host)}; starting the copy there…\n`)
+        replica = await deployOne(api, v.template, { hosts: [v.host], count: 1, name: v.name, snapshot: snap.id })
+        if (to !== v.host) {
+          process.stderr.write(`moving the copy ${replica.id} to ${where(to)}…\n`)
+          const view = migrationView()
+          await api.watched<MigrationResult>(`/v1/instances/${encodeURIComponent(replica.id)}/migrate`, 'migrate', replica.id, { to }, { to }, p => { view.update(p as MigrationStatus) }).finally(view.stop)
+          replica = await api.get<InstanceView>(`/v1/instances/${encodeURIComponent(replica.id)}`)
+        }
+      }
+      out(flags, replica, () => `${replica.id} replicates ${id} (${v.name}) on ${where(replica.host)}: ${replica.endpoints.map(e => e.url).join(' ') || 'no endpoints'}`)
     })
 
   program.command('connect <target>').description('Open a local port that reaches a service (instance id or name) through the overlay, wherever it runs; it follows the service when it migrates')

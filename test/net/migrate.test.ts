@@ -114,6 +114,35 @@ describe('live migration', { skip }, () => {
     await eventually(async () => !existsSync(join(a.dataDir, 'instances', inst.id)), 10_000, 'A to drop the disk')
   })
 
+  it('replicates a service to another host, booted or from a snapshot, and spreads connections to its name over the replicas', async () => {
+    const first = (await cli(a, alice, ['deploy', 'counter', '--host', 'mig-a', '--name', 'svc', '--wait'])).instances[0]
+    await eventually(async () => (await count(first.endpoints[0].url) ?? 0) > 5, 60_000, 'the counter to count')
+    await assert.rejects(cli(a, mallory, ['replicate', first.id, '--to', 'mig-b']), /FORBIDDEN/)
+
+    const fresh = await cli(a, alice, ['replicate', first.id, '--to', 'mig-b'])
+    assert.equal(fresh.host, b.info.peerId)
+    assert.equal(fresh.name, 'svc')
+    assert.equal(fresh.template, first.template)
+    assert.notEqual(fresh.id, first.id)
+
+    const before = await count(first.endpoints[0].url) ?? 0
+    const copy = await cli(a, alice, ['replicate', first.id, '--to', 'mig-b', '--from-snapshot'])
+    assert.equal(copy.host, b.info.peerId)
+    assert.equal(copy.name, 'svc')
+    // The copy carries the original's memory: it counts on from where the snapshot was taken.
+    const copied = await eventually(async () => await count(copy.endpoints[0].url), 30_000, 'the copy to answer')
+    assert.ok(copied >= before, `the copy counts on from the original's count (${before}): ${copied}`)
+    assert.equal((await cli(a, alice, ['instance', 'show', first.id])).state, 'running', 'the original runs on')
+
+    // Connections to the name go to each running replica in turn: the booted one counts far lower.
+    const connect = await cliStart(a, alice, ['connect', 'svc'])
+    const values: number[] = []
+    for (let i = 0; i < 6; i++) values.push(await countOnce(connect.first.port))
+    await connect.stop()
+    assert.ok(Math.max(...values) - Math.min(...values) > 30, `requests reached different replicas: ${values.join(' ')}`)
+    for (const i of [first, fresh, copy]) await cli(a, alice, ['instance', 'destroy', i.id])
+  })
+
   it('keeps the VM running on its host when the destination dies mid-way, and leaves no debris there', async () => {
     const c = await startHost({ name: 'mig-c', bootstrap: [a], extraArgs: HOST_ARGS })
     hosts.push(c)
