@@ -7,11 +7,11 @@ import { Readable } from 'node:stream'
 import { z } from 'zod'
 import { decodeAuthHeader, INSTANCE_ID_PATTERN, nameRecordSchema, toXenosError, XenosError, type Advert, type RequestAuth } from '../core/index.ts'
 import { parseManifest, validateManifest } from '../images/index.ts'
-import { deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, migrationResultSchema, snapshotViewSchema, XENOS_VERSION, type Host } from '../node/index.ts'
+import { deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, drainResultSchema, migrationResultSchema, snapshotViewSchema, XENOS_VERSION, type Host } from '../node/index.ts'
 import { prometheusText } from './metrics.ts'
 import {
   controlParams, deployBody, deployResultSchema, errorSchema, hostInfoSchema, importTemplateBody, instanceListQuery, instanceParams,
-  blobParams, connectBody, logsQuery, migrateBody, nameListQuery, namePublishSchema, nameRecordBody, peersSchema, refParams, searchQuery, searchResultSchema, snapshotParams, templateRemovalSchema, templateSummarySchema, transferSchema,
+  blobParams, connectBody, drainBody, logsQuery, migrateBody, nameListQuery, namePublishSchema, nameRecordBody, peersSchema, refParams, searchQuery, searchResultSchema, snapshotParams, templateRemovalSchema, templateSummarySchema, transferSchema,
 } from './schemas.ts'
 
 /** Largest blob accepted in one upload (a template's disk image). */
@@ -219,6 +219,20 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
   }, async (req, reply) => {
     const auth = authOf(req)
     return await withProgress(req, reply, 200, async progress => await host.migrations.migrate(req.params.id, req.body.to, auth, progress))
+  })
+
+  api.post('/v1/host/drain', {
+    schema: {
+      summary: 'Move every running instance on this host to other hosts, one at a time, live; the host takes no new instances until undrained. With `Accept: text/event-stream`: `progress` events (instance, destination, its migration), then `result` or `error`',
+      body: drainBody,
+      response: { 200: drainResultSchema, ...errors },
+    },
+  }, async (req, reply) => await withProgress(req, reply, 200, async progress => await host.migrations.drain(req.body.to ?? null, progress)))
+
+  api.post('/v1/host/undrain', { schema: { summary: 'Let a drained host take instances again', response: { 204: z.null(), ...errors } } }, async (_req, reply) => {
+    host.migrations.undrain()
+    void reply.status(204)
+    return null
   })
 
   api.post('/v1/connect', {

@@ -85,6 +85,10 @@ export const migrateBody = z.strictObject({
   to: peerIdSchema.describe('peer id of the host to move the instance to'),
 })
 
+export const drainBody = z.strictObject({
+  to: z.array(peerIdSchema).min(1).max(256).optional().describe('hosts to move the instances to (default: those with most room)'),
+})
+
 export const connectBody = z.strictObject({
   target: z.string().min(1).max(256).describe('instance id, or instance name (any running instance of it)'),
   endpoint: z.string().min(1).max(31).optional().describe('endpoint name (default: the first TCP endpoint)'),

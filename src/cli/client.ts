@@ -176,7 +176,7 @@ async function * serverEvents (body: ReadableStream<Uint8Array>): AsyncGenerator
 }
 
 /** The XenosError an API error body describes. */
-function errorOf (json: unknown, fallback: string): XenosError {
+export function errorOf (json: unknown, fallback: string): XenosError {
   const e = (json as { error?: { code?: string, message?: string } } | null)?.error
   return new XenosError((e?.code ?? 'INTERNAL') as XenosError['code'], e?.message ?? fallback)
 }

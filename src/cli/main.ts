@@ -2,8 +2,8 @@ import { Command, Option } from 'commander'
 import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { CONTROL_ACTIONS, formatTemplateUri, isTemplateUri, parseTemplateUri, toXenosError, XenosError, type InstanceMetrics, type InstanceView, type NameRecord } from '../core/index.ts'
-import { DEFAULT_DATA_DIR, type DeployResult, type MigrationResult, type MigrationStatus, type TemplateSummary } from '../node/index.ts'
-import { ApiClient } from './client.ts'
+import { DEFAULT_DATA_DIR, type DeployResult, type DrainResult, type DrainStatus, type MigrationResult, type MigrationStatus, type TemplateSummary } from '../node/index.ts'
+import { ApiClient, errorOf } from './client.ts'
 import { runDaemon } from './daemon.ts'
 import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
 import { DEFAULT_KEY_FILE, loadOrCreateUserKey } from './keys.ts'
@@ -285,6 +285,48 @@ export function buildProgram (): Command {
       const names = await hostNames(api)
       out(flags, r, () => `migrated ${r.id} from ${names.get(r.from) ?? shortId(r.from)} to ${names.get(r.to) ?? shortId(r.to)} in ${(r.totalMs / 1000).toFixed(1)} s: ${bytes(r.transferredBytes)} of memory sent, ${r.downtimeMs ?? '?'} ms paused`)
     })
+
+  const hostCmd = program.command('host').description('The host the CLI talks to: drain it before maintenance')
+  hostCmd.command('drain').description('Move every running instance on this host to other hosts, live, one at a time; it takes no new instances until "xenos host undrain"')
+    .option('--to <hosts>', 'comma-separated hosts to move them to (default: those with most room)')
+    .action(async (o: { to?: string }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const to = o.to === undefined ? undefined : await Promise.all(o.to.split(',').map(async h => await resolveHost(api, h.trim())))
+      const names = await hostNames(api)
+      const where = (h: string): string => names.get(h) ?? shortId(h)
+      let current = ''
+      let view = migrationView()
+      let result: DrainResult | undefined
+      for await (const { event, data } of api.postEvents('/v1/host/drain', to === undefined ? {} : { to }, AbortSignal.timeout(24 * 3_600_000))) {
+        if (event === 'progress') {
+          const p = data as DrainStatus
+          if (p.instance !== current) {
+            view.stop()
+            view = migrationView()
+            current = p.instance
+            process.stderr.write(`moving ${p.instance} (${p.index + 1} of ${p.total}) to ${where(p.to)}\n`)
+          }
+          view.update(p.migration)
+        } else if (event === 'result') {
+          result = data as DrainResult
+        } else if (event === 'error') {
+          throw errorOf(data, 'the drain failed')
+        }
+      }
+      view.stop()
+      if (result === undefined) throw new XenosError('PEER_PROTOCOL', 'the host closed the drain\'s event stream before its result')
+      const r = result
+      out(flags, r, () => table(['INSTANCE', 'OUTCOME'], [
+        ...r.moved.map(m => [m.id, `moved to ${where(m.to)} in ${(m.totalMs / 1000).toFixed(1)} s, ${m.downtimeMs ?? '?'} ms paused`]),
+        ...r.stayed.map(st => [st.id, `stayed: ${st.reason}`]),
+      ]))
+      if (r.stayed.length > 0) process.exitCode = 1
+    })
+  hostCmd.command('undrain').description('Let a drained host take instances again').action(async (_o, cmd: Command) => {
+    const { api, flags } = await client(cmd)
+    await api.post('/v1/host/undrain', {})
+    out(flags, { undrained: true }, () => 'the host takes instances again')
+  })
 
   program.command('replicate <id>').description('Start another instance of the same service (same template, same name, so "xenos connect NAME" spreads over both) on another host; with --from-snapshot, a copy of the running one, memory and disk')
     .option('--to <host>', 'host to start it on (default: the other host with most free memory)')

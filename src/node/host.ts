@@ -115,6 +115,7 @@ export class Host {
       overlay: this.overlay,
       onTakenOver: (id, to) => { this.services.moved(id, to) },
       onLeft: async (id, endpoints) => { await this.services.forward(id, endpoints) },
+      onDraining: () => { void this.#advertiseHost() },
       tunnels: this.tunnels,
       supervisor: this.supervisor,
       fetcher: this.cloud.fetcher,

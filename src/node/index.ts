@@ -14,7 +14,7 @@
  */
 export { Host, XENOS_VERSION } from './host.ts'
 export { Cloud, viewFromAdvert, type TemplateSummary, type DeployResult } from './cloud.ts'
-export { Migrations, migrationResultSchema, type MigrationResult, type MigrationStatus } from './migration.ts'
+export { Migrations, drainResultSchema, migrationResultSchema, type DrainResult, type DrainStatus, type MigrationResult, type MigrationStatus } from './migration.ts'
 export { ROLLOUT_PHASES, type FetchProgress, type HostRollout, type RolloutPhase } from './rollout.ts'
 export { hostOptionsSchema, DEFAULT_API_PORT, DEFAULT_P2P_PORT, DEFAULT_DATA_DIR, type HostOptions, type HostOptionsInput } from './options.ts'
 export { instanceIdSchema, instanceViewSchema, instanceMetricsSchema, peerIdSchema, templateIdSchema, deployParamsSchema, deriveParamsSchema, snapshotIdSchema, snapshotViewSchema, type DeployParams } from './rpc-schemas.ts'

@@ -12,7 +12,7 @@ import { authSchema, instanceIdSchema, instanceViewSchema, peerIdSchema, templat
 import type { InstanceSupervisor, RemoteDisks } from './supervisor.ts'
 
 export interface MigrationsInit {
-  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost' | 'lookup'>
+  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost' | 'lookup' | 'search'>
   tunnels: Tunnels
   supervisor: InstanceSupervisor
   fetcher: TemplateFetcher
@@ -22,6 +22,8 @@ export interface MigrationsInit {
   onTakenOver: (id: string, to: string) => void
   /** Told once an instance has left this host, with the endpoints it had here. */
   onLeft: (id: string, endpoints: Array<{ name: string, address: string, port: number }>) => Promise<void>
+  /** Told when the host starts or stops being drained (its room changed). */
+  onDraining: () => void
   /** Short directory for the sockets tunnels listen on. */
   runDir: string
   log: Logger
@@ -33,13 +35,24 @@ export interface MigrationStatus extends Partial<MigrationProgress> {
 }
 
 export type MigrationResult = z.infer<typeof migrationResultSchema>
+export type DrainResult = z.infer<typeof drainResultSchema>
+
+/** Where a drain is: which instance moves where, and that move's progress. */
+export interface DrainStatus {
+  instance: string
+  to: string
+  index: number
+  total: number
+  migration: MigrationStatus
+}
 
 const tokenSchema = z.string().regex(/^[0-9a-f]{64}$/)
 const prepareSchema = z.strictObject({
   instance: z.strictObject({ id: instanceIdSchema, name: z.string().min(1).max(256), owner: authSchema.shape.owner, createdAt: z.number().int().nonnegative() }),
   template: templateIdSchema,
   diskToken: tokenSchema,
-  auth: authSchema,
+  /** The owner's signed request; absent when the source host moves the instance of its own accord (a drain). */
+  auth: authSchema.optional(),
 })
 const prepareReplySchema = z.strictObject({ token: tokenSchema })
 const instanceOnlySchema = z.strictObject({ id: instanceIdSchema })
@@ -51,6 +64,11 @@ export const migrationResultSchema = z.strictObject({
   totalMs: z.number().nonnegative(),
   downtimeMs: z.number().nonnegative().nullable(),
   transferredBytes: z.number().nonnegative(),
+})
+
+export const drainResultSchema = z.strictObject({
+  moved: z.array(migrationResultSchema),
+  stayed: z.array(z.strictObject({ id: instanceIdSchema, reason: z.string() })),
 })
 
 /** A pull of a large template may come first. */
@@ -125,7 +143,46 @@ export class Migrations implements RemoteDisks {
     return await this.#init.supervisor.moving(id, async () => await this.#send(view, to, auth, onStatus))
   }
 
-  async #send (view: InstanceView, to: string, auth: RequestAuth, onStatus: (s: MigrationStatus) => void): Promise<MigrationResult> {
+  /**
+   * Moves every running instance on this host to other hosts (`targets`, or those with most
+   * room), one at a time, and admits no new ones meanwhile: an operator's action on its own
+   * host, which needs no owner's signature. Instances that cannot move stay, with the reason.
+   */
+  async drain (targets: string[] | null, onStatus: (s: DrainStatus) => void = () => {}): Promise<DrainResult> {
+    this.#init.supervisor.setDraining(true)
+    this.#init.onDraining()
+    const result: DrainResult = { moved: [], stayed: [] }
+    const views = this.#init.supervisor.list()
+    const room = new Map(this.#init.overlay.search({ kind: 'host' }).flatMap(a =>
+      a.kind === 'host' && a.withdrawn !== true && a.host !== this.#self && (targets === null || targets.includes(a.host)) ? [[a.host, { ...a.body.free }] as const] : []))
+    for (const [index, v] of views.entries()) {
+      if (v.state !== 'running') {
+        result.stayed.push({ id: v.id, reason: `it is ${v.state}: only running instances move live; start it and drain again, or destroy it` })
+        continue
+      }
+      const to = [...room].filter(([, free]) => free.cpu + 1e-9 >= v.resources.cpu && free.memory >= v.resources.memory).sort(([, x], [, y]) => y.memory - x.memory)[0]?.[0]
+      if (to === undefined) {
+        result.stayed.push({ id: v.id, reason: `no ${targets === null ? 'other advertised' : 'named'} host has ${v.resources.cpu} CPU and ${v.resources.memory} MiB free` })
+        continue
+      }
+      try {
+        result.moved.push(await this.#init.supervisor.moving(v.id, async () => await this.#send(v, to, undefined, migration => { onStatus({ instance: v.id, to, index, total: views.length, migration }) })))
+        const free = room.get(to)
+        if (free !== undefined) room.set(to, { cpu: free.cpu - v.resources.cpu, memory: free.memory - v.resources.memory })
+      } catch (err) {
+        result.stayed.push({ id: v.id, reason: (err as Error).message })
+      }
+    }
+    return result
+  }
+
+  /** Lets the host take instances again after a drain. */
+  undrain (): void {
+    this.#init.supervisor.setDraining(false)
+    this.#init.onDraining()
+  }
+
+  async #send (view: InstanceView, to: string, auth: RequestAuth | undefined, onStatus: (s: MigrationStatus) => void): Promise<MigrationResult> {
     const id = view.id
     const t0 = Date.now()
     onStatus({ phase: 'preparing' })
@@ -136,7 +193,7 @@ export class Migrations implements RemoteDisks {
     try {
       await this.#init.overlay.learnHost(to)
       const { token } = prepareReplySchema.parse(await this.#init.overlay.rpc.call(to, 'migrate.prepare', {
-        instance: { id, name: view.name, owner: view.owner, createdAt: view.createdAt }, template: view.template, diskToken, auth,
+        instance: { id, name: view.name, owner: view.owner, createdAt: view.createdAt }, template: view.template, diskToken, ...(auth === undefined ? {} : { auth }),
       }, { timeoutMs: PREPARE_TIMEOUT_MS }))
       await mkdir(this.#init.runDir, { recursive: true })
       listener = await this.#init.tunnels.listen(join(this.#init.runDir, `${id}.out.sock`), to, token)
@@ -164,8 +221,16 @@ export class Migrations implements RemoteDisks {
   }
 
   async #prepare (req: z.infer<typeof prepareSchema>, from: string): Promise<z.infer<typeof prepareReplySchema>> {
-    this.#init.verifier.verify(req.auth, { action: 'migrate', target: req.instance.id, params: { to: this.#self } })
-    if (req.auth.owner !== req.instance.owner) throw new XenosError('FORBIDDEN', `instance ${req.instance.id} belongs to another owner`)
+    if (req.auth !== undefined) {
+      this.#init.verifier.verify(req.auth, { action: 'migrate', target: req.instance.id, params: { to: this.#self } })
+      if (req.auth.owner !== req.instance.owner) throw new XenosError('FORBIDDEN', `instance ${req.instance.id} belongs to another owner`)
+    } else {
+      // Moved by its host of its own accord: only an instance that host advertises, for its advertised owner.
+      const advert = await this.#init.overlay.lookup('instance', req.instance.id)
+      if (advert?.host !== from || advert.body.owner !== req.instance.owner) {
+        throw new XenosError('FORBIDDEN', `host ${from} does not advertise instance ${req.instance.id} for owner ${req.instance.owner}: moving it needs its owner's signed request`)
+      }
+    }
     const { template } = await this.#init.fetcher.ensure(req.template)
     const incoming = join(this.#init.runDir, `${req.instance.id}.in.sock`)
     await mkdir(this.#init.runDir, { recursive: true })

@@ -67,6 +67,7 @@ export class InstanceSupervisor {
   readonly #live = new Map<string, LiveTask>()
   /** Instances being sent to another host right now. */
   readonly #moving = new Set<string>()
+  #draining = false
   readonly #health = new Map<string, ServiceStatus[]>()
   /** When each running instance booted and became healthy, and was last checked (this host's clock). */
   readonly #milestones = new Map<string, { since: number, bootedAt?: number, healthyAt?: number, checkedAt: number }>()
@@ -165,7 +166,17 @@ export class InstanceSupervisor {
     return used
   }
 
+  /** While a host is drained it admits no instance and offers no room. */
+  setDraining (on: boolean): void {
+    this.#draining = on
+  }
+
+  get draining (): boolean {
+    return this.#draining
+  }
+
   free (): Resources {
+    if (this.#draining) return { cpu: 0, memory: 0 }
     const used = this.used()
     const { capacity } = this.#init
     return { cpu: round(capacity.cpu - used.cpu), memory: capacity.memory - used.memory }
@@ -481,6 +492,7 @@ export class InstanceSupervisor {
 
   /** Throws ADMISSION_REFUSED unless `count` instances of `template` fit in what is free. */
   #admit (template: Template, count: number): void {
+    if (this.#draining) throw new XenosError('ADMISSION_REFUSED', `host ${this.#init.hostId} is being drained and takes no instances: deploy elsewhere`)
     const want = template.manifest.resources
     const free = this.free()
     if (want.cpu * count > free.cpu + 1e-9 || want.memory * count > free.memory) {
