@@ -211,7 +211,7 @@ export class InstanceSupervisor {
     return await this.#locks.run(id, async () => {
       const r = this.#get(id)
       this.#expect(r, ['stopped', 'suspended', 'exited'], 'derive a template from')
-      if (r.remoteDisk !== null) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is served by host ${r.remoteDisk.host}, where it migrated from: derive it there after migrating it back`)
+      if (r.remoteDisk !== null) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is served by host ${r.remoteDisk.host}, where it migrated from, and a template can only be derived from a disk of this host's own: derive one from another instance of the service`)
       const disk = join(this.#init.instancesDir, id, 'disk.qcow2')
       if (!existsSync(disk)) throw new XenosError('INVALID_STATE', `instance ${id} has no disk of its own (it does not run in a VM)`)
       return await fn(disk, this.#template(r))
@@ -325,7 +325,7 @@ export class InstanceSupervisor {
       const r = this.#get(id)
       this.#expect(r, ['running'], 'migrate')
       const driver = this.#migrator(r)
-      if (r.remoteDisk !== null) throw new XenosError('INVALID_STATE', `instance ${id} already runs on a disk served by host ${r.remoteDisk.host}: migrate it back there first`)
+      if (r.remoteDisk !== null) throw new XenosError('INVALID_STATE', `instance ${id} runs on a disk served by host ${r.remoteDisk.host}, where it migrated from, and cannot move again until its disk is copied here: start another instance where you want it with "xenos replicate ${id} --to HOST"`)
       const handle = this.#handle(r)
       try {
         await driver.migrate(handle, uri, onProgress)

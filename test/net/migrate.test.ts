@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { cli, cliStart, eventually, getJson, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
 import { count, countOnce, skipWithoutQemu } from '../helpers/vm.ts'
+import { ApiClient, loadOrCreateUserKey } from '../../src/cli/index.ts'
 
 const skip = skipWithoutQemu
 const HOST_ARGS = ['--cpu', '4', '--memory', '1024']
@@ -79,7 +80,12 @@ describe('live migration', { skip }, () => {
     const client = loopOn(connect.first.port)
     await sleep(1000)
     const moveStarted = Date.now()
-    const result = await cli(a, alice, ['migrate', inst.id, '--to', 'mig-b'])
+    const moving = cli(a, alice, ['migrate', inst.id, '--to', 'mig-b'])
+    // While it moves, another move (through the API, at once) is refused.
+    await eventually(async () => existsSync(join(b.dataDir, 'instances', inst.id)), 120_000, 'B to prepare the arriving VM', 20)
+    const api = new ApiClient({ api: a.api, key: (await loadOrCreateUserKey(alice)).key })
+    await assert.rejects(api.signed('POST', `/v1/instances/${inst.id}/migrate`, 'migrate', inst.id, { to: b.info.peerId }, { to: b.info.peerId }), /is migrating/)
+    const result = await moving
     const afterMove = client.values.length
     const moveTook = Date.now() - moveStarted
     await sleep(1500)
