@@ -115,9 +115,10 @@ export class ServiceProxy {
   /** Records that instance `id` now runs on host `to`: for a grace period, connections asked of this host go there. */
   moved (id: string, to: string): void {
     void this.#forget(id)
-    const grace = this.#init.forwardGraceMs
-    this.#moved.set(id, { to, forwards: [] })
-    setTimeout(() => { void this.#forget(id) }, grace).unref()
+    const entry: Moved = { to, forwards: [] }
+    this.#moved.set(id, entry)
+    // A later move of the same instance has its own grace period.
+    setTimeout(() => { if (this.#moved.get(id) === entry) void this.#forget(id) }, this.#init.forwardGraceMs).unref()
   }
 
   /** Keeps the old endpoints (`ports`) of instance `id`, which moved away, forwarding to it for the grace period. */
