@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { XenosError, type AdvertOf, type Template, type TemplateManifest } from '../core/index.ts'
 import type { BlobStore, TemplateLibrary } from '../images/index.ts'
@@ -114,11 +115,18 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
   }
 
   async #manifest (id: string): Promise<TemplateManifest> {
-    for (const host of await this.#holders(id)) {
-      try {
-        return this.#init.library.verify(id, await this.#init.manifestFrom(host, id))
-      } catch (err) {
-        this.#init.log.warn({ err, template: id, host }, 'could not get the template manifest')
+    const failed = new Set<string>()
+    // A holder's advert may have lapsed a moment (a busy host refreshes it late): look again, twice.
+    for (let round = 0; round < 3; round++) {
+      if (round > 0) await sleep(1000)
+      for (const host of await this.#holders(id)) {
+        if (failed.has(host)) continue
+        try {
+          return this.#init.library.verify(id, await this.#init.manifestFrom(host, id))
+        } catch (err) {
+          failed.add(host)
+          this.#init.log.warn({ err, template: id, host }, 'could not get the template manifest')
+        }
       }
     }
     throw new XenosError('TEMPLATE_NOT_FOUND', `template ${id} is not held by any reachable host`)
