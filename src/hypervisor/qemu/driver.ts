@@ -44,8 +44,6 @@ interface QemuState {
 
 const SOCKET_WAIT_MS = 15_000
 const MIGRATION_POLL_MS = 5
-/** The pause QEMU aims for when it stops the VM to send the last of its memory (its default is 300 ms). */
-const MIGRATION_DOWNTIME_LIMIT_MS = 100
 /** How long a VM waits for its disk server to come back (a restart of it, or of a tunnel) before I/O fails. */
 const DISK_RECONNECT_S = 60
 const TCG_CODE_BUFFER_MIB = 32
@@ -312,7 +310,6 @@ export function qemuDriver (init: QemuDriverInit): Driver {
 
     async migrate (handle, uri, onProgress): Promise<void> {
       const monitor = await qmp(handle)
-      await monitor.execute('migrate-set-parameters', { 'downtime-limit': MIGRATION_DOWNTIME_LIMIT_MS })
       await monitor.execute('migrate', { uri })
       for (;;) {
         const info = await monitor.execute<MigrationInfo>('query-migrate')
