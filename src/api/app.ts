@@ -247,8 +247,9 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     send('listening', { address: listener.address, port: listener.port, target })
     let last = ''
     const timer = setInterval(() => {
-      const now = JSON.stringify(listener.stats())
-      if (now !== last) send('stats', listener.stats())
+      const stats = listener.stats()
+      const now = JSON.stringify(stats)
+      if (now !== last) send('stats', stats)
       last = now
     }, 500)
     req.raw.once('close', () => {
