@@ -1,15 +1,16 @@
 /**
  * Live migration of the `counter` VM between two real xenosd processes on loopback, with guests
- * of 128 MiB, 512 MiB and 1 GiB (the disk stays on the first host and is served to the second).
- * For each move: the total time, the downtime QEMU reports, and the downtime a client sees: it
+ * of 128 MiB, 512 MiB and 1 GiB, and both ways of treating the disk: `remote` (it stays on the
+ * first host and is served to the second) and `copy` (`--copy-disk`: what the instance wrote is
+ * mirrored to the second host first, and the first keeps nothing). For each move: the total time, the downtime QEMU reports, and the downtime a client sees: it
  * asks for the count over a fresh connection every few ms through `xenos connect` (on the source
  * host) and records the longest gap between answers, and every failed request. The baseline in
  * the same run is that client's longest gap while nothing moves. Anchors from the papers: Xen
  * live migration 60 ms downtime for a game server (Clark et al. 2005); Goiri et al. 100%
  * availability. Writes bench/results/migration-latest.json.
  *
- *   npm run bench:migration            # 3 moves per size
- *   XENOS_BENCH_RUNS=1 XENOS_BENCH_SIZES=128 npm run bench:migration
+ *   npm run bench:migration            # 3 moves per size and disk mode
+ *   XENOS_BENCH_RUNS=1 XENOS_BENCH_SIZES=128 XENOS_BENCH_DISKS=copy npm run bench:migration
  */
 import { cp, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -21,6 +22,7 @@ import { round, summary } from './stats.ts'
 
 const RUNS = Number(process.env.XENOS_BENCH_RUNS ?? 3)
 const SIZES = (process.env.XENOS_BENCH_SIZES ?? '128,512,1024').split(',').map(Number)
+const DISKS = (process.env.XENOS_BENCH_DISKS ?? 'remote,copy').split(',') as Array<'remote' | 'copy'>
 const HOST_ARGS = ['--cpu', '4', '--memory', '4096']
 
 /** The counter example with `mib` of guest memory, as its own template. */
@@ -65,46 +67,51 @@ try {
   const api = new ApiClient({ api: a.api, key: (await loadOrCreateUserKey(user)).key })
   for (const mib of SIZES) {
     const template = await cli(a, user, ['template', 'build', await counterOf(mib)])
-    const runs: Array<{ totalMs: number, qemuDowntimeMs: number | null, clientMaxGapMs: number, baselineMaxGapMs: number, failures: number, transferredBytes: number }> = []
-    for (let i = 0; i < RUNS; i++) {
-      const inst = (await api.deploy(template.id, { hosts: [a.info.peerId], count: 1, name: null }, { wait: true })).instances[0]!
-      const stop = new AbortController()
-      const events = api.postEvents('/v1/connect', { target: inst.id }, stop.signal)
-      const listening = (await events.next()).value as { data: { port: number } }
-      const port = listening.data.port
-      await countOnce(port)
-      const quiet = probe(port)
-      await sleep(3000)
-      const baseline = await quiet.stop()
-      const moving = probe(port)
-      await sleep(500)
-      const r = await api.watched<{ totalMs: number, downtimeMs: number | null, transferredBytes: number }>(`/v1/instances/${inst.id}/migrate`, 'migrate', inst.id, { to: b.info.peerId }, { to: b.info.peerId })
-      await sleep(1000)
-      const seen = await moving.stop()
-      stop.abort()
-      await events.return(undefined)
-      runs.push({ totalMs: r.totalMs, qemuDowntimeMs: r.downtimeMs, clientMaxGapMs: seen.maxGapMs, baselineMaxGapMs: baseline.maxGapMs, failures: seen.failures, transferredBytes: r.transferredBytes })
-      console.error(`${mib} MiB run ${i + 1}: ${JSON.stringify(runs.at(-1))}`)
-      await api.signed('POST', `/v1/instances/${inst.id}/destroy`, 'destroy', inst.id, {})
+    for (const disk of DISKS) {
+      const runs: Array<{ totalMs: number, qemuDowntimeMs: number | null, clientMaxGapMs: number, baselineMaxGapMs: number, failures: number, transferredBytes: number, copiedDiskBytes: number }> = []
+      for (let i = 0; i < RUNS; i++) {
+        const inst = (await api.deploy(template.id, { hosts: [a.info.peerId], count: 1, name: null }, { wait: true })).instances[0]!
+        const stop = new AbortController()
+        const events = api.postEvents('/v1/connect', { target: inst.id }, stop.signal)
+        const listening = (await events.next()).value as { data: { port: number } }
+        const port = listening.data.port
+        await countOnce(port)
+        const quiet = probe(port)
+        await sleep(3000)
+        const baseline = await quiet.stop()
+        const moving = probe(port)
+        await sleep(500)
+        const params = { to: b.info.peerId, copyDisk: disk === 'copy' }
+        const r = await api.watched<{ totalMs: number, downtimeMs: number | null, transferredBytes: number, copiedDiskBytes: number }>(`/v1/instances/${inst.id}/migrate`, 'migrate', inst.id, params, params)
+        await sleep(1000)
+        const seen = await moving.stop()
+        stop.abort()
+        await events.return(undefined)
+        runs.push({ totalMs: r.totalMs, qemuDowntimeMs: r.downtimeMs, clientMaxGapMs: seen.maxGapMs, baselineMaxGapMs: baseline.maxGapMs, failures: seen.failures, transferredBytes: r.transferredBytes, copiedDiskBytes: r.copiedDiskBytes })
+        console.error(`${mib} MiB, ${disk} disk, run ${i + 1}: ${JSON.stringify(runs.at(-1))}`)
+        await api.signed('POST', `/v1/instances/${inst.id}/destroy`, 'destroy', inst.id, {})
+      }
+      rows.push({
+        guestMiB: mib,
+        disk,
+        totalMs: summary(runs.map(r => r.totalMs)),
+        qemuDowntimeMs: summary(runs.map(r => r.qemuDowntimeMs ?? NaN)),
+        clientMaxGapMs: summary(runs.map(r => r.clientMaxGapMs)),
+        baselineMaxGapMs: summary(runs.map(r => r.baselineMaxGapMs)),
+        failedRequests: runs.reduce((n, r) => n + r.failures, 0),
+        memorySentMiB: summary(runs.map(r => r.transferredBytes / 2 ** 20)),
+        diskCopiedMiB: summary(runs.map(r => r.copiedDiskBytes / 2 ** 20)),
+        runs,
+      })
     }
-    rows.push({
-      guestMiB: mib,
-      totalMs: summary(runs.map(r => r.totalMs)),
-      qemuDowntimeMs: summary(runs.map(r => r.qemuDowntimeMs ?? NaN)),
-      clientMaxGapMs: summary(runs.map(r => r.clientMaxGapMs)),
-      baselineMaxGapMs: summary(runs.map(r => r.baselineMaxGapMs)),
-      failedRequests: runs.reduce((n, r) => n + r.failures, 0),
-      memorySentMiB: summary(runs.map(r => r.transferredBytes / 2 ** 20)),
-      runs,
-    })
   }
 } finally {
   await Promise.all([a, b].map(async h => { await stopHost(h) }))
 }
-const result = { benchmark: 'migration', date: new Date().toISOString(), runsPerSize: RUNS, disk: 'remote (stays on the source)', anchors: { xenDowntimeMs: 60, goiriAvailability: '100%' }, rows }
+const result = { benchmark: 'migration', date: new Date().toISOString(), runsPerSize: RUNS, anchors: { xenDowntimeMs: 60, goiriAvailability: '100%' }, rows }
 await writeFile(join(ROOT, 'bench/results/migration-latest.json'), JSON.stringify(result, null, 2) + '\n')
-console.log('| guest | total p50 / max (s) | QEMU downtime p50 / max (ms) | client: longest gap p50 / max (ms) | client: longest gap, nothing moving p50 (ms) | failed requests | memory sent p50 (MiB) |')
-console.log('|---|---|---|---|---|---|---|')
+console.log('| guest | disk | total p50 / max (s) | QEMU downtime p50 / max (ms) | client: longest gap p50 / max (ms) | client: longest gap, nothing moving p50 (ms) | failed requests | memory sent p50 (MiB) | disk copied p50 (MiB) |')
+console.log('|---|---|---|---|---|---|---|---|---|')
 for (const r of rows as any[]) {
-  console.log(`| ${r.guestMiB} MiB | ${round(r.totalMs.p50 / 1000)} / ${round(r.totalMs.max / 1000)} | ${r.qemuDowntimeMs.p50} / ${r.qemuDowntimeMs.max} | ${r.clientMaxGapMs.p50} / ${r.clientMaxGapMs.max} | ${r.baselineMaxGapMs.p50} | ${r.failedRequests} | ${r.memorySentMiB.p50} |`)
+  console.log(`| ${r.guestMiB} MiB | ${r.disk} | ${round(r.totalMs.p50 / 1000)} / ${round(r.totalMs.max / 1000)} | ${r.qemuDowntimeMs.p50} / ${r.qemuDowntimeMs.max} | ${r.clientMaxGapMs.p50} / ${r.clientMaxGapMs.max} | ${r.baselineMaxGapMs.p50} | ${r.failedRequests} | ${r.memorySentMiB.p50} | ${r.diskCopiedMiB.p50} |`)
 }

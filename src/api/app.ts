@@ -211,14 +211,14 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
 
   api.post('/v1/instances/:id/migrate', {
     schema: {
-      summary: 'Move a running VM to another host while it runs: its memory is copied live, its disk stays and is served to the new host (signed by its owner). With `Accept: text/event-stream`: `progress` events (phase, bytes sent, dirty rate, expected downtime), then `result` or `error`',
+      summary: 'Move a running VM to another host while it runs: its memory is copied live; its disk stays and is served to the new host, or with `copyDisk` is copied there first (signed by its owner over `to` and `copyDisk`). With `Accept: text/event-stream`: `progress` events (phase, disk and memory copied, dirty rate, expected downtime), then `result` or `error`',
       params: instanceParams,
       body: migrateBody,
       response: { 200: migrationResultSchema, ...errors },
     },
   }, async (req, reply) => {
     const auth = authOf(req)
-    return await withProgress(req, reply, 200, async progress => await host.migrations.migrate(req.params.id, req.body.to, auth, progress))
+    return await withProgress(req, reply, 200, async progress => await host.migrations.migrate(req.params.id, req.body.to, req.body.copyDisk, auth, progress))
   })
 
   api.post('/v1/host/drain', {

@@ -83,6 +83,7 @@ export const deployBody = z.strictObject({
 
 export const migrateBody = z.strictObject({
   to: peerIdSchema.describe('peer id of the host to move the instance to'),
+  copyDisk: z.boolean().default(false).describe('copy the disk to the new host too (while the VM runs, before its memory), so that the old host keeps nothing of it'),
 })
 
 export const drainBody = z.strictObject({

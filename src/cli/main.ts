@@ -74,6 +74,13 @@ async function deployOne (api: ApiClient, template: string, params: { hosts: str
 }
 
 /** Each host's part of a deploy: how long each phase took there. */
+/** Moves an instance live, its progress on stderr; the owner signs the destination and whether the disk moves too. */
+async function migrateWatched (api: ApiClient, id: string, to: string, copyDisk: boolean): Promise<MigrationResult> {
+  const view = migrationView()
+  const params = { to, copyDisk }
+  return await api.watched<MigrationResult>(`/v1/instances/${encodeURIComponent(id)}/migrate`, 'migrate', id, params, params, p => { view.update(p as MigrationStatus) }).finally(view.stop)
+}
+
 function rolloutTable (parts: DeployResult['hosts'], names: Map<string, string>): string {
   const ms = (n: number | null): string => n === null ? '-' : n < 1000 ? `${Math.round(n)} ms` : `${(n / 1000).toFixed(1)} s`
   return table(['HOST', 'INSTANCES', 'FETCH', 'CREATE', 'BOOT', 'HEALTHY', 'RESULT'], parts.map(p => [
@@ -275,15 +282,16 @@ export function buildProgram (): Command {
       if (result.instances.length === 0 || result.hosts.some(h => h.error !== null)) process.exitCode = 1
     })
 
-  program.command('migrate <id>').description('Move a running VM to another host while it keeps running: memory is copied live; the disk stays and is served to the new host')
+  program.command('migrate <id>').description('Move a running VM to another host while it keeps running: memory is copied live; the disk stays and is served to the new host, unless --copy-disk')
     .requiredOption('--to <host>', 'host to move it to (peer id, unique part of it, or host name)')
-    .action(async (id: string, o: { to: string }, cmd: Command) => {
+    .option('--copy-disk', 'copy the disk to the new host too (what the instance wrote, while it runs), so the old host keeps nothing of it and may be shut down')
+    .action(async (id: string, o: { to: string, copyDisk?: boolean }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const to = await resolveHost(api, o.to)
-      const view = migrationView()
-      const r = await api.watched<MigrationResult>(`/v1/instances/${encodeURIComponent(id)}/migrate`, 'migrate', id, { to }, { to }, p => { view.update(p as MigrationStatus) }).finally(view.stop)
+      const r = await migrateWatched(api, id, to, o.copyDisk === true)
       const names = await hostNames(api)
-      out(flags, r, () => `migrated ${r.id} from ${names.get(r.from) ?? shortId(r.from)} to ${names.get(r.to) ?? shortId(r.to)} in ${(r.totalMs / 1000).toFixed(1)} s: ${bytes(r.transferredBytes)} of memory sent, ${r.downtimeMs ?? '?'} ms paused`)
+      const disk = o.copyDisk === true ? `, ${bytes(r.copiedDiskBytes)} of disk copied` : ''
+      out(flags, r, () => `migrated ${r.id} from ${names.get(r.from) ?? shortId(r.from)} to ${names.get(r.to) ?? shortId(r.to)} in ${(r.totalMs / 1000).toFixed(1)} s: ${bytes(r.transferredBytes)} of memory sent${disk}, ${r.downtimeMs ?? '?'} ms paused`)
     })
 
   const hostCmd = program.command('host').description('The host the CLI talks to: drain it before maintenance')
@@ -349,8 +357,8 @@ export function buildProgram (): Command {
         replica = await deployOne(api, v.template, { hosts: [v.host], count: 1, name: v.name, snapshot: snap.id })
         if (to !== v.host) {
           process.stderr.write(`moving the copy ${replica.id} to ${where(to)}…\n`)
-          const view = migrationView()
-          await api.watched<MigrationResult>(`/v1/instances/${encodeURIComponent(replica.id)}/migrate`, 'migrate', replica.id, { to }, { to }, p => { view.update(p as MigrationStatus) }).finally(view.stop)
+          // Disk and all: a replica must not depend on the original's host.
+          await migrateWatched(api, replica.id, to, true)
           replica = await api.get<InstanceView>(`/v1/instances/${encodeURIComponent(replica.id)}`)
         }
       }

@@ -87,16 +87,19 @@ export async function withTransferProgress<T> (api: ApiClient, template: string,
 
 /**
  * Shows a live migration as it goes, on stderr: on a terminal one line redrawn in place (phase,
- * memory sent, how fast the guest dirties it, the downtime QEMU expects), otherwise a line per phase.
+ * disk copied, memory sent, how fast the guest dirties it, the downtime QEMU expects), otherwise
+ * a line per phase.
  */
 export function migrationView (): { update: (s: MigrationStatus) => void, stop: () => void } {
   const tty = process.stderr.isTTY
   let phase = ''
   return {
     update: s => {
-      const detail = s.totalBytes === undefined
-        ? ''
-        : ` ${barOf(s.totalBytes - (s.remainingBytes ?? 0), s.totalBytes, 20)} sent ${mib(s.transferredBytes ?? 0)} MiB, dirty ${s.dirtyPagesRate ?? 0} pages/s${s.expectedDowntimeMs == null ? '' : `, expected downtime ${s.expectedDowntimeMs} ms`}`
+      const detail = s.phase === 'copying disk' && s.disk !== undefined
+        ? ` ${barOf(s.disk.copiedBytes, s.disk.totalBytes, 20)} of what the instance wrote`
+        : s.totalBytes === undefined
+          ? ''
+          : ` ${barOf(s.totalBytes - (s.remainingBytes ?? 0), s.totalBytes, 20)} sent ${mib(s.transferredBytes ?? 0)} MiB, dirty ${s.dirtyPagesRate ?? 0} pages/s${s.expectedDowntimeMs == null ? '' : `, expected downtime ${s.expectedDowntimeMs} ms`}`
       if (tty) process.stderr.write(`\r\x1b[K${s.phase}${detail}`)
       else if (s.phase !== phase) process.stderr.write(`${s.phase}${detail}\n`)
       phase = s.phase

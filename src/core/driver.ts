@@ -39,12 +39,27 @@ export interface Driver {
   cancelMigration? (handle: TaskHandle): Promise<void>
   /** On the destination: waits until the whole VM has arrived, then runs it. */
   takeOver? (handle: TaskHandle): Promise<void>
+  /**
+   * On the source, before `migrate`, to move the disk too: copies it to the NBD export on unix
+   * socket `target` while the VM runs; resolves once the copy keeps up with every write.
+   */
+  mirrorDisk? (handle: TaskHandle, target: string, onProgress: (p: DiskCopyProgress) => void): Promise<void>
+  /** Ends the copy once the VM has stopped for good (its memory all sent): the copy is then whole. */
+  finishMirror? (handle: TaskHandle): Promise<void>
+  /** Gives up the copy, at whatever stage (the migration failed). */
+  dropMirror? (handle: TaskHandle): Promise<void>
   /** On the source, after the destination took over: ends the VM but keeps its disk served; returns the disk server's state. */
   handOff? (handle: TaskHandle): Promise<Record<string, unknown>>
   /** Serves instance `id`'s disk in `dir` (again, after a restart, unless `server` still runs); returns the server and its socket. */
   serveDisk? (id: string, dir: string, server?: Record<string, unknown>): Promise<{ server: Record<string, unknown>, socket: string }>
   /** Ends a disk server `handOff` or `serveDisk` returned. */
   stopDisk? (id: string, server: Record<string, unknown>): Promise<void>
+}
+
+/** How far the copy of a migrating VM's disk got: only what the instance wrote itself is copied. */
+export interface DiskCopyProgress {
+  copiedBytes: number
+  totalBytes: number
 }
 
 /** How far a live migration got, as the hypervisor reports it. */

@@ -2,21 +2,21 @@ import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { XenosError, type InstanceView, type MigrationProgress, type RequestAuth } from '../core/index.ts'
+import { XenosError, type DiskCopyProgress, type InstanceView, type MigrationProgress, type RequestAuth } from '../core/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { RemoteDisk, Store } from '../store/index.ts'
 import type { TunnelListener, Tunnels } from '../transfer/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
 import { authSchema, instanceIdSchema, instanceViewSchema, peerIdSchema, templateIdSchema } from './rpc-schemas.ts'
-import type { InstanceSupervisor, RemoteDisks } from './supervisor.ts'
+import type { DiskPlan, InstanceSupervisor, RemoteDisks } from './supervisor.ts'
 
 export interface MigrationsInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost' | 'lookup' | 'search'>
   tunnels: Tunnels
   supervisor: InstanceSupervisor
   fetcher: TemplateFetcher
-  store: Pick<Store, 'instances' | 'diskExports'>
+  store: Pick<Store, 'diskExports'>
   verifier: RequestVerifier
   /** Told as soon as another host has taken over an instance. */
   onTakenOver: (id: string, to: string) => void
@@ -31,7 +31,9 @@ export interface MigrationsInit {
 
 /** Where a migration is, for the progress view. */
 export interface MigrationStatus extends Partial<MigrationProgress> {
-  phase: 'preparing' | 'copying' | 'switching' | 'done'
+  phase: 'preparing' | 'copying disk' | 'copying' | 'switching' | 'done'
+  /** How far the copy of the disk got, when it moves too. */
+  disk?: DiskCopyProgress
 }
 
 export type MigrationResult = z.infer<typeof migrationResultSchema>
@@ -50,13 +52,19 @@ const tokenSchema = z.string().regex(/^[0-9a-f]{64}$/)
 const prepareSchema = z.strictObject({
   instance: z.strictObject({ id: instanceIdSchema, name: z.string().min(1).max(256), owner: authSchema.shape.owner, createdAt: z.number().int().nonnegative() }),
   template: templateIdSchema,
-  diskToken: tokenSchema,
+  /** The ticket to the disk the source keeps serving; absent when the disk is copied to the destination. */
+  diskToken: tokenSchema.optional(),
   /** The owner's signed request; absent when the source host moves the instance of its own accord (a drain). */
   auth: authSchema.optional(),
 })
-const prepareReplySchema = z.strictObject({ token: tokenSchema })
+const prepareReplySchema = z.strictObject({
+  /** The ticket to the socket the VM's memory goes to. */
+  token: tokenSchema,
+  /** The ticket to the destination's own disk of the instance, when the disk is copied. */
+  diskToken: tokenSchema.optional(),
+})
 const instanceOnlySchema = z.strictObject({ id: instanceIdSchema })
-const migrateSchema = z.strictObject({ id: instanceIdSchema, to: peerIdSchema, auth: authSchema })
+const migrateSchema = z.strictObject({ id: instanceIdSchema, to: peerIdSchema, copyDisk: z.boolean(), auth: authSchema })
 export const migrationResultSchema = z.strictObject({
   id: instanceIdSchema,
   from: peerIdSchema,
@@ -64,6 +72,8 @@ export const migrationResultSchema = z.strictObject({
   totalMs: z.number().nonnegative(),
   downtimeMs: z.number().nonnegative().nullable(),
   transferredBytes: z.number().nonnegative(),
+  /** Bytes of disk copied to the destination: 0 when the disk stayed with the source. */
+  copiedDiskBytes: z.number().nonnegative(),
 })
 
 export const drainResultSchema = z.strictObject({
@@ -79,13 +89,16 @@ const TAKEOVER_TIMEOUT_MS = 60_000
  * Live migration between hosts. The source asks the destination to prepare (admission, the
  * template, a paused VM waiting for the memory), sends the memory through a tunnel while the VM
  * runs, and once it has all arrived asks the destination to take over; only then does it end its
- * own VM. The disk does not move: the source keeps serving it, through a tunnel only the
- * destination may use, until the destination releases it.
+ * own VM. By default the disk does not move: the source keeps serving it, through a tunnel only
+ * the destination may use, until the destination releases it. With `copyDisk` the source first
+ * mirrors what the instance wrote into a disk of the destination's own, and keeps nothing.
  */
 export class Migrations implements RemoteDisks {
   readonly #init: MigrationsInit
   /** Tunnel listeners this host's VMs reach remote disks through, by instance. */
   readonly #disks = new Map<string, TunnelListener>()
+  /** Tickets issued to the sources of instances arriving here, revoked once they took over or gave up. */
+  readonly #arrivalTickets = new Map<string, string[]>()
 
   constructor (init: MigrationsInit) {
     this.#init = init
@@ -98,14 +111,17 @@ export class Migrations implements RemoteDisks {
   /** Registers the RPC methods the two sides of a migration use, and re-issues the tickets of disks served to others. */
   serve (): void {
     const { rpc } = this.#init.overlay
-    rpc.handle('instance.migrate', migrateSchema, async req => await this.#migrateHere(req.id, req.to, req.auth))
+    rpc.handle('instance.migrate', migrateSchema, async req => await this.#migrateHere(req.id, req.to, req.copyDisk, req.auth))
     rpc.handle('migrate.prepare', prepareSchema, async (req, from) => await this.#prepare(req, from.toString()))
     rpc.handle('migrate.takeover', instanceOnlySchema, async ({ id }, from) => {
       this.#expectSource(id, from.toString())
-      return await this.#init.supervisor.takeOver(id)
+      const view = await this.#init.supervisor.takeOver(id)
+      this.#revokeArrivalTickets(id)
+      return view
     })
     rpc.handle('migrate.abandon', instanceOnlySchema, async ({ id }, from) => {
       this.#expectSource(id, from.toString())
+      this.#revokeArrivalTickets(id)
       await this.#init.supervisor.abandon(id)
       return null
     })
@@ -124,29 +140,31 @@ export class Migrations implements RemoteDisks {
   }
 
   /**
-   * Moves running instance `id` from the host that runs it to host `to`, signed by its owner.
-   * Progress is reported when the instance runs here; from another host only the result comes.
+   * Moves running instance `id` from the host that runs it to host `to`, signed by its owner;
+   * with `copyDisk` its disk moves too. Progress is reported when the instance runs here; from
+   * another host only the result comes.
    */
-  async migrate (id: string, to: string, auth: RequestAuth, onStatus: (s: MigrationStatus) => void = () => {}): Promise<MigrationResult> {
-    if (this.#init.supervisor.has(id)) return await this.#migrateHere(id, to, auth, onStatus)
+  async migrate (id: string, to: string, copyDisk: boolean, auth: RequestAuth, onStatus: (s: MigrationStatus) => void = () => {}): Promise<MigrationResult> {
+    if (this.#init.supervisor.has(id)) return await this.#migrateHere(id, to, copyDisk, auth, onStatus)
     const advert = await this.#init.overlay.lookup('instance', id)
     if (advert === undefined) throw new XenosError('INSTANCE_NOT_FOUND', `no instance ${id} is advertised: check the id with "xenos instance list --all"`)
     await this.#init.overlay.learnHost(advert.host)
-    return migrationResultSchema.parse(await this.#init.overlay.rpc.call(advert.host, 'instance.migrate', { id, to, auth }, { timeoutMs: PREPARE_TIMEOUT_MS + 10 * 60_000 }))
+    return migrationResultSchema.parse(await this.#init.overlay.rpc.call(advert.host, 'instance.migrate', { id, to, copyDisk, auth }, { timeoutMs: PREPARE_TIMEOUT_MS + 10 * 60_000 }))
   }
 
-  async #migrateHere (id: string, to: string, auth: RequestAuth, onStatus: (s: MigrationStatus) => void = () => {}): Promise<MigrationResult> {
-    this.#init.verifier.verify(auth, { action: 'migrate', target: id, params: { to } })
+  async #migrateHere (id: string, to: string, copyDisk: boolean, auth: RequestAuth, onStatus: (s: MigrationStatus) => void = () => {}): Promise<MigrationResult> {
+    this.#init.verifier.verify(auth, { action: 'migrate', target: id, params: migrateParams(to, copyDisk) })
     const view = this.#init.supervisor.view(id)
     if (view.owner !== auth.owner) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may migrate it`)
     if (to === this.#self) throw new XenosError('INVALID_ARGUMENT', `instance ${id} already runs on host ${to}`)
-    return await this.#init.supervisor.moving(id, async () => await this.#send(view, to, auth, onStatus))
+    return await this.#init.supervisor.moving(id, async () => await this.#send(view, to, copyDisk, auth, onStatus))
   }
 
   /**
    * Moves every running instance on this host to other hosts (`targets`, or those with most
-   * room), one at a time, and admits no new ones meanwhile: an operator's action on its own
-   * host, which needs no owner's signature. Instances that cannot move stay, with the reason.
+   * room), one at a time, disks and all, and admits no new ones meanwhile: an operator's action
+   * on its own host, which needs no owner's signature, and after which the host can go. Instances
+   * that cannot move stay, with the reason.
    */
   async drain (targets: string[] | null, onStatus: (s: DrainStatus) => void = () => {}): Promise<DrainResult> {
     this.#init.supervisor.setDraining(true)
@@ -166,7 +184,7 @@ export class Migrations implements RemoteDisks {
         continue
       }
       try {
-        result.moved.push(await this.#init.supervisor.moving(v.id, async () => await this.#send(v, to, undefined, migration => { onStatus({ instance: v.id, to, index, total: views.length, migration }) })))
+        result.moved.push(await this.#init.supervisor.moving(v.id, async () => await this.#send(v, to, true, undefined, migration => { onStatus({ instance: v.id, to, index, total: views.length, migration }) })))
         const free = room.get(to)
         if (free !== undefined) room.set(to, { cpu: free.cpu - v.resources.cpu, memory: free.memory - v.resources.memory })
       } catch (err) {
@@ -182,22 +200,36 @@ export class Migrations implements RemoteDisks {
     this.#init.onDraining()
   }
 
-  async #send (view: InstanceView, to: string, auth: RequestAuth | undefined, onStatus: (s: MigrationStatus) => void): Promise<MigrationResult> {
+  async #send (view: InstanceView, to: string, copyDisk: boolean, auth: RequestAuth | undefined, onStatus: (s: MigrationStatus) => void): Promise<MigrationResult> {
     const id = view.id
     const t0 = Date.now()
     onStatus({ phase: 'preparing' })
     const endpoints = this.#init.supervisor.tcpEndpoints(id)
-    const diskToken = this.#init.tunnels.issue(to, await this.#init.supervisor.diskSocket(id))
-    let listener: TunnelListener | undefined
+    const diskToken = copyDisk ? undefined : this.#init.tunnels.issue(to, await this.#init.supervisor.diskSocket(id))
+    const listeners: TunnelListener[] = []
     let last: MigrationProgress | undefined
+    let copied = 0
     try {
       await this.#init.overlay.learnHost(to)
-      const { token } = prepareReplySchema.parse(await this.#init.overlay.rpc.call(to, 'migrate.prepare', {
-        instance: { id, name: view.name, owner: view.owner, createdAt: view.createdAt }, template: view.template, diskToken, ...(auth === undefined ? {} : { auth }),
+      const reply = prepareReplySchema.parse(await this.#init.overlay.rpc.call(to, 'migrate.prepare', {
+        instance: { id, name: view.name, owner: view.owner, createdAt: view.createdAt },
+        template: view.template,
+        ...(diskToken === undefined ? {} : { diskToken }),
+        ...(auth === undefined ? {} : { auth }),
       }, { timeoutMs: PREPARE_TIMEOUT_MS }))
       await mkdir(this.#init.runDir, { recursive: true })
-      listener = await this.#init.tunnels.listen(join(this.#init.runDir, `${id}.out.sock`), to, token)
-      await this.#init.supervisor.migrateOut(id, `unix:${listener.path}`, { peer: to, token: diskToken }, p => {
+      const memory = await this.#init.tunnels.listen(join(this.#init.runDir, `${id}.out.sock`), to, reply.token)
+      listeners.push(memory)
+      let plan: DiskPlan
+      if (diskToken !== undefined) {
+        plan = { serveTo: { peer: to, token: diskToken } }
+      } else {
+        if (reply.diskToken === undefined) throw new XenosError('PEER_PROTOCOL', `host ${to} offered no disk to copy instance ${id} into`)
+        const disk = await this.#init.tunnels.listen(join(this.#init.runDir, `${id}.copy.sock`), to, reply.diskToken)
+        listeners.push(disk)
+        plan = { copyTo: disk.path, onCopy: p => { copied = p.copiedBytes; onStatus({ phase: 'copying disk', disk: p }) } }
+      }
+      await this.#init.supervisor.migrateOut(id, `unix:${memory.path}`, plan, p => {
         last = p
         onStatus({ phase: 'copying', ...p })
       }, async () => {
@@ -206,23 +238,24 @@ export class Migrations implements RemoteDisks {
         this.#init.onTakenOver(id, to)
       })
     } catch (err) {
-      this.#init.tunnels.revoke(diskToken)
+      if (diskToken !== undefined) this.#init.tunnels.revoke(diskToken)
       // The destination may hold a paused VM waiting for memory that will not come.
       await this.#init.overlay.rpc.call(to, 'migrate.abandon', { id }).catch(() => {})
       throw err
     } finally {
-      await listener?.close()
+      await Promise.all(listeners.map(async l => { await l.close() }))
     }
     await this.#init.onLeft(id, endpoints)
-    const result = { id, from: this.#self, to, totalMs: Date.now() - t0, downtimeMs: last?.downtimeMs ?? null, transferredBytes: last?.transferredBytes ?? 0 }
+    const result = { id, from: this.#self, to, totalMs: Date.now() - t0, downtimeMs: last?.downtimeMs ?? null, transferredBytes: last?.transferredBytes ?? 0, copiedDiskBytes: copied }
     onStatus({ phase: 'done', ...last })
     this.#init.log.info(result, 'instance migrated')
     return result
   }
 
   async #prepare (req: z.infer<typeof prepareSchema>, from: string): Promise<z.infer<typeof prepareReplySchema>> {
+    const copyDisk = req.diskToken === undefined
     if (req.auth !== undefined) {
-      this.#init.verifier.verify(req.auth, { action: 'migrate', target: req.instance.id, params: { to: this.#self } })
+      this.#init.verifier.verify(req.auth, { action: 'migrate', target: req.instance.id, params: migrateParams(this.#self, copyDisk) })
       if (req.auth.owner !== req.instance.owner) throw new XenosError('FORBIDDEN', `instance ${req.instance.id} belongs to another owner`)
     } else {
       // Moved by its host of its own accord: only an instance that host advertises, for its advertised owner.
@@ -232,16 +265,26 @@ export class Migrations implements RemoteDisks {
       }
     }
     const { template } = await this.#init.fetcher.ensure(req.template)
-    const incoming = join(this.#init.runDir, `${req.instance.id}.in.sock`)
+    const id = req.instance.id
+    const incoming = join(this.#init.runDir, `${id}.in.sock`)
     await mkdir(this.#init.runDir, { recursive: true })
-    await this.#init.supervisor.receive(template, req.instance, { host: from, token: req.diskToken }, incoming)
-    return { token: this.#init.tunnels.issue(from, incoming) }
+    await this.#init.supervisor.receive(template, req.instance, from, req.diskToken === undefined ? null : { host: from, token: req.diskToken }, incoming)
+    const tickets = [this.#init.tunnels.issue(from, incoming)]
+    // The source writes the disk it copies straight into the new VM's own disk server.
+    if (copyDisk) tickets.push(this.#init.tunnels.issue(from, await this.#init.supervisor.diskSocket(id)))
+    this.#arrivalTickets.set(id, tickets)
+    const [token = '', diskToken] = tickets
+    return diskToken === undefined ? { token } : { token, diskToken }
+  }
+
+  #revokeArrivalTickets (id: string): void {
+    for (const t of this.#arrivalTickets.get(id) ?? []) this.#init.tunnels.revoke(t)
+    this.#arrivalTickets.delete(id)
   }
 
   /** Only the host an instance is arriving from may hand it over or call it off. */
   #expectSource (id: string, from: string): void {
-    const r = this.#init.store.instances.get(id)
-    if (r?.remoteDisk?.host !== from) throw new XenosError('FORBIDDEN', `instance ${id} is not arriving from host ${from}`)
+    if (this.#init.supervisor.arrivingFrom(id) !== from) throw new XenosError('FORBIDDEN', `instance ${id} is not arriving from host ${from}`)
   }
 
   async attach (id: string, disk: RemoteDisk): Promise<string> {
@@ -262,4 +305,9 @@ export class Migrations implements RemoteDisks {
     await this.#init.overlay.learnHost(disk.host)
     await this.#init.overlay.rpc.call(disk.host, 'disk.release', { id })
   }
+}
+
+/** What an owner signs to move an instance. */
+function migrateParams (to: string, copyDisk: boolean): { to: string, copyDisk: boolean } {
+  return { to, copyDisk }
 }

@@ -1,10 +1,10 @@
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { copyFile, mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
   ACTIVE_STATES, newInstanceId, newSnapshotId, XenosError,
-  type ControlAction, type Driver, type InstanceMetrics, type MigrationProgress, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type TaskExit, type TaskHandle, type Template,
+  type ControlAction, type DiskCopyProgress, type Driver, type InstanceMetrics, type MigrationProgress, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type TaskExit, type TaskHandle, type Template,
 } from '../core/index.ts'
 import type { InstanceRecord, RemoteDisk, SnapshotRecord, Store } from '../store/index.ts'
 import { checkService, checkTargets, HEALTH_INTERVAL_MS, HEALTH_PENDING_FOR_MS, HEALTH_PENDING_INTERVAL_MS, statusOf } from './health.ts'
@@ -20,6 +20,12 @@ export interface RemoteDisks {
   /** The instance is gone for good: the serving host may drop the disk. */
   release: (id: string, disk: RemoteDisk) => Promise<void>
 }
+
+/**
+ * What becomes of a migrating instance's disk: it stays here, served to the new host with the
+ * ticket `token`, or it is copied to the NBD export on unix socket `copyTo` before the memory moves.
+ */
+export type DiskPlan = { serveTo: { peer: string, token: string } } | { copyTo: string, onCopy: (p: DiskCopyProgress) => void }
 
 /** An instance arriving from another host by live migration. */
 export interface IncomingInstance {
@@ -53,7 +59,7 @@ interface LiveTask {
 }
 
 const LOG_TAIL_LINES = 20
-/** Marks the directory of an instance still arriving by migration: a restart removes it whole. */
+/** Marks the directory of an instance still arriving by migration (it names the host it comes from): a restart removes it whole. */
 const INCOMING_MARKER = 'incoming'
 
 /**
@@ -315,22 +321,32 @@ export class InstanceSupervisor {
   }
 
   /**
-   * Sends running instance `id` to another host: its memory goes to `uri` while it runs; once all
-   * of it is there, `takeOver` asks the other host to run it, and only then does this host end its
-   * VM, keeping the disk served to `exportTo.peer` (it stays here). If anything fails before the
-   * other host took over, the VM runs on here.
+   * Sends running instance `id` to another host: first its disk if the plan says so (while it
+   * runs), then its memory goes to `uri` while it runs; once all of it is there, `takeOver` asks
+   * the other host to run it, and only then does this host end its VM. A disk that was not
+   * copied stays here, served to the new host. If anything fails before the other host took
+   * over, the VM runs on here.
    */
-  async migrateOut (id: string, uri: string, exportTo: { peer: string, token: string }, onProgress: (p: MigrationProgress) => void, takeOver: () => Promise<void>): Promise<void> {
+  async migrateOut (id: string, uri: string, disk: DiskPlan, onProgress: (p: MigrationProgress) => void, takeOver: () => Promise<void>): Promise<void> {
     await this.#locks.run(id, async () => {
       const r = this.#get(id)
       this.#expect(r, ['running'], 'migrate')
       const driver = this.#migrator(r)
-      if (r.remoteDisk !== null) throw new XenosError('INVALID_STATE', `instance ${id} runs on a disk served by host ${r.remoteDisk.host}, where it migrated from, and cannot move again until its disk is copied here: start another instance where you want it with "xenos replicate ${id} --to HOST"`)
+      if (r.remoteDisk !== null) throw new XenosError('INVALID_STATE', `instance ${id} runs on a disk served by host ${r.remoteDisk.host}, where it migrated from, and cannot move again: only instances moved with --copy-disk can. Start another instance where you want it with "xenos replicate ${id} --to HOST"`)
       const handle = this.#handle(r)
+      let mirroring = false
       try {
+        if ('copyTo' in disk) {
+          mirroring = true
+          await driver.mirrorDisk(handle, disk.copyTo, disk.onCopy)
+        }
         await driver.migrate(handle, uri, onProgress)
+        // The VM is paused for good and wrote its last: the copy is whole.
+        if (mirroring) await driver.finishMirror(handle)
+        mirroring = false
         await takeOver()
       } catch (err) {
+        if (mirroring) await driver.dropMirror(handle).catch((e: unknown) => { this.#init.log.warn({ err: e, instance: id }, 'could not stop copying the disk') })
         await driver.cancelMigration(handle).catch((e: unknown) => { this.#init.log.error({ err: e, instance: id }, 'could not resume the VM after a failed migration') })
         throw err
       }
@@ -340,10 +356,17 @@ export class InstanceSupervisor {
       this.#live.delete(id)
       this.#health.delete(id)
       this.#milestones.delete(id)
-      this.#init.store.transaction(() => {
-        this.#init.store.diskExports.put({ instanceId: id, owner: r.owner, peer: exportTo.peer, token: exportTo.token, server, createdAt: Date.now() })
+      if ('serveTo' in disk) {
+        this.#init.store.transaction(() => {
+          this.#init.store.diskExports.put({ instanceId: id, owner: r.owner, peer: disk.serveTo.peer, token: disk.serveTo.token, server, createdAt: Date.now() })
+          this.#init.store.instances.remove(id)
+        })
+      } else {
+        // The new host has its own copy: nothing of the instance stays here.
+        await driver.stopDisk(id, server).catch((e: unknown) => { this.#init.log.warn({ err: e, instance: id }, 'could not end the server of the disk the instance left behind') })
         this.#init.store.instances.remove(id)
-      })
+        await rm(join(this.#init.instancesDir, id), { recursive: true, force: true })
+      }
       this.#init.onChange(id, undefined)
     })
   }
@@ -367,10 +390,11 @@ export class InstanceSupervisor {
   }
 
   /**
-   * Prepares instance `arriving` of `template` to arrive by migration: admission, ports, and a
-   * paused VM that waits on the unix socket `incoming`, using the disk `disk` serves.
+   * Prepares instance `arriving` of `template` to arrive by migration from host `from`:
+   * admission, ports, and a paused VM that waits on the unix socket `incoming`, using the disk
+   * `disk` serves, or (null) a disk of its own here, into which the disk is copied first.
    */
-  async receive (template: Template, arriving: IncomingInstance, disk: RemoteDisk, incoming: string): Promise<void> {
+  async receive (template: Template, arriving: IncomingInstance, from: string, disk: RemoteDisk | null, incoming: string): Promise<void> {
     const driver = this.#driverFor(template.manifest.driver)
     if (driver.takeOver === undefined) throw new XenosError('INVALID_STATE', `the ${driver.name} driver cannot take over migrating instances`)
     const record = await this.#locks.run('admission', async () => {
@@ -378,7 +402,7 @@ export class InstanceSupervisor {
       this.#admit(template, 1)
       const r = await this.#newRecord(template, driver, { ...arriving, remoteDisk: disk })
       await mkdir(join(this.#init.instancesDir, r.id), { recursive: true })
-      await writeFile(join(this.#init.instancesDir, r.id, INCOMING_MARKER), '')
+      await writeFile(join(this.#init.instancesDir, r.id, INCOMING_MARKER), from)
       this.#init.store.instances.insert(r)
       return r
     })
@@ -390,6 +414,15 @@ export class InstanceSupervisor {
         throw err
       }
     })
+  }
+
+  /** The host instance `id` is arriving from; undefined unless it is arriving. */
+  arrivingFrom (id: string): string | undefined {
+    try {
+      return readFileSync(join(this.#init.instancesDir, id, INCOMING_MARKER), 'utf8')
+    } catch {
+      return undefined
+    }
   }
 
   /** Runs an instance that has arrived: from here on this host owns it. */
@@ -548,10 +581,11 @@ export class InstanceSupervisor {
 
   async #destroy (r: InstanceRecord): Promise<void> {
     const driver = this.#init.drivers.get(r.driver)
-    if (driver !== undefined && r.handle !== null) {
+    if (driver !== undefined) {
       const live = this.#live.get(r.id)
       if (live !== undefined) live.stopping = true
-      await this.#cleanup(driver, r.handle)
+      // Without a handle (the host stopped while starting it) the driver still finds what it started by the id.
+      await this.#cleanup(driver, r.handle ?? { id: r.id, driver: r.driver, state: {} })
     }
     this.#live.delete(r.id)
     this.#health.delete(r.id)
@@ -674,11 +708,11 @@ export class InstanceSupervisor {
   }
 }
 
-type MigratingDriver = Driver & Required<Pick<Driver, 'migrate' | 'cancelMigration' | 'takeOver' | 'handOff' | 'serveDisk' | 'stopDisk'>>
+const MIGRATION_METHODS = ['migrate', 'cancelMigration', 'takeOver', 'handOff', 'serveDisk', 'stopDisk', 'mirrorDisk', 'finishMirror', 'dropMirror'] as const
+type MigratingDriver = Driver & Required<Pick<Driver, typeof MIGRATION_METHODS[number]>>
 
 function canMigrate (d: Driver): d is MigratingDriver {
-  return d.capabilities().migrate && d.migrate !== undefined && d.cancelMigration !== undefined && d.takeOver !== undefined &&
-    d.handOff !== undefined && d.serveDisk !== undefined && d.stopDisk !== undefined
+  return d.capabilities().migrate && MIGRATION_METHODS.every(m => d[m] !== undefined)
 }
 
 function withTail (message: string, tail: string): string {

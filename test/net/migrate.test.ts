@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { cli, cliStart, eventually, getJson, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { cli, cliStart, eventually, getJson, httpGet, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
 import { count, countOnce, skipWithoutQemu } from '../helpers/vm.ts'
 import { ApiClient, loadOrCreateUserKey } from '../../src/cli/index.ts'
 
@@ -43,6 +44,35 @@ function loopOn (port: number): { values: number[], failures: string[], stop: ()
   return { values, failures, stop: async () => { running = false; await loop } }
 }
 
+/**
+ * A service that lives on its disk: it writes 4 MiB of random data once, then ten times a second
+ * writes its count to the disk, syncs, drops the guest's page cache and hashes the data again,
+ * so every answer comes from the disk, wherever the disk is.
+ */
+const SCRIBE = [
+  'name: scribe',
+  'version: "1"',
+  'disk: 32',
+  'resources: {cpu: 1, memory: 96}',
+  'ports: [{name: http, protocol: http, guest: 8080, health: /count}]',
+  'command: >-',
+  '  mkdir -p /srv/www;',
+  '  [ -f /srv/blob ] || { dd if=/dev/urandom of=/srv/blob bs=1M count=4 2>/dev/null; md5sum /srv/blob | cut -c1-32 > /srv/www/made; sync; };',
+  '  (n=0; while :; do n=$((n+1)); echo $n > /srv/www/count.tmp; mv /srv/www/count.tmp /srv/www/count; sync;',
+  '  echo 3 > /proc/sys/vm/drop_caches; md5sum /srv/blob | cut -c1-32 > /srv/www/sum.tmp; mv /srv/www/sum.tmp /srv/www/sum; sleep 0.1; done) &',
+  '  exec httpd -f -p 8080 -h /srv/www',
+  '',
+].join('\n')
+
+/** How many processes have `pattern` in their command line. */
+function processesOf (pattern: string): number {
+  try {
+    return execFileSync('pgrep', ['-f', pattern]).toString().trim().split('\n').length
+  } catch {
+    return 0
+  }
+}
+
 /** Live migration of real VMs between xenosd processes: the disk stays, the memory moves. */
 describe('live migration', { skip }, () => {
   let a: TestHost, b: TestHost
@@ -69,7 +99,7 @@ describe('live migration', { skip }, () => {
     await Promise.all(hosts.map(async h => { await stopHost(h) }))
   })
 
-  it('moves a counting VM to another host while it counts on, without moving its disk', async () => {
+  it('moves a counting VM to another host while it counts on, without moving its disk', async t => {
     const inst = (await cli(a, alice, ['deploy', 'counter', '--host', 'mig-a', '--wait'])).instances[0]
     await eventually(async () => (await count(inst.endpoints[0].url) ?? 0) > 5, 60_000, 'the counter to count')
     await assert.rejects(cli(a, mallory, ['migrate', inst.id, '--to', 'mig-b']), /FORBIDDEN/)
@@ -78,13 +108,15 @@ describe('live migration', { skip }, () => {
     const connect = await cliStart(a, alice, ['connect', inst.id])
     assert.equal(connect.first.event, 'listening')
     const client = loopOn(connect.first.port)
+    // Stopped below; here too, so that a failed assertion leaves no loop or process behind.
+    t.after(async () => { await watch.stop(); await client.stop(); await connect.stop() })
     await sleep(1000)
     const moveStarted = Date.now()
     const moving = cli(a, alice, ['migrate', inst.id, '--to', 'mig-b'])
     // While it moves, another move (through the API, at once) is refused.
     await eventually(async () => existsSync(join(b.dataDir, 'instances', inst.id)), 120_000, 'B to prepare the arriving VM', 20)
     const api = new ApiClient({ api: a.api, key: (await loadOrCreateUserKey(alice)).key })
-    await assert.rejects(api.signed('POST', `/v1/instances/${inst.id}/migrate`, 'migrate', inst.id, { to: b.info.peerId }, { to: b.info.peerId }), /is migrating/)
+    await assert.rejects(api.signed('POST', `/v1/instances/${inst.id}/migrate`, 'migrate', inst.id, { to: b.info.peerId, copyDisk: false }, { to: b.info.peerId }), /is migrating/)
     const result = await moving
     const afterMove = client.values.length
     const moveTook = Date.now() - moveStarted
@@ -157,6 +189,8 @@ describe('live migration', { skip }, () => {
     assert.deepEqual(drained.moved.map((m: any) => m.id).sort(), deployed.map((i: any) => i.id).sort())
     assert.ok(drained.moved.every((m: any) => m.to === b.info.peerId))
     assert.equal((await getJson(a, '/v1/instances')).instances.filter((i: any) => i.host === a.info.peerId).length, 0, 'A is empty')
+    // Disks and all: A keeps nothing of them.
+    for (const i of deployed) assert.equal(existsSync(join(a.dataDir, 'instances', i.id)), false, `A dropped ${i.id}`)
     for (const i of deployed) {
       const v = await cli(b, alice, ['instance', 'show', i.id])
       assert.equal(v.state, 'running')
@@ -167,38 +201,71 @@ describe('live migration', { skip }, () => {
     for (const i of deployed) await cli(b, alice, ['instance', 'destroy', i.id])
   })
 
-  it('keeps the VM running on its host when the destination dies mid-way, and leaves no debris there', async () => {
-    const c = await startHost({ name: 'mig-c', bootstrap: [a], extraArgs: HOST_ARGS })
-    hosts.push(c)
-    const inst = (await cli(a, alice, ['deploy', 'counter', '--host', 'mig-a', '--wait'])).instances[0]
-    const url = inst.endpoints[0].url
-    await eventually(async () => (await count(url) ?? 0) > 5, 60_000, 'the counter to count')
-    // Its failure may come at once or only after A's count is read below: hold it until then.
-    const migrating = cli(a, alice, ['migrate', inst.id, '--to', 'mig-c']).then(() => undefined, (err: unknown) => err)
-    await eventually(async () => existsSync(join(c.dataDir, 'instances', inst.id)), 120_000, 'C to prepare the arriving VM', 20)
-    await sleep(300)
-    await stopHost(c, 'SIGKILL')
-    const before = await eventually(async () => await count(url), 30_000, 'the counter on A after the failed move')
-    assert.ok(await migrating instanceof Error, 'the migration failed')
-    const v = await cli(a, alice, ['instance', 'show', inst.id])
-    assert.equal(v.state, 'running')
-    assert.equal(v.host, a.info.peerId)
-    await sleep(1000)
-    const later = await count(url)
-    assert.ok(later !== undefined && later > before, `it counts on from ${before}: ${later}`)
+  for (const copyDisk of [false, true]) {
+    it(`keeps the VM running on its host when the destination dies mid-way${copyDisk ? ' while the disk is copied too' : ''}, and leaves no debris there`, async () => {
+      const name = copyDisk ? 'mig-e' : 'mig-c'
+      const c = await startHost({ name, bootstrap: [a], extraArgs: HOST_ARGS })
+      hosts.push(c)
+      const inst = (await cli(a, alice, ['deploy', 'counter', '--host', 'mig-a', '--wait'])).instances[0]
+      const url = inst.endpoints[0].url
+      await eventually(async () => (await count(url) ?? 0) > 5, 60_000, 'the counter to count')
+      // Its failure may come at once or only after A's count is read below: hold it until then.
+      const migrating = cli(a, alice, ['migrate', inst.id, '--to', name, ...(copyDisk ? ['--copy-disk'] : [])]).then(() => undefined, (err: unknown) => err)
+      await eventually(async () => existsSync(join(c.dataDir, 'instances', inst.id)), 120_000, 'C to prepare the arriving VM', 20)
+      await sleep(300)
+      await stopHost(c, 'SIGKILL')
+      const before = await eventually(async () => await count(url), 30_000, 'the counter on A after the failed move')
+      assert.ok(await migrating instanceof Error, 'the migration failed')
+      const v = await cli(a, alice, ['instance', 'show', inst.id])
+      assert.equal(v.state, 'running')
+      assert.equal(v.host, a.info.peerId)
+      await sleep(1000)
+      const later = await count(url)
+      assert.ok(later !== undefined && later > before, `it counts on from ${before}: ${later}`)
 
-    const back = await startHost({ name: 'mig-c', bootstrap: [a], dataDir: c.dataDir, extraArgs: HOST_ARGS })
-    hosts.push(back)
-    assert.equal((await getJson(back, '/v1/instances')).instances.filter((i: any) => i.host === back.info.peerId).length, 0, 'C holds nothing of it')
-    assert.equal(existsSync(join(c.dataDir, 'instances', inst.id)), false)
-    await eventually(async () => {
-      try {
-        execFileSync('pgrep', ['-f', `xenos.id=${inst.id}`])
-        return (execFileSync('pgrep', ['-f', `xenos.id=${inst.id}`]).toString().trim().split('\n').length === 1)
-      } catch {
-        return false
-      }
-    }, 15_000, 'only A\'s QEMU to run the instance')
+      const back = await startHost({ name, bootstrap: [a], dataDir: c.dataDir, extraArgs: HOST_ARGS })
+      hosts.push(back)
+      assert.equal((await getJson(back, '/v1/instances')).instances.filter((i: any) => i.host === back.info.peerId).length, 0, 'C holds nothing of it')
+      assert.equal(existsSync(join(c.dataDir, 'instances', inst.id)), false)
+      // Nothing of it runs on C: neither its VM nor a server of a disk half-copied there.
+      await eventually(async () => processesOf(`xenos.id=${inst.id}`) === 1 && processesOf(join(c.dataDir, 'instances', inst.id)) === 0, 15_000, 'only A\'s QEMU to run the instance')
+      await stopHost(back)
+      await cli(a, alice, ['instance', 'destroy', inst.id])
+    })
+  }
+
+  it('moves a VM with its disk (--copy-disk): the old host keeps nothing and can go, and the VM runs on from its copied disk', async () => {
+    const dir = await tempDir('scribe')
+    await writeFile(join(dir, 'template.yaml'), SCRIBE)
+    await cli(a, alice, ['template', 'build', dir])
+    const d = await startHost({ name: 'mig-d', bootstrap: [a], extraArgs: HOST_ARGS })
+    hosts.push(d)
+    const inst = (await cli(d, alice, ['deploy', 'scribe', '--host', 'mig-d', '--wait'])).instances[0]
+    const made = await eventually(async () => (await httpGet(`${inst.endpoints[0].url}/made`))?.trim(), 60_000, 'the data to be written')
+    assert.match(made, /^[0-9a-f]{32}$/)
+    await eventually(async () => (await count(inst.endpoints[0].url) ?? 0) > 5, 60_000, 'the scribe to count')
+
+    const moved = await cli(d, alice, ['migrate', inst.id, '--to', 'mig-b', '--copy-disk'])
+    assert.equal(moved.to, b.info.peerId)
+    // Only what the instance wrote moved: its 4 MiB of data and a little file system upkeep, not the 32 MiB disk.
+    assert.ok(moved.copiedDiskBytes >= 4 * 1024 * 1024 && moved.copiedDiskBytes < 16 * 1024 * 1024, `disk copied: ${moved.copiedDiskBytes} bytes`)
+    assert.equal(existsSync(join(d.dataDir, 'instances', inst.id)), false, 'D keeps nothing of the instance')
+    assert.equal(existsSync(join(b.dataDir, 'instances', inst.id, 'disk.qcow2')), true, 'B has a disk of its own for it')
+    assert.equal(processesOf(join(d.dataDir, 'instances', inst.id)), 0, 'no disk server runs for it on D')
+
+    await stopHost(d)
+    const v = await cli(b, alice, ['instance', 'show', inst.id])
+    assert.equal(v.state, 'running')
+    const before = await eventually(async () => await count(v.endpoints[0].url), 30_000, 'the moved scribe to answer')
+    await sleep(2000)
+    const later = await count(v.endpoints[0].url)
+    assert.ok(later !== undefined && later > before, `it counts on, on its own disk, with the old host gone: ${before} then ${later}`)
+    assert.equal((await httpGet(`${v.endpoints[0].url}/sum`))?.trim(), made, 'the data read back from the copied disk is intact')
+
+    // With its disk here it can move on again.
+    const again = await cli(b, alice, ['migrate', inst.id, '--to', 'mig-a'])
+    assert.equal(again.to, a.info.peerId)
+    assert.equal(again.copiedDiskBytes, 0)
     await cli(a, alice, ['instance', 'destroy', inst.id])
   })
 })

@@ -14,6 +14,8 @@ export interface DiskServerState {
   startTime: number
   /** Unix socket of its NBD server; the export is named `disk`. */
   socket: string
+  /** Unix socket of its QMP monitor, through which its disk is mirrored to another host (absent on servers started before it had one). */
+  monitor?: string
 }
 
 export const DISK_EXPORT = 'disk'
@@ -36,7 +38,9 @@ export class DiskServers {
   async start (id: string, overlay: string, sockets: string, dir: string): Promise<DiskServerState> {
     await mkdir(sockets, { recursive: true, mode: 0o700 })
     const socket = join(sockets, 'nbd.sock')
+    const monitor = join(sockets, 'qmp.sock')
     await rm(socket, { force: true })
+    await rm(monitor, { force: true })
     const log = join(dir, 'disk-server.log')
     const task = await spawnTask({
       id: cgroupOf(id),
@@ -46,6 +50,8 @@ export class DiskServers {
         '--blockdev', 'driver=qcow2,node-name=disk,file=file,discard=unmap',
         '--nbd-server', `addr.type=unix,addr.path=${socket}`,
         '--export', `type=nbd,id=export,node-name=disk,name=${DISK_EXPORT},writable=on`,
+        '--chardev', `socket,id=monitor,path=${monitor},server=on,wait=off`,
+        '--monitor', 'chardev=monitor',
       ],
       cwd: dir,
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
@@ -53,7 +59,7 @@ export class DiskServers {
       cgroups: this.#cgroups,
       resources: { cpu: 1, memory: 128 },
     })
-    const state = { pid: task.pid, startTime: task.startTime, socket }
+    const state = { pid: task.pid, startTime: task.startTime, socket, monitor }
     const deadline = Date.now() + START_WAIT_MS
     // The socket file appears a moment before the server listens on it.
     while (!existsSync(socket) || !await accepts(socket)) {
@@ -71,20 +77,21 @@ export class DiskServers {
     return (await taskPids(cgroupOf(id), this.#cgroups, state.pid, state.startTime)).length > 0
   }
 
-  /** Ends the server (its clients see the disk go away) and removes its cgroup. */
+  /**
+   * Ends the server (its clients see the disk go away) and removes its cgroup. Without its state
+   * (the host stopped while starting it) the server is still found by its cgroup.
+   */
   async stop (id: string, state: DiskServerState | undefined): Promise<void> {
-    if (state !== undefined) {
-      for (let i = 0; i < 100; i++) {
-        const pids = await taskPids(cgroupOf(id), this.#cgroups, state.pid, state.startTime)
-        if (pids.length === 0) break
-        // SIGTERM first: the server flushes the image before it exits.
-        for (const pid of pids) {
-          try { process.kill(pid, i < 40 ? 'SIGTERM' : 'SIGKILL') } catch {}
-        }
-        await sleep(50)
+    for (let i = 0; i < 100; i++) {
+      const pids = await taskPids(cgroupOf(id), this.#cgroups, state?.pid, state?.startTime)
+      if (pids.length === 0) break
+      // SIGTERM first: the server flushes the image before it exits.
+      for (const pid of pids) {
+        try { process.kill(pid, i < 40 ? 'SIGTERM' : 'SIGKILL') } catch {}
       }
-      if (await isSameProcess(state.pid, state.startTime)) throw new XenosError('DRIVER_FAILED', `the disk server of ${id} (pid ${state.pid}) would not end`)
+      await sleep(50)
     }
+    if (state !== undefined && await isSameProcess(state.pid, state.startTime)) throw new XenosError('DRIVER_FAILED', `the disk server of ${id} (pid ${state.pid}) would not end`)
     await this.#cgroups?.remove(cgroupOf(id))
   }
 }

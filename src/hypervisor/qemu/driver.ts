@@ -13,6 +13,7 @@ import { processUsage, tailFile } from '../procfs.ts'
 import { spawnTask, taskPids } from '../spawn.ts'
 import { AgentLink } from './agent.ts'
 import { probeAccelerator, type Accelerator } from './accel.ts'
+import { dropMirror, finishMirror, startMirror } from './disk-mirror.ts'
 import { DISK_EXPORT, DiskServers, type DiskServerState } from './disk-server.ts'
 import { QmpClient } from './qmp.ts'
 
@@ -259,6 +260,11 @@ export function qemuDriver (init: QemuDriverInit): Driver {
 
     async stop (handle, timeoutMs): Promise<void> {
       if (!await alive(handle)) return
+      // Started, but the host stopped before it recorded how to talk to it.
+      if (typeof handle.state.sockets !== 'string') {
+        await kill(handle)
+        return
+      }
       const monitor = await qmp(handle).catch(() => undefined)
       await monitor?.execute('cont').catch(() => {})
       // A clean shutdown through the guest agent; QMP quit if the guest does not answer.
@@ -338,6 +344,10 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       if (status.status !== 'running') await monitor.execute('cont')
     },
 
+    mirrorDisk: async (handle, target, onProgress) => { await startMirror(diskMonitorOf(handle), target, onProgress) },
+    finishMirror: async handle => { await finishMirror(diskMonitorOf(handle)) },
+    dropMirror: async handle => { await dropMirror(diskMonitorOf(handle)) },
+
     async takeOver (handle): Promise<void> {
       const monitor = await qmp(handle)
       await waitForMigration(monitor, 'the migrating VM to arrive')
@@ -403,6 +413,14 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       }))
     },
   }
+}
+
+/** The monitor of the server of the instance's disk, which copies the disk to another host. */
+function diskMonitorOf (handle: TaskHandle): string {
+  const disk = stateOf(handle).disk
+  if (disk === null) throw new XenosError('INVALID_STATE', `instance ${handle.id}'s disk is served by the host it migrated from, which alone could copy it`)
+  if (disk.monitor === undefined) throw new XenosError('INVALID_STATE', `instance ${handle.id}'s disk server started before disks could be copied: stop and start the instance, then move it again`)
+  return disk.monitor
 }
 
 function isDiskServer (s: Partial<DiskServerState> | undefined): s is DiskServerState {
