@@ -332,7 +332,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
         }
         if (info.status === 'completed') return
         if (info.status === 'failed' || info.status === 'cancelled') throw new XenosError('DRIVER_FAILED', `the migration ${info.status}${info['error-desc'] === undefined ? '' : `: ${info['error-desc']}`}`)
-        await sleep(MIGRATION_POLL_MS * 10)
+        await sleep(MIGRATION_POLL_MS * 2)
       }
     },
 
