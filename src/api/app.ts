@@ -5,26 +5,20 @@ import type { Logger } from 'pino'
 import { createReadStream } from 'node:fs'
 import { Readable } from 'node:stream'
 import { z } from 'zod'
-import { decodeAuthHeader, INSTANCE_ID_PATTERN, nameRecordSchema, toXenosError, XenosError, type Advert, type RequestAuth } from '../core/index.ts'
+import { INSTANCE_ID_PATTERN, nameRecordSchema, toXenosError, XenosError, type Advert } from '../core/index.ts'
 import { parseManifest, validateManifest } from '../images/index.ts'
 import { deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, drainResultSchema, migrationResultSchema, snapshotViewSchema, XENOS_VERSION, type Host } from '../node/index.ts'
+import { AUTH_HEADER, authOf } from './auth.ts'
+import { registerDataRoutes } from './data.ts'
 import { prometheusText } from './metrics.ts'
 import {
-  controlParams, deployBody, deployResultSchema, errorSchema, hostInfoSchema, importTemplateBody, instanceListQuery, instanceParams,
+  controlParams, deployBody, deployResultSchema, errorResponses, hostInfoSchema, importTemplateBody, instanceListQuery, instanceParams,
   blobParams, connectBody, drainBody, logsQuery, migrateBody, nameListQuery, namePublishSchema, nameRecordBody, peersSchema, refParams, searchQuery, searchResultSchema, snapshotParams, templateRemovalSchema, templateSummarySchema, transferSchema,
 } from './schemas.ts'
 
 /** Largest blob accepted in one upload (a template's disk image). */
 const MAX_BLOB_BYTES = 64 * 1024 * 1024 * 1024
 
-/** Header that carries an owner's request signature. */
-export const AUTH_HEADER = 'x-xenos-auth'
-
-function authOf (req: FastifyRequest): RequestAuth {
-  const header = req.headers[AUTH_HEADER]
-  if (typeof header !== 'string') throw new XenosError('UNAUTHENTICATED', 'this action must be signed by the instance owner: use the xenos CLI, which signs with your user key')
-  return decodeAuthHeader(header)
-}
 
 function tagsOf (tag: string | string[] | undefined): Record<string, string> | undefined {
   if (tag === undefined) return undefined
@@ -41,7 +35,9 @@ function searchView (a: Advert): z.infer<typeof searchResultSchema>['results'][n
   return { kind: a.kind, id: a.id, host: a.host, issuedAt: a.issuedAt, expiresAt: a.expiresAt, body: a.body }
 }
 
-const errors = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema, 500: errorSchema, 502: errorSchema, 503: errorSchema, 504: errorSchema }
+const errors = errorResponses
+
+export { AUTH_HEADER }
 
 /** Builds the HTTP API of one host (not listening yet, so tests can `inject`). */
 export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstance> {
@@ -140,6 +136,7 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
   })
 
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => { done(null, payload) })
+  registerDataRoutes(api, host)
 
   api.head('/v1/blobs/:digest', { schema: { summary: 'Whether this host holds a blob', params: blobParams } }, async (req, reply) => {
     void reply.status(await host.blobs.has(req.params.digest) ? 200 : 404)

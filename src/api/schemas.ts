@@ -7,6 +7,9 @@ export const errorSchema = z.object({
   error: z.object({ code: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()).optional() }),
 })
 
+/** The error answers every route may give. */
+export const errorResponses = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema, 413: errorSchema, 500: errorSchema, 502: errorSchema, 503: errorSchema, 504: errorSchema }
+
 export const resourcesSchema = z.object({ cpu: z.number(), memory: z.number() })
 
 export const hostInfoSchema = z.object({

@@ -70,8 +70,20 @@ export class ApiClient {
   }
 
   /** Sends a request signed by the user's key for `action` on `target` with `params`. */
-  async signed<T>(method: 'GET' | 'POST' | 'DELETE', path: string, action: string, target: string, params: unknown, body?: unknown): Promise<T> {
+  async signed<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, action: string, target: string, params: unknown, body?: unknown): Promise<T> {
     return await this.#request<T>(method, path, body, this.#auth(action, target, params))
+  }
+
+  /** Streams `body` to `path` with PUT, signed by the user's key for `action` on `target` with `params`. */
+  async signedUpload<T>(path: string, action: string, target: string, params: unknown, body: AsyncIterable<Uint8Array>): Promise<T> {
+    return await this.#request<T>('PUT', path, undefined, this.#auth(action, target, params), body)
+  }
+
+  /** GETs `path` signed by the user's key; the response, to read its body as a stream. */
+  async signedDownload (path: string, action: string, target: string, params: unknown): Promise<Response & { body: ReadableStream<Uint8Array> }> {
+    const res = await this.#send('GET', path, undefined, this.#auth(action, target, params), undefined, 24 * 3_600_000)
+    if (!res.ok || res.body === null) return await this.#json(res)
+    return res as Response & { body: ReadableStream<Uint8Array> }
   }
 
   /** Resolves a template reference (id, name, `template://me/…`) through the host. */

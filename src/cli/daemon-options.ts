@@ -21,6 +21,7 @@ export function withDaemonOptions (cmd: Command): Command {
     .addOption(new Option('--accel <accel>', 'VM acceleration').choices(['auto', 'kvm', 'tcg']).default('auto'))
     .option('--advert-ttl <seconds>', 'lifetime of this host\'s adverts', Number)
     .option('--forward-grace <seconds>', 'how long old endpoints of a moved instance keep forwarding to it (default: 600)', Number)
+    .option('--data-quota <MiB>', 'the most data one owner may keep in this host\'s repository (default: 10240)', Number)
     .option('--mdns', 'find hosts on the local network with mDNS')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
 }
@@ -37,6 +38,7 @@ export interface DaemonFlags {
   memory?: number
   advertTtl?: number
   forwardGrace?: number
+  dataQuota?: number
   overcommitCpu?: number
   overcommitMemory?: number
   accel: string
@@ -59,6 +61,7 @@ export function daemonOptionsFrom (flags: DaemonFlags): HostOptionsInput & { dat
     ...(flags.cpu === undefined || flags.memory === undefined ? {} : { capacity: { cpu: flags.cpu, memory: flags.memory } }),
     ...(flags.advertTtl === undefined ? {} : { advertTtlMs: Math.round(flags.advertTtl * 1000) }),
     ...(flags.forwardGrace === undefined ? {} : { forwardGraceMs: Math.round(flags.forwardGrace * 1000) }),
+    ...(flags.dataQuota === undefined ? {} : { dataQuotaBytes: Math.round(flags.dataQuota * 2 ** 20) }),
     overcommit: { cpu: flags.overcommitCpu ?? 1, memory: flags.overcommitMemory ?? 1 },
     accel: flags.accel as 'auto',
     mdns: flags.mdns === true,

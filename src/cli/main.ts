@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path'
 import { CONTROL_ACTIONS, formatTemplateUri, isTemplateUri, parseTemplateUri, toXenosError, XenosError, type InstanceMetrics, type InstanceView, type NameRecord } from '../core/index.ts'
 import { DEFAULT_DATA_DIR, type DeployResult, type DrainResult, type DrainStatus, type MigrationResult, type MigrationStatus, type TemplateSummary } from '../node/index.ts'
 import { ApiClient, errorOf } from './client.ts'
+import { registerDataCommands } from './data.ts'
 import { runDaemon } from './daemon.ts'
 import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
 import { DEFAULT_KEY_FILE, loadOrCreateUserKey } from './keys.ts'
@@ -24,7 +25,7 @@ interface SearchResult { kind: string, id: string, host: string, issuedAt: numbe
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
 
-function out (flags: GlobalFlags, json: unknown, human: () => string): void {
+function out (flags: Pick<GlobalFlags, 'json'>, json: unknown, human: () => string): void {
   process.stdout.write((flags.json === true ? JSON.stringify(json, null, 2) : human()) + '\n')
 }
 
@@ -364,6 +365,8 @@ export function buildProgram (): Command {
       }
       out(flags, replica, () => `${replica.id} replicates ${id} (${v.name}) on ${where(replica.host)}: ${replica.endpoints.map(e => e.url).join(' ') || 'no endpoints'}`)
     })
+
+  registerDataCommands(program, { client, out })
 
   program.command('connect <target>').description('Open a local port that reaches a service (instance id or name) through the overlay, wherever it runs; it follows the service when it migrates')
     .option('--port <port>', 'local port (default: any free one)', Number, 0)

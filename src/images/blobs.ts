@@ -111,6 +111,11 @@ export class BlobStore {
     return await this.#write(createReadStream(path))
   }
 
+  /** Stores the bytes `source` yields. Returns their blob id. */
+  async putFrom (source: AsyncIterable<Uint8Array>): Promise<string> {
+    return await this.#write(source)
+  }
+
   async #write (source: AsyncIterable<Uint8Array>, expected?: string): Promise<string> {
     await mkdir(join(this.#dir, 'sha256'), { recursive: true })
     const tmp = join(this.#dir, `.incoming-${randomBytes(6).toString('hex')}`)

@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino, { type Logger } from 'pino'
 import { XenosError, type Driver, type Fingerprint, type InstanceView, type NameRecord, type Resources, type Template } from '../core/index.ts'
+import { DataRepository } from '../data/index.ts'
 import { detectCgroups, DEFAULT_TASK_UID, processDriver, qemuDriver } from '../hypervisor/index.ts'
 import { BlobStore, NameRegistry, TemplateLibrary } from '../images/index.ts'
 import { serveChunks, Tunnels } from '../transfer/index.ts'
@@ -43,6 +44,9 @@ export class Host {
   readonly cloud: Cloud
   readonly tunnels: Tunnels
   readonly migrations: Migrations
+  readonly data: DataRepository
+  /** Checks owners' signatures on requests, once each. */
+  readonly verifier = new RequestVerifier()
   readonly services: ServiceProxy
   readonly capacity: Resources
   readonly advertiseAddress: string
@@ -75,7 +79,7 @@ export class Host {
       newerThan: have => this.names.newerThan(have),
     })
     this.tunnels = new Tunnels(this.overlay.node, this.log.child({ component: 'tunnels' }))
-    const verifier = new RequestVerifier()
+    const verifier = this.verifier
     // The supervisor reaches remote disks through the migrations, which need the supervisor.
     const remoteDisks = {
       attach: async (id: string, disk: RemoteDisk) => await this.migrations.attach(id, disk),
@@ -123,6 +127,13 @@ export class Host {
       verifier,
       runDir: join(this.options.runDir ?? defaultRunDir(this.options.dataDir), 'tunnels'),
       log: this.log.child({ component: 'migration' }),
+    })
+    this.data = new DataRepository({
+      store: this.store,
+      blobs: this.blobs,
+      uploadsDir: join(this.options.dataDir, 'uploads'),
+      quotaBytes: this.options.dataQuotaBytes,
+      hostId: this.overlay.peerId,
     })
   }
 
@@ -174,6 +185,7 @@ export class Host {
     await this.tunnels.start()
     await this.services.start()
     await this.supervisor.recover()
+    await this.data.recover()
     await this.migrations.reissue()
     this.supervisor.startHealthChecks()
     this.cloud.serve()
@@ -219,7 +231,7 @@ export class Host {
   async removeTemplate (id: string): Promise<{ id: string, blobsRemoved: number, bytesFreed: number }> {
     this.library.remove(id)
     await this.overlay.withdraw('template', id)
-    const { removed, bytes } = await this.blobs.gc(this.library.blobsInUse())
+    const { removed, bytes } = await this.blobs.gc(new Set([...this.library.blobsInUse(), ...this.data.blobsInUse()]))
     this.log.info({ template: id, blobs: removed.length, bytes }, 'template removed')
     return { id, blobsRemoved: removed.length, bytesFreed: bytes }
   }

@@ -46,6 +46,8 @@ export const hostOptionsSchema = z.strictObject({
   stopTimeoutMs: z.number().int().min(0).max(600_000).default(DEFAULT_STOP_TIMEOUT_MS),
   /** How long a host keeps forwarding the old endpoints of an instance that moved away. @default 600000 */
   forwardGraceMs: z.number().int().min(0).max(86_400_000).default(600_000),
+  /** The most bytes of data one owner may keep in this host's repository. @default 10 GiB */
+  dataQuotaBytes: z.number().int().min(0).max(2 ** 50).default(10 * 2 ** 30),
   /** pino log level. @default info */
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 })

@@ -54,6 +54,30 @@ const MIGRATIONS: readonly string[] = [
      server TEXT NOT NULL,
      created_at INTEGER NOT NULL
    );`,
+  `CREATE TABLE data_files (
+     owner TEXT NOT NULL,
+     path TEXT NOT NULL,
+     blob TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     sha256 TEXT NOT NULL,
+     updated_at INTEGER NOT NULL,
+     PRIMARY KEY (owner, path)
+   );
+   CREATE TABLE data_uploads (
+     id TEXT PRIMARY KEY,
+     owner TEXT NOT NULL,
+     path TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     sha256 TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   );
+   CREATE TABLE data_grants (
+     owner TEXT NOT NULL,
+     grantee TEXT NOT NULL,
+     rights TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     PRIMARY KEY (owner, grantee)
+   );`,
 ]
 
 export type Database = DatabaseSync

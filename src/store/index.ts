@@ -12,6 +12,7 @@
  * ```
  */
 import { openDatabase, transaction, type Database } from './database.ts'
+import { DataTable } from './data.ts'
 import { DiskExportTable } from './disk-exports.ts'
 import { InstanceTable } from './instances.ts'
 import { SnapshotTable } from './snapshots.ts'
@@ -21,6 +22,7 @@ import { TemplateTable } from './templates.ts'
 export { writeFileAtomic } from './files.ts'
 export type { InstanceRecord, InstanceChange, RemoteDisk } from './instances.ts'
 export type { DiskExportRecord } from './disk-exports.ts'
+export type { DataFileRecord, DataGrantRecord, DataRights, DataUploadRecord } from './data.ts'
 export type { SnapshotRecord } from './snapshots.ts'
 export type { NameRow } from './names.ts'
 
@@ -30,6 +32,7 @@ export interface Store {
   snapshots: SnapshotTable
   names: NameTable
   diskExports: DiskExportTable
+  data: DataTable
   transaction: <T>(fn: () => T) => T
   close: () => void
 }
@@ -42,6 +45,7 @@ export function openStore (path: string): Store {
     snapshots: new SnapshotTable(db),
     names: new NameTable(db),
     diskExports: new DiskExportTable(db),
+    data: new DataTable(db),
     transaction: fn => transaction(db, fn),
     close: () => { db.close() },
   }

@@ -1,0 +1,146 @@
+import { createReadStream } from 'node:fs'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, RawServerDefault } from 'fastify'
+import type { ZodTypeProvider } from 'fastify-type-provider-zod'
+import { z } from 'zod'
+import { formatDataUri, parseDataUri } from '../core/index.ts'
+import type { Host } from '../node/index.ts'
+import { authOf } from './auth.ts'
+import { errorResponses } from './schemas.ts'
+
+type Api = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, ZodTypeProvider>
+
+/** Largest file accepted (chunk indexes bound a blob to 64 GiB). */
+const MAX_FILE_BYTES = 64 * 2 ** 30
+
+const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'a SHA-256 is 64 lowercase hex digits')
+const uriSchema = z.string().min(1).max(2048).describe('data://OWNER/PATH')
+const uploadIdParams = z.strictObject({ id: z.string().regex(/^u-[0-9a-f]{32}$/, 'an upload id looks like u- and 32 hex digits') })
+const uploadSchema = z.object({ id: z.string(), uri: z.string(), size: z.number(), sha256: z.string(), offset: z.number() })
+const fileSchema = z.object({ uri: z.string(), owner: z.string(), path: z.string(), size: z.number(), sha256: z.string(), host: z.string(), updatedAt: z.number() })
+const grantSchema = z.object({ owner: z.string(), grantee: z.string(), rights: z.enum(['read', 'write']), createdAt: z.number() })
+const granteeSchema = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'a grantee is an owner id (43 characters)')
+
+/** The signer of a request signed for `action` on `target` with `params`, checked once. */
+function signer (host: Host, req: FastifyRequest, action: string, target: string, params: unknown): string {
+  const auth = authOf(req)
+  host.verifier.verify(auth, { action, target, params })
+  return auth.owner
+}
+
+/**
+ * The data repository's routes: resumable uploads (start, send bytes from an offset, ask where
+ * one stands, complete, cancel), download, listing, deletion and grants. Every request is
+ * signed by the owner of the data or a key the owner granted access.
+ */
+export function registerDataRoutes (api: Api, host: Host): void {
+  api.post('/v1/data/uploads', {
+    schema: {
+      summary: 'Begin an upload of a file to data://OWNER/PATH (signed `data.put` on the uri, params `{size, sha256}`); send its bytes with PUT, then complete it',
+      body: z.strictObject({ uri: uriSchema, size: z.number().int().min(0).max(MAX_FILE_BYTES), sha256: sha256Schema }),
+      response: { 201: uploadSchema, ...errorResponses },
+    },
+  }, async (req, reply) => {
+    const ref = parseDataUri(req.body.uri)
+    const who = signer(host, req, 'data.put', formatDataUri(ref), { size: req.body.size, sha256: req.body.sha256 })
+    void reply.status(201)
+    return await host.data.startUpload(who, ref.owner, ref.path, req.body.size, req.body.sha256)
+  })
+
+  api.get('/v1/data/uploads/:id', {
+    schema: { summary: 'Where an upload stands: the next bytes go at `offset` (signed `data.upload` on the id)', params: uploadIdParams, response: { 200: uploadSchema, ...errorResponses } },
+  }, async req => await host.data.upload(signer(host, req, 'data.upload', req.params.id, {}), req.params.id))
+
+  api.put('/v1/data/uploads/:id', {
+    bodyLimit: MAX_FILE_BYTES,
+    schema: {
+      summary: 'Send bytes of an upload from `offset`, which must be what it holds so far (application/octet-stream; signed `data.upload` on the id, params `{offset}`). What arrives is kept even if the request breaks off',
+      params: uploadIdParams,
+      querystring: z.strictObject({ offset: z.coerce.number().int().min(0).max(MAX_FILE_BYTES) }),
+      response: { 200: uploadSchema, ...errorResponses },
+    },
+  }, async req => {
+    const who = signer(host, req, 'data.upload', req.params.id, { offset: req.query.offset })
+    return await host.data.write(who, req.params.id, req.query.offset, req.body as Readable)
+  })
+
+  api.post('/v1/data/uploads/:id/complete', {
+    schema: { summary: 'Turn a fully sent upload into a file, if its bytes hash to the SHA-256 declared (signed `data.complete` on the id)', params: uploadIdParams, response: { 201: fileSchema, ...errorResponses } },
+  }, async (req, reply) => {
+    const file = await host.data.complete(signer(host, req, 'data.complete', req.params.id, {}), req.params.id)
+    void reply.status(201)
+    return file
+  })
+
+  api.delete('/v1/data/uploads/:id', {
+    schema: { summary: 'Drop an upload under way and its bytes (signed `data.cancel` on the id)', params: uploadIdParams, response: { 204: z.null(), ...errorResponses } },
+  }, async (req, reply) => {
+    await host.data.cancel(signer(host, req, 'data.cancel', req.params.id, {}), req.params.id)
+    void reply.status(204)
+    return null
+  })
+
+  api.get('/v1/data/files', {
+    schema: {
+      summary: 'Files in data://OWNER/ or under data://OWNER/DIR on this host (signed `data.list` on the uri)',
+      querystring: z.strictObject({ uri: uriSchema, limit: z.coerce.number().int().min(1).max(100_000).default(10_000) }),
+      response: { 200: z.object({ files: z.array(fileSchema) }), ...errorResponses },
+    },
+  }, async req => {
+    const ref = parseDataUri(req.query.uri, undefined, true)
+    const who = signer(host, req, 'data.list', formatDataUri(ref), {})
+    return { files: host.data.list(who, ref.owner, ref.path, req.query.limit) }
+  })
+
+  api.get('/v1/data/file', {
+    schema: {
+      summary: 'Download a file (signed `data.get` on the uri); its SHA-256 is in the `x-xenos-sha256` header',
+      querystring: z.strictObject({ uri: uriSchema }),
+    },
+  }, async (req, reply) => {
+    const ref = parseDataUri(req.query.uri)
+    const { file, blobPath } = host.data.content(signer(host, req, 'data.get', formatDataUri(ref), {}), ref.owner, ref.path)
+    void reply.type('application/octet-stream').header('content-length', file.size).header('x-xenos-sha256', file.sha256)
+    return createReadStream(blobPath)
+  })
+
+  api.delete('/v1/data/file', {
+    schema: { summary: 'Delete a file (signed `data.delete` on the uri)', querystring: z.strictObject({ uri: uriSchema }), response: { 204: z.null(), ...errorResponses } },
+  }, async (req, reply) => {
+    const ref = parseDataUri(req.query.uri)
+    host.data.remove(signer(host, req, 'data.delete', formatDataUri(ref), {}), ref.owner, ref.path)
+    void reply.status(204)
+    return null
+  })
+
+  api.get('/v1/data/grants', {
+    schema: { summary: 'The keys the signer granted access to its data on this host (signed `data.grants` on data://SIGNER)', response: { 200: z.object({ grants: z.array(grantSchema) }), ...errorResponses } },
+  }, async req => {
+    const owner = authOf(req).owner
+    signer(host, req, 'data.grants', `data://${owner}`, {})
+    return { grants: host.data.grants(owner) }
+  })
+
+  api.put('/v1/data/grants', {
+    schema: {
+      summary: 'Let another key read (or also write) the signer\'s data on this host (signed `data.grant` on data://SIGNER, params `{grantee, rights}`)',
+      body: z.strictObject({ grantee: granteeSchema, rights: z.enum(['read', 'write']) }),
+      response: { 200: grantSchema, ...errorResponses },
+    },
+  }, async req => {
+    const owner = authOf(req).owner
+    signer(host, req, 'data.grant', `data://${owner}`, req.body)
+    return host.data.grant(owner, req.body.grantee, req.body.rights)
+  })
+
+  api.delete('/v1/data/grants/:grantee', {
+    schema: { summary: 'Take back a grant (signed `data.revoke` on data://SIGNER, params `{grantee}`)', params: z.strictObject({ grantee: granteeSchema }), response: { 204: z.null(), ...errorResponses } },
+  }, async (req, reply) => {
+    const owner = authOf(req).owner
+    signer(host, req, 'data.revoke', `data://${owner}`, { grantee: req.params.grantee })
+    host.data.revoke(owner, req.params.grantee)
+    void reply.status(204)
+    return null
+  })
+}

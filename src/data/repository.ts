@@ -1,0 +1,248 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { mkdir, open, readdir, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { checkDataPath, formatDataUri, hashing, XenosError, type DataFileView } from '../core/index.ts'
+import type { DataFileRecord, DataGrantRecord, DataRights, DataUploadRecord, Store } from '../store/index.ts'
+
+/** Where file contents are kept: the host's blob store. */
+export interface ContentStore {
+  /** Stores the bytes `source` yields; returns their blob id. */
+  putFrom: (source: AsyncIterable<Uint8Array>) => Promise<string>
+  /** Where blob `id`'s bytes are, once stored. */
+  path: (id: string) => string
+}
+
+export interface DataRepositoryInit {
+  store: Pick<Store, 'data' | 'transaction'>
+  blobs: ContentStore
+  /** Where the bytes of uploads under way are kept (one part file each). */
+  uploadsDir: string
+  /** The most bytes one owner's files and uploads under way may take on this host. */
+  quotaBytes: number
+  hostId: string
+}
+
+/** An upload under way, as the API shows it. */
+export interface DataUploadView {
+  id: string
+  uri: string
+  size: number
+  sha256: string
+  /** Bytes received so far: the next write starts here. */
+  offset: number
+}
+
+const UPLOAD_ID_PATTERN = /^u-[0-9a-f]{32}$/
+const SHA256_PATTERN = /^[0-9a-f]{64}$/
+/** Chunk indexes bound a blob (see core/chunks.ts). */
+const MAX_FILE_BYTES = 64 * 2 ** 30
+
+/**
+ * A host's data repository: files in owners' namespaces (`data://OWNER/PATH`), their content
+ * kept as blobs in the host's blob store, so identical content is stored once and other hosts
+ * fetch it chunk by chunk, verified. Uploads are resumable: their bytes go to a part file that
+ * is synced after every write, and a file appears only once all of it has arrived and hashes to
+ * the SHA-256 the uploader declared; a crash leaves an upload to resume, never half a file.
+ * Only an owner, or a key the owner granted access, may list, read, write or delete its files.
+ */
+export class DataRepository {
+  readonly #init: DataRepositoryInit
+  /** Uploads with a write or completion under way: one at a time each. */
+  readonly #busy = new Set<string>()
+
+  constructor (init: DataRepositoryInit) {
+    this.#init = init
+  }
+
+  /** After a restart: part files no upload names are the debris of an upload begun or ended as the host stopped. */
+  async recover (): Promise<void> {
+    await mkdir(this.#init.uploadsDir, { recursive: true })
+    const known = new Set(this.#init.store.data.uploads().map(u => u.id))
+    for (const name of await readdir(this.#init.uploadsDir)) {
+      if (!known.has(name)) await rm(join(this.#init.uploadsDir, name), { force: true })
+    }
+  }
+
+  /**
+   * Begins an upload of `size` bytes hashing to `sha256` to `path` in `owner`'s namespace, by
+   * `requester`; an upload of the same content to the same path that is under way already is
+   * resumed instead (its offset says where).
+   */
+  async startUpload (requester: string, owner: string, path: string, size: number, sha256: string): Promise<DataUploadView> {
+    checkDataPath(path)
+    this.#authorise(requester, owner, path, 'write')
+    if (!Number.isSafeInteger(size) || size < 0 || size > MAX_FILE_BYTES) throw new XenosError('INVALID_ARGUMENT', `a file's size must be 0 to ${MAX_FILE_BYTES} bytes, not ${size}`)
+    if (!SHA256_PATTERN.test(sha256)) throw new XenosError('INVALID_ARGUMENT', 'sha256 must be 64 lowercase hex digits')
+    const under = this.#init.store.data.uploadOf(owner, path, size, sha256)
+    if (under !== undefined) return { ...this.#viewOfUpload(under), offset: await this.#received(under.id) }
+    const used = this.#init.store.data.bytesOf(owner)
+    if (used + size > this.#init.quotaBytes) {
+      throw new XenosError('QUOTA_EXCEEDED', `${formatDataUri({ owner, path })} needs ${size} bytes, and the owner's data on host ${this.#init.hostId} already takes ${used} bytes of its ${this.#init.quotaBytes}-byte quota: delete files ("xenos data rm") or use another host`)
+    }
+    const upload: DataUploadRecord = { id: `u-${randomBytes(16).toString('hex')}`, owner, path, size, sha256, createdAt: Date.now() }
+    await mkdir(this.#init.uploadsDir, { recursive: true })
+    // The part file first: a crash before the row leaves a file that recover() removes.
+    await (await open(this.#partOf(upload.id), 'wx')).close()
+    this.#init.store.data.putUpload(upload)
+    return { ...this.#viewOfUpload(upload), offset: 0 }
+  }
+
+  async upload (requester: string, id: string): Promise<DataUploadView> {
+    const u = this.#upload(requester, id)
+    return { ...this.#viewOfUpload(u), offset: await this.#received(u.id) }
+  }
+
+  /** Appends `body` to upload `id`, which must hold exactly `offset` bytes so far; synced before it answers. */
+  async write (requester: string, id: string, offset: number, body: AsyncIterable<Uint8Array>): Promise<DataUploadView> {
+    const u = this.#upload(requester, id)
+    return await this.#exclusive(id, async () => {
+      const received = await this.#received(id)
+      if (offset !== received) throw new XenosError('INVALID_STATE', `upload ${id} holds ${received} bytes: send the rest from offset ${received}`, { offset: received })
+      const fh = await open(this.#partOf(id), 'r+')
+      let position = received
+      try {
+        for await (const piece of body) {
+          if (position + piece.byteLength > u.size) throw new XenosError('INVALID_ARGUMENT', `upload ${id} was declared ${u.size} bytes long; these bytes would make it longer`)
+          await fh.write(piece, 0, piece.byteLength, position)
+          position += piece.byteLength
+        }
+      } finally {
+        // What arrived stays, even when the sender went away: the upload resumes from there.
+        await fh.sync().catch(() => {})
+        await fh.close()
+      }
+      return { ...this.#viewOfUpload(u), offset: position }
+    })
+  }
+
+  /** Turns a fully received upload into a file, if its bytes hash to what was declared. */
+  async complete (requester: string, id: string): Promise<DataFileView> {
+    const u = this.#upload(requester, id)
+    return await this.#exclusive(id, async () => {
+      const received = await this.#received(id)
+      if (received !== u.size) throw new XenosError('INVALID_STATE', `upload ${id} holds ${received} of its ${u.size} bytes: send the rest from offset ${received}`, { offset: received })
+      const hash = createHash('sha256')
+      const blob = await this.#init.blobs.putFrom(hashing(createReadStream(this.#partOf(id)), hash))
+      const sha256 = hash.digest('hex')
+      if (sha256 !== u.sha256) {
+        await this.#discard(id)
+        throw new XenosError('INVALID_ARGUMENT', `the bytes of upload ${id} hash to ${sha256}, not the declared ${u.sha256}: the upload is dropped; upload the file again`)
+      }
+      const file: DataFileRecord = { owner: u.owner, path: u.path, blob, size: u.size, sha256, updatedAt: Date.now() }
+      this.#init.store.transaction(() => {
+        this.#init.store.data.putFile(file)
+        this.#init.store.data.removeUpload(id)
+      })
+      await rm(this.#partOf(id), { force: true })
+      return this.#viewOfFile(file)
+    })
+  }
+
+  async cancel (requester: string, id: string): Promise<void> {
+    this.#upload(requester, id)
+    await this.#exclusive(id, async () => { await this.#discard(id) })
+  }
+
+  file (requester: string, owner: string, path: string): DataFileView {
+    return this.#viewOfFile(this.#file(requester, owner, path))
+  }
+
+  /** The file and where its bytes are on this host. */
+  content (requester: string, owner: string, path: string): { file: DataFileView, blobPath: string } {
+    const f = this.#file(requester, owner, path)
+    return { file: this.#viewOfFile(f), blobPath: this.#init.blobs.path(f.blob) }
+  }
+
+  list (requester: string, owner: string, prefix: string, limit: number): DataFileView[] {
+    checkDataPath(prefix, true)
+    this.#authorise(requester, owner, prefix, 'read')
+    return this.#init.store.data.files(owner, prefix, limit).map(f => this.#viewOfFile(f))
+  }
+
+  remove (requester: string, owner: string, path: string): void {
+    checkDataPath(path)
+    this.#authorise(requester, owner, path, 'write')
+    if (!this.#init.store.data.removeFile(owner, path)) throw this.#notFound(owner, path)
+  }
+
+  /** Lets `grantee` read (or also write) everything in `owner`'s namespace on this host; signed by the owner. */
+  grant (owner: string, grantee: string, rights: DataRights): DataGrantRecord {
+    if (grantee === owner) throw new XenosError('INVALID_ARGUMENT', 'an owner needs no grant for its own data')
+    const g: DataGrantRecord = { owner, grantee, rights, createdAt: Date.now() }
+    this.#init.store.data.putGrant(g)
+    return g
+  }
+
+  revoke (owner: string, grantee: string): void {
+    if (!this.#init.store.data.removeGrant(owner, grantee)) throw new XenosError('DATA_NOT_FOUND', `${grantee} holds no grant to ${owner}'s data on host ${this.#init.hostId}`)
+  }
+
+  grants (owner: string): DataGrantRecord[] {
+    return this.#init.store.data.grants(owner)
+  }
+
+  /** Blobs the repository's files name, which the blob store must keep. */
+  blobsInUse (): Set<string> {
+    return this.#init.store.data.blobs()
+  }
+
+  #file (requester: string, owner: string, path: string): DataFileRecord {
+    checkDataPath(path)
+    this.#authorise(requester, owner, path, 'read')
+    const f = this.#init.store.data.file(owner, path)
+    if (f === undefined) throw this.#notFound(owner, path)
+    return f
+  }
+
+  #upload (requester: string, id: string): DataUploadRecord {
+    if (!UPLOAD_ID_PATTERN.test(id)) throw new XenosError('INVALID_ARGUMENT', `"${id.slice(0, 40)}" is not an upload id`)
+    const u = this.#init.store.data.upload(id)
+    if (u === undefined) throw new XenosError('DATA_NOT_FOUND', `no upload ${id} is under way on host ${this.#init.hostId}: it completed, was dropped, or began elsewhere`)
+    this.#authorise(requester, u.owner, u.path, 'write')
+    return u
+  }
+
+  #authorise (requester: string, owner: string, path: string, need: DataRights): void {
+    if (requester === owner) return
+    const g = this.#init.store.data.grant(owner, requester)
+    if (g !== undefined && (need === 'read' || g.rights === 'write')) return
+    throw new XenosError('FORBIDDEN', `${formatDataUri({ owner, path })} belongs to another owner, who has not granted your key (${requester}) ${need} access`)
+  }
+
+  async #exclusive<T> (id: string, fn: () => Promise<T>): Promise<T> {
+    if (this.#busy.has(id)) throw new XenosError('INVALID_STATE', `upload ${id} is being written or completed by another request: wait for it, then ask where it stands`)
+    this.#busy.add(id)
+    try {
+      return await fn()
+    } finally {
+      this.#busy.delete(id)
+    }
+  }
+
+  async #received (id: string): Promise<number> {
+    return await stat(this.#partOf(id)).then(s => s.size, () => 0)
+  }
+
+  async #discard (id: string): Promise<void> {
+    this.#init.store.data.removeUpload(id)
+    await rm(this.#partOf(id), { force: true })
+  }
+
+  #partOf (id: string): string {
+    return join(this.#init.uploadsDir, id)
+  }
+
+  #notFound (owner: string, path: string): XenosError {
+    return new XenosError('DATA_NOT_FOUND', `there is no ${formatDataUri({ owner, path })} on host ${this.#init.hostId}: list the owner's files with "xenos data ls"`)
+  }
+
+  #viewOfUpload (u: DataUploadRecord): Omit<DataUploadView, 'offset'> {
+    return { id: u.id, uri: formatDataUri(u), size: u.size, sha256: u.sha256 }
+  }
+
+  #viewOfFile (f: DataFileRecord): DataFileView {
+    return { uri: formatDataUri(f), owner: f.owner, path: f.path, size: f.size, sha256: f.sha256, host: this.#init.hostId, updatedAt: f.updatedAt }
+  }
+}
+

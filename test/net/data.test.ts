@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { ApiClient, loadOrCreateUserKey } from '../../src/cli/index.ts'
+import { cli, cliRun, eventually, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+
+/** The data repository of a real xenosd, through the CLI and the HTTP API. */
+describe('data repository', () => {
+  let h: TestHost
+  let dir: string
+  let alice: string, bob: string, mallory: string
+  const ids: Record<string, string> = {}
+
+  before(async () => {
+    dir = await tempDir('data-files')
+    alice = join(dir, 'alice.pem')
+    bob = join(dir, 'bob.pem')
+    mallory = join(dir, 'mallory.pem')
+    for (const [name, file] of Object.entries({ alice, bob, mallory })) ids[name] = (await loadOrCreateUserKey(file)).key.id
+    h = await startHost({ name: 'data-a' })
+  })
+
+  after(async () => { await stopHost(h) })
+
+  it('stores a file and gives it back intact; only its owner and the keys it granted reach it', async () => {
+    const content = randomBytes(5 * 2 ** 20 + 3)
+    await writeFile(join(dir, 'input.bin'), content)
+    const put = await cli(h, alice, ['data', 'put', join(dir, 'input.bin'), 'data://me/inputs/input.bin'])
+    assert.equal(put.uri, `data://${ids.alice}/inputs/input.bin`)
+    assert.equal(put.sha256, sha(content))
+    await cli(h, alice, ['data', 'get', put.uri, join(dir, 'back.bin')], false)
+    assert.ok((await readFile(join(dir, 'back.bin'))).equals(content))
+    assert.deepEqual((await cli(h, alice, ['data', 'ls'])).map((f: any) => f.path), ['inputs/input.bin'])
+
+    // Mallory can neither list, read, overwrite nor delete it.
+    await assert.rejects(cli(h, mallory, ['data', 'ls', `data://${ids.alice}/`]), /FORBIDDEN/)
+    await assert.rejects(cli(h, mallory, ['data', 'get', put.uri, join(dir, 'stolen.bin')]), /FORBIDDEN/)
+    await assert.rejects(cli(h, mallory, ['data', 'put', join(dir, 'input.bin'), put.uri]), /FORBIDDEN/)
+    await assert.rejects(cli(h, mallory, ['data', 'rm', put.uri]), /FORBIDDEN/)
+    assert.equal(existsSync(join(dir, 'stolen.bin')), false)
+    // Nor by signing a request for her own namespace and sending it for Alice's.
+    const api = new ApiClient({ api: h.api, key: (await loadOrCreateUserKey(mallory)).key })
+    const own = `data://${ids.mallory}/inputs/input.bin`
+    await assert.rejects(api.signed('DELETE', `/v1/data/file?uri=${encodeURIComponent(put.uri)}`, 'data.delete', own, {}), /signature does not verify/)
+
+    // Bob, granted reading, reads but cannot delete.
+    await cli(h, alice, ['data', 'grant', '--', ids.bob ?? ''])
+    await cli(h, bob, ['data', 'get', put.uri, join(dir, 'bob.bin')], false)
+    assert.ok((await readFile(join(dir, 'bob.bin'))).equals(content))
+    await assert.rejects(cli(h, bob, ['data', 'rm', put.uri]), /FORBIDDEN/)
+    await cli(h, alice, ['data', 'revoke', '--', ids.bob ?? ''])
+    await assert.rejects(cli(h, bob, ['data', 'ls', `data://${ids.alice}/`]), /FORBIDDEN/)
+  })
+
+  it('refuses path tricks in names and links in uploaded directories', async () => {
+    for (const target of ['data://me/../x', 'data://me/a/../../b', 'data://me//etc/passwd', 'data://me/a\\b']) {
+      await assert.rejects(cli(h, alice, ['data', 'put', join(dir, 'input.bin'), target]), /INVALID_ARGUMENT/, target)
+    }
+    const api = new ApiClient({ api: h.api, key: (await loadOrCreateUserKey(alice)).key })
+    const bad = `data://${ids.alice}/a/../../${ids.mallory}/x`
+    await assert.rejects(api.signed('POST', '/v1/data/uploads', 'data.put', bad, { size: 1, sha256: sha(Buffer.from('x')) }, { uri: bad, size: 1, sha256: sha(Buffer.from('x')) }), /not a data name/)
+
+    const tree = join(dir, 'tree')
+    await mkdir(join(tree, 'sub'), { recursive: true })
+    await writeFile(join(tree, 'a.txt'), 'a')
+    await writeFile(join(tree, 'sub', 'b.txt'), 'b')
+    const put = await cli(h, alice, ['data', 'put', tree, 'data://me/tree'])
+    assert.deepEqual(put.files.map((f: any) => f.path), ['tree/a.txt', 'tree/sub/b.txt'])
+    await symlink('/etc/passwd', join(tree, 'sub', 'link'))
+    await assert.rejects(cli(h, alice, ['data', 'put', tree, 'data://me/tree2']), /symbolic link/)
+    assert.deepEqual(await cli(h, alice, ['data', 'ls', 'data://me/tree2']), [], 'nothing of a refused directory was uploaded')
+  })
+
+  it('keeps no half file when xenosd is killed during an upload, and resumes the upload after a restart', async () => {
+    const content = randomBytes(24 * 2 ** 20)
+    await writeFile(join(dir, 'big.bin'), content)
+    const uri = `data://${ids.alice}/big.bin`
+    const api = new ApiClient({ api: h.api, key: (await loadOrCreateUserKey(alice)).key })
+    const up = await api.signed<{ id: string }>('POST', '/v1/data/uploads', 'data.put', uri, { size: content.length, sha256: sha(content) }, { uri, size: content.length, sha256: sha(content) })
+    // A sender that sends 8 MiB and then stalls, as a client on a slow link would.
+    const stall = new AbortController()
+    async function * stalled (): AsyncGenerator<Uint8Array> {
+      yield content.subarray(0, 8 * 2 ** 20)
+      await sleep(60_000, undefined, { signal: stall.signal }).catch(() => {})
+    }
+    void api.signedUpload(`/v1/data/uploads/${up.id}?offset=0`, 'data.upload', up.id, { offset: 0 }, stalled()).catch(() => {})
+    const part = join(h.dataDir, 'uploads', up.id)
+    await eventually(async () => existsSync(part) && (await stat(part)).size > 0, 30_000, 'bytes of the upload to arrive')
+    await stopHost(h, 'SIGKILL')
+    stall.abort()
+    h = await startHost({ name: 'data-a', dataDir: h.dataDir })
+
+    assert.deepEqual((await cli(h, alice, ['data', 'ls'])).map((f: any) => f.path).filter((p: string) => p === 'big.bin'), [], 'no half file shows')
+    await assert.rejects(cli(h, alice, ['data', 'get', uri, join(dir, 'half.bin')]), /DATA_NOT_FOUND/)
+    const { result, stderr } = await cliRun(h, alice, ['data', 'put', join(dir, 'big.bin'), uri])
+    assert.match(stderr, /resuming at/)
+    assert.equal(result.sha256, sha(content))
+    await cli(h, alice, ['data', 'get', uri, join(dir, 'big-back.bin')], false)
+    assert.ok((await readFile(join(dir, 'big-back.bin'))).equals(content))
+    assert.deepEqual(await readdir(join(h.dataDir, 'uploads')), [], 'no part file is left')
+  })
+})
