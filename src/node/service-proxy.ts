@@ -52,8 +52,6 @@ interface Moved {
 export class ServiceProxy {
   readonly #init: ServiceProxyInit
   readonly #moved = new Map<string, Moved>()
-  /** Open connections to the services of instances on this host, by instance. */
-  readonly #local = new Map<string, Set<Socket>>()
   #turn = 0
 
   constructor (init: ServiceProxyInit) {
@@ -114,17 +112,11 @@ export class ServiceProxy {
     }
   }
 
-  /**
-   * Records that instance `id` now runs on host `to`: for a grace period, connections asked of
-   * this host go there. Its connections here end at once as failed: the VM here is paused for
-   * good and will never answer them, and those the service had not answered yet are sent again,
-   * to `to`.
-   */
+  /** Records that instance `id` now runs on host `to`: for a grace period, connections asked of this host go there. */
   moved (id: string, to: string): void {
     void this.#forget(id)
     const entry: Moved = { to, forwards: [] }
     this.#moved.set(id, entry)
-    for (const socket of this.#local.get(id) ?? []) socket.destroy(new Error(`instance ${id} moved to host ${to}`))
     // A later move of the same instance has its own grace period.
     setTimeout(() => { if (this.#moved.get(id) === entry) void this.#forget(id) }, this.#init.forwardGraceMs).unref()
   }
@@ -198,7 +190,7 @@ export class ServiceProxy {
     }
     const movedTo = this.#movedTo(id)
     if (movedTo !== undefined) throw new HandshakeRefused(`instance ${id} moved to host ${movedTo}`, movedTo)
-    return new SocketStream(this.#track(id, await connectTo(this.#endpoint(id, endpoint))), { endIsFailure: () => this.#leaving(id) })
+    return new SocketStream(await connectTo(this.#endpoint(id, endpoint)), { endIsFailure: () => this.#leaving(id) })
   }
 
   /** Where on this host endpoint `name` (the first when undefined) of instance `id` is reached. */
@@ -222,7 +214,7 @@ export class ServiceProxy {
         await incoming.refuse(movedTo === undefined ? `instance ${id} does not run on this host` : `instance ${id} moved to host ${movedTo}`, movedTo)
         return
       }
-      socket = this.#track(id, await connectTo(this.#endpoint(id, endpoint)))
+      socket = await connectTo(this.#endpoint(id, endpoint))
     } catch (err) {
       await incoming.refuse((err as Error).message).catch(() => {})
       return
@@ -235,17 +227,6 @@ export class ServiceProxy {
     // When the service's connection ends because the instance left, the client must hear a
     // failure (and try its new host), not an answer.
     splice(spliced, socket, { endIsFailure: () => this.#leaving(id) })
-  }
-
-  #track (id: string, socket: Socket): Socket {
-    const open = this.#local.get(id) ?? new Set()
-    this.#local.set(id, open)
-    open.add(socket)
-    socket.once('close', () => {
-      open.delete(socket)
-      if (open.size === 0 && this.#local.get(id) === open) this.#local.delete(id)
-    })
-    return socket
   }
 
   /** The host instance `id` moved to, unless it has come back and runs here again. */
