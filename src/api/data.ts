@@ -95,12 +95,12 @@ export function registerDataRoutes (api: Api, host: Host): void {
 
   api.get('/v1/data/file', {
     schema: {
-      summary: 'Download a file (signed `data.get` on the uri); its SHA-256 is in the `x-xenos-sha256` header',
+      summary: 'Download a file, held by this host or fetched from the one that holds it (signed `data.get` on the uri); its SHA-256 is in the `x-xenos-sha256` header',
       querystring: z.strictObject({ uri: uriSchema }),
     },
   }, async (req, reply) => {
     const ref = parseDataUri(req.query.uri)
-    const { file, blobPath } = host.data.content(signer(host, req, 'data.get', formatDataUri(ref), {}), ref.owner, ref.path)
+    const { file, blobPath } = await host.dataAccess.content(signer(host, req, 'data.get', formatDataUri(ref), {}), authOf(req), ref)
     void reply.type('application/octet-stream').header('content-length', file.size).header('x-xenos-sha256', file.sha256)
     return createReadStream(blobPath)
   })

@@ -11,4 +11,4 @@
  * await repo.complete(me, up.id)
  * ```
  */
-export { DataRepository, type ContentStore, type DataRepositoryInit, type DataUploadView } from './repository.ts'
+export { DataRepository, type ContentStore, type DataContent, type DataRepositoryInit, type DataUploadView } from './repository.ts'

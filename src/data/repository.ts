@@ -21,6 +21,8 @@ export interface DataRepositoryInit {
   /** The most bytes one owner's files and uploads under way may take on this host. */
   quotaBytes: number
   hostId: string
+  /** Told of every file stored (so the host can announce it). */
+  onStored: (file: { owner: string, path: string }) => void
 }
 
 /** An upload under way, as the API shows it. */
@@ -31,6 +33,13 @@ export interface DataUploadView {
   sha256: string
   /** Bytes received so far: the next write starts here. */
   offset: number
+}
+
+/** A file and where its bytes are. */
+export interface DataContent {
+  file: DataFileView
+  blob: string
+  blobPath: string
 }
 
 const UPLOAD_ID_PATTERN = /^u-[0-9a-f]{32}$/
@@ -135,6 +144,7 @@ export class DataRepository {
         this.#init.store.data.removeUpload(id)
       })
       await rm(this.#partOf(id), { force: true })
+      this.#init.onStored(file)
       return this.#viewOfFile(file)
     })
   }
@@ -148,10 +158,15 @@ export class DataRepository {
     return this.#viewOfFile(this.#file(requester, owner, path))
   }
 
-  /** The file and where its bytes are on this host. */
-  content (requester: string, owner: string, path: string): { file: DataFileView, blobPath: string } {
+  /** The file, the blob holding its bytes and where that is on this host. */
+  content (requester: string, owner: string, path: string): DataContent {
     const f = this.#file(requester, owner, path)
-    return { file: this.#viewOfFile(f), blobPath: this.#init.blobs.path(f.blob) }
+    return { file: this.#viewOfFile(f), blob: f.blob, blobPath: this.#init.blobs.path(f.blob) }
+  }
+
+  /** Every file here, for announcing them on the overlay. */
+  all (): Array<{ owner: string, path: string }> {
+    return this.#init.store.data.everyFile()
   }
 
   list (requester: string, owner: string, prefix: string, limit: number): DataFileView[] {

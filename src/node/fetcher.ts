@@ -26,6 +26,7 @@ export interface Pulled {
 
 /** A blob this host is fetching, as the API shows it. */
 export interface TransferView extends SwarmProgress {
+  /** What the blob is fetched for: a template id, or the data:// name of a file. */
   template: string
   startedAt: number
 }
@@ -93,7 +94,7 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
     const image = manifest.image
     const fetched = await Promise.all((await this.#init.library.missingBlobs(manifest)).map(async blob => {
       const maxBytes = blob === image?.disk || blob === image?.base ? image.diskBytes : MAX_BOOT_FILE_BYTES
-      return await this.#fetchBlob(id, blob, maxBytes)
+      return await this.fetchBlob(id, blob, maxBytes, async () => await this.#holders(id))
     }))
     await this.#init.library.verifyImage(manifest)
     const template = this.#init.library.add(manifest)
@@ -132,8 +133,11 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
     throw new XenosError('TEMPLATE_NOT_FOUND', `template ${id} is not held by any reachable host`)
   }
 
-  /** Fetches one image file; returns the bytes that came from peers. */
-  async #fetchBlob (template: string, blob: string, maxBytes: number): Promise<number> {
+  /**
+   * Fetches one blob for `purpose` (a template id or a data:// name) from `holders` and the hosts
+   * the DHT names; returns the bytes that came from peers.
+   */
+  async fetchBlob (purpose: string, blob: string, maxBytes: number, holders: () => Promise<string[]>): Promise<number> {
     let fromDht: string[] = []
     let dhtAt = 0
     let dhtQuery: Promise<void> | undefined
@@ -143,7 +147,7 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
         dhtAt = Date.now()
         dhtQuery = this.#init.overlay.findProviders(blob).then(found => { fromDht = found }).finally(() => { dhtQuery = undefined })
       }
-      return [...new Set([...await this.#holders(template), ...fromDht])]
+      return [...new Set([...await holders(), ...fromDht])]
     }
     const startedAt = Date.now()
     let counted = 0
@@ -159,9 +163,9 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
         onProgress: p => {
           this.counters.fetchedBytes += p.fetched - counted
           counted = p.fetched
-          const view = { ...p, template, startedAt }
+          const view = { ...p, template: purpose, startedAt }
           this.transfers.set(blob, view)
-          this.#pullProgress.get(template)?.set(blob, { held: p.held, size: p.size })
+          this.#pullProgress.get(purpose)?.set(blob, { held: p.held, size: p.size })
           this.emit('progress', view)
         },
         onPenalty: () => { this.counters.penalties++ },

@@ -9,6 +9,7 @@ import { serveChunks, Tunnels } from '../transfer/index.ts'
 import { loadOrCreateHostKey, Overlay } from '../overlay/index.ts'
 import { openStore, type InstanceRecord, type RemoteDisk, type Store } from '../store/index.ts'
 import { Cloud } from './cloud.ts'
+import { DataAccess } from './data-access.ts'
 import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSchema, hostTag, type HostOptions, type HostOptionsInput } from './options.ts'
 import { RequestVerifier } from './replay.ts'
 import { Migrations } from './migration.ts'
@@ -45,6 +46,7 @@ export class Host {
   readonly tunnels: Tunnels
   readonly migrations: Migrations
   readonly data: DataRepository
+  readonly dataAccess: DataAccess
   /** Checks owners' signatures on requests, once each. */
   readonly verifier = new RequestVerifier()
   readonly services: ServiceProxy
@@ -134,6 +136,15 @@ export class Host {
       uploadsDir: join(this.options.dataDir, 'uploads'),
       quotaBytes: this.options.dataQuotaBytes,
       hostId: this.overlay.peerId,
+      onStored: file => { void this.dataAccess.announce(file) },
+    })
+    this.dataAccess = new DataAccess({
+      overlay: this.overlay,
+      repository: this.data,
+      fetcher: this.cloud.fetcher,
+      blobs: this.blobs,
+      verifier,
+      log: this.log.child({ component: 'data' }),
     })
   }
 
@@ -190,12 +201,14 @@ export class Host {
     this.supervisor.startHealthChecks()
     this.cloud.serve()
     this.migrations.serve()
+    this.dataAccess.serve()
     await serveChunks(this.overlay.node, this.blobs, this.log.child({ component: 'transfer' }))
     await this.overlay.start()
     this.#started = true
     for (const t of this.library.list()) await this.#advertiseTemplate(t)
     for (const r of this.store.instances.list()) this.#instanceChanged(r.id, r)
     await this.#advertiseHost()
+    void this.dataAccess.announceAll()
     this.log.info({ peerId: this.overlay.peerId, addrs: this.overlay.multiaddrs() }, 'host started')
   }
 

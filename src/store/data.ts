@@ -65,6 +65,10 @@ export class DataTable {
     return (rows as unknown as FileRow[]).map(fileOf)
   }
 
+  everyFile (): Array<{ owner: string, path: string }> {
+    return this.#db.prepare('SELECT owner, path FROM data_files ORDER BY owner, path').all() as Array<{ owner: string, path: string }>
+  }
+
   removeFile (owner: string, path: string): boolean {
     return Number(this.#db.prepare('DELETE FROM data_files WHERE owner = ? AND path = ?').run(owner, path).changes) > 0
   }

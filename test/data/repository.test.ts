@@ -20,7 +20,7 @@ async function host (quotaBytes = 64 * 2 ** 20): Promise<{ dir: string, open: ()
     dir,
     open: async () => {
       const store = openStore(join(dir, 'state.db'))
-      const repo = new DataRepository({ store, blobs: new BlobStore(join(dir, 'blobs')), uploadsDir: join(dir, 'uploads'), quotaBytes, hostId: 'host-1' })
+      const repo = new DataRepository({ store, blobs: new BlobStore(join(dir, 'blobs')), uploadsDir: join(dir, 'uploads'), quotaBytes, hostId: 'host-1', onStored: () => {} })
       await repo.recover()
       return { repo, store }
     },

@@ -105,4 +105,27 @@ describe('data repository', () => {
     assert.ok((await readFile(join(dir, 'big-back.bin'))).equals(content))
     assert.deepEqual(await readdir(join(h.dataDir, 'uploads')), [], 'no part file is left')
   })
+
+  it('gives a file held by one host through another, which fetches it verified; access is still decided where the data is', async () => {
+    const b = await startHost({ name: 'data-b', bootstrap: [h] })
+    try {
+      const content = randomBytes(3 * 2 ** 20)
+      await writeFile(join(dir, 'shared.bin'), content)
+      const put = await cli(h, alice, ['data', 'put', join(dir, 'shared.bin'), 'data://me/shared.bin'])
+      await eventually(async () => {
+        try {
+          await cli(b, alice, ['data', 'get', put.uri, join(dir, 'via-b.bin')], false)
+          return true
+        } catch (err) {
+          if (!/DATA_NOT_FOUND/.test(String(err))) throw err
+          return false
+        }
+      }, 30_000, 'B to find the host holding the file')
+      assert.ok((await readFile(join(dir, 'via-b.bin'))).equals(content))
+      await assert.rejects(cli(b, mallory, ['data', 'get', put.uri, join(dir, 'stolen-b.bin')]), /FORBIDDEN/)
+      assert.equal(existsSync(join(dir, 'stolen-b.bin')), false)
+    } finally {
+      await stopHost(b)
+    }
+  })
 })
