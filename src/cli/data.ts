@@ -10,6 +10,9 @@ import type { ApiClient } from './client.ts'
 import { counting, progressBar } from './progress.ts'
 import { ago, bytes, table } from './table.ts'
 
+/** Files of a directory sent at once: many small files cost round trips more than bytes. */
+const PARALLEL_UPLOADS = 8
+
 interface UploadView { id: string, uri: string, size: number, sha256: string, offset: number }
 interface GrantView { owner: string, grantee: string, rights: 'read' | 'write', createdAt: number }
 
@@ -83,18 +86,23 @@ export function registerDataCommands (program: Command, { client, out }: DataCom
       }
       if (!info.isDirectory()) throw new XenosError('INVALID_ARGUMENT', `${source} is neither a regular file nor a directory`)
       const files = await filesUnder(source)
+      // Every name is checked before anything is sent.
       const refs = files.map(f => ({ owner: base.owner, path: checkDataPath(`${base.path}/${f}`) }))
       const bar = progressBar(`put ${files.length} files`, files.length)
       const done: DataFileView[] = []
-      try {
-        for (const [i, f] of files.entries()) {
-          const ref = refs[i]
-          if (ref !== undefined) done.push(await putFile(api, join(source, f), ref, true))
+      let next = 0
+      const worker = async (): Promise<void> => {
+        for (let i = next++; i < files.length; i = next++) {
+          done.push(await putFile(api, join(source, files[i] ?? ''), refs[i] ?? base, true))
           bar.update(done.length)
         }
+      }
+      try {
+        await Promise.all(Array.from({ length: Math.min(PARALLEL_UPLOADS, files.length) }, worker))
       } finally {
         bar.stop()
       }
+      done.sort((x, y) => x.path < y.path ? -1 : 1)
       out(flags, { files: done }, () => `${done.length} files under ${formatDataUri(base)}/, ${bytes(done.reduce((n, f) => n + f.size, 0))}`)
     })
 

@@ -85,14 +85,18 @@ export class DataRepository {
     if (!SHA256_PATTERN.test(sha256)) throw new XenosError('INVALID_ARGUMENT', 'sha256 must be 64 lowercase hex digits')
     const under = this.#init.store.data.uploadOf(owner, path, size, sha256)
     if (under !== undefined) return { ...this.#viewOfUpload(under), offset: await this.#received(under.id) }
-    const used = this.#init.store.data.bytesOf(owner)
-    if (used + size > this.#init.quotaBytes) {
-      throw new XenosError('QUOTA_EXCEEDED', `${formatDataUri({ owner, path })} needs ${size} bytes, and the owner's data on host ${this.#init.hostId} already takes ${used} bytes of its ${this.#init.quotaBytes}-byte quota: delete files ("xenos data rm") or use another host`)
-    }
+    this.#checkQuota(owner, path, size)
     const upload: DataUploadRecord = { id: `u-${randomBytes(16).toString('hex')}`, owner, path, size, sha256, createdAt: Date.now() }
     await mkdir(this.#init.uploadsDir, { recursive: true })
     // The part file first: a crash before the row leaves a file that recover() removes.
     await (await open(this.#partOf(upload.id), 'wx')).close()
+    try {
+      // Checked again with nothing awaited before the row is written: uploads begun meanwhile count.
+      this.#checkQuota(owner, path, size)
+    } catch (err) {
+      await rm(this.#partOf(upload.id), { force: true })
+      throw err
+    }
     this.#init.store.data.putUpload(upload)
     return { ...this.#viewOfUpload(upload), offset: 0 }
   }
@@ -216,6 +220,13 @@ export class DataRepository {
     if (u === undefined) throw new XenosError('DATA_NOT_FOUND', `no upload ${id} is under way on host ${this.#init.hostId}: it completed, was dropped, or began elsewhere`)
     this.#authorise(requester, u.owner, u.path, 'write')
     return u
+  }
+
+  #checkQuota (owner: string, path: string, size: number): void {
+    const used = this.#init.store.data.bytesOf(owner)
+    if (used + size > this.#init.quotaBytes) {
+      throw new XenosError('QUOTA_EXCEEDED', `${formatDataUri({ owner, path })} needs ${size} bytes, and the owner's data on host ${this.#init.hostId} already takes ${used} bytes of its ${this.#init.quotaBytes}-byte quota: delete files ("xenos data rm") or use another host`)
+    }
   }
 
   #authorise (requester: string, owner: string, path: string, need: DataRights): void {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -128,4 +128,42 @@ describe('data repository', () => {
       await stopHost(b)
     }
   })
+
+  it('takes a 10,000-file directory and a 2 GiB file without holding them in memory', async () => {
+    const many = join(dir, 'many')
+    for (let d = 0; d < 100; d++) {
+      await mkdir(join(many, `d${d}`), { recursive: true })
+      await Promise.all(Array.from({ length: 100 }, async (_, f) => { await writeFile(join(many, `d${d}`, `f${f}.txt`), `${d}/${f} ${randomBytes(24).toString('hex')}\n`) }))
+    }
+    const put = await cli(h, alice, ['data', 'put', many, 'data://me/many'])
+    assert.equal(put.files.length, 10_000)
+    assert.equal((await cli(h, alice, ['data', 'ls', 'data://me/many', '--limit', '20000'])).length, 10_000)
+    await cli(h, alice, ['data', 'get', 'data://me/many/d42/f7.txt', join(dir, 'f7.txt')], false)
+    assert.match(await readFile(join(dir, 'f7.txt'), 'utf8'), /^42\/7 /)
+
+    // 2 GiB of varied bytes, written 64 MiB at a time.
+    const big = join(dir, 'two.bin')
+    const block = randomBytes(64 * 2 ** 20)
+    const fh = await open(big, 'w')
+    for (let i = 0; i < 32; i++) {
+      block.writeUInt32LE(i, 0)
+      await fh.write(block)
+    }
+    await fh.close()
+    const peakBefore = await peakRss(h)
+    const file = await cli(h, alice, ['data', 'put', big, 'data://me/two.bin'])
+    assert.equal(file.size, 2 * 2 ** 30)
+    await cli(h, alice, ['data', 'get', 'data://me/two.bin', join(dir, 'two-back.bin')], false)
+    assert.equal((await stat(join(dir, 'two-back.bin'))).size, 2 * 2 ** 30, 'it came back whole (the CLI checked its SHA-256)')
+    const peak = await peakRss(h)
+    assert.ok(peak < Math.max(peakBefore, 256 * 2 ** 20) + 256 * 2 ** 20, `xenosd's peak memory grew from ${peakBefore} to ${peak} bytes while 2 GiB went through it`)
+    await rm(big, { force: true })
+    await rm(join(dir, 'two-back.bin'), { force: true })
+  })
 })
+
+/** The most memory the host's process has held so far (VmHWM), in bytes. */
+async function peakRss (h: TestHost): Promise<number> {
+  const status = await readFile(`/proc/${h.proc.pid}/status`, 'utf8')
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024
+}
