@@ -1,10 +1,10 @@
 import { createReadStream } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, RawServerDefault } from 'fastify'
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
-import { formatDataUri, parseDataUri } from '../core/index.ts'
+import { formatDataUri, parseDataUri, XenosError } from '../core/index.ts'
 import type { Host } from '../node/index.ts'
 import { authOf } from './auth.ts'
 import { errorResponses } from './schemas.ts'
@@ -62,7 +62,8 @@ export function registerDataRoutes (api: Api, host: Host): void {
     },
   }, async req => {
     const who = signer(host, req, 'data.upload', req.params.id, { offset: req.query.offset })
-    return await host.data.write(who, req.params.id, req.query.offset, req.body as Readable)
+    if (!(req.body instanceof Readable)) throw new XenosError('INVALID_ARGUMENT', 'send the bytes of an upload as application/octet-stream')
+    return await host.data.write(who, req.params.id, req.query.offset, req.body)
   })
 
   api.post('/v1/data/uploads/:id/complete', {

@@ -17,6 +17,7 @@ import {
 } from './rpc-schemas.ts'
 import { bootPhase, Rollout, untilHealthy, type HostRollout } from './rollout.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
+import { callHost, hostOfInstance } from './remote.ts'
 
 export interface CloudInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'lookup' | 'lookupName' | 'learnHost' | 'node' | 'provide' | 'findProviders'>
@@ -388,14 +389,11 @@ export class Cloud {
   }
 
   async #locate (id: string): Promise<string> {
-    const advert = await this.#init.overlay.lookup('instance', id)
-    if (advert === undefined) throw new XenosError('INSTANCE_NOT_FOUND', `no instance ${id} is advertised: check the id with "xenos instance list --all"`)
-    return advert.host
+    return await hostOfInstance(this.#init.overlay, id)
   }
 
   async #call (host: string, method: string, params: unknown, timeoutMs?: number): Promise<unknown> {
-    await this.#init.overlay.learnHost(host)
-    return await this.#init.overlay.rpc.call(host, method, params, timeoutMs === undefined ? {} : { timeoutMs })
+    return await callHost(this.#init.overlay, host, method, params, timeoutMs)
   }
 }
 

@@ -7,6 +7,7 @@ import type { Overlay } from '../overlay/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
 import { authSchema } from './rpc-schemas.ts'
+import { callHost } from './remote.ts'
 
 export interface DataAccessInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'provide' | 'findProviders' | 'learnHost'>
@@ -76,8 +77,7 @@ export class DataAccess {
     for (const host of holders) {
       let stat: z.infer<typeof statReplySchema>
       try {
-        await this.#init.overlay.learnHost(host)
-        stat = statReplySchema.parse(await this.#init.overlay.rpc.call(host, 'data.stat', { uri, auth }))
+        stat = statReplySchema.parse(await callHost(this.#init.overlay, host, 'data.stat', { uri, auth }))
       } catch (err) {
         // FORBIDDEN from the holder is the answer; another failure may be one host's.
         if (err instanceof XenosError && (err.code === 'FORBIDDEN' || err.code === 'UNAUTHENTICATED')) throw err

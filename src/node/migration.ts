@@ -10,6 +10,7 @@ import type { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
 import { authSchema, instanceIdSchema, instanceViewSchema, peerIdSchema, templateIdSchema } from './rpc-schemas.ts'
 import type { DiskPlan, InstanceSupervisor, RemoteDisks } from './supervisor.ts'
+import { callHost, hostOfInstance } from './remote.ts'
 
 export interface MigrationsInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost' | 'lookup' | 'search'>
@@ -146,10 +147,8 @@ export class Migrations implements RemoteDisks {
    */
   async migrate (id: string, to: string, copyDisk: boolean, auth: RequestAuth, onStatus: (s: MigrationStatus) => void = () => {}): Promise<MigrationResult> {
     if (this.#init.supervisor.has(id)) return await this.#migrateHere(id, to, copyDisk, auth, onStatus)
-    const advert = await this.#init.overlay.lookup('instance', id)
-    if (advert === undefined) throw new XenosError('INSTANCE_NOT_FOUND', `no instance ${id} is advertised: check the id with "xenos instance list --all"`)
-    await this.#init.overlay.learnHost(advert.host)
-    return migrationResultSchema.parse(await this.#init.overlay.rpc.call(advert.host, 'instance.migrate', { id, to, copyDisk, auth }, { timeoutMs: PREPARE_TIMEOUT_MS + 10 * 60_000 }))
+    const host = await hostOfInstance(this.#init.overlay, id)
+    return migrationResultSchema.parse(await callHost(this.#init.overlay, host, 'instance.migrate', { id, to, copyDisk, auth }, PREPARE_TIMEOUT_MS + 10 * 60_000))
   }
 
   async #migrateHere (id: string, to: string, copyDisk: boolean, auth: RequestAuth, onStatus: (s: MigrationStatus) => void = () => {}): Promise<MigrationResult> {
@@ -302,8 +301,7 @@ export class Migrations implements RemoteDisks {
   }
 
   async release (id: string, disk: RemoteDisk): Promise<void> {
-    await this.#init.overlay.learnHost(disk.host)
-    await this.#init.overlay.rpc.call(disk.host, 'disk.release', { id })
+    await callHost(this.#init.overlay, disk.host, 'disk.release', { id })
   }
 }
 

@@ -115,6 +115,26 @@ describe('host API', () => {
     over.store.close()
   })
 
+  it('refuses bad requests to the data repository with clear codes, and keeps nothing of them', async () => {
+    const uri = `data://${alice.id}/in.txt`
+    const sha = 'a'.repeat(64)
+    const begin = async (body: unknown, headers: Record<string, string>): Promise<any> => await app.inject({ method: 'POST', url: '/v1/data/uploads', payload: body as object, headers })
+    assert.equal((await begin({ uri, size: 3, sha256: sha }, {})).json().error.code, 'UNAUTHENTICATED')
+    assert.equal((await begin({ uri, size: 3, sha256: sha }, signed('data.put', uri, { size: 4, sha256: sha }))).json().error.code, 'UNAUTHENTICATED')
+    const traversal = `data://${alice.id}/a/../b`
+    assert.equal((await begin({ uri: traversal, size: 3, sha256: sha }, signed('data.put', traversal, { size: 3, sha256: sha }))).json().error.code, 'INVALID_ARGUMENT')
+    assert.equal((await begin({ uri, size: -1, sha256: sha }, signed('data.put', uri, { size: -1, sha256: sha }))).json().error.code, 'INVALID_ARGUMENT')
+    assert.equal((await begin({ uri, size: 3, sha256: 'xyz' }, signed('data.put', uri, { size: 3, sha256: 'xyz' }))).json().error.code, 'INVALID_ARGUMENT')
+    const up = (await begin({ uri, size: 3, sha256: sha }, signed('data.put', uri, { size: 3, sha256: sha }))).json()
+    assert.match(up.id, /^u-[0-9a-f]{32}$/)
+    const json = await app.inject({ method: 'PUT', url: `/v1/data/uploads/${up.id}?offset=0`, payload: { not: 'bytes' }, headers: signed('data.upload', up.id, { offset: 0 }) })
+    assert.equal(json.json().error.code, 'INVALID_ARGUMENT')
+    const badId = await app.inject({ method: 'GET', url: '/v1/data/uploads/..%2F..%2Fstate.db', headers: signed('data.upload', '../../state.db', {}) })
+    assert.equal(badId.json().error.code, 'INVALID_ARGUMENT')
+    const notFound = await app.inject({ method: 'GET', url: `/v1/data/file?uri=${encodeURIComponent(uri)}`, headers: signed('data.get', uri, {}) })
+    assert.equal(notFound.json().error.code, 'DATA_NOT_FOUND')
+  })
+
   it('exposes Prometheus metrics', async () => {
     const res = await app.inject({ method: 'GET', url: '/metrics' })
     assert.equal(res.statusCode, 200)
