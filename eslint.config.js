@@ -1,15 +1,16 @@
 // @ts-check
 import tseslint from 'typescript-eslint'
 
-const folders = ['core', 'store', 'overlay', 'images', 'transfer', 'hypervisor', 'node', 'api', 'cli']
-/** What each folder may import from (DESIGN.md: core ← store ← {overlay, images, hypervisor} ← node ← {api, cli}). */
+const folders = ['core', 'store', 'overlay', 'images', 'transfer', 'hypervisor', 'data', 'node', 'api', 'cli']
+/** What each folder may import from (DESIGN.md: core ← store ← {overlay, images, hypervisor, data} ← node ← {api, cli}). */
 const allowed = {
   core: [],
   store: ['core'],
   overlay: ['core', 'store'],
   images: ['core', 'store'],
   hypervisor: ['core', 'store'],
-  node: ['core', 'store', 'overlay', 'images', 'hypervisor', 'transfer'],
+  data: ['core', 'store'],
+  node: ['core', 'store', 'overlay', 'images', 'hypervisor', 'transfer', 'data'],
   transfer: ['core', 'store'],
   api: ['core', 'store', 'images', 'node'],
   cli: ['core', 'store', 'images', 'api', 'node'],
