@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { ADVERT_KINDS, CONTROL_ACTIONS, INSTANCE_STATES, blobIdSchema, nameRecordSchema, nameSchema } from '../core/index.ts'
-import { instanceIdSchema, instanceViewSchema, peerIdSchema, ROLLOUT_PHASES, snapshotIdSchema, templateIdSchema } from '../node/index.ts'
+import { deployParamsSchema, instanceIdSchema, instanceViewSchema, peerIdSchema, ROLLOUT_PHASES, snapshotIdSchema, templateIdSchema } from '../node/index.ts'
 
 /** Request and response schemas of the HTTP API; they also make up /openapi.json. */
 export const errorSchema = z.object({
@@ -80,6 +80,7 @@ export const deployBody = z.strictObject({
   count: z.number().int().min(1).max(100).default(1),
   name: nameSchema.nullable().default(null),
   snapshot: snapshotIdSchema.optional().describe('start from this snapshot instead of booting'),
+  inputs: deployParamsSchema.shape.inputs.describe('files of the data repository staged read-only at /in in each instance: `{uri, auth}`, auth the deployer\'s `data.get` signature on the uri'),
   wait: z.boolean().default(false).describe('answer once the instances have booted and passed their health checks (not signed: it changes only when the answer comes)'),
   waitMs: z.number().int().min(1000).max(3_600_000).optional(),
 })

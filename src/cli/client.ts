@@ -1,4 +1,4 @@
-import { encodeAuthHeader, formatTemplateUri, isTemplateUri, parseTemplateUri, signAction, signNameRecord, XenosError, type NameRecord, type OwnerKey } from '../core/index.ts'
+import { encodeAuthHeader, formatTemplateUri, isTemplateUri, parseTemplateUri, signAction, signNameRecord, XenosError, type NameRecord, type OwnerKey, type RequestAuth } from '../core/index.ts'
 import type { DeployParams, DeployResult, HostRollout } from '../node/index.ts'
 
 /** A watched request (a deploy waiting for a large template on many hosts, a migration) can take long. */
@@ -124,8 +124,13 @@ export class ApiClient {
     throw new XenosError('PEER_PROTOCOL', `the host closed the event stream of ${action} before its result`)
   }
 
+  /** A signature of the user's for `action` on `target` with `params`, to hand to a host inside another request. */
+  authFor (action: string, target: string, params: unknown): RequestAuth {
+    return signAction(this.#signer(), { action, target, params })
+  }
+
   #auth (action: string, target: string, params: unknown): Record<string, string> {
-    return { 'x-xenos-auth': encodeAuthHeader(signAction(this.#signer(), { action, target, params })) }
+    return { 'x-xenos-auth': encodeAuthHeader(this.authFor(action, target, params)) }
   }
 
   #signer (): OwnerKey {

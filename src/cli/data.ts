@@ -5,7 +5,7 @@ import { lstat, readdir, rename, rm, stat } from 'node:fs/promises'
 import { basename, join, relative, sep } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { checkDataPath, formatDataUri, hashing, isDataUri, parseDataUri, XenosError, type DataFileView, type DataRef } from '../core/index.ts'
+import { checkDataPath, formatDataUri, hashing, isDataUri, parseDataUri, XenosError, type DataFileView, type DataRef, type RequestAuth } from '../core/index.ts'
 import type { ApiClient } from './client.ts'
 import { counting, progressBar } from './progress.ts'
 import { ago, bytes, table } from './table.ts'
@@ -69,6 +69,14 @@ async function putFile (api: ApiClient, file: string, ref: DataRef, quiet: boole
     }
   }
   return await api.signed<DataFileView>('POST', `/v1/data/uploads/${up.id}/complete`, 'data.complete', up.id, {})
+}
+
+/** Files of the user's to stage into a deploy's instances, each with the user's signature to read it. */
+export function signedInputs (api: ApiClient, targets: string[]): Array<{ uri: string, auth: RequestAuth }> {
+  return targets.map(t => {
+    const uri = formatDataUri(refOf(t, api.owner))
+    return { uri, auth: api.authFor('data.get', uri, {}) }
+  })
 }
 
 export function registerDataCommands (program: Command, { client, out }: DataCommandsInit): void {

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path'
 import { CONTROL_ACTIONS, formatTemplateUri, isTemplateUri, parseTemplateUri, toXenosError, XenosError, type InstanceMetrics, type InstanceView, type NameRecord } from '../core/index.ts'
 import { DEFAULT_DATA_DIR, type DeployResult, type DrainResult, type DrainStatus, type MigrationResult, type MigrationStatus, type TemplateSummary } from '../node/index.ts'
 import { ApiClient, errorOf } from './client.ts'
-import { registerDataCommands } from './data.ts'
+import { registerDataCommands, signedInputs } from './data.ts'
 import { runDaemon } from './daemon.ts'
 import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
 import { DEFAULT_KEY_FILE, loadOrCreateUserKey } from './keys.ts'
@@ -266,14 +266,21 @@ export function buildProgram (): Command {
     .option('--name <name>', 'instance name (suffixed -1, -2… when there are several)')
     .option('--from-snapshot <id>', 'start from a snapshot of this template instead of booting (on the host that holds it)')
     .option('--wait', 'wait until every instance has booted and passed its health checks, and time each phase')
-    .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean }, cmd: Command) => {
+    .option('--in <file>', 'a file of the data repository (data://me/PATH) to stage read-only at /in/NAME in each instance; repeatable', collect)
+    .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean, in?: string[] }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       if (!Number.isInteger(o.count) || o.count < 1 || o.count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
       if (o.host !== undefined && o.hosts !== undefined) throw new XenosError('INVALID_ARGUMENT', 'give --host or --hosts, not both')
       const t = await api.template<TemplateSummary>(ref)
       const wanted = o.hosts?.split(',').map(h => h.trim()).filter(h => h !== '') ?? (o.host === undefined ? undefined : [o.host])
       const hosts = wanted === undefined ? null : await Promise.all(wanted.map(async h => await resolveHost(api, h)))
-      const params = { hosts, count: o.count, name: o.name ?? null, ...(o.fromSnapshot === undefined ? {} : { snapshot: o.fromSnapshot }) }
+      const params = {
+        hosts,
+        count: o.count,
+        name: o.name ?? null,
+        ...(o.fromSnapshot === undefined ? {} : { snapshot: o.fromSnapshot }),
+        ...(o.in === undefined ? {} : { inputs: signedInputs(api, o.in) }),
+      }
       process.stderr.write(`deploying ${t.name}:${t.version} on ${hosts === null ? 'the hosts with most room' : `${hosts.length} host(s)`}${o.wait === true ? ', waiting until healthy' : ''}…\n`)
       const names = await hostNames(api)
       const view = new RolloutView(names)

@@ -119,6 +119,8 @@ export interface TaskSpec {
   incoming?: string | undefined
   /** Use the disk served on this unix socket (by the host the VM migrated from) instead of one of its own. */
   remoteDisk?: string | undefined
+  /** Further raw disk images the VM sees, each named by its serial (VM drivers only). */
+  disks?: Array<{ path: string, serial: string, readOnly: boolean }> | undefined
 }
 
 export interface TaskHandle {

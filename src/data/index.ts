@@ -12,3 +12,4 @@
  * ```
  */
 export { DataRepository, type ContentStore, type DataContent, type DataRepositoryInit, type DataUploadView } from './repository.ts'
+export { buildInputImage, type StagedFile } from './stage.ts'

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import { rm } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { z } from 'zod'
 import {
@@ -13,7 +14,7 @@ import type { RequestVerifier } from './replay.ts'
 import {
   instanceMetricsSchema, instanceViewSchema, rpcControlSchema, rpcDeploySchema, rpcInstanceSchema, rpcLogsSchema, rpcSnapshotSchema, rpcTemplateGetSchema,
   snapshotViewSchema, deployReplySchema, deployStatusSchema, rpcDeployStatusSchema, rpcDeriveSchema, templateSummarySchema,
-  type DeployParams, type DeployStatus, type DeployTiming, type DeriveParams,
+  type DeployInput, type DeployParams, type DeployStatus, type DeployTiming, type DeriveParams,
 } from './rpc-schemas.ts'
 import { bootPhase, Rollout, untilHealthy, type HostRollout } from './rollout.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
@@ -27,6 +28,8 @@ export interface CloudInit {
   store: Pick<Store, 'snapshots'>
   supervisor: InstanceSupervisor
   verifier: RequestVerifier
+  /** Builds the read-only disk of a deploy's inputs for `owner`; returns its path, to remove once the instances link it. */
+  stageInputs: (owner: string, inputs: DeployInput[]) => Promise<string>
   /** Called when a template arrives from a peer, so this host advertises it too. */
   onTemplateAdded: (t: Template) => void
   log: Logger
@@ -255,7 +258,14 @@ export class Cloud {
       if (snapshot.owner !== auth.owner) throw new XenosError('FORBIDDEN', `snapshot ${snapshot.id} belongs to another owner`)
       if (snapshot.templateId !== id) throw new XenosError('INVALID_ARGUMENT', `snapshot ${snapshot.id} is of template ${snapshot.templateId}, not ${id}`)
     }
-    const instances = await this.#init.supervisor.create(template, auth.owner, params.name ?? undefined, count, snapshot)
+    if (params.inputs !== undefined && snapshot !== undefined) throw new XenosError('INVALID_ARGUMENT', 'instances started from a snapshot cannot have inputs staged: their memory was saved without them')
+    const inputs = params.inputs === undefined ? undefined : await this.#init.stageInputs(auth.owner, params.inputs)
+    let instances: InstanceView[]
+    try {
+      instances = await this.#init.supervisor.create(template, auth.owner, params.name ?? undefined, count, snapshot, inputs)
+    } finally {
+      if (inputs !== undefined) await rm(inputs, { force: true })
+    }
     return { instances, timing: { fetchMs: Math.round(t1 - t0), fetchedBytes: fetched, createMs: Math.round(performance.now() - t1) } }
   }
 

@@ -1,11 +1,10 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { BLOB_ID_PATTERN, formatDataUri, parseDataUri, XenosError, type DataRef, type RequestAuth } from '../core/index.ts'
+import { BLOB_ID_PATTERN, formatDataUri, parseDataUri, verifyAction, XenosError, type DataRef, type RequestAuth } from '../core/index.ts'
 import type { DataContent, DataRepository } from '../data/index.ts'
 import type { BlobStore } from '../images/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
-import type { RequestVerifier } from './replay.ts'
 import { authSchema } from './rpc-schemas.ts'
 import { callHost } from './remote.ts'
 
@@ -14,7 +13,6 @@ export interface DataAccessInit {
   repository: DataRepository
   fetcher: Pick<TemplateFetcher, 'fetchBlob'>
   blobs: Pick<BlobStore, 'has' | 'path'>
-  verifier: RequestVerifier
   log: Logger
 }
 
@@ -92,9 +90,14 @@ export class DataAccess {
     throw new XenosError('DATA_NOT_FOUND', `no host holds ${uri}: check the name with "xenos data ls"`)
   }
 
+  /**
+   * Checks a forwarded `data.get` signature. A read signature may come more than once (each host
+   * of a deploy stages the same inputs), so it is not refused as a replay: within its few minutes
+   * it only lets the hosts it was given to read again what they could read once.
+   */
   #verified (uri: string, auth: RequestAuth): { ref: DataRef, who: string } {
     const ref = parseDataUri(uri)
-    this.#init.verifier.verify(auth, { action: 'data.get', target: formatDataUri(ref), params: {} })
+    verifyAction(auth, { action: 'data.get', target: formatDataUri(ref), params: {} })
     return { ref, who: auth.owner }
   }
 }

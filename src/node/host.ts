@@ -1,14 +1,16 @@
-import { mkdir } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino, { type Logger } from 'pino'
-import { XenosError, type Driver, type Fingerprint, type InstanceView, type NameRecord, type Resources, type Template } from '../core/index.ts'
-import { DataRepository } from '../data/index.ts'
+import { parseDataUri, XenosError, type Driver, type Fingerprint, type InstanceView, type NameRecord, type Resources, type Template } from '../core/index.ts'
+import { buildInputImage, DataRepository, type StagedFile } from '../data/index.ts'
 import { detectCgroups, DEFAULT_TASK_UID, processDriver, qemuDriver } from '../hypervisor/index.ts'
 import { BlobStore, NameRegistry, TemplateLibrary } from '../images/index.ts'
 import { serveChunks, Tunnels } from '../transfer/index.ts'
 import { loadOrCreateHostKey, Overlay } from '../overlay/index.ts'
 import { openStore, type InstanceRecord, type RemoteDisk, type Store } from '../store/index.ts'
 import { Cloud } from './cloud.ts'
+import type { DeployInput } from './rpc-schemas.ts'
 import { DataAccess } from './data-access.ts'
 import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSchema, hostTag, type HostOptions, type HostOptionsInput } from './options.ts'
 import { RequestVerifier } from './replay.ts'
@@ -108,6 +110,7 @@ export class Host {
       blobs: this.blobs,
       store: this.store,
       verifier,
+      stageInputs: async (owner, inputs) => await this.#stageInputs(owner, inputs),
       onTemplateAdded: t => { void this.#advertiseTemplate(t) },
       log: this.log.child({ component: 'cloud' }),
     })
@@ -143,7 +146,6 @@ export class Host {
       repository: this.data,
       fetcher: this.cloud.fetcher,
       blobs: this.blobs,
-      verifier,
       log: this.log.child({ component: 'data' }),
     })
   }
@@ -197,6 +199,8 @@ export class Host {
     await this.services.start()
     await this.supervisor.recover()
     await this.data.recover()
+    // Disks of inputs a deploy was building when the host stopped.
+    await rm(this.#stagingDir, { recursive: true, force: true })
     await this.migrations.reissue()
     this.supervisor.startHealthChecks()
     this.cloud.serve()
@@ -238,6 +242,29 @@ export class Host {
     const accepted = this.names.accept(record)
     if (accepted.changed) await this.overlay.broadcast(NAMES_TOPIC, accepted.record)
     return accepted
+  }
+
+  /**
+   * Builds the read-only disk of a deploy's inputs: each file, here or fetched from the host that
+   * holds it, read with `owner`'s rights (the deploy's signer, who must have signed each input).
+   */
+  async #stageInputs (owner: string, inputs: DeployInput[]): Promise<string> {
+    const files: StagedFile[] = []
+    for (const input of inputs) {
+      if (input.auth.owner !== owner) throw new XenosError('FORBIDDEN', `input ${input.uri} is signed by another key than the deploy: sign both with the same key`)
+      const ref = parseDataUri(input.uri)
+      const { file, blobPath } = await this.dataAccess.content(owner, input.auth, ref)
+      files.push({ name: ref.path.slice(ref.path.lastIndexOf('/') + 1), path: blobPath, size: file.size })
+    }
+    const image = join(this.#stagingDir, `${randomBytes(8).toString('hex')}.img`)
+    await mkdir(this.#stagingDir, { recursive: true })
+    await buildInputImage(files, image)
+    return image
+  }
+
+  /** Where the disks of inputs are built, before instances link them. */
+  get #stagingDir (): string {
+    return join(this.options.dataDir, 'staging')
   }
 
   /** Removes a template no instance or snapshot here uses, and the image files only it needed. */

@@ -23,8 +23,11 @@ export const deployParamsSchema = z.strictObject({
   name: nameSchema.nullable(),
   /** Start from this snapshot (held by the deploying host) instead of booting. */
   snapshot: snapshotIdSchema.optional(),
+  /** Files staged into each instance, read-only at /in: a data:// name and the deployer's `data.get` signature on it. */
+  inputs: z.array(z.strictObject({ uri: z.string().min(1).max(2048), auth: authSchema })).min(1).max(64).optional(),
 })
 export type DeployParams = z.infer<typeof deployParamsSchema>
+export type DeployInput = NonNullable<DeployParams['inputs']>[number]
 
 export const rpcDeploySchema = z.strictObject({
   template: templateIdSchema,

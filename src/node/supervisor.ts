@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs'
-import { copyFile, mkdir, rm, writeFile } from 'node:fs/promises'
+import { copyFile, link, mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
@@ -59,6 +59,9 @@ interface LiveTask {
 }
 
 const LOG_TAIL_LINES = 20
+/** An instance's staged inputs, in its directory: a read-only disk the guest mounts at /in. */
+const INPUTS_IMAGE = 'inputs.img'
+const INPUTS_SERIAL = 'xenos-in'
 /** Marks the directory of an instance still arriving by migration (it names the host it comes from): a restart removes it whole. */
 const INCOMING_MARKER = 'incoming'
 
@@ -193,6 +196,7 @@ export class InstanceSupervisor {
     return await this.#locks.run(id, async () => {
       const r = this.#get(id)
       this.#expect(r, ['running', 'paused'], 'snapshot')
+      this.#refuseIfStaged(r, 'snapshot')
       const driver = this.#driverFor(r.driver)
       if (driver.snapshot === undefined) throw new XenosError('INVALID_STATE', `instance ${id} runs on the ${r.driver} driver, which cannot take snapshots`)
       const snap: SnapshotRecord = { id: newSnapshotId(), instanceId: id, templateId: r.templateId, owner: r.owner, createdAt: Date.now() }
@@ -236,8 +240,11 @@ export class InstanceSupervisor {
     return join(this.#init.instancesDir, '..', 'snapshots', id)
   }
 
-  /** Creates and starts `count` instances of a template held locally (from a snapshot of it, if given). */
-  async create (template: Template, owner: string, name: string | undefined, count: number, snapshot?: SnapshotRecord): Promise<InstanceView[]> {
+  /**
+   * Creates and starts `count` instances of a template held locally (from a snapshot of it, if
+   * given), each with the disk image `inputs` (if given) as its staged inputs.
+   */
+  async create (template: Template, owner: string, name: string | undefined, count: number, snapshot?: SnapshotRecord, inputs?: string): Promise<InstanceView[]> {
     const driver = this.#driverFor(template.manifest.driver)
     const records = await this.#locks.run('admission', async () => {
       this.#admit(template, count)
@@ -258,6 +265,11 @@ export class InstanceSupervisor {
       return out
     })
     return await Promise.all(records.map(async r => await this.#locks.run(r.id, async () => {
+      if (inputs !== undefined) {
+        // Read-only, so every instance of the deploy shares the one image.
+        await mkdir(join(this.#init.instancesDir, r.id), { recursive: true })
+        await link(inputs, join(this.#init.instancesDir, r.id, INPUTS_IMAGE))
+      }
       if (snapshot === undefined) {
         await this.#startTask(r, template)
       } else {
@@ -331,6 +343,7 @@ export class InstanceSupervisor {
     await this.#locks.run(id, async () => {
       const r = this.#get(id)
       this.#expect(r, ['running'], 'migrate')
+      this.#refuseIfStaged(r, 'migrate')
       const driver = this.#migrator(r)
       if (r.remoteDisk !== null) throw new XenosError('INVALID_STATE', `instance ${id} runs on a disk served by host ${r.remoteDisk.host}, where it migrated from, and cannot move again: only instances moved with --copy-disk can. Start another instance where you want it with "xenos replicate ${id} --to HOST"`)
       const handle = this.#handle(r)
@@ -448,6 +461,11 @@ export class InstanceSupervisor {
     })
   }
 
+  /** Staged inputs stay with the host that staged them, for now. */
+  #refuseIfStaged (r: InstanceRecord, action: string): void {
+    if (existsSync(join(this.#init.instancesDir, r.id, INPUTS_IMAGE))) throw new XenosError('INVALID_STATE', `cannot ${action} instance ${r.id}: it has staged inputs, which do not move yet; deploy another instance with the same inputs where you want it`)
+  }
+
   #refuseIfMoving (id: string, action: string): void {
     if (this.#moving.has(id)) throw new XenosError('INVALID_STATE', `cannot ${action} instance ${id}: it is migrating to another host`)
   }
@@ -558,6 +576,7 @@ export class InstanceSupervisor {
         restoreFrom,
         incoming,
         remoteDisk: r.remoteDisk === null ? undefined : await this.#init.remoteDisks.attach(r.id, r.remoteDisk),
+        disks: existsSync(join(dir, INPUTS_IMAGE)) ? [{ path: join(dir, INPUTS_IMAGE), serial: INPUTS_SERIAL, readOnly: true }] : undefined,
       })
       // An arriving VM waits paused, still `creating`, until it takes over.
       this.#set(r.id, { state: incoming === undefined ? 'running' : 'creating', handle })

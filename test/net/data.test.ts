@@ -6,7 +6,8 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ApiClient, loadOrCreateUserKey } from '../../src/cli/index.ts'
-import { cli, cliRun, eventually, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { cli, cliRun, eventually, getJson, httpGet, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { skipWithoutQemu } from '../helpers/vm.ts'
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
@@ -167,3 +168,65 @@ async function peakRss (h: TestHost): Promise<number> {
   const status = await readFile(`/proc/${h.proc.pid}/status`, 'utf8')
   return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024
 }
+
+/** A service that shouts its input: it upper-cases /in/words.txt and serves the result at /out. */
+const SHOUT = [
+  'name: shout',
+  'version: "1"',
+  'resources: {cpu: 1, memory: 96}',
+  'ports: [{name: http, protocol: http, guest: 8080, health: /out}]',
+  'command: >-',
+  '  mkdir -p /run/www; ls /in > /run/www/ls; tr a-z A-Z < /in/words.txt > /run/www/out; exec httpd -f -p 8080 -h /run/www',
+  '',
+].join('\n')
+
+/** Data staged into real VMs: a file held by one host, read-only at /in in a VM on another. */
+describe('staged inputs', { skip: skipWithoutQemu }, () => {
+  let a: TestHost, b: TestHost
+  let dir: string
+  let alice: string, mallory: string
+
+  before(async () => {
+    dir = await tempDir('stage')
+    alice = join(dir, 'alice.pem')
+    mallory = join(dir, 'mallory.pem')
+    a = await startHost({ name: 'stage-a' })
+    b = await startHost({ name: 'stage-b', bootstrap: [a] })
+    await mkdir(join(dir, 'shout'))
+    await writeFile(join(dir, 'shout', 'template.yaml'), SHOUT)
+    await cli(a, alice, ['template', 'build', join(dir, 'shout')])
+  })
+
+  after(async () => {
+    for (const h of [a, b]) {
+      for (const i of (await getJson(h, '/v1/instances').catch(() => ({ instances: [] }))).instances) {
+        if (i.host === h.info.peerId) await cli(h, alice, ['instance', 'destroy', i.id]).catch(() => {})
+      }
+    }
+    await Promise.all([a, b].map(async h => { await stopHost(h) }))
+  })
+
+  it('mounts a file uploaded to one host read-only in a VM deployed on another; another key cannot stage it', async () => {
+    const words = `hello from the repository ${randomBytes(8).toString('hex')}\n`
+    await writeFile(join(dir, 'words.txt'), words)
+    const put = await cli(a, alice, ['data', 'put', join(dir, 'words.txt'), 'data://me/in/words.txt'])
+    const deployed = await eventually(async () => {
+      try {
+        return await cli(a, alice, ['deploy', 'shout', '--host', 'stage-b', '--in', put.uri, '--wait'])
+      } catch (err) {
+        if (/DATA_NOT_FOUND|no host holds/.test(String(err))) return undefined
+        throw err
+      }
+    }, 60_000, 'B to find the file and run the VM')
+    const inst = deployed.instances[0]
+    assert.equal(inst.host, b.info.peerId)
+    assert.equal((await httpGet(`${inst.endpoints[0].url}/out`))?.trim(), words.trim().toUpperCase())
+    assert.equal((await httpGet(`${inst.endpoints[0].url}/ls`))?.trim(), 'words.txt')
+
+    const api = new ApiClient({ api: a.api, key: (await loadOrCreateUserKey(mallory)).key })
+    const t = await api.template<{ id: string }>('shout')
+    await assert.rejects(api.deploy(t.id, { hosts: [b.info.peerId], count: 1, name: null, inputs: [{ uri: put.uri, auth: api.authFor('data.get', put.uri, {}) }] }),
+      (err: any) => err.code === 'FORBIDDEN' && /not granted/.test(err.message))
+    assert.equal((await getJson(b, '/v1/instances')).instances.filter((i: any) => i.owner !== inst.owner).length, 0, 'nothing of hers runs on B')
+  })
+})

@@ -140,6 +140,12 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       // The disk through its server (see disk-server.ts), so another host's VM can take it over.
       '-blockdev', `driver=nbd,node-name=disk,server.type=unix,server.path=${disk},export=${DISK_EXPORT},reconnect-delay=${DISK_RECONNECT_S},discard=unmap`,
       '-device', 'virtio-blk-pci,drive=disk',
+      // Staged data: the guest finds each disk by its serial.
+      ...(spec.disks ?? []).flatMap((d, i) => [
+        '-blockdev', `driver=file,node-name=extra${i}-file,filename=${d.path},read-only=${d.readOnly ? 'on' : 'off'}`,
+        '-blockdev', `driver=raw,node-name=extra${i},file=extra${i}-file,read-only=${d.readOnly ? 'on' : 'off'}`,
+        '-device', `virtio-blk-pci,drive=extra${i},serial=${d.serial}`,
+      ]),
       '-netdev', ['user', 'id=net0', ...forwards].join(','),
       '-device', 'virtio-net-pci,netdev=net0,romfile=',
     ]

@@ -1,0 +1,26 @@
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { buildInputImage } from '../../src/data/index.ts'
+import { tempDir } from '../helpers/cluster.ts'
+
+describe('staged inputs image', () => {
+  it('holds exactly the inputs at its root, and refuses names that clash or leave the root', async () => {
+    const dir = await tempDir('stage-unit')
+    await writeFile(join(dir, 'blob-a'), 'alpha\n')
+    await writeFile(join(dir, 'blob-b'), 'beta\n')
+    const image = join(dir, 'in.img')
+    await buildInputImage([{ name: 'a.txt', path: join(dir, 'blob-a'), size: 6 }, { name: 'b.txt', path: join(dir, 'blob-b'), size: 5 }], image)
+    const listing = execFileSync('debugfs', ['-R', 'ls -p /', image], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()
+    const names = listing.split('\n').map(l => l.split('/')[5]).filter(n => n !== undefined && n !== '' && n !== '.' && n !== '..')
+    assert.deepEqual(names.sort(), ['a.txt', 'b.txt'])
+    assert.equal(execFileSync('debugfs', ['-R', 'cat /b.txt', image], { stdio: ['ignore', 'pipe', 'ignore'] }).toString(), 'beta\n')
+
+    await assert.rejects(buildInputImage([{ name: 'x', path: join(dir, 'blob-a'), size: 6 }, { name: 'x', path: join(dir, 'blob-b'), size: 5 }], join(dir, 'dup.img')), /two inputs are named x/)
+    await assert.rejects(buildInputImage([{ name: '..', path: join(dir, 'blob-a'), size: 6 }], join(dir, 'up.img')), /cannot name a staged file/)
+    assert.equal(existsSync(join(dir, 'dup.img')), false)
+  })
+})
