@@ -86,13 +86,19 @@ export class ServiceProxy {
       sockets.add(socket)
       socket.once('close', () => sockets.delete(socket))
       socket.on('error', () => {})
+      let reached: string | undefined
       const reach = async (): Promise<Stream> => {
         const r = await this.#reach(target)
         last = { host: r.host, id: r.id }
+        reached = r.id
         return r.stream
       }
       reach().then(stream => {
-        splice(stream, socket, { reopen: async () => await reach().catch(() => undefined) })
+        splice(stream, socket, {
+          reopen: async () => await reach().catch(() => undefined),
+          // An answer from an instance that is moving away from this host may be cut by the switch-over.
+          holdAnswer: () => reached !== undefined && this.#init.supervisor.isMoving(reached),
+        })
       }, (err: unknown) => {
         failed++
         this.#init.log.info({ err, target: target.target }, 'a connection could not reach its service')

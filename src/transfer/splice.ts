@@ -5,6 +5,9 @@ import type { Stream } from '@libp2p/interface'
 const READ_BUFFER_BYTES = 32 * 1024 * 1024
 /** Bytes of a connection kept for sending again, until the far end answers. */
 const MAX_REPLAY_BYTES = 1024 * 1024
+/** The most of an answer held back, and for how long, while the path may still fail (see `holdAnswer`). */
+const MAX_HELD_BYTES = 1024 * 1024
+const MAX_HOLD_MS = 3000
 
 export interface SpliceOptions {
   /**
@@ -17,6 +20,13 @@ export interface SpliceOptions {
    * written so far through again (the same service, reached another way), or undefined to give up.
    */
   reopen?: () => Promise<Stream | undefined>
+  /**
+   * Asked when the first bytes come back (with `reopen`): true holds the answer back until the far
+   * end closes cleanly, or a megabyte or three seconds of it have come, so that if the path fails
+   * meanwhile the connection is sent again as if nothing had come back. For a service that is
+   * moving: an answer the switch-over cuts half-way is then sent again whole, not broken off.
+   */
+  holdAnswer?: () => boolean
 }
 
 /** Copies bytes both ways between a stream and a socket, with backpressure, until both ends close. */
@@ -28,6 +38,7 @@ export function splice (first: Stream, socket: Socket, options: SpliceOptions = 
   let answered = false
   let unanswered: Buffer[] | undefined = options.reopen === undefined ? undefined : []
   let unansweredBytes = 0
+  let held: { pieces: Buffer[], bytes: number, timer: NodeJS.Timeout } | undefined
 
   // The remote's end arrives at once, even while data it sent still waits here: end the socket
   // only once all of that has been written to it.
@@ -35,14 +46,37 @@ export function splice (first: Stream, socket: Socket, options: SpliceOptions = 
     if (remoteEnded && !paused && stream.readBufferLength === 0 && !socket.writableEnded) socket.end()
   }
 
+  /** Lets a held answer through: from here on it counts as answered. */
+  const release = (): void => {
+    if (held === undefined) return
+    const { pieces, timer } = held
+    held = undefined
+    clearTimeout(timer)
+    answered = true
+    unanswered = undefined
+    for (const piece of pieces) socket.write(piece)
+  }
+
   const attach = (s: Stream): void => {
     s.maxReadBufferLength = READ_BUFFER_BYTES
     s.addEventListener('message', event => {
       if (s !== stream) return
-      answered = true
-      unanswered = undefined
       const data = event.data
       const pieces = data instanceof Uint8Array ? [data] : [...data]
+      if (!answered && held === undefined && unanswered !== undefined && options.holdAnswer?.() === true) {
+        held = { pieces: [], bytes: 0, timer: setTimeout(release, MAX_HOLD_MS) }
+      }
+      if (held !== undefined) {
+        // A copy: the stream's buffers are not ours to keep.
+        for (const piece of pieces) {
+          held.pieces.push(Buffer.from(piece))
+          held.bytes += piece.byteLength
+        }
+        if (held.bytes > MAX_HELD_BYTES) release()
+        return
+      }
+      answered = true
+      unanswered = undefined
       let full = false
       // A copy: the socket may send later, and the stream's buffers are not ours to keep.
       for (const piece of pieces) full = !socket.write(Buffer.from(piece)) || full
@@ -61,15 +95,22 @@ export function splice (first: Stream, socket: Socket, options: SpliceOptions = 
     })
     s.addEventListener('remoteCloseWrite', () => {
       if (s !== stream) return
+      release()
       remoteEnded = true
       endWhenWritten()
     })
     s.addEventListener('close', event => {
       if (s !== stream) return
       if (event.error === undefined) {
+        release()
         remoteEnded = true
         endWhenWritten()
         return
+      }
+      // What was held back never reached the client: the connection is sent again whole.
+      if (held !== undefined) {
+        clearTimeout(held.timer)
+        held = undefined
       }
       if (answered || unanswered === undefined || options.reopen === undefined) {
         socket.destroy()
