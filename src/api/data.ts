@@ -5,7 +5,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, RawServerDefau
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { formatDataUri, parseDataUri, XenosError } from '../core/index.ts'
-import type { Host } from '../node/index.ts'
+import { collectResultSchema, instanceIdSchema, type Host } from '../node/index.ts'
 import { authOf } from './auth.ts'
 import { errorResponses } from './schemas.ts'
 
@@ -114,6 +114,15 @@ export function registerDataRoutes (api: Api, host: Host): void {
     void reply.status(204)
     return null
   })
+
+  api.post('/v1/instances/:id/collect', {
+    schema: {
+      summary: 'Store the files an ended instance left on its outputs disk (/out) in the owner\'s repository under `prefix` (signed `collect` on the instance, params `{prefix}`); links and other non-files are refused and listed',
+      params: z.strictObject({ id: instanceIdSchema }),
+      body: z.strictObject({ prefix: z.string().min(1).max(1024) }),
+      response: { 200: collectResultSchema, ...errorResponses },
+    },
+  }, async req => await host.outputs.collect(req.params.id, req.body.prefix, authOf(req)))
 
   api.get('/v1/data/grants', {
     schema: { summary: 'The keys the signer granted access to its data on this host (signed `data.grants` on data://SIGNER)', response: { 200: z.object({ grants: z.array(grantSchema) }), ...errorResponses } },

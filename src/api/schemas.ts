@@ -80,6 +80,7 @@ export const deployBody = z.strictObject({
   count: z.number().int().min(1).max(100).default(1),
   name: nameSchema.nullable().default(null),
   snapshot: snapshotIdSchema.optional().describe('start from this snapshot instead of booting'),
+  outputBytes: deployParamsSchema.shape.outputBytes.describe('give each instance an empty disk of this many bytes at /out; `POST /v1/instances/{id}/collect` stores its files once the instance has ended'),
   inputs: deployParamsSchema.shape.inputs.describe('files of the data repository staged read-only at /in in each instance: `{uri, auth}`, auth the deployer\'s `data.get` signature on the uri'),
   wait: z.boolean().default(false).describe('answer once the instances have booted and passed their health checks (not signed: it changes only when the answer comes)'),
   waitMs: z.number().int().min(1000).max(3_600_000).optional(),

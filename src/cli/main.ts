@@ -373,7 +373,7 @@ export function buildProgram (): Command {
       out(flags, replica, () => `${replica.id} replicates ${id} (${v.name}) on ${where(replica.host)}: ${replica.endpoints.map(e => e.url).join(' ') || 'no endpoints'}`)
     })
 
-  registerDataCommands(program, { client, out })
+  registerDataCommands(program, { client, out, resolveHost })
 
   program.command('connect <target>').description('Open a local port that reaches a service (instance id or name) through the overlay, wherever it runs; it follows the service when it migrates')
     .option('--port <port>', 'local port (default: any free one)', Number, 0)

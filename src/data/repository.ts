@@ -153,6 +153,19 @@ export class DataRepository {
     })
   }
 
+  /** Stores the local file `file` (a task's output) as `path` in `owner`'s namespace, by `requester`. */
+  async storeLocal (requester: string, owner: string, path: string, file: string, size: number): Promise<DataFileView> {
+    checkDataPath(path)
+    this.#authorise(requester, owner, path, 'write')
+    this.#checkQuota(owner, path, size)
+    const hash = createHash('sha256')
+    const blob = await this.#init.blobs.putFrom(hashing(createReadStream(file), hash))
+    const record: DataFileRecord = { owner, path, blob, size, sha256: hash.digest('hex'), updatedAt: Date.now() }
+    this.#init.store.data.putFile(record)
+    this.#init.onStored(record)
+    return this.#viewOfFile(record)
+  }
+
   async cancel (requester: string, id: string): Promise<void> {
     this.#upload(requester, id)
     await this.#exclusive(id, async () => { await this.#discard(id) })

@@ -262,7 +262,7 @@ export class Cloud {
     const inputs = params.inputs === undefined ? undefined : await this.#init.stageInputs(auth.owner, params.inputs)
     let instances: InstanceView[]
     try {
-      instances = await this.#init.supervisor.create(template, auth.owner, params.name ?? undefined, count, snapshot, inputs)
+      instances = await this.#init.supervisor.create(template, auth.owner, params.name ?? undefined, count, { snapshot, inputs, outputBytes: params.outputBytes })
     } finally {
       if (inputs !== undefined) await rm(inputs, { force: true })
     }

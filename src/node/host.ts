@@ -12,6 +12,7 @@ import { openStore, type InstanceRecord, type RemoteDisk, type Store } from '../
 import { Cloud } from './cloud.ts'
 import type { DeployInput } from './rpc-schemas.ts'
 import { DataAccess } from './data-access.ts'
+import { Outputs } from './outputs.ts'
 import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSchema, hostTag, type HostOptions, type HostOptionsInput } from './options.ts'
 import { RequestVerifier } from './replay.ts'
 import { Migrations } from './migration.ts'
@@ -49,6 +50,7 @@ export class Host {
   readonly migrations: Migrations
   readonly data: DataRepository
   readonly dataAccess: DataAccess
+  readonly outputs: Outputs
   /** Checks owners' signatures on requests, once each. */
   readonly verifier = new RequestVerifier()
   readonly services: ServiceProxy
@@ -148,6 +150,13 @@ export class Host {
       blobs: this.blobs,
       log: this.log.child({ component: 'data' }),
     })
+    this.outputs = new Outputs({
+      overlay: this.overlay,
+      supervisor: this.supervisor,
+      repository: this.data,
+      verifier,
+      workDir: this.#stagingDir,
+    })
   }
 
   static async create (input: HostOptionsInput, log?: Logger): Promise<Host> {
@@ -206,6 +215,7 @@ export class Host {
     this.cloud.serve()
     this.migrations.serve()
     this.dataAccess.serve()
+    this.outputs.serve()
     await serveChunks(this.overlay.node, this.blobs, this.log.child({ component: 'transfer' }))
     await this.overlay.start()
     this.#started = true

@@ -18,3 +18,4 @@ export { Migrations, drainResultSchema, migrationResultSchema, type DrainResult,
 export { ROLLOUT_PHASES, type FetchProgress, type HostRollout, type RolloutPhase } from './rollout.ts'
 export { hostOptionsSchema, DEFAULT_API_PORT, DEFAULT_P2P_PORT, DEFAULT_DATA_DIR, type HostOptions, type HostOptionsInput } from './options.ts'
 export { instanceIdSchema, instanceViewSchema, instanceMetricsSchema, peerIdSchema, templateIdSchema, deployParamsSchema, deriveParamsSchema, snapshotIdSchema, snapshotViewSchema, type DeployParams } from './rpc-schemas.ts'
+export { collectResultSchema, type CollectResult } from './outputs.ts'

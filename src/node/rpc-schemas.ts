@@ -25,6 +25,8 @@ export const deployParamsSchema = z.strictObject({
   snapshot: snapshotIdSchema.optional(),
   /** Files staged into each instance, read-only at /in: a data:// name and the deployer's `data.get` signature on it. */
   inputs: z.array(z.strictObject({ uri: z.string().min(1).max(2048), auth: authSchema })).min(1).max(64).optional(),
+  /** Gives each instance an empty disk of this many bytes at /out, whose files `collect` stores in the repository once it ends. */
+  outputBytes: z.number().int().min(2 ** 20).max(2 ** 40).optional(),
 })
 export type DeployParams = z.infer<typeof deployParamsSchema>
 export type DeployInput = NonNullable<DeployParams['inputs']>[number]

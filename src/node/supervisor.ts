@@ -6,6 +6,7 @@ import {
   ACTIVE_STATES, newInstanceId, newSnapshotId, XenosError,
   type ControlAction, type DiskCopyProgress, type Driver, type InstanceMetrics, type MigrationProgress, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type TaskExit, type TaskHandle, type Template,
 } from '../core/index.ts'
+import { createOutputImage } from '../data/index.ts'
 import type { InstanceRecord, RemoteDisk, SnapshotRecord, Store } from '../store/index.ts'
 import { checkService, checkTargets, HEALTH_INTERVAL_MS, HEALTH_PENDING_FOR_MS, HEALTH_PENDING_INTERVAL_MS, statusOf } from './health.ts'
 import { KeyedLock } from './locks.ts'
@@ -62,6 +63,18 @@ const LOG_TAIL_LINES = 20
 /** An instance's staged inputs, in its directory: a read-only disk the guest mounts at /in. */
 const INPUTS_IMAGE = 'inputs.img'
 const INPUTS_SERIAL = 'xenos-in'
+/** A task's outputs: a disk the guest mounts at /out, read back once the task has ended. */
+const OUTPUTS_IMAGE = 'outputs.img'
+const OUTPUTS_SERIAL = 'xenos-out'
+
+/** What a new instance starts from besides its template. */
+export interface CreateOptions {
+  snapshot?: SnapshotRecord | undefined
+  /** A disk image of staged inputs, linked into each instance. */
+  inputs?: string | undefined
+  /** Gives each instance an empty outputs disk of this many bytes. */
+  outputBytes?: number | undefined
+}
 /** Marks the directory of an instance still arriving by migration (it names the host it comes from): a restart removes it whole. */
 const INCOMING_MARKER = 'incoming'
 
@@ -228,6 +241,17 @@ export class InstanceSupervisor {
     })
   }
 
+  /** Runs `fn` with the outputs disk of instance `id`, which must have ended (no VM writes to the disk meanwhile). */
+  async withOutputs<T> (id: string, fn: (image: string, owner: string) => Promise<T>): Promise<T> {
+    return await this.#locks.run(id, async () => {
+      const r = this.#get(id)
+      this.#expect(r, ['exited', 'failed', 'stopped'], 'collect the outputs of')
+      const image = join(this.#init.instancesDir, id, OUTPUTS_IMAGE)
+      if (!existsSync(image)) throw new XenosError('INVALID_STATE', `instance ${id} has no outputs disk: run tasks with "xenos run … --out DIR"`)
+      return await fn(image, r.owner)
+    })
+  }
+
   /** Deletes a snapshot's saved memory and disk. */
   async deleteSnapshot (id: string): Promise<void> {
     await this.#locks.run(`snapshot/${id}`, async () => {
@@ -244,7 +268,8 @@ export class InstanceSupervisor {
    * Creates and starts `count` instances of a template held locally (from a snapshot of it, if
    * given), each with the disk image `inputs` (if given) as its staged inputs.
    */
-  async create (template: Template, owner: string, name: string | undefined, count: number, snapshot?: SnapshotRecord, inputs?: string): Promise<InstanceView[]> {
+  async create (template: Template, owner: string, name: string | undefined, count: number, options: CreateOptions = {}): Promise<InstanceView[]> {
+    const { snapshot, inputs, outputBytes } = options
     const driver = this.#driverFor(template.manifest.driver)
     const records = await this.#locks.run('admission', async () => {
       this.#admit(template, count)
@@ -269,6 +294,10 @@ export class InstanceSupervisor {
         // Read-only, so every instance of the deploy shares the one image.
         await mkdir(join(this.#init.instancesDir, r.id), { recursive: true })
         await link(inputs, join(this.#init.instancesDir, r.id, INPUTS_IMAGE))
+      }
+      if (outputBytes !== undefined) {
+        await mkdir(join(this.#init.instancesDir, r.id), { recursive: true })
+        await createOutputImage(join(this.#init.instancesDir, r.id, OUTPUTS_IMAGE), outputBytes)
       }
       if (snapshot === undefined) {
         await this.#startTask(r, template)
@@ -463,7 +492,7 @@ export class InstanceSupervisor {
 
   /** Staged inputs stay with the host that staged them, for now. */
   #refuseIfStaged (r: InstanceRecord, action: string): void {
-    if (existsSync(join(this.#init.instancesDir, r.id, INPUTS_IMAGE))) throw new XenosError('INVALID_STATE', `cannot ${action} instance ${r.id}: it has staged inputs, which do not move yet; deploy another instance with the same inputs where you want it`)
+    if ([INPUTS_IMAGE, OUTPUTS_IMAGE].some(f => existsSync(join(this.#init.instancesDir, r.id, f)))) throw new XenosError('INVALID_STATE', `cannot ${action} instance ${r.id}: it has staged inputs or outputs, which do not move yet; deploy another instance with the same inputs where you want it`)
   }
 
   #refuseIfMoving (id: string, action: string): void {
@@ -576,7 +605,10 @@ export class InstanceSupervisor {
         restoreFrom,
         incoming,
         remoteDisk: r.remoteDisk === null ? undefined : await this.#init.remoteDisks.attach(r.id, r.remoteDisk),
-        disks: existsSync(join(dir, INPUTS_IMAGE)) ? [{ path: join(dir, INPUTS_IMAGE), serial: INPUTS_SERIAL, readOnly: true }] : undefined,
+        disks: [
+          ...existsSync(join(dir, INPUTS_IMAGE)) ? [{ path: join(dir, INPUTS_IMAGE), serial: INPUTS_SERIAL, readOnly: true }] : [],
+          ...existsSync(join(dir, OUTPUTS_IMAGE)) ? [{ path: join(dir, OUTPUTS_IMAGE), serial: OUTPUTS_SERIAL, readOnly: false }] : [],
+        ],
       })
       // An arriving VM waits paused, still `creating`, until it takes over.
       this.#set(r.id, { state: incoming === undefined ? 'running' : 'creating', handle })

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { writeFile } from 'node:fs/promises'
+import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { buildInputImage } from '../../src/data/index.ts'
+import { buildInputImage, collectOutputs } from '../../src/data/index.ts'
 import { tempDir } from '../helpers/cluster.ts'
 
 describe('staged inputs image', () => {
@@ -22,5 +22,26 @@ describe('staged inputs image', () => {
     await assert.rejects(buildInputImage([{ name: 'x', path: join(dir, 'blob-a'), size: 6 }, { name: 'x', path: join(dir, 'blob-b'), size: 5 }], join(dir, 'dup.img')), /two inputs are named x/)
     await assert.rejects(buildInputImage([{ name: '..', path: join(dir, 'blob-a'), size: 6 }], join(dir, 'up.img')), /cannot name a staged file/)
     assert.equal(existsSync(join(dir, 'dup.img')), false)
+  })
+
+  it('takes only regular files with data-path names from an outputs disk, and follows nothing', async () => {
+    const dir = await tempDir('collect-unit')
+    const tree = join(dir, 'tree')
+    await mkdir(join(tree, 'sub'), { recursive: true })
+    await writeFile(join(tree, 'a.txt'), 'alpha\n')
+    await writeFile(join(tree, 'sub', 'b.txt'), 'beta\n')
+    await writeFile(join(tree, 'bad\nname'), 'x')
+    await symlink('/etc/passwd', join(tree, 'link'))
+    execFileSync('mkfifo', [join(tree, 'fifo')])
+    const image = join(dir, 'out.img')
+    execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', tree, image, '16M'], { stdio: 'ignore' })
+    const work = join(dir, 'work')
+    await mkdir(work)
+    const got = await collectOutputs(image, work)
+    assert.deepEqual(got.files.map(f => f.path).sort(), ['a.txt', 'sub/b.txt'])
+    assert.equal(await readFile(got.files.find(f => f.path === 'sub/b.txt')?.file ?? '', 'utf8'), 'beta\n')
+    // A name holding a newline breaks debugfs's listing: the entry is refused unread.
+    assert.deepEqual(got.refused.map(r => r.path).sort(), ['/', 'fifo', 'link'])
+    assert.ok(got.files.every(f => f.file.startsWith(work)), 'files are copied out under names chosen here')
   })
 })

@@ -180,6 +180,16 @@ const SHOUT = [
   '',
 ].join('\n')
 
+/** A task: upper-cases /in/words.txt into /out/result/upper.txt, and leaves a link that must not be followed. */
+const UPPER = [
+  'name: upper',
+  'version: "1"',
+  'resources: {cpu: 1, memory: 96}',
+  'command: >-',
+  '  mkdir -p /out/result; tr a-z A-Z < /in/words.txt > /out/result/upper.txt; ln -s /etc/passwd /out/link',
+  '',
+].join('\n')
+
 /** Data staged into real VMs: a file held by one host, read-only at /in in a VM on another. */
 describe('staged inputs', { skip: skipWithoutQemu }, () => {
   let a: TestHost, b: TestHost
@@ -195,6 +205,9 @@ describe('staged inputs', { skip: skipWithoutQemu }, () => {
     await mkdir(join(dir, 'shout'))
     await writeFile(join(dir, 'shout', 'template.yaml'), SHOUT)
     await cli(a, alice, ['template', 'build', join(dir, 'shout')])
+    await mkdir(join(dir, 'upper'))
+    await writeFile(join(dir, 'upper', 'template.yaml'), UPPER)
+    await cli(a, alice, ['template', 'build', join(dir, 'upper')])
   })
 
   after(async () => {
@@ -228,5 +241,19 @@ describe('staged inputs', { skip: skipWithoutQemu }, () => {
     await assert.rejects(api.deploy(t.id, { hosts: [b.info.peerId], count: 1, name: null, inputs: [{ uri: put.uri, auth: api.authFor('data.get', put.uri, {}) }] }),
       (err: any) => err.code === 'FORBIDDEN' && /not granted/.test(err.message))
     assert.equal((await getJson(b, '/v1/instances')).instances.filter((i: any) => i.owner !== inst.owner).length, 0, 'nothing of hers runs on B')
+  })
+
+  it('runs a task to its end and stores what it left at /out, refusing links; the output downloads intact through another host', async () => {
+    const words = `a task reads its input ${randomBytes(8).toString('hex')}\n`
+    await writeFile(join(dir, 'task-words.txt'), words)
+    const put = await cli(a, alice, ['data', 'put', join(dir, 'task-words.txt'), 'data://me/task/words.txt'])
+    const task = await cli(a, alice, ['run', 'upper', '--in', put.uri, '--out', 'results/t1', '--host', 'stage-b', '--out-size', '16'])
+    assert.equal(task.state, 'exited')
+    assert.equal(task.host, b.info.peerId)
+    assert.deepEqual(task.outputs.map((f: any) => f.path), ['results/t1/result/upper.txt'])
+    assert.deepEqual(task.refused.map((r: any) => [r.path, r.reason]), [['link', 'a symbolic link']])
+    await cli(a, alice, ['data', 'get', task.outputs[0].uri, join(dir, 'upper.txt')], false)
+    assert.equal(await readFile(join(dir, 'upper.txt'), 'utf8'), words.toUpperCase())
+    assert.equal((await getJson(b, '/v1/instances')).instances.some((i: any) => i.id === task.instance), false, 'the task\'s VM is gone')
   })
 })

@@ -1,0 +1,68 @@
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { z } from 'zod'
+import { checkDataPath, XenosError, type DataFileView, type RequestAuth } from '../core/index.ts'
+import { collectOutputs, type DataRepository } from '../data/index.ts'
+import type { Overlay } from '../overlay/index.ts'
+import { callHost, hostOfInstance } from './remote.ts'
+import type { RequestVerifier } from './replay.ts'
+import { authSchema, instanceIdSchema } from './rpc-schemas.ts'
+import type { InstanceSupervisor } from './supervisor.ts'
+
+export interface OutputsInit {
+  overlay: Pick<Overlay, 'rpc' | 'lookup' | 'learnHost'>
+  supervisor: Pick<InstanceSupervisor, 'has' | 'withOutputs'>
+  repository: Pick<DataRepository, 'storeLocal'>
+  verifier: RequestVerifier
+  /** Where outputs are copied out before they are stored. */
+  workDir: string
+}
+
+const prefixSchema = z.string().min(1).max(1024)
+const collectRequestSchema = z.strictObject({ id: instanceIdSchema, prefix: prefixSchema, auth: authSchema })
+const fileSchema = z.strictObject({ uri: z.string(), owner: z.string(), path: z.string(), size: z.number(), sha256: z.string(), host: z.string(), updatedAt: z.number() })
+export const collectResultSchema = z.strictObject({
+  files: z.array(fileSchema),
+  refused: z.array(z.strictObject({ path: z.string(), reason: z.string() })),
+})
+export type CollectResult = z.infer<typeof collectResultSchema>
+
+/**
+ * Stage-out: once an instance with an outputs disk has ended, the files it left at /out go into
+ * its owner's repository under a prefix, on the host that ran it (signed by the owner).
+ */
+export class Outputs {
+  readonly #init: OutputsInit
+
+  constructor (init: OutputsInit) {
+    this.#init = init
+  }
+
+  serve (): void {
+    this.#init.overlay.rpc.handle('instance.collect', collectRequestSchema, async req => await this.#collectHere(req.id, req.prefix, req.auth))
+  }
+
+  async collect (id: string, prefix: string, auth: RequestAuth): Promise<CollectResult> {
+    if (this.#init.supervisor.has(id)) return await this.#collectHere(id, prefix, auth)
+    const host = await hostOfInstance(this.#init.overlay, id)
+    return collectResultSchema.parse(await callHost(this.#init.overlay, host, 'instance.collect', { id, prefix, auth }, 30 * 60_000))
+  }
+
+  async #collectHere (id: string, prefix: string, auth: RequestAuth): Promise<CollectResult> {
+    this.#init.verifier.verify(auth, { action: 'collect', target: id, params: { prefix } })
+    checkDataPath(prefix)
+    return await this.#init.supervisor.withOutputs(id, async (image, owner) => {
+      if (owner !== auth.owner) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may collect its outputs`)
+      await mkdir(this.#init.workDir, { recursive: true })
+      const work = await mkdtemp(join(this.#init.workDir, 'collect-'))
+      try {
+        const found = await collectOutputs(image, work)
+        const files: DataFileView[] = []
+        for (const f of found.files) files.push(await this.#init.repository.storeLocal(owner, owner, `${prefix}/${f.path}`, f.file, f.size))
+        return { files, refused: found.refused }
+      } finally {
+        await rm(work, { recursive: true, force: true })
+      }
+    })
+  }
+}
