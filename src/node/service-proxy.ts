@@ -241,9 +241,13 @@ export class ServiceProxy {
     return to !== undefined && this.#init.supervisor.has(id) && !this.#init.supervisor.isMoving(id) ? undefined : to
   }
 
-  /** Whether instance `id` is moving away, or has left: its connections end because of that, not because the service answered. */
+  /**
+   * Whether instance `id` has been taken over by another host, or has left: its connections here
+   * then end because its VM here ends, not because the service answered. Before the takeover a
+   * moving instance still answers here, and a connection it closes is answered.
+   */
   #leaving (id: string): boolean {
-    return this.#init.supervisor.isMoving(id) || !this.#init.supervisor.has(id)
+    return this.#movedTo(id) !== undefined || !this.#init.supervisor.has(id)
   }
 }
 
