@@ -5,7 +5,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, RawServerDefau
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { formatDataUri, parseDataUri, XenosError } from '../core/index.ts'
-import { collectResultSchema, instanceIdSchema, type Host } from '../node/index.ts'
+import { collectResultSchema, dataFileViewSchema, instanceIdSchema, type Host } from '../node/index.ts'
 import { authOf } from './auth.ts'
 import { errorResponses } from './schemas.ts'
 
@@ -18,7 +18,6 @@ const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'a SHA-256 is 64 lowerca
 const uriSchema = z.string().min(1).max(2048).describe('data://OWNER/PATH')
 const uploadIdParams = z.strictObject({ id: z.string().regex(/^u-[0-9a-f]{32}$/, 'an upload id looks like u- and 32 hex digits') })
 const uploadSchema = z.object({ id: z.string(), uri: z.string(), size: z.number(), sha256: z.string(), offset: z.number() })
-const fileSchema = z.object({ uri: z.string(), owner: z.string(), path: z.string(), size: z.number(), sha256: z.string(), host: z.string(), updatedAt: z.number() })
 const grantSchema = z.object({ owner: z.string(), grantee: z.string(), rights: z.enum(['read', 'write']), createdAt: z.number() })
 const granteeSchema = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'a grantee is an owner id (43 characters)')
 
@@ -67,7 +66,7 @@ export function registerDataRoutes (api: Api, host: Host): void {
   })
 
   api.post('/v1/data/uploads/:id/complete', {
-    schema: { summary: 'Turn a fully sent upload into a file, if its bytes hash to the SHA-256 declared (signed `data.complete` on the id)', params: uploadIdParams, response: { 201: fileSchema, ...errorResponses } },
+    schema: { summary: 'Turn a fully sent upload into a file, if its bytes hash to the SHA-256 declared (signed `data.complete` on the id)', params: uploadIdParams, response: { 201: dataFileViewSchema, ...errorResponses } },
   }, async (req, reply) => {
     const file = await host.data.complete(signer(host, req, 'data.complete', req.params.id, {}), req.params.id)
     void reply.status(201)
@@ -86,7 +85,7 @@ export function registerDataRoutes (api: Api, host: Host): void {
     schema: {
       summary: 'Files in data://OWNER/ or under data://OWNER/DIR on this host (signed `data.list` on the uri)',
       querystring: z.strictObject({ uri: uriSchema, limit: z.coerce.number().int().min(1).max(100_000).default(10_000) }),
-      response: { 200: z.object({ files: z.array(fileSchema) }), ...errorResponses },
+      response: { 200: z.object({ files: z.array(dataFileViewSchema) }), ...errorResponses },
     },
   }, async req => {
     const ref = parseDataUri(req.query.uri, undefined, true)

@@ -5,7 +5,7 @@ import type { DataContent, DataRepository } from '../data/index.ts'
 import type { BlobStore } from '../images/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
-import { authSchema } from './rpc-schemas.ts'
+import { authSchema, dataFileViewSchema } from './rpc-schemas.ts'
 import { callHost } from './remote.ts'
 
 export interface DataAccessInit {
@@ -18,7 +18,7 @@ export interface DataAccessInit {
 
 const statRequestSchema = z.strictObject({ uri: z.string().min(1).max(2048), auth: authSchema })
 const statReplySchema = z.strictObject({
-  file: z.strictObject({ uri: z.string(), owner: z.string(), path: z.string(), size: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/), host: z.string(), updatedAt: z.number() }),
+  file: dataFileViewSchema,
   blob: z.string().regex(BLOB_ID_PATTERN),
 })
 /** How long a search for the host holding a file waits on the DHT. */

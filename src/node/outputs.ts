@@ -6,7 +6,7 @@ import { collectOutputs, type DataRepository } from '../data/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import { callHost, hostOfInstance } from './remote.ts'
 import type { RequestVerifier } from './replay.ts'
-import { authSchema, instanceIdSchema } from './rpc-schemas.ts'
+import { authSchema, dataFileViewSchema, instanceIdSchema } from './rpc-schemas.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
 
 export interface OutputsInit {
@@ -20,9 +20,8 @@ export interface OutputsInit {
 
 const prefixSchema = z.string().min(1).max(1024)
 const collectRequestSchema = z.strictObject({ id: instanceIdSchema, prefix: prefixSchema, auth: authSchema })
-const fileSchema = z.strictObject({ uri: z.string(), owner: z.string(), path: z.string(), size: z.number(), sha256: z.string(), host: z.string(), updatedAt: z.number() })
 export const collectResultSchema = z.strictObject({
-  files: z.array(fileSchema),
+  files: z.array(dataFileViewSchema),
   refused: z.array(z.strictObject({ path: z.string(), reason: z.string() })),
 })
 export type CollectResult = z.infer<typeof collectResultSchema>

@@ -139,3 +139,14 @@ export const templateSummarySchema = z.strictObject({
   resources: resourcesSchema,
   hosts: z.array(peerIdSchema).max(1000),
 })
+
+/** A file of the data repository as hosts and the API show it (core's DataFileView). */
+export const dataFileViewSchema = z.strictObject({
+  uri: z.string(),
+  owner: z.string(),
+  path: z.string(),
+  size: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  host: z.string(),
+  updatedAt: z.number(),
+})
