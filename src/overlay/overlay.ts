@@ -42,6 +42,8 @@ export interface SharedRecords {
 
 /** Largest shared record accepted from gossip. */
 const MAX_SHARED_RECORD_BYTES = 64 * 1024
+/** How long after a host joins the keys that waited for peers are provided (the DHT takes the host in first). */
+const PROVIDE_AGAIN_MS = 1000
 
 export interface OverlayInit {
   privateKey: PrivateKey
@@ -102,6 +104,10 @@ export class Overlay {
   #seq = 0
   #timers: NodeJS.Timeout[] = []
   #reannounceTimer: NodeJS.Timeout | undefined
+  /** Keys this host provides on the DHT, and whether some of them still wait for peers to hold them. */
+  readonly #provided = new Set<string>()
+  #provideLater = false
+  #providing = false
 
   private constructor (node: XenosLibp2p, init: OverlayInit) {
     this.node = node
@@ -163,7 +169,10 @@ export class Overlay {
     })
     this.node.addEventListener('peer:identify', evt => {
       const { peerId, protocols } = evt.detail
-      if (protocols.includes(RPC_PROTOCOL)) void this.#syncWith(peerId)
+      if (!protocols.includes(RPC_PROTOCOL)) return
+      void this.#syncWith(peerId)
+      // Once the DHT has taken the new host into its routing table.
+      if (this.#provideLater) setTimeout(() => { void this.#provideAgain() }, PROVIDE_AGAIN_MS).unref()
     })
     const ttl = this.#init.advertTtlMs
     this.#timers.push(setInterval(() => { void this.#refresh() }, Math.max(200, Math.floor(ttl / 3))))
@@ -357,12 +366,32 @@ export class Overlay {
 
   /** Tells the DHT this host holds content `key` (a blob id), so others fetching it find us. */
   async provide (key: string): Promise<void> {
-    if (this.node.getPeers().length === 0) return
+    this.#provided.add(key)
+    if (!await this.#provideNow(key)) this.#provideLater = true
+  }
+
+  async #provideNow (key: string): Promise<boolean> {
+    if (this.node.getPeers().length === 0) return false
     try {
       await this.node.contentRouting.provide(await contentCid(key), { signal: AbortSignal.timeout(10_000) })
+      return true
     } catch (err) {
       this.#init.log.debug({ err, key }, 'dht provide failed')
+      return false
     }
+  }
+
+  /** Provides again what could not be provided (no peers yet, as after a restart) once a host joins. */
+  async #provideAgain (): Promise<void> {
+    if (!this.#provideLater || this.#providing) return
+    this.#provideLater = false
+    this.#providing = true
+    try {
+      for (const key of this.#provided) if (!await this.#provideNow(key)) this.#provideLater = true
+    } finally {
+      this.#providing = false
+    }
+    if (this.#provideLater) setTimeout(() => { void this.#provideAgain() }, PROVIDE_AGAIN_MS * 10).unref()
   }
 
   /** Hosts the DHT knows to hold content `key`, gathered for at most `timeoutMs`. */
