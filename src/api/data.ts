@@ -5,7 +5,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, RawServerDefau
 import type { ZodTypeProvider } from 'fastify-type-provider-zod'
 import { z } from 'zod'
 import { formatDataUri, parseDataUri, XenosError } from '../core/index.ts'
-import { collectResultSchema, dataFileViewSchema, instanceIdSchema, type Host } from '../node/index.ts'
+import { collectResultSchema, dataFileViewSchema, instanceIdSchema, taskViewSchema, type Host } from '../node/index.ts'
 import { authOf } from './auth.ts'
 import { errorResponses } from './schemas.ts'
 
@@ -122,6 +122,22 @@ export function registerDataRoutes (api: Api, host: Host): void {
       response: { 200: collectResultSchema, ...errorResponses },
     },
   }, async req => await host.outputs.collect(req.params.id, req.body.prefix, authOf(req)))
+
+  api.get('/v1/tasks', {
+    schema: {
+      summary: 'The signer\'s tasks run on this host, newest first (signed `task.list` on "tasks")',
+      querystring: z.strictObject({ limit: z.coerce.number().int().min(1).max(10_000).default(100) }),
+      response: { 200: z.object({ tasks: z.array(taskViewSchema) }), ...errorResponses },
+    },
+  }, async req => ({ tasks: host.tasks.list(authOf(req), req.query.limit) }))
+
+  api.get('/v1/tasks/:id', {
+    schema: {
+      summary: 'A task: its state, how it ended and the outputs it stored, asked of the host that ran it (signed `task.get` on the id)',
+      params: z.strictObject({ id: instanceIdSchema }),
+      response: { 200: taskViewSchema, ...errorResponses },
+    },
+  }, async req => await host.tasks.get(req.params.id, authOf(req)))
 
   api.get('/v1/data/grants', {
     schema: { summary: 'The keys the signer granted access to its data on this host (signed `data.grants` on data://SIGNER)', response: { 200: z.object({ grants: z.array(grantSchema) }), ...errorResponses } },

@@ -81,7 +81,8 @@ export const deployBody = z.strictObject({
   name: nameSchema.nullable().default(null),
   snapshot: snapshotIdSchema.optional().describe('start from this snapshot instead of booting'),
   outputBytes: deployParamsSchema.shape.outputBytes.describe('give each instance an empty disk of this many bytes at /out; `POST /v1/instances/{id}/collect` stores its files once the instance has ended'),
-  inputs: deployParamsSchema.shape.inputs.describe('files of the data repository staged read-only at /in in each instance: `{uri, auth}`, auth the deployer\'s `data.get` signature on the uri'),
+  inputs: deployParamsSchema.shape.inputs.describe('files of the data repository staged read-only at /in in each instance: `{uri, auth}`, auth the deployer\'s `data.get` signature on the uri; `{uri, auth, files}` stages the named files under the directory `uri` at /in/DIR/…'),
+  task: deployParamsSchema.shape.task.describe('run the one instance as a task: when it ends, its host stores its /out files under `outputs` in the deployer\'s repository (see GET /v1/tasks/{id}) and destroys it unless `keep`'),
   wait: z.boolean().default(false).describe('answer once the instances have booted and passed their health checks (not signed: it changes only when the answer comes)'),
   waitMs: z.number().int().min(1000).max(3_600_000).optional(),
 })

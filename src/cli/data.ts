@@ -5,8 +5,8 @@ import { lstat, readdir, rename, rm, stat } from 'node:fs/promises'
 import { basename, join, relative, sep } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { checkDataPath, formatDataUri, hashing, isDataUri, parseDataUri, XenosError, type DataFileView, type DataRef, type RequestAuth } from '../core/index.ts'
+import { checkDataPath, formatDataUri, hashing, isDataUri, parseDataUri, XenosError, type DataFileView, type DataRef } from '../core/index.ts'
+import type { DeployParams } from '../node/index.ts'
 import type { ApiClient } from './client.ts'
 import { counting, progressBar } from './progress.ts'
 import { ago, bytes, table } from './table.ts'
@@ -17,19 +17,19 @@ const PARALLEL_UPLOADS = 8
 interface UploadView { id: string, uri: string, size: number, sha256: string, offset: number }
 interface GrantView { owner: string, grantee: string, rights: 'read' | 'write', createdAt: number }
 
+type DeployInput = NonNullable<DeployParams['inputs']>[number]
+
 export interface DataCommandsInit {
   client: (cmd: Command) => Promise<{ api: ApiClient, flags: { json?: boolean } }>
   out: (flags: { json?: boolean }, json: unknown, human: () => string) => void
   resolveHost: (api: ApiClient, ref: string) => Promise<string>
 }
 
-interface CollectView { files: DataFileView[], refused: Array<{ path: string, reason: string }> }
-interface InstanceState { id: string, host: string, state: string, error?: string | undefined }
-/** How often a task's state is asked while it runs. */
-const TASK_POLL_MS = 1000
+/** Most files a directory staged into a VM may hold. */
+const MAX_STAGED_FILES = 10_000
 
 /** `data://OWNER/PATH`, or a bare PATH in the user's own namespace. */
-function refOf (target: string, self: string, allowEmpty = false): DataRef {
+export function refOf (target: string, self: string, allowEmpty = false): DataRef {
   if (isDataUri(target)) return parseDataUri(target, self, allowEmpty)
   return { owner: self, path: checkDataPath(target.replace(/\/$/, ''), allowEmpty) }
 }
@@ -78,55 +78,28 @@ async function putFile (api: ApiClient, file: string, ref: DataRef, quiet: boole
   return await api.signed<DataFileView>('POST', `/v1/data/uploads/${up.id}/complete`, 'data.complete', up.id, {})
 }
 
-/** Files of the user's to stage into a deploy's instances, each with the user's signature to read it. */
-export function signedInputs (api: ApiClient, targets: string[]): Array<{ uri: string, auth: RequestAuth }> {
-  return targets.map(t => {
-    const uri = formatDataUri(refOf(t, api.owner))
-    return { uri, auth: api.authFor('data.get', uri, {}) }
-  })
+/**
+ * Files and directories to stage into a deploy's instances, each with the user's signature to
+ * read it. A name is a directory when the host the CLI talks to lists files under it (a trailing
+ * slash insists); the host that stages it then reads each of those files, wherever it is held.
+ */
+export async function signedInputs (api: ApiClient, targets: string[]): Promise<DeployInput[]> {
+  return await Promise.all(targets.map(async target => {
+    const ref = refOf(target, api.owner)
+    const uri = formatDataUri(ref)
+    const auth = api.authFor('data.get', uri, {})
+    const { files } = await api.signed<{ files: DataFileView[] }>('GET', `/v1/data/files?uri=${encodeURIComponent(uri)}&limit=${MAX_STAGED_FILES + 1}`, 'data.list', uri, {})
+      // Another owner's files may be readable with a grant held on another host only.
+      .catch((err: unknown) => { if (err instanceof XenosError && err.code === 'FORBIDDEN') return { files: [] }; throw err })
+    const under = files.filter(f => f.path.startsWith(`${ref.path}/`)).map(f => f.path.slice(ref.path.length + 1))
+    if (target.endsWith('/') && under.length === 0) throw new XenosError('DATA_NOT_FOUND', `there are no files under ${uri}/ on this host: list them with "xenos data ls ${uri}"`)
+    if (under.length === 0 || files.some(f => f.path === ref.path)) return { uri, auth }
+    if (under.length > MAX_STAGED_FILES) throw new XenosError('INVALID_ARGUMENT', `${uri}/ holds more than ${MAX_STAGED_FILES} files: stage an archive of them, or a smaller directory`)
+    return { uri, auth, files: under }
+  }))
 }
 
-export function registerDataCommands (program: Command, { client, out, resolveHost }: DataCommandsInit): void {
-  program.command('run <template>').description('Run a task: a VM of TEMPLATE with your files staged read-only at /in, until it ends; the files it leaves at /out go to your repository under --out, and the VM is destroyed (unless --keep)')
-    .option('--in <file>', 'a file of yours (data://me/PATH or PATH) to stage at /in/NAME; repeatable', (v: string, p: string[] | undefined) => [...p ?? [], v])
-    .requiredOption('--out <dir>', 'where its outputs go in your repository (data://me/DIR or DIR)')
-    .option('--out-size <MiB>', 'size of the disk it writes its outputs on', Number, 1024)
-    .option('--host <host>', 'host to run it on (default: the one with most room)')
-    .option('--keep', 'keep the ended VM, for inspection')
-    .action(async (ref: string, o: { in?: string[], out: string, outSize: number, host?: string, keep?: boolean }, cmd: Command) => {
-      const { api, flags } = await client(cmd)
-      const dest = refOf(o.out, api.owner)
-      if (dest.owner !== api.owner) throw new XenosError('FORBIDDEN', `a task's outputs go to your own repository (data://me/…), not to ${formatDataUri(dest)}`)
-      if (!Number.isInteger(o.outSize) || o.outSize < 1 || o.outSize > 2 ** 20) throw new XenosError('INVALID_ARGUMENT', '--out-size must be a whole number of MiB from 1 to 1048576')
-      const t = await api.template<{ id: string, name: string, version: string }>(ref)
-      const params = {
-        hosts: o.host === undefined ? null : [await resolveHost(api, o.host)],
-        count: 1,
-        name: null,
-        outputBytes: o.outSize * 2 ** 20,
-        ...(o.in === undefined ? {} : { inputs: signedInputs(api, o.in) }),
-      }
-      process.stderr.write(`starting ${t.name}:${t.version}${o.in === undefined ? '' : ` with ${o.in.length} input(s)`}…\n`)
-      const started = (await api.deploy(t.id, params)).instances[0]
-      if (started === undefined) throw new XenosError('NO_HOST_AVAILABLE', 'the task did not start')
-      process.stderr.write(`task ${started.id} runs on ${started.host.slice(-8)}; waiting for it to end…\n`)
-      let v: InstanceState = started
-      while (!['exited', 'failed', 'stopped'].includes(v.state)) {
-        await sleep(TASK_POLL_MS)
-        v = await api.get<InstanceState>(`/v1/instances/${encodeURIComponent(started.id)}`)
-      }
-      process.stderr.write(`task ${v.id} ${v.state}; collecting its outputs…\n`)
-      const collected = await api.signed<CollectView>('POST', `/v1/instances/${encodeURIComponent(v.id)}/collect`, 'collect', v.id, { prefix: dest.path }, { prefix: dest.path })
-      if (o.keep !== true) await api.signed('POST', `/v1/instances/${encodeURIComponent(v.id)}/destroy`, 'destroy', v.id, {})
-      const result = { instance: v.id, host: v.host, state: v.state, ...(v.error === undefined ? {} : { error: v.error }), outputs: collected.files, refused: collected.refused }
-      out(flags, result, () => [
-        `task ${v.id} ${v.state}${v.error === undefined ? '' : `: ${v.error}`}`,
-        collected.files.length === 0 ? 'no outputs' : table(['OUTPUT', 'SIZE', 'SHA256'], collected.files.map(f => [f.uri, bytes(f.size), f.sha256.slice(0, 16)])),
-        ...collected.refused.map(r => `refused ${r.path}: ${r.reason}`),
-      ].join('\n'))
-      if (v.state !== 'exited') process.exitCode = 1
-    })
-
+export function registerDataCommands (program: Command, { client, out }: DataCommandsInit): void {
   const data = program.command('data').description('Your files in the data repository (data://me/PATH): put, get, list, delete, and grant other keys access')
 
   data.command('put <source> <target>').description('Upload a file, or a directory\'s files under TARGET/, to the host the CLI talks to; run it again to resume a broken upload')

@@ -5,6 +5,7 @@ import { CONTROL_ACTIONS, formatTemplateUri, isTemplateUri, parseTemplateUri, to
 import { DEFAULT_DATA_DIR, type DeployResult, type DrainResult, type DrainStatus, type MigrationResult, type MigrationStatus, type TemplateSummary } from '../node/index.ts'
 import { ApiClient, errorOf } from './client.ts'
 import { registerDataCommands, signedInputs } from './data.ts'
+import { registerTaskCommands } from './tasks.ts'
 import { runDaemon } from './daemon.ts'
 import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
 import { DEFAULT_KEY_FILE, loadOrCreateUserKey } from './keys.ts'
@@ -266,7 +267,7 @@ export function buildProgram (): Command {
     .option('--name <name>', 'instance name (suffixed -1, -2… when there are several)')
     .option('--from-snapshot <id>', 'start from a snapshot of this template instead of booting (on the host that holds it)')
     .option('--wait', 'wait until every instance has booted and passed its health checks, and time each phase')
-    .option('--in <file>', 'a file of the data repository (data://me/PATH) to stage read-only at /in/NAME in each instance; repeatable', collect)
+    .option('--in <name>', 'a file or directory of the data repository (data://me/PATH) to stage read-only at /in/NAME in each instance; repeatable', collect)
     .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean, in?: string[] }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       if (!Number.isInteger(o.count) || o.count < 1 || o.count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
@@ -279,7 +280,7 @@ export function buildProgram (): Command {
         count: o.count,
         name: o.name ?? null,
         ...(o.fromSnapshot === undefined ? {} : { snapshot: o.fromSnapshot }),
-        ...(o.in === undefined ? {} : { inputs: signedInputs(api, o.in) }),
+        ...(o.in === undefined ? {} : { inputs: await signedInputs(api, o.in) }),
       }
       process.stderr.write(`deploying ${t.name}:${t.version} on ${hosts === null ? 'the hosts with most room' : `${hosts.length} host(s)`}${o.wait === true ? ', waiting until healthy' : ''}…\n`)
       const names = await hostNames(api)
@@ -374,6 +375,7 @@ export function buildProgram (): Command {
     })
 
   registerDataCommands(program, { client, out, resolveHost })
+  registerTaskCommands(program, { client, out, resolveHost })
 
   program.command('connect <target>').description('Open a local port that reaches a service (instance id or name) through the overlay, wherever it runs; it follows the service when it migrates')
     .option('--port <port>', 'local port (default: any free one)', Number, 0)

@@ -24,6 +24,8 @@ export interface Driver {
   stats (handle: TaskHandle): Promise<TaskStats>
   /** Last lines the task printed, for logs and failure reports. */
   logTail (handle: TaskHandle, lines: number): Promise<string>
+  /** The exit status the ended task left in its log, for a task that ended while the host was not watching. */
+  endedWith? (handle: TaskHandle): Promise<number | undefined>
   /** Services the guest says it runs (the notice board); drivers without a guest agent omit this. */
   services? (handle: TaskHandle): GuestService[] | undefined
   /** Saves the task's whole state to `path` and ends it (capability `suspend`). */

@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   SNAPSHOT_NOT_FOUND: { status: 404, meaning: 'No snapshot with that id on the host asked; snapshots stay on the host that took them.' },
   HOST_NOT_FOUND: { status: 404, meaning: 'No host with that peer id is advertised on the overlay.' },
   DATA_NOT_FOUND: { status: 404, meaning: 'No file or upload with that name is in the repository of the host asked.' },
+  TASK_NOT_FOUND: { status: 404, meaning: 'No host that can be reached ran a task with that id.' },
   INVALID_STATE: { status: 409, meaning: 'The instance is not in a state that allows the action.' },
   TEMPLATE_IN_USE: { status: 409, meaning: 'Instances still use the template.' },
   NAME_CONFLICT: { status: 409, meaning: 'A published template version cannot point elsewhere, nor change between version and alias.' },

@@ -8,6 +8,10 @@ import type { Resources } from './template.ts'
 export const INSTANCE_STATES = ['creating', 'running', 'paused', 'suspended', 'stopped', 'exited', 'failed'] as const
 export type InstanceState = typeof INSTANCE_STATES[number]
 
+/** A task is `running` until its VM ends, `collecting` while its outputs go to the repository, then ended. */
+export const TASK_STATES = ['running', 'collecting', 'succeeded', 'failed'] as const
+export type TaskState = typeof TASK_STATES[number]
+
 /** States in which an instance holds host resources (admission control counts these). */
 export const ACTIVE_STATES: ReadonlySet<InstanceState> = new Set(['creating', 'running', 'paused'])
 
@@ -49,6 +53,8 @@ export interface InstanceView {
   /** When every service first passed its health check since the instance last started. */
   healthyAt?: number | undefined
   error?: string | undefined
+  /** The exit status of the guest's task, once it has ended. */
+  exitCode?: number | undefined
 }
 
 export interface InstanceMetrics {

@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process'
 import { copyFile, link, mkdir, rename, rm } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
-import { XenosError } from '../core/index.ts'
+import { dataPathProblem, XenosError } from '../core/index.ts'
 
 const run = promisify(execFile)
 
-/** A file to stage: its name in the guest's /in and where its bytes are on this host. */
+/** A file to stage: its path in the guest's /in (`/` between directories) and where its bytes are on this host. */
 export interface StagedFile {
   name: string
   path: string
@@ -14,22 +14,28 @@ export interface StagedFile {
 }
 
 /**
- * Builds the ext4 image a VM mounts read-only at /in: every file at the image's root under its
- * name. The files are hard links to the blobs in a staging directory (copies where the blob
- * store is on another file system), from which `mke2fs -d` writes the image; the image appears
- * whole or not at all.
+ * Builds the ext4 image a VM mounts read-only at /in: every file under its name (in directories
+ * where the name has them). The files are hard links to the blobs in a staging directory (copies
+ * where the blob store is on another file system), from which `mke2fs -d` writes the image; the
+ * image appears whole or not at all.
  */
 export async function buildInputImage (files: StagedFile[], image: string): Promise<void> {
   const names = new Set<string>()
+  const dirs = new Set<string>()
   for (const f of files) {
-    if (f.name === '' || f.name === '.' || f.name === '..' || f.name.includes('/')) throw new XenosError('INVALID_ARGUMENT', `"${f.name}" cannot name a staged file`)
-    if (names.has(f.name)) throw new XenosError('INVALID_ARGUMENT', `two inputs are named ${f.name}: a VM sees its inputs by their last path segment, which must differ`)
+    const problem = dataPathProblem(f.name)
+    if (problem !== undefined) throw new XenosError('INVALID_ARGUMENT', `"${f.name.slice(0, 80)}" cannot name a staged file: ${problem}`)
+    if (names.has(f.name) || dirs.has(f.name)) throw new XenosError('INVALID_ARGUMENT', `two inputs are named ${f.name} at /in: a file appears under its last path segment, a directory's files under the directory's`)
     names.add(f.name)
+    for (let d = dirname(f.name); d !== '.'; d = dirname(d)) dirs.add(d)
   }
+  const clash = [...dirs].find(d => names.has(d))
+  if (clash !== undefined) throw new XenosError('INVALID_ARGUMENT', `${clash} at /in would be both a file and a directory: stage one of them under another name`)
   const staging = `${image}.d`
   await rm(staging, { recursive: true, force: true })
   await mkdir(staging, { recursive: true })
   try {
+    for (const d of dirs) await mkdir(join(staging, d), { recursive: true })
     for (const f of files) await link(f.path, join(staging, f.name)).catch(async () => { await copyFile(f.path, join(staging, f.name)) })
     // Room for the file system's own blocks besides the files.
     const mib = Math.ceil(files.reduce((n, f) => n + f.size, 0) * 1.1 / 2 ** 20) + 8

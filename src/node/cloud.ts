@@ -7,7 +7,7 @@ import {
   type AdvertOf, type ControlAction, type InstanceMetrics, type InstanceView, type RequestAuth, type Resources, type Template,
 } from '../core/index.ts'
 import { deriveDisk, tailoredManifest, type BlobStore, type NameRegistry, type TemplateLibrary } from '../images/index.ts'
-import type { SnapshotRecord, Store } from '../store/index.ts'
+import type { InstanceRecord, SnapshotRecord, Store, TaskRecord } from '../store/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
@@ -17,6 +17,7 @@ import {
   type DeployInput, type DeployParams, type DeployStatus, type DeployTiming, type DeriveParams,
 } from './rpc-schemas.ts'
 import { bootPhase, Rollout, untilHealthy, type HostRollout } from './rollout.ts'
+import { checkTaskParams } from './tasks.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
 import { callHost, hostOfInstance } from './remote.ts'
 
@@ -25,11 +26,13 @@ export interface CloudInit {
   library: TemplateLibrary
   names: NameRegistry
   blobs: BlobStore
-  store: Pick<Store, 'snapshots'>
+  store: Pick<Store, 'snapshots' | 'tasks'>
   supervisor: InstanceSupervisor
   verifier: RequestVerifier
   /** Builds the read-only disk of a deploy's inputs for `owner`; returns its path, to remove once the instances link it. */
   stageInputs: (owner: string, inputs: DeployInput[]) => Promise<string>
+  /** The task record of a new instance of a task deploy (kept with the instance's); told once the instance exists. */
+  tasks: { recordFor: (instance: InstanceRecord, params: DeployParams) => TaskRecord | undefined, announce: (id: string) => Promise<void> }
   /** Called when a template arrives from a peer, so this host advertises it too. */
   onTemplateAdded: (t: Template) => void
   log: Logger
@@ -77,7 +80,7 @@ export class Cloud {
   readonly #init: CloudInit
   readonly fetcher: TemplateFetcher
   /** This host's parts of deploys under way, by the owner and nonce that signed them. */
-  readonly #deploying = new Map<string, { template: string, phase: 'fetching' | 'creating' }>()
+  readonly #deploying = new Map<string, { template: string, phase: NonNullable<DeployStatus['phase']> }>()
 
   constructor (init: CloudInit) {
     this.#init = init
@@ -165,6 +168,7 @@ export class Cloud {
   async deploy (id: string, params: DeployParams, auth: RequestAuth, options: DeployOptions = {}): Promise<DeployResult> {
     // Fail fast on a bad signature; the hosts that run the instances check it again.
     verifyAction(auth, { action: 'deploy', target: id, params })
+    checkTaskParams(params)
     const summary = await this.resolveTemplate(id)
     // A snapshot stays on the host that took it: a deploy from one runs here unless told otherwise.
     const hosts = params.hosts ?? (params.snapshot === undefined ? null : [this.#self])
@@ -236,8 +240,9 @@ export class Cloud {
     this.#init.verifier.verify(auth, { action: 'deploy', target: id, params })
     if (params.hosts !== null && !params.hosts.includes(this.#self)) throw new XenosError('INVALID_ARGUMENT', `this deploy is addressed to ${params.hosts.join(', ')}, not to host ${this.#self}`)
     if (count > params.count) throw new XenosError('INVALID_ARGUMENT', `asked for ${count} instances of a deploy signed for ${params.count}`)
+    checkTaskParams(params)
     const key = `${auth.owner}/${auth.nonce}`
-    const status = { template: id, phase: 'fetching' as 'fetching' | 'creating' }
+    const status = { template: id, phase: 'fetching' as NonNullable<DeployStatus['phase']> }
     this.#deploying.set(key, status)
     try {
       return await this.#deployHere(id, params, auth, count, status)
@@ -246,11 +251,10 @@ export class Cloud {
     }
   }
 
-  async #deployHere (id: string, params: DeployParams, auth: RequestAuth, count: number, status: { phase: 'fetching' | 'creating' }): Promise<{ instances: InstanceView[], timing: DeployTiming }> {
+  async #deployHere (id: string, params: DeployParams, auth: RequestAuth, count: number, status: { phase: NonNullable<DeployStatus['phase']> }): Promise<{ instances: InstanceView[], timing: DeployTiming }> {
     const t0 = performance.now()
     const { template, fetched } = await this.fetcher.ensure(id)
     const t1 = performance.now()
-    status.phase = 'creating'
     let snapshot: SnapshotRecord | undefined
     if (params.snapshot !== undefined) {
       snapshot = this.#init.store.snapshots.get(params.snapshot)
@@ -259,13 +263,24 @@ export class Cloud {
       if (snapshot.templateId !== id) throw new XenosError('INVALID_ARGUMENT', `snapshot ${snapshot.id} is of template ${snapshot.templateId}, not ${id}`)
     }
     if (params.inputs !== undefined && snapshot !== undefined) throw new XenosError('INVALID_ARGUMENT', 'instances started from a snapshot cannot have inputs staged: their memory was saved without them')
+    if (params.inputs !== undefined) status.phase = 'staging'
     const inputs = params.inputs === undefined ? undefined : await this.#init.stageInputs(auth.owner, params.inputs)
+    status.phase = 'creating'
     let instances: InstanceView[]
     try {
-      instances = await this.#init.supervisor.create(template, auth.owner, params.name ?? undefined, count, { snapshot, inputs, outputBytes: params.outputBytes })
+      instances = await this.#init.supervisor.create(template, auth.owner, params.name ?? undefined, count, {
+        snapshot,
+        inputs,
+        outputBytes: params.outputBytes,
+        alongside: r => {
+          const task = this.#init.tasks.recordFor(r, params)
+          if (task !== undefined) this.#init.store.tasks.insert(task)
+        },
+      })
     } finally {
       if (inputs !== undefined) await rm(inputs, { force: true })
     }
+    if (params.task !== undefined) for (const i of instances) void this.#init.tasks.announce(i.id)
     return { instances, timing: { fetchMs: Math.round(t1 - t0), fetchedBytes: fetched, createMs: Math.round(performance.now() - t1) } }
   }
 

@@ -16,7 +16,12 @@ export interface DataAccessInit {
   log: Logger
 }
 
-const statRequestSchema = z.strictObject({ uri: z.string().min(1).max(2048), auth: authSchema })
+const statRequestSchema = z.strictObject({
+  uri: z.string().min(1).max(2048),
+  /** The name the signature is on, when it is a directory holding `uri`. */
+  signed: z.string().min(1).max(2048).optional(),
+  auth: authSchema,
+})
 const statReplySchema = z.strictObject({
   file: dataFileViewSchema,
   blob: z.string().regex(BLOB_ID_PATTERN),
@@ -44,7 +49,7 @@ export class DataAccess {
 
   serve (): void {
     this.#init.overlay.rpc.handle('data.stat', statRequestSchema, async req => {
-      const { ref, who } = this.#verified(req.uri, req.auth)
+      const { ref, who } = this.#verified(req.uri, req.signed ?? req.uri, req.auth)
       const c = this.#init.repository.content(who, ref.owner, ref.path)
       return { file: c.file, blob: c.blob }
     })
@@ -60,10 +65,12 @@ export class DataAccess {
   }
 
   /**
-   * The file `ref` for `requester` (whose request `auth` signed `data.get` on it, already checked
-   * here): from this host's repository, or fetched from the host that holds it.
+   * The file `ref` for `requester` (whose request `auth` signed `data.get` on it, or on the
+   * directory `signed` holding it; checked here already): from this host's repository, or
+   * fetched from the host that holds it.
    */
-  async content (requester: string, auth: RequestAuth, ref: DataRef): Promise<DataContent> {
+  async content (requester: string, auth: RequestAuth, ref: DataRef, signed: DataRef = ref): Promise<DataContent> {
+    checkWithin(ref, signed)
     try {
       return this.#init.repository.content(requester, ref.owner, ref.path)
     } catch (err) {
@@ -75,7 +82,7 @@ export class DataAccess {
     for (const host of holders) {
       let stat: z.infer<typeof statReplySchema>
       try {
-        stat = statReplySchema.parse(await callHost(this.#init.overlay, host, 'data.stat', { uri, auth }))
+        stat = statReplySchema.parse(await callHost(this.#init.overlay, host, 'data.stat', { uri, ...(signed === ref ? {} : { signed: formatDataUri(signed) }), auth }))
       } catch (err) {
         // FORBIDDEN from the holder is the answer; another failure may be one host's.
         if (err instanceof XenosError && (err.code === 'FORBIDDEN' || err.code === 'UNAUTHENTICATED')) throw err
@@ -95,9 +102,17 @@ export class DataAccess {
    * of a deploy stages the same inputs), so it is not refused as a replay: within its few minutes
    * it only lets the hosts it was given to read again what they could read once.
    */
-  #verified (uri: string, auth: RequestAuth): { ref: DataRef, who: string } {
+  #verified (uri: string, signedUri: string, auth: RequestAuth): { ref: DataRef, who: string } {
     const ref = parseDataUri(uri)
-    verifyAction(auth, { action: 'data.get', target: formatDataUri(ref), params: {} })
+    const signed = parseDataUri(signedUri)
+    verifyAction(auth, { action: 'data.get', target: formatDataUri(signed), params: {} })
+    checkWithin(ref, signed)
     return { ref, who: auth.owner }
   }
+}
+
+/** Throws unless `ref` is `signed` itself or a file under it: a signature on a directory reads what is in it. */
+function checkWithin (ref: DataRef, signed: DataRef): void {
+  if (ref.owner === signed.owner && (ref.path === signed.path || ref.path.startsWith(`${signed.path}/`))) return
+  throw new XenosError('FORBIDDEN', `${formatDataUri(ref)} is not under ${formatDataUri(signed)}, which the request was signed for`)
 }

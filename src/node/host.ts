@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino, { type Logger } from 'pino'
-import { parseDataUri, XenosError, type Driver, type Fingerprint, type InstanceView, type NameRecord, type Resources, type Template } from '../core/index.ts'
+import { checkDataPath, parseDataUri, XenosError, type Driver, type Fingerprint, type InstanceView, type NameRecord, type Resources, type Template } from '../core/index.ts'
 import { buildInputImage, DataRepository, type StagedFile } from '../data/index.ts'
 import { detectCgroups, DEFAULT_TASK_UID, processDriver, qemuDriver } from '../hypervisor/index.ts'
 import { BlobStore, NameRegistry, TemplateLibrary } from '../images/index.ts'
@@ -13,6 +13,7 @@ import { Cloud } from './cloud.ts'
 import type { DeployInput } from './rpc-schemas.ts'
 import { DataAccess } from './data-access.ts'
 import { Outputs } from './outputs.ts'
+import { Tasks } from './tasks.ts'
 import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSchema, hostTag, type HostOptions, type HostOptionsInput } from './options.ts'
 import { RequestVerifier } from './replay.ts'
 import { Migrations } from './migration.ts'
@@ -51,6 +52,7 @@ export class Host {
   readonly data: DataRepository
   readonly dataAccess: DataAccess
   readonly outputs: Outputs
+  readonly tasks: Tasks
   /** Checks owners' signatures on requests, once each. */
   readonly verifier = new RequestVerifier()
   readonly services: ServiceProxy
@@ -113,6 +115,10 @@ export class Host {
       store: this.store,
       verifier,
       stageInputs: async (owner, inputs) => await this.#stageInputs(owner, inputs),
+      tasks: {
+        recordFor: (instance, params) => this.tasks.recordFor(instance, params),
+        announce: async id => { await this.tasks.announce(id) },
+      },
       onTemplateAdded: t => { void this.#advertiseTemplate(t) },
       log: this.log.child({ component: 'cloud' }),
     })
@@ -156,6 +162,14 @@ export class Host {
       repository: this.data,
       verifier,
       workDir: this.#stagingDir,
+    })
+    this.tasks = new Tasks({
+      overlay: this.overlay,
+      store: this.store,
+      supervisor: this.supervisor,
+      outputs: this.outputs,
+      verifier,
+      log: this.log.child({ component: 'tasks' }),
     })
   }
 
@@ -208,14 +222,16 @@ export class Host {
     await this.services.start()
     await this.supervisor.recover()
     await this.data.recover()
-    // Disks of inputs a deploy was building when the host stopped.
+    // Disks of inputs a deploy was building when the host stopped, and outputs being collected.
     await rm(this.#stagingDir, { recursive: true, force: true })
+    await this.tasks.recover()
     await this.migrations.reissue()
     this.supervisor.startHealthChecks()
     this.cloud.serve()
     this.migrations.serve()
     this.dataAccess.serve()
     this.outputs.serve()
+    this.tasks.serve()
     await serveChunks(this.overlay.node, this.blobs, this.log.child({ component: 'transfer' }))
     await this.overlay.start()
     this.#started = true
@@ -223,6 +239,7 @@ export class Host {
     for (const r of this.store.instances.list()) this.#instanceChanged(r.id, r)
     await this.#advertiseHost()
     void this.dataAccess.announceAll()
+    void this.tasks.announceAll()
     this.log.info({ peerId: this.overlay.peerId, addrs: this.overlay.multiaddrs() }, 'host started')
   }
 
@@ -262,9 +279,14 @@ export class Host {
     const files: StagedFile[] = []
     for (const input of inputs) {
       if (input.auth.owner !== owner) throw new XenosError('FORBIDDEN', `input ${input.uri} is signed by another key than the deploy: sign both with the same key`)
-      const ref = parseDataUri(input.uri)
-      const { file, blobPath } = await this.dataAccess.content(owner, input.auth, ref)
-      files.push({ name: ref.path.slice(ref.path.lastIndexOf('/') + 1), path: blobPath, size: file.size })
+      const signed = parseDataUri(input.uri)
+      // A file appears at /in/NAME; a directory's files at /in/DIR/… (NAME, DIR: the last segment).
+      const name = signed.path.slice(signed.path.lastIndexOf('/') + 1)
+      for (const relative of input.files ?? ['']) {
+        const ref = relative === '' ? signed : { owner: signed.owner, path: checkDataPath(`${signed.path}/${relative}`) }
+        const { file, blobPath } = await this.dataAccess.content(owner, input.auth, ref, signed)
+        files.push({ name: relative === '' ? name : `${name}/${relative}`, path: blobPath, size: file.size })
+      }
     }
     const image = join(this.#stagingDir, `${randomBytes(8).toString('hex')}.img`)
     await mkdir(this.#stagingDir, { recursive: true })
@@ -323,6 +345,7 @@ export class Host {
 
   #instanceChanged (id: string, record: InstanceRecord | undefined): void {
     if (!this.#started) return
+    this.tasks.instanceChanged(id, record)
     if (record === undefined) {
       void this.overlay.withdraw('instance', id)
     } else {

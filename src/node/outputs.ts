@@ -6,7 +6,7 @@ import { collectOutputs, type DataRepository } from '../data/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import { callHost, hostOfInstance } from './remote.ts'
 import type { RequestVerifier } from './replay.ts'
-import { authSchema, dataFileViewSchema, instanceIdSchema } from './rpc-schemas.ts'
+import { authSchema, dataFileViewSchema, instanceIdSchema, refusedOutputSchema } from './rpc-schemas.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
 
 export interface OutputsInit {
@@ -22,7 +22,7 @@ const prefixSchema = z.string().min(1).max(1024)
 const collectRequestSchema = z.strictObject({ id: instanceIdSchema, prefix: prefixSchema, auth: authSchema })
 export const collectResultSchema = z.strictObject({
   files: z.array(dataFileViewSchema),
-  refused: z.array(z.strictObject({ path: z.string(), reason: z.string() })),
+  refused: z.array(refusedOutputSchema),
 })
 export type CollectResult = z.infer<typeof collectResultSchema>
 
@@ -49,9 +49,17 @@ export class Outputs {
 
   async #collectHere (id: string, prefix: string, auth: RequestAuth): Promise<CollectResult> {
     this.#init.verifier.verify(auth, { action: 'collect', target: id, params: { prefix } })
+    return await this.store(id, prefix, auth.owner)
+  }
+
+  /**
+   * Stores the outputs of instance `id` (held here, ended) under `prefix` in its owner's
+   * namespace; `requester`, when given, must be that owner.
+   */
+  async store (id: string, prefix: string, requester?: string): Promise<CollectResult> {
     checkDataPath(prefix)
     return await this.#init.supervisor.withOutputs(id, async (image, owner) => {
-      if (owner !== auth.owner) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may collect its outputs`)
+      if (requester !== undefined && owner !== requester) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may collect its outputs`)
       await mkdir(this.#init.workDir, { recursive: true })
       const work = await mkdtemp(join(this.#init.workDir, 'collect-'))
       try {

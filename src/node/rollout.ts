@@ -6,7 +6,7 @@ const POLL_MS = 500
 const REPORT_EVERY_MS = 200
 
 /** Where one host's part of a deploy is: in the order they happen, then how it ended. */
-export const ROLLOUT_PHASES = ['waiting', 'fetching', 'creating', 'booting', 'checking', 'done', 'failed'] as const
+export const ROLLOUT_PHASES = ['waiting', 'fetching', 'staging', 'creating', 'booting', 'checking', 'done', 'failed'] as const
 export type RolloutPhase = typeof ROLLOUT_PHASES[number]
 
 /** How much of a template's missing files a host holds while it fetches them. */

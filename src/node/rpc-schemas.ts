@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { CONTROL_ACTIONS, INSTANCE_ID_PATTERN, INSTANCE_STATES, nameSchema, OWNER_ID_PATTERN, SNAPSHOT_ID_PATTERN, versionSchema } from '../core/index.ts'
+import { CONTROL_ACTIONS, INSTANCE_ID_PATTERN, INSTANCE_STATES, TASK_STATES, nameSchema, OWNER_ID_PATTERN, SNAPSHOT_ID_PATTERN, versionSchema } from '../core/index.ts'
 
 /** Schemas of the messages hosts send each other; every RPC handler validates with one. */
 export const templateIdSchema = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'a template id is sha256: and 64 hex digits')
@@ -23,10 +23,19 @@ export const deployParamsSchema = z.strictObject({
   name: nameSchema.nullable(),
   /** Start from this snapshot (held by the deploying host) instead of booting. */
   snapshot: snapshotIdSchema.optional(),
-  /** Files staged into each instance, read-only at /in: a data:// name and the deployer's `data.get` signature on it. */
-  inputs: z.array(z.strictObject({ uri: z.string().min(1).max(2048), auth: authSchema })).min(1).max(64).optional(),
+  /**
+   * Files staged into each instance, read-only at /in: a data:// name and the deployer's `data.get`
+   * signature on it; with `files`, the name is a directory and these are the files under it to stage.
+   */
+  inputs: z.array(z.strictObject({
+    uri: z.string().min(1).max(2048),
+    auth: authSchema,
+    files: z.array(z.string().min(1).max(1024)).min(1).max(10_000).optional(),
+  })).min(1).max(64).optional(),
   /** Gives each instance an empty disk of this many bytes at /out, whose files `collect` stores in the repository once it ends. */
   outputBytes: z.number().int().min(2 ** 20).max(2 ** 40).optional(),
+  /** Runs the one instance as a task: once it ends its host stores its outputs under `outputs` and, unless `keep`, destroys it. */
+  task: z.strictObject({ outputs: z.string().min(1).max(1024), keep: z.boolean() }).optional(),
 })
 export type DeployParams = z.infer<typeof deployParamsSchema>
 export type DeployInput = NonNullable<DeployParams['inputs']>[number]
@@ -47,7 +56,7 @@ export const rpcDeployStatusSchema = z.strictObject({
 const byteCount = z.number().int().nonnegative()
 /** Null phase: the host has not begun that deploy, or has finished it. */
 export const deployStatusSchema = z.strictObject({
-  phase: z.enum(['fetching', 'creating']).nullable(),
+  phase: z.enum(['fetching', 'staging', 'creating']).nullable(),
   fetching: z.strictObject({ held: byteCount, size: byteCount }).nullable(),
 })
 export type DeployStatus = z.infer<typeof deployStatusSchema>
@@ -112,6 +121,7 @@ export const instanceViewSchema = z.strictObject({
   bootedAt: z.number().int().nonnegative().optional(),
   healthyAt: z.number().int().nonnegative().optional(),
   error: z.string().max(16_384).optional(),
+  exitCode: z.number().int().optional(),
 })
 
 export const instanceMetricsSchema = z.strictObject({
@@ -150,3 +160,28 @@ export const dataFileViewSchema = z.strictObject({
   host: z.string(),
   updatedAt: z.number(),
 })
+
+/** A file an instance left at /out that was not stored, and why. */
+export const refusedOutputSchema = z.strictObject({ path: z.string(), reason: z.string() })
+
+/** A task as its host reports it: how far it got, how it ended, and the outputs it left. */
+export const taskViewSchema = z.strictObject({
+  id: instanceIdSchema,
+  host: peerIdSchema,
+  owner: z.string().regex(OWNER_ID_PATTERN),
+  template: templateIdSchema,
+  inputs: z.array(z.string().max(2048)).max(64),
+  /** The data:// directory its outputs go to. */
+  outputs: z.string().max(2048),
+  keep: z.boolean(),
+  state: z.enum(TASK_STATES),
+  /** The state of its instance; null once the instance is gone. */
+  instanceState: z.enum(INSTANCE_STATES).nullable(),
+  exitCode: z.number().int().nullable(),
+  error: z.string().max(16_384).nullable(),
+  files: z.array(dataFileViewSchema).max(100_000),
+  refused: z.array(refusedOutputSchema).max(100_000),
+  createdAt: z.number().int().nonnegative(),
+  endedAt: z.number().int().nonnegative().nullable(),
+})
+export type TaskView = z.infer<typeof taskViewSchema>

@@ -74,6 +74,8 @@ export interface CreateOptions {
   inputs?: string | undefined
   /** Gives each instance an empty outputs disk of this many bytes. */
   outputBytes?: number | undefined
+  /** Rows that belong with each new instance, written in the same transaction as its record. */
+  alongside?: ((record: InstanceRecord) => void) | undefined
 }
 /** Marks the directory of an instance still arriving by migration (it names the host it comes from): a restart removes it whole. */
 const INCOMING_MARKER = 'incoming'
@@ -160,8 +162,10 @@ export class InstanceSupervisor {
       const status = await driver.recover(r.handle).catch(() => 'exited' as const)
       if (status === 'exited') {
         const tail = await driver.logTail(r.handle, LOG_TAIL_LINES).catch(() => '')
+        const code = await driver.endedWith?.(r.handle).catch(() => undefined)
         await driver.destroy(r.handle).catch(() => {})
-        this.#set(r.id, { state: 'failed', error: withTail('the task ended while xenosd was not running', tail) })
+        if (code === 0) this.#set(r.id, { state: 'exited', error: null, exitCode: 0 })
+        else this.#set(r.id, { state: 'failed', error: withTail(`the task ended while xenosd was not running${code === undefined ? '' : ` (with code ${code})`}`, tail), exitCode: code ?? null })
         continue
       }
       if (r.remoteDisk !== null) await this.#init.remoteDisks.attach(r.id, r.remoteDisk)
@@ -269,7 +273,7 @@ export class InstanceSupervisor {
    * given), each with the disk image `inputs` (if given) as its staged inputs.
    */
   async create (template: Template, owner: string, name: string | undefined, count: number, options: CreateOptions = {}): Promise<InstanceView[]> {
-    const { snapshot, inputs, outputBytes } = options
+    const { snapshot, inputs, outputBytes, alongside } = options
     const driver = this.#driverFor(template.manifest.driver)
     const records = await this.#locks.run('admission', async () => {
       this.#admit(template, count)
@@ -283,7 +287,10 @@ export class InstanceSupervisor {
           createdAt: Date.now(),
           remoteDisk: null,
         })
-        this.#init.store.instances.insert(record)
+        this.#init.store.transaction(() => {
+          this.#init.store.instances.insert(record)
+          alongside?.(record)
+        })
         this.#init.onChange(id, record)
         out.push(record)
       }
@@ -566,6 +573,7 @@ export class InstanceSupervisor {
       ports: await this.#assignPorts(template, []),
       resources: template.manifest.resources,
       error: null,
+      exitCode: null,
       updatedAt: o.createdAt,
     }
   }
@@ -589,7 +597,7 @@ export class InstanceSupervisor {
   async #startTask (r: InstanceRecord, template: Template, restoreFrom?: string, incoming?: string): Promise<void> {
     const driver = this.#driverFor(r.driver)
     const ports = await this.#assignPorts(template, r.ports)
-    this.#set(r.id, { state: 'creating', ports, error: null })
+    this.#set(r.id, { state: 'creating', ports, error: null, exitCode: null })
     const dir = join(this.#init.instancesDir, r.id)
     await mkdir(dir, { recursive: true })
     try {
@@ -679,7 +687,7 @@ export class InstanceSupervisor {
     await driver.destroy(live.handle).catch(() => {})
     const how = exit.signal !== null ? `killed by ${exit.signal}` : exit.code === null ? 'ended' : `exited with code ${exit.code}`
     const state: InstanceState = exit.code === 0 ? 'exited' : 'failed'
-    this.#set(id, { state, error: state === 'exited' ? null : withTail(`the task ${how}`, tail) })
+    this.#set(id, { state, error: state === 'exited' ? null : withTail(`the task ${how}`, tail), exitCode: exit.code })
     this.#init.log.info({ instance: id, exit }, 'task ended')
   }
 
@@ -755,6 +763,7 @@ export class InstanceSupervisor {
     if (m?.bootedAt !== undefined) view.bootedAt = m.bootedAt
     if (m?.healthyAt !== undefined) view.healthyAt = m.healthyAt
     if (r.error !== null) view.error = r.error
+    if (r.exitCode !== null) view.exitCode = r.exitCode
     return view
   }
 }

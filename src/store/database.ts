@@ -78,6 +78,23 @@ const MIGRATIONS: readonly string[] = [
      created_at INTEGER NOT NULL,
      PRIMARY KEY (owner, grantee)
    );`,
+  `ALTER TABLE instances ADD COLUMN exit_code INTEGER;
+   CREATE TABLE tasks (
+     id TEXT PRIMARY KEY,
+     owner TEXT NOT NULL,
+     template_id TEXT NOT NULL,
+     inputs TEXT NOT NULL,
+     outputs_prefix TEXT NOT NULL,
+     keep INTEGER NOT NULL,
+     state TEXT NOT NULL,
+     exit_code INTEGER,
+     error TEXT,
+     outputs TEXT NOT NULL,
+     refused TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     ended_at INTEGER
+   );
+   CREATE INDEX tasks_owner ON tasks(owner, created_at);`,
 ]
 
 export type Database = DatabaseSync

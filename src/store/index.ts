@@ -17,6 +17,7 @@ import { DiskExportTable } from './disk-exports.ts'
 import { InstanceTable } from './instances.ts'
 import { SnapshotTable } from './snapshots.ts'
 import { NameTable } from './names.ts'
+import { TaskTable } from './tasks.ts'
 import { TemplateTable } from './templates.ts'
 
 export { writeFileAtomic } from './files.ts'
@@ -24,6 +25,7 @@ export type { InstanceRecord, InstanceChange, RemoteDisk } from './instances.ts'
 export type { DiskExportRecord } from './disk-exports.ts'
 export type { DataFileRecord, DataGrantRecord, DataRights, DataUploadRecord } from './data.ts'
 export type { SnapshotRecord } from './snapshots.ts'
+export type { TaskChange, TaskRecord } from './tasks.ts'
 export type { NameRow } from './names.ts'
 
 export interface Store {
@@ -33,6 +35,7 @@ export interface Store {
   names: NameTable
   diskExports: DiskExportTable
   data: DataTable
+  tasks: TaskTable
   transaction: <T>(fn: () => T) => T
   close: () => void
 }
@@ -46,6 +49,7 @@ export function openStore (path: string): Store {
     names: new NameTable(db),
     diskExports: new DiskExportTable(db),
     data: new DataTable(db),
+    tasks: new TaskTable(db),
     transaction: fn => transaction(db, fn),
     close: () => { db.close() },
   }

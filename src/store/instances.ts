@@ -13,6 +13,8 @@ export interface InstanceRecord {
   ports: AssignedPort[]
   resources: Resources
   error: string | null
+  /** How the guest's task ended (its exit status), once it has. */
+  exitCode: number | null
   /** Set when the instance's disk stays on the host it migrated from, which serves it. */
   remoteDisk: RemoteDisk | null
   createdAt: number
@@ -36,6 +38,7 @@ interface InstanceRow {
   ports: string
   resources: string
   error: string | null
+  exit_code: number | null
   remote_disk: string | null
   created_at: number
   updated_at: number
@@ -53,13 +56,14 @@ function fromRow (r: InstanceRow): InstanceRecord {
     ports: JSON.parse(r.ports) as AssignedPort[],
     resources: JSON.parse(r.resources) as Resources,
     error: r.error,
+    exitCode: r.exit_code,
     remoteDisk: r.remote_disk === null ? null : JSON.parse(r.remote_disk) as RemoteDisk,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   }
 }
 
-export type InstanceChange = Partial<Pick<InstanceRecord, 'state' | 'handle' | 'ports' | 'error'>>
+export type InstanceChange = Partial<Pick<InstanceRecord, 'state' | 'handle' | 'ports' | 'error' | 'exitCode'>>
 
 /** The host's own instances. Every change is one statement, so a crash leaves old or new, never half. */
 export class InstanceTable {
@@ -70,18 +74,18 @@ export class InstanceTable {
   }
 
   insert (r: InstanceRecord): void {
-    this.#db.prepare(`INSERT INTO instances (id, name, template_id, owner, state, driver, handle, ports, resources, error, remote_disk, created_at, updated_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
+    this.#db.prepare(`INSERT INTO instances (id, name, template_id, owner, state, driver, handle, ports, resources, error, exit_code, remote_disk, created_at, updated_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
       r.id, r.name, r.templateId, r.owner, r.state, r.driver, r.handle === null ? null : JSON.stringify(r.handle),
-      JSON.stringify(r.ports), JSON.stringify(r.resources), r.error, r.remoteDisk === null ? null : JSON.stringify(r.remoteDisk), r.createdAt, r.updatedAt)
+      JSON.stringify(r.ports), JSON.stringify(r.resources), r.error, r.exitCode, r.remoteDisk === null ? null : JSON.stringify(r.remoteDisk), r.createdAt, r.updatedAt)
   }
 
   update (id: string, change: InstanceChange, now = Date.now()): InstanceRecord | undefined {
     const current = this.get(id)
     if (current === undefined) return undefined
     const next: InstanceRecord = { ...current, ...change, updatedAt: now }
-    this.#db.prepare('UPDATE instances SET state = ?, handle = ?, ports = ?, error = ?, updated_at = ? WHERE id = ?').run(
-      next.state, next.handle === null ? null : JSON.stringify(next.handle), JSON.stringify(next.ports), next.error, next.updatedAt, id)
+    this.#db.prepare('UPDATE instances SET state = ?, handle = ?, ports = ?, error = ?, exit_code = ?, updated_at = ? WHERE id = ?').run(
+      next.state, next.handle === null ? null : JSON.stringify(next.handle), JSON.stringify(next.ports), next.error, next.exitCode, next.updatedAt, id)
     return next
   }
 

@@ -19,7 +19,7 @@ describe('host API', () => {
   const signed = (action: string, target: string, params: unknown): Record<string, string> =>
     ({ 'x-xenos-auth': encodeAuthHeader(signAction(alice, { action, target, params })) })
 
-  const deploy = async (params: { hosts: string[] | null, count: number, name: string | null }, headers = signed('deploy', templateId, params)): Promise<{ statusCode: number, json: () => any }> =>
+  const deploy = async (params: { hosts: string[] | null, count: number, name: string | null, [more: string]: unknown }, headers = signed('deploy', templateId, params)): Promise<{ statusCode: number, json: () => any }> =>
     await app.inject({ method: 'POST', url: '/v1/instances', payload: { template: templateId, ...params }, headers })
 
   before(async () => {
@@ -133,6 +133,22 @@ describe('host API', () => {
     assert.equal(badId.json().error.code, 'INVALID_ARGUMENT')
     const notFound = await app.inject({ method: 'GET', url: `/v1/data/file?uri=${encodeURIComponent(uri)}`, headers: signed('data.get', uri, {}) })
     assert.equal(notFound.json().error.code, 'DATA_NOT_FOUND')
+  })
+
+  it('refuses task deploys no host could run, and shows tasks to their owner only', async () => {
+    const task = { outputs: 'results/t', keep: false }
+    const twice = await deploy({ hosts: null, count: 2, name: null, outputBytes: 2 ** 20, task })
+    assert.equal(twice.json().error.code, 'INVALID_ARGUMENT')
+    assert.match(twice.json().error.message, /a task runs one instance/)
+    const noDisk = await deploy({ hosts: null, count: 1, name: null, task })
+    assert.match(noDisk.json().error.message, /needs an outputs disk/)
+    const escaping = await deploy({ hosts: null, count: 1, name: null, outputBytes: 2 ** 20, task: { outputs: '../bob', keep: false } })
+    assert.equal(escaping.json().error.code, 'INVALID_ARGUMENT')
+    assert.equal((await app.inject({ method: 'GET', url: '/v1/tasks' })).json().error.code, 'UNAUTHENTICATED')
+    assert.equal((await app.inject({ method: 'GET', url: '/v1/tasks/nope', headers: signed('task.get', 'nope', {}) })).json().error.code, 'INVALID_ARGUMENT')
+    const id = 'i-0123456789abcdef'
+    assert.equal((await app.inject({ method: 'GET', url: `/v1/tasks/${id}`, headers: signed('task.get', id, {}) })).json().error.code, 'TASK_NOT_FOUND')
+    assert.deepEqual((await app.inject({ method: 'GET', url: '/v1/tasks', headers: signed('task.list', 'tasks', {}) })).json(), { tasks: [] })
   })
 
   it('exposes Prometheus metrics', async () => {

@@ -21,7 +21,19 @@ describe('staged inputs image', () => {
 
     await assert.rejects(buildInputImage([{ name: 'x', path: join(dir, 'blob-a'), size: 6 }, { name: 'x', path: join(dir, 'blob-b'), size: 5 }], join(dir, 'dup.img')), /two inputs are named x/)
     await assert.rejects(buildInputImage([{ name: '..', path: join(dir, 'blob-a'), size: 6 }], join(dir, 'up.img')), /cannot name a staged file/)
+    await assert.rejects(buildInputImage([{ name: 'set/../../etc', path: join(dir, 'blob-a'), size: 6 }], join(dir, 'up.img')), /cannot name a staged file/)
     assert.equal(existsSync(join(dir, 'dup.img')), false)
+  })
+
+  it('puts a directory\'s files under it, and refuses a name that is both a file and a directory', async () => {
+    const dir = await tempDir('stage-dirs')
+    await writeFile(join(dir, 'blob-a'), 'alpha\n')
+    await writeFile(join(dir, 'blob-b'), 'beta\n')
+    const image = join(dir, 'in.img')
+    await buildInputImage([{ name: 'set/a.txt', path: join(dir, 'blob-a'), size: 6 }, { name: 'set/deep/b.txt', path: join(dir, 'blob-b'), size: 5 }, { name: 'top.txt', path: join(dir, 'blob-a'), size: 6 }], image)
+    assert.equal(execFileSync('debugfs', ['-R', 'cat /set/deep/b.txt', image], { stdio: ['ignore', 'pipe', 'ignore'] }).toString(), 'beta\n')
+    assert.equal(execFileSync('debugfs', ['-R', 'cat /set/a.txt', image], { stdio: ['ignore', 'pipe', 'ignore'] }).toString(), 'alpha\n')
+    await assert.rejects(buildInputImage([{ name: 'set', path: join(dir, 'blob-a'), size: 6 }, { name: 'set/a.txt', path: join(dir, 'blob-b'), size: 5 }], join(dir, 'clash.img')), /both a file and a directory/)
   })
 
   it('takes only regular files with data-path names from an outputs disk, and follows nothing', async () => {

@@ -180,13 +180,23 @@ const SHOUT = [
   '',
 ].join('\n')
 
-/** A task: upper-cases /in/words.txt into /out/result/upper.txt, and leaves a link that must not be followed. */
+/** A task: upper-cases words.txt of the staged directory into /out/result/, copies another file of it, and leaves a link that must not be followed. */
 const UPPER = [
   'name: upper',
   'version: "1"',
   'resources: {cpu: 1, memory: 96}',
   'command: >-',
-  '  mkdir -p /out/result; tr a-z A-Z < /in/words.txt > /out/result/upper.txt; ln -s /etc/passwd /out/link',
+  '  mkdir -p /out/result; tr a-z A-Z < /in/task/words.txt > /out/result/upper.txt; cp /in/task/more/extra.txt /out/result/; ln -s /etc/passwd /out/link',
+  '',
+].join('\n')
+
+/** A task that takes a while, leaves a file and ends with code 3. */
+const SLOW = [
+  'name: slow',
+  'version: "1"',
+  'resources: {cpu: 1, memory: 96}',
+  'command: >-',
+  '  sleep 4; echo partial > /out/partial.txt; exit 3',
   '',
 ].join('\n')
 
@@ -208,6 +218,9 @@ describe('staged inputs', { skip: skipWithoutQemu }, () => {
     await mkdir(join(dir, 'upper'))
     await writeFile(join(dir, 'upper', 'template.yaml'), UPPER)
     await cli(a, alice, ['template', 'build', join(dir, 'upper')])
+    await mkdir(join(dir, 'slow'))
+    await writeFile(join(dir, 'slow', 'template.yaml'), SLOW)
+    await cli(a, alice, ['template', 'build', join(dir, 'slow')])
   })
 
   after(async () => {
@@ -243,17 +256,51 @@ describe('staged inputs', { skip: skipWithoutQemu }, () => {
     assert.equal((await getJson(b, '/v1/instances')).instances.filter((i: any) => i.owner !== inst.owner).length, 0, 'nothing of hers runs on B')
   })
 
-  it('runs a task to its end and stores what it left at /out, refusing links; the output downloads intact through another host', async () => {
+  it('runs a task on a staged directory to its end and stores what it left at /out, refusing links; the record and the output come through another host', async () => {
     const words = `a task reads its input ${randomBytes(8).toString('hex')}\n`
-    await writeFile(join(dir, 'task-words.txt'), words)
-    const put = await cli(a, alice, ['data', 'put', join(dir, 'task-words.txt'), 'data://me/task/words.txt'])
-    const task = await cli(a, alice, ['run', 'upper', '--in', put.uri, '--out', 'results/t1', '--host', 'stage-b', '--out-size', '16'])
-    assert.equal(task.state, 'exited')
+    await mkdir(join(dir, 'task', 'more'), { recursive: true })
+    await writeFile(join(dir, 'task', 'words.txt'), words)
+    await writeFile(join(dir, 'task', 'more', 'extra.txt'), 'extra\n')
+    await cli(a, alice, ['data', 'put', join(dir, 'task'), 'data://me/task'])
+    const { result: task, stderr } = await cliRun(a, alice, ['run', 'upper', '--in', 'data://me/task', '--out', 'results/t1', '--host', 'stage-b', '--out-size', '16'])
+    assert.match(stderr, /task i-[0-9a-f]+ on \S+: (running|collecting|succeeded)/, 'the run shows what the task does')
+    assert.equal(task.state, 'succeeded', task.error)
+    assert.equal(task.exitCode, 0)
     assert.equal(task.host, b.info.peerId)
-    assert.deepEqual(task.outputs.map((f: any) => f.path), ['results/t1/result/upper.txt'])
+    assert.deepEqual(task.files.map((f: any) => f.path).sort(), ['results/t1/result/extra.txt', 'results/t1/result/upper.txt'])
     assert.deepEqual(task.refused.map((r: any) => [r.path, r.reason]), [['link', 'a symbolic link']])
-    await cli(a, alice, ['data', 'get', task.outputs[0].uri, join(dir, 'upper.txt')], false)
+    const upper = task.files.find((f: any) => f.path.endsWith('upper.txt'))
+    await cli(a, alice, ['data', 'get', upper.uri, join(dir, 'upper.txt')], false)
     assert.equal(await readFile(join(dir, 'upper.txt'), 'utf8'), words.toUpperCase())
-    assert.equal((await getJson(b, '/v1/instances')).instances.some((i: any) => i.id === task.instance), false, 'the task\'s VM is gone')
+    assert.equal((await getJson(b, '/v1/instances')).instances.some((i: any) => i.id === task.id), false, 'the task\'s VM is gone')
+
+    // The record stays with the host that ran it; A finds that host.
+    const shown = await cli(a, alice, ['task', 'show', task.id])
+    assert.deepEqual([shown.state, shown.instanceState, shown.files.length], ['succeeded', null, 2])
+    assert.deepEqual((await cli(b, alice, ['task', 'ls'])).map((t: any) => t.id), [task.id])
+    await assert.rejects(cli(a, mallory, ['task', 'show', task.id]), /FORBIDDEN/)
+    assert.deepEqual(await cli(b, mallory, ['task', 'ls']), [], 'another key sees none of her tasks')
+  })
+
+  it('finishes a task whose host was killed while it ran: its exit code and outputs are recorded after the restart, and its VM is removed', async () => {
+    const api = new ApiClient({ api: a.api, key: (await loadOrCreateUserKey(alice)).key })
+    const t = await api.template<{ id: string }>('slow')
+    const deployed = await api.deploy(t.id, { hosts: [b.info.peerId], count: 1, name: null, outputBytes: 16 * 2 ** 20, task: { outputs: 'results/slow', keep: false } })
+    const id = deployed.instances[0]?.id ?? ''
+    await stopHost(b, 'SIGKILL')
+    // The VM runs on without its host, and ends while the host is away.
+    await eventually(async () => (await readFile(join(b.dataDir, 'instances', id, 'console.log'), 'utf8').catch(() => '')).includes('the service ended with code 3'), 120_000, 'the task to end')
+    await sleep(3000)
+    b = await startHost({ name: 'stage-b', dataDir: b.dataDir, bootstrap: [a] })
+    // Asked through A, which finds the host that runs it.
+    const task = await eventually(async () => {
+      const v = await api.signed<any>('GET', `/v1/tasks/${id}`, 'task.get', id, {}).catch(() => undefined)
+      return v?.state === 'failed' || v?.state === 'succeeded' ? v : undefined
+    }, 60_000, 'the task to be finished after the restart')
+    assert.equal(task.state, 'failed')
+    assert.equal(task.exitCode, 3)
+    assert.match(task.error, /with code 3/)
+    assert.deepEqual(task.files.map((f: any) => f.path), ['results/slow/partial.txt'], 'a failed task\'s outputs are kept too')
+    await eventually(async () => !existsSync(join(b.dataDir, 'instances', id)), 30_000, 'the ended task\'s VM to be removed')
   })
 })

@@ -406,6 +406,13 @@ export function qemuDriver (init: QemuDriverInit): Driver {
 
     logTail: async (handle, lines) => typeof handle.state.console === 'string' ? await tailFile(handle.state.console, lines) : '',
 
+    async endedWith (handle): Promise<number | undefined> {
+      if (typeof handle.state.console !== 'string') return undefined
+      // What guest/init prints once the service has ended; only the kernel's last words follow it.
+      const reported = /xenos-init: the service ended with code (\d+)/.exec(await tailFile(handle.state.console, 64))
+      return reported === null ? undefined : Number(reported[1])
+    },
+
     services (handle): GuestService[] | undefined {
       const latest = session(handle).agent.latest
       if (latest === undefined) return undefined

@@ -1,0 +1,194 @@
+import type { Logger } from 'pino'
+import { z } from 'zod'
+import { checkDataPath, formatDataUri, XenosError, type InstanceState, type RequestAuth } from '../core/index.ts'
+import type { Overlay } from '../overlay/index.ts'
+import type { InstanceRecord, Store, TaskRecord } from '../store/index.ts'
+import type { Outputs } from './outputs.ts'
+import { callHost } from './remote.ts'
+import type { RequestVerifier } from './replay.ts'
+import { authSchema, instanceIdSchema, taskViewSchema, type DeployParams, type TaskView } from './rpc-schemas.ts'
+import type { InstanceSupervisor } from './supervisor.ts'
+
+export interface TasksInit {
+  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'provide' | 'findProviders' | 'learnHost'>
+  store: Pick<Store, 'tasks' | 'instances'>
+  supervisor: Pick<InstanceSupervisor, 'control'>
+  outputs: Pick<Outputs, 'store'>
+  verifier: RequestVerifier
+  log: Logger
+}
+
+/** States in which a task's instance has ended. */
+const ENDED: ReadonlySet<InstanceState> = new Set(['exited', 'failed', 'stopped'])
+/** How long a search for the host that ran a task waits on the DHT. */
+const FIND_RUNNER_MS = 5000
+const getRequestSchema = z.strictObject({ id: instanceIdSchema, auth: authSchema })
+
+/** The DHT key under which a host announces a task it ran (hashed into a CID). */
+function runnerKey (id: string): string {
+  return `xenos-task:${id}`
+}
+
+/** Throws unless a deploy's `task` part is one a host can run: one instance, on one host, with an outputs disk. */
+export function checkTaskParams (params: DeployParams): void {
+  if (params.task === undefined) return
+  if (params.count !== 1 || (params.hosts !== null && params.hosts.length !== 1)) throw new XenosError('INVALID_ARGUMENT', 'a task runs one instance: deploy it with count 1 on at most one host')
+  if (params.outputBytes === undefined) throw new XenosError('INVALID_ARGUMENT', 'a task needs an outputs disk: give outputBytes')
+  if (params.snapshot !== undefined) throw new XenosError('INVALID_ARGUMENT', 'a task boots afresh: it cannot start from a snapshot')
+  checkDataPath(params.task.outputs)
+}
+
+/**
+ * Tasks: instances run to their end whose outputs go to the owner's repository. The host that
+ * runs one keeps its record (written with the instance's, in one transaction) and drives it
+ * from instance changes: once the VM ends, its outputs are stored, the record says how it ended,
+ * and the instance is destroyed unless kept. Each step is recorded before the next, so a host
+ * that stops anywhere picks the task up where it was.
+ */
+export class Tasks {
+  readonly #init: TasksInit
+  /** Tasks whose end is being handled now. */
+  readonly #finishing = new Map<string, Promise<void>>()
+
+  constructor (init: TasksInit) {
+    this.#init = init
+  }
+
+  serve (): void {
+    this.#init.overlay.rpc.handle('task.get', getRequestSchema, async req => this.#getHere(req.id, req.auth))
+  }
+
+  /** The record to write with a new instance of a task deploy. */
+  recordFor (instance: InstanceRecord, params: DeployParams): TaskRecord | undefined {
+    if (params.task === undefined) return undefined
+    return {
+      id: instance.id,
+      owner: instance.owner,
+      templateId: instance.templateId,
+      inputs: (params.inputs ?? []).map(i => i.uri),
+      outputsPrefix: params.task.outputs,
+      keep: params.task.keep,
+      state: 'running',
+      exitCode: null,
+      error: null,
+      outputs: [],
+      refused: [],
+      createdAt: instance.createdAt,
+      endedAt: null,
+    }
+  }
+
+  /** After a start: finishes what the host stopped in the middle of, and announces its tasks. */
+  async recover (): Promise<void> {
+    for (const t of this.#init.store.tasks.unfinished()) this.#instanceChanged(t.id, this.#init.store.instances.get(t.id))
+    for (const r of this.#init.store.instances.list()) {
+      const t = this.#init.store.tasks.get(r.id)
+      if (t !== undefined && t.state !== 'running' && t.state !== 'collecting' && !t.keep) await this.#destroy(t.id)
+    }
+  }
+
+  async announceAll (): Promise<void> {
+    for (const id of this.#init.store.tasks.ids()) await this.announce(id)
+  }
+
+  async announce (id: string): Promise<void> {
+    await this.#init.overlay.provide(runnerKey(id)).catch((err: unknown) => { this.#init.log.debug({ err, task: id }, 'could not announce a task') })
+  }
+
+  /** Drives a task from its instance's changes (`record` undefined: the instance is gone). */
+  instanceChanged (id: string, record: InstanceRecord | undefined): void {
+    if (this.#init.store.tasks.get(id) === undefined) return
+    this.#instanceChanged(id, record)
+  }
+
+  #instanceChanged (id: string, record: InstanceRecord | undefined): void {
+    if (record !== undefined && !ENDED.has(record.state)) return
+    if (this.#finishing.has(id)) return
+    const done = this.#finish(id, record).catch((err: unknown) => { this.#init.log.error({ err, task: id }, 'could not finish a task') })
+      .finally(() => this.#finishing.delete(id))
+    this.#finishing.set(id, done)
+  }
+
+  async #finish (id: string, record: InstanceRecord | undefined): Promise<void> {
+    const t = this.#init.store.tasks.get(id)
+    if (t === undefined || (t.state !== 'running' && t.state !== 'collecting')) return
+    if (record === undefined) {
+      this.#init.store.tasks.update(id, { state: 'failed', error: 'its instance was destroyed before the task ended', endedAt: Date.now() })
+      return
+    }
+    this.#init.store.tasks.update(id, { state: 'collecting' })
+    const errors: string[] = []
+    if (record.state === 'stopped') errors.push('its instance was stopped before the task ended')
+    else if (record.error !== null) errors.push(record.error)
+    let collected: Awaited<ReturnType<Outputs['store']>> = { files: [], refused: [] }
+    try {
+      collected = await this.#init.outputs.store(id, t.outputsPrefix)
+    } catch (err) {
+      errors.push(`its outputs could not be stored: ${(err as Error).message}`)
+    }
+    const succeeded = record.state === 'exited' && errors.length === 0
+    this.#init.store.tasks.update(id, {
+      state: succeeded ? 'succeeded' : 'failed',
+      exitCode: record.exitCode,
+      error: errors.length === 0 ? null : errors.join('; '),
+      outputs: collected.files,
+      refused: collected.refused,
+      endedAt: Date.now(),
+    })
+    this.#init.log.info({ task: id, succeeded, outputs: collected.files.length }, 'task ended')
+    if (!t.keep) await this.#destroy(id)
+  }
+
+  async #destroy (id: string): Promise<void> {
+    await this.#init.supervisor.control(id, 'destroy').catch((err: unknown) => { this.#init.log.warn({ err, task: id }, 'could not destroy the instance of an ended task') })
+  }
+
+  /** A task of the owner's (signed `task.get`), asked of the host that runs or ran it. */
+  async get (id: string, auth: RequestAuth): Promise<TaskView> {
+    if (this.#init.store.tasks.get(id) !== undefined) return this.#getHere(id, auth)
+    const runners = (await this.#init.overlay.findProviders(runnerKey(id), FIND_RUNNER_MS)).filter(h => h !== this.#init.overlay.peerId)
+    for (const host of runners) {
+      try {
+        return taskViewSchema.parse(await callHost(this.#init.overlay, host, 'task.get', { id, auth }))
+      } catch (err) {
+        if (err instanceof XenosError && err.code !== 'PEER_UNREACHABLE') throw err
+        this.#init.log.debug({ err, host, task: id }, 'a host announcing a task could not be asked')
+      }
+    }
+    throw new XenosError('TASK_NOT_FOUND', `no host knows task ${id}: check the id with "xenos task ls" on the host that ran it`)
+  }
+
+  /** The owner's tasks on this host, newest first (signed `task.list`). */
+  list (auth: RequestAuth, limit: number): TaskView[] {
+    this.#init.verifier.verify(auth, { action: 'task.list', target: 'tasks', params: {} })
+    return this.#init.store.tasks.listOf(auth.owner, limit).map(t => this.#view(t))
+  }
+
+  #getHere (id: string, auth: RequestAuth): TaskView {
+    this.#init.verifier.verify(auth, { action: 'task.get', target: id, params: {} })
+    const t = this.#init.store.tasks.get(id)
+    if (t === undefined) throw new XenosError('TASK_NOT_FOUND', `this host ran no task ${id}`)
+    if (t.owner !== auth.owner) throw new XenosError('FORBIDDEN', `task ${id} belongs to another owner`)
+    return this.#view(t)
+  }
+
+  #view (t: TaskRecord): TaskView {
+    return {
+      id: t.id,
+      host: this.#init.overlay.peerId,
+      owner: t.owner,
+      template: t.templateId,
+      inputs: t.inputs,
+      outputs: formatDataUri({ owner: t.owner, path: t.outputsPrefix }),
+      keep: t.keep,
+      state: t.state,
+      instanceState: this.#init.store.instances.get(t.id)?.state ?? null,
+      exitCode: t.exitCode,
+      error: t.error,
+      files: t.outputs,
+      refused: t.refused,
+      createdAt: t.createdAt,
+      endedAt: t.endedAt,
+    }
+  }
+}
