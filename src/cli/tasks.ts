@@ -43,7 +43,8 @@ async function untilEnded (api: ApiClient, id: string): Promise<TaskView> {
 }
 
 function taskReport (t: TaskView): string {
-  const took = t.endedAt === null ? '' : ` in ${((t.endedAt - t.createdAt) / 1000).toFixed(1)} s`
+  const seconds = (from: number, to: number): string => `${((to - from) / 1000).toFixed(1)} s`
+  const took = t.endedAt === null || t.collectingAt === null ? '' : ` in ${seconds(t.createdAt, t.endedAt)} (VM ${seconds(t.createdAt, t.collectingAt)}, storing its outputs ${seconds(t.collectingAt, t.endedAt)})`
   return [
     `task ${t.id} ${t.state}${took}${t.exitCode === null ? '' : ` (exit code ${t.exitCode})`}${t.error === null ? '' : `: ${t.error}`}`,
     t.files.length === 0 ? `no outputs under ${t.outputs}/` : table(['OUTPUT', 'SIZE', 'SHA256'], t.files.map(f => [f.uri, bytes(f.size), f.sha256.slice(0, 16)])),

@@ -182,6 +182,8 @@ export const taskViewSchema = z.strictObject({
   files: z.array(dataFileViewSchema).max(100_000),
   refused: z.array(refusedOutputSchema).max(100_000),
   createdAt: z.number().int().nonnegative(),
+  /** When its VM had ended and the collecting of its outputs began. */
+  collectingAt: z.number().int().nonnegative().nullable(),
   endedAt: z.number().int().nonnegative().nullable(),
 })
 export type TaskView = z.infer<typeof taskViewSchema>

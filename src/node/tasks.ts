@@ -74,6 +74,7 @@ export class Tasks {
       outputs: [],
       refused: [],
       createdAt: instance.createdAt,
+      collectingAt: null,
       endedAt: null,
     }
   }
@@ -116,7 +117,7 @@ export class Tasks {
       this.#init.store.tasks.update(id, { state: 'failed', error: 'its instance was destroyed before the task ended', endedAt: Date.now() })
       return
     }
-    this.#init.store.tasks.update(id, { state: 'collecting' })
+    this.#init.store.tasks.update(id, { state: 'collecting', collectingAt: t.collectingAt ?? Date.now() })
     const errors: string[] = []
     if (record.state === 'stopped') errors.push('its instance was stopped before the task ended')
     else if (record.error !== null) errors.push(record.error)
@@ -188,6 +189,7 @@ export class Tasks {
       files: t.outputs,
       refused: t.refused,
       createdAt: t.createdAt,
+      collectingAt: t.collectingAt,
       endedAt: t.endedAt,
     }
   }

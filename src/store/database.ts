@@ -92,6 +92,7 @@ const MIGRATIONS: readonly string[] = [
      outputs TEXT NOT NULL,
      refused TEXT NOT NULL,
      created_at INTEGER NOT NULL,
+     collecting_at INTEGER,
      ended_at INTEGER
    );
    CREATE INDEX tasks_owner ON tasks(owner, created_at);`,

@@ -24,6 +24,8 @@ export interface TaskRecord {
   /** Files at /out that were not taken, and why. */
   refused: Array<{ path: string, reason: string }>
   createdAt: number
+  /** When its VM had ended and its outputs began to be collected. */
+  collectingAt: number | null
   endedAt: number | null
 }
 
@@ -40,6 +42,7 @@ interface TaskRow {
   outputs: string
   refused: string
   created_at: number
+  collecting_at: number | null
   ended_at: number | null
 }
 
@@ -56,10 +59,11 @@ const taskOf = (r: TaskRow): TaskRecord => ({
   outputs: JSON.parse(r.outputs) as DataFileView[],
   refused: JSON.parse(r.refused) as TaskRecord['refused'],
   createdAt: r.created_at,
+  collectingAt: r.collecting_at,
   endedAt: r.ended_at,
 })
 
-export type TaskChange = Partial<Pick<TaskRecord, 'state' | 'exitCode' | 'error' | 'outputs' | 'refused' | 'endedAt'>>
+export type TaskChange = Partial<Pick<TaskRecord, 'state' | 'exitCode' | 'error' | 'outputs' | 'refused' | 'collectingAt' | 'endedAt'>>
 
 /** The tasks this host ran or runs. */
 export class TaskTable {
@@ -70,18 +74,18 @@ export class TaskTable {
   }
 
   insert (t: TaskRecord): void {
-    this.#db.prepare(`INSERT INTO tasks (id, owner, template_id, inputs, outputs_prefix, keep, state, exit_code, error, outputs, refused, created_at, ended_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
+    this.#db.prepare(`INSERT INTO tasks (id, owner, template_id, inputs, outputs_prefix, keep, state, exit_code, error, outputs, refused, created_at, collecting_at, ended_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
       t.id, t.owner, t.templateId, JSON.stringify(t.inputs), t.outputsPrefix, t.keep ? 1 : 0, t.state, t.exitCode, t.error,
-      JSON.stringify(t.outputs), JSON.stringify(t.refused), t.createdAt, t.endedAt)
+      JSON.stringify(t.outputs), JSON.stringify(t.refused), t.createdAt, t.collectingAt, t.endedAt)
   }
 
   update (id: string, change: TaskChange): TaskRecord | undefined {
     const current = this.get(id)
     if (current === undefined) return undefined
     const next: TaskRecord = { ...current, ...change }
-    this.#db.prepare('UPDATE tasks SET state = ?, exit_code = ?, error = ?, outputs = ?, refused = ?, ended_at = ? WHERE id = ?').run(
-      next.state, next.exitCode, next.error, JSON.stringify(next.outputs), JSON.stringify(next.refused), next.endedAt, id)
+    this.#db.prepare('UPDATE tasks SET state = ?, exit_code = ?, error = ?, outputs = ?, refused = ?, collecting_at = ?, ended_at = ? WHERE id = ?').run(
+      next.state, next.exitCode, next.error, JSON.stringify(next.outputs), JSON.stringify(next.refused), next.collectingAt, next.endedAt, id)
     return next
   }
 
