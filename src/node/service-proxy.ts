@@ -20,6 +20,10 @@ export const CONNECT_PROTOCOL = '/xenos/connect/1.0.0'
 const headerSchema = z.strictObject({ instance: instanceIdSchema, endpoint: z.string().min(1).max(31).optional() })
 /** How long a connection keeps trying to reach its service (a move's switch-over is within this). */
 const REACH_DEADLINE_MS = 30_000
+/** A connection that took longer than this to reach its service is logged, with why. */
+const SLOW_REACH_MS = 500
+/** Connections open longer than this are logged (debug) with how often they had to reach their service. */
+const SLOW_CONNECTION_MS = 2000
 
 export interface ServiceProxyInit {
   overlay: Pick<Overlay, 'peerId' | 'node' | 'lookup' | 'search' | 'learnHost'>
@@ -84,12 +88,23 @@ export class ServiceProxy {
     const server = createServer({ allowHalfOpen: true }, socket => {
       connections++
       sockets.add(socket)
-      socket.once('close', () => sockets.delete(socket))
+      const opened = performance.now()
+      let reaches = 0
+      socket.once('close', () => {
+        sockets.delete(socket)
+        const ms = Math.round(performance.now() - opened)
+        if (ms > SLOW_CONNECTION_MS) this.#init.log.debug({ target: target.target, ms, reaches }, 'a long connection ended')
+      })
       socket.on('error', () => {})
       let reached: string | undefined
       const reach = async (): Promise<Stream> => {
+        const t0 = performance.now()
+        reaches++
         const r = await this.#reach(target)
         last = { host: r.host, id: r.id }
+        const ms = Math.round(performance.now() - t0)
+        // A connection that waits is what a client notices of a move: say why.
+        if (ms > SLOW_REACH_MS) this.#init.log.info({ target: target.target, host: r.host, again: reached !== undefined, ms, failures: r.failures }, 'a connection waited to reach its service')
         reached = r.id
         return r.stream
       }
@@ -148,19 +163,23 @@ export class ServiceProxy {
   }
 
   /** Opens a stream to `target`, trying its possible hosts until one accepts or the deadline passes. */
-  async #reach (target: ConnectTarget, rounds = Infinity): Promise<{ stream: Stream, host: string, id: string }> {
+  async #reach (target: ConnectTarget, rounds = Infinity): Promise<{ stream: Stream, host: string, id: string, failures: string[] }> {
     const deadline = Date.now() + REACH_DEADLINE_MS
     let lastError: unknown
+    const failures: string[] = []
     for (let round = 0; round < rounds && Date.now() < deadline; round++) {
       if (round > 0) await sleep(Math.min(100 * 2 ** round, 1000))
-      for (const c of await this.#candidates(target.target)) {
+      const candidates = await this.#candidates(target.target)
+      if (candidates.length === 0) failures.push(`round ${round}: no host`)
+      for (const c of candidates) {
         let host: string | undefined = c.host
         // A host that moved the instance says where to; follow that once.
         for (let hop = 0; hop < 2 && host !== undefined; hop++) {
           try {
-            return { stream: await this.#open(c.id, host, target.endpoint), host, id: c.id }
+            return { stream: await this.#open(c.id, host, target.endpoint), host, id: c.id, failures }
           } catch (err) {
             lastError = err
+            failures.push(`round ${round} host ${host.slice(-8)}: ${(err as Error).message}`)
             if (err instanceof XenosError && err.code === 'INVALID_ARGUMENT') throw err
             host = err instanceof HandshakeRefused ? err.movedTo : undefined
           }
