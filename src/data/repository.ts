@@ -1,14 +1,13 @@
-import { createHash, randomBytes } from 'node:crypto'
-import { createReadStream } from 'node:fs'
+import { randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { checkDataPath, formatDataUri, hashing, XenosError, type DataFileView } from '../core/index.ts'
+import { checkDataPath, formatDataUri, XenosError, type DataFileView } from '../core/index.ts'
 import type { DataFileRecord, DataGrantRecord, DataRights, DataUploadRecord, Store } from '../store/index.ts'
 
 /** Where file contents are kept: the host's blob store. */
 export interface ContentStore {
-  /** Stores the bytes `source` yields; returns their blob id. */
-  putFrom: (source: AsyncIterable<Uint8Array>) => Promise<string>
+  /** Stores the file at `path` by moving it in (refused, and left, if it does not hash to `expectSha256`); returns its blob id and SHA-256. */
+  adopt: (path: string, expectSha256?: string) => Promise<{ id: string, sha256: string }>
   /** Where blob `id`'s bytes are, once stored. */
   path: (id: string) => string
 }
@@ -68,9 +67,13 @@ export class DataRepository {
   async recover (): Promise<void> {
     await mkdir(this.#init.uploadsDir, { recursive: true })
     const known = new Set(this.#init.store.data.uploads().map(u => u.id))
-    for (const name of await readdir(this.#init.uploadsDir)) {
+    const parts = new Set(await readdir(this.#init.uploadsDir))
+    for (const name of parts) {
       if (!known.has(name)) await rm(join(this.#init.uploadsDir, name), { force: true })
     }
+    // A part file moves into the blob store when its upload completes: an upload without one was
+    // cut short while completing, and is sent again whole.
+    for (const id of known) if (!parts.has(id)) this.#init.store.data.removeUpload(id)
   }
 
   /**
@@ -135,14 +138,13 @@ export class DataRepository {
     return await this.#exclusive(id, async () => {
       const received = await this.#received(id)
       if (received !== u.size) throw new XenosError('INVALID_STATE', `upload ${id} holds ${received} of its ${u.size} bytes: send the rest from offset ${received}`, { offset: received })
-      const hash = createHash('sha256')
-      const blob = await this.#init.blobs.putFrom(hashing(createReadStream(this.#partOf(id)), hash))
-      const sha256 = hash.digest('hex')
-      if (sha256 !== u.sha256) {
+      // The part file becomes the blob: its bytes are not copied again.
+      const blob = await this.#init.blobs.adopt(this.#partOf(id), u.sha256).catch(async (err: unknown) => {
+        if (!(err instanceof XenosError)) throw err
         await this.#discard(id)
-        throw new XenosError('INVALID_ARGUMENT', `the bytes of upload ${id} hash to ${sha256}, not the declared ${u.sha256}: the upload is dropped; upload the file again`)
-      }
-      const file: DataFileRecord = { owner: u.owner, path: u.path, blob, size: u.size, sha256, updatedAt: Date.now() }
+        throw new XenosError('INVALID_ARGUMENT', `upload ${id} is not the file declared (${err.message}): the upload is dropped; upload the file again`)
+      })
+      const file: DataFileRecord = { owner: u.owner, path: u.path, blob: blob.id, size: u.size, sha256: blob.sha256, updatedAt: Date.now() }
       this.#init.store.transaction(() => {
         this.#init.store.data.putFile(file)
         this.#init.store.data.removeUpload(id)
@@ -153,14 +155,13 @@ export class DataRepository {
     })
   }
 
-  /** Stores the local file `file` (a task's output) as `path` in `owner`'s namespace, by `requester`. */
+  /** Stores the local file `file` (a task's output, moved into the blob store) as `path` in `owner`'s namespace, by `requester`. */
   async storeLocal (requester: string, owner: string, path: string, file: string, size: number): Promise<DataFileView> {
     checkDataPath(path)
     this.#authorise(requester, owner, path, 'write')
     this.#checkQuota(owner, path, size)
-    const hash = createHash('sha256')
-    const blob = await this.#init.blobs.putFrom(hashing(createReadStream(file), hash))
-    const record: DataFileRecord = { owner, path, blob, size, sha256: hash.digest('hex'), updatedAt: Date.now() }
+    const blob = await this.#init.blobs.adopt(file)
+    const record: DataFileRecord = { owner, path, blob: blob.id, size, sha256: blob.sha256, updatedAt: Date.now() }
     this.#init.store.data.putFile(record)
     this.#init.onStored(record)
     return this.#viewOfFile(record)

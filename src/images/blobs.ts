@@ -111,9 +111,37 @@ export class BlobStore {
     return await this.#write(createReadStream(path))
   }
 
-  /** Stores the bytes `source` yields. Returns their blob id. */
-  async putFrom (source: AsyncIterable<Uint8Array>): Promise<string> {
-    return await this.#write(source)
+  /**
+   * Stores the file at `path` by moving it into the store: its bytes are read once (for the chunk
+   * index and their SHA-256) and never written again (copied only from another file system).
+   * With `expectSha256`, a file whose bytes hash otherwise is refused and left where it is.
+   */
+  async adopt (path: string, expectSha256?: string): Promise<{ id: string, sha256: string }> {
+    const whole = createHash('sha256')
+    const chunks: string[] = []
+    let size = 0
+    for await (const data of chunksOf(createReadStream(path))) {
+      whole.update(data)
+      chunks.push(sha256(data))
+      size += data.byteLength
+    }
+    const digest = whole.digest('hex')
+    if (expectSha256 !== undefined && digest !== expectSha256) throw new XenosError('INVALID_ARGUMENT', `the bytes hash to ${digest}, not the declared ${expectSha256}`)
+    const index: ChunkIndex = { v: 1, size, chunkSize: CHUNK_SIZE, chunks }
+    const id = blobIdOf(index)
+    const fh = await open(path, 'r')
+    try {
+      await fh.sync()
+    } finally {
+      await fh.close()
+    }
+    try {
+      await this.#complete(id, index, path)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
+      await this.#write(createReadStream(path), id)
+    }
+    return { id, sha256: digest }
   }
 
   async #write (source: AsyncIterable<Uint8Array>, expected?: string): Promise<string> {

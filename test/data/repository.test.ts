@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { readFile, readdir, writeFile } from 'node:fs/promises'
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { generateOwnerKey, parseDataUri } from '../../src/core/index.ts'
@@ -93,6 +93,23 @@ describe('data repository', () => {
     await writeFile(join(h.dir, 'uploads', 'u-00000000000000000000000000000000'), 'debris')
     await h.open()
     assert.deepEqual(await readdir(join(h.dir, 'uploads')), [])
+  })
+
+  it('drops an upload whose part file had moved into the blob store when the host stopped, so that it is sent again', async () => {
+    const h = await host()
+    const first = await h.open()
+    const content = Buffer.from('cut short while completing')
+    const up = await first.repo.startUpload(alice, alice, 'cut.txt', content.length, sha(content))
+    await first.repo.write(alice, up.id, 0, bytes(content))
+    // As a kill between the move of the part file and the transaction that records the file leaves it.
+    await rm(join(h.dir, 'uploads', up.id))
+    first.store.close()
+    const { repo } = await h.open()
+    const again = await repo.startUpload(alice, alice, 'cut.txt', content.length, sha(content))
+    assert.notEqual(again.id, up.id)
+    assert.equal(again.offset, 0)
+    await repo.write(alice, again.id, 0, bytes(content))
+    assert.equal((await repo.complete(alice, again.id)).sha256, sha(content))
   })
 
   it('lets only the owner and the keys it granted list, read, write or delete', async () => {
