@@ -22,6 +22,8 @@ export interface TasksInit {
 const ENDED: ReadonlySet<InstanceState> = new Set(['exited', 'failed', 'stopped'])
 /** How long a search for the host that ran a task waits on the DHT. */
 const FIND_RUNNER_MS = 5000
+/** Runners of other hosts' tasks remembered at most. */
+const MAX_KNOWN_RUNNERS = 1000
 const getRequestSchema = z.strictObject({ id: instanceIdSchema, auth: authSchema })
 
 /** The DHT key under which a host announces a task it ran (hashed into a CID). */
@@ -48,7 +50,9 @@ export function checkTaskParams (params: DeployParams): void {
 export class Tasks {
   readonly #init: TasksInit
   /** Tasks whose end is being handled now. */
-  readonly #finishing = new Map<string, Promise<void>>()
+  readonly #finishing = new Set<string>()
+  /** Hosts that ran tasks asked for here lately, by task. */
+  readonly #runners = new Map<string, string>()
 
   constructor (init: TasksInit) {
     this.#init = init
@@ -93,7 +97,7 @@ export class Tasks {
   }
 
   async announce (id: string): Promise<void> {
-    await this.#init.overlay.provide(runnerKey(id)).catch((err: unknown) => { this.#init.log.debug({ err, task: id }, 'could not announce a task') })
+    await this.#init.overlay.provide(runnerKey(id))
   }
 
   /** Drives a task from its instance's changes (`record` undefined: the instance is gone). */
@@ -105,9 +109,9 @@ export class Tasks {
   #instanceChanged (id: string, record: InstanceRecord | undefined): void {
     if (record !== undefined && !ENDED.has(record.state)) return
     if (this.#finishing.has(id)) return
-    const done = this.#finish(id, record).catch((err: unknown) => { this.#init.log.error({ err, task: id }, 'could not finish a task') })
+    this.#finishing.add(id)
+    void this.#finish(id, record).catch((err: unknown) => { this.#init.log.error({ err, task: id }, 'could not finish a task') })
       .finally(() => this.#finishing.delete(id))
-    this.#finishing.set(id, done)
   }
 
   async #finish (id: string, record: InstanceRecord | undefined): Promise<void> {
@@ -147,16 +151,32 @@ export class Tasks {
   /** A task of the owner's (signed `task.get`), asked of the host that runs or ran it. */
   async get (id: string, auth: RequestAuth): Promise<TaskView> {
     if (this.#init.store.tasks.get(id) !== undefined) return this.#getHere(id, auth)
-    const runners = (await this.#init.overlay.findProviders(runnerKey(id), FIND_RUNNER_MS)).filter(h => h !== this.#init.overlay.peerId)
+    // A task watched through this host is asked for every second: remember where it runs.
+    const known = this.#runners.get(id)
+    const runners = known !== undefined ? [known] : (await this.#init.overlay.findProviders(runnerKey(id), FIND_RUNNER_MS)).filter(h => h !== this.#init.overlay.peerId)
     for (const host of runners) {
       try {
-        return taskViewSchema.parse(await callHost(this.#init.overlay, host, 'task.get', { id, auth }))
+        const view = taskViewSchema.parse(await callHost(this.#init.overlay, host, 'task.get', { id, auth }))
+        this.#remember(id, host)
+        return view
       } catch (err) {
         if (err instanceof XenosError && err.code !== 'PEER_UNREACHABLE') throw err
+        this.#runners.delete(id)
         this.#init.log.debug({ err, host, task: id }, 'a host announcing a task could not be asked')
       }
     }
+    if (known !== undefined) return await this.get(id, auth)
     throw new XenosError('TASK_NOT_FOUND', `no host knows task ${id}: check the id with "xenos task ls" on the host that ran it`)
+  }
+
+  #remember (id: string, host: string): void {
+    this.#runners.delete(id)
+    this.#runners.set(id, host)
+    // The oldest first: a Map iterates in insertion order.
+    for (const old of this.#runners.keys()) {
+      if (this.#runners.size <= MAX_KNOWN_RUNNERS) break
+      this.#runners.delete(old)
+    }
   }
 
   /** The owner's tasks on this host, newest first (signed `task.list`). */
