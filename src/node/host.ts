@@ -126,6 +126,7 @@ export class Host {
       overlay: this.overlay,
       supervisor: this.supervisor,
       forwardGraceMs: this.options.forwardGraceMs,
+      store: this.store,
       log: this.log.child({ component: 'services' }),
     })
     this.migrations = new Migrations({

@@ -5,6 +5,7 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { INSTANCE_ID_PATTERN, XenosError } from '../core/index.ts'
 import type { Overlay } from '../overlay/index.ts'
+import type { ForwardRecord, Store } from '../store/index.ts'
 import { dialWithHeader, HandshakeRefused, readHeader, SocketStream, splice } from '../transfer/index.ts'
 import { instanceIdSchema } from './rpc-schemas.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
@@ -28,6 +29,8 @@ const SLOW_CONNECTION_MS = 2000
 export interface ServiceProxyInit {
   overlay: Pick<Overlay, 'peerId' | 'node' | 'lookup' | 'search' | 'learnHost'>
   supervisor: Pick<InstanceSupervisor, 'has' | 'isMoving' | 'tcpEndpoints' | 'list'>
+  /** Where what this host forwards is kept, so that a restart goes on forwarding. */
+  store: Pick<Store, 'forwards'>
   log: Logger
   /** How long a host that moved an instance away keeps pointing at, and forwarding to, its new host. */
   forwardGraceMs: number
@@ -50,6 +53,8 @@ export interface ServiceListener {
 
 interface Moved {
   to: string
+  /** The end of the grace period. */
+  until: number
   forwards: ServiceListener[]
 }
 
@@ -68,10 +73,22 @@ export class ServiceProxy {
 
   async start (): Promise<void> {
     await this.#init.overlay.node.handle(CONNECT_PROTOCOL, async (stream: Stream, connection: Connection) => { await this.#serve(stream, connection) }, { maxInboundStreams: 256 })
+    // What this host forwarded when it stopped, for the rest of each grace period.
+    for (const f of this.#init.store.forwards.list()) {
+      if (f.until <= Date.now()) {
+        this.#init.store.forwards.remove(f.instanceId)
+        continue
+      }
+      this.#remember(f.instanceId, f.to, f.until)
+      await this.forward(f.instanceId, f.ports)
+    }
   }
 
+  /** Closes the forwards; what they forward stays recorded for the next start. */
   async stop (): Promise<void> {
-    for (const id of [...this.#moved.keys()]) await this.#forget(id)
+    const entries = [...this.#moved.values()]
+    this.#moved.clear()
+    await Promise.all(entries.map(async e => { await closeAll(e) }))
   }
 
   /** Listens on `address`:`port` (0 for any free port); every connection made there reaches `target`, which must be reachable now. */
@@ -135,11 +152,20 @@ export class ServiceProxy {
 
   /** Records that instance `id` now runs on host `to`: for a grace period, connections asked of this host go there. */
   moved (id: string, to: string): void {
+    this.#remember(id, to, Date.now() + this.#init.forwardGraceMs)
+  }
+
+  #remember (id: string, to: string, until: number): void {
     void this.#forget(id)
-    const entry: Moved = { to, forwards: [] }
+    const entry: Moved = { to, until, forwards: [] }
     this.#moved.set(id, entry)
+    this.#record(id, entry, [])
     // A later move of the same instance has its own grace period.
-    setTimeout(() => { if (this.#moved.get(id) === entry) void this.#forget(id) }, this.#init.forwardGraceMs).unref()
+    setTimeout(() => { if (this.#moved.get(id) === entry) void this.#forget(id) }, until - Date.now()).unref()
+  }
+
+  #record (id: string, entry: Moved, ports: ForwardRecord['ports']): void {
+    this.#init.store.forwards.put({ instanceId: id, to: entry.to, ports, until: entry.until })
   }
 
   /** Keeps the old endpoints (`ports`) of instance `id`, which moved away, forwarding to it for the grace period. */
@@ -153,13 +179,15 @@ export class ServiceProxy {
       })
       if (forward !== undefined) entry.forwards.push(forward)
     }
+    this.#record(id, entry, ports)
   }
 
   async #forget (id: string): Promise<void> {
     const entry = this.#moved.get(id)
     if (entry === undefined) return
     this.#moved.delete(id)
-    await Promise.all(entry.forwards.map(async f => { await f.close() }))
+    this.#init.store.forwards.remove(id)
+    await closeAll(entry)
   }
 
   /** Opens a stream to `target`, trying its possible hosts until one accepts or the deadline passes. */
@@ -268,6 +296,10 @@ export class ServiceProxy {
   #leaving (id: string): boolean {
     return this.#movedTo(id) !== undefined || !this.#init.supervisor.has(id)
   }
+}
+
+async function closeAll (entry: Moved): Promise<void> {
+  await Promise.all(entry.forwards.map(async f => { await f.close() }))
 }
 
 async function connectTo (to: { address: string, port: number }): Promise<Socket> {

@@ -37,7 +37,7 @@ export interface IncomingInstance {
 }
 
 export interface SupervisorInit {
-  store: Pick<Store, 'instances' | 'templates' | 'snapshots' | 'diskExports' | 'transaction'>
+  store: Pick<Store, 'instances' | 'templates' | 'snapshots' | 'diskExports' | 'settings' | 'transaction'>
   drivers: ReadonlyMap<string, Driver>
   /** Where instance directories live. */
   instancesDir: string
@@ -77,6 +77,7 @@ export interface CreateOptions {
   /** Rows that belong with each new instance, written in the same transaction as its record. */
   alongside?: ((record: InstanceRecord) => void) | undefined
 }
+const DRAINING_SETTING = 'draining'
 /** Marks the directory of an instance still arriving by migration (it names the host it comes from): a restart removes it whole. */
 const INCOMING_MARKER = 'incoming'
 
@@ -91,7 +92,8 @@ export class InstanceSupervisor {
   readonly #live = new Map<string, LiveTask>()
   /** Instances being sent to another host right now. */
   readonly #moving = new Set<string>()
-  #draining = false
+  /** Kept in the store: a drained host that restarts stays drained. */
+  #draining: boolean
   readonly #health = new Map<string, ServiceStatus[]>()
   /** When each running instance booted and became healthy, and was last checked (this host's clock). */
   readonly #milestones = new Map<string, { since: number, bootedAt?: number, healthyAt?: number, checkedAt: number }>()
@@ -99,6 +101,7 @@ export class InstanceSupervisor {
 
   constructor (init: SupervisorInit) {
     this.#init = init
+    this.#draining = init.store.settings.get(DRAINING_SETTING) === '1'
   }
 
   /** Checks the services of running instances every few seconds; a change re-advertises the instance. */
@@ -192,8 +195,9 @@ export class InstanceSupervisor {
     return used
   }
 
-  /** While a host is drained it admits no instance and offers no room. */
+  /** While a host is drained it admits no instance and offers no room, across restarts, until undrained. */
   setDraining (on: boolean): void {
+    this.#init.store.settings.set(DRAINING_SETTING, on ? '1' : '0')
     this.#draining = on
   }
 

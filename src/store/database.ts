@@ -96,6 +96,16 @@ const MIGRATIONS: readonly string[] = [
      ended_at INTEGER
    );
    CREATE INDEX tasks_owner ON tasks(owner, created_at);`,
+  `CREATE TABLE forwards (
+     instance_id TEXT PRIMARY KEY,
+     to_host TEXT NOT NULL,
+     ports TEXT NOT NULL,
+     until INTEGER NOT NULL
+   );
+   CREATE TABLE settings (
+     key TEXT PRIMARY KEY,
+     value TEXT NOT NULL
+   );`,
 ]
 
 export type Database = DatabaseSync

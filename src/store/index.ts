@@ -14,7 +14,9 @@
 import { openDatabase, transaction, type Database } from './database.ts'
 import { DataTable } from './data.ts'
 import { DiskExportTable } from './disk-exports.ts'
+import { ForwardTable } from './forwards.ts'
 import { InstanceTable } from './instances.ts'
+import { SettingsTable } from './settings.ts'
 import { SnapshotTable } from './snapshots.ts'
 import { NameTable } from './names.ts'
 import { TaskTable } from './tasks.ts'
@@ -23,6 +25,7 @@ import { TemplateTable } from './templates.ts'
 export { writeFileAtomic } from './files.ts'
 export type { InstanceRecord, InstanceChange, RemoteDisk } from './instances.ts'
 export type { DiskExportRecord } from './disk-exports.ts'
+export type { ForwardRecord } from './forwards.ts'
 export type { DataFileRecord, DataGrantRecord, DataRights, DataUploadRecord } from './data.ts'
 export type { SnapshotRecord } from './snapshots.ts'
 export type { TaskChange, TaskRecord } from './tasks.ts'
@@ -36,6 +39,8 @@ export interface Store {
   diskExports: DiskExportTable
   data: DataTable
   tasks: TaskTable
+  forwards: ForwardTable
+  settings: SettingsTable
   transaction: <T>(fn: () => T) => T
   close: () => void
 }
@@ -50,6 +55,8 @@ export function openStore (path: string): Store {
     diskExports: new DiskExportTable(db),
     data: new DataTable(db),
     tasks: new TaskTable(db),
+    forwards: new ForwardTable(db),
+    settings: new SettingsTable(db),
     transaction: fn => transaction(db, fn),
     close: () => { db.close() },
   }

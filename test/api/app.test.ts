@@ -151,6 +151,26 @@ describe('host API', () => {
     assert.deepEqual((await app.inject({ method: 'GET', url: '/v1/tasks', headers: signed('task.list', 'tasks', {}) })).json(), { tasks: [] })
   })
 
+  it('keeps a drained host drained across a restart, until undrained', async () => {
+    const dataDir = await tempDir('drained')
+    const open = async (): Promise<Host> => {
+      const h = await Host.create({ dataDir, listen: ['/ip4/127.0.0.1/tcp/0'], capacity: { cpu: 1, memory: 256 } }, pino({ level: 'silent' }))
+      await h.start()
+      return h
+    }
+    const first = await open()
+    await first.migrations.drain(null)
+    await first.stop()
+    const again = await open()
+    try {
+      assert.deepEqual(again.supervisor.free(), { cpu: 0, memory: 0 }, 'the restarted host still offers no room')
+      again.migrations.undrain()
+      assert.equal(again.supervisor.free().cpu, 1)
+    } finally {
+      await again.stop()
+    }
+  })
+
   it('exposes Prometheus metrics', async () => {
     const res = await app.inject({ method: 'GET', url: '/metrics' })
     assert.equal(res.statusCode, 200)

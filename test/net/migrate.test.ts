@@ -238,7 +238,7 @@ describe('live migration', { skip }, () => {
     const dir = await tempDir('scribe')
     await writeFile(join(dir, 'template.yaml'), SCRIBE)
     await cli(a, alice, ['template', 'build', dir])
-    const d = await startHost({ name: 'mig-d', bootstrap: [a], extraArgs: HOST_ARGS })
+    let d = await startHost({ name: 'mig-d', bootstrap: [a], extraArgs: HOST_ARGS })
     hosts.push(d)
     const inst = (await cli(d, alice, ['deploy', 'scribe', '--host', 'mig-d', '--wait'])).instances[0]
     const made = await eventually(async () => (await httpGet(`${inst.endpoints[0].url}/made`))?.trim(), 60_000, 'the data to be written')
@@ -252,6 +252,13 @@ describe('live migration', { skip }, () => {
     assert.equal(existsSync(join(d.dataDir, 'instances', inst.id)), false, 'D keeps nothing of the instance')
     assert.equal(existsSync(join(b.dataDir, 'instances', inst.id, 'disk.qcow2')), true, 'B has a disk of its own for it')
     assert.equal(processesOf(join(d.dataDir, 'instances', inst.id)), 0, 'no disk server runs for it on D')
+
+    // D goes on forwarding the instance's old endpoint to B, across a kill and a restart.
+    await stopHost(d, 'SIGKILL')
+    d = await startHost({ name: 'mig-d', dataDir: d.dataDir, bootstrap: [a], extraArgs: HOST_ARGS })
+    hosts.push(d)
+    const forwarded = await eventually(async () => await count(inst.endpoints[0].url), 30_000, 'the old endpoint on the restarted D to answer')
+    assert.ok(forwarded > 0, `the old endpoint on D answers from B after D restarted: ${forwarded}`)
 
     await stopHost(d)
     const v = await cli(b, alice, ['instance', 'show', inst.id])
