@@ -15,6 +15,9 @@ export type TaskState = typeof TASK_STATES[number]
 /** States in which an instance holds host resources (admission control counts these). */
 export const ACTIVE_STATES: ReadonlySet<InstanceState> = new Set(['creating', 'running', 'paused'])
 
+/** States in which an instance's task has ended (stopped, or ended by itself): it can be started again. */
+export const ENDED_STATES: readonly InstanceState[] = ['stopped', 'exited', 'failed']
+
 export const CONTROL_ACTIONS = ['start', 'stop', 'pause', 'resume', 'suspend', 'destroy'] as const
 export type ControlAction = typeof CONTROL_ACTIONS[number]
 

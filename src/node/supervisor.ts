@@ -3,7 +3,7 @@ import { copyFile, link, mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
-  ACTIVE_STATES, newInstanceId, newSnapshotId, XenosError,
+  ACTIVE_STATES, ENDED_STATES, newInstanceId, newSnapshotId, XenosError,
   type ControlAction, type DiskCopyProgress, type Driver, type InstanceMetrics, type MigrationProgress, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type TaskExit, type TaskHandle, type Template,
 } from '../core/index.ts'
 import { createOutputImage } from '../data/index.ts'
@@ -253,7 +253,7 @@ export class InstanceSupervisor {
   async withOutputs<T> (id: string, fn: (image: string, owner: string) => Promise<T>): Promise<T> {
     return await this.#locks.run(id, async () => {
       const r = this.#get(id)
-      this.#expect(r, ['exited', 'failed', 'stopped'], 'collect the outputs of')
+      this.#expect(r, ENDED_STATES, 'collect the outputs of')
       const image = join(this.#init.instancesDir, id, OUTPUTS_IMAGE)
       if (!existsSync(image)) throw new XenosError('INVALID_STATE', `instance ${id} has no outputs disk: run tasks with "xenos run … --out DIR"`)
       return await fn(image, r.owner)
@@ -328,7 +328,7 @@ export class InstanceSupervisor {
       const r = this.#get(id)
       switch (action) {
         case 'start':
-          this.#expect(r, ['stopped', 'exited', 'failed'], 'start')
+          this.#expect(r, ENDED_STATES, 'start')
           await this.#startTask(r, this.#template(r))
           break
         case 'stop':
@@ -741,7 +741,7 @@ export class InstanceSupervisor {
     return driver
   }
 
-  #expect (r: InstanceRecord, states: InstanceState[], action: string): void {
+  #expect (r: InstanceRecord, states: readonly InstanceState[], action: string): void {
     if (!states.includes(r.state)) {
       throw new XenosError('INVALID_STATE', `cannot ${action} instance ${r.id}: it is ${r.state} (${action} needs ${states.join(' or ')})`)
     }

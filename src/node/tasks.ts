@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { checkDataPath, formatDataUri, XenosError, type InstanceState, type RequestAuth } from '../core/index.ts'
+import { checkDataPath, ENDED_STATES, formatDataUri, XenosError, type RequestAuth } from '../core/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { InstanceRecord, Store, TaskRecord } from '../store/index.ts'
 import type { Outputs } from './outputs.ts'
@@ -18,8 +18,6 @@ export interface TasksInit {
   log: Logger
 }
 
-/** States in which a task's instance has ended. */
-const ENDED: ReadonlySet<InstanceState> = new Set(['exited', 'failed', 'stopped'])
 /** How long a search for the host that ran a task waits on the DHT. */
 const FIND_RUNNER_MS = 5000
 /** Runners of other hosts' tasks remembered at most. */
@@ -107,7 +105,7 @@ export class Tasks {
   }
 
   #instanceChanged (id: string, record: InstanceRecord | undefined): void {
-    if (record !== undefined && !ENDED.has(record.state)) return
+    if (record !== undefined && !ENDED_STATES.includes(record.state)) return
     if (this.#finishing.has(id)) return
     this.#finishing.add(id)
     void this.#finish(id, record).catch((err: unknown) => { this.#init.log.error({ err, task: id }, 'could not finish a task') })
