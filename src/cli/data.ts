@@ -6,7 +6,7 @@ import { basename, join, relative, sep } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { checkDataPath, formatDataUri, hashing, isDataUri, parseDataUri, XenosError, type DataFileView, type DataRef } from '../core/index.ts'
-import type { DeployParams } from '../node/index.ts'
+import type { DeployInput } from '../node/index.ts'
 import type { ApiClient } from './client.ts'
 import { counting, progressBar } from './progress.ts'
 import { ago, bytes, table } from './table.ts'
@@ -16,8 +16,6 @@ const PARALLEL_UPLOADS = 8
 
 interface UploadView { id: string, uri: string, size: number, sha256: string, offset: number }
 interface GrantView { owner: string, grantee: string, rights: 'read' | 'write', createdAt: number }
-
-type DeployInput = NonNullable<DeployParams['inputs']>[number]
 
 export interface DataCommandsInit {
   client: (cmd: Command) => Promise<{ api: ApiClient, flags: { json?: boolean } }>

@@ -29,6 +29,11 @@ function runnerKey (id: string): string {
   return `xenos-task:${id}`
 }
 
+/** Whether a task's end has yet to be fully recorded (the store's `unfinished()`). */
+function isUnfinished (t: TaskRecord): boolean {
+  return t.state === 'running' || t.state === 'collecting'
+}
+
 /** Throws unless a deploy's `task` part is one a host can run: one instance, on one host, with an outputs disk. */
 export function checkTaskParams (params: DeployParams): void {
   if (params.task === undefined) return
@@ -86,7 +91,7 @@ export class Tasks {
     for (const t of this.#init.store.tasks.unfinished()) this.#instanceChanged(t.id, this.#init.store.instances.get(t.id))
     for (const r of this.#init.store.instances.list()) {
       const t = this.#init.store.tasks.get(r.id)
-      if (t !== undefined && t.state !== 'running' && t.state !== 'collecting' && !t.keep) await this.#destroy(t.id)
+      if (t !== undefined && !isUnfinished(t) && !t.keep) await this.#destroy(t.id)
     }
   }
 
@@ -114,7 +119,7 @@ export class Tasks {
 
   async #finish (id: string, record: InstanceRecord | undefined): Promise<void> {
     const t = this.#init.store.tasks.get(id)
-    if (t === undefined || (t.state !== 'running' && t.state !== 'collecting')) return
+    if (t === undefined || !isUnfinished(t)) return
     if (record === undefined) {
       this.#init.store.tasks.update(id, { state: 'failed', error: 'its instance was destroyed before the task ended', endedAt: Date.now() })
       return
