@@ -23,6 +23,7 @@ export function withDaemonOptions (cmd: Command): Command {
     .option('--forward-grace <seconds>', 'how long old endpoints of a moved instance keep forwarding to it (default: 600)', Number)
     .option('--data-quota <MiB>', 'the most data one owner may keep in this host\'s repository (default: 10240)', Number)
     .option('--mdns', 'find hosts on the local network with mDNS')
+    .option('--no-direct-migration', 'receive migrating VMs only through the overlay, not on a port of their own')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
 }
 
@@ -43,6 +44,7 @@ export interface DaemonFlags {
   overcommitMemory?: number
   accel: string
   mdns?: boolean
+  directMigration: boolean
   logLevel: string
 }
 
@@ -65,6 +67,7 @@ export function daemonOptionsFrom (flags: DaemonFlags): HostOptionsInput & { dat
     overcommit: { cpu: flags.overcommitCpu ?? 1, memory: flags.overcommitMemory ?? 1 },
     accel: flags.accel as 'auto',
     mdns: flags.mdns === true,
+    directMigration: flags.directMigration,
     logLevel: flags.logLevel as 'info',
   }
 }

@@ -300,7 +300,7 @@ export function buildProgram (): Command {
       const r = await migrateWatched(api, id, to, o.copyDisk === true)
       const names = await hostNames(api)
       const disk = o.copyDisk === true ? `, ${bytes(r.copiedDiskBytes)} of disk copied` : ''
-      out(flags, r, () => `migrated ${r.id} from ${names.get(r.from) ?? shortId(r.from)} to ${names.get(r.to) ?? shortId(r.to)} in ${(r.totalMs / 1000).toFixed(1)} s: ${bytes(r.transferredBytes)} of memory sent${disk}, ${r.downtimeMs ?? '?'} ms paused`)
+      out(flags, r, () => `migrated ${r.id} from ${names.get(r.from) ?? shortId(r.from)} to ${names.get(r.to) ?? shortId(r.to)} in ${(r.totalMs / 1000).toFixed(1)} s: ${bytes(r.transferredBytes)} of memory sent ${r.memoryPath === 'direct' ? 'directly' : 'through the overlay'}${disk}, ${r.downtimeMs ?? '?'} ms paused`)
     })
 
   const hostCmd = program.command('host').description('The host the CLI talks to: drain it before maintenance')

@@ -33,10 +33,15 @@ export interface Driver {
   /** Saves the task's state to `dir/state` and a copy of its disk to `dir/disk.qcow2`; the task runs on. */
   snapshot? (handle: TaskHandle, dir: string): Promise<void>
 
-  // Live migration (capability `migrate`). The source sends the running VM to `uri`, where a
-  // task started with `incoming` waits; the destination takes over, then the source hands off.
-  /** Sends the running VM's memory to `uri` while it runs; resolves when it is all there (the VM is then paused here). */
-  migrate? (handle: TaskHandle, uri: string, onProgress: (p: MigrationProgress) => void): Promise<void>
+  // Live migration (capability `migrate`). The source sends the running VM to where a task
+  // started with `incoming` waits; the destination takes over, then the source hands off.
+  /** The TCP port on which a task started with `incoming` waits for the VM. */
+  incomingPort? (handle: TaskHandle): number
+  /**
+   * Sends the running VM's memory through the first of `channels` that connects, while the VM
+   * runs; resolves with that channel when it is all there (the VM is then paused here).
+   */
+  migrate? (handle: TaskHandle, channels: MigrationChannel[], onProgress: (p: MigrationProgress) => void): Promise<MigrationChannel>
   /** Gives up a migration: the VM runs on here, whatever stage it reached. */
   cancelMigration? (handle: TaskHandle): Promise<void>
   /** On the destination: waits until the whole VM has arrived, then runs it. */
@@ -56,6 +61,15 @@ export interface Driver {
   serveDisk? (id: string, dir: string, server?: Record<string, unknown>): Promise<{ server: Record<string, unknown>, socket: string }>
   /** Ends a disk server `handOff` or `serveDisk` returned. */
   stopDisk? (id: string, server: Record<string, unknown>): Promise<void>
+}
+
+/**
+ * A way to a migrating VM's destination: its TCP port, or a unix socket that leads there (a
+ * tunnel); the memory travels over TLS keyed with `key` (hex), made for this one move.
+ */
+export interface MigrationChannel {
+  to: { host: string, port: number } | { path: string }
+  key: string
 }
 
 /** How far the copy of a migrating VM's disk got: only what the instance wrote itself is copied. */
@@ -117,8 +131,11 @@ export interface TaskSpec {
   image?: TemplateImage | undefined
   /** Start from this saved state instead of booting (drivers with `suspend`). */
   restoreFrom?: string | undefined
-  /** Wait, paused, for a migrating VM to arrive on this unix socket (drivers with `migrate`). */
-  incoming?: string | undefined
+  /**
+   * Wait, paused, for a migrating VM to arrive on a TCP port of `address`, over TLS keyed with
+   * `key` (drivers with `migrate`; see `incomingPort`).
+   */
+  incoming?: { address: string, key: string } | undefined
   /** Use the disk served on this unix socket (by the host the VM migrated from) instead of one of its own. */
   remoteDisk?: string | undefined
   /** Further raw disk images the VM sees, each named by its serial (VM drivers only). */

@@ -14,7 +14,7 @@ import type { DeployInput } from './rpc-schemas.ts'
 import { DataAccess } from './data-access.ts'
 import { Outputs } from './outputs.ts'
 import { Tasks } from './tasks.ts'
-import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSchema, hostTag, type HostOptions, type HostOptionsInput } from './options.ts'
+import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSchema, incomingMigrationAddress, hostTag, type HostOptions, type HostOptionsInput } from './options.ts'
 import { RequestVerifier } from './replay.ts'
 import { Migrations } from './migration.ts'
 import { ServiceProxy } from './service-proxy.ts'
@@ -140,6 +140,7 @@ export class Host {
       store: this.store,
       verifier,
       runDir: join(this.options.runDir ?? defaultRunDir(this.options.dataDir), 'tunnels'),
+      incomingAddress: this.options.directMigration ? incomingMigrationAddress(this.options.listen) : null,
       log: this.log.child({ component: 'migration' }),
     })
     this.data = new DataRepository({

@@ -1,8 +1,9 @@
+import { randomBytes } from 'node:crypto'
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { XenosError, type DiskCopyProgress, type InstanceView, type MigrationProgress, type RequestAuth } from '../core/index.ts'
+import { XenosError, type DiskCopyProgress, type InstanceView, type MigrationChannel, type MigrationProgress, type RequestAuth } from '../core/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { RemoteDisk, Store } from '../store/index.ts'
 import type { TunnelListener, Tunnels } from '../transfer/index.ts'
@@ -13,7 +14,7 @@ import type { DiskPlan, InstanceSupervisor, RemoteDisks } from './supervisor.ts'
 import { callHost, hostOfInstance } from './remote.ts'
 
 export interface MigrationsInit {
-  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost' | 'lookup' | 'search'>
+  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost' | 'lookup' | 'search' | 'directAddress'>
   tunnels: Tunnels
   supervisor: InstanceSupervisor
   fetcher: TemplateFetcher
@@ -27,6 +28,11 @@ export interface MigrationsInit {
   onDraining: () => void
   /** Short directory for the sockets tunnels listen on. */
   runDir: string
+  /**
+   * The IP on which VMs arriving here wait for their memory, for their sources to connect to
+   * directly; null to receive it only through a tunnel (the VM then waits on loopback).
+   */
+  incomingAddress: string | null
   log: Logger
 }
 
@@ -59,8 +65,12 @@ const prepareSchema = z.strictObject({
   auth: authSchema.optional(),
 })
 const prepareReplySchema = z.strictObject({
-  /** The ticket to the socket the VM's memory goes to. */
+  /** The ticket to the port the VM's memory goes to, through a tunnel. */
   token: tokenSchema,
+  /** The key of the TLS the memory travels in. */
+  key: tokenSchema,
+  /** That port, when the source may connect to it directly. */
+  port: z.number().int().min(1).max(65535).optional(),
   /** The ticket to the destination's own disk of the instance, when the disk is copied. */
   diskToken: tokenSchema.optional(),
 })
@@ -75,6 +85,8 @@ export const migrationResultSchema = z.strictObject({
   transferredBytes: z.number().nonnegative(),
   /** Bytes of disk copied to the destination: 0 when the disk stayed with the source. */
   copiedDiskBytes: z.number().nonnegative(),
+  /** How the memory went: straight to the destination's port, or through the overlay (slower). */
+  memoryPath: z.enum(['direct', 'overlay']),
 })
 
 export const drainResultSchema = z.strictObject({
@@ -208,6 +220,7 @@ export class Migrations implements RemoteDisks {
     const listeners: TunnelListener[] = []
     let last: MigrationProgress | undefined
     let copied = 0
+    let used: MigrationChannel
     try {
       await this.#init.overlay.learnHost(to)
       const reply = prepareReplySchema.parse(await this.#init.overlay.rpc.call(to, 'migrate.prepare', {
@@ -219,6 +232,12 @@ export class Migrations implements RemoteDisks {
       await mkdir(this.#init.runDir, { recursive: true })
       const memory = await this.#init.tunnels.listen(join(this.#init.runDir, `${id}.out.sock`), to, reply.token)
       listeners.push(memory)
+      // Straight to the destination's port when this host reaches it directly, else through the tunnel.
+      const direct = reply.port === undefined ? undefined : this.#init.overlay.directAddress(to)
+      const channels: MigrationChannel[] = [
+        ...direct === undefined || reply.port === undefined ? [] : [{ to: { host: direct, port: reply.port }, key: reply.key }],
+        { to: { path: memory.path }, key: reply.key },
+      ]
       let plan: DiskPlan
       if (diskToken !== undefined) {
         plan = { serveTo: { peer: to, token: diskToken } }
@@ -228,7 +247,7 @@ export class Migrations implements RemoteDisks {
         listeners.push(disk)
         plan = { copyTo: disk.path, onCopy: p => { copied = p.copiedBytes; onStatus({ phase: 'copying disk', disk: p }) } }
       }
-      await this.#init.supervisor.migrateOut(id, `unix:${memory.path}`, plan, p => {
+      used = await this.#init.supervisor.migrateOut(id, channels, plan, p => {
         last = p
         onStatus({ phase: 'copying', ...p })
       }, async () => {
@@ -245,7 +264,7 @@ export class Migrations implements RemoteDisks {
       await Promise.all(listeners.map(async l => { await l.close() }))
     }
     await this.#init.onLeft(id, endpoints)
-    const result = { id, from: this.#self, to, totalMs: Date.now() - t0, downtimeMs: last?.downtimeMs ?? null, transferredBytes: last?.transferredBytes ?? 0, copiedDiskBytes: copied }
+    const result = { id, from: this.#self, to, totalMs: Date.now() - t0, downtimeMs: last?.downtimeMs ?? null, transferredBytes: last?.transferredBytes ?? 0, copiedDiskBytes: copied, memoryPath: 'path' in used.to ? 'overlay' as const : 'direct' as const }
     onStatus({ phase: 'done', ...last })
     this.#init.log.info(result, 'instance migrated')
     return result
@@ -265,15 +284,15 @@ export class Migrations implements RemoteDisks {
     }
     const { template } = await this.#init.fetcher.ensure(req.template)
     const id = req.instance.id
-    const incoming = join(this.#init.runDir, `${id}.in.sock`)
-    await mkdir(this.#init.runDir, { recursive: true })
-    await this.#init.supervisor.receive(template, req.instance, from, req.diskToken === undefined ? null : { host: from, token: req.diskToken }, incoming)
-    const tickets = [this.#init.tunnels.issue(from, incoming)]
+    const key = randomBytes(32).toString('hex')
+    const address = this.#init.incomingAddress ?? '127.0.0.1'
+    const port = await this.#init.supervisor.receive(template, req.instance, from, req.diskToken === undefined ? null : { host: from, token: req.diskToken }, { address, key })
+    const tickets = [this.#init.tunnels.issue(from, { host: localTo(address), port })]
     // The source writes the disk it copies straight into the new VM's own disk server.
     if (copyDisk) tickets.push(this.#init.tunnels.issue(from, await this.#init.supervisor.diskSocket(id)))
     this.#arrivalTickets.set(id, tickets)
     const [token = '', diskToken] = tickets
-    return diskToken === undefined ? { token } : { token, diskToken }
+    return { token, key, ...this.#init.incomingAddress === null ? {} : { port }, ...diskToken === undefined ? {} : { diskToken } }
   }
 
   #revokeArrivalTickets (id: string): void {
@@ -303,6 +322,12 @@ export class Migrations implements RemoteDisks {
   async release (id: string, disk: RemoteDisk): Promise<void> {
     await callHost(this.#init.overlay, disk.host, 'disk.release', { id })
   }
+}
+
+/** The address by which this host reaches a port it listens on at `address`. */
+function localTo (address: string): string {
+  if (address === '0.0.0.0') return '127.0.0.1'
+  return address === '::' ? '::1' : address
 }
 
 /** What an owner signs to move an instance. */

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
   ACTIVE_STATES, ENDED_STATES, newInstanceId, newSnapshotId, XenosError,
-  type ControlAction, type DiskCopyProgress, type Driver, type InstanceMetrics, type MigrationProgress, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type TaskExit, type TaskHandle, type Template,
+  type ControlAction, type DiskCopyProgress, type Driver, type InstanceMetrics, type MigrationChannel, type MigrationProgress, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type TaskExit, type TaskHandle, type TaskSpec, type Template,
 } from '../core/index.ts'
 import { createOutputImage } from '../data/index.ts'
 import type { InstanceRecord, RemoteDisk, SnapshotRecord, Store } from '../store/index.ts'
@@ -374,13 +374,13 @@ export class InstanceSupervisor {
 
   /**
    * Sends running instance `id` to another host: first its disk if the plan says so (while it
-   * runs), then its memory goes to `uri` while it runs; once all of it is there, `takeOver` asks
-   * the other host to run it, and only then does this host end its VM. A disk that was not
-   * copied stays here, served to the new host. If anything fails before the other host took
-   * over, the VM runs on here.
+   * runs), then its memory goes through the first of `channels` that connects, while it runs;
+   * once all of it is there, `takeOver` asks the other host to run it, and only then does this
+   * host end its VM. A disk that was not copied stays here, served to the new host. If anything
+   * fails before the other host took over, the VM runs on here. Returns the channel used.
    */
-  async migrateOut (id: string, uri: string, disk: DiskPlan, onProgress: (p: MigrationProgress) => void, takeOver: () => Promise<void>): Promise<void> {
-    await this.#locks.run(id, async () => {
+  async migrateOut (id: string, channels: MigrationChannel[], disk: DiskPlan, onProgress: (p: MigrationProgress) => void, takeOver: () => Promise<void>): Promise<MigrationChannel> {
+    return await this.#locks.run(id, async () => {
       const r = this.#get(id)
       this.#expect(r, ['running'], 'migrate')
       this.#refuseIfStaged(r, 'migrate')
@@ -388,12 +388,13 @@ export class InstanceSupervisor {
       if (r.remoteDisk !== null) throw new XenosError('INVALID_STATE', `instance ${id} runs on a disk served by host ${r.remoteDisk.host}, where it migrated from, and cannot move again: only instances moved with --copy-disk can. Start another instance where you want it with "xenos replicate ${id} --to HOST"`)
       const handle = this.#handle(r)
       let mirroring = false
+      let used: MigrationChannel
       try {
         if ('copyTo' in disk) {
           mirroring = true
           await driver.mirrorDisk(handle, disk.copyTo, disk.onCopy)
         }
-        await driver.migrate(handle, uri, onProgress)
+        used = await driver.migrate(handle, channels, onProgress)
         // The VM is paused for good and wrote its last: the copy is whole.
         if (mirroring) await driver.finishMirror(handle)
         mirroring = false
@@ -421,6 +422,7 @@ export class InstanceSupervisor {
         await rm(join(this.#init.instancesDir, id), { recursive: true, force: true })
       }
       this.#init.onChange(id, undefined)
+      return used
     })
   }
 
@@ -444,12 +446,13 @@ export class InstanceSupervisor {
 
   /**
    * Prepares instance `arriving` of `template` to arrive by migration from host `from`:
-   * admission, ports, and a paused VM that waits on the unix socket `incoming`, using the disk
-   * `disk` serves, or (null) a disk of its own here, into which the disk is copied first.
+   * admission, ports, and a paused VM that waits as `incoming` says, using the disk `disk`
+   * serves, or (null) a disk of its own here, into which the disk is copied first. Returns the
+   * port the VM waits on.
    */
-  async receive (template: Template, arriving: IncomingInstance, from: string, disk: RemoteDisk | null, incoming: string): Promise<void> {
+  async receive (template: Template, arriving: IncomingInstance, from: string, disk: RemoteDisk | null, incoming: NonNullable<TaskSpec['incoming']>): Promise<number> {
     const driver = this.#driverFor(template.manifest.driver)
-    if (driver.takeOver === undefined) throw new XenosError('INVALID_STATE', `the ${driver.name} driver cannot take over migrating instances`)
+    if (!canMigrate(driver)) throw new XenosError('INVALID_STATE', `the ${driver.name} driver cannot take over migrating instances`)
     const record = await this.#locks.run('admission', async () => {
       if (this.has(arriving.id)) throw new XenosError('INVALID_STATE', `host ${this.#init.hostId} already holds instance ${arriving.id}`)
       this.#admit(template, 1)
@@ -459,9 +462,9 @@ export class InstanceSupervisor {
       this.#init.store.instances.insert(r)
       return r
     })
-    await this.#locks.run(record.id, async () => {
+    return await this.#locks.run(record.id, async () => {
       try {
-        await this.#startTask(record, template, undefined, incoming)
+        return driver.incomingPort(await this.#startTask(record, template, undefined, incoming))
       } catch (err) {
         await this.#destroy(this.#get(record.id))
         throw err
@@ -598,7 +601,7 @@ export class InstanceSupervisor {
     return join(this.#init.instancesDir, r.id, 'suspended.state')
   }
 
-  async #startTask (r: InstanceRecord, template: Template, restoreFrom?: string, incoming?: string): Promise<void> {
+  async #startTask (r: InstanceRecord, template: Template, restoreFrom?: string, incoming?: TaskSpec['incoming']): Promise<TaskHandle> {
     const driver = this.#driverFor(r.driver)
     const ports = await this.#assignPorts(template, r.ports)
     this.#set(r.id, { state: 'creating', ports, error: null, exitCode: null })
@@ -625,6 +628,7 @@ export class InstanceSupervisor {
       // An arriving VM waits paused, still `creating`, until it takes over.
       this.#set(r.id, { state: incoming === undefined ? 'running' : 'creating', handle })
       this.#watch(r.id, driver, handle)
+      return handle
     } catch (err) {
       const tail = await driver.logTail({ id: r.id, driver: r.driver, state: { log: join(dir, 'console.log') } }, LOG_TAIL_LINES).catch(() => '')
       this.#set(r.id, { state: 'failed', handle: null, error: withTail((err as Error).message, tail) })
@@ -772,7 +776,7 @@ export class InstanceSupervisor {
   }
 }
 
-const MIGRATION_METHODS = ['migrate', 'cancelMigration', 'takeOver', 'handOff', 'serveDisk', 'stopDisk', 'mirrorDisk', 'finishMirror', 'dropMirror'] as const
+const MIGRATION_METHODS = ['incomingPort', 'migrate', 'cancelMigration', 'takeOver', 'handOff', 'serveDisk', 'stopDisk', 'mirrorDisk', 'finishMirror', 'dropMirror'] as const
 type MigratingDriver = Driver & Required<Pick<Driver, typeof MIGRATION_METHODS[number]>>
 
 function canMigrate (d: Driver): d is MigratingDriver {

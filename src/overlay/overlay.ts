@@ -411,6 +411,15 @@ export class Overlay {
     return [...found]
   }
 
+  /** The IP address this host reaches `peer` at over a direct TCP connection, if it has one (not relayed). */
+  directAddress (peer: string): string | undefined {
+    for (const c of this.node.getConnections(peerIdFromString(peer))) {
+      const ip = /^\/ip[46]\/([^/]+)\/tcp\/\d+(\/p2p\/[^/]+)?$/.exec(c.remoteAddr.toString())?.[1]
+      if (ip !== undefined) return ip
+    }
+    return undefined
+  }
+
   /** Makes a host dialable by the addresses it advertises (before an RPC or a transfer to it). */
   async learnHost (peer: string): Promise<void> {
     if (peer === this.peerId) return

@@ -13,7 +13,7 @@
  */
 export { serveChunks, fetchIndex, fetchHave, fetchChunk, encodeHave, decodeHave, CHUNK_PROTOCOL, type ChunkSource, type ServeOptions } from './protocol.ts'
 export { swarmFetch, type ChunkSink, type PartialSink, type SwarmFetchInit, type SwarmProgress, type SwarmResult } from './swarm.ts'
-export { Tunnels, TUNNEL_PROTOCOL, type TunnelListener } from './tunnel.ts'
+export { Tunnels, TUNNEL_PROTOCOL, type TunnelListener, type TunnelTarget } from './tunnel.ts'
 export { dialWithHeader, readHeader, HandshakeRefused, type IncomingHandshake } from './handshake.ts'
 export { splice, type SpliceOptions } from './splice.ts'
 export { SocketStream } from './socket-stream.ts'

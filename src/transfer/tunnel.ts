@@ -8,9 +8,9 @@ import { dialWithHeader, readHeader } from './handshake.ts'
 import { splice } from './splice.ts'
 
 /**
- * Byte streams between a unix socket on one host and a unix socket on another, carried over
- * libp2p streams: how hosts move a VM's memory and reach each other's disks without opening a
- * port to anyone. The host that owns the target socket issues a ticket (a random token that only
+ * Byte streams between a unix socket on one host and a socket on another, carried over
+ * libp2p streams: how hosts reach each other's disks, and move a VM's memory where they cannot
+ * connect directly, without opening a port to anyone. The host that owns the target socket issues a ticket (a random token that only
  * one peer may present); the other host listens on a local socket and, for each connection made
  * to it, opens a stream that presents the token.
  */
@@ -18,9 +18,12 @@ export const TUNNEL_PROTOCOL = '/xenos/tunnel/1.0.0'
 
 const openSchema = z.strictObject({ token: z.string().regex(/^[0-9a-f]{64}$/) })
 
+/** What a tunnel reaches on the host that issued it: a unix socket, or a TCP port on this host. */
+export type TunnelTarget = string | { host: string, port: number }
+
 interface Ticket {
   peer: string
-  path: string
+  target: TunnelTarget
 }
 
 /** A local socket whose connections reach a socket on another host. */
@@ -43,9 +46,9 @@ export class Tunnels {
     await this.#node.handle(TUNNEL_PROTOCOL, async (stream: Stream, connection: Connection) => { await this.#accept(stream, connection) }, { maxInboundStreams: 64 })
   }
 
-  /** Lets `peer` reach the unix socket at `path`; returns the token it must present (or reuses `token`). */
-  issue (peer: string, path: string, token = randomBytes(32).toString('hex')): string {
-    this.#tickets.set(token, { peer, path })
+  /** Lets `peer` reach `target`; returns the token it must present (or reuses `token`). */
+  issue (peer: string, target: TunnelTarget, token = randomBytes(32).toString('hex')): string {
+    this.#tickets.set(token, { peer, target })
     return token
   }
 
@@ -88,7 +91,8 @@ export class Tunnels {
       await incoming.refuse('no such tunnel for this peer').catch(() => {})
       return
     }
-    const socket = connect({ path: ticket.path, allowHalfOpen: true })
+    const { target } = ticket
+    const socket = connect({ ...typeof target === 'string' ? { path: target } : target, allowHalfOpen: true })
     try {
       await new Promise<void>((resolve, reject) => {
         socket.once('connect', resolve)

@@ -129,6 +129,7 @@ describe('live migration', { skip }, () => {
     for (let i = 1; i < client.values.length; i++) assert.ok((client.values[i] ?? 0) >= (client.values[i - 1] ?? 0), `the count went back: ${client.values.join(' ')}`)
 
     assert.equal(result.to, b.info.peerId)
+    assert.equal(result.memoryPath, 'direct', 'the memory went straight to B')
     assert.ok(result.transferredBytes > 0 && result.transferredBytes < 512 * 1024 * 1024, `memory sent: ${result.transferredBytes}`)
     const moved = await cli(b, alice, ['instance', 'show', inst.id])
     assert.equal(moved.host, b.info.peerId)
@@ -269,10 +270,16 @@ describe('live migration', { skip }, () => {
     assert.ok(later !== undefined && later > before, `it counts on, on its own disk, with the old host gone: ${before} then ${later}`)
     assert.equal((await httpGet(`${v.endpoints[0].url}/sum`))?.trim(), made, 'the data read back from the copied disk is intact')
 
-    // With its disk here it can move on again.
-    const again = await cli(b, alice, ['migrate', inst.id, '--to', 'mig-a'])
-    assert.equal(again.to, a.info.peerId)
+    // With its disk here it can move on again: back to D, restarted to take arriving VMs only through the overlay.
+    d = await startHost({ name: 'mig-d', dataDir: d.dataDir, bootstrap: [a], extraArgs: [...HOST_ARGS, '--no-direct-migration'] })
+    hosts.push(d)
+    const again = await cli(b, alice, ['migrate', inst.id, '--to', 'mig-d'])
+    assert.equal(again.to, d.info.peerId)
     assert.equal(again.copiedDiskBytes, 0)
-    await cli(a, alice, ['instance', 'destroy', inst.id])
+    assert.equal(again.memoryPath, 'overlay')
+    const back = await cli(d, alice, ['instance', 'show', inst.id])
+    const resumed = await eventually(async () => await count(back.endpoints[0].url), 30_000, 'the scribe to answer on D')
+    assert.ok(resumed >= (later ?? 0), `it counts on from ${later ?? '?'} on D: ${resumed}`)
+    await cli(d, alice, ['instance', 'destroy', inst.id])
   })
 })

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import {
   XenosError,
-  type Driver, type Fingerprint, type GuestService, type TaskExit, type TaskHandle, type TaskSpec, type TaskStats, type TaskStatus,
+  type Driver, type Fingerprint, type GuestService, type MigrationChannel, type TaskExit, type TaskHandle, type TaskSpec, type TaskStats, type TaskStatus,
 } from '../../core/index.ts'
 import type { Cgroups } from '../cgroup.ts'
 import { processUsage, tailFile } from '../procfs.ts'
@@ -15,6 +15,7 @@ import { AgentLink } from './agent.ts'
 import { probeAccelerator, type Accelerator } from './accel.ts'
 import { dropMirror, finishMirror, startMirror } from './disk-mirror.ts'
 import { DISK_EXPORT, DiskServers, type DiskServerState } from './disk-server.ts'
+import { incomingArgs, listenForMigration, sendMigration } from './migration-channel.ts'
 import { QmpClient } from './qmp.ts'
 
 const run = promisify(execFile)
@@ -41,6 +42,8 @@ interface QemuState {
   ports: Array<{ guest: number, host: number }>
   /** This host's server of the instance's disk; null when the disk is served by another host. */
   disk: DiskServerState | null
+  /** The TCP port a VM started to arrive by migration waits on. */
+  incomingPort?: number
 }
 
 const SOCKET_WAIT_MS = 15_000
@@ -112,7 +115,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
     return false
   }
 
-  function argv (spec: TaskSpec, accelerator: Accelerator, sockets: string, console: string, disk: string): string[] {
+  function argv (spec: TaskSpec, accelerator: Accelerator, sockets: string, console: string, disk: string, incoming: string[]): string[] {
     const image = spec.image
     if (image === undefined) throw new XenosError('BAD_MANIFEST', `instance ${spec.id} has a qemu template without an image`)
     const forwards = spec.ports.filter(p => p.guest !== undefined).map(p => `hostfwd=${p.protocol === 'udp' ? 'udp' : 'tcp'}:${spec.bindAddress}:${p.hostPort}-:${p.guest ?? 0}`)
@@ -151,9 +154,8 @@ export function qemuDriver (init: QemuDriverInit): Driver {
     ]
     // The saved state arrives on descriptor 3 (see start): QEMU reads the file itself.
     if (spec.restoreFrom !== undefined) args.push('-incoming', 'fd:3')
-    // A migrating VM arrives on a socket and stays paused until its host takes it over.
-    if (spec.incoming !== undefined) args.push('-incoming', `unix:${spec.incoming}`, '-S')
-    return args
+    // A migrating VM arrives on a port and stays paused until its host takes it over.
+    return [...args, ...incoming]
   }
 
   return {
@@ -196,9 +198,10 @@ export function qemuDriver (init: QemuDriverInit): Driver {
         disk = await disks.start(spec.id, overlay, diskSocketsOf(spec.id), spec.dir)
       }
       const console = join(spec.dir, 'console.log')
+      const incoming = spec.incoming === undefined ? [] : await incomingArgs(join(sockets, 'tls-in'), spec.incoming.key)
       const task = await spawnTask({
         id: spec.id,
-        argv: argv(spec, accelerator, sockets, console, disk?.socket ?? spec.remoteDisk ?? ''),
+        argv: argv(spec, accelerator, sockets, console, disk?.socket ?? spec.remoteDisk ?? '', incoming),
         cwd: spec.dir,
         env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
         log: join(spec.dir, 'qemu.log'),
@@ -241,6 +244,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
         await waitForMigration(monitor, 'the saved state to load')
         await monitor.execute('cont')
       }
+      if (spec.incoming !== undefined) handle.state.incomingPort = await listenForMigration(monitor, spec.incoming.address)
       return handle
     },
 
@@ -320,26 +324,14 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       await rm(diskSocketsOf(handle.id), { recursive: true, force: true })
     },
 
-    async migrate (handle, uri, onProgress): Promise<void> {
-      const monitor = await qmp(handle)
-      await monitor.execute('migrate', { uri })
-      for (;;) {
-        const info = await monitor.execute<MigrationInfo>('query-migrate')
-        if (info.ram !== undefined) {
-          onProgress({
-            status: info.status ?? 'active',
-            transferredBytes: info.ram.transferred,
-            remainingBytes: info.ram.remaining,
-            totalBytes: info.ram.total,
-            dirtyPagesRate: info.ram['dirty-pages-rate'] ?? 0,
-            expectedDowntimeMs: info['expected-downtime'] ?? null,
-            downtimeMs: info.downtime ?? null,
-          })
-        }
-        if (info.status === 'completed') return
-        if (info.status === 'failed' || info.status === 'cancelled') throw new XenosError('DRIVER_FAILED', `the migration ${info.status}${info['error-desc'] === undefined ? '' : `: ${info['error-desc']}`}`)
-        await sleep(MIGRATION_POLL_MS * 2)
-      }
+    incomingPort (handle): number {
+      const port = stateOf(handle).incomingPort
+      if (port === undefined) throw new XenosError('INVALID_STATE', `instance ${handle.id} is not waiting to arrive by migration`)
+      return port
+    },
+
+    async migrate (handle, channels, onProgress): Promise<MigrationChannel> {
+      return await sendMigration(await qmp(handle), channels, join(stateOf(handle).sockets, 'tls-out'), onProgress)
     },
 
     async cancelMigration (handle): Promise<void> {
@@ -438,15 +430,6 @@ function diskMonitorOf (handle: TaskHandle): string {
 
 function isDiskServer (s: Partial<DiskServerState> | undefined): s is DiskServerState {
   return typeof s?.pid === 'number' && typeof s.startTime === 'number' && typeof s.socket === 'string'
-}
-
-/** What `query-migrate` reports (the parts used here). */
-interface MigrationInfo {
-  status?: string
-  'error-desc'?: string
-  'expected-downtime'?: number
-  downtime?: number
-  ram?: { transferred: number, remaining: number, total: number, 'dirty-pages-rate'?: number }
 }
 
 /** Stops the VM and writes its whole state to `path` (complete or absent, never half-written). */
