@@ -61,6 +61,8 @@ interface Moved {
 export class ServiceProxy {
   readonly #init: ServiceProxyInit
   readonly #moved = new Map<string, Moved>()
+  /** Connections to the endpoints of this host's instances that have had no answer yet, by instance. */
+  readonly #unanswered = new Map<string, Set<Socket>>()
   #turn = 0
 
   constructor (init: ServiceProxyInit) {
@@ -153,6 +155,10 @@ export class ServiceProxy {
   /** Records that instance `id` now runs on host `to`: for a grace period, connections asked of this host go there. */
   moved (id: string, to: string): void {
     this.#remember(id, to, Date.now() + this.#init.forwardGraceMs)
+    // Its VM here is paused for good and its connections end when it quits: ending those it has
+    // not answered now has them sent again to the new host sooner. (One that had an answer is
+    // left to end as it will: cutting it could lose the end of the answer.)
+    for (const socket of this.#unanswered.get(id) ?? []) socket.destroy(new Error(`instance ${id} moved to host ${to}`))
   }
 
   #remember (id: string, to: string, until: number): void {
@@ -243,7 +249,7 @@ export class ServiceProxy {
     }
     const movedTo = this.#movedTo(id)
     if (movedTo !== undefined) throw new HandshakeRefused(`instance ${id} moved to host ${movedTo}`, movedTo)
-    return new SocketStream(await connectTo(this.#endpoint(id, endpoint)), { endIsFailure: () => this.#leaving(id) })
+    return new SocketStream(await this.#connectToInstance(id, endpoint), { endIsFailure: () => this.#leaving(id) })
   }
 
   /** Where on this host endpoint `name` (the first when undefined) of instance `id` is reached. */
@@ -253,6 +259,23 @@ export class ServiceProxy {
     if (found !== undefined) return found
     const names = endpoints.map(e => e.name).join(', ')
     throw new XenosError('INVALID_ARGUMENT', name === undefined ? `instance ${id} has no TCP endpoint` : `instance ${id} has no TCP endpoint "${name}" (it has: ${names === '' ? 'none' : names})`)
+  }
+
+  async #connectToInstance (id: string, endpoint: string | undefined): Promise<Socket> {
+    const socket = await connectTo(this.#endpoint(id, endpoint))
+    const waiting = this.#unanswered.get(id) ?? new Set<Socket>()
+    this.#unanswered.set(id, waiting)
+    waiting.add(socket)
+    const answered = (): void => {
+      waiting.delete(socket)
+      if (waiting.size === 0 && this.#unanswered.get(id) === waiting) this.#unanswered.delete(id)
+    }
+    socket.once('data', answered)
+    socket.once('end', answered)
+    socket.once('close', answered)
+    // Destroyed with an error when the instance moves (see `moved`), maybe before anyone else listens.
+    socket.on('error', () => {})
+    return socket
   }
 
   /** Another host's client wants an endpoint of an instance here. */
@@ -267,7 +290,7 @@ export class ServiceProxy {
         await incoming.refuse(movedTo === undefined ? `instance ${id} does not run on this host` : `instance ${id} moved to host ${movedTo}`, movedTo)
         return
       }
-      socket = await connectTo(this.#endpoint(id, endpoint))
+      socket = await this.#connectToInstance(id, endpoint)
     } catch (err) {
       await incoming.refuse((err as Error).message).catch(() => {})
       return
