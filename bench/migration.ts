@@ -68,7 +68,7 @@ try {
   for (const mib of SIZES) {
     const template = await cli(a, user, ['template', 'build', await counterOf(mib)])
     for (const disk of DISKS) {
-      const runs: Array<{ totalMs: number, qemuDowntimeMs: number | null, clientMaxGapMs: number, baselineMaxGapMs: number, failures: number, transferredBytes: number, copiedDiskBytes: number }> = []
+      const runs: Array<{ totalMs: number, qemuDowntimeMs: number | null, clientMaxGapMs: number, baselineMaxGapMs: number, failures: number, transferredBytes: number, copiedDiskBytes: number, memoryPath: string }> = []
       for (let i = 0; i < RUNS; i++) {
         const inst = (await api.deploy(template.id, { hosts: [a.info.peerId], count: 1, name: null }, { wait: true })).instances[0]!
         const stop = new AbortController()
@@ -82,12 +82,12 @@ try {
         const moving = probe(port)
         await sleep(500)
         const params = { to: b.info.peerId, copyDisk: disk === 'copy' }
-        const r = await api.watched<{ totalMs: number, downtimeMs: number | null, transferredBytes: number, copiedDiskBytes: number }>(`/v1/instances/${inst.id}/migrate`, 'migrate', inst.id, params, params)
+        const r = await api.watched<{ totalMs: number, downtimeMs: number | null, transferredBytes: number, copiedDiskBytes: number, memoryPath: string }>(`/v1/instances/${inst.id}/migrate`, 'migrate', inst.id, params, params)
         await sleep(1000)
         const seen = await moving.stop()
         stop.abort()
         await events.return(undefined)
-        runs.push({ totalMs: r.totalMs, qemuDowntimeMs: r.downtimeMs, clientMaxGapMs: seen.maxGapMs, baselineMaxGapMs: baseline.maxGapMs, failures: seen.failures, transferredBytes: r.transferredBytes, copiedDiskBytes: r.copiedDiskBytes })
+        runs.push({ totalMs: r.totalMs, qemuDowntimeMs: r.downtimeMs, clientMaxGapMs: seen.maxGapMs, baselineMaxGapMs: baseline.maxGapMs, failures: seen.failures, transferredBytes: r.transferredBytes, copiedDiskBytes: r.copiedDiskBytes, memoryPath: r.memoryPath })
         console.error(`${mib} MiB, ${disk} disk, run ${i + 1}: ${JSON.stringify(runs.at(-1))}`)
         await api.signed('POST', `/v1/instances/${inst.id}/destroy`, 'destroy', inst.id, {})
       }

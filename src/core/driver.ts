@@ -55,8 +55,11 @@ export interface Driver {
   finishMirror? (handle: TaskHandle): Promise<void>
   /** Gives up the copy, at whatever stage (the migration failed). */
   dropMirror? (handle: TaskHandle): Promise<void>
-  /** On the source, after the destination took over: ends the VM but keeps its disk served; returns the disk server's state. */
-  handOff? (handle: TaskHandle): Promise<Record<string, unknown>>
+  /**
+   * On the source, after the destination took over: ends the VM but keeps its disk served;
+   * returns the disk server's state, or null when another host serves the disk.
+   */
+  handOff? (handle: TaskHandle): Promise<Record<string, unknown> | null>
   /** Serves instance `id`'s disk in `dir` (again, after a restart, unless `server` still runs); returns the server and its socket. */
   serveDisk? (id: string, dir: string, server?: Record<string, unknown>): Promise<{ server: Record<string, unknown>, socket: string }>
   /** Ends a disk server `handOff` or `serveDisk` returned. */

@@ -137,7 +137,6 @@ export class Host {
       tunnels: this.tunnels,
       supervisor: this.supervisor,
       fetcher: this.cloud.fetcher,
-      store: this.store,
       verifier,
       runDir: join(this.options.runDir ?? defaultRunDir(this.options.dataDir), 'tunnels'),
       incomingAddress: this.options.directMigration ? incomingMigrationAddress(this.options.listen) : null,
@@ -227,7 +226,7 @@ export class Host {
     // Disks of inputs a deploy was building when the host stopped, and outputs being collected.
     await rm(this.#stagingDir, { recursive: true, force: true })
     await this.tasks.recover()
-    await this.migrations.reissue()
+    this.migrations.reissue()
     this.supervisor.startHealthChecks()
     this.cloud.serve()
     this.migrations.serve()

@@ -5,7 +5,7 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { XenosError, type DiskCopyProgress, type InstanceView, type MigrationChannel, type MigrationProgress, type RequestAuth } from '../core/index.ts'
 import type { Overlay } from '../overlay/index.ts'
-import type { RemoteDisk, Store } from '../store/index.ts'
+import type { RemoteDisk } from '../store/index.ts'
 import type { TunnelListener, Tunnels } from '../transfer/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
@@ -18,7 +18,6 @@ export interface MigrationsInit {
   tunnels: Tunnels
   supervisor: InstanceSupervisor
   fetcher: TemplateFetcher
-  store: Pick<Store, 'diskExports'>
   verifier: RequestVerifier
   /** Told as soon as another host has taken over an instance. */
   onTakenOver: (id: string, to: string) => void
@@ -61,6 +60,8 @@ const prepareSchema = z.strictObject({
   template: templateIdSchema,
   /** The ticket to the disk the source keeps serving; absent when the disk is copied to the destination. */
   diskToken: tokenSchema.optional(),
+  /** The host that serves the disk, when not the source (the instance moves on from where it moved to). */
+  diskHost: peerIdSchema.optional(),
   /** The owner's signed request; absent when the source host moves the instance of its own accord (a drain). */
   auth: authSchema.optional(),
 })
@@ -75,6 +76,7 @@ const prepareReplySchema = z.strictObject({
   diskToken: tokenSchema.optional(),
 })
 const instanceOnlySchema = z.strictObject({ id: instanceIdSchema })
+const instanceAndPeerSchema = z.strictObject({ id: instanceIdSchema, peer: peerIdSchema })
 const migrateSchema = z.strictObject({ id: instanceIdSchema, to: peerIdSchema, copyDisk: z.boolean(), auth: authSchema })
 export const migrationResultSchema = z.strictObject({
   id: instanceIdSchema,
@@ -139,17 +141,25 @@ export class Migrations implements RemoteDisks {
       return null
     })
     rpc.handle('disk.release', instanceOnlySchema, async ({ id }, from) => {
-      await this.#init.supervisor.releaseExport(id, from.toString())
+      for (const token of await this.#init.supervisor.releaseExport(id, from.toString())) this.#init.tunnels.revoke(token)
+      return null
+    })
+    // A host this one serves a disk to moves the instance on to `peer`: serve it there too.
+    rpc.handle('disk.handover', instanceAndPeerSchema, async ({ id, peer }, from) => {
+      const token = await this.#init.supervisor.shareExport(id, from.toString(), peer, socket => this.#init.tunnels.issue(peer, socket))
+      return { token }
+    })
+    // ...and the move failed: serve it to `peer` no more.
+    rpc.handle('disk.recall', instanceAndPeerSchema, async ({ id, peer }, from) => {
+      const token = await this.#init.supervisor.recallExport(id, from.toString(), peer)
+      if (token !== undefined) this.#init.tunnels.revoke(token)
       return null
     })
   }
 
   /** Issues again the tickets of the disks this host serves to others (after a restart). */
-  async reissue (): Promise<void> {
-    for (const e of this.#init.store.diskExports.list()) {
-      const socket = (e.server as { socket?: unknown }).socket
-      if (typeof socket === 'string') this.#init.tunnels.issue(e.peer, socket, e.token)
-    }
+  reissue (): void {
+    for (const e of this.#init.supervisor.exportedDisks()) this.#init.tunnels.issue(e.peer, e.socket, e.token)
   }
 
   /**
@@ -174,8 +184,9 @@ export class Migrations implements RemoteDisks {
   /**
    * Moves every running instance on this host to other hosts (`targets`, or those with most
    * room), one at a time, disks and all, and admits no new ones meanwhile: an operator's action
-   * on its own host, which needs no owner's signature, and after which the host can go. Instances
-   * that cannot move stay, with the reason.
+   * on its own host, which needs no owner's signature, and after which the host can go. (A disk
+   * another host serves stays there, served to the instance's next host.) Instances that cannot
+   * move stay, with the reason.
    */
   async drain (targets: string[] | null, onStatus: (s: DrainStatus) => void = () => {}): Promise<DrainResult> {
     this.#init.supervisor.setDraining(true)
@@ -189,13 +200,16 @@ export class Migrations implements RemoteDisks {
         result.stayed.push({ id: v.id, reason: `it is ${v.state}: only running instances move live; start it and drain again, or destroy it` })
         continue
       }
-      const to = [...room].filter(([, free]) => free.cpu + 1e-9 >= v.resources.cpu && free.memory >= v.resources.memory).sort(([, x], [, y]) => y.memory - x.memory)[0]?.[0]
+      const served = this.#init.supervisor.remoteDiskOf(v.id)
+      const to = [...room]
+        .filter(([host, free]) => host !== served?.host && free.cpu + 1e-9 >= v.resources.cpu && free.memory >= v.resources.memory)
+        .sort(([, x], [, y]) => y.memory - x.memory)[0]?.[0]
       if (to === undefined) {
-        result.stayed.push({ id: v.id, reason: `no ${targets === null ? 'other advertised' : 'named'} host has ${v.resources.cpu} CPU and ${v.resources.memory} MiB free` })
+        result.stayed.push({ id: v.id, reason: `no ${targets === null ? 'other advertised' : 'named'} host${served === null ? '' : ` but ${served.host}, which serves its disk,`} has ${v.resources.cpu} CPU and ${v.resources.memory} MiB free` })
         continue
       }
       try {
-        result.moved.push(await this.#init.supervisor.moving(v.id, async () => await this.#send(v, to, true, undefined, migration => { onStatus({ instance: v.id, to, index, total: views.length, migration }) })))
+        result.moved.push(await this.#init.supervisor.moving(v.id, async () => await this.#send(v, to, served === null, undefined, migration => { onStatus({ instance: v.id, to, index, total: views.length, migration }) })))
         const free = room.get(to)
         if (free !== undefined) room.set(to, { cpu: free.cpu - v.resources.cpu, memory: free.memory - v.resources.memory })
       } catch (err) {
@@ -216,7 +230,13 @@ export class Migrations implements RemoteDisks {
     const t0 = Date.now()
     onStatus({ phase: 'preparing' })
     const endpoints = this.#init.supervisor.tcpEndpoints(id)
-    const diskToken = copyDisk ? undefined : this.#init.tunnels.issue(to, await this.#init.supervisor.diskSocket(id))
+    // A disk another host serves stays there: that host serves it to the destination too.
+    const served = this.#init.supervisor.remoteDiskOf(id)
+    if (served !== null && copyDisk) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is served by host ${served.host}, where it first ran, and can only be copied from there: move it on without --copy-disk (its disk stays on ${served.host})`)
+    if (served?.host === to) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is on host ${to}, which cannot take the instance back yet: move it to a third host`)
+    let diskToken: string | undefined
+    if (served !== null) diskToken = z.strictObject({ token: tokenSchema }).parse(await callHost(this.#init.overlay, served.host, 'disk.handover', { id, peer: to })).token
+    else if (!copyDisk) diskToken = this.#init.tunnels.issue(to, await this.#init.supervisor.diskSocket(id))
     const listeners: TunnelListener[] = []
     let last: MigrationProgress | undefined
     let copied = 0
@@ -227,6 +247,7 @@ export class Migrations implements RemoteDisks {
         instance: { id, name: view.name, owner: view.owner, createdAt: view.createdAt },
         template: view.template,
         ...(diskToken === undefined ? {} : { diskToken }),
+        ...(served === null ? {} : { diskHost: served.host }),
         ...(auth === undefined ? {} : { auth }),
       }, { timeoutMs: PREPARE_TIMEOUT_MS }))
       await mkdir(this.#init.runDir, { recursive: true })
@@ -239,7 +260,9 @@ export class Migrations implements RemoteDisks {
         { to: { path: memory.path }, key: reply.key },
       ]
       let plan: DiskPlan
-      if (diskToken !== undefined) {
+      if (served !== null) {
+        plan = { servedBy: served.host }
+      } else if (diskToken !== undefined) {
         plan = { serveTo: { peer: to, token: diskToken } }
       } else {
         if (reply.diskToken === undefined) throw new XenosError('PEER_PROTOCOL', `host ${to} offered no disk to copy instance ${id} into`)
@@ -256,7 +279,8 @@ export class Migrations implements RemoteDisks {
         this.#init.onTakenOver(id, to)
       })
     } catch (err) {
-      if (diskToken !== undefined) this.#init.tunnels.revoke(diskToken)
+      if (served !== null) await callHost(this.#init.overlay, served.host, 'disk.recall', { id, peer: to }).catch((e: unknown) => { this.#init.log.warn({ err: e, instance: id, host: served.host }, 'could not tell the host serving the disk to stop serving it to the destination of a failed move') })
+      else if (diskToken !== undefined) this.#init.tunnels.revoke(diskToken)
       // The destination may hold a paused VM waiting for memory that will not come.
       await this.#init.overlay.rpc.call(to, 'migrate.abandon', { id }).catch(() => {})
       throw err
@@ -271,6 +295,7 @@ export class Migrations implements RemoteDisks {
   }
 
   async #prepare (req: z.infer<typeof prepareSchema>, from: string): Promise<z.infer<typeof prepareReplySchema>> {
+    if (req.diskHost === this.#self) throw new XenosError('INVALID_STATE', `instance ${req.instance.id}'s disk is on this host, which cannot take the instance back yet`)
     const copyDisk = req.diskToken === undefined
     if (req.auth !== undefined) {
       this.#init.verifier.verify(req.auth, { action: 'migrate', target: req.instance.id, params: migrateParams(this.#self, copyDisk) })
@@ -286,7 +311,8 @@ export class Migrations implements RemoteDisks {
     const id = req.instance.id
     const key = randomBytes(32).toString('hex')
     const address = this.#init.incomingAddress ?? '127.0.0.1'
-    const port = await this.#init.supervisor.receive(template, req.instance, from, req.diskToken === undefined ? null : { host: from, token: req.diskToken }, { address, key })
+    const disk = req.diskToken === undefined ? null : { host: req.diskHost ?? from, token: req.diskToken }
+    const port = await this.#init.supervisor.receive(template, req.instance, from, disk, { address, key })
     const tickets = [this.#init.tunnels.issue(from, { host: localTo(address), port })]
     // The source writes the disk it copies straight into the new VM's own disk server.
     if (copyDisk) tickets.push(this.#init.tunnels.issue(from, await this.#init.supervisor.diskSocket(id)))

@@ -26,7 +26,13 @@ export interface RemoteDisks {
  * What becomes of a migrating instance's disk: it stays here, served to the new host with the
  * ticket `token`, or it is copied to the NBD export on unix socket `copyTo` before the memory moves.
  */
-export type DiskPlan = { serveTo: { peer: string, token: string } } | { copyTo: string, onCopy: (p: DiskCopyProgress) => void }
+export type DiskPlan =
+  /** The disk stays here, served to the new host with this ticket. */
+  | { serveTo: { peer: string, token: string } }
+  /** The disk is copied into the new host's disk server, reached on this unix socket. */
+  | { copyTo: string, onCopy: (p: DiskCopyProgress) => void }
+  /** The disk stays with the other host that serves it (where the instance first ran), which serves it to the new host too. */
+  | { servedBy: string }
 
 /** An instance arriving from another host by live migration. */
 export interface IncomingInstance {
@@ -176,11 +182,14 @@ export class InstanceSupervisor {
       this.#watch(r.id, driver, r.handle)
       this.#init.log.info({ instance: r.id, state: status }, 're-attached to instance')
     }
+    // One server per disk, however many hosts it is served to.
+    const servers = new Map<string, Record<string, unknown>>()
     for (const e of this.#init.store.diskExports.list()) {
       const driver = this.#init.drivers.get('qemu')
       if (driver?.serveDisk === undefined) continue
-      const served = await driver.serveDisk(e.instanceId, join(this.#init.instancesDir, e.instanceId), e.server)
-      this.#init.store.diskExports.put({ ...e, server: served.server })
+      const server = servers.get(e.instanceId) ?? (await driver.serveDisk(e.instanceId, join(this.#init.instancesDir, e.instanceId), e.server)).server
+      servers.set(e.instanceId, server)
+      this.#init.store.diskExports.put({ ...e, server })
     }
   }
 
@@ -385,7 +394,7 @@ export class InstanceSupervisor {
       this.#expect(r, ['running'], 'migrate')
       this.#refuseIfStaged(r, 'migrate')
       const driver = this.#migrator(r)
-      if (r.remoteDisk !== null) throw new XenosError('INVALID_STATE', `instance ${id} runs on a disk served by host ${r.remoteDisk.host}, where it migrated from, and cannot move again: only instances moved with --copy-disk can. Start another instance where you want it with "xenos replicate ${id} --to HOST"`)
+      if ((r.remoteDisk !== null) !== ('servedBy' in disk)) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is ${r.remoteDisk === null ? 'here' : `served by host ${r.remoteDisk.host}`}: it cannot move with that disk plan`)
       const handle = this.#handle(r)
       let mirroring = false
       let used: MigrationChannel
@@ -410,7 +419,14 @@ export class InstanceSupervisor {
       this.#live.delete(id)
       this.#health.delete(id)
       this.#milestones.delete(id)
-      if ('serveTo' in disk) {
+      const remote = r.remoteDisk
+      if (remote !== null || server === null) {
+        // The disk stays with the host that serves it, which serves it to the new host too.
+        this.#init.store.instances.remove(id)
+        await rm(join(this.#init.instancesDir, id), { recursive: true, force: true })
+        await this.#init.remoteDisks.detach(id)
+        if (remote !== null) void this.#init.remoteDisks.release(id, remote).catch((err: unknown) => { this.#init.log.warn({ err, instance: id, host: remote.host }, 'could not tell the host serving the disk that this host no longer uses it') })
+      } else if ('serveTo' in disk) {
         this.#init.store.transaction(() => {
           this.#init.store.diskExports.put({ instanceId: id, owner: r.owner, peer: disk.serveTo.peer, token: disk.serveTo.token, server, createdAt: Date.now() })
           this.#init.store.instances.remove(id)
@@ -519,16 +535,73 @@ export class InstanceSupervisor {
     return d
   }
 
-  /** Ends the disk this host served to another host for instance `id`, once that host is done with it. */
-  async releaseExport (id: string, peer: string): Promise<void> {
-    await this.#locks.run(`export/${id}`, async () => {
-      const e = this.#init.store.diskExports.get(id)
-      if (e === undefined) return
-      if (e.peer !== peer) throw new XenosError('FORBIDDEN', `the disk of instance ${id} is not served to host ${peer}`)
-      await this.#driverFor('qemu').stopDisk?.(id, e.server)
+  /**
+   * Host `peer` no longer uses the disk this host serves it for instance `id`. When it was the
+   * newest host served (the instance ended there), the disk ends: no host needs it any more.
+   * Returns the tickets of the exports that ended.
+   */
+  async releaseExport (id: string, peer: string): Promise<string[]> {
+    return await this.#locks.run(`export/${id}`, async () => {
+      const exports = this.#init.store.diskExports.forInstance(id)
+      const released = exports.find(e => e.peer === peer)
+      if (released === undefined) {
+        if (exports.length === 0) return []
+        throw new XenosError('FORBIDDEN', `the disk of instance ${id} is not served to host ${peer}`)
+      }
+      if (released !== exports.at(-1)) {
+        this.#init.store.diskExports.remove(id, peer)
+        return [released.token]
+      }
+      await this.#driverFor('qemu').stopDisk?.(id, released.server)
       this.#init.store.diskExports.remove(id)
       await rm(join(this.#init.instancesDir, id), { recursive: true, force: true })
+      return exports.map(e => e.token)
     })
+  }
+
+  /**
+   * Serves the disk of instance `id`, which this host serves to host `from`, to host `to` too:
+   * the instance moves on from `from` to `to`, and its disk stays here. `issue` makes the ticket
+   * to the disk server's socket. Returns the ticket.
+   */
+  async shareExport (id: string, from: string, to: string, issue: (socket: string) => string): Promise<string> {
+    return await this.#locks.run(`export/${id}`, async () => {
+      const exports = this.#init.store.diskExports.forInstance(id)
+      const current = exports.find(e => e.peer === from)
+      if (current === undefined) throw new XenosError('FORBIDDEN', `the disk of instance ${id} is not served to host ${from}, which cannot hand it on`)
+      const socket = exportSocket(current.server)
+      if (socket === undefined) throw new XenosError('INVALID_STATE', `the server of instance ${id}'s disk has no socket`)
+      const token = issue(socket)
+      // Newest of all, even within the same millisecond: the host the instance is arriving at.
+      const createdAt = Math.max(Date.now(), ...exports.map(e => e.createdAt + 1))
+      this.#init.store.diskExports.put({ ...current, peer: to, token, createdAt })
+      return token
+    })
+  }
+
+  /** Stops serving instance `id`'s disk to `peer`, where host `from` (also served it) failed to move it; returns the ticket that ended. */
+  async recallExport (id: string, from: string, peer: string): Promise<string | undefined> {
+    return await this.#locks.run(`export/${id}`, async () => {
+      const exports = this.#init.store.diskExports.forInstance(id)
+      if (!exports.some(e => e.peer === from)) throw new XenosError('FORBIDDEN', `the disk of instance ${id} is not served to host ${from}`)
+      const recalled = exports.find(e => e.peer === peer && peer !== from)
+      if (recalled === undefined) return undefined
+      this.#init.store.diskExports.remove(id, peer)
+      return recalled.token
+    })
+  }
+
+  /** The unix sockets of the disks this host serves to other hosts, with the tickets that reach them. */
+  exportedDisks (): Array<{ peer: string, token: string, socket: string }> {
+    return this.#init.store.diskExports.list().flatMap(e => {
+      const socket = exportSocket(e.server)
+      return socket === undefined ? [] : [{ peer: e.peer, token: e.token, socket }]
+    })
+  }
+
+  /** The host serving instance `id`'s disk, when not this one. */
+  remoteDiskOf (id: string): RemoteDisk | null {
+    return this.#get(id).remoteDisk
   }
 
   /** Whether instance `id` is being moved away from this host. */
@@ -781,6 +854,11 @@ type MigratingDriver = Driver & Required<Pick<Driver, typeof MIGRATION_METHODS[n
 
 function canMigrate (d: Driver): d is MigratingDriver {
   return d.capabilities().migrate && MIGRATION_METHODS.every(m => d[m] !== undefined)
+}
+
+/** Where a disk server (opaque driver state) listens. */
+function exportSocket (server: Record<string, unknown>): string | undefined {
+  return typeof server.socket === 'string' ? server.socket : undefined
 }
 
 function withTail (message: string, tail: string): string {

@@ -106,6 +106,19 @@ const MIGRATIONS: readonly string[] = [
      key TEXT PRIMARY KEY,
      value TEXT NOT NULL
    );`,
+  // A disk may be served to more than one host while its instance moves on from one to the next.
+  `CREATE TABLE disk_exports_by_peer (
+     instance_id TEXT NOT NULL,
+     owner TEXT NOT NULL,
+     peer TEXT NOT NULL,
+     token TEXT NOT NULL,
+     server TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     PRIMARY KEY (instance_id, peer)
+   );
+   INSERT INTO disk_exports_by_peer SELECT instance_id, owner, peer, token, server, created_at FROM disk_exports;
+   DROP TABLE disk_exports;
+   ALTER TABLE disk_exports_by_peer RENAME TO disk_exports;`,
 ]
 
 export type Database = DatabaseSync

@@ -2,7 +2,9 @@ import type { Database } from './database.ts'
 
 /**
  * A disk this host keeps serving to another host after the instance migrated there: the
- * instance's overlay stays here, owned by its disk server, until the new host releases it.
+ * instance's overlay stays here, owned by its disk server, until the host it runs on releases it.
+ * While the instance moves on from one host to the next, the disk is served to both (a record
+ * each); the newest is the host it runs on, or is arriving at.
  */
 export interface DiskExportRecord {
   instanceId: string
@@ -35,22 +37,24 @@ export class DiskExportTable {
     this.#db = db
   }
 
-  /** Adds or replaces the export of an instance's disk. */
+  /** Adds or replaces the export of an instance's disk to one host. */
   put (e: DiskExportRecord): void {
     this.#db.prepare('INSERT OR REPLACE INTO disk_exports (instance_id, owner, peer, token, server, created_at) VALUES (?, ?, ?, ?, ?, ?)')
       .run(e.instanceId, e.owner, e.peer, e.token, JSON.stringify(e.server), e.createdAt)
   }
 
-  get (instanceId: string): DiskExportRecord | undefined {
-    const row = this.#db.prepare('SELECT * FROM disk_exports WHERE instance_id = ?').get(instanceId) as DiskExportRow | undefined
-    return row === undefined ? undefined : fromRow(row)
+  /** The hosts an instance's disk is served to, oldest first. */
+  forInstance (instanceId: string): DiskExportRecord[] {
+    return (this.#db.prepare('SELECT * FROM disk_exports WHERE instance_id = ? ORDER BY created_at, rowid').all(instanceId) as unknown as DiskExportRow[]).map(fromRow)
   }
 
   list (): DiskExportRecord[] {
     return (this.#db.prepare('SELECT * FROM disk_exports ORDER BY created_at').all() as unknown as DiskExportRow[]).map(fromRow)
   }
 
-  remove (instanceId: string): void {
-    this.#db.prepare('DELETE FROM disk_exports WHERE instance_id = ?').run(instanceId)
+  /** Ends the export to `peer`, or (without it) to every host. */
+  remove (instanceId: string, peer?: string): void {
+    if (peer === undefined) this.#db.prepare('DELETE FROM disk_exports WHERE instance_id = ?').run(instanceId)
+    else this.#db.prepare('DELETE FROM disk_exports WHERE instance_id = ? AND peer = ?').run(instanceId, peer)
   }
 }

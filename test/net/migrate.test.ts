@@ -282,4 +282,44 @@ describe('live migration', { skip }, () => {
     assert.ok(resumed >= (later ?? 0), `it counts on from ${later ?? '?'} on D: ${resumed}`)
     await cli(d, alice, ['instance', 'destroy', inst.id])
   })
+
+  it('moves a VM on from host to host while its disk stays with the host it first ran on, and drains a host holding such a VM', async () => {
+    const f = await startHost({ name: 'mig-f', bootstrap: [a], extraArgs: HOST_ARGS })
+    hosts.push(f)
+    const dir = await tempDir('scribe-on')
+    await writeFile(join(dir, 'template.yaml'), SCRIBE.replace('name: scribe', 'name: scribe-on'))
+    await cli(b, alice, ['template', 'build', dir])
+    const inst = (await cli(b, alice, ['deploy', 'scribe-on', '--host', 'mig-b', '--wait'])).instances[0]
+    const made = await eventually(async () => (await httpGet(`${inst.endpoints[0].url}/made`))?.trim(), 60_000, 'the data to be written')
+    const onB = join(b.dataDir, 'instances', inst.id, 'disk.qcow2')
+
+    await cli(b, alice, ['migrate', inst.id, '--to', 'mig-f'])
+    await assert.rejects(cli(f, alice, ['migrate', inst.id, '--to', 'mig-a', '--copy-disk']), /served by host .* without --copy-disk/)
+    const onward = await cli(f, alice, ['migrate', inst.id, '--to', 'mig-a'])
+    assert.equal(onward.to, a.info.peerId)
+    assert.equal(onward.copiedDiskBytes, 0)
+    assert.equal(existsSync(join(f.dataDir, 'instances', inst.id)), false, 'F keeps nothing of it')
+    assert.equal(existsSync(join(a.dataDir, 'instances', inst.id, 'disk.qcow2')), false, 'A has no disk of it')
+    assert.equal(existsSync(onB), true, 'its disk is still on B')
+    const onA = await cli(a, alice, ['instance', 'show', inst.id])
+    assert.equal(onA.state, 'running')
+    await eventually(async () => (await httpGet(`${onA.endpoints[0].url}/sum`))?.trim() === made, 30_000, 'the data read back on A from the disk on B to be intact')
+    await assert.rejects(cli(a, alice, ['migrate', inst.id, '--to', 'mig-b']), /cannot take the instance back/)
+
+    // Draining A moves it on too (not to B), and the disk still stays on B.
+    const drained = await cli(a, alice, ['host', 'drain'])
+    assert.deepEqual(drained.stayed, [])
+    assert.deepEqual(drained.moved.map((m: any) => m.id), [inst.id])
+    const to = hosts.find(h => h.info.peerId === drained.moved[0].to)
+    assert.ok(to !== undefined && to !== b, `it moved to a host other than B: ${drained.moved[0].to}`)
+    assert.equal((await getJson(a, '/v1/instances')).instances.filter((i: any) => i.host === a.info.peerId).length, 0, 'A is empty')
+    await cli(a, alice, ['host', 'undrain'])
+    const last = await cli(to, alice, ['instance', 'show', inst.id])
+    await eventually(async () => (await httpGet(`${last.endpoints[0].url}/sum`))?.trim() === made, 30_000, 'the data to be intact after the drain')
+    assert.equal(existsSync(onB), true, 'its disk is still on B')
+
+    // Ended where it runs, its disk on B goes too.
+    await cli(to, alice, ['instance', 'destroy', inst.id])
+    await eventually(async () => !existsSync(join(b.dataDir, 'instances', inst.id)), 15_000, 'B to drop the disk')
+  })
 })

@@ -352,9 +352,8 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       await monitor.execute('cont')
     },
 
-    async handOff (handle): Promise<Record<string, unknown>> {
+    async handOff (handle): Promise<Record<string, unknown> | null> {
       const state = stateOf(handle)
-      if (state.disk === null) throw new XenosError('INVALID_STATE', `instance ${handle.id}'s disk is not served by this host`)
       await (await qmp(handle)).execute('quit').catch(() => {})
       if (!await waitGone(handle, 5000)) await kill(handle)
       const s = sessions.get(handle.id)
@@ -363,7 +362,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       sessions.delete(handle.id)
       await rm(state.sockets, { recursive: true, force: true })
       await init.cgroups?.remove(handle.id)
-      return { ...state.disk }
+      return state.disk === null ? null : { ...state.disk }
     },
 
     async serveDisk (id, dir, server): Promise<{ server: Record<string, unknown>, socket: string }> {
