@@ -141,6 +141,11 @@ export interface TaskSpec {
   incoming?: { address: string, key: string } | undefined
   /** Use the disk served on this unix socket (by the host the VM migrated from) instead of one of its own. */
   remoteDisk?: string | undefined
+  /**
+   * The server of the VM's own disk, already running: a VM arriving back at the host that kept
+   * serving its disk while it ran elsewhere uses it instead of starting one.
+   */
+  diskServer?: Record<string, unknown> | undefined
   /** Further raw disk images the VM sees, each named by its serial (VM drivers only). */
   disks?: Array<{ path: string, serial: string, readOnly: boolean }> | undefined
 }

@@ -10,7 +10,7 @@ import type { TunnelListener, Tunnels } from '../transfer/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
 import { authSchema, instanceIdSchema, instanceViewSchema, peerIdSchema, templateIdSchema } from './rpc-schemas.ts'
-import type { DiskPlan, InstanceSupervisor, RemoteDisks } from './supervisor.ts'
+import type { ArrivingDisk, DiskPlan, InstanceSupervisor, RemoteDisks } from './supervisor.ts'
 import { callHost, hostOfInstance } from './remote.ts'
 
 export interface MigrationsInit {
@@ -60,7 +60,11 @@ const prepareSchema = z.strictObject({
   template: templateIdSchema,
   /** The ticket to the disk the source keeps serving; absent when the disk is copied to the destination. */
   diskToken: tokenSchema.optional(),
-  /** The host that serves the disk, when not the source (the instance moves on from where it moved to). */
+  /**
+   * The host that serves the disk, when not the source (the instance moves on from where it
+   * moved to): with `diskToken`, the ticket to it there; without, the destination itself, to
+   * which the instance comes back.
+   */
   diskHost: peerIdSchema.optional(),
   /** The owner's signed request; absent when the source host moves the instance of its own accord (a drain). */
   auth: authSchema.optional(),
@@ -130,8 +134,9 @@ export class Migrations implements RemoteDisks {
     rpc.handle('migrate.prepare', prepareSchema, async (req, from) => await this.#prepare(req, from.toString()))
     rpc.handle('migrate.takeover', instanceOnlySchema, async ({ id }, from) => {
       this.#expectSource(id, from.toString())
-      const view = await this.#init.supervisor.takeOver(id)
+      const { view, endedExports } = await this.#init.supervisor.takeOver(id)
       this.#revokeArrivalTickets(id)
+      for (const token of endedExports) this.#init.tunnels.revoke(token)
       return view
     })
     rpc.handle('migrate.abandon', instanceOnlySchema, async ({ id }, from) => {
@@ -184,9 +189,9 @@ export class Migrations implements RemoteDisks {
   /**
    * Moves every running instance on this host to other hosts (`targets`, or those with most
    * room), one at a time, disks and all, and admits no new ones meanwhile: an operator's action
-   * on its own host, which needs no owner's signature, and after which the host can go. (A disk
-   * another host serves stays there, served to the instance's next host.) Instances that cannot
-   * move stay, with the reason.
+   * on its own host, which needs no owner's signature, and after which the host can go. (An
+   * instance whose disk another host serves goes back to that host if it has room, else on to
+   * another, its disk staying where it is.) Instances that cannot move stay, with the reason.
    */
   async drain (targets: string[] | null, onStatus: (s: DrainStatus) => void = () => {}): Promise<DrainResult> {
     this.#init.supervisor.setDraining(true)
@@ -202,10 +207,10 @@ export class Migrations implements RemoteDisks {
       }
       const served = this.#init.supervisor.remoteDiskOf(v.id)
       const to = [...room]
-        .filter(([host, free]) => host !== served?.host && free.cpu + 1e-9 >= v.resources.cpu && free.memory >= v.resources.memory)
-        .sort(([, x], [, y]) => y.memory - x.memory)[0]?.[0]
+        .filter(([, free]) => free.cpu + 1e-9 >= v.resources.cpu && free.memory >= v.resources.memory)
+        .sort(([x, xFree], [y, yFree]) => Number(y === served?.host) - Number(x === served?.host) || yFree.memory - xFree.memory)[0]?.[0]
       if (to === undefined) {
-        result.stayed.push({ id: v.id, reason: `no ${targets === null ? 'other advertised' : 'named'} host${served === null ? '' : ` but ${served.host}, which serves its disk,`} has ${v.resources.cpu} CPU and ${v.resources.memory} MiB free` })
+        result.stayed.push({ id: v.id, reason: `no ${targets === null ? 'other advertised' : 'named'} host has ${v.resources.cpu} CPU and ${v.resources.memory} MiB free` })
         continue
       }
       try {
@@ -233,10 +238,13 @@ export class Migrations implements RemoteDisks {
     // A disk another host serves stays there: that host serves it to the destination too.
     const served = this.#init.supervisor.remoteDiskOf(id)
     if (served !== null && copyDisk) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is served by host ${served.host}, where it first ran, and can only be copied from there: move it on without --copy-disk (its disk stays on ${served.host})`)
-    if (served?.host === to) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is on host ${to}, which cannot take the instance back yet: move it to a third host`)
+    const back = served?.host === to
     let diskToken: string | undefined
-    if (served !== null) diskToken = z.strictObject({ token: tokenSchema }).parse(await callHost(this.#init.overlay, served.host, 'disk.handover', { id, peer: to })).token
-    else if (!copyDisk) diskToken = this.#init.tunnels.issue(to, await this.#init.supervisor.diskSocket(id))
+    if (served === null) {
+      if (!copyDisk) diskToken = this.#init.tunnels.issue(to, await this.#init.supervisor.diskSocket(id))
+    } else if (!back) {
+      diskToken = z.strictObject({ token: tokenSchema }).parse(await callHost(this.#init.overlay, served.host, 'disk.handover', { id, peer: to })).token
+    }
     const listeners: TunnelListener[] = []
     let last: MigrationProgress | undefined
     let copied = 0
@@ -260,7 +268,9 @@ export class Migrations implements RemoteDisks {
         { to: { path: memory.path }, key: reply.key },
       ]
       let plan: DiskPlan
-      if (served !== null) {
+      if (back) {
+        plan = { backTo: to }
+      } else if (served !== null) {
         plan = { servedBy: served.host }
       } else if (diskToken !== undefined) {
         plan = { serveTo: { peer: to, token: diskToken } }
@@ -279,7 +289,7 @@ export class Migrations implements RemoteDisks {
         this.#init.onTakenOver(id, to)
       })
     } catch (err) {
-      if (served !== null) await callHost(this.#init.overlay, served.host, 'disk.recall', { id, peer: to }).catch((e: unknown) => { this.#init.log.warn({ err: e, instance: id, host: served.host }, 'could not tell the host serving the disk to stop serving it to the destination of a failed move') })
+      if (served !== null && !back) await callHost(this.#init.overlay, served.host, 'disk.recall', { id, peer: to }).catch((e: unknown) => { this.#init.log.warn({ err: e, instance: id, host: served.host }, 'could not tell the host serving the disk to stop serving it to the destination of a failed move') })
       else if (diskToken !== undefined) this.#init.tunnels.revoke(diskToken)
       // The destination may hold a paused VM waiting for memory that will not come.
       await this.#init.overlay.rpc.call(to, 'migrate.abandon', { id }).catch(() => {})
@@ -295,8 +305,8 @@ export class Migrations implements RemoteDisks {
   }
 
   async #prepare (req: z.infer<typeof prepareSchema>, from: string): Promise<z.infer<typeof prepareReplySchema>> {
-    if (req.diskHost === this.#self) throw new XenosError('INVALID_STATE', `instance ${req.instance.id}'s disk is on this host, which cannot take the instance back yet`)
-    const copyDisk = req.diskToken === undefined
+    const back = req.diskHost === this.#self
+    const copyDisk = req.diskToken === undefined && !back
     if (req.auth !== undefined) {
       this.#init.verifier.verify(req.auth, { action: 'migrate', target: req.instance.id, params: migrateParams(this.#self, copyDisk) })
       if (req.auth.owner !== req.instance.owner) throw new XenosError('FORBIDDEN', `instance ${req.instance.id} belongs to another owner`)
@@ -311,7 +321,9 @@ export class Migrations implements RemoteDisks {
     const id = req.instance.id
     const key = randomBytes(32).toString('hex')
     const address = this.#init.incomingAddress ?? '127.0.0.1'
-    const disk = req.diskToken === undefined ? null : { host: req.diskHost ?? from, token: req.diskToken }
+    let disk: ArrivingDisk = { copied: true }
+    if (back) disk = { home: true }
+    else if (req.diskToken !== undefined) disk = { servedBy: { host: req.diskHost ?? from, token: req.diskToken } }
     const port = await this.#init.supervisor.receive(template, req.instance, from, disk, { address, key })
     const tickets = [this.#init.tunnels.issue(from, { host: localTo(address), port })]
     // The source writes the disk it copies straight into the new VM's own disk server.

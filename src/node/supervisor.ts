@@ -33,6 +33,17 @@ export type DiskPlan =
   | { copyTo: string, onCopy: (p: DiskCopyProgress) => void }
   /** The disk stays with the other host that serves it (where the instance first ran), which serves it to the new host too. */
   | { servedBy: string }
+  /** The new host is the one that serves the disk: the instance goes back to it. */
+  | { backTo: string }
+
+/** The disk of an instance arriving by migration. */
+export type ArrivingDisk =
+  /** Served by another host (the one it comes from, or where it first ran). */
+  | { servedBy: RemoteDisk }
+  /** A disk of its own here, into which the source copies the disk first. */
+  | { copied: true }
+  /** Its own disk, which this host kept serving while it ran elsewhere: it comes back. */
+  | { home: true }
 
 /** An instance arriving from another host by live migration. */
 export interface IncomingInstance {
@@ -325,7 +336,7 @@ export class InstanceSupervisor {
         // The new instance starts from the snapshot's memory with its own copy of the snapshot's disk.
         await mkdir(join(this.#init.instancesDir, r.id), { recursive: true })
         await copyFile(join(this.snapshotDir(snapshot.id), 'disk.qcow2'), join(this.#init.instancesDir, r.id, 'disk.qcow2'))
-        await this.#startTask(r, template, join(this.snapshotDir(snapshot.id), 'state'))
+        await this.#startTask(r, template, { restoreFrom: join(this.snapshotDir(snapshot.id), 'state') })
       }
       return this.view(r.id)
     })))
@@ -366,7 +377,7 @@ export class InstanceSupervisor {
         case 'resume':
           this.#expect(r, ['paused', 'suspended'], 'resume')
           if (r.state === 'suspended') {
-            await this.#startTask(r, this.#template(r), this.#statePath(r))
+            await this.#startTask(r, this.#template(r), { restoreFrom: this.#statePath(r) })
             await rm(this.#statePath(r), { force: true })
           } else {
             await this.#driverFor(r.driver).resume(this.#handle(r))
@@ -394,7 +405,7 @@ export class InstanceSupervisor {
       this.#expect(r, ['running'], 'migrate')
       this.#refuseIfStaged(r, 'migrate')
       const driver = this.#migrator(r)
-      if ((r.remoteDisk !== null) !== ('servedBy' in disk)) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is ${r.remoteDisk === null ? 'here' : `served by host ${r.remoteDisk.host}`}: it cannot move with that disk plan`)
+      if ((r.remoteDisk !== null) !== ('servedBy' in disk || 'backTo' in disk)) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is ${r.remoteDisk === null ? 'here' : `served by host ${r.remoteDisk.host}`}: it cannot move with that disk plan`)
       const handle = this.#handle(r)
       let mirroring = false
       let used: MigrationChannel
@@ -425,7 +436,8 @@ export class InstanceSupervisor {
         this.#init.store.instances.remove(id)
         await rm(join(this.#init.instancesDir, id), { recursive: true, force: true })
         await this.#init.remoteDisks.detach(id)
-        if (remote !== null) void this.#init.remoteDisks.release(id, remote).catch((err: unknown) => { this.#init.log.warn({ err, instance: id, host: remote.host }, 'could not tell the host serving the disk that this host no longer uses it') })
+        // Back on the disk's host, the instance uses the disk again: nothing to release.
+        if (remote !== null && !('backTo' in disk)) void this.#init.remoteDisks.release(id, remote).catch((err: unknown) => { this.#init.log.warn({ err, instance: id, host: remote.host }, 'could not tell the host serving the disk that this host no longer uses it') })
       } else if ('serveTo' in disk) {
         this.#init.store.transaction(() => {
           this.#init.store.diskExports.put({ instanceId: id, owner: r.owner, peer: disk.serveTo.peer, token: disk.serveTo.token, server, createdAt: Date.now() })
@@ -462,17 +474,22 @@ export class InstanceSupervisor {
 
   /**
    * Prepares instance `arriving` of `template` to arrive by migration from host `from`:
-   * admission, ports, and a paused VM that waits as `incoming` says, using the disk `disk`
-   * serves, or (null) a disk of its own here, into which the disk is copied first. Returns the
-   * port the VM waits on.
+   * admission, ports, and a paused VM that waits as `incoming` says, on the disk `disk` says.
+   * Returns the port the VM waits on.
    */
-  async receive (template: Template, arriving: IncomingInstance, from: string, disk: RemoteDisk | null, incoming: NonNullable<TaskSpec['incoming']>): Promise<number> {
+  async receive (template: Template, arriving: IncomingInstance, from: string, disk: ArrivingDisk, incoming: NonNullable<TaskSpec['incoming']>): Promise<number> {
     const driver = this.#driverFor(template.manifest.driver)
     if (!canMigrate(driver)) throw new XenosError('INVALID_STATE', `the ${driver.name} driver cannot take over migrating instances`)
+    let diskServer: Record<string, unknown> | undefined
+    if ('home' in disk) {
+      const served = this.#init.store.diskExports.forInstance(arriving.id).find(e => e.peer === from)
+      if (served?.owner !== arriving.owner) throw new XenosError('FORBIDDEN', `this host serves no disk of instance ${arriving.id} to host ${from} for owner ${arriving.owner}`)
+      diskServer = served.server
+    }
     const record = await this.#locks.run('admission', async () => {
       if (this.has(arriving.id)) throw new XenosError('INVALID_STATE', `host ${this.#init.hostId} already holds instance ${arriving.id}`)
       this.#admit(template, 1)
-      const r = await this.#newRecord(template, driver, { ...arriving, remoteDisk: disk })
+      const r = await this.#newRecord(template, driver, { ...arriving, remoteDisk: 'servedBy' in disk ? disk.servedBy : null })
       await mkdir(join(this.#init.instancesDir, r.id), { recursive: true })
       await writeFile(join(this.#init.instancesDir, r.id, INCOMING_MARKER), from)
       this.#init.store.instances.insert(r)
@@ -480,7 +497,7 @@ export class InstanceSupervisor {
     })
     return await this.#locks.run(record.id, async () => {
       try {
-        return driver.incomingPort(await this.#startTask(record, template, undefined, incoming))
+        return driver.incomingPort(await this.#startTask(record, template, { incoming, diskServer }))
       } catch (err) {
         await this.#destroy(this.#get(record.id))
         throw err
@@ -497,15 +514,22 @@ export class InstanceSupervisor {
     }
   }
 
-  /** Runs an instance that has arrived: from here on this host owns it. */
-  async takeOver (id: string): Promise<InstanceView> {
+  /**
+   * Runs an instance that has arrived: from here on this host owns it. One that came back to
+   * its disk here stops being served to others: returns the tickets of those exports.
+   */
+  async takeOver (id: string): Promise<{ view: InstanceView, endedExports: string[] }> {
     return await this.#locks.run(id, async () => {
       const r = this.#get(id)
       if (!existsSync(join(this.#init.instancesDir, id, INCOMING_MARKER))) throw new XenosError('INVALID_STATE', `instance ${id} is not arriving here`)
       await this.#migrator(r).takeOver(this.#handle(r))
       await rm(join(this.#init.instancesDir, id, INCOMING_MARKER))
-      this.#set(id, { state: 'running' })
-      return this.view(id)
+      const exports = this.#init.store.diskExports.forInstance(id)
+      this.#init.store.transaction(() => {
+        this.#init.store.diskExports.remove(id)
+        this.#set(id, { state: 'running' })
+      })
+      return { view: this.view(id), endedExports: exports.map(e => e.token) }
     })
   }
 
@@ -548,7 +572,8 @@ export class InstanceSupervisor {
         if (exports.length === 0) return []
         throw new XenosError('FORBIDDEN', `the disk of instance ${id} is not served to host ${peer}`)
       }
-      if (released !== exports.at(-1)) {
+      // An instance that came back here runs on the disk: it stays whatever the others say.
+      if (released !== exports.at(-1) || this.has(id)) {
         this.#init.store.diskExports.remove(id, peer)
         return [released.token]
       }
@@ -674,7 +699,9 @@ export class InstanceSupervisor {
     return join(this.#init.instancesDir, r.id, 'suspended.state')
   }
 
-  async #startTask (r: InstanceRecord, template: Template, restoreFrom?: string, incoming?: TaskSpec['incoming']): Promise<TaskHandle> {
+  /** Starts the instance's task: booting, or from saved state, or to wait for a migrating VM (see `TaskSpec`). */
+  async #startTask (r: InstanceRecord, template: Template, from: Pick<TaskSpec, 'restoreFrom' | 'incoming' | 'diskServer'> = {}): Promise<TaskHandle> {
+    const { restoreFrom, incoming, diskServer } = from
     const driver = this.#driverFor(r.driver)
     const ports = await this.#assignPorts(template, r.ports)
     this.#set(r.id, { state: 'creating', ports, error: null, exitCode: null })
@@ -692,6 +719,7 @@ export class InstanceSupervisor {
         image: template.manifest.image,
         restoreFrom,
         incoming,
+        diskServer,
         remoteDisk: r.remoteDisk === null ? undefined : await this.#init.remoteDisks.attach(r.id, r.remoteDisk),
         disks: [
           ...existsSync(join(dir, INPUTS_IMAGE)) ? [{ path: join(dir, INPUTS_IMAGE), serial: INPUTS_SERIAL, readOnly: true }] : [],
@@ -720,24 +748,45 @@ export class InstanceSupervisor {
   }
 
   async #destroy (r: InstanceRecord): Promise<void> {
+    // An instance that never finished arriving leaves its disk to the host it was coming from;
+    // one that was coming back to its disk here leaves it served to that host.
+    const arriving = existsSync(join(this.#init.instancesDir, r.id, INCOMING_MARKER))
+    const home = arriving && this.#init.store.diskExports.forInstance(r.id).length > 0
     const driver = this.#init.drivers.get(r.driver)
     if (driver !== undefined) {
       const live = this.#live.get(r.id)
       if (live !== undefined) live.stopping = true
+      if (arriving) await this.#discardArrival(driver, r, home)
       // Without a handle (the host stopped while starting it) the driver still finds what it started by the id.
-      await this.#cleanup(driver, r.handle ?? { id: r.id, driver: r.driver, state: {} })
+      else await this.#cleanup(driver, r.handle ?? { id: r.id, driver: r.driver, state: {} })
     }
     this.#live.delete(r.id)
     this.#health.delete(r.id)
     this.#milestones.delete(r.id)
-    // An instance that never finished arriving leaves its disk to the host it was coming from.
-    const arriving = existsSync(join(this.#init.instancesDir, r.id, INCOMING_MARKER))
-    await rm(join(this.#init.instancesDir, r.id), { recursive: true, force: true })
+    if (home) await rm(join(this.#init.instancesDir, r.id, INCOMING_MARKER), { force: true })
+    else await rm(join(this.#init.instancesDir, r.id), { recursive: true, force: true })
     this.#init.store.instances.remove(r.id)
     this.#init.onChange(r.id, undefined)
     if (r.remoteDisk !== null) await this.#init.remoteDisks.detach(r.id)
     if (r.remoteDisk !== null && !arriving) {
       await this.#init.remoteDisks.release(r.id, r.remoteDisk).catch((err: unknown) => { this.#init.log.warn({ err, instance: r.id, host: r.remoteDisk?.host }, 'could not release the disk the instance used remotely') })
+    }
+  }
+
+  /**
+   * Ends a VM that was arriving by migration without ever letting it run (a stop would resume it
+   * first): the host it came from may be running it again, on the same disk. A disk of its own
+   * made here goes with it; its own disk that this host kept serving (`home`) stays.
+   */
+  async #discardArrival (driver: Driver, r: InstanceRecord, home: boolean): Promise<void> {
+    const handle = r.handle ?? { id: r.id, driver: r.driver, state: {} }
+    try {
+      // Quit through its monitor; without a handle, killed by its id.
+      if (r.handle !== null && driver.handOff !== undefined) await driver.handOff(r.handle)
+      else await driver.stop(handle, 0)
+      if (!home) await driver.destroy(handle)
+    } catch (err) {
+      this.#init.log.warn({ err, instance: r.id }, 'could not end a VM that was arriving')
     }
   }
 

@@ -187,6 +187,8 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       await rm(sockets, { recursive: true, force: true })
       await mkdir(sockets, { recursive: true, mode: 0o700 })
       let disk: DiskServerState | null = null
+      // A disk server that was running before this VM is not this start's to end if the VM fails.
+      let startedDisk = false
       if (spec.remoteDisk === undefined) {
         const overlay = join(spec.dir, 'disk.qcow2')
         if (!existsSync(overlay)) {
@@ -195,7 +197,13 @@ export function qemuDriver (init: QemuDriverInit): Driver {
           await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', image.diskFormat, '-b', init.blobPath(image.disk), `${overlay}.tmp`])
           await rename(`${overlay}.tmp`, overlay)
         }
-        disk = await disks.start(spec.id, overlay, diskSocketsOf(spec.id), spec.dir)
+        const known = spec.diskServer as Partial<DiskServerState> | undefined
+        if (isDiskServer(known) && await disks.alive(spec.id, known)) {
+          disk = { ...known }
+        } else {
+          disk = await disks.start(spec.id, overlay, diskSocketsOf(spec.id), spec.dir)
+          startedDisk = true
+        }
       }
       const console = join(spec.dir, 'console.log')
       const incoming = spec.incoming === undefined ? [] : await incomingArgs(join(sockets, 'tls-in'), spec.incoming.key)
@@ -235,7 +243,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
         if (Date.now() > deadline || !await alive(handle)) {
           const why = await tailFile(join(spec.dir, 'qemu.log'), 5)
           await kill(handle)
-          await disks.stop(spec.id, disk ?? undefined)
+          if (startedDisk) await disks.stop(spec.id, disk ?? undefined)
           throw new XenosError('DRIVER_FAILED', `QEMU did not start${why === '' ? '' : `: ${why}`}`)
         }
         await sleep(10)
@@ -244,7 +252,14 @@ export function qemuDriver (init: QemuDriverInit): Driver {
         await waitForMigration(monitor, 'the saved state to load')
         await monitor.execute('cont')
       }
-      if (spec.incoming !== undefined) handle.state.incomingPort = await listenForMigration(monitor, spec.incoming.address)
+      if (spec.incoming !== undefined) {
+        const { address } = spec.incoming
+        handle.state.incomingPort = await listenForMigration(monitor, address).catch(async (err: unknown) => {
+          await kill(handle)
+          if (startedDisk) await disks.stop(spec.id, disk ?? undefined)
+          throw err
+        })
+      }
       return handle
     },
 
