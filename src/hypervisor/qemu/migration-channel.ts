@@ -80,7 +80,8 @@ async function follow (monitor: QmpClient, onProgress: (p: MigrationProgress) =>
   let connected = false
   for (;;) {
     const info = await monitor.execute<MigrationInfo>('query-migrate')
-    if (info.status !== 'setup') connected = true
+    // Before it connects QEMU reports `setup` (or nothing yet, just after the command).
+    if (info.status === 'active' || info.status === 'completed' || (info.ram?.transferred ?? 0) > 0) connected = true
     if (info.ram !== undefined) {
       onProgress({
         status: info.status ?? 'active',
