@@ -233,6 +233,11 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       }
       const s = session(handle)
       s.exit = task.exit
+      /** Ends what this start began, when the VM does not come up. */
+      const undo = async (): Promise<void> => {
+        await kill(handle)
+        if (startedDisk) await disks.stop(spec.id, disk ?? undefined)
+      }
       // The monitor's socket file appears before QEMU listens on it, and QEMU may still fail
       // after creating it (a disk it cannot open): wait until the monitor answers.
       const deadline = Date.now() + SOCKET_WAIT_MS
@@ -242,8 +247,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
         if (monitor !== undefined) break
         if (Date.now() > deadline || !await alive(handle)) {
           const why = await tailFile(join(spec.dir, 'qemu.log'), 5)
-          await kill(handle)
-          if (startedDisk) await disks.stop(spec.id, disk ?? undefined)
+          await undo()
           throw new XenosError('DRIVER_FAILED', `QEMU did not start${why === '' ? '' : `: ${why}`}`)
         }
         await sleep(10)
@@ -255,8 +259,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       if (spec.incoming !== undefined) {
         const { address } = spec.incoming
         handle.state.incomingPort = await listenForMigration(monitor, address).catch(async (err: unknown) => {
-          await kill(handle)
-          if (startedDisk) await disks.stop(spec.id, disk ?? undefined)
+          await undo()
           throw err
         })
       }
