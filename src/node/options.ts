@@ -81,20 +81,20 @@ export function defaultCapacity (): { cpu: number, memory: number } {
   return { cpu: cpus().length, memory: Math.floor(totalmem() / 1024 / 1024 * 0.75) }
 }
 
-/** The IP of the first listen address (a wildcard too): where sources of migrating VMs connect. */
-export function incomingMigrationAddress (listen: string[]): string {
-  for (const addr of listen) {
-    const ip = /^\/ip[46]\/([^/]+)\/tcp\//.exec(addr)?.[1]
-    if (ip !== undefined) return ip
-  }
-  return '0.0.0.0'
+/** The IP listen addresses, in order: `/ip4/10.0.0.2/tcp/7381` is `{ version: '4', ip: '10.0.0.2', transport: 'tcp' }`. */
+function listenIps (listen: string[]): Array<{ version: string, ip: string, transport: string }> {
+  return listen.flatMap(addr => {
+    const [, version = '', ip = '', transport = ''] = /^\/ip([46])\/([^/]+)\/([^/]+)\//.exec(addr) ?? []
+    return ip === '' ? [] : [{ version, ip, transport }]
+  })
 }
 
-/** The IP in the first listen address that is not a wildcard, else loopback. */
+/** The IP of the first TCP listen address (a wildcard too): where sources of migrating VMs connect. */
+export function incomingMigrationAddress (listen: string[]): string {
+  return listenIps(listen).find(a => a.transport === 'tcp')?.ip ?? '0.0.0.0'
+}
+
+/** The IP in the first IPv4 listen address that is not a wildcard, else loopback. */
 export function defaultAdvertiseAddress (listen: string[]): string {
-  for (const addr of listen) {
-    const ip = /^\/ip4\/([0-9.]+)\//.exec(addr)?.[1]
-    if (ip !== undefined && ip !== '0.0.0.0') return ip
-  }
-  return '127.0.0.1'
+  return listenIps(listen).find(a => a.version === '4' && a.ip !== '0.0.0.0')?.ip ?? '127.0.0.1'
 }
