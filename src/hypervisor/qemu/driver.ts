@@ -52,6 +52,19 @@ const MIGRATION_POLL_MS = 5
 const DISK_RECONNECT_S = 60
 const TCG_CODE_BUFFER_MIB = 32
 
+/**
+ * The guest's RAM, as QEMU's `-m`. Under TCG, QEMU before 9.0 loses guest writes during a live
+ * migration when the RAM's size is a multiple of 256 KiB: its fast scan of the dirty-page bitmap
+ * (used for such sizes) does not make the translated code note the next writes to the pages it
+ * has just marked sent, so pages the guest keeps writing arrive stale and the moved guest's kernel
+ * crashes ("physmem: Fix migration dirty bitmap coherency with TCG memory access", QEMU 9.0).
+ * 8 KiB more makes QEMU take its page-by-page scan, which does. Every TCG host adds the same 8 KiB
+ * whatever its QEMU, as both ends of a migration must agree on the RAM's size.
+ */
+function memoryOf (mib: number, accelerator: Accelerator): string {
+  return accelerator === 'tcg' ? `${mib * 1024 + 8}k` : String(mib)
+}
+
 function stateOf (handle: TaskHandle): QemuState {
   const s = handle.state as Partial<QemuState>
   if (typeof s.pid !== 'number' || typeof s.sockets !== 'string' || typeof s.console !== 'string') {
@@ -128,7 +141,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       // code that never runs again. 32 MiB keeps each VM smaller and boots as fast.
       '-accel', accelerator === 'tcg' ? `tcg,tb-size=${TCG_CODE_BUFFER_MIB}` : accelerator,
       '-cpu', accelerator === 'kvm' ? 'host' : 'qemu64',
-      '-m', String(spec.resources.memory),
+      '-m', memoryOf(spec.resources.memory, accelerator),
       '-smp', String(Math.max(1, Math.ceil(spec.resources.cpu))),
       '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
       '-kernel', init.blobPath(image.kernel),
