@@ -27,7 +27,12 @@ describe('data repository', () => {
     h = await startHost({ name: 'data-a' })
   })
 
-  after(async () => { await stopHost(h) })
+  after(async () => {
+    await stopHost(h)
+    // Gigabytes went through this host: leave none of them behind.
+    await rm(h.dataDir, { recursive: true, force: true })
+    await rm(dir, { recursive: true, force: true })
+  })
 
   it('stores a file and gives it back intact; only its owner and the keys it granted reach it', async () => {
     const content = randomBytes(5 * 2 ** 20 + 3)
