@@ -60,8 +60,13 @@ export interface Driver {
    * returns the disk server's state, or null when another host serves the disk.
    */
   handOff? (handle: TaskHandle): Promise<Record<string, unknown> | null>
-  /** Serves instance `id`'s disk in `dir` (again, after a restart, unless `server` still runs); returns the server and its socket. */
-  serveDisk? (id: string, dir: string, server?: Record<string, unknown>): Promise<{ server: Record<string, unknown>, socket: string }>
+  /**
+   * Serves instance `id`'s disk in `dir`, with its staged `disks` (again, after a restart, unless
+   * `server` still runs); returns the server and its socket.
+   */
+  serveDisk? (id: string, dir: string, disks: StagedDisk[], server?: Record<string, unknown>): Promise<{ server: Record<string, unknown>, socket: string }>
+  /** Copies staged disk `serial`, served with a disk on unix socket `socket`, into a raw image at `to`. */
+  readStagedDisk? (socket: string, serial: string, to: string): Promise<void>
   /** Ends a disk server `handOff` or `serveDisk` returned. */
   stopDisk? (id: string, server: Record<string, unknown>): Promise<void>
 }
@@ -146,8 +151,19 @@ export interface TaskSpec {
    * serving its disk while it ran elsewhere uses it instead of starting one.
    */
   diskServer?: Record<string, unknown> | undefined
-  /** Further raw disk images the VM sees, each named by its serial (VM drivers only). */
-  disks?: Array<{ path: string, serial: string, readOnly: boolean }> | undefined
+  /** Further raw disks the VM sees, each named by its serial (VM drivers only; see `StagedDisk`). */
+  disks?: StagedDisk[] | undefined
+}
+
+/**
+ * A raw disk a VM sees besides its own, named by its serial. It is served with the VM's disk, by
+ * the same server, so that a host the VM moves to reaches it the same way: from the image at
+ * `path` on this host, or, without `path`, by the host that serves the VM's disk (`remoteDisk`).
+ */
+export interface StagedDisk {
+  serial: string
+  readOnly: boolean
+  path?: string | undefined
 }
 
 export interface TaskHandle {

@@ -133,6 +133,7 @@ export class Host {
       overlay: this.overlay,
       onTakenOver: (id, to) => { this.services.moved(id, to) },
       onLeft: async (id, endpoints) => { await this.services.forward(id, endpoints) },
+      onArrived: async id => { if (this.store.tasks.get(id) !== undefined) await this.tasks.announce(id) },
       onDraining: () => { void this.#advertiseHost() },
       tunnels: this.tunnels,
       supervisor: this.supervisor,

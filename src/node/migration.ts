@@ -3,14 +3,14 @@ import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { XenosError, type DiskCopyProgress, type InstanceView, type MigrationChannel, type MigrationProgress, type RequestAuth } from '../core/index.ts'
+import { checkDataPath, XenosError, type DiskCopyProgress, type InstanceView, type MigrationChannel, type MigrationProgress, type RequestAuth } from '../core/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { RemoteDisk } from '../store/index.ts'
 import type { TunnelListener, Tunnels } from '../transfer/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
 import { authSchema, instanceIdSchema, instanceViewSchema, peerIdSchema, templateIdSchema } from './rpc-schemas.ts'
-import type { ArrivingDisk, DiskPlan, InstanceSupervisor, RemoteDisks } from './supervisor.ts'
+import { STAGED_SERIALS, type ArrivingDisk, type DiskPlan, type InstanceSupervisor, type RemoteDisks } from './supervisor.ts'
 import { callHost, hostOfInstance } from './remote.ts'
 
 export interface MigrationsInit {
@@ -23,6 +23,8 @@ export interface MigrationsInit {
   onTakenOver: (id: string, to: string) => void
   /** Told once an instance has left this host, with the endpoints it had here. */
   onLeft: (id: string, endpoints: Array<{ name: string, address: string, port: number }>) => Promise<void>
+  /** Told once an instance that arrived here runs here (to announce the task it runs, if any). */
+  onArrived: (id: string) => Promise<void>
   /** Told when the host starts or stops being drained (its room changed). */
   onDraining: () => void
   /** Short directory for the sockets tunnels listen on. */
@@ -66,6 +68,15 @@ const prepareSchema = z.strictObject({
    * which the instance comes back.
    */
   diskHost: peerIdSchema.optional(),
+  /** The instance's staged disks, served with its disk by the host that serves that. */
+  staged: z.array(z.strictObject({ serial: z.enum(STAGED_SERIALS), readOnly: z.boolean() })).max(STAGED_SERIALS.length).optional(),
+  /** The task the instance runs, which the destination finishes. */
+  task: z.strictObject({
+    inputs: z.array(z.string().min(1).max(2048)).max(64),
+    outputsPrefix: z.string().min(1).max(1024),
+    keep: z.boolean(),
+    createdAt: z.number().int().nonnegative(),
+  }).optional(),
   /** The owner's signed request; absent when the source host moves the instance of its own accord (a drain). */
   auth: authSchema.optional(),
 })
@@ -137,6 +148,7 @@ export class Migrations implements RemoteDisks {
       const { view, endedExports } = await this.#init.supervisor.takeOver(id)
       this.#revokeArrivalTickets(id)
       for (const token of endedExports) this.#init.tunnels.revoke(token)
+      void this.#init.onArrived(id).catch((err: unknown) => { this.#init.log.warn({ err, instance: id }, 'could not announce an instance that arrived') })
       return view
     })
     rpc.handle('migrate.abandon', instanceOnlySchema, async ({ id }, from) => {
@@ -214,7 +226,9 @@ export class Migrations implements RemoteDisks {
         continue
       }
       try {
-        result.moved.push(await this.#init.supervisor.moving(v.id, async () => await this.#send(v, to, served === null, undefined, migration => { onStatus({ instance: v.id, to, index, total: views.length, migration }) })))
+        // Staged inputs and outputs cannot be copied yet: such an instance's disks stay here, served to it.
+        const copyDisk = served === null && this.#init.supervisor.stagedDisks(v.id).length === 0
+        result.moved.push(await this.#init.supervisor.moving(v.id, async () => await this.#send(v, to, copyDisk, undefined, migration => { onStatus({ instance: v.id, to, index, total: views.length, migration }) })))
         const free = room.get(to)
         if (free !== undefined) room.set(to, { cpu: free.cpu - v.resources.cpu, memory: free.memory - v.resources.memory })
       } catch (err) {
@@ -239,6 +253,9 @@ export class Migrations implements RemoteDisks {
     const served = this.#init.supervisor.remoteDiskOf(id)
     if (served !== null && copyDisk) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is served by host ${served.host}, where it first ran, and can only be copied from there: move it on without --copy-disk (its disk stays on ${served.host})`)
     const back = served?.host === to
+    const staged = this.#init.supervisor.stagedDisks(id)
+    if (staged.length > 0 && copyDisk) throw new XenosError('INVALID_STATE', `instance ${id} has staged inputs or outputs, which cannot be copied to another host yet: move it without --copy-disk (they stay here with its disk, served to the new host)`)
+    const task = this.#init.supervisor.movingTask(id)
     let diskToken: string | undefined
     if (served === null) {
       if (!copyDisk) diskToken = this.#init.tunnels.issue(to, await this.#init.supervisor.diskSocket(id))
@@ -256,6 +273,8 @@ export class Migrations implements RemoteDisks {
         template: view.template,
         ...(diskToken === undefined ? {} : { diskToken }),
         ...(served === null ? {} : { diskHost: served.host }),
+        ...(staged.length === 0 ? {} : { staged }),
+        ...(task === undefined ? {} : { task }),
         ...(auth === undefined ? {} : { auth }),
       }, { timeoutMs: PREPARE_TIMEOUT_MS }))
       await mkdir(this.#init.runDir, { recursive: true })
@@ -307,6 +326,8 @@ export class Migrations implements RemoteDisks {
   async #prepare (req: z.infer<typeof prepareSchema>, from: string): Promise<z.infer<typeof prepareReplySchema>> {
     const back = req.diskHost === this.#self
     const copyDisk = req.diskToken === undefined && !back
+    if (copyDisk && req.staged !== undefined) throw new XenosError('PEER_PROTOCOL', `instance ${req.instance.id}'s staged disks cannot be copied: they must stay with its disk`)
+    if (req.task !== undefined) checkDataPath(req.task.outputsPrefix)
     if (req.auth !== undefined) {
       this.#init.verifier.verify(req.auth, { action: 'migrate', target: req.instance.id, params: migrateParams(this.#self, copyDisk) })
       if (req.auth.owner !== req.instance.owner) throw new XenosError('FORBIDDEN', `instance ${req.instance.id} belongs to another owner`)
@@ -323,8 +344,8 @@ export class Migrations implements RemoteDisks {
     const address = this.#init.incomingAddress ?? '127.0.0.1'
     let disk: ArrivingDisk = { copied: true }
     if (back) disk = { home: true }
-    else if (req.diskToken !== undefined) disk = { servedBy: { host: req.diskHost ?? from, token: req.diskToken } }
-    const port = await this.#init.supervisor.receive(template, req.instance, from, disk, { address, key })
+    else if (req.diskToken !== undefined) disk = { servedBy: { host: req.diskHost ?? from, token: req.diskToken, ...req.staged === undefined ? {} : { staged: req.staged } } }
+    const port = await this.#init.supervisor.receive(template, req.instance, from, disk, { address, key }, req.task)
     const tickets = [this.#init.tunnels.issue(from, { host: localTo(address), port })]
     // The source writes the disk it copies straight into the new VM's own disk server.
     if (copyDisk) tickets.push(this.#init.tunnels.issue(from, await this.#init.supervisor.diskSocket(id)))

@@ -4,10 +4,10 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
   ACTIVE_STATES, ENDED_STATES, newInstanceId, newSnapshotId, XenosError,
-  type ControlAction, type DiskCopyProgress, type Driver, type InstanceMetrics, type MigrationChannel, type MigrationProgress, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type TaskExit, type TaskHandle, type TaskSpec, type Template,
+  type ControlAction, type DiskCopyProgress, type Driver, type InstanceMetrics, type MigrationChannel, type MigrationProgress, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type StagedDisk, type TaskExit, type TaskHandle, type TaskSpec, type Template,
 } from '../core/index.ts'
 import { createOutputImage } from '../data/index.ts'
-import type { InstanceRecord, RemoteDisk, SnapshotRecord, Store } from '../store/index.ts'
+import type { InstanceRecord, RemoteDisk, SnapshotRecord, Store, TaskRecord } from '../store/index.ts'
 import { checkService, checkTargets, HEALTH_INTERVAL_MS, HEALTH_PENDING_FOR_MS, HEALTH_PENDING_INTERVAL_MS, statusOf } from './health.ts'
 import { KeyedLock } from './locks.ts'
 import { allocatePort, isPortFree } from './ports.ts'
@@ -53,8 +53,11 @@ export interface IncomingInstance {
   createdAt: number
 }
 
+/** What moves with an instance that runs a task: the parts of its task record that are not the instance's. */
+export type MovingTask = Pick<TaskRecord, 'inputs' | 'outputsPrefix' | 'keep' | 'createdAt'>
+
 export interface SupervisorInit {
-  store: Pick<Store, 'instances' | 'templates' | 'snapshots' | 'diskExports' | 'settings' | 'transaction'>
+  store: Pick<Store, 'instances' | 'templates' | 'snapshots' | 'diskExports' | 'settings' | 'tasks' | 'transaction'>
   drivers: ReadonlyMap<string, Driver>
   /** Where instance directories live. */
   instancesDir: string
@@ -83,6 +86,12 @@ const INPUTS_SERIAL = 'xenos-in'
 /** A task's outputs: a disk the guest mounts at /out, read back once the task has ended. */
 const OUTPUTS_IMAGE = 'outputs.img'
 const OUTPUTS_SERIAL = 'xenos-out'
+/** The staged disks an instance may have, as images in its directory. */
+const STAGED_IMAGES = [
+  { file: INPUTS_IMAGE, serial: INPUTS_SERIAL, readOnly: true },
+  { file: OUTPUTS_IMAGE, serial: OUTPUTS_SERIAL, readOnly: false },
+]
+export const STAGED_SERIALS = [INPUTS_SERIAL, OUTPUTS_SERIAL] as const
 
 /** What a new instance starts from besides its template. */
 export interface CreateOptions {
@@ -109,6 +118,8 @@ export class InstanceSupervisor {
   readonly #live = new Map<string, LiveTask>()
   /** Instances being sent to another host right now. */
   readonly #moving = new Set<string>()
+  /** The tasks of instances arriving here, recorded when they take over. */
+  readonly #arrivingTasks = new Map<string, MovingTask>()
   /** Kept in the store: a drained host that restarts stays drained. */
   #draining: boolean
   readonly #health = new Map<string, ServiceStatus[]>()
@@ -198,7 +209,8 @@ export class InstanceSupervisor {
     for (const e of this.#init.store.diskExports.list()) {
       const driver = this.#init.drivers.get('qemu')
       if (driver?.serveDisk === undefined) continue
-      const server = servers.get(e.instanceId) ?? (await driver.serveDisk(e.instanceId, join(this.#init.instancesDir, e.instanceId), e.server)).server
+      const dir = join(this.#init.instancesDir, e.instanceId)
+      const server = servers.get(e.instanceId) ?? (await driver.serveDisk(e.instanceId, dir, stagedImagesIn(dir), e.server)).server
       servers.set(e.instanceId, server)
       this.#init.store.diskExports.put({ ...e, server })
     }
@@ -275,6 +287,12 @@ export class InstanceSupervisor {
       const r = this.#get(id)
       this.#expect(r, ENDED_STATES, 'collect the outputs of')
       const image = join(this.#init.instancesDir, id, OUTPUTS_IMAGE)
+      // A task that moved here left its outputs disk with the host that serves its disk: read it from there.
+      if (!existsSync(image) && r.remoteDisk?.staged?.some(d => d.serial === OUTPUTS_SERIAL) === true) {
+        const driver = this.#driverFor(r.driver)
+        if (driver.readStagedDisk === undefined) throw new XenosError('INVALID_STATE', `instance ${id} runs on the ${r.driver} driver, which cannot read disks other hosts serve`)
+        await driver.readStagedDisk(await this.#init.remoteDisks.attach(id, r.remoteDisk), OUTPUTS_SERIAL, image)
+      }
       if (!existsSync(image)) throw new XenosError('INVALID_STATE', `instance ${id} has no outputs disk: run tasks with "xenos run … --out DIR"`)
       return await fn(image, r.owner)
     })
@@ -403,7 +421,7 @@ export class InstanceSupervisor {
     return await this.#locks.run(id, async () => {
       const r = this.#get(id)
       this.#expect(r, ['running'], 'migrate')
-      this.#refuseIfStaged(r, 'migrate')
+      if ('copyTo' in disk && this.#stagedDisks(r).length > 0) throw new XenosError('INVALID_STATE', `instance ${id} has staged inputs or outputs, which cannot be copied to another host yet: move it without --copy-disk (they stay here with its disk, served to the new host)`)
       const driver = this.#migrator(r)
       if ((r.remoteDisk !== null) !== ('servedBy' in disk || 'backTo' in disk)) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is ${r.remoteDisk === null ? 'here' : `served by host ${r.remoteDisk.host}`}: it cannot move with that disk plan`)
       const handle = this.#handle(r)
@@ -431,9 +449,14 @@ export class InstanceSupervisor {
       this.#health.delete(id)
       this.#milestones.delete(id)
       const remote = r.remoteDisk
+      // Its task, if it runs one, is the new host's to finish now.
+      const forget = (): void => {
+        this.#init.store.instances.remove(id)
+        this.#init.store.tasks.remove(id)
+      }
       if (remote !== null || server === null) {
         // The disk stays with the host that serves it, which serves it to the new host too.
-        this.#init.store.instances.remove(id)
+        this.#init.store.transaction(forget)
         await rm(join(this.#init.instancesDir, id), { recursive: true, force: true })
         await this.#init.remoteDisks.detach(id)
         // Back on the disk's host, the instance uses the disk again: nothing to release.
@@ -441,12 +464,12 @@ export class InstanceSupervisor {
       } else if ('serveTo' in disk) {
         this.#init.store.transaction(() => {
           this.#init.store.diskExports.put({ instanceId: id, owner: r.owner, peer: disk.serveTo.peer, token: disk.serveTo.token, server, createdAt: Date.now() })
-          this.#init.store.instances.remove(id)
+          forget()
         })
       } else {
         // The new host has its own copy: nothing of the instance stays here.
         await driver.stopDisk(id, server).catch((e: unknown) => { this.#init.log.warn({ err: e, instance: id }, 'could not end the server of the disk the instance left behind') })
-        this.#init.store.instances.remove(id)
+        this.#init.store.transaction(forget)
         await rm(join(this.#init.instancesDir, id), { recursive: true, force: true })
       }
       this.#init.onChange(id, undefined)
@@ -469,15 +492,26 @@ export class InstanceSupervisor {
   async diskSocket (id: string): Promise<string> {
     const r = this.#get(id)
     const driver = this.#migrator(r)
-    return (await driver.serveDisk(id, join(this.#init.instancesDir, id), this.#handle(r).state.disk as Record<string, unknown> | undefined)).socket
+    return (await driver.serveDisk(id, join(this.#init.instancesDir, id), this.#stagedDisks(r), this.#handle(r).state.disk as Record<string, unknown> | undefined)).socket
+  }
+
+  /** The staged disks of instance `id` (see `StagedDisk`), which move with its disk. */
+  stagedDisks (id: string): Array<{ serial: string, readOnly: boolean }> {
+    return this.#stagedDisks(this.#get(id)).map(({ serial, readOnly }) => ({ serial, readOnly }))
+  }
+
+  /** The task instance `id` runs, which moves with it; undefined when it runs none. */
+  movingTask (id: string): MovingTask | undefined {
+    const t = this.#init.store.tasks.get(id)
+    return t === undefined ? undefined : { inputs: t.inputs, outputsPrefix: t.outputsPrefix, keep: t.keep, createdAt: t.createdAt }
   }
 
   /**
    * Prepares instance `arriving` of `template` to arrive by migration from host `from`:
-   * admission, ports, and a paused VM that waits as `incoming` says, on the disk `disk` says.
-   * Returns the port the VM waits on.
+   * admission, ports, and a paused VM that waits as `incoming` says, on the disk `disk` says;
+   * `task`, the task it runs, is recorded when it takes over. Returns the port the VM waits on.
    */
-  async receive (template: Template, arriving: IncomingInstance, from: string, disk: ArrivingDisk, incoming: NonNullable<TaskSpec['incoming']>): Promise<number> {
+  async receive (template: Template, arriving: IncomingInstance, from: string, disk: ArrivingDisk, incoming: NonNullable<TaskSpec['incoming']>, task?: MovingTask): Promise<number> {
     const driver = this.#driverFor(template.manifest.driver)
     if (!canMigrate(driver)) throw new XenosError('INVALID_STATE', `the ${driver.name} driver cannot take over migrating instances`)
     let diskServer: Record<string, unknown> | undefined
@@ -493,6 +527,7 @@ export class InstanceSupervisor {
       await mkdir(join(this.#init.instancesDir, r.id), { recursive: true })
       await writeFile(join(this.#init.instancesDir, r.id, INCOMING_MARKER), from)
       this.#init.store.instances.insert(r)
+      if (task !== undefined) this.#arrivingTasks.set(r.id, task)
       return r
     })
     return await this.#locks.run(record.id, async () => {
@@ -525,10 +560,17 @@ export class InstanceSupervisor {
       await this.#migrator(r).takeOver(this.#handle(r))
       await rm(join(this.#init.instancesDir, id, INCOMING_MARKER))
       const exports = this.#init.store.diskExports.forInstance(id)
+      const task = this.#arrivingTasks.get(id)
       this.#init.store.transaction(() => {
         this.#init.store.diskExports.remove(id)
+        if (task !== undefined) {
+          this.#init.store.tasks.insert({
+            ...task, id, owner: r.owner, templateId: r.templateId, state: 'running', exitCode: null, error: null, outputs: [], refused: [], collectingAt: null, endedAt: null,
+          })
+        }
         this.#set(id, { state: 'running' })
       })
+      this.#arrivingTasks.delete(id)
       return { view: this.view(id), endedExports: exports.map(e => e.token) }
     })
   }
@@ -544,9 +586,15 @@ export class InstanceSupervisor {
     })
   }
 
-  /** Staged inputs stay with the host that staged them, for now. */
+  /** A snapshot holds an instance's memory and own disk, not its staged ones. */
   #refuseIfStaged (r: InstanceRecord, action: string): void {
-    if ([INPUTS_IMAGE, OUTPUTS_IMAGE].some(f => existsSync(join(this.#init.instancesDir, r.id, f)))) throw new XenosError('INVALID_STATE', `cannot ${action} instance ${r.id}: it has staged inputs or outputs, which do not move yet; deploy another instance with the same inputs where you want it`)
+    if (this.#stagedDisks(r).length > 0) throw new XenosError('INVALID_STATE', `cannot ${action} instance ${r.id}: it has staged inputs or outputs, which a snapshot cannot hold yet; deploy another instance with the same inputs instead`)
+  }
+
+  /** Its staged disks: images in its directory, or, for a disk another host serves, what that host serves with it. */
+  #stagedDisks (r: InstanceRecord): StagedDisk[] {
+    if (r.remoteDisk !== null) return r.remoteDisk.staged ?? []
+    return stagedImagesIn(join(this.#init.instancesDir, r.id))
   }
 
   #refuseIfMoving (id: string, action: string): void {
@@ -721,10 +769,7 @@ export class InstanceSupervisor {
         incoming,
         diskServer,
         remoteDisk: r.remoteDisk === null ? undefined : await this.#init.remoteDisks.attach(r.id, r.remoteDisk),
-        disks: [
-          ...existsSync(join(dir, INPUTS_IMAGE)) ? [{ path: join(dir, INPUTS_IMAGE), serial: INPUTS_SERIAL, readOnly: true }] : [],
-          ...existsSync(join(dir, OUTPUTS_IMAGE)) ? [{ path: join(dir, OUTPUTS_IMAGE), serial: OUTPUTS_SERIAL, readOnly: false }] : [],
-        ],
+        disks: this.#stagedDisks(r),
       })
       // An arriving VM waits paused, still `creating`, until it takes over.
       this.#set(r.id, { state: incoming === undefined ? 'running' : 'creating', handle })
@@ -763,6 +808,7 @@ export class InstanceSupervisor {
     this.#live.delete(r.id)
     this.#health.delete(r.id)
     this.#milestones.delete(r.id)
+    this.#arrivingTasks.delete(r.id)
     if (home) await rm(join(this.#init.instancesDir, r.id, INCOMING_MARKER), { force: true })
     else await rm(join(this.#init.instancesDir, r.id), { recursive: true, force: true })
     this.#init.store.instances.remove(r.id)
@@ -903,6 +949,11 @@ type MigratingDriver = Driver & Required<Pick<Driver, typeof MIGRATION_METHODS[n
 
 function canMigrate (d: Driver): d is MigratingDriver {
   return d.capabilities().migrate && MIGRATION_METHODS.every(m => d[m] !== undefined)
+}
+
+/** The staged disks whose images are in instance directory `dir`. */
+function stagedImagesIn (dir: string): StagedDisk[] {
+  return STAGED_IMAGES.flatMap(s => existsSync(join(dir, s.file)) ? [{ serial: s.serial, readOnly: s.readOnly, path: join(dir, s.file) }] : [])
 }
 
 /** Where a disk server (opaque driver state) listens. */

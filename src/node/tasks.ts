@@ -163,9 +163,10 @@ export class Tasks {
         this.#remember(id, host)
         return view
       } catch (err) {
-        if (err instanceof XenosError && err.code !== 'PEER_UNREACHABLE') throw err
+        // A host that announced it may have moved it on with its instance since.
+        if (err instanceof XenosError && err.code !== 'PEER_UNREACHABLE' && err.code !== 'TASK_NOT_FOUND') throw err
         this.#runners.delete(id)
-        this.#init.log.debug({ err, host, task: id }, 'a host announcing a task could not be asked')
+        this.#init.log.debug({ err, host, task: id }, 'a host announcing a task could not be asked, or runs it no more')
       }
     }
     if (known !== undefined) return await this.get(id, auth)

@@ -25,6 +25,8 @@ export interface InstanceRecord {
 export interface RemoteDisk {
   host: string
   token: string
+  /** The instance's staged disks, which that host serves with its disk (absent: none). */
+  staged?: Array<{ serial: string, readOnly: boolean }>
 }
 
 interface InstanceRow {

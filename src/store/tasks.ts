@@ -89,6 +89,11 @@ export class TaskTable {
     return next
   }
 
+  /** Forgets a task this host no longer runs (it moved to another host with its instance). */
+  remove (id: string): void {
+    this.#db.prepare('DELETE FROM tasks WHERE id = ?').run(id)
+  }
+
   get (id: string): TaskRecord | undefined {
     const row = this.#db.prepare('SELECT * FROM tasks WHERE id = ?').get(id) as TaskRow | undefined
     return row === undefined ? undefined : taskOf(row)

@@ -3,7 +3,7 @@ import { mkdir, rm } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { XenosError } from '../../core/index.ts'
+import { XenosError, type StagedDisk } from '../../core/index.ts'
 import type { Cgroups } from '../cgroup.ts'
 import { isSameProcess, tailFile } from '../procfs.ts'
 import { spawnTask, taskPids } from '../spawn.ts'
@@ -24,8 +24,10 @@ const START_WAIT_MS = 10_000
 /**
  * An instance's disk is owned by one `qemu-storage-daemon` that serves it over NBD on a unix
  * socket; the VM, and after a migration the VM on another host, reach the disk only through it.
- * One owner per image: no two processes ever open the qcow2 file itself. The server lives in its
- * own cgroup (`ID.disk`), so it outlives the VM, and xenosd.
+ * One owner per image: no two processes ever open the qcow2 file itself. The instance's staged
+ * disks are served beside it, each as an export named by its serial, read-only when the guest may
+ * only read it (an inputs image is shared by the instances of one deploy). The server lives in
+ * its own cgroup (`ID.disk`), so it outlives the VM, and xenosd.
  */
 export class DiskServers {
   readonly #cgroups: Cgroups | undefined
@@ -34,8 +36,8 @@ export class DiskServers {
     this.#cgroups = cgroups
   }
 
-  /** Serves `overlay` on `sockets/nbd.sock`; `dir` receives its log. */
-  async start (id: string, overlay: string, sockets: string, dir: string): Promise<DiskServerState> {
+  /** Serves `overlay`, and the `staged` disks that have a path, on `sockets/nbd.sock`; `dir` receives its log. */
+  async start (id: string, overlay: string, staged: StagedDisk[], sockets: string, dir: string): Promise<DiskServerState> {
     await mkdir(sockets, { recursive: true, mode: 0o700 })
     const socket = join(sockets, 'nbd.sock')
     const monitor = join(sockets, 'qmp.sock')
@@ -50,6 +52,11 @@ export class DiskServers {
         '--blockdev', 'driver=qcow2,node-name=disk,file=file,discard=unmap',
         '--nbd-server', `addr.type=unix,addr.path=${socket}`,
         '--export', `type=nbd,id=export,node-name=disk,name=${DISK_EXPORT},writable=on`,
+        ...staged.flatMap((d, i) => d.path === undefined ? [] : [
+          '--blockdev', `driver=file,node-name=staged${i}-file,filename=${d.path},read-only=${onOff(d.readOnly)}`,
+          '--blockdev', `driver=raw,node-name=staged${i},file=staged${i}-file,read-only=${onOff(d.readOnly)}`,
+          '--export', `type=nbd,id=export${i},node-name=staged${i},name=${d.serial},writable=${onOff(!d.readOnly)}`,
+        ]),
         '--chardev', `socket,id=monitor,path=${monitor},server=on,wait=off`,
         '--monitor', 'chardev=monitor',
       ],
@@ -102,6 +109,10 @@ async function accepts (path: string): Promise<boolean> {
     s.once('connect', () => { s.destroy(); resolve(true) })
     s.once('error', () => { resolve(false) })
   })
+}
+
+function onOff (b: boolean): 'on' | 'off' {
+  return b ? 'on' : 'off'
 }
 
 function cgroupOf (id: string): string {

@@ -156,11 +156,10 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       // The disk through its server (see disk-server.ts), so another host's VM can take it over.
       '-blockdev', `driver=nbd,node-name=disk,server.type=unix,server.path=${disk},export=${DISK_EXPORT},reconnect-delay=${DISK_RECONNECT_S},discard=unmap`,
       '-device', 'virtio-blk-pci,drive=disk',
-      // Staged data: the guest finds each disk by its serial.
+      // Staged data, from the same server: the guest finds each disk by its serial.
       ...(spec.disks ?? []).flatMap((d, i) => [
-        '-blockdev', `driver=file,node-name=extra${i}-file,filename=${d.path},read-only=${d.readOnly ? 'on' : 'off'}`,
-        '-blockdev', `driver=raw,node-name=extra${i},file=extra${i}-file,read-only=${d.readOnly ? 'on' : 'off'}`,
-        '-device', `virtio-blk-pci,drive=extra${i},serial=${d.serial}`,
+        '-blockdev', `driver=nbd,node-name=staged${i},server.type=unix,server.path=${disk},export=${d.serial},reconnect-delay=${DISK_RECONNECT_S},read-only=${d.readOnly ? 'on' : 'off'}`,
+        '-device', `virtio-blk-pci,drive=staged${i},serial=${d.serial}`,
       ]),
       '-netdev', ['user', 'id=net0', ...forwards].join(','),
       '-device', 'virtio-net-pci,netdev=net0,romfile=',
@@ -214,7 +213,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
         if (isDiskServer(known) && await disks.alive(spec.id, known)) {
           disk = { ...known }
         } else {
-          disk = await disks.start(spec.id, overlay, diskSocketsOf(spec.id), spec.dir)
+          disk = await disks.start(spec.id, overlay, spec.disks ?? [], diskSocketsOf(spec.id), spec.dir)
           startedDisk = true
         }
       }
@@ -396,11 +395,17 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       return state.disk === null ? null : { ...state.disk }
     },
 
-    async serveDisk (id, dir, server): Promise<{ server: Record<string, unknown>, socket: string }> {
+    async serveDisk (id, dir, staged, server): Promise<{ server: Record<string, unknown>, socket: string }> {
       const known = server as Partial<DiskServerState> | undefined
       if (isDiskServer(known) && await disks.alive(id, known)) return { server: { ...known }, socket: known.socket }
-      const state = await disks.start(id, join(dir, 'disk.qcow2'), diskSocketsOf(id), dir)
+      const state = await disks.start(id, join(dir, 'disk.qcow2'), staged, diskSocketsOf(id), dir)
       return { server: { ...state }, socket: state.socket }
+    },
+
+    async readStagedDisk (socket, serial, to): Promise<void> {
+      // Only what the guest wrote crosses: the server reports the image's holes.
+      await run('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'raw', `nbd+unix:///${serial}?socket=${socket}`, `${to}.tmp`])
+      await rename(`${to}.tmp`, to)
     },
 
     async stopDisk (id, server): Promise<void> {
