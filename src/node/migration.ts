@@ -69,7 +69,7 @@ const prepareSchema = z.strictObject({
    */
   diskHost: peerIdSchema.optional(),
   /** The instance's staged disks, served with its disk by the host that serves that. */
-  staged: z.array(z.strictObject({ serial: z.enum(STAGED_SERIALS), readOnly: z.boolean() })).max(STAGED_SERIALS.length).optional(),
+  staged: z.array(z.strictObject({ serial: z.enum(STAGED_SERIALS), readOnly: z.boolean(), bytes: z.number().int().min(0).max(2 ** 40).optional() })).max(STAGED_SERIALS.length).optional(),
   /** The task the instance runs, which the destination finishes. */
   task: z.strictObject({
     inputs: z.array(z.string().min(1).max(2048)).max(64),
@@ -226,9 +226,7 @@ export class Migrations implements RemoteDisks {
         continue
       }
       try {
-        // Staged inputs and outputs cannot be copied yet: such an instance's disks stay here, served to it.
-        const copyDisk = served === null && this.#init.supervisor.stagedDisks(v.id).length === 0
-        result.moved.push(await this.#init.supervisor.moving(v.id, async () => await this.#send(v, to, copyDisk, undefined, migration => { onStatus({ instance: v.id, to, index, total: views.length, migration }) })))
+        result.moved.push(await this.#init.supervisor.moving(v.id, async () => await this.#send(v, to, served === null, undefined, migration => { onStatus({ instance: v.id, to, index, total: views.length, migration }) })))
         const free = room.get(to)
         if (free !== undefined) room.set(to, { cpu: free.cpu - v.resources.cpu, memory: free.memory - v.resources.memory })
       } catch (err) {
@@ -254,7 +252,6 @@ export class Migrations implements RemoteDisks {
     if (served !== null && copyDisk) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is served by host ${served.host}, where it first ran, and can only be copied from there: move it on without --copy-disk (its disk stays on ${served.host})`)
     const back = served?.host === to
     const staged = this.#init.supervisor.stagedDisks(id)
-    if (staged.length > 0 && copyDisk) throw new XenosError('INVALID_STATE', `instance ${id} has staged inputs or outputs, which cannot be copied to another host yet: move it without --copy-disk (they stay here with its disk, served to the new host)`)
     const task = this.#init.supervisor.movingTask(id)
     let diskToken: string | undefined
     if (served === null) {
@@ -326,7 +323,10 @@ export class Migrations implements RemoteDisks {
   async #prepare (req: z.infer<typeof prepareSchema>, from: string): Promise<z.infer<typeof prepareReplySchema>> {
     const back = req.diskHost === this.#self
     const copyDisk = req.diskToken === undefined && !back
-    if (copyDisk && req.staged !== undefined) throw new XenosError('PEER_PROTOCOL', `instance ${req.instance.id}'s staged disks cannot be copied: they must stay with its disk`)
+    const staged = req.staged ?? []
+    if (new Set(staged.map(s => s.serial)).size !== staged.length) throw new XenosError('PEER_PROTOCOL', `instance ${req.instance.id}'s staged disks are named twice`)
+    const sizes = staged.flatMap(s => s.bytes === undefined ? [] : [{ serial: s.serial, bytes: s.bytes }])
+    if (copyDisk && sizes.length !== staged.length) throw new XenosError('PEER_PROTOCOL', `instance ${req.instance.id}'s staged disks come without their sizes: they cannot be copied`)
     if (req.task !== undefined) checkDataPath(req.task.outputsPrefix)
     if (req.auth !== undefined) {
       this.#init.verifier.verify(req.auth, { action: 'migrate', target: req.instance.id, params: migrateParams(this.#self, copyDisk) })
@@ -342,9 +342,9 @@ export class Migrations implements RemoteDisks {
     const id = req.instance.id
     const key = randomBytes(32).toString('hex')
     const address = this.#init.incomingAddress ?? '127.0.0.1'
-    let disk: ArrivingDisk = { copied: true }
+    let disk: ArrivingDisk = { copied: true, staged: sizes }
     if (back) disk = { home: true }
-    else if (req.diskToken !== undefined) disk = { servedBy: { host: req.diskHost ?? from, token: req.diskToken, ...req.staged === undefined ? {} : { staged: req.staged } } }
+    else if (req.diskToken !== undefined) disk = { servedBy: { host: req.diskHost ?? from, token: req.diskToken, ...staged.length === 0 ? {} : { staged: staged.map(({ serial, readOnly }) => ({ serial, readOnly })) } } }
     const port = await this.#init.supervisor.receive(template, req.instance, from, disk, { address, key }, req.task)
     const tickets = [this.#init.tunnels.issue(from, { host: localTo(address), port })]
     // The source writes the disk it copies straight into the new VM's own disk server.

@@ -1,5 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs'
-import { copyFile, link, mkdir, rm, writeFile } from 'node:fs/promises'
+import { existsSync, readFileSync, statSync } from 'node:fs'
+import { copyFile, link, mkdir, open, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
@@ -40,8 +40,8 @@ export type DiskPlan =
 export type ArrivingDisk =
   /** Served by another host (the one it comes from, or where it first ran). */
   | { servedBy: RemoteDisk }
-  /** A disk of its own here, into which the source copies the disk first. */
-  | { copied: true }
+  /** A disk of its own here, into which the source copies the disk first, with images as large as its staged disks. */
+  | { copied: true, staged?: Array<{ serial: string, bytes: number }> }
   /** Its own disk, which this host kept serving while it ran elsewhere: it comes back. */
   | { home: true }
 
@@ -421,7 +421,6 @@ export class InstanceSupervisor {
     return await this.#locks.run(id, async () => {
       const r = this.#get(id)
       this.#expect(r, ['running'], 'migrate')
-      if ('copyTo' in disk && this.#stagedDisks(r).length > 0) throw new XenosError('INVALID_STATE', `instance ${id} has staged inputs or outputs, which cannot be copied to another host yet: move it without --copy-disk (they stay here with its disk, served to the new host)`)
       const driver = this.#migrator(r)
       if ((r.remoteDisk !== null) !== ('servedBy' in disk || 'backTo' in disk)) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is ${r.remoteDisk === null ? 'here' : `served by host ${r.remoteDisk.host}`}: it cannot move with that disk plan`)
       const handle = this.#handle(r)
@@ -495,9 +494,9 @@ export class InstanceSupervisor {
     return (await driver.serveDisk(id, join(this.#init.instancesDir, id), this.#stagedDisks(r), this.#handle(r).state.disk as Record<string, unknown> | undefined)).socket
   }
 
-  /** The staged disks of instance `id` (see `StagedDisk`), which move with its disk. */
-  stagedDisks (id: string): Array<{ serial: string, readOnly: boolean }> {
-    return this.#stagedDisks(this.#get(id)).map(({ serial, readOnly }) => ({ serial, readOnly }))
+  /** The staged disks of instance `id` (see `StagedDisk`), which move with its disk; their size when they are here. */
+  stagedDisks (id: string): Array<{ serial: string, readOnly: boolean, bytes?: number }> {
+    return this.#stagedDisks(this.#get(id)).map(({ serial, readOnly, path }) => ({ serial, readOnly, ...path === undefined ? {} : { bytes: statSync(path).size } }))
   }
 
   /** The task instance `id` runs, which moves with it; undefined when it runs none. */
@@ -532,6 +531,8 @@ export class InstanceSupervisor {
     })
     return await this.#locks.run(record.id, async () => {
       try {
+        // Empty images, into which the source copies the staged disks with the disk.
+        for (const s of 'copied' in disk ? disk.staged ?? [] : []) await createEmptyImage(join(this.#init.instancesDir, record.id, stagedImageFile(s.serial)), s.bytes)
         return driver.incomingPort(await this.#startTask(record, template, { incoming, diskServer }))
       } catch (err) {
         await this.#destroy(this.#get(record.id))
@@ -949,6 +950,23 @@ type MigratingDriver = Driver & Required<Pick<Driver, typeof MIGRATION_METHODS[n
 
 function canMigrate (d: Driver): d is MigratingDriver {
   return d.capabilities().migrate && MIGRATION_METHODS.every(m => d[m] !== undefined)
+}
+
+/** The file in an instance's directory that holds the staged disk with serial `serial`. */
+function stagedImageFile (serial: string): string {
+  const image = STAGED_IMAGES.find(s => s.serial === serial)
+  if (image === undefined) throw new XenosError('INVALID_ARGUMENT', `no staged disk has serial ${serial}`)
+  return image.file
+}
+
+/** A sparse file of `bytes` zeros. */
+async function createEmptyImage (path: string, bytes: number): Promise<void> {
+  const fh = await open(path, 'w')
+  try {
+    await fh.truncate(bytes)
+  } finally {
+    await fh.close()
+  }
 }
 
 /** The staged disks whose images are in instance directory `dir`. */

@@ -300,37 +300,44 @@ describe('staged inputs', { skip: skipWithoutQemu }, () => {
     assert.deepEqual(await cli(b, mallory, ['task', 'ls']), [], 'another key sees none of her tasks')
   })
 
-  it('moves a running task to another host: its inputs and outputs stay with the first host, served to the second, which finishes the task', async () => {
-    const words = `read before and after the move ${randomBytes(8).toString('hex')}\n`
-    await writeFile(join(dir, 'twice.txt'), words)
-    const put = await cli(a, alice, ['data', 'put', join(dir, 'twice.txt'), 'data://me/in/twice.txt'])
-    const api = new ApiClient({ api: a.api, key: (await loadOrCreateUserKey(alice)).key })
-    const t = await api.template<{ id: string }>('twice')
-    const deployed = await api.deploy(t.id, {
-      hosts: [a.info.peerId], count: 1, name: null, outputBytes: 16 * 2 ** 20, task: { outputs: 'results/twice', keep: false },
-      inputs: [{ uri: put.uri, auth: api.authFor('data.get', put.uri, {}) }],
+  for (const copyDisk of [false, true]) {
+    it(`moves a running task to another host ${copyDisk ? 'with its disks (--copy-disk): the first host keeps nothing' : 'while its inputs and outputs stay with the first host, served to the second'}, and the second finishes the task`, async () => {
+      const words = `read before and after the move ${randomBytes(8).toString('hex')}\n`
+      await writeFile(join(dir, 'twice.txt'), words)
+      const put = await cli(a, alice, ['data', 'put', join(dir, 'twice.txt'), 'data://me/in/twice.txt'])
+      const api = new ApiClient({ api: a.api, key: (await loadOrCreateUserKey(alice)).key })
+      const t = await api.template<{ id: string }>('twice')
+      const outputs = `results/twice-${String(copyDisk)}`
+      const deployed = await api.deploy(t.id, {
+        hosts: [a.info.peerId], count: 1, name: null, outputBytes: 16 * 2 ** 20, task: { outputs, keep: false },
+        inputs: [{ uri: put.uri, auth: api.authFor('data.get', put.uri, {}) }],
+      })
+      const id = deployed.instances[0]?.id ?? ''
+      await eventually(async () => /first written/.test((await cli(a, alice, ['instance', 'logs', id])).text), 120_000, 'the task to read its input once')
+      const moved = await cli(a, alice, ['migrate', id, '--to', 'stage-b', ...copyDisk ? ['--copy-disk'] : []])
+      if (copyDisk) {
+        assert.ok(moved.copiedDiskBytes > 0, `copied ${moved.copiedDiskBytes} bytes`)
+        assert.equal(existsSync(join(a.dataDir, 'instances', id)), false, 'A keeps nothing of it')
+      } else {
+        assert.equal(moved.copiedDiskBytes, 0)
+      }
+      // Asked through A, which ran it first, the task is found on B, which finishes it.
+      const task = await eventually(async () => {
+        const v = await cli(a, alice, ['task', 'show', id]).catch(() => undefined)
+        return v?.state === 'succeeded' || v?.state === 'failed' ? v : undefined
+      }, 90_000, 'the moved task to end')
+      assert.equal(task.state, 'succeeded', task.error)
+      assert.equal(task.host, b.info.peerId)
+      assert.deepEqual(task.files.map((f: any) => f.path).sort(), [`${outputs}/first.txt`, `${outputs}/second.txt`])
+      for (const f of task.files) {
+        await cli(b, alice, ['data', 'get', f.uri, join(dir, 'got.txt')], false)
+        assert.equal(await readFile(join(dir, 'got.txt'), 'utf8'), words.toUpperCase(), f.path)
+      }
+      assert.deepEqual((await cli(a, alice, ['task', 'ls'])).map((x: any) => x.id).filter((x: string) => x === id), [], 'A keeps no record of it')
+      // Its VM ended on B, and A drops the disks it served.
+      await eventually(async () => !existsSync(join(a.dataDir, 'instances', id)), 30_000, 'A to drop the disks of the ended task')
     })
-    const id = deployed.instances[0]?.id ?? ''
-    await eventually(async () => /first written/.test((await cli(a, alice, ['instance', 'logs', id])).text), 120_000, 'the task to read its input once')
-    await assert.rejects(cli(a, alice, ['migrate', id, '--to', 'stage-b', '--copy-disk']), /staged inputs or outputs, which cannot be copied/)
-    const moved = await cli(a, alice, ['migrate', id, '--to', 'stage-b'])
-    assert.equal(moved.copiedDiskBytes, 0)
-    // Asked through A, which ran it first, the task is found on B, which finishes it.
-    const task = await eventually(async () => {
-      const v = await cli(a, alice, ['task', 'show', id]).catch(() => undefined)
-      return v?.state === 'succeeded' || v?.state === 'failed' ? v : undefined
-    }, 90_000, 'the moved task to end')
-    assert.equal(task.state, 'succeeded', task.error)
-    assert.equal(task.host, b.info.peerId)
-    assert.deepEqual(task.files.map((f: any) => f.path).sort(), ['results/twice/first.txt', 'results/twice/second.txt'])
-    for (const f of task.files) {
-      await cli(b, alice, ['data', 'get', f.uri, join(dir, 'got.txt')], false)
-      assert.equal(await readFile(join(dir, 'got.txt'), 'utf8'), words.toUpperCase(), f.path)
-    }
-    assert.deepEqual((await cli(a, alice, ['task', 'ls'])).map((x: any) => x.id).filter((x: string) => x === id), [], 'A keeps no record of it')
-    // Its VM ended on B, and A drops the disks it served.
-    await eventually(async () => !existsSync(join(a.dataDir, 'instances', id)), 30_000, 'A to drop the disks of the ended task')
-  })
+  }
 
   it('finishes a task whose host was killed while it ran: its exit code and outputs are recorded after the restart, and its VM is removed', async () => {
     const api = new ApiClient({ api: a.api, key: (await loadOrCreateUserKey(alice)).key })

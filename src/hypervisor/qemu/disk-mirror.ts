@@ -3,11 +3,16 @@ import { XenosError, type DiskCopyProgress } from '../../core/index.ts'
 import { DISK_EXPORT } from './disk-server.ts'
 import { QmpClient } from './qmp.ts'
 
-/** The disk server's image node (see disk-server.ts), the node copied from. */
-const SOURCE_NODE = 'disk'
-const TARGET_NODE = 'mirror-target'
-const JOB = 'mirror'
 const POLL_MS = 50
+
+/** One image a disk server serves, and the export of the other host's server it is copied into. */
+export interface MirroredImage {
+  node: string
+  export: string
+}
+
+/** The disk server's own disk (see disk-server.ts). */
+export const DISK_IMAGE: MirroredImage = { node: 'disk', export: DISK_EXPORT }
 
 /** What `query-jobs` reports of a job (the parts used here). */
 interface JobInfo {
@@ -18,64 +23,76 @@ interface JobInfo {
   error?: string
 }
 
+const jobOf = (image: MirroredImage): string => `mirror-${image.node}`
+const targetOf = (image: MirroredImage): string => `mirror-target-${image.node}`
+
 /**
- * Mirrors the disk a disk server serves into the NBD export on unix socket `target`: another
- * host's fresh overlay on the same template image, reached through a tunnel. Only what the
- * instance itself wrote is copied (sync=top), while the VM runs on. Resolves once the copy has
- * caught up; from then on every write reaches both disks before the VM sees it done
- * (write-blocking), so the copy stays whole until `finishMirror`.
+ * Mirrors the images a disk server serves into the NBD exports on unix socket `target`: another
+ * host's fresh overlay on the same template image, and empty images as large as the staged ones,
+ * reached through a tunnel. Of the disk only what the instance itself wrote is copied (sync=top),
+ * while the VM runs on. Resolves once every copy has caught up; from then on every write reaches
+ * both sides before the VM sees it done (write-blocking), so the copies stay whole until
+ * `finishMirror`.
  */
-export async function startMirror (monitor: string, target: string, onProgress: (p: DiskCopyProgress) => void): Promise<void> {
+export async function startMirror (monitor: string, target: string, images: MirroredImage[], onProgress: (p: DiskCopyProgress) => void): Promise<void> {
   await withMonitor(monitor, async qmp => {
     // A copy an earlier run of the host left unfinished (it stopped mid-way) is in the way.
-    await clear(qmp)
-    await qmp.execute('blockdev-add', { driver: 'nbd', 'node-name': TARGET_NODE, server: { type: 'unix', path: target }, export: DISK_EXPORT })
-    await qmp.execute('blockdev-mirror', { 'job-id': JOB, device: SOURCE_NODE, target: TARGET_NODE, sync: 'top', 'copy-mode': 'write-blocking', 'auto-dismiss': false })
+    await clear(qmp, images)
+    for (const image of images) {
+      await qmp.execute('blockdev-add', { driver: 'nbd', 'node-name': targetOf(image), server: { type: 'unix', path: target }, export: image.export })
+      await qmp.execute('blockdev-mirror', { 'job-id': jobOf(image), device: image.node, target: targetOf(image), sync: image === DISK_IMAGE ? 'top' : 'full', 'copy-mode': 'write-blocking', 'auto-dismiss': false })
+    }
     for (;;) {
-      const job = await jobOf(qmp)
-      onProgress({ copiedBytes: job['current-progress'], totalBytes: job['total-progress'] })
-      if (job.status === 'ready') return
-      if (job.error !== undefined || job.status === 'concluded' || job.status === 'aborting') throw new XenosError('DRIVER_FAILED', `the disk copy failed: ${job.error ?? job.status}`)
+      const jobs = await jobsOf(qmp, images)
+      onProgress({ copiedBytes: sum(jobs, j => j['current-progress']), totalBytes: sum(jobs, j => j['total-progress']) })
+      if (jobs.every(j => j.status === 'ready')) return
+      const failed = jobs.find(j => j.error !== undefined || j.status === 'concluded' || j.status === 'aborting')
+      if (failed !== undefined) throw new XenosError('DRIVER_FAILED', `the disk copy failed: ${failed.error ?? failed.status}`)
       await sleep(POLL_MS)
     }
   })
 }
 
-/** Ends a mirror once nothing writes to the disk any more: the copy is then whole and on its own. */
-export async function finishMirror (monitor: string): Promise<void> {
+/** Ends the mirrors once nothing writes to the images any more: the copies are then whole and on their own. */
+export async function finishMirror (monitor: string, images: MirroredImage[]): Promise<void> {
   await withMonitor(monitor, async qmp => {
-    // Cancelling a mirror that is ready completes it without switching the source over to the copy.
-    await qmp.execute('block-job-cancel', { device: JOB })
-    for (;;) {
-      const job = await jobOf(qmp)
-      if (job.status === 'concluded') {
-        if (job.error !== undefined) throw new XenosError('DRIVER_FAILED', `the disk copy failed at the end: ${job.error}`)
-        break
+    for (const image of images) {
+      // Cancelling a mirror that is ready completes it without switching the source over to the copy.
+      await qmp.execute('block-job-cancel', { device: jobOf(image) })
+      for (;;) {
+        const [job] = await jobsOf(qmp, [image])
+        if (job?.status === 'concluded') {
+          if (job.error !== undefined) throw new XenosError('DRIVER_FAILED', `the disk copy failed at the end: ${job.error}`)
+          break
+        }
+        await sleep(POLL_MS)
       }
-      await sleep(POLL_MS)
+      await qmp.execute('job-dismiss', { id: jobOf(image) })
+      await qmp.execute('blockdev-del', { 'node-name': targetOf(image) })
     }
-    await qmp.execute('job-dismiss', { id: JOB })
-    await qmp.execute('blockdev-del', { 'node-name': TARGET_NODE })
   })
 }
 
-/** Stops a mirror at whatever stage it is, and forgets its target; quiet when there is none. */
-export async function dropMirror (monitor: string): Promise<void> {
-  await withMonitor(monitor, clear)
+/** Stops the mirrors at whatever stage they are, and forgets their targets; quiet when there are none. */
+export async function dropMirror (monitor: string, images: MirroredImage[]): Promise<void> {
+  await withMonitor(monitor, async qmp => { await clear(qmp, images) })
 }
 
-async function clear (qmp: QmpClient): Promise<void> {
-    await qmp.execute('block-job-cancel', { device: JOB, force: true }).catch(() => {})
+async function clear (qmp: QmpClient, images: MirroredImage[]): Promise<void> {
+  for (const image of images) {
+    const id = jobOf(image)
+    await qmp.execute('block-job-cancel', { device: id, force: true }).catch(() => {})
     for (let i = 0; i < 200; i++) {
-      const job = (await qmp.execute<JobInfo[]>('query-jobs')).find(j => j.id === JOB)
+      const job = (await qmp.execute<JobInfo[]>('query-jobs')).find(j => j.id === id)
       if (job === undefined) break
       if (job.status === 'concluded') {
-        await qmp.execute('job-dismiss', { id: JOB })
+        await qmp.execute('job-dismiss', { id })
         break
       }
       await sleep(POLL_MS)
     }
-    await qmp.execute('blockdev-del', { 'node-name': TARGET_NODE }).catch(() => {})
+    await qmp.execute('blockdev-del', { 'node-name': targetOf(image) }).catch(() => {})
+  }
 }
 
 async function withMonitor<T> (path: string, fn: (qmp: QmpClient) => Promise<T>): Promise<T> {
@@ -87,8 +104,15 @@ async function withMonitor<T> (path: string, fn: (qmp: QmpClient) => Promise<T>)
   }
 }
 
-async function jobOf (qmp: QmpClient): Promise<JobInfo> {
-  const job = (await qmp.execute<JobInfo[]>('query-jobs')).find(j => j.id === JOB)
-  if (job === undefined) throw new XenosError('DRIVER_FAILED', 'the disk copy ended unexpectedly')
-  return job
+async function jobsOf (qmp: QmpClient, images: MirroredImage[]): Promise<JobInfo[]> {
+  const all = await qmp.execute<JobInfo[]>('query-jobs')
+  return images.map(image => {
+    const job = all.find(j => j.id === jobOf(image))
+    if (job === undefined) throw new XenosError('DRIVER_FAILED', 'the disk copy ended unexpectedly')
+    return job
+  })
+}
+
+function sum<T> (items: T[], of: (t: T) => number): number {
+  return items.reduce((n, t) => n + of(t), 0)
 }

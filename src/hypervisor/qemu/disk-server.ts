@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs'
+import { existsSync, statSync } from 'node:fs'
 import { mkdir, rm } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { join } from 'node:path'
@@ -16,6 +16,8 @@ export interface DiskServerState {
   socket: string
   /** Unix socket of its QMP monitor, through which its disk is mirrored to another host (absent on servers started before it had one). */
   monitor?: string
+  /** The serials of the staged disks it serves too, in order: node `stagedN` serves the Nth. */
+  staged?: string[]
 }
 
 export const DISK_EXPORT = 'disk'
@@ -25,9 +27,10 @@ const START_WAIT_MS = 10_000
  * An instance's disk is owned by one `qemu-storage-daemon` that serves it over NBD on a unix
  * socket; the VM, and after a migration the VM on another host, reach the disk only through it.
  * One owner per image: no two processes ever open the qcow2 file itself. The instance's staged
- * disks are served beside it, each as an export named by its serial, read-only when the guest may
- * only read it (an inputs image is shared by the instances of one deploy). The server lives in
- * its own cgroup (`ID.disk`), so it outlives the VM, and xenosd.
+ * disks are served beside it, each as an export named by its serial; one the guest may only read
+ * is served read-only when other instances read the same image (the instances of one deploy share
+ * their inputs' image), else writable, so that a copy of it can be written into. The server lives
+ * in its own cgroup (`ID.disk`), so it outlives the VM, and xenosd.
  */
 export class DiskServers {
   readonly #cgroups: Cgroups | undefined
@@ -44,6 +47,7 @@ export class DiskServers {
     await rm(socket, { force: true })
     await rm(monitor, { force: true })
     const log = join(dir, 'disk-server.log')
+    const served = staged.flatMap(d => d.path === undefined ? [] : [{ ...d, path: d.path }])
     const task = await spawnTask({
       id: cgroupOf(id),
       argv: [
@@ -52,11 +56,14 @@ export class DiskServers {
         '--blockdev', 'driver=qcow2,node-name=disk,file=file,discard=unmap',
         '--nbd-server', `addr.type=unix,addr.path=${socket}`,
         '--export', `type=nbd,id=export,node-name=disk,name=${DISK_EXPORT},writable=on`,
-        ...staged.flatMap((d, i) => d.path === undefined ? [] : [
-          '--blockdev', `driver=file,node-name=staged${i}-file,filename=${d.path},read-only=${onOff(d.readOnly)}`,
-          '--blockdev', `driver=raw,node-name=staged${i},file=staged${i}-file,read-only=${onOff(d.readOnly)}`,
-          '--export', `type=nbd,id=export${i},node-name=staged${i},name=${d.serial},writable=${onOff(!d.readOnly)}`,
-        ]),
+        ...served.flatMap((d, i) => {
+          const readOnly = d.readOnly && statSync(d.path).nlink > 1
+          return [
+            '--blockdev', `driver=file,node-name=staged${i}-file,filename=${d.path},read-only=${onOff(readOnly)}`,
+            '--blockdev', `driver=raw,node-name=staged${i},file=staged${i}-file,read-only=${onOff(readOnly)}`,
+            '--export', `type=nbd,id=export${i},node-name=staged${i},name=${d.serial},writable=${onOff(!readOnly)}`,
+          ]
+        }),
         '--chardev', `socket,id=monitor,path=${monitor},server=on,wait=off`,
         '--monitor', 'chardev=monitor',
       ],
@@ -66,7 +73,7 @@ export class DiskServers {
       cgroups: this.#cgroups,
       resources: { cpu: 1, memory: 128 },
     })
-    const state = { pid: task.pid, startTime: task.startTime, socket, monitor }
+    const state = { pid: task.pid, startTime: task.startTime, socket, monitor, staged: served.map(d => d.serial) }
     const deadline = Date.now() + START_WAIT_MS
     // The socket file appears a moment before the server listens on it.
     while (!existsSync(socket) || !await accepts(socket)) {

@@ -13,7 +13,7 @@ import { processUsage, tailFile } from '../procfs.ts'
 import { spawnTask, taskPids } from '../spawn.ts'
 import { AgentLink } from './agent.ts'
 import { probeAccelerator, type Accelerator } from './accel.ts'
-import { dropMirror, finishMirror, startMirror } from './disk-mirror.ts'
+import { DISK_IMAGE, dropMirror, finishMirror, startMirror, type MirroredImage } from './disk-mirror.ts'
 import { DISK_EXPORT, DiskServers, type DiskServerState } from './disk-server.ts'
 import { incomingArgs, listenForMigration, sendMigration } from './migration-channel.ts'
 import { QmpClient } from './qmp.ts'
@@ -372,9 +372,9 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       if (status.status !== 'running') await monitor.execute('cont')
     },
 
-    mirrorDisk: async (handle, target, onProgress) => { await startMirror(diskMonitorOf(handle), target, onProgress) },
-    finishMirror: async handle => { await finishMirror(diskMonitorOf(handle)) },
-    dropMirror: async handle => { await dropMirror(diskMonitorOf(handle)) },
+    mirrorDisk: async (handle, target, onProgress) => { await startMirror(diskMonitorOf(handle), target, mirroredImagesOf(handle), onProgress) },
+    finishMirror: async handle => { await finishMirror(diskMonitorOf(handle), mirroredImagesOf(handle)) },
+    dropMirror: async handle => { await dropMirror(diskMonitorOf(handle), mirroredImagesOf(handle)) },
 
     async takeOver (handle): Promise<void> {
       const monitor = await qmp(handle)
@@ -461,6 +461,12 @@ function diskMonitorOf (handle: TaskHandle): string {
   if (disk === null) throw new XenosError('INVALID_STATE', `instance ${handle.id}'s disk is served by the host it migrated from, which alone could copy it`)
   if (disk.monitor === undefined) throw new XenosError('INVALID_STATE', `instance ${handle.id}'s disk server started before disks could be copied: stop and start the instance, then move it again`)
   return disk.monitor
+}
+
+/** What a copy of the instance's disk carries: the disk and the staged disks its server serves. */
+function mirroredImagesOf (handle: TaskHandle): MirroredImage[] {
+  const staged = stateOf(handle).disk?.staged ?? []
+  return [DISK_IMAGE, ...staged.map((serial, i) => ({ node: `staged${i}`, export: serial }))]
 }
 
 function isDiskServer (s: Partial<DiskServerState> | undefined): s is DiskServerState {
