@@ -19,7 +19,7 @@ const CONNECT_DEADLINE_MS = 3000
 const POLL_MS = 5
 /**
  * The longest QEMU may pause the VM for the last round. Its default, 300 ms, paused a 1 GiB guest
- * for 200-300 ms; at 50 ms QEMU sends a few more rounds while the VM runs and pauses it for 10-40 ms
+ * for 200-300 ms; at 50 ms QEMU sends a few more rounds while the VM runs and pauses it for 15-45 ms
  * (bench/migration.ts). A guest that dirties its memory faster than it can be sent would then never
  * finish: auto-converge slows such a guest's vCPUs until it does.
  */
