@@ -23,8 +23,10 @@ interface JobInfo {
   error?: string
 }
 
-const jobOf = (image: MirroredImage): string => `mirror-${image.node}`
-const targetOf = (image: MirroredImage): string => `mirror-target-${image.node}`
+// The disk's job and target keep the names of the time only the disk was copied, so that a copy
+// a host of that time left unfinished is cleared too.
+const jobOf = (image: MirroredImage): string => image === DISK_IMAGE ? 'mirror' : `mirror-${image.node}`
+const targetOf = (image: MirroredImage): string => image === DISK_IMAGE ? 'mirror-target' : `mirror-target-${image.node}`
 
 /**
  * Mirrors the images a disk server serves into the NBD exports on unix socket `target`: another
