@@ -372,7 +372,13 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       if (status.status !== 'running') await monitor.execute('cont')
     },
 
-    mirrorDisk: async (handle, target, onProgress) => { await startMirror(diskMonitorOf(handle), target, mirroredImagesOf(handle), onProgress) },
+    async mirrorDisk (handle, target, onProgress): Promise<void> {
+      // A VM started before its staged disks went through its disk server reads them from files
+      // (nodes `extraN`): the copy would carry none of them.
+      const nodes = await (await qmp(handle)).execute<Array<{ 'node-name': string }>>('query-named-block-nodes')
+      if (nodes.some(n => n['node-name'].startsWith('extra'))) throw new XenosError('INVALID_STATE', `instance ${handle.id} reads its staged inputs or outputs from files here (it started before they could move): stop and start it, then move it`)
+      await startMirror(diskMonitorOf(handle), target, mirroredImagesOf(handle), onProgress)
+    },
     finishMirror: async handle => { await finishMirror(diskMonitorOf(handle), mirroredImagesOf(handle)) },
     dropMirror: async handle => { await dropMirror(diskMonitorOf(handle), mirroredImagesOf(handle)) },
 
