@@ -25,11 +25,19 @@ const S_IFMT = 0o170000
 const S_IFDIR = 0o040000
 const S_IFREG = 0o100000
 
+/** Creates a raw image of `bytes` zeros, sparse: it takes room only as it fills. */
+export async function createEmptyImage (path: string, bytes: number): Promise<void> {
+  const fh = await open(path, 'w')
+  try {
+    await fh.truncate(bytes)
+  } finally {
+    await fh.close()
+  }
+}
+
 /** Creates the empty ext4 disk a VM writes its outputs to (sparse: it takes room only as it fills). */
 export async function createOutputImage (image: string, bytes: number): Promise<void> {
-  const fh = await open(`${image}.tmp`, 'w')
-  await fh.truncate(bytes)
-  await fh.close()
+  await createEmptyImage(`${image}.tmp`, bytes)
   try {
     await run('mke2fs', ['-q', '-F', '-t', 'ext4', '-L', 'xenos-out', '-m', '0', '-E', 'root_owner=0:0', `${image}.tmp`])
   } catch (err) {

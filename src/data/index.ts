@@ -13,4 +13,4 @@
  */
 export { DataRepository, type ContentStore, type DataContent, type DataRepositoryInit, type DataUploadView } from './repository.ts'
 export { buildInputImage, type StagedFile } from './stage.ts'
-export { collectOutputs, createOutputImage, type Collected, type CollectedFile } from './collect.ts'
+export { collectOutputs, createEmptyImage, createOutputImage, type Collected, type CollectedFile } from './collect.ts'

@@ -1,12 +1,12 @@
 import { existsSync, readFileSync, statSync } from 'node:fs'
-import { copyFile, link, mkdir, open, rm, writeFile } from 'node:fs/promises'
+import { copyFile, link, mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
   ACTIVE_STATES, ENDED_STATES, newInstanceId, newSnapshotId, XenosError,
   type ControlAction, type DiskCopyProgress, type Driver, type InstanceMetrics, type MigrationChannel, type MigrationProgress, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type StagedDisk, type TaskExit, type TaskHandle, type TaskSpec, type Template,
 } from '../core/index.ts'
-import { createOutputImage } from '../data/index.ts'
+import { createEmptyImage, createOutputImage } from '../data/index.ts'
 import type { InstanceRecord, RemoteDisk, SnapshotRecord, Store, TaskRecord } from '../store/index.ts'
 import { checkService, checkTargets, HEALTH_INTERVAL_MS, HEALTH_PENDING_FOR_MS, HEALTH_PENDING_INTERVAL_MS, statusOf } from './health.ts'
 import { KeyedLock } from './locks.ts'
@@ -957,16 +957,6 @@ function stagedImageFile (serial: string): string {
   const image = STAGED_IMAGES.find(s => s.serial === serial)
   if (image === undefined) throw new XenosError('INVALID_ARGUMENT', `no staged disk has serial ${serial}`)
   return image.file
-}
-
-/** A sparse file of `bytes` zeros. */
-async function createEmptyImage (path: string, bytes: number): Promise<void> {
-  const fh = await open(path, 'w')
-  try {
-    await fh.truncate(bytes)
-  } finally {
-    await fh.close()
-  }
 }
 
 /** The staged disks whose images are in instance directory `dir`. */
