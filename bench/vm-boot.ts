@@ -34,7 +34,7 @@ try {
   const api = new ApiClient({ api: host.api, key: (await loadOrCreateUserKey(user)).key })
   const act = async (id: string, action: string): Promise<unknown> => await api.signed('POST', `/v1/instances/${id}/${action}`, action, id, {})
   for (let i = 0; i < RUNS; i++) {
-    const params = { hosts: null, count: 1, name: null }
+    const params = { hosts: null, count: 1, spec: { name: null } }
     let t0 = performance.now()
     const inst = (await api.deploy(template.id, params)).instances[0]!
     const url = `${inst.endpoints[0]!.url}/count`

@@ -40,12 +40,12 @@ try {
     const image = join(dir, `disk-${mib}.raw`)
     execFileSync('dd', ['if=/dev/urandom', `of=${image}`, 'bs=1M', `count=${mib}`, 'status=none'])
     const digest = await blobIdOfFile(image)
-    await api.upload(`/v1/blobs/${digest}`, createReadStream(image))
+    await api.signedUpload(`/v1/blobs/${digest}`, 'blob.put', digest, {}, createReadStream(image), (await stat(image)).size)
     const manifest = { ...base, name: `disk-${mib}`, image: { ...base.image!, disk: digest, diskBytes: mib * 1024 * 1024 } }
-    const template = await api.post<{ id: string }>('/v1/templates', { manifest })
+    const template = await api.signed<{ id: string }>('POST', '/v1/templates', 'template.import', 'templates', { manifest }, { manifest })
     if (mib === SIZES_MIB[0]) {
       // Untimed: the first VM start also probes whether KVM works, once per host.
-      const probe = (await api.deploy(template.id, { hosts: null, count: 1, name: null })).instances[0]!
+      const probe = (await api.deploy(template.id, { hosts: null, count: 1, spec: { name: null } })).instances[0]!
       await api.signed('POST', `/v1/instances/${probe.id}/destroy`, 'destroy', probe.id, {})
     }
     const create: number[] = []
@@ -54,7 +54,7 @@ try {
     // All Xenos runs first, after the upload has reached the disk: writeback would slow them.
     execFileSync('sync')
     for (let i = 0; i < RUNS; i++) {
-      const [ms, deployed] = await timed(async () => await api.deploy(template.id, { hosts: null, count: 1, name: null }))
+      const [ms, deployed] = await timed(async () => await api.deploy(template.id, { hosts: null, count: 1, spec: { name: null } }))
       create.push(ms)
       const instance = deployed.instances[0]!
       overlayBytes = (await stat(join(host.dataDir, 'instances', instance.id, 'disk.qcow2'))).size

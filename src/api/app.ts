@@ -1,24 +1,29 @@
 import swagger from '@fastify/swagger'
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify'
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
 import { createReadStream } from 'node:fs'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
+import type { RawServerDefault } from 'fastify'
 import { z } from 'zod'
 import { INSTANCE_ID_PATTERN, nameRecordSchema, toXenosError, XenosError, type Advert } from '../core/index.ts'
 import { parseManifest, validateManifest } from '../images/index.ts'
-import { deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, drainResultSchema, migrationResultSchema, snapshotViewSchema, XENOS_VERSION, type Host } from '../node/index.ts'
-import { AUTH_HEADER, authOf } from './auth.ts'
+import { drainResultSchema, XENOS_VERSION, type Host } from '../node/index.ts'
+import { AUTH_HEADER, authOf, maybeAuthOf, SECURITY_SCHEMES, signedBy } from './auth.ts'
 import { registerDataRoutes } from './data.ts'
+import { eventStream, withProgress } from './events.ts'
+import { registerInstanceRoutes } from './instances.ts'
 import { prometheusText } from './metrics.ts'
 import {
-  controlParams, deployBody, deployResultSchema, errorResponses, hostInfoSchema, importTemplateBody, instanceListQuery, instanceParams,
-  blobParams, connectBody, drainBody, logsQuery, migrateBody, nameListQuery, namePublishSchema, nameRecordBody, peersSchema, refParams, searchQuery, searchResultSchema, snapshotParams, templateRemovalSchema, templateSummarySchema, transferSchema,
+  errorResponses, hostInfoSchema, importTemplateBody,
+  blobParams, connectBody, drainBody, nameListQuery, namePublishSchema, nameRecordBody, peersSchema, refParams, searchQuery, searchResultSchema, templateRemovalSchema, templateSummarySchema, transferSchema,
 } from './schemas.ts'
 
 /** Largest blob accepted in one upload (a template's disk image). */
 const MAX_BLOB_BYTES = 64 * 1024 * 1024 * 1024
 
+export type Api = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, ZodTypeProvider>
 
 function tagsOf (tag: string | string[] | undefined): Record<string, string> | undefined {
   if (tag === undefined) return undefined
@@ -35,6 +40,17 @@ function searchView (a: Advert): z.infer<typeof searchResultSchema>['results'][n
   return { kind: a.kind, id: a.id, host: a.host, issuedAt: a.issuedAt, expiresAt: a.expiresAt, body: a.body }
 }
 
+/** The registry code of an error fastify itself raised (a body too large, a bad content type, …), by its status. */
+function fastifyError (err: FastifyError): XenosError {
+  if (err.validation !== undefined || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY') return new XenosError('INVALID_ARGUMENT', err.message)
+  switch (err.statusCode) {
+    case 413: return new XenosError('TOO_LARGE', err.message)
+    case 415: return new XenosError('UNSUPPORTED_MEDIA_TYPE', `${err.message}: send JSON (application/json), or a file as application/octet-stream`)
+    case 404: return new XenosError('ROUTE_NOT_FOUND', err.message)
+    default: return err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500 ? new XenosError('INVALID_ARGUMENT', err.message) : toXenosError(err)
+  }
+}
+
 const errors = errorResponses
 
 export { AUTH_HEADER }
@@ -46,14 +62,15 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
   app.setValidatorCompiler(validatorCompiler)
   app.setSerializerCompiler(serializerCompiler)
   await app.register(swagger, {
-    openapi: { info: { title: 'Xenos host API', version: XENOS_VERSION, description: 'Search, deploy, control and measure services on a Xenos cloud through any host.' } },
+    openapi: {
+      info: { title: 'Xenos host API', version: XENOS_VERSION, description: 'Search, deploy, control and measure services on a Xenos cloud through any host. Routes that change or reveal something take a signature (see the security schemes and each route\'s x-xenos-signature: who signs, and the action signed).' },
+      components: { securitySchemes: SECURITY_SCHEMES },
+    },
     transform: jsonSchemaTransform,
   })
 
   app.setErrorHandler((err: FastifyError, _req, reply) => {
-    const e = err.validation !== undefined || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err.statusCode === 400
-      ? new XenosError('INVALID_ARGUMENT', err.message)
-      : toXenosError(err)
+    const e = err instanceof XenosError ? err : fastifyError(err)
     if (e.code === 'INTERNAL') app.log.error({ err }, 'request failed')
     void reply.status(e.status).send({ error: e.toJSON() })
   })
@@ -81,6 +98,72 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     return { connected, hosts }
   })
 
+  registerTemplateRoutes(api, host)
+  registerInstanceRoutes(api, host)
+  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => { done(null, payload) })
+  registerDataRoutes(api, host)
+
+  api.get('/v1/search', { schema: { summary: 'Search adverts of hosts, templates and instances', querystring: searchQuery, response: { 200: searchResultSchema, ...errors } } }, async req => {
+    const { q, kind, host: onHost, waitMs, from, limit } = req.query
+    const tags = tagsOf(req.query.tag)
+    const query = { ...(q === undefined ? {} : { text: q }), ...(kind === undefined ? {} : { kind }), ...(tags === undefined ? {} : { tags }), ...(onHost === undefined ? {} : { host: onHost }) }
+    const exact = q !== undefined && q !== ''
+    if (from === 'dht') {
+      if (!exact) throw new XenosError('INVALID_ARGUMENT', 'a DHT search needs q: an exact id or name')
+      return { results: (await lookupExact(host, q, kind, false)).map(searchView) }
+    }
+    let results = await host.overlay.cache.waitFor(query, waitMs, limit)
+    if (results.length === 0 && exact && from === 'any') results = await lookupExact(host, q, kind, true)
+    return { results: results.map(searchView) }
+  })
+
+  api.post('/v1/host/drain', {
+    schema: {
+      summary: 'Move every running instance on this host to other hosts, one at a time, live; the host takes no new instances until undrained. With `Accept: text/event-stream`: `progress` events (instance, destination, its migration), then `result` or `error`',
+      ...signedBy('operator', 'drain on this host\'s peer id, params {to: the hosts named, or null}'),
+      body: drainBody,
+      response: { 200: drainResultSchema, ...errors },
+    },
+  }, async (req, reply) => {
+    const auth = authOf(req)
+    return await withProgress(req, reply, 200, async progress => await host.migrations.drain(req.body.to ?? null, auth, progress))
+  })
+
+  api.post('/v1/host/undrain', { schema: { summary: 'Let a drained host take instances again', ...signedBy('operator', 'undrain on this host\'s peer id'), response: { 204: z.null(), ...errors } } }, async (req, reply) => {
+    host.migrations.undrain(authOf(req))
+    void reply.status(204)
+    return null
+  })
+
+  api.post('/v1/connect', {
+    schema: {
+      summary: 'Open a local port on this host that reaches a service (yours; any, for the operator) through the overlay, on whichever host runs it now (it follows migrations). Answers with server-sent events: `listening` (address, port), then `stats` as connections are made; the port closes when the request does. Only the operator opens ports on other addresses than loopback',
+      ...signedBy('owner or operator', 'connect on the target, params {endpoint (or null), address, port}'),
+      body: connectBody,
+    },
+  }, async (req, reply) => {
+    const { target, endpoint, address, port } = req.body
+    const listener = await host.services.listen({ target, endpoint }, address, port, authOf(req))
+    const send = eventStream(reply)
+    send('listening', { address: listener.address, port: listener.port, target })
+    let last = ''
+    const timer = setInterval(() => {
+      const stats = listener.stats()
+      const now = JSON.stringify(stats)
+      if (now !== last) send('stats', stats)
+      last = now
+    }, 500)
+    // The response, not the request, says when the client went: the request's body ended long ago.
+    reply.raw.once('close', () => {
+      clearInterval(timer)
+      void listener.close()
+    })
+  })
+
+  return app
+}
+
+function registerTemplateRoutes (api: Api, host: Host): void {
   api.get('/v1/templates', { schema: { summary: 'Templates held by this host', response: { 200: z.object({ templates: z.array(templateSummarySchema) }) } } }, async () => ({
     templates: host.library.list().map(t => ({
       id: t.id, name: t.manifest.name, version: t.manifest.version, driver: t.manifest.driver, tags: t.manifest.tags, resources: t.manifest.resources, hosts: [host.overlay.peerId],
@@ -93,9 +176,9 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     names: host.names.list(req.query.owner),
   }))
 
-  api.post('/v1/templates', { schema: { summary: 'Import a template manifest', body: importTemplateBody, response: { 201: templateSummarySchema, ...errors } } }, async (req, reply) => {
+  api.post('/v1/templates', { schema: { summary: 'Import a template manifest as yours: its image files must be on this host (upload them first)', ...signedBy('any key', 'template.import on "templates", params the request body'), body: importTemplateBody, response: { 201: templateSummarySchema, ...errors } } }, async (req, reply) => {
     const manifest = 'text' in req.body ? parseManifest(req.body.text) : validateManifest(req.body.manifest)
-    const t = await host.importTemplate(manifest)
+    const t = await host.templates.import(manifest, req.body, authOf(req))
     void reply.status(201)
     return { ...await host.cloud.resolveTemplate(t.id), manifest: t.manifest }
   })
@@ -106,208 +189,63 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     return local === undefined ? summary : { ...summary, manifest: local.manifest }
   })
 
-  api.post('/v1/templates/:ref/pull', { schema: { summary: 'Fetch a template and its image files onto this host from the hosts that hold them (GET /v1/transfers shows progress)', params: refParams, response: { 200: templateSummarySchema, ...errors } } }, async req => {
+  api.post('/v1/templates/:ref/pull', { schema: { summary: 'Fetch a template and its image files onto this host from the hosts that hold them (GET /v1/transfers shows progress)', ...signedBy('operator', 'template.pull on the template id'), params: refParams, response: { 200: templateSummarySchema, ...errors } } }, async req => {
     const summary = await host.cloud.resolveTemplate(req.params.ref)
-    await host.cloud.ensureTemplate(summary.id)
+    await host.templates.pull(summary.id, authOf(req))
     return await host.cloud.resolveTemplate(summary.id)
   })
 
-  api.get('/v1/transfers/events', { schema: { summary: 'Server-sent events: `progress` as image files arrive, `done` when each ends (with `error` if it failed)' } }, async (req, reply) => {
+  api.get('/v1/transfers/events', { schema: { summary: 'Server-sent events: `progress` as image files arrive, `done` when each ends (with `error` if it failed); files of the data repository only to their owner (sign `transfers` on this host\'s peer id)' } }, async (req, reply) => {
+    const visible = transfersFor(host, req)
     const send = eventStream(reply)
-    const onProgress = (t: unknown): void => { send('progress', t) }
-    const onDone = (t: unknown): void => { send('done', t) }
-    host.cloud.fetcher.on('progress', onProgress)
-    host.cloud.fetcher.on('done', onDone)
-    for (const t of host.cloud.fetcher.transfers.values()) onProgress(t)
-    req.raw.once('close', () => {
-      host.cloud.fetcher.off('progress', onProgress)
-      host.cloud.fetcher.off('done', onDone)
+    const onProgress = (t: TransferLike): void => { if (visible(t)) send('progress', t) }
+    const onDone = (t: TransferLike): void => { if (visible(t)) send('done', t) }
+    host.fetcher.on('progress', onProgress)
+    host.fetcher.on('done', onDone)
+    for (const t of host.fetcher.transfers.values()) onProgress(t)
+    reply.raw.once('close', () => {
+      host.fetcher.off('progress', onProgress)
+      host.fetcher.off('done', onDone)
     })
   })
 
-  api.get('/v1/transfers', { schema: { summary: 'Image files this host is fetching now', response: { 200: z.object({ transfers: z.array(transferSchema) }) } } }, async () => ({
-    transfers: [...host.cloud.fetcher.transfers.values()],
+  api.get('/v1/transfers', { schema: { summary: 'Image files this host is fetching now; files of the data repository only to their owner (sign `transfers` on this host\'s peer id)', response: { 200: z.object({ transfers: z.array(transferSchema) }), ...errors } } }, async req => ({
+    transfers: [...host.fetcher.transfers.values()].filter(transfersFor(host, req)),
   }))
 
-  api.delete('/v1/templates/:ref', { schema: { summary: 'Remove a template from this host, and the image files no other template needs', params: refParams, response: { 200: templateRemovalSchema, ...errors } } }, async req => {
+  api.delete('/v1/templates/:ref', { schema: { summary: 'Remove a template from this host, and the image files no other template needs (its importer, or the operator)', ...signedBy('owner or operator', 'template.remove on the template id'), params: refParams, response: { 200: templateRemovalSchema, ...errors } } }, async req => {
     const t = host.library.resolve(req.params.ref)
     if (t === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `no template "${req.params.ref}" on this host`)
-    return await host.removeTemplate(t.id)
+    return await host.templates.remove(t.id, authOf(req))
   })
 
-  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => { done(null, payload) })
-  registerDataRoutes(api, host)
-
-  api.head('/v1/blobs/:digest', { schema: { summary: 'Whether this host holds a blob', params: blobParams } }, async (req, reply) => {
-    void reply.status(await host.blobs.has(req.params.digest) ? 200 : 404)
+  api.head('/v1/blobs/:digest', { schema: { summary: 'Whether this host holds a template\'s image file', params: blobParams } }, async (req, reply) => {
+    void reply.status(host.library.blobsInUse().has(req.params.digest) && await host.blobs.has(req.params.digest) ? 200 : 404)
     return ''
   })
 
-  api.put('/v1/blobs/:digest', { bodyLimit: MAX_BLOB_BYTES, schema: { summary: 'Upload a blob (a template\'s kernel, initramfs or disk); kept only if it hashes to its digest', params: blobParams, response: { 201: z.object({ digest: z.string(), size: z.number() }), ...errors } } }, async (req, reply) => {
-    if (!(req.body instanceof Readable)) throw new XenosError('INVALID_ARGUMENT', 'send the blob as application/octet-stream')
-    await host.blobs.put(req.params.digest, req.body)
+  api.put('/v1/blobs/:digest', { bodyLimit: MAX_BLOB_BYTES, schema: { summary: 'Upload an image file (a template\'s kernel, initramfs or disk); kept only if it hashes to its digest. An owner\'s count against its quota until a template of theirs uses them', ...signedBy('any key', 'blob.put on the digest'), params: blobParams, response: { 201: z.object({ digest: z.string(), size: z.number() }), ...errors } } }, async (req, reply) => {
+    if (!(req.body instanceof Readable)) throw new XenosError('UNSUPPORTED_MEDIA_TYPE', 'send the blob as application/octet-stream')
+    const length = req.headers['content-length']
+    const size = await host.templates.putBlob(req.params.digest, length === undefined ? undefined : Number(length), req.body, authOf(req))
     void reply.status(201)
-    return { digest: req.params.digest, size: await host.blobs.size(req.params.digest) }
+    return { digest: req.params.digest, size }
   })
 
-  api.get('/v1/blobs/:digest', { schema: { summary: 'Download a blob this host holds (a template\'s kernel, initramfs or disk)', params: blobParams } }, async (req, reply) => {
-    if (!await host.blobs.has(req.params.digest)) throw new XenosError('TEMPLATE_NOT_FOUND', `this host holds no blob ${req.params.digest}`)
+  api.get('/v1/blobs/:digest', { schema: { summary: 'Download an image file of a template this host holds (data files: GET /v1/data/file)', params: blobParams } }, async (req, reply) => {
+    if (!host.library.blobsInUse().has(req.params.digest) || !await host.blobs.has(req.params.digest)) throw new XenosError('TEMPLATE_NOT_FOUND', `no template on this host has an image file ${req.params.digest}`)
     void reply.type('application/octet-stream').header('content-length', await host.blobs.size(req.params.digest))
     return createReadStream(host.blobs.path(req.params.digest))
   })
-
-  api.get('/v1/search', { schema: { summary: 'Search adverts of hosts, templates and instances', querystring: searchQuery, response: { 200: searchResultSchema, ...errors } } }, async req => {
-    const { q, kind, host: onHost, waitMs, from } = req.query
-    const tags = tagsOf(req.query.tag)
-    const query = { ...(q === undefined ? {} : { text: q }), ...(kind === undefined ? {} : { kind }), ...(tags === undefined ? {} : { tags }), ...(onHost === undefined ? {} : { host: onHost }) }
-    const exact = q !== undefined && q !== ''
-    if (from === 'dht') {
-      if (!exact) throw new XenosError('INVALID_ARGUMENT', 'a DHT search needs q: an exact id or name')
-      return { results: (await lookupExact(host, q, kind, false)).map(searchView) }
-    }
-    let results = await host.overlay.cache.waitFor(query, waitMs)
-    if (results.length === 0 && exact && from === 'any') results = await lookupExact(host, q, kind, true)
-    return { results: results.map(searchView) }
-  })
-
-  api.post('/v1/instances', {
-    schema: {
-      summary: 'Deploy instances of a template (signed by the owner). With `Accept: text/event-stream`, server-sent events follow it: `progress` with every host\'s part as it changes, then `result` (the 201 body) or `error`',
-      body: deployBody,
-      response: { 201: deployResultSchema, ...errors },
-    },
-  }, async (req, reply) => {
-    const { template, wait, waitMs, ...params } = req.body
-    const auth = authOf(req)
-    const options = { wait, ...(waitMs === undefined ? {} : { waitMs }) }
-    return await withProgress(req, reply, 201, async progress => await host.cloud.deploy(template, params, auth, { ...options, ...(progress === undefined ? {} : { onProgress: parts => { progress({ hosts: parts }) } }) }))
-  })
-
-  api.get('/v1/instances', { schema: { summary: 'Instances on this host and advertised by others', querystring: instanceListQuery, response: { 200: z.object({ instances: z.array(instanceViewSchema) }) } } }, async req => {
-    const { owner, host: onHost, state } = req.query
-    const list = host.cloud.list({ ...(owner === undefined ? {} : { owner }), ...(onHost === undefined ? {} : { host: onHost }) })
-    return { instances: state === undefined ? list : list.filter(v => v.state === state) }
-  })
-
-  api.get('/v1/instances/:id', { schema: { summary: 'One instance, asked of the host that runs it', params: instanceParams, response: { 200: instanceViewSchema, ...errors } } }, async req => await host.cloud.get(req.params.id))
-
-  api.post('/v1/instances/:id/:action', { schema: { summary: 'Start, stop, pause, resume or destroy an instance (signed by its owner)', params: controlParams, response: { 200: instanceViewSchema, 204: z.null(), ...errors } } }, async (req, reply) => {
-    const view = await host.cloud.control(req.params.id, req.params.action, authOf(req))
-    if (view === undefined) {
-      void reply.status(204)
-      return null
-    }
-    return view
-  })
-
-  api.post('/v1/instances/:id/snapshot', { schema: { summary: 'Save a VM\'s memory and disk as a snapshot new instances can start from (signed by its owner)', params: instanceParams, response: { 201: snapshotViewSchema, ...errors } } }, async (req, reply) => {
-    const snap = await host.cloud.snapshot(req.params.id, authOf(req))
-    void reply.status(201)
-    return snap
-  })
-
-  api.post('/v1/instances/:id/migrate', {
-    schema: {
-      summary: 'Move a running VM to another host while it runs: its memory is copied live; its disk stays and is served to the new host, or with `copyDisk` is copied there first (signed by its owner over `to` and `copyDisk`). With `Accept: text/event-stream`: `progress` events (phase, disk and memory copied, dirty rate, expected downtime), then `result` or `error`',
-      params: instanceParams,
-      body: migrateBody,
-      response: { 200: migrationResultSchema, ...errors },
-    },
-  }, async (req, reply) => {
-    const auth = authOf(req)
-    return await withProgress(req, reply, 200, async progress => await host.migrations.migrate(req.params.id, req.body.to, req.body.copyDisk, auth, progress))
-  })
-
-  api.post('/v1/host/drain', {
-    schema: {
-      summary: 'Move every running instance on this host to other hosts, one at a time, live; the host takes no new instances until undrained. With `Accept: text/event-stream`: `progress` events (instance, destination, its migration), then `result` or `error`',
-      body: drainBody,
-      response: { 200: drainResultSchema, ...errors },
-    },
-  }, async (req, reply) => await withProgress(req, reply, 200, async progress => await host.migrations.drain(req.body.to ?? null, progress)))
-
-  api.post('/v1/host/undrain', { schema: { summary: 'Let a drained host take instances again', response: { 204: z.null(), ...errors } } }, async (_req, reply) => {
-    host.migrations.undrain()
-    void reply.status(204)
-    return null
-  })
-
-  api.post('/v1/connect', {
-    schema: {
-      summary: 'Open a local port that reaches a service through the overlay, on whichever host runs it now (it follows migrations). Answers with server-sent events: `listening` (address, port), then `stats` as connections are made; the port closes when the request does',
-      body: connectBody,
-    },
-  }, async (req, reply) => {
-    const { target, endpoint, address, port } = req.body
-    const listener = await host.services.listen({ target, endpoint }, address, port)
-    const send = eventStream(reply)
-    send('listening', { address: listener.address, port: listener.port, target })
-    let last = ''
-    const timer = setInterval(() => {
-      const stats = listener.stats()
-      const now = JSON.stringify(stats)
-      if (now !== last) send('stats', stats)
-      last = now
-    }, 500)
-    req.raw.once('close', () => {
-      clearInterval(timer)
-      void listener.close()
-    })
-  })
-
-  api.post('/v1/instances/:id/derive', { schema: { summary: 'Make a tailored template from a stopped or suspended VM: its template with the changes on its disk (signed by its owner)', params: instanceParams, body: deriveParamsSchema, response: { 201: templateSummarySchema, ...errors } } }, async (req, reply) => {
-    const t = await host.cloud.derive(req.params.id, req.body, authOf(req))
-    void reply.status(201)
-    return t
-  })
-
-  api.get('/v1/snapshots', { schema: { summary: 'Snapshots held by this host', response: { 200: z.object({ snapshots: z.array(snapshotViewSchema) }) } } }, async () => ({
-    snapshots: host.store.snapshots.list(),
-  }))
-
-  api.delete('/v1/snapshots/:id', { schema: { summary: 'Delete a snapshot held by this host (signed by its owner)', params: snapshotParams, response: { 204: z.null(), ...errors } } }, async (req, reply) => {
-    await host.cloud.deleteSnapshot(req.params.id, authOf(req))
-    void reply.status(204)
-    return null
-  })
-
-  api.get('/v1/instances/:id/metrics', { schema: { summary: 'CPU, memory and uptime of an instance', params: instanceParams, response: { 200: instanceMetricsSchema, ...errors } } }, async req => await host.cloud.metrics(req.params.id))
-
-  api.get('/v1/instances/:id/logs', { schema: { summary: 'Last lines of an instance\'s output (signed by its owner)', params: instanceParams, querystring: logsQuery, response: { 200: z.object({ text: z.string() }), ...errors } } }, async req => ({
-    text: await host.cloud.logs(req.params.id, req.query.lines, authOf(req)),
-  }))
-
-  return app
 }
 
-/**
- * Runs `work` for a request that may want to watch it: with `Accept: text/event-stream` the answer
- * is a stream of `progress` events, then `result` (what the JSON answer would be) or `error`;
- * otherwise the JSON answer with `status`.
- */
-async function withProgress<T> (req: FastifyRequest, reply: FastifyReply, status: number, work: (progress?: (p: unknown) => void) => Promise<T>): Promise<T | undefined> {
-  if (req.headers.accept?.includes('text/event-stream') !== true) {
-    const result = await work()
-    void reply.status(status)
-    return result
-  }
-  const send = eventStream(reply)
-  try {
-    send('result', await work(p => { send('progress', p) }))
-  } catch (err) {
-    const e = toXenosError(err)
-    if (e.code === 'INTERNAL') req.log.error({ err }, 'request failed')
-    send('error', { error: e.toJSON() })
-  }
-  reply.raw.end()
-  return undefined
-}
+interface TransferLike { owner?: string }
 
-/** Answers with server-sent events from here on; returns the function that sends one. */
-function eventStream (reply: FastifyReply): (event: string, data: unknown) => void {
-  reply.hijack()
-  reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })
-  return (event, data) => { reply.raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`) }
+/** Which transfers the asker may see: a template's, and (signed) the signer's own data files. */
+function transfersFor (host: Host, req: FastifyRequest): (t: TransferLike) => boolean {
+  const auth = maybeAuthOf(req)
+  const who = auth === undefined ? undefined : host.verifier.verify(auth, { action: 'transfers', target: host.overlay.peerId, params: {} })
+  return t => t.owner === undefined || t.owner === who
 }
 
 const ID_SHAPES = { host: /^12D3Koo[1-9A-HJ-NP-Za-km-z]{45}$/, template: /^sha256:[0-9a-f]{64}$/, instance: INSTANCE_ID_PATTERN } as const

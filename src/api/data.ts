@@ -1,15 +1,12 @@
 import { createReadStream } from 'node:fs'
-import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
-import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, RawServerDefault } from 'fastify'
-import type { ZodTypeProvider } from 'fastify-type-provider-zod'
+import type { FastifyRequest } from 'fastify'
 import { z } from 'zod'
 import { formatDataUri, parseDataUri, XenosError } from '../core/index.ts'
 import { collectResultSchema, dataFileViewSchema, instanceIdSchema, taskViewSchema, type Host } from '../node/index.ts'
-import { authOf } from './auth.ts'
+import type { Api } from './app.ts'
+import { authOf, signedBy } from './auth.ts'
 import { errorResponses } from './schemas.ts'
-
-type Api = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, ZodTypeProvider>
 
 /** Largest file accepted (chunk indexes bound a blob to 64 GiB). */
 const MAX_FILE_BYTES = 64 * 2 ** 30
@@ -37,6 +34,7 @@ export function registerDataRoutes (api: Api, host: Host): void {
   api.post('/v1/data/uploads', {
     schema: {
       summary: 'Begin an upload of a file to data://OWNER/PATH (signed `data.put` on the uri, params `{size, sha256}`); send its bytes with PUT, then complete it',
+      ...signedBy('owner', 'data.put on the uri, params {size, sha256}'),
       body: z.strictObject({ uri: uriSchema, size: z.number().int().min(0).max(MAX_FILE_BYTES), sha256: sha256Schema }),
       response: { 201: uploadSchema, ...errorResponses },
     },
@@ -48,25 +46,26 @@ export function registerDataRoutes (api: Api, host: Host): void {
   })
 
   api.get('/v1/data/uploads/:id', {
-    schema: { summary: 'Where an upload stands: the next bytes go at `offset` (signed `data.upload` on the id)', params: uploadIdParams, response: { 200: uploadSchema, ...errorResponses } },
+    schema: { summary: 'Where an upload stands: the next bytes go at `offset` (signed `data.upload` on the id)', ...signedBy('owner', 'data.upload on the upload id'), params: uploadIdParams, response: { 200: uploadSchema, ...errorResponses } },
   }, async req => await host.data.upload(signer(host, req, 'data.upload', req.params.id, {}), req.params.id))
 
   api.put('/v1/data/uploads/:id', {
     bodyLimit: MAX_FILE_BYTES,
     schema: {
       summary: 'Send bytes of an upload from `offset`, which must be what it holds so far (application/octet-stream; signed `data.upload` on the id, params `{offset}`). What arrives is kept even if the request breaks off',
+      ...signedBy('owner', 'data.upload on the upload id, params {offset}'),
       params: uploadIdParams,
       querystring: z.strictObject({ offset: z.coerce.number().int().min(0).max(MAX_FILE_BYTES) }),
       response: { 200: uploadSchema, ...errorResponses },
     },
   }, async req => {
     const who = signer(host, req, 'data.upload', req.params.id, { offset: req.query.offset })
-    if (!(req.body instanceof Readable)) throw new XenosError('INVALID_ARGUMENT', 'send the bytes of an upload as application/octet-stream')
+    if (!(req.body instanceof Readable)) throw new XenosError('UNSUPPORTED_MEDIA_TYPE', 'send the bytes of an upload as application/octet-stream')
     return await host.data.write(who, req.params.id, req.query.offset, req.body)
   })
 
   api.post('/v1/data/uploads/:id/complete', {
-    schema: { summary: 'Turn a fully sent upload into a file, if its bytes hash to the SHA-256 declared (signed `data.complete` on the id)', params: uploadIdParams, response: { 201: dataFileViewSchema, ...errorResponses } },
+    schema: { summary: 'Turn a fully sent upload into a file, if its bytes hash to the SHA-256 declared (signed `data.complete` on the id)', ...signedBy('owner', 'data.complete on the upload id'), params: uploadIdParams, response: { 201: dataFileViewSchema, ...errorResponses } },
   }, async (req, reply) => {
     const file = await host.data.complete(signer(host, req, 'data.complete', req.params.id, {}), req.params.id)
     void reply.status(201)
@@ -74,7 +73,7 @@ export function registerDataRoutes (api: Api, host: Host): void {
   })
 
   api.delete('/v1/data/uploads/:id', {
-    schema: { summary: 'Drop an upload under way and its bytes (signed `data.cancel` on the id)', params: uploadIdParams, response: { 204: z.null(), ...errorResponses } },
+    schema: { summary: 'Drop an upload under way and its bytes (signed `data.cancel` on the id)', ...signedBy('owner', 'data.cancel on the upload id'), params: uploadIdParams, response: { 204: z.null(), ...errorResponses } },
   }, async (req, reply) => {
     await host.data.cancel(signer(host, req, 'data.cancel', req.params.id, {}), req.params.id)
     void reply.status(204)
@@ -84,6 +83,7 @@ export function registerDataRoutes (api: Api, host: Host): void {
   api.get('/v1/data/files', {
     schema: {
       summary: 'Files in data://OWNER/ or under data://OWNER/DIR on this host (signed `data.list` on the uri)',
+      ...signedBy('owner', 'data.list on the uri'),
       querystring: z.strictObject({ uri: uriSchema, limit: z.coerce.number().int().min(1).max(100_000).default(10_000) }),
       response: { 200: z.object({ files: z.array(dataFileViewSchema) }), ...errorResponses },
     },
@@ -96,17 +96,20 @@ export function registerDataRoutes (api: Api, host: Host): void {
   api.get('/v1/data/file', {
     schema: {
       summary: 'Download a file, held by this host or fetched from the one that holds it (signed `data.get` on the uri); its SHA-256 is in the `x-xenos-sha256` header',
+      ...signedBy('owner', 'data.get on the uri'),
       querystring: z.strictObject({ uri: uriSchema }),
     },
   }, async (req, reply) => {
     const ref = parseDataUri(req.query.uri)
-    const { file, blobPath } = await host.dataAccess.content(signer(host, req, 'data.get', formatDataUri(ref), {}), authOf(req), ref)
+    const { file, blobPath, release } = await host.dataAccess.content(signer(host, req, 'data.get', formatDataUri(ref), {}), authOf(req), ref)
     void reply.type('application/octet-stream').header('content-length', file.size).header('x-xenos-sha256', file.sha256)
+    // A copy fetched from the file's holder goes once sent.
+    reply.raw.once('close', () => { void release() })
     return createReadStream(blobPath)
   })
 
   api.delete('/v1/data/file', {
-    schema: { summary: 'Delete a file (signed `data.delete` on the uri)', querystring: z.strictObject({ uri: uriSchema }), response: { 204: z.null(), ...errorResponses } },
+    schema: { summary: 'Delete a file (signed `data.delete` on the uri)', ...signedBy('owner', 'data.delete on the uri'), querystring: z.strictObject({ uri: uriSchema }), response: { 204: z.null(), ...errorResponses } },
   }, async (req, reply) => {
     const ref = parseDataUri(req.query.uri)
     host.data.remove(signer(host, req, 'data.delete', formatDataUri(ref), {}), ref.owner, ref.path)
@@ -117,6 +120,7 @@ export function registerDataRoutes (api: Api, host: Host): void {
   api.post('/v1/instances/:id/collect', {
     schema: {
       summary: 'Store the files an ended instance left on its outputs disk (/out) in the owner\'s repository under `prefix` (signed `collect` on the instance, params `{prefix}`); links and other non-files are refused and listed',
+      ...signedBy('owner', 'collect on the instance id, params {prefix}, for the host it runs on'),
       params: z.strictObject({ id: instanceIdSchema }),
       body: z.strictObject({ prefix: z.string().min(1).max(1024) }),
       response: { 200: collectResultSchema, ...errorResponses },
@@ -126,6 +130,7 @@ export function registerDataRoutes (api: Api, host: Host): void {
   api.get('/v1/tasks', {
     schema: {
       summary: 'The signer\'s tasks run on this host, newest first (signed `task.list` on "tasks")',
+      ...signedBy('any key', 'task.list on "tasks"'),
       querystring: z.strictObject({ limit: z.coerce.number().int().min(1).max(10_000).default(100) }),
       response: { 200: z.object({ tasks: z.array(taskViewSchema) }), ...errorResponses },
     },
@@ -133,14 +138,23 @@ export function registerDataRoutes (api: Api, host: Host): void {
 
   api.get('/v1/tasks/:id', {
     schema: {
-      summary: 'A task: its state, how it ended and the outputs it stored, asked of the host that ran it (signed `task.get` on the id)',
+      summary: 'A task: its state, how it ended and the outputs it stored, asked of the host that ran it (signed `task.get` on the id, for that host: see GET /v1/tasks/{id}/host)',
+      ...signedBy('owner', 'task.get on the task id, for the host that ran it'),
       params: z.strictObject({ id: instanceIdSchema }),
       response: { 200: taskViewSchema, ...errorResponses },
     },
   }, async req => await host.tasks.get(req.params.id, authOf(req)))
 
+  api.get('/v1/tasks/:id/host', {
+    schema: {
+      summary: 'The host that runs or ran a task: where a request about it is to be signed for',
+      params: z.strictObject({ id: instanceIdSchema }),
+      response: { 200: z.object({ host: z.string() }), ...errorResponses },
+    },
+  }, async req => ({ host: await host.tasks.runnerOf(req.params.id) }))
+
   api.get('/v1/data/grants', {
-    schema: { summary: 'The keys the signer granted access to its data on this host (signed `data.grants` on data://SIGNER)', response: { 200: z.object({ grants: z.array(grantSchema) }), ...errorResponses } },
+    schema: { summary: 'The keys the signer granted access to its data on this host (signed `data.grants` on data://SIGNER)', ...signedBy('any key', 'data.grants on data://SIGNER'), response: { 200: z.object({ grants: z.array(grantSchema) }), ...errorResponses } },
   }, async req => {
     const owner = authOf(req).owner
     signer(host, req, 'data.grants', `data://${owner}`, {})
@@ -150,6 +164,7 @@ export function registerDataRoutes (api: Api, host: Host): void {
   api.put('/v1/data/grants', {
     schema: {
       summary: 'Let another key read (or also write) the signer\'s data on this host (signed `data.grant` on data://SIGNER, params `{grantee, rights}`)',
+      ...signedBy('any key', 'data.grant on data://SIGNER, params {grantee, rights}'),
       body: z.strictObject({ grantee: granteeSchema, rights: z.enum(['read', 'write']) }),
       response: { 200: grantSchema, ...errorResponses },
     },
@@ -160,7 +175,7 @@ export function registerDataRoutes (api: Api, host: Host): void {
   })
 
   api.delete('/v1/data/grants/:grantee', {
-    schema: { summary: 'Take back a grant (signed `data.revoke` on data://SIGNER, params `{grantee}`)', params: z.strictObject({ grantee: granteeSchema }), response: { 204: z.null(), ...errorResponses } },
+    schema: { summary: 'Take back a grant (signed `data.revoke` on data://SIGNER, params `{grantee}`)', ...signedBy('any key', 'data.revoke on data://SIGNER, params {grantee}'), params: z.strictObject({ grantee: granteeSchema }), response: { 204: z.null(), ...errorResponses } },
   }, async (req, reply) => {
     const owner = authOf(req).owner
     signer(host, req, 'data.revoke', `data://${owner}`, { grantee: req.params.grantee })

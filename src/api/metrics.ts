@@ -20,13 +20,14 @@ export async function prometheusText (host: Host): Promise<string> {
   metric('xenos_overlay_peers', 'gauge', 'Connected overlay peers.', [[{}, host.overlay.node.getPeers().length]])
   metric('xenos_overlay_gossip_subscribers', 'gauge', 'Peers known to subscribe to the advert topic.', [[{}, host.overlay.gossipSubscribers()]])
   metric('xenos_adverts_cached', 'gauge', 'Adverts in the local cache.', [[{}, host.overlay.cache.size]])
+  metric('xenos_adverts_cached_bytes', 'gauge', 'Bytes the adverts in the local cache take, as JSON.', [[{}, host.overlay.cache.bytes]])
   metric('xenos_adverts_accepted_total', 'counter', 'Adverts from peers that were new and valid, by the path they came on.',
     Object.entries(counters.acceptedVia).map(([via, n]) => [{ via }, n]))
   metric('xenos_adverts_stale_total', 'counter', 'Valid adverts from peers that were not newer than the cached copy.', [[{}, counters.stale]])
   metric('xenos_adverts_rejected_total', 'counter', 'Adverts from peers dropped as invalid, by reason.',
     Object.entries(counters.rejected).map(([reason, n]) => [{ reason }, n]))
   const views = host.supervisor.list()
-  const pulls = host.cloud.fetcher
+  const pulls = host.fetcher
   metric('xenos_blob_fetched_bytes_total', 'counter', 'Bytes of image files fetched from peers.', [[{}, pulls.counters.fetchedBytes]])
   metric('xenos_blob_bad_chunks_total', 'counter', 'Peers dropped from a pull for sending chunks that did not match the index.', [[{}, pulls.counters.penalties]])
   metric('xenos_blob_pulls_active', 'gauge', 'Image files being fetched now.', [[{}, pulls.transfers.size]])

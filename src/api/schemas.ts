@@ -1,6 +1,6 @@
 import { z } from 'zod'
-import { ADVERT_KINDS, CONTROL_ACTIONS, INSTANCE_STATES, blobIdSchema, nameRecordSchema, nameSchema } from '../core/index.ts'
-import { deployParamsSchema, instanceIdSchema, instanceViewSchema, peerIdSchema, ROLLOUT_PHASES, snapshotIdSchema, templateIdSchema } from '../node/index.ts'
+import { ADVERT_KINDS, CONTROL_ACTIONS, INSTANCE_STATES, blobIdSchema, nameRecordSchema } from '../core/index.ts'
+import { deployPartSchema, deploySpecSchema, instanceIdSchema, instanceViewSchema, peerIdSchema, ROLLOUT_PHASES, snapshotIdSchema, templateIdSchema } from '../node/index.ts'
 
 /** Request and response schemas of the HTTP API; they also make up /openapi.json. */
 export const errorSchema = z.object({
@@ -8,12 +8,13 @@ export const errorSchema = z.object({
 })
 
 /** The error answers every route may give. */
-export const errorResponses = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema, 413: errorSchema, 500: errorSchema, 502: errorSchema, 503: errorSchema, 504: errorSchema }
+export const errorResponses = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema, 413: errorSchema, 415: errorSchema, 500: errorSchema, 502: errorSchema, 503: errorSchema, 504: errorSchema }
 
 export const resourcesSchema = z.object({ cpu: z.number(), memory: z.number() })
 
 export const hostInfoSchema = z.object({
   id: z.string(),
+  operators: z.array(z.string()).describe('the keys that operate this host'),
   name: z.string(),
   addrs: z.array(z.string()),
   api: z.string(),
@@ -61,6 +62,7 @@ export const searchQuery = z.strictObject({
   tag: z.union([z.string(), z.array(z.string())]).optional().describe('KEY=VALUE; repeat for several'),
   waitMs: z.coerce.number().int().min(0).max(60_000).default(0).describe('when nothing matches yet, wait this long for a matching advert to arrive'),
   from: z.enum(['any', 'cache', 'dht']).default('any').describe('any: the cache, then the DHT for an exact id or name; dht: only the DHT'),
+  limit: z.coerce.number().int().min(1).max(1000).default(100).describe('the most results, newest first'),
 })
 
 export const searchResultSchema = z.object({
@@ -76,13 +78,8 @@ export const searchResultSchema = z.object({
 
 export const deployBody = z.strictObject({
   template: templateIdSchema.describe('template id; resolve names first with GET /v1/templates/{ref}'),
-  hosts: z.array(peerIdSchema).min(1).max(100).nullable().default(null).describe('run `count` instances on each of these hosts; null: spread `count` over the hosts with most room'),
-  count: z.number().int().min(1).max(100).default(1),
-  name: nameSchema.nullable().default(null),
-  snapshot: snapshotIdSchema.optional().describe('start from this snapshot instead of booting'),
-  outputBytes: deployParamsSchema.shape.outputBytes.describe('give each instance an empty disk of this many bytes at /out; `POST /v1/instances/{id}/collect` stores its files once the instance has ended'),
-  inputs: deployParamsSchema.shape.inputs.describe('files of the data repository staged read-only at /in in each instance: `{uri, auth}`, auth the deployer\'s `data.get` signature on the uri; `{uri, auth, files}` stages the named files under the directory `uri` at /in/DIR/…'),
-  task: deployParamsSchema.shape.task.describe('run the one instance as a task: when it ends, its host stores its /out files under `outputs` in the deployer\'s repository (see GET /v1/tasks/{id}) and destroys it unless `keep`'),
+  spec: deploySpecSchema.describe('what every host does: `name`; `snapshot` to start from instead of booting; `inputs`, files of the data repository staged read-only at /in (`{uri}`, or `{uri, files}` for files under the directory `uri`, at /in/DIR/…); `outputBytes`, an empty disk at /out whose files `POST /v1/instances/{id}/collect` stores; `task`, to run the one instance as a task whose /out files its host stores under `outputs` (see GET /v1/tasks/{id})'),
+  parts: z.array(deployPartSchema).min(1).max(100).describe('for each host: the owner\'s deploy token for it (host, template, key, count, the SHA-256 of the canonical JSON of `spec`, signed), and for each input the owner\'s `data.get` signature on it for that host'),
   wait: z.boolean().default(false).describe('answer once the instances have booted and passed their health checks (not signed: it changes only when the answer comes)'),
   waitMs: z.number().int().min(1000).max(3_600_000).optional(),
 })
@@ -105,7 +102,7 @@ export const connectBody = z.strictObject({
 
 export const deployResultSchema = z.object({
   instances: z.array(instanceViewSchema),
-  failures: z.array(z.object({ host: z.string(), code: z.string(), message: z.string() })),
+  failures: z.array(z.object({ host: z.string(), code: z.string(), message: z.string(), instances: z.array(z.string()).describe('the ids that host was to make: deploy again with the same key to learn what became of them') })),
   hosts: z.array(z.object({
     host: z.string(),
     phase: z.enum(ROLLOUT_PHASES),

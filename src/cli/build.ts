@@ -54,9 +54,11 @@ async function uploadAndImport (api: ApiClient, blobs: BlobStore, manifest: Temp
   const image = manifest.image
   for (const id of image === undefined ? [] : [...new Set([image.kernel, image.initrd, image.disk])]) {
     if (await api.exists(`/v1/blobs/${id}`)) continue
-    const bar = progressBar(`upload ${id.slice(7, 19)}`, await blobs.size(id))
-    await api.upload(`/v1/blobs/${id}`, counting(createReadStream(blobs.path(id)), n => { bar.update(n) }))
+    const size = await blobs.size(id)
+    const bar = progressBar(`upload ${id.slice(7, 19)}`, size)
+    await api.signedUpload(`/v1/blobs/${id}`, 'blob.put', id, {}, counting(createReadStream(blobs.path(id)), n => { bar.update(n) }), size)
     bar.done()
   }
-  return await api.post<TemplateSummary>('/v1/templates', { manifest })
+  const body = { manifest }
+  return await api.signed<TemplateSummary>('POST', '/v1/templates', 'template.import', 'templates', body, body)
 }

@@ -1,5 +1,9 @@
-import { encodeAuthHeader, formatTemplateUri, isTemplateUri, parseTemplateUri, signAction, signNameRecord, XenosError, type NameRecord, type OwnerKey, type RequestAuth } from '../core/index.ts'
-import type { DeployParams, DeployResult, HostRollout } from '../node/index.ts'
+import { createHash, randomBytes } from 'node:crypto'
+import {
+  deploySpecDigest, encodeAuthHeader, formatTemplateUri, isTemplateUri, parseTemplateUri, signAction, signDeployToken, signNameRecord, XenosError,
+  type NameRecord, type OwnerKey, type RequestAuth,
+} from '../core/index.ts'
+import type { DeployPart, DeployResult, DeploySpec, HostRollout, PlacementPlan } from '../node/index.ts'
 
 /** A watched request (a deploy waiting for a large template on many hosts, a migration) can take long. */
 const WATCHED_TIMEOUT_MS = 60 * 60_000
@@ -10,10 +14,33 @@ export interface ClientInit {
   key?: OwnerKey
 }
 
-/** A small HTTP client for the host API; errors come back as XenosErrors with the server's code. */
+/** What a deploy asks: where (hosts, or null for the hosts with most room), how many, and what each host does. */
+export interface DeployRequest {
+  /** `count` instances on each of these hosts; null: `count` in all, spread over the hosts with most room. */
+  hosts: string[] | null
+  count: number
+  spec: DeploySpec
+  /**
+   * Names the deploy for retries: the same request id makes the same instances (a retry after
+   * a lost answer makes none twice). @default a new one
+   */
+  requestId?: string | undefined
+}
+
+/** The key a deploy's tokens carry, from its request id: a retry with the same id makes the same instances. */
+export function deployKeyOf (owner: string, requestId: string): string {
+  return createHash('sha256').update(`xenos-deploy-key\n${owner}\n${requestId}`).digest('hex').slice(0, 32)
+}
+
+/**
+ * A small HTTP client for the host API; errors come back as XenosErrors with the server's code.
+ * Requests are signed by the user's key for the host that carries them out: the host the CLI
+ * talks to unless said otherwise (an instance's own host, found first).
+ */
 export class ApiClient {
   readonly #api: string
   readonly #key: OwnerKey | undefined
+  #self: Promise<string> | undefined
 
   constructor (init: ClientInit) {
     this.#api = init.api.replace(/\/+$/, '')
@@ -24,16 +51,23 @@ export class ApiClient {
     return this.#signer().id
   }
 
+  /** The peer id of the host the CLI talks to. */
+  async hostId (): Promise<string> {
+    this.#self ??= this.get<{ id: string }>('/v1/host').then(h => h.id)
+    return await this.#self
+  }
+
+  /** The host instance `id` runs on now, where requests about it are signed for. */
+  async hostOf (id: string): Promise<string> {
+    return (await this.get<{ host: string }>(`/v1/instances/${encodeURIComponent(id)}/host`)).host
+  }
+
   async get<T>(path: string): Promise<T> {
     return await this.#request<T>('GET', path)
   }
 
   async post<T>(path: string, body: unknown): Promise<T> {
     return await this.#request<T>('POST', path, body)
-  }
-
-  async delete<T = undefined>(path: string): Promise<T> {
-    return await this.#request<T>('DELETE', path)
   }
 
   /** True when `path` exists (HEAD answers 2xx). */
@@ -49,39 +83,39 @@ export class ApiClient {
     return res.body
   }
 
-  /** Follows a server-sent event stream until `signal` aborts or the host closes it. */
-  async * events (path: string, signal: AbortSignal): AsyncGenerator<ServerEvent> {
-    const res = await fetch(`${this.#api}${path}`, { signal }).catch((err: unknown) => { throw this.#unreachable(err) })
+  /** Follows a server-sent event stream (signed for `signed`, when given) until `signal` aborts or the host closes it. */
+  async * events (path: string, signal: AbortSignal, signed?: { action: string, target: string, params: unknown }): AsyncGenerator<ServerEvent> {
+    const headers = signed === undefined ? {} : await this.#auth(signed.action, signed.target, signed.params)
+    const res = await fetch(`${this.#api}${path}`, { signal, headers }).catch((err: unknown) => { throw this.#unreachable(err) })
     if (!res.ok || res.body === null) throw new XenosError('PEER_PROTOCOL', `${path} answered HTTP ${res.status}`)
     yield * serverEvents(res.body)
   }
 
-  /** POSTs `body` to `path` and follows the server-sent events it answers with until `signal` aborts or the host closes them. */
-  async * postEvents (path: string, body: unknown, signal: AbortSignal): AsyncGenerator<ServerEvent> {
-    const res = await fetch(`${this.#api}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify(body), signal })
+  /**
+   * POSTs `body` to `path`, signed for `action` on `target` with `params` (for this host), and
+   * follows the server-sent events it answers with until `signal` aborts or the host closes them.
+   */
+  async * signedEvents (path: string, action: string, target: string, params: unknown, body: unknown, signal: AbortSignal): AsyncGenerator<ServerEvent> {
+    const headers = { 'content-type': 'application/json', accept: 'text/event-stream', ...await this.#auth(action, target, params) }
+    const res = await fetch(`${this.#api}${path}`, { method: 'POST', headers, body: JSON.stringify(body), signal })
       .catch((err: unknown) => { throw this.#unreachable(err) })
     if (!res.ok || res.body === null) await this.#json(res)
     if (res.body !== null) yield * serverEvents(res.body)
   }
 
-  /** Streams `body` to `path` with PUT as application/octet-stream. */
-  async upload<T>(path: string, body: AsyncIterable<Uint8Array>): Promise<T> {
-    return await this.#request<T>('PUT', path, undefined, {}, body)
+  /** Sends a request signed by the user's key for `action` on `target` with `params`, for host `host` (this one by default). */
+  async signed<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, action: string, target: string, params: unknown, body?: unknown, host?: string): Promise<T> {
+    return await this.#request<T>(method, path, body, await this.#auth(action, target, params, host))
   }
 
-  /** Sends a request signed by the user's key for `action` on `target` with `params`. */
-  async signed<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, action: string, target: string, params: unknown, body?: unknown): Promise<T> {
-    return await this.#request<T>(method, path, body, this.#auth(action, target, params))
-  }
-
-  /** Streams `body` to `path` with PUT, signed by the user's key for `action` on `target` with `params`. */
-  async signedUpload<T>(path: string, action: string, target: string, params: unknown, body: AsyncIterable<Uint8Array>): Promise<T> {
-    return await this.#request<T>('PUT', path, undefined, this.#auth(action, target, params), body)
+  /** Streams `body` (`length` bytes) to `path` with PUT, signed by the user's key for `action` on `target` with `params`. */
+  async signedUpload<T>(path: string, action: string, target: string, params: unknown, body: AsyncIterable<Uint8Array>, length?: number): Promise<T> {
+    return await this.#request<T>('PUT', path, undefined, { ...await this.#auth(action, target, params), ...length === undefined ? {} : { 'content-length': String(length) } }, body)
   }
 
   /** GETs `path` signed by the user's key; the response, to read its body as a stream. */
   async signedDownload (path: string, action: string, target: string, params: unknown): Promise<Response & { body: ReadableStream<Uint8Array> }> {
-    const res = await this.#send('GET', path, undefined, this.#auth(action, target, params), undefined, 24 * 3_600_000)
+    const res = await this.#send('GET', path, undefined, await this.#auth(action, target, params), undefined, 24 * 3_600_000)
     if (!res.ok || res.body === null) return await this.#json(res)
     return res as Response & { body: ReadableStream<Uint8Array> }
   }
@@ -99,38 +133,59 @@ export class ApiClient {
   }
 
   /**
-   * Deploys template `templateId` with `params`, signed by the user (the owner of what it
-   * creates). With `onProgress`, the host reports every host's part as it changes.
+   * Deploys template `templateId` as `request` says: where the hosts with most room would take
+   * it (asked of this host) unless hosts are named, then a token signed for each host. With
+   * `onProgress`, the host reports every host's part as it changes.
    */
-  async deploy (templateId: string, params: DeployParams, options: { wait?: boolean, onProgress?: (parts: HostRollout[]) => void } = {}): Promise<DeployResult> {
+  async deploy (templateId: string, request: DeployRequest, options: { wait?: boolean, onProgress?: (parts: HostRollout[]) => void } = {}): Promise<DeployResult> {
     const { onProgress, ...flags } = options
-    return await this.watched<DeployResult>('/v1/instances', 'deploy', templateId, params, { template: templateId, ...params, ...flags },
-      onProgress === undefined ? undefined : p => { onProgress((p as { hosts: HostRollout[] }).hosts) })
+    const plan = request.hosts === null
+      ? (await this.get<PlacementPlan>(`/v1/placement?template=${encodeURIComponent(templateId)}&count=${request.count}`)).hosts
+      : request.hosts.map(host => ({ host, count: request.count }))
+    const key = deployKeyOf(this.owner, request.requestId ?? randomBytes(16).toString('hex'))
+    const digest = deploySpecDigest(request.spec)
+    const parts: DeployPart[] = plan.map(p => ({
+      token: signDeployToken(this.#signer(), { host: p.host, template: templateId, key, count: p.count, spec: digest }),
+      ...request.spec.inputs === undefined ? {} : { inputs: request.spec.inputs.map(i => this.authFor('data.get', i.uri, {}, p.host)) },
+    }))
+    const body = { template: templateId, spec: request.spec, parts, ...flags }
+    if (onProgress === undefined) return await this.#request<DeployResult>('POST', '/v1/instances', body)
+    return await this.#watch<DeployResult>('/v1/instances', body, {}, 'deploy', p => { onProgress((p as { hosts: HostRollout[] }).hosts) })
   }
 
   /**
-   * POSTs a request signed for `action` on `target` with `params`; with `onProgress`, asks for
-   * server-sent events and passes each `progress` event's data on until the result comes.
+   * POSTs a request signed for `action` on `target` with `params` (for host `host`); with
+   * `onProgress`, asks for server-sent events and passes each `progress` event's data on until
+   * the result comes.
    */
-  async watched<T>(path: string, action: string, target: string, params: unknown, body: unknown, onProgress?: (p: unknown) => void): Promise<T> {
-    if (onProgress === undefined) return await this.signed<T>('POST', path, action, target, params, body)
-    const res = await this.#send('POST', path, body, { accept: 'text/event-stream', ...this.#auth(action, target, params) }, undefined, WATCHED_TIMEOUT_MS)
+  async watched<T>(path: string, action: string, target: string, params: unknown, body: unknown, onProgress?: (p: unknown) => void, host?: string): Promise<T> {
+    if (onProgress === undefined) return await this.signed<T>('POST', path, action, target, params, body, host)
+    return await this.#watch<T>(path, body, await this.#auth(action, target, params, host), action, onProgress)
+  }
+
+  async #watch<T>(path: string, body: unknown, headers: Record<string, string>, what: string, onProgress: (p: unknown) => void): Promise<T> {
+    const res = await this.#send('POST', path, body, { accept: 'text/event-stream', ...headers }, undefined, WATCHED_TIMEOUT_MS)
     if (!res.ok || res.body === null) return await this.#json<T>(res)
-    for await (const { event, data } of serverEvents(res.body)) {
-      if (event === 'progress') onProgress(data)
-      else if (event === 'result') return data as T
-      else if (event === 'error') throw errorOf(data, `${action} failed`)
+    try {
+      for await (const { event, data } of serverEvents(res.body)) {
+        if (event === 'progress') onProgress(data)
+        else if (event === 'result') return data as T
+        else if (event === 'error') throw errorOf(data, `${what} failed`)
+      }
+    } catch (err) {
+      // The host went away in the middle of the answer.
+      throw err instanceof XenosError ? err : this.#unreachable(err)
     }
-    throw new XenosError('PEER_PROTOCOL', `the host closed the event stream of ${action} before its result`)
+    throw new XenosError('PEER_PROTOCOL', `the host closed the event stream of ${what} before its result`)
   }
 
-  /** A signature of the user's for `action` on `target` with `params`, to hand to a host inside another request. */
-  authFor (action: string, target: string, params: unknown): RequestAuth {
-    return signAction(this.#signer(), { action, target, params })
+  /** A signature of the user's for `action` on `target` with `params`, for host `host`, to hand to a host inside another request. */
+  authFor (action: string, target: string, params: unknown, host: string): RequestAuth {
+    return signAction(this.#signer(), { action, target, params, host })
   }
 
-  #auth (action: string, target: string, params: unknown): Record<string, string> {
-    return { 'x-xenos-auth': encodeAuthHeader(this.authFor(action, target, params)) }
+  async #auth (action: string, target: string, params: unknown, host?: string): Promise<Record<string, string>> {
+    return { 'x-xenos-auth': encodeAuthHeader(this.authFor(action, target, params, host ?? await this.hostId())) }
   }
 
   #signer (): OwnerKey {
@@ -194,6 +249,6 @@ async function * serverEvents (body: ReadableStream<Uint8Array>): AsyncGenerator
 
 /** The XenosError an API error body describes. */
 export function errorOf (json: unknown, fallback: string): XenosError {
-  const e = (json as { error?: { code?: string, message?: string } } | null)?.error
-  return new XenosError((e?.code ?? 'INTERNAL') as XenosError['code'], e?.message ?? fallback)
+  const e = (json as { error?: { code?: string, message?: string, details?: Record<string, unknown> } } | null)?.error
+  return new XenosError((e?.code ?? 'INTERNAL') as XenosError['code'], e?.message ?? fallback, e?.details)
 }

@@ -21,7 +21,10 @@ export function withDaemonOptions (cmd: Command): Command {
     .addOption(new Option('--accel <accel>', 'VM acceleration').choices(['auto', 'kvm', 'tcg']).default('auto'))
     .option('--advert-ttl <seconds>', 'lifetime of this host\'s adverts', Number)
     .option('--forward-grace <seconds>', 'how long old endpoints of a moved instance keep forwarding to it (default: 600)', Number)
-    .option('--data-quota <MiB>', 'the most data one owner may keep in this host\'s repository (default: 10240)', Number)
+    .option('--data-quota <MiB>', 'the most data one owner may keep on this host (default: 10240)', Number)
+    .option('--host-quota <MiB>', 'the most data all owners together may keep on this host (default: 80% of the data dir\'s file system)', Number)
+    .option('--operator <key>', 'owner id of a key that operates this host (repeatable; default: the key in DATA/operator.pem, made on first start)', collect)
+    .option('--guest-outbound', 'let VMs whose template asks for it reach the network (and this host\'s loopback with it): only where every template is trusted')
     .option('--mdns', 'find hosts on the local network with mDNS')
     .option('--no-direct-migration', 'receive migrating VMs only through the overlay, not on a port of their own')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
@@ -40,6 +43,9 @@ export interface DaemonFlags {
   advertTtl?: number
   forwardGrace?: number
   dataQuota?: number
+  hostQuota?: number
+  operator?: string[]
+  guestOutbound?: boolean
   overcommitCpu?: number
   overcommitMemory?: number
   accel: string
@@ -64,6 +70,9 @@ export function daemonOptionsFrom (flags: DaemonFlags): HostOptionsInput & { dat
     ...(flags.advertTtl === undefined ? {} : { advertTtlMs: Math.round(flags.advertTtl * 1000) }),
     ...(flags.forwardGrace === undefined ? {} : { forwardGraceMs: Math.round(flags.forwardGrace * 1000) }),
     ...(flags.dataQuota === undefined ? {} : { dataQuotaBytes: Math.round(flags.dataQuota * 2 ** 20) }),
+    ...(flags.hostQuota === undefined ? {} : { hostQuotaBytes: Math.round(flags.hostQuota * 2 ** 20) }),
+    ...(flags.operator === undefined ? {} : { operators: flags.operator }),
+    guestOutbound: flags.guestOutbound === true,
     overcommit: { cpu: flags.overcommitCpu ?? 1, memory: flags.overcommitMemory ?? 1 },
     accel: flags.accel as 'auto',
     mdns: flags.mdns === true,

@@ -10,6 +10,8 @@ export interface HostFile {
   peerId: string
   multiaddrs: string[]
   api: string
+  /** The keys that operate the host (their owner ids). */
+  operators: string[]
   pid: number
 }
 
@@ -30,7 +32,7 @@ export async function runDaemon (options: HostOptionsInput & { dataDir: string }
   host.apiUrl = await app.listen({ host: api.host, port: api.port })
   await host.start()
   const address = host.apiUrl
-  const file: HostFile = { peerId: host.overlay.peerId, multiaddrs: host.overlay.multiaddrs(), api: address, pid: process.pid }
+  const file: HostFile = { peerId: host.overlay.peerId, multiaddrs: host.overlay.multiaddrs(), api: address, operators: [...host.verifier.operators], pid: process.pid }
   await writeFileAtomic(join(options.dataDir, 'host.json'), JSON.stringify(file, null, 2) + '\n')
   log.info({ api: address, peerId: file.peerId }, 'xenosd ready')
 

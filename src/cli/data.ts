@@ -6,7 +6,7 @@ import { basename, join, relative, sep } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { checkDataPath, formatDataUri, hashing, isDataUri, parseDataUri, XenosError, type DataFileView, type DataRef } from '../core/index.ts'
-import type { DeployInput } from '../node/index.ts'
+import type { DeploySpec } from '../node/index.ts'
 import type { ApiClient } from './client.ts'
 import { counting, progressBar } from './progress.ts'
 import { ago, bytes, table } from './table.ts'
@@ -77,23 +77,23 @@ async function putFile (api: ApiClient, file: string, ref: DataRef, quiet: boole
 }
 
 /**
- * Files and directories to stage into a deploy's instances, each with the user's signature to
- * read it. A name is a directory when the host the CLI talks to lists files under it (a trailing
- * slash insists); the host that stages it then reads each of those files, wherever it is held.
+ * Files and directories to stage into a deploy's instances (each host of the deploy gets the
+ * user's signature to read them). A name is a directory when the host the CLI talks to lists
+ * files under it (a trailing slash insists); the host that stages it then reads each of those
+ * files, wherever it is held.
  */
-export async function signedInputs (api: ApiClient, targets: string[]): Promise<DeployInput[]> {
+export async function stagedInputs (api: ApiClient, targets: string[]): Promise<NonNullable<DeploySpec['inputs']>> {
   return await Promise.all(targets.map(async target => {
     const ref = refOf(target, api.owner)
     const uri = formatDataUri(ref)
-    const auth = api.authFor('data.get', uri, {})
     const { files } = await api.signed<{ files: DataFileView[] }>('GET', `/v1/data/files?uri=${encodeURIComponent(uri)}&limit=${MAX_STAGED_FILES + 1}`, 'data.list', uri, {})
       // Another owner's files may be readable with a grant held on another host only.
       .catch((err: unknown) => { if (err instanceof XenosError && err.code === 'FORBIDDEN') return { files: [] }; throw err })
     const under = files.filter(f => f.path.startsWith(`${ref.path}/`)).map(f => f.path.slice(ref.path.length + 1))
     if (target.endsWith('/') && under.length === 0) throw new XenosError('DATA_NOT_FOUND', `there are no files under ${uri}/ on this host: list them with "xenos data ls ${uri}"`)
-    if (under.length === 0 || files.some(f => f.path === ref.path)) return { uri, auth }
+    if (under.length === 0 || files.some(f => f.path === ref.path)) return { uri }
     if (under.length > MAX_STAGED_FILES) throw new XenosError('INVALID_ARGUMENT', `${uri}/ holds more than ${MAX_STAGED_FILES} files: stage an archive of them, or a smaller directory`)
-    return { uri, auth, files: under }
+    return { uri, files: under }
   }))
 }
 

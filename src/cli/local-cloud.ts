@@ -14,6 +14,8 @@ export interface LocalCloudOptions {
   dataDir: string
   firstApiPort: number
   template: string
+  /** The key that operates every host: the user's. */
+  operator: string
   api: (url: string) => ApiClient
   print: (line: string) => void
 }
@@ -43,7 +45,7 @@ export async function runLocalCloud (o: LocalCloudOptions): Promise<void> {
       await mkdir(dir, { recursive: true })
       await rm(join(dir, 'host.json'), { force: true })
       const args = ['--disable-warning=ExperimentalWarning', XENOSD, '--data', dir, '--name', `host${i}`,
-        '--api', `127.0.0.1:${o.firstApiPort + i - 1}`, '--listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'warn',
+        '--api', `127.0.0.1:${o.firstApiPort + i - 1}`, '--listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'warn', '--operator', o.operator,
         ...(bootstrap === undefined ? [] : ['--bootstrap', bootstrap])]
       const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] })
       procs.push(proc)
@@ -54,14 +56,11 @@ export async function runLocalCloud (o: LocalCloudOptions): Promise<void> {
     }
     const first = o.api(infos[0]?.api ?? '')
     const last = o.api(infos[infos.length - 1]?.api ?? '')
-    const t = (await stat(o.template)).isDirectory()
-      ? await buildAndImport(first, o.template, DEFAULT_CACHE_DIR)
-      : await first.post<TemplateSummary>('/v1/templates', { text: await readFile(o.template, 'utf8') })
+    const t = (await stat(o.template)).isDirectory() ? await buildAndImport(first, o.template, DEFAULT_CACHE_DIR) : await importManifest(first, o.template)
     o.print(`imported template ${t.name}:${t.version} (${t.id}) on host1`)
     await waitFor(async () => (await last.get<{ results: unknown[] }>(`/v1/search?kind=template&q=${t.name}`)).results.length > 0, 15_000, 'the template advert reaching every host')
     const target = infos[infos.length - 1]?.peerId
-    const params = { hosts: target === undefined ? null : [target], count: 1, name: `${t.name}-demo` }
-    const result = await last.deploy(t.id, params)
+    const result = await last.deploy(t.id, { hosts: target === undefined ? null : [target], count: 1, spec: { name: `${t.name}-demo` } })
     const instances: InstanceView[] = result.instances
     o.print('')
     o.print(table(['INSTANCE', 'NAME', 'STATE', 'ENDPOINT'], instances.map(v => [v.id, v.name, v.state, v.endpoints.map(e => e.url).join(' ')])))
@@ -83,10 +82,15 @@ export async function runLocalCloud (o: LocalCloudOptions): Promise<void> {
       process.once('SIGTERM', resolve)
       for (const p of procs) p.once('exit', () => { resolve() })
     })
-    for (const v of instances) await last.signed('POST', `/v1/instances/${v.id}/destroy`, 'destroy', v.id, {}).catch(() => {})
+    for (const v of instances) await last.signed('POST', `/v1/instances/${v.id}/destroy`, 'destroy', v.id, {}, undefined, v.host).catch(() => {})
   } finally {
     await stopAll()
   }
+}
+
+async function importManifest (api: ApiClient, file: string): Promise<TemplateSummary> {
+  const body = { text: await readFile(file, 'utf8') }
+  return await api.signed<TemplateSummary>('POST', '/v1/templates', 'template.import', 'templates', body, body)
 }
 
 async function waitForHostFile (dir: string, proc: ChildProcess): Promise<HostFile> {

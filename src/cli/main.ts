@@ -1,10 +1,11 @@
 import { Command, Option } from 'commander'
+import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { CONTROL_ACTIONS, formatTemplateUri, isTemplateUri, parseTemplateUri, toXenosError, XenosError, type InstanceMetrics, type InstanceView, type NameRecord } from '../core/index.ts'
 import { DEFAULT_DATA_DIR, type DeployResult, type DrainResult, type DrainStatus, type MigrationResult, type MigrationStatus, type TemplateSummary } from '../node/index.ts'
 import { ApiClient, errorOf } from './client.ts'
-import { registerDataCommands, signedInputs } from './data.ts'
+import { registerDataCommands, stagedInputs } from './data.ts'
 import { registerTaskCommands } from './tasks.ts'
 import { runDaemon } from './daemon.ts'
 import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
@@ -67,20 +68,32 @@ async function roomiestHost (api: ApiClient, v: InstanceView): Promise<string> {
   return best.id
 }
 
-/** Deploys one instance, signed by the user, and returns it (or the host's error). */
-async function deployOne (api: ApiClient, template: string, params: { hosts: string[], count: 1, name: string, snapshot?: string }): Promise<InstanceView> {
-  const result = await api.deploy(template, params, { wait: true })
+/** Deploys one instance on `host`, signed by the user, and returns it (or the host's error). */
+async function deployOne (api: ApiClient, template: string, host: string, spec: { name: string, snapshot?: string }): Promise<InstanceView> {
+  const result = await api.deploy(template, { hosts: [host], count: 1, spec }, { wait: true })
   const made = result.instances[0]
   if (made === undefined) throw new XenosError((result.failures[0]?.code ?? 'INTERNAL') as XenosError['code'], result.failures[0]?.message ?? 'the deploy made no instance')
   return made
 }
 
-/** Each host's part of a deploy: how long each phase took there. */
-/** Moves an instance live, its progress on stderr; the owner signs the destination and whether the disk moves too. */
+/** Moves an instance live, its progress on stderr; the owner signs the destination and whether the disk moves too, for the host it runs on. */
 async function migrateWatched (api: ApiClient, id: string, to: string, copyDisk: boolean): Promise<MigrationResult> {
   const view = migrationView()
   const params = { to, copyDisk }
-  return await api.watched<MigrationResult>(`/v1/instances/${encodeURIComponent(id)}/migrate`, 'migrate', id, params, params, p => { view.update(p as MigrationStatus) }).finally(view.stop)
+  const from = await api.hostOf(id)
+  return await api.watched<MigrationResult>(`/v1/instances/${encodeURIComponent(id)}/migrate`, 'migrate', id, params, params, p => { view.update(p as MigrationStatus) }, from).finally(view.stop)
+}
+
+/** Instance `id`'s whole view, signed for the host it runs on. */
+async function instanceView (api: ApiClient, id: string): Promise<InstanceView> {
+  return await api.signed<InstanceView>('GET', `/v1/instances/${encodeURIComponent(id)}`, 'get', id, {}, undefined, await api.hostOf(id))
+}
+
+/** A deploy whose outcome is unknown (the host went away) says how to learn it without making anything twice. */
+function withRetryHint (err: unknown, requestId: string): XenosError {
+  const e = toXenosError(err)
+  if (e.code !== 'PEER_UNREACHABLE' && e.code !== 'TIMEOUT' && e.code !== 'PEER_PROTOCOL') return e
+  return new XenosError(e.code, `${e.message}; what the deploy made is not known: run it again with --request-id ${requestId}, which makes only what is missing`)
 }
 
 function rolloutTable (parts: DeployResult['hosts'], names: Map<string, string>): string {
@@ -144,7 +157,7 @@ export function buildProgram (): Command {
       const flags = cmd.optsWithGlobals<GlobalFlags>()
       const { key } = await loadOrCreateUserKey(flags.key)
       await runLocalCloud({
-        hosts: o.hosts, dataDir: o.data, firstApiPort: o.firstApiPort, template: o.template,
+        hosts: o.hosts, dataDir: o.data, firstApiPort: o.firstApiPort, template: o.template, operator: key.id,
         api: url => new ApiClient({ api: url, key }),
         print: line => { process.stdout.write(line + '\n') },
       })
@@ -170,7 +183,8 @@ export function buildProgram (): Command {
   const template = program.command('template').description('Templates: import, list, show, remove')
   template.command('import <file>').description('Import a template manifest (YAML or JSON)').action(async (file: string, _o, cmd: Command) => {
     const { api, flags } = await client(cmd)
-    const t = await api.post<TemplateSummary>('/v1/templates', { text: await readFile(file, 'utf8') })
+    const body = { text: await readFile(file, 'utf8') }
+    const t = await api.signed<TemplateSummary>('POST', '/v1/templates', 'template.import', 'templates', body, body)
     out(flags, t, () => `imported ${t.name}:${t.version} as ${t.id}`)
   })
   template.command('build <dir>').description('Build a VM template from DIR/template.yaml (kernel, initramfs, disk) and import it')
@@ -190,11 +204,11 @@ export function buildProgram (): Command {
       const t = await deriveAndImport(api, base, o.add, o.cache, { name: o.name, version: o.version })
       out(flags, t, () => `derived ${t.name}:${t.version} as ${t.id}`)
     })
-  template.command('pull <template>').description('Fetch a template onto this host from every host that holds it, with progress')
+  template.command('pull <template>').description('Fetch a template onto this host from every host that holds it, with progress (signed by the host\'s operator)')
     .action(async (ref: string, _o, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const t = await api.template<TemplateSummary>(ref)
-      const t2 = await withTransferProgress(api, t.id, async () => await api.post<TemplateSummary>(`/v1/templates/${encodeURIComponent(t.id)}/pull`, {}))
+      const t2 = await withTransferProgress(api, t.id, async () => await api.signed<TemplateSummary>('POST', `/v1/templates/${encodeURIComponent(t.id)}/pull`, 'template.pull', t.id, {}))
       out(flags, t2, () => `${t2.name}:${t2.version} (${t2.id}) is on this host`)
     })
   template.command('list').description('Templates held by this host').action(async (_o, cmd: Command) => {
@@ -212,9 +226,10 @@ export function buildProgram (): Command {
       `resources: ${t.resources.cpu} CPU, ${t.resources.memory} MiB`, `tags:      ${Object.entries(t.tags).map(([k, v]) => `${k}=${v}`).join(', ') || '-'}`,
       `held by:   ${t.hosts.join(', ')}`].join('\n'))
   })
-  template.command('rm <ref>').description('Remove a template from this host').action(async (ref: string, _o, cmd: Command) => {
+  template.command('rm <ref>').description('Remove a template you imported (any, for the host\'s operator) from this host').action(async (ref: string, _o, cmd: Command) => {
     const { api, flags } = await client(cmd)
-    const r = await api.delete<{ id: string, blobsRemoved: number, bytesFreed: number }>(`/v1/templates/${encodeURIComponent(ref)}`)
+    const { id } = await api.template<TemplateSummary>(ref)
+    const r = await api.signed<{ id: string, blobsRemoved: number, bytesFreed: number }>('DELETE', `/v1/templates/${encodeURIComponent(id)}`, 'template.remove', id, {})
     out(flags, r, () => `removed ${r.id}${r.blobsRemoved > 0 ? `, and ${r.blobsRemoved} image file(s) no other template uses (${bytes(r.bytesFreed)} freed)` : ''}`)
   })
 
@@ -268,27 +283,31 @@ export function buildProgram (): Command {
     .option('--from-snapshot <id>', 'start from a snapshot of this template instead of booting (on the host that holds it)')
     .option('--wait', 'wait until every instance has booted and passed its health checks, and time each phase')
     .option('--in <name>', 'a file or directory of the data repository (data://me/PATH) to stage read-only at /in/NAME in each instance; repeatable', collect)
-    .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean, in?: string[] }, cmd: Command) => {
+    .option('--request-id <id>', 'name this deploy: run it again with the same id (after a lost answer, a host that failed) and it makes only what is missing, never twice')
+    .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean, in?: string[], requestId?: string }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       if (!Number.isInteger(o.count) || o.count < 1 || o.count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
       if (o.host !== undefined && o.hosts !== undefined) throw new XenosError('INVALID_ARGUMENT', 'give --host or --hosts, not both')
       const t = await api.template<TemplateSummary>(ref)
       const wanted = o.hosts?.split(',').map(h => h.trim()).filter(h => h !== '') ?? (o.host === undefined ? undefined : [o.host])
       const hosts = wanted === undefined ? null : await Promise.all(wanted.map(async h => await resolveHost(api, h)))
-      const params = {
-        hosts,
-        count: o.count,
+      if (hosts !== null && new Set(hosts).size !== hosts.length) throw new XenosError('INVALID_ARGUMENT', 'a host is listed twice: name each host once')
+      const spec = {
         name: o.name ?? null,
         ...(o.fromSnapshot === undefined ? {} : { snapshot: o.fromSnapshot }),
-        ...(o.in === undefined ? {} : { inputs: await signedInputs(api, o.in) }),
+        ...(o.in === undefined ? {} : { inputs: await stagedInputs(api, o.in) }),
       }
-      process.stderr.write(`deploying ${t.name}:${t.version} on ${hosts === null ? 'the hosts with most room' : `${hosts.length} host(s)`}${o.wait === true ? ', waiting until healthy' : ''}…\n`)
+      const requestId = o.requestId ?? randomBytes(8).toString('hex')
+      process.stderr.write(`deploying ${t.name}:${t.version} on ${hosts === null ? 'the hosts with most room' : `${hosts.length} host(s)`}${o.wait === true ? ', waiting until healthy' : ''} (request ${requestId})…\n`)
       const names = await hostNames(api)
       const view = new RolloutView(names)
-      const result = await api.deploy(t.id, params, { wait: o.wait === true, onProgress: parts => { view.update(parts) } }).finally(() => { view.stop() })
+      const result = await api.deploy(t.id, { hosts, count: o.count, spec, requestId }, { wait: o.wait === true, onProgress: parts => { view.update(parts) } })
+        .catch((err: unknown) => { throw withRetryHint(err, requestId) })
+        .finally(() => { view.stop() })
       view.update(result.hosts)
       out(flags, result, () => [instanceTable(result.instances), '', rolloutTable(result.hosts, names)].join('\n'))
       if (result.instances.length === 0 || result.hosts.some(h => h.error !== null)) process.exitCode = 1
+      if (result.failures.length > 0) process.stderr.write(`some hosts failed: "xenos deploy … --request-id ${requestId}" again makes only what is missing\n`)
     })
 
   program.command('migrate <id>').description('Move a running VM to another host while it keeps running: memory is copied live; the disk stays and is served to the new host, unless --copy-disk')
@@ -304,7 +323,7 @@ export function buildProgram (): Command {
     })
 
   const hostCmd = program.command('host').description('The host the CLI talks to: drain it before maintenance')
-  hostCmd.command('drain').description('Move every running instance on this host to other hosts, live, one at a time; it takes no new instances until "xenos host undrain"')
+  hostCmd.command('drain').description('Move every running instance on this host to other hosts, live, one at a time; it takes no new instances until "xenos host undrain" (signed by the host\'s operator)')
     .option('--to <hosts>', 'comma-separated hosts to move them to (default: those with most room)')
     .action(async (o: { to?: string }, cmd: Command) => {
       const { api, flags } = await client(cmd)
@@ -314,7 +333,8 @@ export function buildProgram (): Command {
       let current = ''
       let view = migrationView()
       let result: DrainResult | undefined
-      for await (const { event, data } of api.postEvents('/v1/host/drain', to === undefined ? {} : { to }, AbortSignal.timeout(24 * 3_600_000))) {
+      const self = await api.hostId()
+      for await (const { event, data } of api.signedEvents('/v1/host/drain', 'drain', self, { to: to ?? null }, to === undefined ? {} : { to }, AbortSignal.timeout(24 * 3_600_000))) {
         if (event === 'progress') {
           const p = data as DrainStatus
           if (p.instance !== current) {
@@ -341,7 +361,7 @@ export function buildProgram (): Command {
     })
   hostCmd.command('undrain').description('Let a drained host take instances again').action(async (_o, cmd: Command) => {
     const { api, flags } = await client(cmd)
-    await api.post('/v1/host/undrain', {})
+    await api.signed('POST', '/v1/host/undrain', 'undrain', await api.hostId(), {})
     out(flags, { undrained: true }, () => 'the host takes instances again')
   })
 
@@ -350,7 +370,7 @@ export function buildProgram (): Command {
     .option('--from-snapshot', 'start it from a snapshot of the running instance (taken now) instead of booting')
     .action(async (id: string, o: { to?: string, fromSnapshot?: boolean }, cmd: Command) => {
       const { api, flags } = await client(cmd)
-      const v = await api.get<InstanceView>(`/v1/instances/${encodeURIComponent(id)}`)
+      const v = await instanceView(api, id)
       if (v.owner !== api.owner) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may replicate it`)
       const to = o.to === undefined ? await roomiestHost(api, v) : await resolveHost(api, o.to)
       const names = await hostNames(api)
@@ -358,17 +378,17 @@ export function buildProgram (): Command {
       let replica: InstanceView
       if (o.fromSnapshot !== true) {
         process.stderr.write(`starting ${v.templateName} as ${v.name} on ${where(to)}…\n`)
-        replica = await deployOne(api, v.template, { hosts: [to], count: 1, name: v.name })
+        replica = await deployOne(api, v.template, to, { name: v.name })
       } else {
         // The snapshot stays where it is taken: the copy starts there, then moves live.
-        const snap = await api.signed<{ id: string }>('POST', `/v1/instances/${encodeURIComponent(id)}/snapshot`, 'snapshot', id, {})
+        const snap = await api.signed<{ id: string }>('POST', `/v1/instances/${encodeURIComponent(id)}/snapshot`, 'snapshot', id, {}, undefined, v.host)
         process.stderr.write(`took snapshot ${snap.id} of ${id} on ${where(v.host)}; starting the copy there…\n`)
-        replica = await deployOne(api, v.template, { hosts: [v.host], count: 1, name: v.name, snapshot: snap.id })
+        replica = await deployOne(api, v.template, v.host, { name: v.name, snapshot: snap.id })
         if (to !== v.host) {
           process.stderr.write(`moving the copy ${replica.id} to ${where(to)}…\n`)
           // Disk and all: a replica must not depend on the original's host.
           await migrateWatched(api, replica.id, to, true)
-          replica = await api.get<InstanceView>(`/v1/instances/${encodeURIComponent(replica.id)}`)
+          replica = await instanceView(api, replica.id)
         }
       }
       out(flags, replica, () => `${replica.id} replicates ${id} (${v.name}) on ${where(replica.host)}: ${replica.endpoints.map(e => e.url).join(' ') || 'no endpoints'}`)
@@ -377,9 +397,9 @@ export function buildProgram (): Command {
   registerDataCommands(program, { client, out, resolveHost })
   registerTaskCommands(program, { client, out, resolveHost })
 
-  program.command('connect <target>').description('Open a local port that reaches a service (instance id or name) through the overlay, wherever it runs; it follows the service when it migrates')
+  program.command('connect <target>').description('Open a port on the host the CLI talks to that reaches a service of yours (instance id or name) through the overlay, wherever it runs; it follows the service when it migrates')
     .option('--port <port>', 'local port (default: any free one)', Number, 0)
-    .option('--address <ip>', 'local address', '127.0.0.1')
+    .option('--address <ip>', 'address to listen on (other than loopback: only for the host\'s operator)', '127.0.0.1')
     .option('--endpoint <name>', 'which endpoint of the service (default: its first TCP one)')
     .action(async (target: string, o: { port: number, address: string, endpoint?: string }, cmd: Command) => {
       const { api, flags } = await client(cmd)
@@ -389,7 +409,8 @@ export function buildProgram (): Command {
       const names = await hostNames(api)
       let reaching: string | undefined
       try {
-        for await (const { event, data } of api.postEvents('/v1/connect', { target, port: o.port, address: o.address, ...(o.endpoint === undefined ? {} : { endpoint: o.endpoint }) }, stop.signal)) {
+        const params = { endpoint: o.endpoint ?? null, address: o.address, port: o.port }
+        for await (const { event, data } of api.signedEvents('/v1/connect', 'connect', target, params, { target, port: o.port, address: o.address, ...(o.endpoint === undefined ? {} : { endpoint: o.endpoint }) }, stop.signal)) {
           const d = data as { address: string, port: number, connections: number, failed: number, lastHost?: string, lastInstance?: string }
           if (flags.json) process.stdout.write(`${JSON.stringify({ event, ...d })}\n`)
           else if (event === 'listening') process.stdout.write(`${d.address}:${d.port} reaches ${target} through the overlay (Ctrl-C to stop)\n`)
@@ -415,21 +436,21 @@ export function buildProgram (): Command {
       const { instances } = await api.get<{ instances: InstanceView[] }>(`/v1/instances?${q.toString()}`)
       out(flags, instances, () => instanceTable(instances))
     })
-  instance.command('show <id>').description('Details of an instance').action(async (id: string, _o, cmd: Command) => {
+  instance.command('show <id>').description('Details of an instance (yours, or any on a host you operate)').action(async (id: string, _o, cmd: Command) => {
     const { api, flags } = await client(cmd)
-    const v = await api.get<InstanceView>(`/v1/instances/${encodeURIComponent(id)}`)
+    const v = await instanceView(api, id)
     out(flags, v, () => instanceDetail(v))
   })
   for (const action of CONTROL_ACTIONS) {
     instance.command(`${action} <id>`).description(`${action[0]?.toUpperCase()}${action.slice(1)} an instance you own`).action(async (id: string, _o, cmd: Command) => {
       const { api, flags } = await client(cmd)
-      const v = await api.signed<InstanceView | undefined>('POST', `/v1/instances/${encodeURIComponent(id)}/${action}`, action, id, {})
+      const v = await api.signed<InstanceView | undefined>('POST', `/v1/instances/${encodeURIComponent(id)}/${action}`, action, id, {}, undefined, await api.hostOf(id))
       out(flags, v ?? { id, destroyed: true }, () => v === undefined ? `destroyed ${id}` : `${id} is ${v.state}`)
     })
   }
   instance.command('snapshot <id>').description('Save a VM\'s memory and disk as a snapshot (deploy from it with --from-snapshot)').action(async (id: string, _o, cmd: Command) => {
     const { api, flags } = await client(cmd)
-    const s = await api.signed<{ id: string, createdAt: number }>('POST', `/v1/instances/${encodeURIComponent(id)}/snapshot`, 'snapshot', id, {})
+    const s = await api.signed<{ id: string, createdAt: number }>('POST', `/v1/instances/${encodeURIComponent(id)}/snapshot`, 'snapshot', id, {}, undefined, await api.hostOf(id))
     out(flags, s, () => `snapshot ${s.id} of ${id}`)
   })
   instance.command('derive <id>').description('Make a tailored template from a stopped or suspended VM: its template with the changes on its disk')
@@ -438,13 +459,13 @@ export function buildProgram (): Command {
     .action(async (id: string, o: { name: string, version?: string }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const params = { name: o.name, ...(o.version === undefined ? {} : { version: o.version }) }
-      const t = await api.signed<TemplateSummary>('POST', `/v1/instances/${encodeURIComponent(id)}/derive`, 'derive', id, params, params)
+      const t = await api.signed<TemplateSummary>('POST', `/v1/instances/${encodeURIComponent(id)}/derive`, 'derive', id, params, params, await api.hostOf(id))
       out(flags, t, () => `derived ${t.name}:${t.version} as ${t.id} from ${id}`)
     })
   const snapshots = program.command('snapshots').description('Snapshots held by this host: list, remove')
-  snapshots.command('list', { isDefault: true }).description('Snapshots held by this host').action(async (_o, cmd: Command) => {
+  snapshots.command('list', { isDefault: true }).description('Your snapshots held by this host (all of them, for its operator)').action(async (_o, cmd: Command) => {
     const { api, flags } = await client(cmd)
-    const { snapshots } = await api.get<{ snapshots: Array<{ id: string, instanceId: string, templateId: string, createdAt: number }> }>('/v1/snapshots')
+    const { snapshots } = await api.signed<{ snapshots: Array<{ id: string, instanceId: string, templateId: string, createdAt: number }> }>('GET', '/v1/snapshots', 'snapshots', await api.hostId(), {})
     out(flags, snapshots, () => snapshots.length === 0 ? 'no snapshots here' : table(['SNAPSHOT', 'INSTANCE', 'TEMPLATE', 'TAKEN'], snapshots.map(s => [s.id, s.instanceId, s.templateId.slice(0, 19), ago(s.createdAt)])))
   })
   snapshots.command('rm <id>').description('Delete one of your snapshots held by this host').action(async (id: string, _o, cmd: Command) => {
@@ -454,13 +475,13 @@ export function buildProgram (): Command {
   })
   instance.command('metrics <id>').description('CPU, memory and uptime of an instance').action(async (id: string, _o, cmd: Command) => {
     const { api, flags } = await client(cmd)
-    const m = await api.get<InstanceMetrics>(`/v1/instances/${encodeURIComponent(id)}/metrics`)
+    const m = await api.signed<InstanceMetrics>('GET', `/v1/instances/${encodeURIComponent(id)}/metrics`, 'metrics', id, {}, undefined, await api.hostOf(id))
     out(flags, m, () => table(['ID', 'STATE', 'CPU SECONDS', 'MEMORY', 'UPTIME'], [[m.id, m.state, m.cpuSeconds.toFixed(2), bytes(m.memoryBytes), `${Math.round(m.uptimeSeconds)}s`]]))
   })
   instance.command('logs <id>').description('Last lines an instance printed').option('--lines <n>', 'how many lines', Number, 100)
     .action(async (id: string, o: { lines: number }, cmd: Command) => {
       const { api, flags } = await client(cmd)
-      const r = await api.signed<{ text: string }>('GET', `/v1/instances/${encodeURIComponent(id)}/logs?lines=${o.lines}`, 'logs', id, {})
+      const r = await api.signed<{ text: string }>('GET', `/v1/instances/${encodeURIComponent(id)}/logs?lines=${o.lines}`, 'logs', id, {}, undefined, await api.hostOf(id))
       out(flags, r, () => r.text)
     })
   return program

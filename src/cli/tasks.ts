@@ -3,15 +3,17 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { formatDataUri, XenosError } from '../core/index.ts'
 import type { TaskView } from '../node/index.ts'
 import type { ApiClient } from './client.ts'
-import { refOf, signedInputs, type DataCommandsInit } from './data.ts'
+import { refOf, stagedInputs, type DataCommandsInit } from './data.ts'
 import { RolloutView } from './rollout-view.ts'
 import { ago, bytes, shortId, table } from './table.ts'
 
 /** How often a running task's record is asked for. */
 const TASK_POLL_MS = 1000
 
+/** Task `id`, asked of the host that runs or ran it (found anew each time: a task moves with its instance). */
 async function taskOf (api: ApiClient, id: string): Promise<TaskView> {
-  return await api.signed<TaskView>('GET', `/v1/tasks/${encodeURIComponent(id)}`, 'task.get', id, {})
+  const { host } = await api.get<{ host: string }>(`/v1/tasks/${encodeURIComponent(id)}/host`)
+  return await api.signed<TaskView>('GET', `/v1/tasks/${encodeURIComponent(id)}`, 'task.get', id, {}, undefined, host)
 }
 
 function ended (t: TaskView): boolean {
@@ -70,17 +72,19 @@ export function registerTaskCommands (program: Command, { client, out, resolveHo
       if (dest.owner !== api.owner) throw new XenosError('FORBIDDEN', `a task's outputs go to your own repository (data://me/…), not to ${formatDataUri(dest)}`)
       if (!Number.isInteger(o.outSize) || o.outSize < 1 || o.outSize > 2 ** 20) throw new XenosError('INVALID_ARGUMENT', '--out-size must be a whole number of MiB from 1 to 1048576')
       const t = await api.template<{ id: string, name: string, version: string }>(ref)
-      const params = {
+      const request = {
         hosts: o.host === undefined ? null : [await resolveHost(api, o.host)],
         count: 1,
-        name: null,
-        outputBytes: o.outSize * 2 ** 20,
-        task: { outputs: dest.path, keep: o.keep === true },
-        ...(o.in === undefined ? {} : { inputs: await signedInputs(api, o.in) }),
+        spec: {
+          name: null,
+          outputBytes: o.outSize * 2 ** 20,
+          task: { outputs: dest.path, keep: o.keep === true },
+          ...(o.in === undefined ? {} : { inputs: await stagedInputs(api, o.in) }),
+        },
       }
       process.stderr.write(`starting ${t.name}:${t.version}${o.in === undefined ? '' : ` with ${o.in.length} input(s)`}…\n`)
       const view = new RolloutView(new Map())
-      const deployed = await api.deploy(t.id, params, { onProgress: parts => { view.update(parts) } }).finally(() => { view.stop() })
+      const deployed = await api.deploy(t.id, request, { onProgress: parts => { view.update(parts) } }).finally(() => { view.stop() })
       const started = deployed.instances[0]
       if (started === undefined) throw new XenosError('NO_HOST_AVAILABLE', `the task did not start: ${deployed.failures.map(f => f.message).join('; ')}`)
       const task = await untilEnded(api, started.id)

@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { OWNER_ID_PATTERN } from './owner.ts'
 import { INSTANCE_STATES } from './instance.ts'
+import { placementSchema } from './placement.ts'
 
 /**
  * Adverts: signed, expiring records a host publishes about itself, its templates and its
@@ -12,9 +13,12 @@ export type AdvertKind = typeof ADVERT_KINDS[number]
 /** Adverts larger than this are dropped unread. */
 export const MAX_ADVERT_BYTES = 16 * 1024
 /** How far in the future an advert's issue time may be (clock skew between hosts). */
-export const MAX_ADVERT_SKEW_MS = 60_000
-/** Longest lifetime an advert may claim. */
-export const MAX_ADVERT_TTL_MS = 60 * 60_000
+export const MAX_ADVERT_SKEW_MS = 30_000
+/**
+ * Longest lifetime an advert may claim: a host that dies, or lies, is forgotten within it. Hosts
+ * refresh theirs every third of their TTL, which is at most this.
+ */
+export const MAX_ADVERT_TTL_MS = 5 * 60_000
 
 const resources = z.strictObject({ cpu: z.number().nonnegative(), memory: z.number().nonnegative() })
 const shortText = z.string().max(256)
@@ -28,7 +32,9 @@ export const hostBodySchema = z.strictObject({
   free: resources,
   instances: z.number().int().nonnegative(),
   version: z.string().max(32),
-})
+  /** The keys that may act as this host's operator (drain it, keep its templates and blobs). */
+  operators: z.array(z.string().regex(OWNER_ID_PATTERN)).max(16),
+}).refine(b => b.free.cpu <= b.capacity.cpu + 1e-9 && b.free.memory <= b.capacity.memory, { message: 'a host cannot have more free than it offers' })
 
 export const templateBodySchema = z.strictObject({
   name: shortText,
@@ -52,6 +58,8 @@ export const instanceBodySchema = z.strictObject({
   tags: z.record(z.string().max(63), z.string().max(256)),
   resources,
   createdAt: z.number().int().nonnegative(),
+  /** Why the instance may run on the host that advertises it, signed by its owner (see placement.ts). */
+  placement: placementSchema,
 })
 
 export type HostBody = z.infer<typeof hostBodySchema>
@@ -90,4 +98,21 @@ export function advertKey (a: { kind: AdvertKind, host: string, id: string }): s
 /** True when `a` supersedes `b` (later issue time, then higher sequence number). */
 export function isNewer (a: Pick<Advert, 'issuedAt' | 'seq'>, b: Pick<Advert, 'issuedAt' | 'seq'>): boolean {
   return a.issuedAt > b.issuedAt || (a.issuedAt === b.issuedAt && a.seq > b.seq)
+}
+
+/**
+ * When the instance an advert is about was placed where it is advertised (see placement.ts), 0
+ * for other kinds: of two hosts advertising one instance, the later placement stands.
+ */
+export function placedAt (a: Advert): number {
+  if (a.kind !== 'instance') return 0
+  const p = a.body.placement
+  return p.drains.at(-1)?.at ?? p.moved?.auth.ts ?? p.root.token.issuedAt
+}
+
+/** Orders adverts about the same thing from different hosts: the later placement, then the later issue. */
+export function isMoreRecent (a: Advert, b: Advert): boolean {
+  const pa = placedAt(a)
+  const pb = placedAt(b)
+  return pa > pb || (pa === pb && isNewer(a, b))
 }

@@ -5,8 +5,9 @@ import { OWNER_ID_PATTERN } from './owner.ts'
 /**
  * Names in the data repository: `data://OWNER/PATH`, OWNER an owner id (or `me` on the command
  * line), PATH a relative path of plain segments. Paths are checked, never normalised: a segment
- * that is empty, `.` or `..`, or that holds a control character or a backslash is refused, so
- * no spelling of a path can reach outside its owner's namespace or mean two files.
+ * that is empty, `.` or `..`, or that holds a control character (C0 or C1), a bidirectional
+ * control or a backslash is refused, so no spelling of a path can reach outside its owner's
+ * namespace, mean two files, or show as another.
  */
 export const DATA_URI_PREFIX = 'data://'
 export const MAX_DATA_PATH_BYTES = 1024
@@ -29,7 +30,8 @@ export function dataPathProblem (path: string, allowEmpty = false): string | und
     if (s === '') return 'the path has an empty segment (a leading, trailing or doubled "/")'
     if (s === '.' || s === '..') return `the path has a "${s}" segment`
     if (Buffer.byteLength(s) > MAX_DATA_SEGMENT_BYTES) return `a segment is longer than ${MAX_DATA_SEGMENT_BYTES} bytes`
-    if (/[\u0000-\u001f\u007f\\]/.test(s)) return 'the path holds a control character or a backslash'
+    if (/[\u0000-\u001f\u007f-\u009f\\]/.test(s)) return 'the path holds a control character or a backslash'
+    if (/[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/.test(s)) return 'the path holds a bidirectional control character (it would show a different name than it is)'
   }
   return undefined
 }

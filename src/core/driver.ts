@@ -153,6 +153,8 @@ export interface TaskSpec {
   diskServer?: Record<string, unknown> | undefined
   /** Further raw disks the VM sees, each named by its serial (VM drivers only; see `StagedDisk`). */
   disks?: StagedDisk[] | undefined
+  /** Let the VM reach the network beyond its endpoints (VM drivers only; by default it reaches nothing). */
+  outbound?: boolean | undefined
 }
 
 /**

@@ -70,12 +70,8 @@ export interface InstanceMetrics {
   sampledAt: number
 }
 
-/** Instance ids: `i-` and 16 hex digits; short enough to type, random enough never to collide. */
+/** Instance ids: `i-` and 16 hex digits; short enough to type, derived from their owner's deploy token (see placement.ts). */
 export const INSTANCE_ID_PATTERN = /^i-[0-9a-f]{16}$/
-
-export function newInstanceId (): string {
-  return `i-${randomBytes(8).toString('hex')}`
-}
 
 /** Snapshot ids: `s-` and 16 hex digits. */
 export const SNAPSHOT_ID_PATTERN = /^s-[0-9a-f]{16}$/

@@ -4,13 +4,18 @@ import { XenosError } from './errors.ts'
 
 /**
  * Owners are ed25519 keys. An owner id is the base64url form of the 32-byte public key.
- * Every request that acts on an instance is signed by its owner; the host that runs the instance
- * checks the signature itself, so a relaying host cannot act for anyone.
+ * Every request that acts on something is signed by a key (its owner's, or the operator's of
+ * the host); the signature names the host that must carry it out, so a host that relays the
+ * request, or captures it, can neither act for anyone nor replay it to another host.
  */
 export const OWNER_ID_PATTERN = /^[A-Za-z0-9_-]{43}$/
+/** A host's libp2p peer id (base58btc). */
+export const PEER_ID_PATTERN = /^[1-9A-HJ-NP-Za-km-z]{40,100}$/
+const NONCE_PATTERN = /^[0-9a-f]{8,64}$/
+const SIG_PATTERN = /^[A-Za-z0-9_-]{20,200}$/
 
 /** How far a request's timestamp may be from the verifier's clock. */
-export const REQUEST_MAX_SKEW_MS = 5 * 60_000
+export const REQUEST_MAX_SKEW_MS = 60_000
 
 export interface OwnerKey {
   id: string
@@ -38,23 +43,29 @@ function ownerIdOf (privateKey: KeyObject): string {
   return jwk.x
 }
 
-/** A request signature: who, when, a nonce against replays, and the signature itself. */
+/** A request signature: who, for which host, when, a nonce against replays, and the signature itself. */
 export interface RequestAuth {
   owner: string
+  /**
+   * The host the signature is for: the one that carries out the action, or, for a read of data,
+   * the host that reads it on the signer's behalf (and presents the signature to the holder).
+   */
+  host: string
   ts: number
   nonce: string
   sig: string
 }
 
-/** The action being authorised: what, on which target, with which parameters. */
+/** The action being authorised: what, on which target, with which parameters, on which host. */
 export interface SignedAction {
   action: string
   target: string
   params: unknown
+  host: string
 }
 
 function message (a: SignedAction, owner: string, ts: number, nonce: string): Buffer {
-  return Buffer.from(['xenos-request-v1', owner, a.action, a.target, sha256Hex(canonicalJson(a.params ?? null)), String(ts), nonce].join('\n'))
+  return Buffer.from(['xenos-request-v2', owner, a.host, a.action, a.target, sha256Hex(canonicalJson(a.params ?? null)), String(ts), nonce].join('\n'))
 }
 
 /** Signs `data` with an owner key (base64url). */
@@ -75,36 +86,47 @@ export function ownerVerifies (owner: string, data: Buffer, sig: string): boolea
 
 export function signAction (key: OwnerKey, a: SignedAction, now = Date.now()): RequestAuth {
   const nonce = randomBytes(12).toString('hex')
-  return { owner: key.id, ts: now, nonce, sig: ownerSign(key, message(a, key.id, now, nonce)) }
+  return { owner: key.id, host: a.host, ts: now, nonce, sig: ownerSign(key, message(a, key.id, now, nonce)) }
 }
 
-/** Throws UNAUTHENTICATED unless `auth` is a valid, fresh signature of `a` by `auth.owner`. */
+/**
+ * Whether `auth` is its owner's signature of `a`, whenever it was made: for signatures kept as
+ * proof of what an owner once allowed (a placement), which must not expire.
+ */
+export function actionSignedBy (auth: RequestAuth, a: SignedAction): boolean {
+  return auth.host === a.host && ownerVerifies(auth.owner, message(a, auth.owner, auth.ts, auth.nonce), auth.sig)
+}
+
+/** Throws UNAUTHENTICATED unless `auth` is a valid, fresh signature of `a` (for host `a.host`) by `auth.owner`. */
 export function verifyAction (auth: RequestAuth, a: SignedAction, now = Date.now()): void {
   if (!OWNER_ID_PATTERN.test(auth.owner)) throw new XenosError('UNAUTHENTICATED', 'the request names a malformed owner key')
+  if (auth.host !== a.host) {
+    throw new XenosError('UNAUTHENTICATED', `the request is signed for host ${auth.host}, not for host ${a.host}, which received it: sign it again for this host`)
+  }
   if (Math.abs(now - auth.ts) > REQUEST_MAX_SKEW_MS) {
     throw new XenosError('UNAUTHENTICATED', 'the request timestamp is too far from this host\'s clock: check the clocks of client and host')
   }
-  if (!ownerVerifies(auth.owner, message(a, auth.owner, auth.ts, auth.nonce), auth.sig)) throw new XenosError('UNAUTHENTICATED', 'the request signature does not verify for this action')
+  if (!ownerVerifies(auth.owner, message(a, auth.owner, auth.ts, auth.nonce), auth.sig)) throw new XenosError('UNAUTHENTICATED', `the request signature does not verify for action ${a.action} on ${a.target}`)
 }
 
-/** `X-Xenos-Auth` header form: `v1 owner=… ts=… nonce=… sig=…`. */
+/** `X-Xenos-Auth` header form: `v2 owner=… host=… ts=… nonce=… sig=…`. */
 export function encodeAuthHeader (auth: RequestAuth): string {
-  return `v1 owner=${auth.owner} ts=${auth.ts} nonce=${auth.nonce} sig=${auth.sig}`
+  return `v2 owner=${auth.owner} host=${auth.host} ts=${auth.ts} nonce=${auth.nonce} sig=${auth.sig}`
 }
 
 export function decodeAuthHeader (header: string): RequestAuth {
   const parts = header.trim().split(/\s+/)
-  if (parts[0] !== 'v1') throw new XenosError('UNAUTHENTICATED', 'unsupported X-Xenos-Auth version: expected "v1 owner=… ts=… nonce=… sig=…"')
+  if (parts[0] !== 'v2') throw new XenosError('UNAUTHENTICATED', 'unsupported X-Xenos-Auth version: expected "v2 owner=… host=… ts=… nonce=… sig=…" (sign with a current xenos CLI)')
   const fields = new Map(parts.slice(1).map(p => {
     const i = p.indexOf('=')
     return [p.slice(0, i), p.slice(i + 1)] as const
   }))
-  const owner = fields.get('owner') ?? ''
-  const ts = Number(fields.get('ts'))
-  const nonce = fields.get('nonce') ?? ''
-  const sig = fields.get('sig') ?? ''
-  if (!OWNER_ID_PATTERN.test(owner) || !Number.isSafeInteger(ts) || !/^[0-9a-f]{8,64}$/.test(nonce) || !/^[A-Za-z0-9_-]{20,200}$/.test(sig)) {
-    throw new XenosError('UNAUTHENTICATED', 'malformed X-Xenos-Auth header')
-  }
-  return { owner, ts, nonce, sig }
+  const auth = { owner: fields.get('owner') ?? '', host: fields.get('host') ?? '', ts: Number(fields.get('ts')), nonce: fields.get('nonce') ?? '', sig: fields.get('sig') ?? '' }
+  if (!isRequestAuth(auth)) throw new XenosError('UNAUTHENTICATED', 'malformed X-Xenos-Auth header')
+  return auth
+}
+
+/** Whether every field of `auth` has its shape (the signature itself is not checked). */
+export function isRequestAuth (auth: RequestAuth): boolean {
+  return OWNER_ID_PATTERN.test(auth.owner) && PEER_ID_PATTERN.test(auth.host) && Number.isSafeInteger(auth.ts) && NONCE_PATTERN.test(auth.nonce) && SIG_PATTERN.test(auth.sig)
 }

@@ -48,6 +48,11 @@ export const templateManifestSchema = z.strictObject({
   tags: z.record(z.string().regex(/^[a-z0-9][a-z0-9._/-]{0,62}$/), z.string().max(256)).default({}),
   resources: resourcesSchema.default({ cpu: 0.1, memory: 64 }),
   image: imageSchema.optional(),
+  /**
+   * What a VM may reach beyond its own endpoints and the addresses its host sets up for it:
+   * nothing (absent), or the network (`outbound`), which only hosts that allow it give.
+   */
+  network: z.enum(['outbound']).optional(),
 }).superRefine((m, ctx) => {
   if (m.driver === 'process' && m.command === undefined) {
     ctx.addIssue({ code: 'custom', path: ['command'], message: 'a process template needs a command' })
@@ -75,4 +80,6 @@ export interface Template {
   id: string
   manifest: TemplateManifest
   importedAt: number
+  /** Who imported (or derived) it on this host; null for one fetched from another host. */
+  owner: string | null
 }

@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * const repo = new DataRepository({ store, blobs, uploadsDir, quotaBytes: 10 * 2 ** 30, hostId })
+ * const repo = new DataRepository({ store, blobs, uploadsDir, quota: (owner, bytes, what) => {}, hostId, onStored, onRemoved })
  * const up = await repo.startUpload(me, me, 'inputs/video.mp4', size, sha256)
  * await repo.write(me, up.id, 0, createReadStream('video.mp4'))
  * await repo.complete(me, up.id)

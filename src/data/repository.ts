@@ -6,8 +6,11 @@ import type { DataFileRecord, DataGrantRecord, DataRights, DataUploadRecord, Sto
 
 /** Where file contents are kept: the host's blob store. */
 export interface ContentStore {
-  /** Stores the file at `path` by moving it in (refused, and left, if it does not hash to `expectSha256`); returns its blob id and SHA-256. */
-  adopt: (path: string, expectSha256?: string) => Promise<{ id: string, sha256: string }>
+  /**
+   * Stores the file at `path` by moving it in (refused, and left, if it does not hash to
+   * `expectSha256`); `keep` is called with its blob id and SHA-256 before anything can collect it.
+   */
+  adopt: (path: string, expectSha256: string | undefined, keep: (id: string, sha256: string) => void) => Promise<{ id: string, sha256: string }>
   /** Where blob `id`'s bytes are, once stored. */
   path: (id: string) => string
 }
@@ -17,11 +20,13 @@ export interface DataRepositoryInit {
   blobs: ContentStore
   /** Where the bytes of uploads under way are kept (one part file each). */
   uploadsDir: string
-  /** The most bytes one owner's files and uploads under way may take on this host. */
-  quotaBytes: number
+  /** Throws QUOTA_EXCEEDED unless `owner` may keep `bytes` more on this host, for `what`. */
+  quota: (owner: string, bytes: number, what: string) => void
   hostId: string
   /** Told of every file stored (so the host can announce it). */
   onStored: (file: { owner: string, path: string }) => void
+  /** Told of every file deleted (so the host can drop content nothing else needs). */
+  onRemoved: (file: { owner: string, path: string, blob: string }) => void
 }
 
 /** An upload under way, as the API shows it. */
@@ -139,18 +144,25 @@ export class DataRepository {
       const received = await this.#received(id)
       if (received !== u.size) throw new XenosError('INVALID_STATE', `upload ${id} holds ${received} of its ${u.size} bytes: send the rest from offset ${received}`, { offset: received })
       // The part file becomes the blob: its bytes are not copied again.
-      const blob = await this.#init.blobs.adopt(this.#partOf(id), u.sha256).catch(async (err: unknown) => {
+      let file: DataFileRecord | undefined
+      let replaced: DataFileRecord | undefined
+      await this.#init.blobs.adopt(this.#partOf(id), u.sha256, (blob, sha256) => {
+        file = { owner: u.owner, path: u.path, blob, size: u.size, sha256, updatedAt: Date.now() }
+        const stored = file
+        replaced = this.#init.store.transaction(() => {
+          const before = this.#init.store.data.file(u.owner, u.path)
+          this.#init.store.data.putFile(stored)
+          this.#init.store.data.removeUpload(id)
+          return before
+        })
+      }).catch(async (err: unknown) => {
         if (!(err instanceof XenosError)) throw err
         await this.#discard(id)
         throw new XenosError('INVALID_ARGUMENT', `upload ${id} is not the file declared (${err.message}): the upload is dropped; upload the file again`)
       })
-      const file: DataFileRecord = { owner: u.owner, path: u.path, blob: blob.id, size: u.size, sha256: blob.sha256, updatedAt: Date.now() }
-      this.#init.store.transaction(() => {
-        this.#init.store.data.putFile(file)
-        this.#init.store.data.removeUpload(id)
-      })
+      if (file === undefined) throw new XenosError('INTERNAL', `upload ${id} was stored without a record`)
       await rm(this.#partOf(id), { force: true })
-      this.#init.onStored(file)
+      this.#stored(file, replaced)
       return this.#viewOfFile(file)
     })
   }
@@ -160,11 +172,22 @@ export class DataRepository {
     checkDataPath(path)
     this.#authorise(requester, owner, path, 'write')
     this.#checkQuota(owner, path, size)
-    const blob = await this.#init.blobs.adopt(file)
-    const record: DataFileRecord = { owner, path, blob: blob.id, size, sha256: blob.sha256, updatedAt: Date.now() }
-    this.#init.store.data.putFile(record)
-    this.#init.onStored(record)
+    let record: DataFileRecord | undefined
+    let replaced: DataFileRecord | undefined
+    await this.#init.blobs.adopt(file, undefined, (blob, sha256) => {
+      record = { owner, path, blob, size, sha256, updatedAt: Date.now() }
+      replaced = this.#init.store.data.file(owner, path)
+      this.#init.store.data.putFile(record)
+    })
+    if (record === undefined) throw new XenosError('INTERNAL', `${formatDataUri({ owner, path })} was stored without a record`)
+    this.#stored(record, replaced)
     return this.#viewOfFile(record)
+  }
+
+  /** A file is stored, maybe in place of another whose content may now be needed by nothing. */
+  #stored (file: DataFileRecord, replaced: DataFileRecord | undefined): void {
+    this.#init.onStored(file)
+    if (replaced !== undefined && replaced.blob !== file.blob) this.#init.onRemoved(replaced)
   }
 
   async cancel (requester: string, id: string): Promise<void> {
@@ -196,7 +219,9 @@ export class DataRepository {
   remove (requester: string, owner: string, path: string): void {
     checkDataPath(path)
     this.#authorise(requester, owner, path, 'write')
-    if (!this.#init.store.data.removeFile(owner, path)) throw this.#notFound(owner, path)
+    const f = this.#init.store.data.file(owner, path)
+    if (f === undefined || !this.#init.store.data.removeFile(owner, path)) throw this.#notFound(owner, path)
+    this.#init.onRemoved(f)
   }
 
   /** Lets `grantee` read (or also write) everything in `owner`'s namespace on this host; signed by the owner. */
@@ -237,10 +262,9 @@ export class DataRepository {
   }
 
   #checkQuota (owner: string, path: string, size: number): void {
-    const used = this.#init.store.data.bytesOf(owner)
-    if (used + size > this.#init.quotaBytes) {
-      throw new XenosError('QUOTA_EXCEEDED', `${formatDataUri({ owner, path })} needs ${size} bytes, and the owner's data on host ${this.#init.hostId} already takes ${used} bytes of its ${this.#init.quotaBytes}-byte quota: delete files ("xenos data rm") or use another host`)
-    }
+    // What the file replaces stops counting once it is stored.
+    const replaced = this.#init.store.data.file(owner, path)?.size ?? 0
+    this.#init.quota(owner, Math.max(0, size - replaced), formatDataUri({ owner, path }))
   }
 
   #authorise (requester: string, owner: string, path: string, need: DataRights): void {

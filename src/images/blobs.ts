@@ -1,15 +1,18 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { constants, createReadStream, createWriteStream, existsSync } from 'node:fs'
-import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises'
+import { chmod, mkdir, open, readdir, readFile, rm, stat, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import {
   BLOB_ID_PATTERN, CHUNK_SIZE, MAX_CHUNKS, XenosError,
   blobIdOf, chunkIndexSchema, chunkLength, type ChunkIndex,
 } from '../core/index.ts'
-import { writeFileAtomic } from '../store/index.ts'
+import { renameDurably, writeFileAtomic } from '../store/index.ts'
 
 const ZEROS = Buffer.alloc(CHUNK_SIZE)
+
+/** Called with a blob's id once it is held, while no garbage collection can run. */
+export type Keep = (id: string) => void
 
 function isZero (data: Uint8Array): boolean {
   return Buffer.from(data.buffer, data.byteOffset, data.byteLength).equals(ZEROS.subarray(0, data.byteLength))
@@ -37,6 +40,8 @@ export class BlobStore {
   readonly #indexes = new Map<string, ChunkIndex>()
   /** Where each chunk of a complete blob can be read locally: chunk hex → blob id and position. */
   #chunks: Map<string, { id: string, i: number }> | undefined
+  /** Completing a blob and collecting garbage take turns, so that a new blob is claimed before a collection can see it. */
+  #lock: Promise<void> = Promise.resolve()
 
   constructor (dir: string) {
     this.#dir = dir
@@ -95,20 +100,25 @@ export class BlobStore {
     return data
   }
 
-  /** Stores what `source` yields as blob `id`, refusing it unless its chunk index hashes to `id`. */
-  async put (id: string, source: AsyncIterable<Uint8Array>): Promise<void> {
+  /**
+   * Stores what `source` yields as blob `id`, refusing it unless its chunk index hashes to `id`.
+   * `keep` is called once the blob is held (also when it was already), before any garbage
+   * collection can run: that is where whatever needs the blob says so.
+   */
+  async put (id: string, source: AsyncIterable<Uint8Array>, keep?: Keep): Promise<void> {
     hexOf(id)
     if (await this.has(id)) {
       // Already held: read the upload to its end and keep the copy we have.
       await pipeline(source, createWriteStream('/dev/null'))
+      await this.#exclusive(async () => { keep?.(id) })
       return
     }
-    await this.#write(source, id)
+    await this.#write(source, id, keep)
   }
 
-  /** Stores a local file. Returns its blob id. */
-  async putFile (path: string): Promise<string> {
-    return await this.#write(createReadStream(path))
+  /** Stores a local file. Returns its blob id (`keep` as for `put`). */
+  async putFile (path: string, keep?: Keep): Promise<string> {
+    return await this.#write(createReadStream(path), undefined, keep)
   }
 
   /**
@@ -116,7 +126,7 @@ export class BlobStore {
    * index and their SHA-256) and never written again (copied only from another file system).
    * With `expectSha256`, a file whose bytes hash otherwise is refused and left where it is.
    */
-  async adopt (path: string, expectSha256?: string): Promise<{ id: string, sha256: string }> {
+  async adopt (path: string, expectSha256?: string, keep?: (id: string, sha256: string) => void): Promise<{ id: string, sha256: string }> {
     const whole = createHash('sha256')
     const chunks: string[] = []
     let size = 0
@@ -135,16 +145,33 @@ export class BlobStore {
     } finally {
       await fh.close()
     }
+    const kept = (blob: string): void => { keep?.(blob, digest) }
     try {
-      await this.#complete(id, index, path)
+      await this.#exclusive(async () => {
+        await this.#complete(id, index, path)
+        kept(id)
+      })
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
-      await this.#write(createReadStream(path), id)
+      await this.#write(createReadStream(path), id, kept)
     }
     return { id, sha256: digest }
   }
 
-  async #write (source: AsyncIterable<Uint8Array>, expected?: string): Promise<string> {
+  /** Runs `fn` while no garbage collection runs (see `gc`). */
+  async #exclusive<T> (fn: () => Promise<T>): Promise<T> {
+    const before = this.#lock
+    let release = (): void => {}
+    this.#lock = new Promise(resolve => { release = resolve })
+    await before
+    try {
+      return await fn()
+    } finally {
+      release()
+    }
+  }
+
+  async #write (source: AsyncIterable<Uint8Array>, expected?: string, keep?: Keep): Promise<string> {
     await mkdir(join(this.#dir, 'sha256'), { recursive: true })
     const tmp = join(this.#dir, `.incoming-${randomBytes(6).toString('hex')}`)
     const fh = await open(tmp, 'w')
@@ -162,7 +189,10 @@ export class BlobStore {
       await fh.truncate(size)
       await fh.sync()
       await fh.close()
-      await this.#complete(id, index, tmp)
+      await this.#exclusive(async () => {
+        await this.#complete(id, index, tmp)
+        keep?.(id)
+      })
       return id
     } finally {
       await fh.close().catch(() => {})
@@ -175,7 +205,7 @@ export class BlobStore {
     await mkdir(join(this.#dir, 'sha256'), { recursive: true })
     await writeFileAtomic(this.#indexPath(id), JSON.stringify(index))
     await chmod(file, 0o444)
-    await rename(file, this.path(id))
+    await renameDurably(file, this.path(id))
     index.chunks.forEach((hex, i) => this.#chunks?.set(hex, { id, i }))
   }
 
@@ -212,8 +242,10 @@ export class BlobStore {
       ? await Promise.all(index.chunks.map(async (hex, i) => sha256(await readHandleAt(fh, i * index.chunkSize, chunkLength(index, i))) === hex))
       : index.chunks.map((hex, i) => isZeroChunk(hex, chunkLength(index, i)))
     const partial = new PartialBlob(id, index, fh, have, async () => {
-      await this.#complete(id, index, path)
-      this.#partials.delete(id)
+      await this.#exclusive(async () => {
+        await this.#complete(id, index, path)
+        this.#partials.delete(id)
+      })
     })
     const local = await this.#localChunks()
     for (const [i, hex] of index.chunks.entries()) {
@@ -248,10 +280,14 @@ export class BlobStore {
   }
 
   /**
-   * Removes every blob, complete or partial, that is not in `keep`, and returns what went. A
-   * partial blob being filled right now is always kept.
+   * Removes every blob, complete or partial, that is not in `keep` (asked once no blob is being
+   * completed), and returns what went. A partial blob being filled right now is always kept.
    */
-  async gc (keep: ReadonlySet<string>): Promise<{ removed: string[], bytes: number }> {
+  async gc (keeping: () => ReadonlySet<string>): Promise<{ removed: string[], bytes: number }> {
+    return await this.#exclusive(async () => await this.#gc(keeping()))
+  }
+
+  async #gc (keep: ReadonlySet<string>): Promise<{ removed: string[], bytes: number }> {
     const partials = (await readdir(join(this.#dir, 'partial')).catch(() => [])).map(n => `sha256:${n}`)
     const removed: string[] = []
     let bytes = 0

@@ -15,6 +15,8 @@ export const MIN_ID_PREFIX = 12
 export class TemplateLibrary {
   readonly #store: Pick<Store, 'templates' | 'instances' | 'snapshots'>
   readonly #blobs: Pick<BlobStore, 'has' | 'path'>
+  /** The image files templates here need, known once asked until a template comes or goes. */
+  #inUse: Set<string> | undefined
 
   constructor (store: Pick<Store, 'templates' | 'instances' | 'snapshots'>, blobs: Pick<BlobStore, 'has' | 'path'>) {
     this.#store = store
@@ -34,17 +36,25 @@ export class TemplateLibrary {
     if (image?.diskFormat === 'qcow2' && image.base !== undefined) await checkTailoredDisk(this.#blobs.path(image.disk), image.base, image.diskBytes)
   }
 
-  /** Every image file some template here needs: what garbage collection must keep. */
-  blobsInUse (): Set<string> {
-    return new Set(this.list().flatMap(t => blobsOf(t.manifest)))
+  /** Every image file some template here needs: what garbage collection must keep, and what any host may fetch. */
+  blobsInUse (): ReadonlySet<string> {
+    this.#inUse ??= new Set(this.list().flatMap(t => blobsOf(t.manifest)))
+    return this.#inUse
   }
 
-  add (manifest: TemplateManifest, now = Date.now()): Template {
+  /** The image files template `t` needs. */
+  blobsOf (t: Template): string[] {
+    return blobsOf(t.manifest)
+  }
+
+  /** Keeps `manifest` as a template, imported by `owner` (null: fetched from another host). */
+  add (manifest: TemplateManifest, owner: string | null, now = Date.now()): Template {
     const id = templateId(manifest)
     const known = this.#store.templates.get(id)
     if (known !== undefined) return known
-    const t: Template = { id, manifest, importedAt: now }
+    const t: Template = { id, manifest, importedAt: now, owner }
     this.#store.templates.put(t)
+    this.#inUse = undefined
     return t
   }
 
@@ -84,6 +94,7 @@ export class TemplateLibrary {
     const snapshots = this.#store.snapshots.list().filter(s => s.templateId === id).length
     if (snapshots > 0) throw new XenosError('TEMPLATE_IN_USE', `${snapshots} snapshot(s) on this host are of template ${id}: delete them first`)
     this.#store.templates.remove(id)
+    this.#inUse = undefined
   }
 }
 

@@ -1,10 +1,12 @@
+import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { BLOB_ID_PATTERN, formatDataUri, parseDataUri, verifyAction, XenosError, type DataRef, type RequestAuth } from '../core/index.ts'
+import { BLOB_ID_PATTERN, formatDataUri, parseDataUri, XenosError, type DataRef, type RequestAuth } from '../core/index.ts'
 import type { DataContent, DataRepository } from '../data/index.ts'
 import type { BlobStore } from '../images/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
+import type { RequestVerifier } from './replay.ts'
 import { authSchema, dataFileViewSchema } from './rpc-schemas.ts'
 import { callHost } from './remote.ts'
 
@@ -13,7 +15,15 @@ export interface DataAccessInit {
   repository: DataRepository
   fetcher: Pick<TemplateFetcher, 'fetchBlob'>
   blobs: Pick<BlobStore, 'has' | 'path'>
+  verifier: RequestVerifier
+  /** Removes content nothing needs any more (a copy fetched from another host, once read). */
+  collect: () => Promise<void>
   log: Logger
+}
+
+/** A file and where its bytes are on this host, until `release`d (a copy fetched from its holder then goes). */
+export interface HeldContent extends DataContent {
+  release: () => Promise<void>
 }
 
 const statRequestSchema = z.strictObject({
@@ -25,9 +35,15 @@ const statRequestSchema = z.strictObject({
 const statReplySchema = z.strictObject({
   file: dataFileViewSchema,
   blob: z.string().regex(BLOB_ID_PATTERN),
+  /** What the asking host shows the holder to fetch the blob's chunks. */
+  ticket: z.string().regex(/^[0-9a-f]{32}$/),
 })
 /** How long a search for the host holding a file waits on the DHT. */
 const FIND_HOLDERS_MS = 5000
+/** How long a ticket to a file's chunks lasts since last used. */
+const TICKET_MS = 60 * 60_000
+/** Tickets held at most; the oldest go first. */
+const MAX_TICKETS = 10_000
 
 /** The DHT key under which hosts announce that they hold a file (hashed into a CID: the name is not in it). */
 function holdingKey (ref: DataRef): string {
@@ -37,22 +53,52 @@ function holdingKey (ref: DataRef): string {
 /**
  * Files of the repository wherever they are: a host announces the files it holds on the DHT;
  * asked for a file it lacks, a host finds a holder, which checks the owner's signed request
- * itself (access is decided where the data is) and names the blob, then fetches the blob's
- * chunks from it like any image file, each verified against the blob's index.
+ * itself (access is decided where the data is: the request must be signed for the host asking)
+ * and names the blob with a ticket to it; the asking host then fetches the blob's chunks from
+ * the holder alone, showing the ticket, each chunk verified against the blob's index. Nobody
+ * without a ticket gets a chunk of a data file, and the copy the asking host made goes once read.
  */
 export class DataAccess {
   readonly #init: DataAccessInit
+  /** Tickets this host gave to other hosts: ticket → the host, the blob, until when. */
+  readonly #tickets = new Map<string, { peer: string, blob: string, until: number }>()
+  /** Copies of other hosts' files held here while they are read, by blob. */
+  readonly #relayed = new Map<string, number>()
 
   constructor (init: DataAccessInit) {
     this.#init = init
   }
 
   serve (): void {
-    this.#init.overlay.rpc.handle('data.stat', statRequestSchema, async req => {
-      const { ref, who } = this.#verified(req.uri, req.signed ?? req.uri, req.auth)
+    this.#init.overlay.rpc.handle('data.stat', statRequestSchema, async (req, from) => {
+      const peer = from.toString()
+      const { ref, who } = this.#verified(req.uri, req.signed ?? req.uri, req.auth, peer)
       const c = this.#init.repository.content(who, ref.owner, ref.path)
-      return { file: c.file, blob: c.blob }
+      return { file: c.file, blob: c.blob, ticket: this.#issue(peer, c.blob) }
     })
+  }
+
+  /** Whether `peer` may read the chunks of data blob `blob` with `ticket`. */
+  admits (blob: string, peer: string, ticket: string | undefined, now = Date.now()): boolean {
+    const t = ticket === undefined ? undefined : this.#tickets.get(ticket)
+    if (t === undefined || t.peer !== peer || t.blob !== blob || t.until < now) return false
+    t.until = now + TICKET_MS
+    return true
+  }
+
+  #issue (peer: string, blob: string): string {
+    const ticket = randomBytes(16).toString('hex')
+    this.#tickets.set(ticket, { peer, blob, until: Date.now() + TICKET_MS })
+    for (const [old, t] of this.#tickets) {
+      if (this.#tickets.size <= MAX_TICKETS && t.until >= Date.now()) break
+      this.#tickets.delete(old)
+    }
+    return ticket
+  }
+
+  /** Blobs of other hosts' files being read here now: garbage collection keeps them. */
+  relayed (): string[] {
+    return [...this.#relayed.keys()]
   }
 
   /** Announces every file held here (after a start). */
@@ -66,13 +112,13 @@ export class DataAccess {
 
   /**
    * The file `ref` for `requester` (whose request `auth` signed `data.get` on it, or on the
-   * directory `signed` holding it; checked here already): from this host's repository, or
-   * fetched from the host that holds it.
+   * directory `signed` holding it, for this host; checked here already): from this host's
+   * repository, or fetched from the host that holds it.
    */
-  async content (requester: string, auth: RequestAuth, ref: DataRef, signed: DataRef = ref): Promise<DataContent> {
+  async content (requester: string, auth: RequestAuth, ref: DataRef, signed: DataRef = ref): Promise<HeldContent> {
     checkWithin(ref, signed)
     try {
-      return this.#init.repository.content(requester, ref.owner, ref.path)
+      return { ...this.#init.repository.content(requester, ref.owner, ref.path), release: async () => {} }
     } catch (err) {
       if (!(err instanceof XenosError) || err.code !== 'DATA_NOT_FOUND') throw err
     }
@@ -90,24 +136,42 @@ export class DataAccess {
         this.#init.log.debug({ err, host, uri }, 'a host announcing a file could not give it')
         continue
       }
-      if (!await this.#init.blobs.has(stat.blob)) await this.#init.fetcher.fetchBlob(uri, stat.blob, stat.file.size, async () => [host])
-      return { file: stat.file, blob: stat.blob, blobPath: this.#init.blobs.path(stat.blob) }
+      this.#relayed.set(stat.blob, (this.#relayed.get(stat.blob) ?? 0) + 1)
+      const release = async (): Promise<void> => {
+        const n = (this.#relayed.get(stat.blob) ?? 1) - 1
+        if (n > 0) {
+          this.#relayed.set(stat.blob, n)
+          return
+        }
+        this.#relayed.delete(stat.blob)
+        await this.#init.collect()
+      }
+      try {
+        if (!await this.#init.blobs.has(stat.blob)) {
+          await this.#init.fetcher.fetchBlob(uri, stat.blob, stat.file.size, async () => [host], { owner: ref.owner, ticketFor: peer => peer === host ? stat.ticket : undefined })
+        }
+      } catch (err) {
+        await release()
+        throw err
+      }
+      return { file: stat.file, blob: stat.blob, blobPath: this.#init.blobs.path(stat.blob), release }
     }
     if (refusal instanceof Error) throw new XenosError('PEER_UNREACHABLE', `${uri} is announced by ${holders.length} host(s), none of which could give it: ${refusal.message}`)
     throw new XenosError('DATA_NOT_FOUND', `no host holds ${uri}: check the name with "xenos data ls"`)
   }
 
   /**
-   * Checks a forwarded `data.get` signature. A read signature may come more than once (each host
-   * of a deploy stages the same inputs), so it is not refused as a replay: within its few minutes
-   * it only lets the hosts it was given to read again what they could read once.
+   * Checks a `data.get` signature presented by host `peer`, which must be the host it was
+   * signed for. A read signature may come more than once (each host of a deploy stages the same
+   * inputs, each file of a directory is asked for), so it is not refused as a replay: within its
+   * minute it only lets the host it names read again what it could read once.
    */
-  #verified (uri: string, signedUri: string, auth: RequestAuth): { ref: DataRef, who: string } {
+  #verified (uri: string, signedUri: string, auth: RequestAuth, peer: string): { ref: DataRef, who: string } {
     const ref = parseDataUri(uri)
     const signed = parseDataUri(signedUri)
-    verifyAction(auth, { action: 'data.get', target: formatDataUri(signed), params: {} })
+    const who = this.#init.verifier.verify(auth, { action: 'data.get', target: formatDataUri(signed), params: {} }, { host: peer, once: false })
     checkWithin(ref, signed)
-    return { ref, who: auth.owner }
+    return { ref, who }
   }
 }
 

@@ -28,7 +28,16 @@ export interface Pulled {
 export interface TransferView extends SwarmProgress {
   /** What the blob is fetched for: a template id, or the data:// name of a file. */
   template: string
+  /** For a file of the data repository: its owner, the only one who may see the transfer. */
+  owner?: string
   startedAt: number
+}
+
+/** How a blob is fetched: template files from anyone who holds them; a data file from its holder only, with the ticket it gave. */
+export interface FetchOptions {
+  /** The owner of the data file fetched; absent for a template's file. */
+  owner?: string
+  ticketFor?: (peer: string) => string | undefined
 }
 
 /** Largest kernel or initramfs a peer may send; a template's disk is bounded by its manifest. */
@@ -49,6 +58,8 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
   /** Per template being pulled: each file's progress, kept until the whole pull ends. */
   readonly #pullProgress = new Map<string, Map<string, FetchProgress>>()
   readonly counters = { fetchedBytes: 0, penalties: 0 }
+  /** The image files of templates being pulled, until each template is kept: others may fetch them from here meanwhile, and garbage collection keeps them. */
+  readonly #pulling = new Map<string, number>()
 
   constructor (init: TemplateFetcherInit) {
     super()
@@ -80,6 +91,15 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
     return { held, size }
   }
 
+  /** Image files of templates being pulled now. */
+  isPulling (blob: string): boolean {
+    return this.#pulling.has(blob)
+  }
+
+  pulling (): string[] {
+    return [...this.#pulling.keys()]
+  }
+
   async #pull (id: string, known: TemplateManifest | undefined): Promise<Pulled> {
     this.#pullProgress.set(id, new Map())
     try {
@@ -92,15 +112,29 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
   async #pullFiles (id: string, known: TemplateManifest | undefined): Promise<Pulled> {
     const manifest = known ?? await this.#manifest(id)
     const image = manifest.image
-    const fetched = await Promise.all((await this.#init.library.missingBlobs(manifest)).map(async blob => {
-      const maxBytes = blob === image?.disk || blob === image?.base ? image.diskBytes : MAX_BOOT_FILE_BYTES
-      return await this.fetchBlob(id, blob, maxBytes, async () => await this.#holders(id))
-    }))
+    const missing = await this.#init.library.missingBlobs(manifest)
+    for (const blob of missing) this.#pulling.set(blob, (this.#pulling.get(blob) ?? 0) + 1)
+    try {
+      const fetched = await Promise.all(missing.map(async blob => {
+        const maxBytes = blob === image?.disk || blob === image?.base ? image.diskBytes : MAX_BOOT_FILE_BYTES
+        return await this.fetchBlob(id, blob, maxBytes, async () => await this.#holders(id))
+      }))
+      return { template: await this.#keep(id, manifest), fetched: fetched.reduce((a, b) => a + b, 0) }
+    } finally {
+      for (const blob of missing) {
+        const n = (this.#pulling.get(blob) ?? 1) - 1
+        if (n <= 0) this.#pulling.delete(blob)
+        else this.#pulling.set(blob, n)
+      }
+    }
+  }
+
+  async #keep (id: string, manifest: TemplateManifest): Promise<Template> {
     await this.#init.library.verifyImage(manifest)
-    const template = this.#init.library.add(manifest)
+    const template = this.#init.library.add(manifest, null)
     this.#init.log.info({ template: id }, 'template fetched')
     this.#init.onTemplateAdded(template)
-    return { template, fetched: fetched.reduce((a, b) => a + b, 0) }
+    return template
   }
 
   /** Hosts advertising template `id` (they hold all its files), with their addresses learnt. */
@@ -134,16 +168,18 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
   }
 
   /**
-   * Fetches one blob for `purpose` (a template id or a data:// name) from `holders` and the hosts
-   * the DHT names; returns the bytes that came from peers.
+   * Fetches one blob for `purpose` (a template id or a data:// name) from `holders` and, for a
+   * template's file, the hosts the DHT names; returns the bytes that came from peers. A data
+   * file comes from its holders only, and this host does not offer it to others.
    */
-  async fetchBlob (purpose: string, blob: string, maxBytes: number, holders: () => Promise<string[]>): Promise<number> {
+  async fetchBlob (purpose: string, blob: string, maxBytes: number, holders: () => Promise<string[]>, o: FetchOptions = {}): Promise<number> {
+    const shared = o.owner === undefined
     let fromDht: string[] = []
     let dhtAt = 0
     let dhtQuery: Promise<void> | undefined
     const providers = async (): Promise<string[]> => {
       // Hosts still fetching the blob are found through the DHT, in the background.
-      if (dhtQuery === undefined && Date.now() - dhtAt > DHT_PROVIDERS_EVERY_MS) {
+      if (shared && dhtQuery === undefined && Date.now() - dhtAt > DHT_PROVIDERS_EVERY_MS) {
         dhtAt = Date.now()
         dhtQuery = this.#init.overlay.findProviders(blob).then(found => { fromDht = found }).finally(() => { dhtQuery = undefined })
       }
@@ -159,11 +195,12 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
         blob,
         maxBytes,
         providers,
-        onHolding: () => { void this.#init.overlay.provide(blob) },
+        onHolding: () => { if (shared) void this.#init.overlay.provide(blob) },
+        ...o.ticketFor === undefined ? {} : { ticketFor: o.ticketFor },
         onProgress: p => {
           this.counters.fetchedBytes += p.fetched - counted
           counted = p.fetched
-          const view = { ...p, template: purpose, startedAt }
+          const view: TransferView = { ...p, template: purpose, startedAt, ...o.owner === undefined ? {} : { owner: o.owner } }
           this.transfers.set(blob, view)
           this.#pullProgress.get(purpose)?.set(blob, { held: p.held, size: p.size })
           this.emit('progress', view)
@@ -171,7 +208,7 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
         onPenalty: () => { this.counters.penalties++ },
         log: this.#init.log,
       })
-      void this.#init.overlay.provide(blob)
+      if (shared) void this.#init.overlay.provide(blob)
       return result.fetched
     } catch (err) {
       error = (err as Error).message

@@ -1,19 +1,24 @@
 import { randomBytes } from 'node:crypto'
-import { mkdir, rm } from 'node:fs/promises'
+import { chmod, mkdir, rm, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino, { type Logger } from 'pino'
-import { checkDataPath, parseDataUri, XenosError, type Driver, type Fingerprint, type InstanceView, type NameRecord, type Resources, type Template } from '../core/index.ts'
+import { checkDataPath, parseDataUri, XenosError, type Driver, type Fingerprint, type InstanceBody, type InstanceView, type NameRecord, type Placement, type Resources, type Template } from '../core/index.ts'
 import { buildInputImage, DataRepository, type StagedFile } from '../data/index.ts'
 import { detectCgroups, DEFAULT_TASK_UID, processDriver, qemuDriver } from '../hypervisor/index.ts'
 import { BlobStore, NameRegistry, TemplateLibrary } from '../images/index.ts'
 import { serveChunks, Tunnels } from '../transfer/index.ts'
 import { loadOrCreateHostKey, Overlay } from '../overlay/index.ts'
-import { openStore, type InstanceRecord, type RemoteDisk, type Store } from '../store/index.ts'
+import { loadOrCreateOwnerKey, openStore, type InstanceRecord, type RemoteDisk, type Store } from '../store/index.ts'
 import { Cloud } from './cloud.ts'
+import { Deployer } from './deploy.ts'
 import type { DeployInput } from './rpc-schemas.ts'
 import { DataAccess } from './data-access.ts'
+import { TemplateFetcher } from './fetcher.ts'
 import { Outputs } from './outputs.ts'
+import { Quotas } from './quotas.ts'
 import { Tasks } from './tasks.ts'
+import { Templates } from './templates.ts'
+import { HostTrust } from './trust.ts'
 import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSchema, incomingMigrationAddress, hostTag, type HostOptions, type HostOptionsInput } from './options.ts'
 import { RequestVerifier } from './replay.ts'
 import { Migrations } from './migration.ts'
@@ -23,10 +28,27 @@ import { InstanceSupervisor } from './supervisor.ts'
 export const XENOS_VERSION = '0.1.0'
 /** Gossip topic on which template name records travel. */
 const NAMES_TOPIC = 'xenos/names/1'
+/** The operator's key, made with the data dir when no operator is named. */
+export const OPERATOR_KEY_FILE = 'operator.pem'
+/** Share of the data dir's file system owners' data may take when no limit is set. */
+const DEFAULT_HOST_QUOTA_SHARE = 0.8
+/** How often what nothing needs (image files, template names) is looked for. */
+const COLLECT_EVERY_MS = 10 * 60_000
 
 /** What admission control lets instances hold: the host's capacity times its overcommit. */
 function admitted (capacity: Resources, overcommit: Resources): Resources {
   return { cpu: capacity.cpu * overcommit.cpu, memory: Math.floor(capacity.memory * overcommit.memory) }
+}
+
+/** The keys that operate a host: those named, or the one kept in its data dir (made on first start). */
+async function operatorsOf (options: HostOptions): Promise<Set<string>> {
+  if (options.operators.length > 0) return new Set(options.operators)
+  return new Set([(await loadOrCreateOwnerKey(join(options.dataDir, OPERATOR_KEY_FILE))).key.id])
+}
+
+interface HostBase extends Pick<Host, 'options' | 'log' | 'store' | 'overlay' | 'drivers' | 'blobs' | 'capacity' | 'advertiseAddress'> {
+  operators: Set<string>
+  hostQuotaBytes: number
 }
 
 /**
@@ -46,24 +68,29 @@ export class Host {
   /** Drivers whose fingerprint was healthy at start: the ones this host advertises. */
   readonly fingerprints = new Map<string, Fingerprint>()
   readonly supervisor: InstanceSupervisor
+  readonly fetcher: TemplateFetcher
   readonly cloud: Cloud
+  readonly deployer: Deployer
+  readonly templates: Templates
   readonly tunnels: Tunnels
   readonly migrations: Migrations
   readonly data: DataRepository
   readonly dataAccess: DataAccess
   readonly outputs: Outputs
   readonly tasks: Tasks
-  /** Checks owners' signatures on requests, once each. */
-  readonly verifier = new RequestVerifier()
+  /** Checks signatures on requests (once each) and who may ask what. */
+  readonly verifier: RequestVerifier
+  readonly trust = new HostTrust()
   readonly services: ServiceProxy
   readonly capacity: Resources
   readonly advertiseAddress: string
   /** Set by the API once it listens. */
   apiUrl = ''
   #hostAdvertTimer: NodeJS.Timeout | undefined
+  #collectTimer: NodeJS.Timeout | undefined
   #started = false
 
-  private constructor (base: Pick<Host, 'options' | 'log' | 'store' | 'overlay' | 'drivers' | 'blobs' | 'capacity' | 'advertiseAddress'>) {
+  private constructor (base: HostBase) {
     this.options = base.options
     this.blobs = base.blobs
     this.log = base.log
@@ -72,8 +99,9 @@ export class Host {
     this.drivers = base.drivers
     this.capacity = base.capacity
     this.advertiseAddress = base.advertiseAddress
+    this.verifier = new RequestVerifier({ hostId: this.overlay.peerId, operators: base.operators, nonces: this.store.nonces })
     this.library = new TemplateLibrary(this.store, this.blobs)
-    this.names = new NameRegistry(this.store)
+    this.names = new NameRegistry(this.store, { known: id => this.#templateKnown(id) })
     this.overlay.share(NAMES_TOPIC, {
       receive: record => {
         try {
@@ -83,8 +111,10 @@ export class Host {
           return undefined
         }
       },
-      digest: () => this.names.digest(),
-      newerThan: have => this.names.newerThan(have),
+      digest: (after, limit) => this.names.digest(after, limit),
+      pick: (keys, maxBytes) => this.names.pick(keys, maxBytes),
+      version: key => this.names.version(key),
+      hasRoomFor: key => this.names.hasRoomFor(key),
     })
     this.tunnels = new Tunnels(this.overlay.node, this.log.child({ component: 'tunnels' }))
     const verifier = this.verifier
@@ -106,6 +136,17 @@ export class Host {
       remoteDisks,
       onChange: (id, record) => { this.#instanceChanged(id, record) },
     })
+    this.fetcher = new TemplateFetcher({
+      overlay: this.overlay,
+      library: this.library,
+      blobs: this.blobs,
+      manifestFrom: async (host, id) => {
+        await this.overlay.learnHost(host)
+        return await this.overlay.rpc.call(host, 'template.get', { id })
+      },
+      onTemplateAdded: t => { void this.#advertiseTemplate(t) },
+      log: this.log.child({ component: 'fetcher' }),
+    })
     this.cloud = new Cloud({
       overlay: this.overlay,
       library: this.library,
@@ -113,18 +154,43 @@ export class Host {
       supervisor: this.supervisor,
       blobs: this.blobs,
       store: this.store,
+      fetcher: this.fetcher,
       verifier,
-      stageInputs: async (owner, inputs) => await this.#stageInputs(owner, inputs),
-      tasks: {
-        recordFor: (instance, params) => this.tasks.recordFor(instance, params),
-        announce: async id => { await this.tasks.announce(id) },
-      },
       onTemplateAdded: t => { void this.#advertiseTemplate(t) },
       log: this.log.child({ component: 'cloud' }),
+    })
+    this.deployer = new Deployer({
+      overlay: this.overlay,
+      fetcher: this.fetcher,
+      supervisor: this.supervisor,
+      store: this.store,
+      verifier,
+      trust: this.trust,
+      stageInputs: async (owner, inputs) => await this.#stageInputs(owner, inputs),
+      tasks: {
+        recordFor: (instance, spec) => this.tasks.recordFor(instance, spec),
+        announce: async id => { await this.tasks.announce(id) },
+      },
+      log: this.log.child({ component: 'deploy' }),
+    })
+    const quotas = new Quotas({ store: this.store, perOwnerBytes: this.options.dataQuotaBytes, perHostBytes: base.hostQuotaBytes, hostId: this.overlay.peerId })
+    this.templates = new Templates({
+      hostId: this.overlay.peerId,
+      library: this.library,
+      blobs: this.blobs,
+      store: this.store,
+      fetcher: this.fetcher,
+      verifier,
+      quotas,
+      dataBlobs: () => new Set([...this.data.blobsInUse(), ...this.dataAccess.relayed(), ...this.fetcher.pulling()]),
+      advertise: async t => { await this.#advertiseTemplate(t) },
+      withdraw: async id => { await this.overlay.withdraw('template', id) },
+      log: this.log.child({ component: 'templates' }),
     })
     this.services = new ServiceProxy({
       overlay: this.overlay,
       supervisor: this.supervisor,
+      verifier,
       forwardGraceMs: this.options.forwardGraceMs,
       store: this.store,
       log: this.log.child({ component: 'services' }),
@@ -137,7 +203,7 @@ export class Host {
       onDraining: () => { void this.#advertiseHost() },
       tunnels: this.tunnels,
       supervisor: this.supervisor,
-      fetcher: this.cloud.fetcher,
+      fetcher: this.fetcher,
       verifier,
       runDir: join(this.options.runDir ?? defaultRunDir(this.options.dataDir), 'tunnels'),
       incomingAddress: this.options.directMigration ? incomingMigrationAddress(this.options.listen) : null,
@@ -147,15 +213,18 @@ export class Host {
       store: this.store,
       blobs: this.blobs,
       uploadsDir: join(this.options.dataDir, 'uploads'),
-      quotaBytes: this.options.dataQuotaBytes,
+      quota: (owner, bytes, what) => { quotas.check(owner, bytes, what) },
       hostId: this.overlay.peerId,
       onStored: file => { void this.dataAccess.announce(file) },
+      onRemoved: () => { void this.#collect() },
     })
     this.dataAccess = new DataAccess({
       overlay: this.overlay,
       repository: this.data,
-      fetcher: this.cloud.fetcher,
+      fetcher: this.fetcher,
       blobs: this.blobs,
+      verifier,
+      collect: async () => { await this.#collect() },
       log: this.log.child({ component: 'data' }),
     })
     this.outputs = new Outputs({
@@ -184,6 +253,8 @@ export class Host {
     const options = parsed.data
     const logger = log ?? pino({ level: options.logLevel, base: null })
     await mkdir(join(options.dataDir, 'instances'), { recursive: true, mode: 0o700 })
+    // Whatever made the directory: only this host reads its keys, state, blobs and instances.
+    await chmod(options.dataDir, 0o700)
     const store = openStore(join(options.dataDir, 'state.db'))
     const overlay = await Overlay.create({
       privateKey: await loadOrCreateHostKey(join(options.dataDir, 'host.key')),
@@ -195,13 +266,15 @@ export class Host {
     })
     const blobs = new BlobStore(join(options.dataDir, 'blobs'))
     const cgroups = await detectCgroups(undefined, `xenos-${hostTag(options.dataDir)}`)
+    const runDir = options.runDir ?? defaultRunDir(options.dataDir)
     const drivers = new Map<string, Driver>()
     if (options.drivers.includes('process')) {
-      drivers.set('process', processDriver({ cgroups, uid: DEFAULT_TASK_UID, gid: DEFAULT_TASK_UID }))
+      drivers.set('process', processDriver({ cgroups, uid: DEFAULT_TASK_UID, gid: DEFAULT_TASK_UID, hidden: [options.dataDir, runDir] }))
     }
     if (options.drivers.includes('qemu')) {
-      drivers.set('qemu', qemuDriver({ cgroups, blobPath: d => blobs.path(d), runDir: options.runDir ?? defaultRunDir(options.dataDir), qemu: 'qemu-system-x86_64', accel: options.accel }))
+      drivers.set('qemu', qemuDriver({ cgroups, blobPath: d => blobs.path(d), runDir, qemu: 'qemu-system-x86_64', accel: options.accel, guestOutbound: options.guestOutbound }))
     }
+    const fs = await statfs(options.dataDir)
     return new Host({
       options,
       log: logger,
@@ -209,6 +282,8 @@ export class Host {
       overlay,
       drivers,
       blobs,
+      operators: await operatorsOf(options),
+      hostQuotaBytes: options.hostQuotaBytes ?? Math.floor(fs.blocks * fs.bsize * DEFAULT_HOST_QUOTA_SHARE),
       capacity: admitted(options.capacity ?? defaultCapacity(), options.overcommit),
       advertiseAddress: options.advertiseAddress ?? defaultAdvertiseAddress(options.listen),
     })
@@ -222,7 +297,7 @@ export class Host {
     }
     await this.tunnels.start()
     await this.services.start()
-    await this.supervisor.recover()
+    const destroyed = await this.supervisor.recover()
     await this.data.recover()
     // Disks of inputs a deploy was building when the host stopped, and outputs being collected.
     await rm(this.#stagingDir, { recursive: true, force: true })
@@ -230,24 +305,33 @@ export class Host {
     this.migrations.reissue()
     this.supervisor.startHealthChecks()
     this.cloud.serve()
+    this.deployer.serve()
     this.migrations.serve()
     this.dataAccess.serve()
     this.outputs.serve()
     this.tasks.serve()
-    await serveChunks(this.overlay.node, this.blobs, this.log.child({ component: 'transfer' }))
+    await serveChunks(this.overlay.node, this.blobs, this.log.child({ component: 'transfer' }), {
+      // Every host may fetch a template's files; a data file's only the host its holder gave a ticket.
+      admit: (blob, peer, ticket) => this.library.blobsInUse().has(blob) || this.fetcher.isPulling(blob) || this.dataAccess.admits(blob, peer, ticket),
+    })
     await this.overlay.start()
     this.#started = true
     for (const t of this.library.list()) await this.#advertiseTemplate(t)
     for (const r of this.store.instances.list()) this.#instanceChanged(r.id, r)
+    // Destroyed as the host stopped: copies of their adverts may live on in the DHT.
+    for (const r of destroyed) if (r.placement !== null) await this.overlay.withdraw('instance', r.id, this.#instanceBody(r, r.placement))
     await this.#advertiseHost()
     void this.dataAccess.announceAll()
     void this.tasks.announceAll()
-    this.log.info({ peerId: this.overlay.peerId, addrs: this.overlay.multiaddrs() }, 'host started')
+    this.#collectTimer = setInterval(() => { void this.#sweep() }, COLLECT_EVERY_MS)
+    this.#collectTimer.unref()
+    this.log.info({ peerId: this.overlay.peerId, addrs: this.overlay.multiaddrs(), operators: this.verifier.operators }, 'host started')
   }
 
   /** Leaves the overlay and closes the store; instances keep running and are re-attached on the next start. */
   async stop (): Promise<void> {
     clearTimeout(this.#hostAdvertTimer)
+    clearInterval(this.#collectTimer)
     this.supervisor.stopHealthChecks()
     await this.services.stop()
     await this.overlay.stop()
@@ -255,15 +339,16 @@ export class Host {
     this.store.close()
   }
 
-  async importTemplate (manifest: Template['manifest']): Promise<Template> {
-    const missing = await this.library.missingBlobs(manifest)
-    if (missing.length > 0) {
-      throw new XenosError('BAD_MANIFEST', `this host lacks ${missing.length} of the template's image files (${missing.join(', ')}): upload them first, as "xenos template build" does`)
-    }
-    await this.library.verifyImage(manifest)
-    const t = this.library.add(manifest)
-    await this.#advertiseTemplate(t)
-    return t
+  /** Removes image files nothing needs (and uploads of image files no template used in time). */
+  async #collect (): Promise<void> {
+    await this.templates.collect().catch((err: unknown) => { this.log.warn({ err }, 'could not remove image files nothing needs') })
+  }
+
+  /** What is kept only while something needs it: image files (see `#collect`) and template names whose templates no host holds. */
+  async #sweep (): Promise<void> {
+    const dropped = this.names.sweep()
+    if (dropped > 0) this.log.info({ names: dropped }, 'dropped template names whose templates no host has held for a while')
+    await this.#collect()
   }
 
   /** Keeps a name record signed by its owner and spreads it to every host. */
@@ -273,27 +358,38 @@ export class Host {
     return accepted
   }
 
+  /** Whether template `id` is here or advertised by a live host: a name may only point at such. */
+  #templateKnown (id: string): boolean {
+    return this.library.get(id) !== undefined || this.overlay.cache.get('template', id) !== undefined
+  }
+
   /**
    * Builds the read-only disk of a deploy's inputs: each file, here or fetched from the host that
    * holds it, read with `owner`'s rights (the deploy's signer, who must have signed each input).
    */
   async #stageInputs (owner: string, inputs: DeployInput[]): Promise<string> {
     const files: StagedFile[] = []
-    for (const input of inputs) {
-      if (input.auth.owner !== owner) throw new XenosError('FORBIDDEN', `input ${input.uri} is signed by another key than the deploy: sign both with the same key`)
-      const signed = parseDataUri(input.uri)
-      // A file appears at /in/NAME; a directory's files at /in/DIR/… (NAME, DIR: the last segment).
-      const name = signed.path.slice(signed.path.lastIndexOf('/') + 1)
-      for (const relative of input.files ?? ['']) {
-        const ref = relative === '' ? signed : { owner: signed.owner, path: checkDataPath(`${signed.path}/${relative}`) }
-        const { file, blobPath } = await this.dataAccess.content(owner, input.auth, ref, signed)
-        files.push({ name: relative === '' ? name : `${name}/${relative}`, path: blobPath, size: file.size })
+    const held: Array<() => Promise<void>> = []
+    try {
+      for (const input of inputs) {
+        if (input.auth.owner !== owner) throw new XenosError('FORBIDDEN', `input ${input.uri} is signed by another key than the deploy: sign both with the same key`)
+        const signed = parseDataUri(input.uri)
+        // A file appears at /in/NAME; a directory's files at /in/DIR/… (NAME, DIR: the last segment).
+        const name = signed.path.slice(signed.path.lastIndexOf('/') + 1)
+        for (const relative of input.files ?? ['']) {
+          const ref = relative === '' ? signed : { owner: signed.owner, path: checkDataPath(`${signed.path}/${relative}`) }
+          const { file, blobPath, release } = await this.dataAccess.content(owner, input.auth, ref, signed)
+          held.push(release)
+          files.push({ name: relative === '' ? name : `${name}/${relative}`, path: blobPath, size: file.size })
+        }
       }
+      const image = join(this.#stagingDir, `${randomBytes(8).toString('hex')}.img`)
+      await mkdir(this.#stagingDir, { recursive: true })
+      await buildInputImage(files, image)
+      return image
+    } finally {
+      for (const release of held) await release()
     }
-    const image = join(this.#stagingDir, `${randomBytes(8).toString('hex')}.img`)
-    await mkdir(this.#stagingDir, { recursive: true })
-    await buildInputImage(files, image)
-    return image
   }
 
   /** Where the disks of inputs are built, before instances link them. */
@@ -301,16 +397,7 @@ export class Host {
     return join(this.options.dataDir, 'staging')
   }
 
-  /** Removes a template no instance or snapshot here uses, and the image files only it needed. */
-  async removeTemplate (id: string): Promise<{ id: string, blobsRemoved: number, bytesFreed: number }> {
-    this.library.remove(id)
-    await this.overlay.withdraw('template', id)
-    const { removed, bytes } = await this.blobs.gc(new Set([...this.library.blobsInUse(), ...this.data.blobsInUse()]))
-    this.log.info({ template: id, blobs: removed.length, bytes }, 'template removed')
-    return { id, blobsRemoved: removed.length, bytesFreed: bytes }
-  }
-
-  info (): { id: string, name: string, addrs: string[], api: string, drivers: string[], capacity: Resources, free: Resources, instances: number, version: string } {
+  info (): { id: string, name: string, addrs: string[], api: string, drivers: string[], capacity: Resources, free: Resources, instances: number, version: string, operators: string[] } {
     return {
       id: this.overlay.peerId,
       name: this.options.name ?? this.overlay.peerId.slice(-8),
@@ -321,13 +408,14 @@ export class Host {
       free: this.supervisor.free(),
       instances: this.supervisor.list().length,
       version: XENOS_VERSION,
+      operators: [...this.verifier.operators],
     }
   }
 
   async #advertiseHost (): Promise<void> {
     if (!this.#started) return
-    const { name, addrs, api, drivers, capacity, free, instances, version } = this.info()
-    await this.overlay.publish('host', this.overlay.peerId, { name, addrs, api: api === '' ? 'http://0.0.0.0/' : api, drivers, capacity, free, instances, version })
+    const { name, addrs, api, drivers, capacity, free, instances, version, operators } = this.info()
+    await this.overlay.publish('host', this.overlay.peerId, { name, addrs, api: api === '' ? 'http://0.0.0.0/' : api, drivers, capacity, free, instances, version, operators })
   }
 
   async #advertiseTemplate (t: Template): Promise<void> {
@@ -345,26 +433,33 @@ export class Host {
     await this.overlay.publish('template', t.id, body)
   }
 
+  /** What this host advertises of an instance: what its view shows anyone, and why it runs here. */
+  #instanceBody (record: InstanceRecord, placement: Placement, view?: InstanceView): InstanceBody {
+    const t = this.library.get(record.templateId)
+    return {
+      name: record.name,
+      template: record.templateId,
+      templateName: view?.templateName ?? (t === undefined ? '' : `${t.manifest.name}:${t.manifest.version}`),
+      owner: record.owner,
+      state: record.state,
+      endpoints: view?.endpoints ?? [],
+      services: view?.services.filter(s => s.registered).map(s => ({ name: s.name, health: s.health })) ?? [],
+      tags: t?.manifest.tags ?? {},
+      resources: record.resources,
+      createdAt: record.createdAt,
+      placement,
+    }
+  }
+
   #instanceChanged (id: string, record: InstanceRecord | undefined): void {
     if (!this.#started) return
     this.tasks.instanceChanged(id, record)
-    if (record === undefined) {
+    // An instance from before placements were signed cannot show why it runs here: it is not
+    // advertised; nor one still arriving, which runs on the host it comes from until it takes over.
+    if (record === undefined || record.placement === null) {
       void this.overlay.withdraw('instance', id)
-    } else {
-      const view: InstanceView = this.supervisor.view(id)
-      const tags = this.library.get(record.templateId)?.manifest.tags ?? {}
-      void this.overlay.publish('instance', id, {
-        name: view.name,
-        template: view.template,
-        templateName: view.templateName,
-        owner: view.owner,
-        state: view.state,
-        endpoints: view.endpoints,
-        services: view.services.filter(s => s.registered).map(s => ({ name: s.name, health: s.health })),
-        tags,
-        resources: view.resources,
-        createdAt: view.createdAt,
-      })
+    } else if (this.supervisor.arrivingFrom(id) === undefined) {
+      void this.overlay.publish('instance', id, this.#instanceBody(record, record.placement, this.supervisor.view(id)))
     }
     // Free capacity changed: tell the others soon, coalescing bursts of changes.
     clearTimeout(this.#hostAdvertTimer)

@@ -12,10 +12,11 @@
  * await host.stop()
  * ```
  */
-export { Host, XENOS_VERSION } from './host.ts'
-export { Cloud, viewFromAdvert, type TemplateSummary, type DeployResult } from './cloud.ts'
+export { Host, XENOS_VERSION, OPERATOR_KEY_FILE } from './host.ts'
+export { Cloud, viewFromAdvert, type TemplateSummary } from './cloud.ts'
+export { type DeployResult } from './deploy.ts'
 export { Migrations, drainResultSchema, migrationResultSchema, type DrainResult, type DrainStatus, type MigrationResult, type MigrationStatus } from './migration.ts'
 export { ROLLOUT_PHASES, type FetchProgress, type HostRollout, type RolloutPhase } from './rollout.ts'
 export { hostOptionsSchema, DEFAULT_API_PORT, DEFAULT_P2P_PORT, DEFAULT_DATA_DIR, type HostOptions, type HostOptionsInput } from './options.ts'
-export { instanceIdSchema, instanceViewSchema, instanceMetricsSchema, peerIdSchema, templateIdSchema, deployParamsSchema, deriveParamsSchema, snapshotIdSchema, snapshotViewSchema, dataFileViewSchema, taskViewSchema, type DeployInput, type DeployParams, type TaskView } from './rpc-schemas.ts'
+export { instanceIdSchema, instanceViewSchema, instanceMetricsSchema, peerIdSchema, templateIdSchema, deploySpecSchema, deployPartSchema, deriveParamsSchema, placementPlanSchema, snapshotIdSchema, snapshotViewSchema, dataFileViewSchema, taskViewSchema, type DeployInput, type DeployPart, type DeploySpec, type PlacementPlan, type TaskView } from './rpc-schemas.ts'
 export { collectResultSchema, type CollectResult } from './outputs.ts'

@@ -3,18 +3,21 @@ import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { checkDataPath, XenosError, type DiskCopyProgress, type InstanceView, type MigrationChannel, type MigrationProgress, type RequestAuth } from '../core/index.ts'
-import type { Overlay } from '../overlay/index.ts'
+import {
+  checkDataPath, drainAction, handoffBytes, MAX_DRAIN_LINKS, migrateAction, placementSchema, REQUEST_MAX_SKEW_MS, verifyPlacement, XenosError,
+  type DiskCopyProgress, type DrainLink, type InstanceView, type MigrationChannel, type MigrationProgress, type Placement, type RequestAuth,
+} from '../core/index.ts'
+import { verifyHostSignature, type Overlay } from '../overlay/index.ts'
 import type { RemoteDisk } from '../store/index.ts'
 import type { TunnelListener, Tunnels } from '../transfer/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
 import { authSchema, instanceIdSchema, instanceViewSchema, peerIdSchema, templateIdSchema } from './rpc-schemas.ts'
 import { STAGED_SERIALS, type ArrivingDisk, type DiskPlan, type InstanceSupervisor, type RemoteDisks } from './supervisor.ts'
-import { callHost, hostOfInstance } from './remote.ts'
+import { callHost } from './remote.ts'
 
 export interface MigrationsInit {
-  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost' | 'lookup' | 'search' | 'directAddress'>
+  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost' | 'search' | 'directAddress' | 'sign'>
   tunnels: Tunnels
   supervisor: InstanceSupervisor
   fetcher: TemplateFetcher
@@ -60,6 +63,8 @@ const tokenSchema = z.string().regex(/^[0-9a-f]{64}$/)
 const prepareSchema = z.strictObject({
   instance: z.strictObject({ id: instanceIdSchema, name: z.string().min(1).max(256), owner: authSchema.shape.owner, createdAt: z.number().int().nonnegative() }),
   template: templateIdSchema,
+  /** Why the instance may run on the destination: its placement so far, and this move, signed. */
+  placement: placementSchema,
   /** The ticket to the disk the source keeps serving; absent when the disk is copied to the destination. */
   diskToken: tokenSchema.optional(),
   /**
@@ -77,8 +82,6 @@ const prepareSchema = z.strictObject({
     keep: z.boolean(),
     createdAt: z.number().int().nonnegative(),
   }).optional(),
-  /** The owner's signed request; absent when the source host moves the instance of its own accord (a drain). */
-  auth: authSchema.optional(),
 })
 const prepareReplySchema = z.strictObject({
   /** The ticket to the port the VM's memory goes to, through a tunnel. */
@@ -185,27 +188,39 @@ export class Migrations implements RemoteDisks {
    * another host only the result comes.
    */
   async migrate (id: string, to: string, copyDisk: boolean, auth: RequestAuth, onStatus: (s: MigrationStatus) => void = () => {}): Promise<MigrationResult> {
-    if (this.#init.supervisor.has(id)) return await this.#migrateHere(id, to, copyDisk, auth, onStatus)
-    const host = await hostOfInstance(this.#init.overlay, id)
-    return migrationResultSchema.parse(await callHost(this.#init.overlay, host, 'instance.migrate', { id, to, copyDisk, auth }, PREPARE_TIMEOUT_MS + 10 * 60_000))
+    // The owner signed the move for the host the instance runs on: that host carries it out.
+    if (auth.host === this.#self) return await this.#migrateHere(id, to, copyDisk, auth, onStatus)
+    return migrationResultSchema.parse(await callHost(this.#init.overlay, auth.host, 'instance.migrate', { id, to, copyDisk, auth }, PREPARE_TIMEOUT_MS + 10 * 60_000))
   }
 
   async #migrateHere (id: string, to: string, copyDisk: boolean, auth: RequestAuth, onStatus: (s: MigrationStatus) => void = () => {}): Promise<MigrationResult> {
-    this.#init.verifier.verify(auth, { action: 'migrate', target: id, params: migrateParams(to, copyDisk) })
+    const { action, target, params } = migrateAction(id, this.#self, to, copyDisk)
+    this.#init.verifier.verify(auth, { action, target, params })
     const view = this.#init.supervisor.view(id)
     if (view.owner !== auth.owner) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may migrate it`)
     if (to === this.#self) throw new XenosError('INVALID_ARGUMENT', `instance ${id} already runs on host ${to}`)
-    return await this.#init.supervisor.moving(id, async () => await this.#send(view, to, copyDisk, auth, onStatus))
+    const current = this.#placementOf(id)
+    const placement: Placement = { root: current.root, moved: { auth, to, copyDisk }, drains: [] }
+    return await this.#init.supervisor.moving(id, async () => await this.#send(view, to, copyDisk, placement, onStatus))
+  }
+
+  #placementOf (id: string): Placement {
+    const p = this.#init.supervisor.placementOf(id)
+    if (p === null) throw new XenosError('INVALID_STATE', `instance ${id} was made before placements were signed: it cannot move; deploy another instance of the service and destroy this one`)
+    return p
   }
 
   /**
    * Moves every running instance on this host to other hosts (`targets`, or those with most
    * room), one at a time, disks and all, and admits no new ones meanwhile: an operator's action
-   * on its own host, which needs no owner's signature, and after which the host can go. (An
-   * instance whose disk another host serves goes back to that host if it has room, else on to
-   * another, its disk staying where it is.) Instances that cannot move stay, with the reason.
+   * on its own host (`auth`, the operator's signed drain), after which the host can go. Each move
+   * is signed by this host under that drain, so the destination can show why the instance runs
+   * there. (An instance whose disk another host serves goes back to that host if it has room,
+   * else on to another, its disk staying where it is.) Instances that cannot move stay, with the reason.
    */
-  async drain (targets: string[] | null, onStatus: (s: DrainStatus) => void = () => {}): Promise<DrainResult> {
+  async drain (targets: string[] | null, auth: RequestAuth, onStatus: (s: DrainStatus) => void = () => {}): Promise<DrainResult> {
+    const { action, target, params } = drainAction(this.#self, targets)
+    const operator = this.#init.verifier.operator(auth, { action, target, params })
     this.#init.supervisor.setDraining(true)
     this.#init.onDraining()
     const result: DrainResult = { moved: [], stayed: [] }
@@ -226,7 +241,8 @@ export class Migrations implements RemoteDisks {
         continue
       }
       try {
-        result.moved.push(await this.#init.supervisor.moving(v.id, async () => await this.#send(v, to, served === null, undefined, migration => { onStatus({ instance: v.id, to, index, total: views.length, migration }) })))
+        const placement = await this.#drained(v.id, to, operator, auth, targets)
+        result.moved.push(await this.#init.supervisor.moving(v.id, async () => await this.#send(v, to, served === null, placement, migration => { onStatus({ instance: v.id, to, index, total: views.length, migration }) })))
         const free = room.get(to)
         if (free !== undefined) room.set(to, { cpu: free.cpu - v.resources.cpu, memory: free.memory - v.resources.memory })
       } catch (err) {
@@ -236,13 +252,25 @@ export class Migrations implements RemoteDisks {
     return result
   }
 
-  /** Lets the host take instances again after a drain. */
-  undrain (): void {
+  /** The placement of instance `id` on `to` after this host moved it there under its operator's drain. */
+  async #drained (id: string, to: string, operator: string, drain: RequestAuth, targets: string[] | null): Promise<Placement> {
+    const current = this.#placementOf(id)
+    if (current.drains.length >= MAX_DRAIN_LINKS) {
+      throw new XenosError('INVALID_STATE', `instance ${id} was moved by ${current.drains.length} drains since its owner last placed it: only its owner may move it now ("xenos migrate")`)
+    }
+    const unsigned = { from: this.#self, to, operator, drain, targets, at: Date.now() }
+    const link: DrainLink = { ...unsigned, sig: await this.#init.overlay.sign(handoffBytes(id, unsigned)) }
+    return { ...current, drains: [...current.drains, link] }
+  }
+
+  /** Lets the host take instances again after a drain (signed by its operator). */
+  undrain (auth: RequestAuth): void {
+    this.#init.verifier.operator(auth, { action: 'undrain', target: this.#self, params: {} })
     this.#init.supervisor.setDraining(false)
     this.#init.onDraining()
   }
 
-  async #send (view: InstanceView, to: string, copyDisk: boolean, auth: RequestAuth | undefined, onStatus: (s: MigrationStatus) => void): Promise<MigrationResult> {
+  async #send (view: InstanceView, to: string, copyDisk: boolean, placement: Placement, onStatus: (s: MigrationStatus) => void): Promise<MigrationResult> {
     const id = view.id
     const t0 = Date.now()
     onStatus({ phase: 'preparing' })
@@ -268,11 +296,11 @@ export class Migrations implements RemoteDisks {
       const reply = prepareReplySchema.parse(await this.#init.overlay.rpc.call(to, 'migrate.prepare', {
         instance: { id, name: view.name, owner: view.owner, createdAt: view.createdAt },
         template: view.template,
+        placement,
         ...(diskToken === undefined ? {} : { diskToken }),
         ...(served === null ? {} : { diskHost: served.host }),
         ...(staged.length === 0 ? {} : { staged }),
         ...(task === undefined ? {} : { task }),
-        ...(auth === undefined ? {} : { auth }),
       }, { timeoutMs: PREPARE_TIMEOUT_MS }))
       await mkdir(this.#init.runDir, { recursive: true })
       const memory = await this.#init.tunnels.listen(join(this.#init.runDir, `${id}.out.sock`), to, reply.token)
@@ -328,16 +356,7 @@ export class Migrations implements RemoteDisks {
     const sizes = staged.flatMap(s => s.bytes === undefined ? [] : [{ serial: s.serial, bytes: s.bytes }])
     if (copyDisk && sizes.length !== staged.length) throw new XenosError('PEER_PROTOCOL', `instance ${req.instance.id}'s staged disks come without their sizes: they cannot be copied`)
     if (req.task !== undefined) checkDataPath(req.task.outputsPrefix)
-    if (req.auth !== undefined) {
-      this.#init.verifier.verify(req.auth, { action: 'migrate', target: req.instance.id, params: migrateParams(this.#self, copyDisk) })
-      if (req.auth.owner !== req.instance.owner) throw new XenosError('FORBIDDEN', `instance ${req.instance.id} belongs to another owner`)
-    } else {
-      // Moved by its host of its own accord: only an instance that host advertises, for its advertised owner.
-      const advert = await this.#init.overlay.lookup('instance', req.instance.id)
-      if (advert?.host !== from || advert.body.owner !== req.instance.owner) {
-        throw new XenosError('FORBIDDEN', `host ${from} does not advertise instance ${req.instance.id} for owner ${req.instance.owner}: moving it needs its owner's signed request`)
-      }
-    }
+    await this.#checkArrival(req, from)
     const { template } = await this.#init.fetcher.ensure(req.template)
     const id = req.instance.id
     const key = randomBytes(32).toString('hex')
@@ -345,13 +364,29 @@ export class Migrations implements RemoteDisks {
     let disk: ArrivingDisk = { copied: true, staged: sizes }
     if (back) disk = { home: true }
     else if (req.diskToken !== undefined) disk = { servedBy: { host: req.diskHost ?? from, token: req.diskToken, ...staged.length === 0 ? {} : { staged: staged.map(({ serial, readOnly }) => ({ serial, readOnly })) } } }
-    const port = await this.#init.supervisor.receive(template, req.instance, from, disk, { address, key }, req.task)
+    const port = await this.#init.supervisor.receive(template, { ...req.instance, placement: req.placement }, from, disk, { address, key }, req.task)
     const tickets = [this.#init.tunnels.issue(from, { host: localTo(address), port })]
     // The source writes the disk it copies straight into the new VM's own disk server.
     if (copyDisk) tickets.push(this.#init.tunnels.issue(from, await this.#init.supervisor.diskSocket(id)))
     this.#arrivalTickets.set(id, tickets)
     const [token = '', diskToken] = tickets
     return { token, key, ...this.#init.incomingAddress === null ? {} : { port }, ...diskToken === undefined ? {} : { diskToken } }
+  }
+
+  /**
+   * Checks that the instance may come here from `from`: its placement names this host, by a move
+   * `from` carried out just now (its owner's, or its own under its operator's drain), used once.
+   */
+  async #checkArrival (req: z.infer<typeof prepareSchema>, from: string): Promise<void> {
+    const { id, owner } = req.instance
+    const placed = await verifyPlacement(req.placement, { id, owner, template: req.template }, verifyHostSignature)
+    if (placed.host !== this.#self) throw new XenosError('FORBIDDEN', `the placement of instance ${id} names host ${placed.host}, not this one`)
+    const link = req.placement.drains.at(-1)
+    const moved = req.placement.moved
+    const by = link?.from ?? moved?.auth.host
+    if (by !== from) throw new XenosError('FORBIDDEN', `instance ${id} was not moved here by host ${from}: moving it needs its owner's signed request, or its host's operator's drain`)
+    if (Math.abs(Date.now() - placed.at) > REQUEST_MAX_SKEW_MS) throw new XenosError('UNAUTHENTICATED', `the move of instance ${id} was signed too long ago: move it again`)
+    this.#init.verifier.claimOnce(owner, link?.sig ?? moved?.auth.sig ?? '', placed.at)
   }
 
   #revokeArrivalTickets (id: string): void {
@@ -389,7 +424,4 @@ function localTo (address: string): string {
   return address === '::' ? '::1' : address
 }
 
-/** What an owner signs to move an instance. */
-function migrateParams (to: string, copyDisk: boolean): { to: string, copyDisk: boolean } {
-  return { to, copyDisk }
-}
+

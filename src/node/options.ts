@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { cpus, homedir, tmpdir, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import { z } from 'zod'
+import { MAX_ADVERT_TTL_MS, OWNER_ID_PATTERN } from '../core/index.ts'
 import { DEFAULT_ADVERT_TTL_MS } from '../overlay/index.ts'
 
 export const DEFAULT_API_PORT = 7380
@@ -40,14 +41,27 @@ export const hostOptionsSchema = z.strictObject({
    * @default { cpu: 1, memory: 1 }
    */
   overcommit: z.strictObject({ cpu: z.number().min(1).max(64), memory: z.number().min(1).max(4) }).default({ cpu: 1, memory: 1 }),
-  /** @default 30000 */
-  advertTtlMs: z.number().int().min(1000).max(3_600_000).default(DEFAULT_ADVERT_TTL_MS),
+  /** @default 30000 (at most five minutes: a host that is gone must leave every cache soon) */
+  advertTtlMs: z.number().int().min(1000).max(MAX_ADVERT_TTL_MS).default(DEFAULT_ADVERT_TTL_MS),
   /** @default 10000 */
   stopTimeoutMs: z.number().int().min(0).max(600_000).default(DEFAULT_STOP_TIMEOUT_MS),
   /** How long a host keeps forwarding the old endpoints of an instance that moved away. @default 600000 */
   forwardGraceMs: z.number().int().min(0).max(86_400_000).default(600_000),
-  /** The most bytes of data one owner may keep in this host's repository. @default 10 GiB */
+  /** The most bytes of data (files, and image files uploaded) one owner may keep on this host. @default 10 GiB */
   dataQuotaBytes: z.number().int().min(0).max(2 ** 50).default(10 * 2 ** 30),
+  /** The most bytes all owners together may keep on this host. @default 80% of the data dir's file system */
+  hostQuotaBytes: z.number().int().min(0).max(2 ** 60).optional(),
+  /**
+   * The keys (owner ids) that operate this host: they may drain it, pull and remove templates,
+   * upload image files without a quota. @default the key in DATA/operator.pem, made on first start
+   */
+  operators: z.array(z.string().regex(OWNER_ID_PATTERN, 'an operator is an owner id (43 characters)')).max(16).default([]),
+  /**
+   * Let VMs whose template asks for it reach the network beyond their own endpoints. QEMU's user
+   * networking then lets them reach every address this host reaches, its loopback (and so its
+   * API) included: only for hosts whose every template is trusted. @default false
+   */
+  guestOutbound: z.boolean().default(false),
   /**
    * Receive a migrating VM's memory straight from the host it leaves, over TCP on the overlay's
    * listen IP (inside TLS with a key made for that move), instead of only through the overlay's

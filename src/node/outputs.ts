@@ -4,14 +4,14 @@ import { z } from 'zod'
 import { checkDataPath, XenosError, type DataFileView, type RequestAuth } from '../core/index.ts'
 import { collectOutputs, type DataRepository } from '../data/index.ts'
 import type { Overlay } from '../overlay/index.ts'
-import { callHost, hostOfInstance } from './remote.ts'
+import { callHost } from './remote.ts'
 import type { RequestVerifier } from './replay.ts'
 import { authSchema, dataFileViewSchema, instanceIdSchema, refusedOutputSchema } from './rpc-schemas.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
 
 export interface OutputsInit {
-  overlay: Pick<Overlay, 'rpc' | 'lookup' | 'learnHost'>
-  supervisor: Pick<InstanceSupervisor, 'has' | 'withOutputs'>
+  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost'>
+  supervisor: Pick<InstanceSupervisor, 'view' | 'withOutputs'>
   repository: Pick<DataRepository, 'storeLocal'>
   verifier: RequestVerifier
   /** Where outputs are copied out before they are stored. */
@@ -42,24 +42,20 @@ export class Outputs {
   }
 
   async collect (id: string, prefix: string, auth: RequestAuth): Promise<CollectResult> {
-    if (this.#init.supervisor.has(id)) return await this.#collectHere(id, prefix, auth)
-    const host = await hostOfInstance(this.#init.overlay, id)
-    return collectResultSchema.parse(await callHost(this.#init.overlay, host, 'instance.collect', { id, prefix, auth }, 30 * 60_000))
+    if (auth.host === this.#init.overlay.peerId) return await this.#collectHere(id, prefix, auth)
+    return collectResultSchema.parse(await callHost(this.#init.overlay, auth.host, 'instance.collect', { id, prefix, auth }, 30 * 60_000))
   }
 
   async #collectHere (id: string, prefix: string, auth: RequestAuth): Promise<CollectResult> {
-    this.#init.verifier.verify(auth, { action: 'collect', target: id, params: { prefix } })
-    return await this.store(id, prefix, auth.owner)
+    const who = this.#init.verifier.verify(auth, { action: 'collect', target: id, params: { prefix } })
+    if (this.#init.supervisor.view(id).owner !== who) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may collect its outputs`)
+    return await this.store(id, prefix)
   }
 
-  /**
-   * Stores the outputs of instance `id` (held here, ended) under `prefix` in its owner's
-   * namespace; `requester`, when given, must be that owner.
-   */
-  async store (id: string, prefix: string, requester?: string): Promise<CollectResult> {
+  /** Stores the outputs of instance `id` (held here, ended) under `prefix` in its owner's namespace. */
+  async store (id: string, prefix: string): Promise<CollectResult> {
     checkDataPath(prefix)
     return await this.#init.supervisor.withOutputs(id, async (image, owner) => {
-      if (requester !== undefined && owner !== requester) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may collect its outputs`)
       await mkdir(this.#init.workDir, { recursive: true })
       const work = await mkdtemp(join(this.#init.workDir, 'collect-'))
       try {

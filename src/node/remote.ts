@@ -1,9 +1,9 @@
 import { XenosError } from '../core/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 
-/** Calls `method` on `host` over the overlay's RPC, first learning how to reach the host. */
+/** Calls `method` on `host` over the overlay's RPC, first learning how to reach the host (HOST_NOT_FOUND when nothing says). */
 export async function callHost (overlay: Pick<Overlay, 'learnHost' | 'rpc'>, host: string, method: string, params: unknown, timeoutMs?: number): Promise<unknown> {
-  await overlay.learnHost(host)
+  if (!await overlay.learnHost(host)) throw new XenosError('HOST_NOT_FOUND', `no host ${host} is advertised on the overlay, nor connected to this one: see "xenos peers"`)
   return await overlay.rpc.call(host, method, params, timeoutMs === undefined ? {} : { timeoutMs })
 }
 

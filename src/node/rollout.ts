@@ -105,6 +105,6 @@ export async function untilHealthy (
 }
 
 /** Booting until every guest is up, then checking until every instance is healthy. */
-export function bootPhase (views: InstanceView[]): RolloutPhase {
+export function bootPhase (views: InstanceView[]): 'booting' | 'checking' {
   return views.every(v => v.bootedAt !== undefined || v.healthyAt !== undefined) ? 'checking' : 'booting'
 }

@@ -1,35 +1,26 @@
 import { z } from 'zod'
-import { CONTROL_ACTIONS, INSTANCE_ID_PATTERN, INSTANCE_STATES, TASK_STATES, nameSchema, OWNER_ID_PATTERN, SNAPSHOT_ID_PATTERN, versionSchema } from '../core/index.ts'
+import { CONTROL_ACTIONS, deployTokenSchema, INSTANCE_ID_PATTERN, INSTANCE_STATES, nameSchema, OWNER_ID_PATTERN, PEER_ID_PATTERN, requestAuthSchema, SNAPSHOT_ID_PATTERN, TASK_STATES, versionSchema, type RequestAuth } from '../core/index.ts'
 
 /** Schemas of the messages hosts send each other; every RPC handler validates with one. */
 export const templateIdSchema = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'a template id is sha256: and 64 hex digits')
 export const instanceIdSchema = z.string().regex(INSTANCE_ID_PATTERN, 'an instance id is i- and 16 hex digits')
-export const peerIdSchema = z.string().regex(/^[1-9A-HJ-NP-Za-km-z]{40,100}$/, 'not a peer id')
+export const peerIdSchema = z.string().regex(PEER_ID_PATTERN, 'not a peer id')
 
-export const authSchema = z.strictObject({
-  owner: z.string().regex(OWNER_ID_PATTERN),
-  ts: z.number().int(),
-  nonce: z.string().regex(/^[0-9a-f]{8,64}$/),
-  sig: z.string().regex(/^[A-Za-z0-9_-]{20,200}$/),
-})
+export const authSchema = requestAuthSchema
 
-/** What the owner signs when deploying: the template id is the signed target. */
 export const snapshotIdSchema = z.string().regex(SNAPSHOT_ID_PATTERN, 'a snapshot id is s- and 16 hex digits')
 
-export const deployParamsSchema = z.strictObject({
-  /** Run `count` instances on each of these hosts; null: spread `count` over the hosts with most room. */
-  hosts: z.array(peerIdSchema).min(1).max(100).refine(h => new Set(h).size === h.length, 'a host is listed twice').nullable(),
-  count: z.number().int().min(1).max(100),
+/** What every host of a deploy is asked to do; its owner signs its digest in each host's token. */
+export const deploySpecSchema = z.strictObject({
   name: nameSchema.nullable(),
   /** Start from this snapshot (held by the deploying host) instead of booting. */
   snapshot: snapshotIdSchema.optional(),
   /**
-   * Files staged into each instance, read-only at /in: a data:// name and the deployer's `data.get`
-   * signature on it; with `files`, the name is a directory and these are the files under it to stage.
+   * Files staged into each instance, read-only at /in: data:// names; with `files`, the name is
+   * a directory and these are the files under it to stage.
    */
   inputs: z.array(z.strictObject({
     uri: z.string().min(1).max(2048),
-    auth: authSchema,
     files: z.array(z.string().min(1).max(1024)).min(1).max(10_000).optional(),
   })).min(1).max(64).optional(),
   /** Gives each instance an empty disk of this many bytes at /out, whose files `collect` stores in the repository once it ends. */
@@ -37,26 +28,34 @@ export const deployParamsSchema = z.strictObject({
   /** Runs the one instance as a task: once it ends its host stores its outputs under `outputs` and, unless `keep`, destroys it. */
   task: z.strictObject({ outputs: z.string().min(1).max(1024), keep: z.boolean() }).optional(),
 })
-export type DeployParams = z.infer<typeof deployParamsSchema>
-export type DeployInput = NonNullable<DeployParams['inputs']>[number]
+export type DeploySpec = z.infer<typeof deploySpecSchema>
+
+/** One host's part of a deploy: the owner's token for it, and the owner's `data.get` signature on each input for that host. */
+export const deployPartSchema = z.strictObject({
+  token: deployTokenSchema,
+  inputs: z.array(authSchema).min(1).max(64).optional(),
+})
+export type DeployPart = z.infer<typeof deployPartSchema>
+/** An input as its host stages it: the name and what the owner signed to let the host read it. */
+export type DeployInput = NonNullable<DeploySpec['inputs']>[number] & { auth: RequestAuth }
 
 export const rpcDeploySchema = z.strictObject({
   template: templateIdSchema,
-  params: deployParamsSchema,
-  /** How many of `params.count` this host is asked to run. */
-  count: z.number().int().min(1).max(100),
-  auth: authSchema,
+  spec: deploySpecSchema,
+  part: deployPartSchema,
+  /** Answer once the instances have booted and passed their health checks, or after this long. */
+  wait: z.strictObject({ waitMs: z.number().int().min(1000).max(3_600_000) }).optional(),
 })
 
-/** Asks a host where it is with the deploy signed with this nonce. */
+/** Asks a host where it is with the owner's deploy of this key. */
 export const rpcDeployStatusSchema = z.strictObject({
   owner: z.string().regex(OWNER_ID_PATTERN),
-  nonce: z.string().regex(/^[0-9a-f]{8,64}$/),
+  key: deployTokenSchema.shape.key,
 })
 const byteCount = z.number().int().nonnegative()
 /** Null phase: the host has not begun that deploy, or has finished it. */
 export const deployStatusSchema = z.strictObject({
-  phase: z.enum(['fetching', 'staging', 'creating']).nullable(),
+  phase: z.enum(['fetching', 'staging', 'creating', 'booting', 'checking']).nullable(),
   fetching: z.strictObject({ held: byteCount, size: byteCount }).nullable(),
 })
 export type DeployStatus = z.infer<typeof deployStatusSchema>
@@ -68,6 +67,9 @@ export const deployTimingSchema = z.strictObject({
   fetchedBytes: z.number().int().nonnegative(),
   /** Admission, disks, ports and starting the instances. */
   createMs: z.number().nonnegative(),
+  /** When waited for: from the end of create until every guest was up, then until every instance passed its checks. */
+  bootMs: z.number().nonnegative().nullable(),
+  healthyMs: z.number().nonnegative().nullable(),
 })
 export type DeployTiming = z.infer<typeof deployTimingSchema>
 
@@ -77,7 +79,8 @@ export const rpcControlSchema = z.strictObject({
   auth: authSchema,
 })
 
-export const rpcInstanceSchema = z.strictObject({ id: instanceIdSchema })
+/** A signed read of an instance: its view (`get`) or its usage (`metrics`). */
+export const rpcInstanceSchema = z.strictObject({ id: instanceIdSchema, auth: authSchema })
 export const rpcSnapshotSchema = z.strictObject({ id: instanceIdSchema, auth: authSchema })
 export const snapshotViewSchema = z.strictObject({
   id: snapshotIdSchema,
@@ -137,7 +140,15 @@ export const instanceMetricsSchema = z.strictObject({
 export const deployReplySchema = z.strictObject({
   instances: z.array(instanceViewSchema).max(100),
   timing: deployTimingSchema,
+  /** Why the instances made did not all come up healthy, when waited for. */
+  error: z.strictObject({ code: z.string().max(64), message: z.string().max(16_384) }).nullable(),
 })
+
+/** Where the hosts with most room would take `count` instances of a template: what a client then signs tokens for. */
+export const placementPlanSchema = z.strictObject({
+  hosts: z.array(z.strictObject({ host: peerIdSchema, count: z.number().int().min(1).max(100) })).min(1).max(100),
+})
+export type PlacementPlan = z.infer<typeof placementPlanSchema>
 
 /** A template as another host describes it. */
 export const templateSummarySchema = z.strictObject({

@@ -3,12 +3,13 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { INSTANCE_ID_PATTERN, XenosError } from '../core/index.ts'
+import { INSTANCE_ID_PATTERN, XenosError, type RequestAuth } from '../core/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { ForwardRecord, Store } from '../store/index.ts'
 import { dialWithHeader, HandshakeRefused, readHeader, SocketStream, splice } from '../transfer/index.ts'
 import { instanceIdSchema } from './rpc-schemas.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
+import type { RequestVerifier } from './replay.ts'
 
 /**
  * Stable addresses for services: a client's connection reaches an instance's endpoint through
@@ -28,7 +29,8 @@ const SLOW_CONNECTION_MS = 2000
 
 export interface ServiceProxyInit {
   overlay: Pick<Overlay, 'peerId' | 'node' | 'lookup' | 'search' | 'learnHost'>
-  supervisor: Pick<InstanceSupervisor, 'has' | 'isMoving' | 'tcpEndpoints' | 'list'>
+  supervisor: Pick<InstanceSupervisor, 'has' | 'isMoving' | 'tcpEndpoints' | 'list' | 'view' | 'arrivingFrom'>
+  verifier: Pick<RequestVerifier, 'verify' | 'isOperator'>
   /** Where what this host forwards is kept, so that a restart goes on forwarding. */
   store: Pick<Store, 'forwards'>
   log: Logger
@@ -40,6 +42,8 @@ export interface ServiceProxyInit {
 export interface ConnectTarget {
   target: string
   endpoint?: string | undefined
+  /** Reach only instances of this owner (the one who asked); undefined: any (asked by the operator, or forwarding a moved instance). */
+  owner?: string | undefined
 }
 
 /** A local port whose connections reach a service. */
@@ -93,10 +97,20 @@ export class ServiceProxy {
     await Promise.all(entries.map(async e => { await closeAll(e) }))
   }
 
-  /** Listens on `address`:`port` (0 for any free port); every connection made there reaches `target`, which must be reachable now. */
-  async listen (target: ConnectTarget, address: string, port: number): Promise<ServiceListener> {
-    await this.#reach(target, 1).then(r => { r.stream.abort(new Error('only a check')) })
-    return await this.#listen(target, address, port)
+  /**
+   * Listens on `address`:`port` (0 for any free port) for the signer of `auth` (signed `connect`
+   * on the target, params `{endpoint, address, port}`); every connection made there reaches
+   * `target`, which must be reachable now and the signer's own, unless the signer is the
+   * operator. Only the operator may open a port on other addresses than loopback: that exposes
+   * the service to whoever reaches this host.
+   */
+  async listen (target: Omit<ConnectTarget, 'owner'>, address: string, port: number, auth: RequestAuth): Promise<ServiceListener> {
+    const who = this.#init.verifier.verify(auth, { action: 'connect', target: target.target, params: { endpoint: target.endpoint ?? null, address, port } })
+    const operator = this.#init.verifier.isOperator(who)
+    if (!operator && !isLoopback(address)) throw new XenosError('FORBIDDEN', `only the operator of this host may open a port on ${address}, which others can reach: listen on 127.0.0.1, or ask the operator`)
+    const reaching = { ...target, owner: operator ? undefined : who }
+    await this.#reach(reaching, 1).then(r => { r.stream.abort(new Error('only a check')) })
+    return await this.#listen(reaching, address, port)
   }
 
   async #listen (target: ConnectTarget, address: string, port: number): Promise<ServiceListener> {
@@ -203,7 +217,7 @@ export class ServiceProxy {
     const failures: string[] = []
     for (let round = 0; round < rounds && Date.now() < deadline; round++) {
       if (round > 0) await sleep(Math.min(100 * 2 ** round, 1000))
-      const candidates = await this.#candidates(target.target)
+      const candidates = await this.#candidates(target)
       if (candidates.length === 0) failures.push(`round ${round}: no host`)
       for (const c of candidates) {
         let host: string | undefined = c.host
@@ -224,18 +238,19 @@ export class ServiceProxy {
     throw new XenosError('INSTANCE_NOT_FOUND', `no running instance is advertised as ${target.target}: check it with "xenos instance list --all"`)
   }
 
-  /** Where `target` may run: an instance id's host, or every running instance of a name, in turn. */
-  async #candidates (target: string): Promise<Array<{ id: string, host: string }>> {
+  /** Where `target` may run: an instance id's host, or every running instance of a name, in turn (only `owner`'s, when given). */
+  async #candidates ({ target, owner }: ConnectTarget): Promise<Array<{ id: string, host: string }>> {
+    const mine = (o: string): boolean => owner === undefined || o === owner
     if (INSTANCE_ID_PATTERN.test(target)) {
       const movedTo = this.#movedTo(target)
-      if (movedTo !== undefined) return [{ id: target, host: movedTo }]
-      if (this.#init.supervisor.has(target)) return [{ id: target, host: this.#self }]
+      if (movedTo !== undefined && owner === undefined) return [{ id: target, host: movedTo }]
+      if (this.#runsHere(target)) return mine(this.#init.supervisor.view(target).owner) ? [{ id: target, host: this.#self }] : []
       const advert = await this.#init.overlay.lookup('instance', target)
-      return advert === undefined || advert.withdrawn === true ? [] : [{ id: target, host: advert.host }]
+      return advert === undefined || advert.withdrawn === true || !mine(advert.body.owner) ? [] : [{ id: target, host: advert.host }]
     }
-    const local = this.#init.supervisor.list().filter(v => v.name === target && v.state === 'running').map(v => ({ id: v.id, host: this.#self }))
+    const local = this.#init.supervisor.list().filter(v => v.name === target && v.state === 'running' && mine(v.owner)).map(v => ({ id: v.id, host: this.#self }))
     const remote = this.#init.overlay.search({ kind: 'instance' })
-      .filter(a => a.kind === 'instance' && a.withdrawn !== true && a.host !== this.#self && a.body.name === target && a.body.state === 'running')
+      .filter(a => a.kind === 'instance' && a.withdrawn !== true && a.host !== this.#self && a.body.name === target && a.body.state === 'running' && mine(a.body.owner))
       .map(a => ({ id: a.id, host: a.host }))
     const all = [...local, ...remote]
     const start = all.length === 0 ? 0 : this.#turn++ % all.length
@@ -305,6 +320,11 @@ export class ServiceProxy {
     splice(spliced, socket, { endIsFailure: () => this.#leaving(id) })
   }
 
+  /** Whether instance `id` runs here (not only arriving: until it takes over, it runs where it comes from). */
+  #runsHere (id: string): boolean {
+    return this.#init.supervisor.has(id) && this.#init.supervisor.arrivingFrom(id) === undefined
+  }
+
   /** The host instance `id` moved to, unless it has come back and runs here again. */
   #movedTo (id: string): string | undefined {
     const to = this.#moved.get(id)?.to
@@ -319,6 +339,10 @@ export class ServiceProxy {
   #leaving (id: string): boolean {
     return this.#movedTo(id) !== undefined || !this.#init.supervisor.has(id)
   }
+}
+
+function isLoopback (address: string): boolean {
+  return /^127\./.test(address) || address === '::1'
 }
 
 async function closeAll (entry: Moved): Promise<void> {

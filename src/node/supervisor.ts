@@ -1,10 +1,10 @@
 import { existsSync, readFileSync, statSync } from 'node:fs'
-import { copyFile, link, mkdir, rm, writeFile } from 'node:fs/promises'
+import { copyFile, link, mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
-  ACTIVE_STATES, ENDED_STATES, newInstanceId, newSnapshotId, XenosError,
-  type ControlAction, type DiskCopyProgress, type Driver, type InstanceMetrics, type MigrationChannel, type MigrationProgress, type InstanceState, type InstanceView, type Resources, type ServiceStatus, type StagedDisk, type TaskExit, type TaskHandle, type TaskSpec, type Template,
+  ACTIVE_STATES, ENDED_STATES, newSnapshotId, XenosError,
+  type ControlAction, type DiskCopyProgress, type Driver, type InstanceMetrics, type MigrationChannel, type MigrationProgress, type InstanceState, type InstanceView, type Placement, type Resources, type ServiceStatus, type StagedDisk, type TaskExit, type TaskHandle, type TaskSpec, type Template,
 } from '../core/index.ts'
 import { createEmptyImage, createOutputImage } from '../data/index.ts'
 import type { InstanceRecord, RemoteDisk, SnapshotRecord, Store, TaskRecord } from '../store/index.ts'
@@ -51,6 +51,15 @@ export interface IncomingInstance {
   name: string
   owner: string
   createdAt: number
+  /** Why it may run here (the move that brings it, signed). */
+  placement: Placement
+}
+
+/** A new instance a deploy makes: its id and placement come from its owner's token. */
+export interface NewInstance {
+  id: string
+  name: string
+  placement: Placement
 }
 
 /** What moves with an instance that runs a task: the parts of its task record that are not the instance's. */
@@ -106,6 +115,8 @@ export interface CreateOptions {
 const DRAINING_SETTING = 'draining'
 /** Marks the directory of an instance still arriving by migration (it names the host it comes from): a restart removes it whole. */
 const INCOMING_MARKER = 'incoming'
+/** Marks the directory of an instance being destroyed: a restart finishes the job. */
+const DESTROYING_MARKER = 'destroying'
 
 /**
  * Runs this host's instances: admission, ports, starting and stopping through the driver,
@@ -171,13 +182,19 @@ export class InstanceSupervisor {
     return r.ports.map(p => ({ ...p, health: declared.find(d => d.name === p.name)?.health }))
   }
 
-  /** Settles every persisted instance after a (re)start of the host. */
-  async recover (): Promise<void> {
+  /**
+   * Settles every persisted instance after a (re)start of the host; returns those whose
+   * destroy it finished (their adverts may live on elsewhere: they are to be withdrawn).
+   */
+  async recover (): Promise<InstanceRecord[]> {
+    const destroyed: InstanceRecord[] = []
     for (const r of this.#init.store.instances.list()) {
       const driver = this.#init.drivers.get(r.driver)
-      if (existsSync(join(this.#init.instancesDir, r.id, INCOMING_MARKER))) {
-        // Half-arrived: the host it came from still runs it.
+      // Half-arrived: the host it came from still runs it. Half-destroyed: its owner asked.
+      const arriving = existsSync(join(this.#init.instancesDir, r.id, INCOMING_MARKER))
+      if (arriving || existsSync(join(this.#init.instancesDir, r.id, DESTROYING_MARKER))) {
         await this.#destroy(r)
+        if (!arriving) destroyed.push(r)
         continue
       }
       if (r.state === 'creating') {
@@ -204,6 +221,10 @@ export class InstanceSupervisor {
       this.#watch(r.id, driver, r.handle)
       this.#init.log.info({ instance: r.id, state: status }, 're-attached to instance')
     }
+    // What a destroy had left when the host stopped, its record already gone.
+    for (const id of await readdir(this.#init.instancesDir).catch(() => [])) {
+      if (!this.has(id) && existsSync(join(this.#init.instancesDir, id, DESTROYING_MARKER))) await rm(join(this.#init.instancesDir, id), { recursive: true, force: true })
+    }
     // One server per disk, however many hosts it is served to.
     const servers = new Map<string, Record<string, unknown>>()
     for (const e of this.#init.store.diskExports.list()) {
@@ -214,6 +235,7 @@ export class InstanceSupervisor {
       servers.set(e.instanceId, server)
       this.#init.store.diskExports.put({ ...e, server })
     }
+    return destroyed
   }
 
   /** Resources held by instances that are creating, running or paused. */
@@ -311,31 +333,25 @@ export class InstanceSupervisor {
   }
 
   /**
-   * Creates and starts `count` instances of a template held locally (from a snapshot of it, if
-   * given), each with the disk image `inputs` (if given) as its staged inputs.
+   * Creates and starts instances of a template held locally (from a snapshot of it, if given),
+   * each with the disk image `inputs` (if given) as its staged inputs. All their records are
+   * written at once, so a host that stops half-way has either all or none of them to settle.
    */
-  async create (template: Template, owner: string, name: string | undefined, count: number, options: CreateOptions = {}): Promise<InstanceView[]> {
+  async create (template: Template, owner: string, instances: NewInstance[], options: CreateOptions = {}): Promise<InstanceView[]> {
     const { snapshot, inputs, outputBytes, alongside } = options
     const driver = this.#driverFor(template.manifest.driver)
     const records = await this.#locks.run('admission', async () => {
-      this.#admit(template, count)
+      this.#admit(template.manifest.resources, instances.length, template.manifest.name)
       const out: InstanceRecord[] = []
-      for (let i = 0; i < count; i++) {
-        const id = newInstanceId()
-        const record = await this.#newRecord(template, driver, {
-          id,
-          name: name === undefined ? `${template.manifest.name}-${id.slice(2, 8)}` : count > 1 ? `${name}-${i + 1}` : name,
-          owner,
-          createdAt: Date.now(),
-          remoteDisk: null,
-        })
-        this.#init.store.transaction(() => {
-          this.#init.store.instances.insert(record)
-          alongside?.(record)
-        })
-        this.#init.onChange(id, record)
-        out.push(record)
-      }
+      const pending = new Set<number>()
+      for (const i of instances) out.push(await this.#newRecord(template, driver, { ...i, owner, createdAt: Date.now(), remoteDisk: null }, pending))
+      this.#init.store.transaction(() => {
+        for (const r of out) {
+          this.#init.store.instances.insert(r)
+          alongside?.(r)
+        }
+      })
+      for (const r of out) this.#init.onChange(r.id, r)
       return out
     })
     return await Promise.all(records.map(async r => await this.#locks.run(r.id, async () => {
@@ -367,6 +383,7 @@ export class InstanceSupervisor {
       switch (action) {
         case 'start':
           this.#expect(r, ENDED_STATES, 'start')
+          await this.#admitAgain(r)
           await this.#startTask(r, this.#template(r))
           break
         case 'stop':
@@ -395,6 +412,7 @@ export class InstanceSupervisor {
         case 'resume':
           this.#expect(r, ['paused', 'suspended'], 'resume')
           if (r.state === 'suspended') {
+            await this.#admitAgain(r)
             await this.#startTask(r, this.#template(r), { restoreFrom: this.#statePath(r) })
             await rm(this.#statePath(r), { force: true })
           } else {
@@ -403,6 +421,8 @@ export class InstanceSupervisor {
           }
           break
         case 'destroy':
+          await mkdir(join(this.#init.instancesDir, id), { recursive: true })
+          await writeFile(join(this.#init.instancesDir, id, DESTROYING_MARKER), '')
           await this.#destroy(r)
           return undefined
       }
@@ -521,7 +541,7 @@ export class InstanceSupervisor {
     }
     const record = await this.#locks.run('admission', async () => {
       if (this.has(arriving.id)) throw new XenosError('INVALID_STATE', `host ${this.#init.hostId} already holds instance ${arriving.id}`)
-      this.#admit(template, 1)
+      this.#admit(template.manifest.resources, 1, template.manifest.name)
       const r = await this.#newRecord(template, driver, { ...arriving, remoteDisk: 'servedBy' in disk ? disk.servedBy : null })
       await mkdir(join(this.#init.instancesDir, r.id), { recursive: true })
       await writeFile(join(this.#init.instancesDir, r.id, INCOMING_MARKER), from)
@@ -673,6 +693,11 @@ export class InstanceSupervisor {
     })
   }
 
+  /** Why instance `id` may run here, as signed (null for an instance from before placements). */
+  placementOf (id: string): Placement | null {
+    return this.#get(id).placement
+  }
+
   /** The host serving instance `id`'s disk, when not this one. */
   remoteDiskOf (id: string): RemoteDisk | null {
     return this.#get(id).remoteDisk
@@ -716,15 +741,17 @@ export class InstanceSupervisor {
     return driver === undefined ? '' : await driver.logTail(r.handle ?? { id, driver: r.driver, state: {} }, lines)
   }
 
-  /** A new instance's record, `creating`, with host ports of its own. */
-  async #newRecord (template: Template, driver: Driver, o: IncomingInstance & { remoteDisk: RemoteDisk | null }): Promise<InstanceRecord> {
+  /** A new instance's record, `creating`, with host ports of its own (none of `pending`, ports of records not written yet). */
+  async #newRecord (template: Template, driver: Driver, o: IncomingInstance & { remoteDisk: RemoteDisk | null }, pending = new Set<number>()): Promise<InstanceRecord> {
+    const ports = await this.#assignPorts(template, [], pending)
+    for (const p of ports) pending.add(p.hostPort)
     return {
       ...o,
       templateId: template.id,
       state: 'creating',
       driver: driver.name,
       handle: null,
-      ports: await this.#assignPorts(template, []),
+      ports,
       resources: template.manifest.resources,
       error: null,
       exitCode: null,
@@ -732,15 +759,25 @@ export class InstanceSupervisor {
     }
   }
 
-  /** Throws ADMISSION_REFUSED unless `count` instances of `template` fit in what is free. */
-  #admit (template: Template, count: number): void {
+  /** Throws ADMISSION_REFUSED unless `count` instances of `name`, each wanting `want`, fit in what is free. */
+  #admit (want: Resources, count: number, name: string): void {
     if (this.#draining) throw new XenosError('ADMISSION_REFUSED', `host ${this.#init.hostId} is being drained and takes no instances: deploy elsewhere`)
-    const want = template.manifest.resources
     const free = this.free()
     if (want.cpu * count > free.cpu + 1e-9 || want.memory * count > free.memory) {
       throw new XenosError('ADMISSION_REFUSED',
-        `host ${this.#init.hostId} has ${free.cpu} CPU and ${free.memory} MiB free; ${count} × ${template.manifest.name} needs ${round(want.cpu * count)} CPU and ${want.memory * count} MiB. Deploy elsewhere or stop instances here.`)
+        `host ${this.#init.hostId} has ${free.cpu} CPU and ${free.memory} MiB free; ${count} × ${name} needs ${round(want.cpu * count)} CPU and ${want.memory * count} MiB. Deploy elsewhere or stop instances here.`)
     }
+  }
+
+  /**
+   * Admits an instance that held no resources (stopped, ended, suspended) and is starting again:
+   * it counts as `creating` from here on, so that no other admission can take its room.
+   */
+  async #admitAgain (r: InstanceRecord): Promise<void> {
+    await this.#locks.run('admission', async () => {
+      this.#admit(r.resources, 1, r.name)
+      this.#set(r.id, { state: 'creating', error: null })
+    })
   }
 
   /** Where a suspended instance's saved state lives. */
@@ -771,6 +808,7 @@ export class InstanceSupervisor {
         diskServer,
         remoteDisk: r.remoteDisk === null ? undefined : await this.#init.remoteDisks.attach(r.id, r.remoteDisk),
         disks: this.#stagedDisks(r),
+        outbound: template.manifest.network === 'outbound',
       })
       // An arriving VM waits paused, still `creating`, until it takes over.
       this.#set(r.id, { state: incoming === undefined ? 'running' : 'creating', handle })
@@ -810,10 +848,11 @@ export class InstanceSupervisor {
     this.#health.delete(r.id)
     this.#milestones.delete(r.id)
     this.#arrivingTasks.delete(r.id)
-    if (home) await rm(join(this.#init.instancesDir, r.id, INCOMING_MARKER), { force: true })
-    else await rm(join(this.#init.instancesDir, r.id), { recursive: true, force: true })
+    // The record goes before the directory: a host that stops in between finds the marker and no record.
     this.#init.store.instances.remove(r.id)
     this.#init.onChange(r.id, undefined)
+    if (home) await rm(join(this.#init.instancesDir, r.id, INCOMING_MARKER), { force: true })
+    else await rm(join(this.#init.instancesDir, r.id), { recursive: true, force: true })
     if (r.remoteDisk !== null) await this.#init.remoteDisks.detach(r.id)
     if (r.remoteDisk !== null && !arriving) {
       await this.#init.remoteDisks.release(r.id, r.remoteDisk).catch((err: unknown) => { this.#init.log.warn({ err, instance: r.id, host: r.remoteDisk?.host }, 'could not release the disk the instance used remotely') })
@@ -868,8 +907,8 @@ export class InstanceSupervisor {
     this.#init.log.info({ instance: id, exit }, 'task ended')
   }
 
-  async #assignPorts (template: Template, previous: InstanceRecord['ports']): Promise<InstanceRecord['ports']> {
-    const taken = new Set(this.#init.store.instances.list().flatMap(r => r.ports.map(p => p.hostPort)))
+  async #assignPorts (template: Template, previous: InstanceRecord['ports'], pending: ReadonlySet<number> = new Set()): Promise<InstanceRecord['ports']> {
+    const taken = new Set([...pending, ...this.#init.store.instances.list().flatMap(r => r.ports.map(p => p.hostPort))])
     const out: InstanceRecord['ports'] = []
     for (const spec of template.manifest.ports) {
       const before = previous.find(p => p.name === spec.name)

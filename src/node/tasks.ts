@@ -6,7 +6,7 @@ import type { InstanceRecord, Store, TaskRecord } from '../store/index.ts'
 import type { Outputs } from './outputs.ts'
 import { callHost } from './remote.ts'
 import type { RequestVerifier } from './replay.ts'
-import { authSchema, instanceIdSchema, taskViewSchema, type DeployParams, type TaskView } from './rpc-schemas.ts'
+import { authSchema, instanceIdSchema, taskViewSchema, type DeploySpec, type TaskView } from './rpc-schemas.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
 
 export interface TasksInit {
@@ -23,6 +23,7 @@ const FIND_RUNNER_MS = 5000
 /** Runners of other hosts' tasks remembered at most. */
 const MAX_KNOWN_RUNNERS = 1000
 const getRequestSchema = z.strictObject({ id: instanceIdSchema, auth: authSchema })
+const hasRequestSchema = z.strictObject({ id: instanceIdSchema })
 
 /** The DHT key under which a host announces a task it ran (hashed into a CID). */
 function runnerKey (id: string): string {
@@ -34,13 +35,13 @@ function isUnfinished (t: TaskRecord): boolean {
   return t.state === 'running' || t.state === 'collecting'
 }
 
-/** Throws unless a deploy's `task` part is one a host can run: one instance, on one host, with an outputs disk. */
-export function checkTaskParams (params: DeployParams): void {
-  if (params.task === undefined) return
-  if (params.count !== 1 || (params.hosts !== null && params.hosts.length !== 1)) throw new XenosError('INVALID_ARGUMENT', 'a task runs one instance: deploy it with count 1 on at most one host')
-  if (params.outputBytes === undefined) throw new XenosError('INVALID_ARGUMENT', 'a task needs an outputs disk: give outputBytes')
-  if (params.snapshot !== undefined) throw new XenosError('INVALID_ARGUMENT', 'a task boots afresh: it cannot start from a snapshot')
-  checkDataPath(params.task.outputs)
+/** Throws unless a deploy's `task` part is one a host can run: one instance (`count` in all), with an outputs disk. */
+export function checkTaskSpec (spec: DeploySpec, count: number): void {
+  if (spec.task === undefined) return
+  if (count !== 1) throw new XenosError('INVALID_ARGUMENT', 'a task runs one instance: deploy it with count 1 on one host')
+  if (spec.outputBytes === undefined) throw new XenosError('INVALID_ARGUMENT', 'a task needs an outputs disk: give outputBytes')
+  if (spec.snapshot !== undefined) throw new XenosError('INVALID_ARGUMENT', 'a task boots afresh: it cannot start from a snapshot')
+  checkDataPath(spec.task.outputs)
 }
 
 /**
@@ -63,18 +64,19 @@ export class Tasks {
 
   serve (): void {
     this.#init.overlay.rpc.handle('task.get', getRequestSchema, async req => this.#getHere(req.id, req.auth))
+    this.#init.overlay.rpc.handle('task.has', hasRequestSchema, async req => this.#init.store.tasks.get(req.id) !== undefined)
   }
 
   /** The record to write with a new instance of a task deploy. */
-  recordFor (instance: InstanceRecord, params: DeployParams): TaskRecord | undefined {
-    if (params.task === undefined) return undefined
+  recordFor (instance: InstanceRecord, spec: DeploySpec): TaskRecord | undefined {
+    if (spec.task === undefined) return undefined
     return {
       id: instance.id,
       owner: instance.owner,
       templateId: instance.templateId,
-      inputs: (params.inputs ?? []).map(i => i.uri),
-      outputsPrefix: params.task.outputs,
-      keep: params.task.keep,
+      inputs: (spec.inputs ?? []).map(i => i.uri),
+      outputsPrefix: spec.task.outputs,
+      keep: spec.task.keep,
       state: 'running',
       exitCode: null,
       error: null,
@@ -151,25 +153,31 @@ export class Tasks {
     await this.#init.supervisor.control(id, 'destroy').catch((err: unknown) => { this.#init.log.warn({ err, task: id }, 'could not destroy the instance of an ended task') })
   }
 
-  /** A task of the owner's (signed `task.get`), asked of the host that runs or ran it. */
+  /** A task of the owner's (signed `task.get` for the host that runs or ran it), asked of that host. */
   async get (id: string, auth: RequestAuth): Promise<TaskView> {
-    if (this.#init.store.tasks.get(id) !== undefined) return this.#getHere(id, auth)
+    if (auth.host === this.#init.overlay.peerId) return this.#getHere(id, auth)
+    return taskViewSchema.parse(await callHost(this.#init.overlay, auth.host, 'task.get', { id, auth }))
+  }
+
+  /** The host that runs or ran task `id`: this one, or one that announced it on the DHT and still knows it. */
+  async runnerOf (id: string): Promise<string> {
+    if (this.#init.store.tasks.get(id) !== undefined) return this.#init.overlay.peerId
     // A task watched through this host is asked for every second: remember where it runs.
     const known = this.#runners.get(id)
     const runners = known !== undefined ? [known] : (await this.#init.overlay.findProviders(runnerKey(id), FIND_RUNNER_MS)).filter(h => h !== this.#init.overlay.peerId)
     for (const host of runners) {
       try {
-        const view = taskViewSchema.parse(await callHost(this.#init.overlay, host, 'task.get', { id, auth }))
-        this.#remember(id, host)
-        return view
+        if (z.boolean().parse(await callHost(this.#init.overlay, host, 'task.has', { id }))) {
+          this.#remember(id, host)
+          return host
+        }
       } catch (err) {
-        // A host that announced it may have moved it on with its instance since.
-        if (err instanceof XenosError && err.code !== 'PEER_UNREACHABLE' && err.code !== 'TASK_NOT_FOUND') throw err
-        this.#runners.delete(id)
-        this.#init.log.debug({ err, host, task: id }, 'a host announcing a task could not be asked, or runs it no more')
+        this.#init.log.debug({ err, host, task: id }, 'a host announcing a task could not be asked')
       }
+      // A host that announced it may have moved it on with its instance since.
+      this.#runners.delete(id)
     }
-    if (known !== undefined) return await this.get(id, auth)
+    if (known !== undefined) return await this.runnerOf(id)
     throw new XenosError('TASK_NOT_FOUND', `no host knows task ${id}: check the id with "xenos task ls" on the host that ran it`)
   }
 

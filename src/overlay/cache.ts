@@ -1,4 +1,4 @@
-import { advertKey, isNewer, type Advert, type AdvertKind } from '../core/index.ts'
+import { advertKey, isMoreRecent, isNewer, type Advert, type AdvertKind } from '../core/index.ts'
 
 /** What a search asks for; every given field must match. */
 export interface AdvertQuery {
@@ -9,22 +9,71 @@ export interface AdvertQuery {
   host?: string
 }
 
+/** How much of the cache one host's adverts may take, and all of them together. */
+export interface CacheLimits {
+  /** @default 1024 */
+  perHost: number
+  /** @default 2 MiB */
+  perHostBytes: number
+  /** @default 65_536 */
+  total: number
+  /** @default 64 MiB */
+  totalBytes: number
+}
+
+export const DEFAULT_CACHE_LIMITS: CacheLimits = { perHost: 1024, perHostBytes: 2 * 2 ** 20, total: 65_536, totalBytes: 64 * 2 ** 20 }
+
+/** Whether an advert offered to the cache was kept. */
+export type OfferResult = 'new' | 'stale' | 'over-cap'
+
+interface Entry {
+  advert: Advert
+  bytes: number
+}
+
 /**
- * The adverts this host knows, newest per subject. Withdrawals are kept until they expire so an
- * older copy arriving late (from gossip or a peer's sync) cannot bring a withdrawn thing back.
+ * The adverts this host knows, newest per subject and host. Withdrawals are kept until they
+ * expire so an older copy arriving late (from gossip or a peer's sync) cannot bring a withdrawn
+ * thing back. Each host's adverts, and all of them, are bounded in number and bytes: a peer with
+ * many keys cannot fill a host's memory. Of the hosts advertising one instance, the one its owner
+ * placed it on last is the one that counts.
  */
 export class AdvertCache {
-  readonly #entries = new Map<string, Advert>()
+  readonly #entries = new Map<string, Entry>()
+  readonly #perHost = new Map<string, { count: number, bytes: number }>()
   readonly #watchers = new Set<(a: Advert) => void>()
+  readonly #limits: CacheLimits
+  #bytes = 0
 
-  /** Stores `a` if it is newer than what is known; returns whether it changed anything. */
-  offer (a: Advert): boolean {
+  constructor (limits: Partial<CacheLimits> = {}) {
+    this.#limits = { ...DEFAULT_CACHE_LIMITS, ...limits }
+  }
+
+  /** Stores `a` if it is newer than what is known and fits within the limits. */
+  offer (a: Advert): OfferResult {
     const key = advertKey(a)
     const known = this.#entries.get(key)
-    if (known !== undefined && !isNewer(a, known)) return false
-    this.#entries.set(key, a)
+    if (known !== undefined && !isNewer(a, known.advert)) return 'stale'
+    const bytes = JSON.stringify(a).length
+    const host = this.#perHost.get(a.host) ?? { count: 0, bytes: 0 }
+    const grow = bytes - (known?.bytes ?? 0)
+    const added = known === undefined ? 1 : 0
+    if (host.count + added > this.#limits.perHost || host.bytes + grow > this.#limits.perHostBytes ||
+      this.#entries.size + added > this.#limits.total || this.#bytes + grow > this.#limits.totalBytes) return 'over-cap'
+    this.#entries.set(key, { advert: a, bytes })
+    this.#perHost.set(a.host, { count: host.count + added, bytes: host.bytes + grow })
+    this.#bytes += grow
     for (const w of this.#watchers) w(a)
-    return true
+    return 'new'
+  }
+
+  #delete (key: string, e: Entry): void {
+    this.#entries.delete(key)
+    this.#bytes -= e.bytes
+    const host = this.#perHost.get(e.advert.host)
+    if (host === undefined) return
+    if (host.count <= 1) this.#perHost.delete(e.advert.host)
+    else this.#perHost.set(e.advert.host, { count: host.count - 1, bytes: host.bytes - e.bytes })
   }
 
   /** Calls `fn` with every advert that changes the cache until the returned function is called. */
@@ -34,8 +83,8 @@ export class AdvertCache {
   }
 
   /** Resolves with the first non-empty result of `search(q)`, or [] after `timeoutMs`. */
-  async waitFor (q: AdvertQuery, timeoutMs: number): Promise<Advert[]> {
-    const now = this.search(q)
+  async waitFor (q: AdvertQuery, timeoutMs: number, limit?: number): Promise<Advert[]> {
+    const now = this.search(q, limit)
     if (now.length > 0 || timeoutMs <= 0) return now
     return await new Promise(resolve => {
       const done = (result: Advert[]): void => {
@@ -45,56 +94,102 @@ export class AdvertCache {
       }
       const timer = setTimeout(() => { done([]) }, timeoutMs)
       const unwatch = this.watch(() => {
-        const found = this.search(q)
+        const found = this.search(q, limit)
         if (found.length > 0) done(found)
       })
     })
   }
 
-  /** The newest live advert about `kind`/`id`, from whichever host. */
+  /**
+   * The standing advert about `kind`/`id`: for an instance, that of the host it was placed on last
+   * (undefined when that host withdrew it); for others, the newest live one from whichever host.
+   */
   get (kind: AdvertKind, id: string, now = Date.now()): Advert | undefined {
     let best: Advert | undefined
-    for (const a of this.#entries.values()) {
-      if (a.kind !== kind || a.id !== id || a.withdrawn === true || a.expiresAt <= now) continue
-      if (best === undefined || a.issuedAt > best.issuedAt) best = a
+    for (const { advert: a } of this.#entries.values()) {
+      if (a.kind !== kind || a.id !== id || a.expiresAt <= now) continue
+      if (kind !== 'instance' && a.withdrawn === true) continue
+      if (best === undefined || isMoreRecent(a, best)) best = a
     }
-    return best
+    return best?.withdrawn === true ? undefined : best
   }
 
-  /** Live adverts matching `q`, newest first. */
-  search (q: AdvertQuery, now = Date.now()): Advert[] {
+  /** Live adverts matching `q`, newest first, at most `limit`; one per instance (see `get`). */
+  search (q: AdvertQuery, limit = Infinity, now = Date.now()): Advert[] {
     const text = q.text?.toLowerCase()
+    const standing = q.kind === undefined || q.kind === 'instance' ? this.#standingInstances(now) : new Map<string, Advert>()
     const out: Advert[] = []
-    for (const a of this.#entries.values()) {
+    for (const { advert: a } of this.#entries.values()) {
       if (a.withdrawn === true || a.expiresAt <= now) continue
       if (q.kind !== undefined && a.kind !== q.kind) continue
       if (q.host !== undefined && a.host !== q.host) continue
       if (text !== undefined && text !== '' && !searchableText(a).includes(text)) continue
       if (q.tags !== undefined && !matchesTags(a, q.tags)) continue
+      if (a.kind === 'instance' && standing.get(a.id) !== a) continue
       out.push(a)
     }
-    return out.sort((x, y) => y.issuedAt - x.issuedAt)
+    return out.sort((x, y) => y.issuedAt - x.issuedAt).slice(0, limit)
   }
 
-  /** Issue time of every unexpired advert by key: what a peer sends to ask for what it lacks. */
-  digest (now = Date.now()): Record<string, number> {
-    const out: Record<string, number> = {}
-    for (const [key, a] of this.#entries) if (a.expiresAt > now) out[key] = a.issuedAt
+  /** For each instance, the advert of the host it was placed on last (withdrawn or not). */
+  #standingInstances (now: number): Map<string, Advert> {
+    const standing = new Map<string, Advert>()
+    for (const { advert: a } of this.#entries.values()) {
+      if (a.kind !== 'instance' || a.expiresAt <= now) continue
+      const best = standing.get(a.id)
+      if (best === undefined || isMoreRecent(a, best)) standing.set(a.id, a)
+    }
+    return standing
+  }
+
+  /** Issue time of every unexpired advert by key, in key order, from after `after`, at most `limit`. */
+  digest (after: string | null, limit: number, now = Date.now()): Array<[string, number]> {
+    const keys = [...this.#entries.keys()].filter(k => after === null || k > after).sort()
+    const out: Array<[string, number]> = []
+    for (const k of keys) {
+      if (out.length >= limit) break
+      const e = this.#entries.get(k)
+      if (e !== undefined && e.advert.expiresAt > now) out.push([k, e.advert.issuedAt])
+    }
     return out
   }
 
-  /** Unexpired adverts (withdrawals included) newer than what `have` lists. */
-  newerThan (have: Record<string, number>, now = Date.now()): Advert[] {
-    return [...this.#entries].filter(([key, a]) => a.expiresAt > now && !(a.issuedAt <= (have[key] ?? -1))).map(([, a]) => a)
+  /** The unexpired adverts (withdrawals included) with these keys, in order, up to `maxBytes` in all. */
+  pick (keys: string[], maxBytes: number, now = Date.now()): { records: Advert[], taken: number } {
+    const records: Advert[] = []
+    let bytes = 0
+    let taken = 0
+    for (const k of keys) {
+      const e = this.#entries.get(k)
+      if (e !== undefined && e.advert.expiresAt > now) {
+        if (bytes + e.bytes > maxBytes) break
+        bytes += e.bytes
+        records.push(e.advert)
+      }
+      taken++
+    }
+    return { records, taken }
+  }
+
+  /** Whether an advert with this key (`kind/host/id`, see `advertKey`), not cached yet, would fit. */
+  hasRoomFor (key: string): boolean {
+    const host = this.#perHost.get(key.split('/')[1] ?? '')
+    return this.#entries.size < this.#limits.total && this.#bytes < this.#limits.totalBytes &&
+      (host === undefined || (host.count < this.#limits.perHost && host.bytes < this.#limits.perHostBytes))
+  }
+
+  /** Issue time of the cached advert with this key. */
+  version (key: string): number | undefined {
+    return this.#entries.get(key)?.advert.issuedAt
   }
 
   /** Drops expired entries; returns the live adverts that expired (so hosts that died disappear). */
   sweep (now = Date.now()): Advert[] {
     const gone: Advert[] = []
-    for (const [key, a] of this.#entries) {
-      if (a.expiresAt <= now) {
-        this.#entries.delete(key)
-        if (a.withdrawn !== true) gone.push(a)
+    for (const [key, e] of this.#entries) {
+      if (e.advert.expiresAt <= now) {
+        this.#delete(key, e)
+        if (e.advert.withdrawn !== true) gone.push(e.advert)
       }
     }
     return gone
@@ -102,6 +197,11 @@ export class AdvertCache {
 
   get size (): number {
     return this.#entries.size
+  }
+
+  /** Bytes the cached adverts take (as JSON). */
+  get bytes (): number {
+    return this.#bytes
   }
 }
 

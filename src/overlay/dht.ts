@@ -1,4 +1,4 @@
-import { type Advert } from '../core/index.ts'
+import { advertSchema, isMoreRecent, type Advert } from '../core/index.ts'
 import { verifyAdvert } from './adverts.ts'
 
 /**
@@ -28,18 +28,27 @@ export async function dhtValidator (key: Uint8Array, value: Uint8Array): Promise
   if (!keysOf(result.advert).some(x => new TextDecoder().decode(x) === k)) throw new Error('advert does not belong under this key')
 }
 
-/** Picks the newest advert among records for one key. */
+/**
+ * Picks the most recent advert among records for one key (for an instance, that of the host it
+ * was placed on last). Every record was validated when it was stored.
+ */
 export function dhtSelector (_key: Uint8Array, records: Uint8Array[]): number {
   let best = 0
-  let bestTime = -1
+  let bestAdvert: Advert | undefined
   records.forEach((r, i) => {
-    try {
-      const a = JSON.parse(new TextDecoder().decode(r)) as Advert
-      if (typeof a.issuedAt === 'number' && a.issuedAt > bestTime) {
-        best = i
-        bestTime = a.issuedAt
-      }
-    } catch {}
+    const parsed = advertSchema.safeParse(parseJson(r))
+    if (parsed.success && (bestAdvert === undefined || isMoreRecent(parsed.data, bestAdvert))) {
+      best = i
+      bestAdvert = parsed.data
+    }
   })
   return best
+}
+
+function parseJson (bytes: Uint8Array): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes))
+  } catch {
+    return undefined
+  }
 }

@@ -14,6 +14,7 @@
  */
 export { Overlay, ADVERT_TOPIC, DEFAULT_ADVERT_TTL_MS, type OverlayInit, type OverlayCounters, type LookupOptions } from './overlay.ts'
 export { Rpc, RPC_PROTOCOL, type CallOptions } from './rpc.ts'
-export { signAdvert, verifyAdvert, encodeAdvert, type RejectReason } from './adverts.ts'
-export { AdvertCache, type AdvertQuery } from './cache.ts'
+export { signAdvert, verifyAdvert, verifyHostSignature, encodeAdvert, REJECT_REASONS, type RejectReason } from './adverts.ts'
+export { AdvertCache, DEFAULT_CACHE_LIMITS, type AdvertQuery, type CacheLimits } from './cache.ts'
+export { serveSync, pullFrom, DIGEST_PAGE, type Syncable } from './sync.ts'
 export { loadOrCreateHostKey } from './identity.ts'

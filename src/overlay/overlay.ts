@@ -6,38 +6,28 @@ import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
 import type { Logger } from 'pino'
-import { z } from 'zod'
-import { type Advert, type AdvertKind, type AdvertOf, type UnsignedAdvert } from '../core/index.ts'
-import { encodeAdvert, signAdvert, verifyAdvert, type RejectReason } from './adverts.ts'
-import { AdvertCache, type AdvertQuery } from './cache.ts'
+import { isMoreRecent, type Advert, type AdvertKind, type AdvertOf, type UnsignedAdvert } from '../core/index.ts'
+import { encodeAdvert, REJECT_REASONS, signAdvert, verifyAdvert, type RejectReason } from './adverts.ts'
+import { AdvertCache, type AdvertQuery, type CacheLimits } from './cache.ts'
 import { idKey, keysOf, nameKey } from './dht.ts'
 import { createXenosLibp2p, type XenosLibp2p } from './libp2p.ts'
 import { Rpc, RPC_PROTOCOL } from './rpc.ts'
+import { pullFrom, Refused, serveSync, type Syncable } from './sync.ts'
 
 export const ADVERT_TOPIC = 'xenos/adverts/1'
 /** How often a host pulls what it lacks from a random peer (anti-entropy behind gossip). */
 export const SYNC_INTERVAL_MS = 5000
 
-const syncRequestSchema = z.strictObject({
-  have: z.record(z.string().max(300), z.number().int()).refine(h => Object.keys(h).length <= 20_000, 'digest too large'),
-})
-
-const sharedSyncSchema = z.strictObject({
-  topic: z.string().max(100),
-  have: z.record(z.string().max(300), z.number().int()).refine(h => Object.keys(h).length <= 20_000, 'digest too large'),
-})
+/** The sync topic of the adverts themselves (other topics are shared records). */
+const ADVERTS_SYNC_TOPIC = 'adverts'
 
 /**
  * Records every host keeps a whole copy of (template names), unlike adverts, which expire: spread
- * by gossip, pulled from every new peer and from a random one now and then.
+ * by gossip, pulled in pages from every new peer and from a random one now and then.
  */
-export interface SharedRecords {
+export interface SharedRecords extends Omit<Syncable, 'receive'> {
   /** Checks and keeps a record from a peer: undefined if invalid, else whether it was new. */
   receive: (record: unknown) => boolean | undefined
-  /** Key → sequence number of every record held. */
-  digest: () => Record<string, number>
-  /** Records newer than a peer's digest says. */
-  newerThan: (have: Record<string, number>) => unknown[]
 }
 
 /** Largest shared record accepted from gossip. */
@@ -55,16 +45,21 @@ export interface OverlayInit {
   mdns: boolean
   /** Lifetime of this host's adverts; they are re-published every third of it. @default 30_000 */
   advertTtlMs: number
+  /** How much of the advert cache one host, and all, may take. @default DEFAULT_CACHE_LIMITS */
+  cacheLimits?: Partial<CacheLimits>
   log: Logger
 }
 
 export const DEFAULT_ADVERT_TTL_MS = 30_000
 /**
- * DHT copies of adverts live longer and are republished rarely: a DHT put costs a query to the
- * closest peers, and the DHT only answers what the gossip-fed cache lacks.
+ * DHT copies of adverts are republished less often than gossip ones (a DHT put costs a query to
+ * the closest peers, and the DHT only answers what the gossip-fed cache lacks), but live no
+ * longer than any advert may: a host that is gone leaves the DHT within five minutes too.
  */
-export const DHT_ADVERT_TTL_MS = 15 * 60_000
-export const DHT_REPUBLISH_MS = 5 * 60_000
+export const DHT_ADVERT_TTL_MS = 5 * 60_000
+export const DHT_REPUBLISH_MS = 2 * 60_000
+/** How long a DHT lookup keeps gathering answers after the first valid one, to find the newest. */
+const DHT_GATHER_MS = 1000
 
 type BodyOf<K extends AdvertKind> = AdvertOf<K>['body']
 
@@ -90,12 +85,12 @@ export interface OverlayCounters {
 export class Overlay {
   readonly node: XenosLibp2p
   readonly rpc: Rpc
-  readonly cache = new AdvertCache()
+  readonly cache: AdvertCache
   readonly counters: OverlayCounters = {
     acceptedVia: { gossip: 0, sync: 0 },
     accepted: 0,
     stale: 0,
-    rejected: { oversized: 0, malformed: 0, 'bad-signature': 0, 'wrong-host': 0, expired: 0, future: 0, 'ttl-too-long': 0 },
+    rejected: Object.fromEntries(REJECT_REASONS.map(r => [r, 0])) as Record<RejectReason, number>,
   }
 
   readonly #init: OverlayInit
@@ -107,12 +102,17 @@ export class Overlay {
   /** Keys this host provides on the DHT, and whether some of them still wait for peers to hold them. */
   readonly #provided = new Set<string>()
   #provideLater = false
+  /** What peers offered in syncs and was refused: not asked for again. */
+  readonly #refused = new Refused()
+  /** Adverts (withdrawals too: a restarted host withdraws what it destroyed) that waited for a host to join to reach the DHT. */
+  readonly #putLater = new Map<string, UnsignedAdvert>()
   #providing = false
 
   private constructor (node: XenosLibp2p, init: OverlayInit) {
     this.node = node
     this.#init = init
     this.rpc = new Rpc(node, init.log)
+    this.cache = new AdvertCache(init.cacheLimits)
   }
 
   static async create (init: OverlayInit): Promise<Overlay> {
@@ -142,9 +142,25 @@ export class Overlay {
     }
   }
 
+  /** Signs `data` with this host's key (base64url): what only this host can say. */
+  async sign (data: Uint8Array): Promise<string> {
+    return Buffer.from(await this.#init.privateKey.sign(data)).toString('base64url')
+  }
+
+  /** The adverts as the sync protocol sees them. */
+  get #advertSync (): Syncable {
+    return {
+      digest: (after, limit) => this.cache.digest(after, limit),
+      pick: (keys, maxBytes) => this.cache.pick(keys, maxBytes),
+      version: key => this.cache.version(key),
+      // What a full share of the cache would refuse is not even asked for (and checked).
+      hasRoomFor: key => this.cache.hasRoomFor(key),
+      receive: async record => { await this.receive(record, 'sync') },
+    }
+  }
+
   async start (): Promise<void> {
-    this.rpc.handle('adverts.sync', syncRequestSchema, async ({ have }) => this.cache.newerThan(have))
-    this.rpc.handle('shared.sync', sharedSyncSchema, async ({ topic, have }) => this.#shared.get(topic)?.newerThan(have) ?? [])
+    serveSync(this.rpc, topic => topic === ADVERTS_SYNC_TOPIC ? this.#advertSync : this.#shared.get(topic) as Syncable | undefined)
     await this.rpc.start()
     const pubsub = this.node.services.pubsub
     pubsub.topicValidators.set(ADVERT_TOPIC, async (_peer, msg) => {
@@ -173,6 +189,7 @@ export class Overlay {
       void this.#syncWith(peerId)
       // Once the DHT has taken the new host into its routing table.
       if (this.#provideLater) setTimeout(() => { void this.#provideAgain() }, PROVIDE_AGAIN_MS).unref()
+      if (this.#putLater.size > 0) setTimeout(() => { void this.#putAgain() }, PROVIDE_AGAIN_MS).unref()
     })
     const ttl = this.#init.advertTtlMs
     this.#timers.push(setInterval(() => { void this.#refresh() }, Math.max(200, Math.floor(ttl / 3))))
@@ -206,14 +223,16 @@ export class Overlay {
       return undefined
     }
     if (result.advert.host === this.peerId) return false
-    const changed = this.cache.offer(result.advert)
-    if (changed) {
+    const offered = this.cache.offer(result.advert)
+    if (offered === 'new') {
       this.counters.accepted++
       this.counters.acceptedVia[via]++
-    } else {
+    } else if (offered === 'stale') {
       this.counters.stale++
+    } else {
+      this.counters.rejected['over-cap']++
     }
-    return changed
+    return offered === 'new'
   }
 
   /** Publishes (or republishes with a new body) this host's advert about `kind`/`id`. */
@@ -225,9 +244,13 @@ export class Overlay {
     void this.#putDht(unsigned)
   }
 
-  /** Withdraws an advert: peers drop it now instead of when it would have expired. */
-  async withdraw (kind: AdvertKind, id: string): Promise<void> {
-    const known = this.#own.get(`${kind}/${id}`)
+  /**
+   * Withdraws an advert: peers drop it now instead of when it would have expired. `body` is
+   * what it said, for one published before this host restarted (whose copies may live on in
+   * the DHT) and not published since.
+   */
+  async withdraw<K extends AdvertKind>(kind: K, id: string, body?: BodyOf<K>): Promise<void> {
+    const known = this.#own.get(`${kind}/${id}`) ?? (body === undefined ? undefined : { v: 1, kind, id, host: this.peerId, seq: 0, issuedAt: 0, expiresAt: 0, body } as UnsignedAdvert)
     if (known === undefined) return
     this.#own.delete(`${kind}/${id}`)
     const now = Date.now()
@@ -248,9 +271,12 @@ export class Overlay {
     }
   }
 
-  /** Stores a long-lived copy of an advert in the DHT under its id and name keys. */
+  /** Stores a long-lived copy of an advert in the DHT under its id and name keys (once a host joins, if none has). */
   async #putDht (unsigned: UnsignedAdvert): Promise<void> {
-    if (this.node.getPeers().length === 0) return
+    if (this.node.getPeers().length === 0) {
+      this.#putLater.set(`${unsigned.kind}/${unsigned.id}`, unsigned)
+      return
+    }
     const now = Date.now()
     const advert = await signAdvert(this.#init.privateKey, { ...unsigned, seq: this.#seq++, issuedAt: now, expiresAt: now + DHT_ADVERT_TTL_MS })
     const bytes = encodeAdvert(advert)
@@ -283,17 +309,9 @@ export class Overlay {
   /** Pulls from `peer` every advert and shared record it holds that is newer than ours (or that we lack). */
   async #syncWith (peer: PeerId): Promise<void> {
     try {
-      const adverts = await this.rpc.call(peer, 'adverts.sync', { have: this.cache.digest() }, { timeoutMs: 10_000 })
-      if (!Array.isArray(adverts)) throw new Error('sync reply is not a list')
-      for (const a of adverts.slice(0, 20_000)) await this.receive(a, 'sync')
+      await pullFrom(this.rpc, peer, ADVERTS_SYNC_TOPIC, this.#advertSync, this.#refused)
       for (const [topic, records] of this.#shared) {
-        const newer = await this.rpc.call(peer, 'shared.sync', { topic, have: records.digest() }, { timeoutMs: 10_000 })
-        if (!Array.isArray(newer)) throw new Error('sync reply is not a list')
-        for (const r of newer.slice(0, 20_000)) {
-          try {
-            records.receive(r)
-          } catch {}
-        }
+        await pullFrom(this.rpc, peer, topic, { ...records, receive: async r => { records.receive(r) } }, this.#refused)
       }
     } catch (err) {
       this.#init.log.debug({ err, peer: peer.toString() }, 'sync failed')
@@ -322,8 +340,8 @@ export class Overlay {
     return this.node.services.pubsub.getSubscribers(ADVERT_TOPIC).length
   }
 
-  search (q: AdvertQuery): Advert[] {
-    return this.cache.search(q)
+  search (q: AdvertQuery, limit?: number): Advert[] {
+    return this.cache.search(q, limit)
   }
 
   /** Finds the advert about `kind`/`id`: the cache first (unless `fromCache` is false), then the DHT. */
@@ -339,29 +357,31 @@ export class Overlay {
   }
 
   /**
-   * Asks the DHT for `key` and settles for the first record that verifies: adverts are signed,
-   * so any valid copy is genuine, and waiting for the whole query to pick the newest would cost
-   * several more round trips. DHT copies outlive gossip adverts, so they are returned but not
-   * cached (a dead host must still leave search results within the gossip TTL).
+   * Asks the DHT for `key` and keeps, of the records that verify, the most recent (a withdrawal
+   * included, which then means the thing is gone): for a moment after the first, then returns.
+   * DHT copies outlive gossip adverts, so they are returned but not cached (a dead host must
+   * still leave search results within the gossip TTL).
    */
   async #dhtGet (key: Uint8Array, signal?: AbortSignal): Promise<Advert | undefined> {
     if (this.node.getPeers().length === 0) return undefined
     const stop = new AbortController()
     const signals = [stop.signal, AbortSignal.timeout(5000), ...(signal === undefined ? [] : [signal])]
+    let best: Advert | undefined
     try {
       for await (const event of this.node.services.dht.get(key, { signal: AbortSignal.any(signals) })) {
         const value = event.name === 'PEER_RESPONSE' ? event.record?.value : event.name === 'VALUE' ? event.value : undefined
         if (value === undefined) continue
         const result = await verifyAdvert(value)
-        if (!result.ok || result.advert.withdrawn === true) continue
-        return result.advert
+        if (!result.ok) continue
+        if (best === undefined) setTimeout(() => { stop.abort() }, DHT_GATHER_MS).unref()
+        if (best === undefined || isMoreRecent(result.advert, best)) best = result.advert
       }
     } catch (err) {
-      this.#init.log.debug({ err }, 'dht get failed')
+      if (best === undefined) this.#init.log.debug({ err }, 'dht get failed')
     } finally {
       stop.abort()
     }
-    return undefined
+    return best?.withdrawn === true ? undefined : best
   }
 
   /** Tells the DHT this host holds content `key` (a blob id), so others fetching it find us. */
@@ -379,6 +399,12 @@ export class Overlay {
       this.#init.log.debug({ err, key }, 'dht provide failed')
       return false
     }
+  }
+
+  async #putAgain (): Promise<void> {
+    const waiting = [...this.#putLater.values()]
+    this.#putLater.clear()
+    for (const a of waiting) await this.#putDht(a)
   }
 
   /** Provides again what could not be provided (no peers yet, as after a restart) once a host joins. */
@@ -420,12 +446,15 @@ export class Overlay {
     return undefined
   }
 
-  /** Makes a host dialable by the addresses it advertises (before an RPC or a transfer to it). */
-  async learnHost (peer: string): Promise<void> {
-    if (peer === this.peerId) return
+  /**
+   * Makes a host dialable by the addresses it advertises (before an RPC or a transfer to it);
+   * false when it is neither connected nor advertised, so nothing could reach it.
+   */
+  async learnHost (peer: string): Promise<boolean> {
+    if (peer === this.peerId) return true
     const addrs = (await this.lookup('host', peer))?.body.addrs ?? []
-    if (addrs.length === 0) return
-    await this.node.peerStore.merge(peerIdFromString(peer), { multiaddrs: addrs.map(a => multiaddr(a)) })
+    if (addrs.length > 0) await this.node.peerStore.merge(peerIdFromString(peer), { multiaddrs: addrs.map(a => multiaddr(a)) })
+    return addrs.length > 0 || this.node.getConnections(peerIdFromString(peer)).length > 0
   }
 }
 

@@ -61,7 +61,8 @@ export class DataTable {
   files (owner: string, prefix: string, limit: number): DataFileRecord[] {
     const rows = prefix === ''
       ? this.#db.prepare('SELECT * FROM data_files WHERE owner = ? ORDER BY path LIMIT ?').all(owner, limit)
-      : this.#db.prepare("SELECT * FROM data_files WHERE owner = ? AND (path = ? OR substr(path, 1, ?) = ?) ORDER BY path LIMIT ?").all(owner, prefix, prefix.length + 1, `${prefix}/`, limit)
+      // A range of bytes, not a count of characters: '0' follows '/', and SQLite compares UTF-8 bytes.
+      : this.#db.prepare('SELECT * FROM data_files WHERE owner = ? AND (path = ? OR (path >= ? AND path < ?)) ORDER BY path LIMIT ?').all(owner, prefix, `${prefix}/`, `${prefix}0`, limit)
     return (rows as unknown as FileRow[]).map(fileOf)
   }
 
@@ -77,6 +78,13 @@ export class DataTable {
   bytesOf (owner: string): number {
     const files = this.#db.prepare('SELECT COALESCE(SUM(size), 0) AS n FROM data_files WHERE owner = ?').get(owner) as { n: number }
     const uploads = this.#db.prepare('SELECT COALESCE(SUM(size), 0) AS n FROM data_uploads WHERE owner = ?').get(owner) as { n: number }
+    return files.n + uploads.n
+  }
+
+  /** Bytes every owner's files and uploads under way take. */
+  totalBytes (): number {
+    const files = this.#db.prepare('SELECT COALESCE(SUM(size), 0) AS n FROM data_files').get() as { n: number }
+    const uploads = this.#db.prepare('SELECT COALESCE(SUM(size), 0) AS n FROM data_uploads').get() as { n: number }
     return files.n + uploads.n
   }
 

@@ -1,3 +1,4 @@
+import { chmodSync } from 'node:fs'
 import { DatabaseSync } from 'node:sqlite'
 
 /**
@@ -119,14 +120,36 @@ const MIGRATIONS: readonly string[] = [
    INSERT INTO disk_exports_by_peer SELECT instance_id, owner, peer, token, server, created_at FROM disk_exports;
    DROP TABLE disk_exports;
    ALTER TABLE disk_exports_by_peer RENAME TO disk_exports;`,
+  // Signed requests already used; what placed each instance here; who imported each template and
+  // who uploaded the image files of templates still to come; when each name's template was last seen.
+  `CREATE TABLE nonces (
+     key TEXT PRIMARY KEY,
+     expires_at INTEGER NOT NULL
+   );
+   CREATE INDEX nonces_expiry ON nonces(expires_at);
+   ALTER TABLE instances ADD COLUMN placement TEXT;
+   ALTER TABLE templates ADD COLUMN owner TEXT;
+   CREATE TABLE blob_claims (
+     owner TEXT NOT NULL,
+     blob TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     created_at INTEGER NOT NULL,
+     PRIMARY KEY (owner, blob)
+   );
+   ALTER TABLE names ADD COLUMN seen_at INTEGER NOT NULL DEFAULT 0;`,
 ]
 
 export type Database = DatabaseSync
+
+/** A database that lives in memory only (tests). */
+export const MEMORY = ':memory:'
 
 /** Opens (creating if needed) the host's database in WAL mode and brings its schema up to date. */
 export function openDatabase (path: string): Database {
   const db = new DatabaseSync(path)
   db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;')
+  // Only its host reads it (SQLite creates it as the umask says).
+  if (path !== MEMORY) chmodSync(path, 0o600)
   const row = db.prepare('PRAGMA user_version').get() as { user_version: number }
   for (let v = row.user_version; v < MIGRATIONS.length; v++) {
     transaction(db, () => {
@@ -135,6 +158,14 @@ export function openDatabase (path: string): Database {
     })
   }
   return db
+}
+
+/** Another connection to the open database `db` at `path`, whose commits do not wait for the disk (see NonceTable). */
+export function openLightConnection (path: string, db: Database): Database {
+  if (path === MEMORY) return db
+  const light = new DatabaseSync(path)
+  light.exec('PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;')
+  return light
 }
 
 /** Runs `fn` in one transaction: all of its writes land, or none do. */

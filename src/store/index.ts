@@ -11,7 +11,7 @@
  * store.close()
  * ```
  */
-import { openDatabase, transaction, type Database } from './database.ts'
+import { openDatabase, openLightConnection, transaction, type Database } from './database.ts'
 import { DataTable } from './data.ts'
 import { DiskExportTable } from './disk-exports.ts'
 import { ForwardTable } from './forwards.ts'
@@ -19,10 +19,13 @@ import { InstanceTable } from './instances.ts'
 import { SettingsTable } from './settings.ts'
 import { SnapshotTable } from './snapshots.ts'
 import { NameTable } from './names.ts'
+import { NonceTable } from './nonces.ts'
+import { BlobClaimTable } from './blob-claims.ts'
 import { TaskTable } from './tasks.ts'
 import { TemplateTable } from './templates.ts'
 
-export { writeFileAtomic } from './files.ts'
+export { writeFileAtomic, renameDurably } from './files.ts'
+export { loadOrCreateOwnerKey } from './keys.ts'
 export type { InstanceRecord, InstanceChange, RemoteDisk } from './instances.ts'
 export type { DiskExportRecord } from './disk-exports.ts'
 export type { ForwardRecord } from './forwards.ts'
@@ -30,6 +33,7 @@ export type { DataFileRecord, DataGrantRecord, DataRights, DataUploadRecord } fr
 export type { SnapshotRecord } from './snapshots.ts'
 export type { TaskChange, TaskRecord } from './tasks.ts'
 export type { NameRow } from './names.ts'
+export type { BlobClaimRecord } from './blob-claims.ts'
 
 export interface Store {
   templates: TemplateTable
@@ -41,12 +45,15 @@ export interface Store {
   tasks: TaskTable
   forwards: ForwardTable
   settings: SettingsTable
+  nonces: NonceTable
+  blobClaims: BlobClaimTable
   transaction: <T>(fn: () => T) => T
   close: () => void
 }
 
 export function openStore (path: string): Store {
   const db: Database = openDatabase(path)
+  const light = openLightConnection(path, db)
   return {
     templates: new TemplateTable(db),
     instances: new InstanceTable(db),
@@ -57,7 +64,12 @@ export function openStore (path: string): Store {
     tasks: new TaskTable(db),
     forwards: new ForwardTable(db),
     settings: new SettingsTable(db),
+    nonces: new NonceTable(light),
+    blobClaims: new BlobClaimTable(db),
     transaction: fn => transaction(db, fn),
-    close: () => { db.close() },
+    close: () => {
+      if (light !== db) light.close()
+      db.close()
+    },
   }
 }

@@ -1,4 +1,4 @@
-import type { AssignedPort, InstanceState, Resources, TaskHandle } from '../core/index.ts'
+import type { AssignedPort, InstanceState, Placement, Resources, TaskHandle } from '../core/index.ts'
 import type { Database } from './database.ts'
 
 /** What a host persists about each of its instances. */
@@ -17,6 +17,8 @@ export interface InstanceRecord {
   exitCode: number | null
   /** Set when the instance's disk stays on the host it migrated from, which serves it. */
   remoteDisk: RemoteDisk | null
+  /** Why it may run here, as its owner signed it (see core/placement.ts); null for instances from before placements. */
+  placement: Placement | null
   createdAt: number
   updatedAt: number
 }
@@ -42,6 +44,7 @@ interface InstanceRow {
   error: string | null
   exit_code: number | null
   remote_disk: string | null
+  placement: string | null
   created_at: number
   updated_at: number
 }
@@ -60,6 +63,7 @@ function fromRow (r: InstanceRow): InstanceRecord {
     error: r.error,
     exitCode: r.exit_code,
     remoteDisk: r.remote_disk === null ? null : JSON.parse(r.remote_disk) as RemoteDisk,
+    placement: r.placement === null ? null : JSON.parse(r.placement) as Placement,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   }
@@ -76,10 +80,11 @@ export class InstanceTable {
   }
 
   insert (r: InstanceRecord): void {
-    this.#db.prepare(`INSERT INTO instances (id, name, template_id, owner, state, driver, handle, ports, resources, error, exit_code, remote_disk, created_at, updated_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
+    this.#db.prepare(`INSERT INTO instances (id, name, template_id, owner, state, driver, handle, ports, resources, error, exit_code, remote_disk, placement, created_at, updated_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
       r.id, r.name, r.templateId, r.owner, r.state, r.driver, r.handle === null ? null : JSON.stringify(r.handle),
-      JSON.stringify(r.ports), JSON.stringify(r.resources), r.error, r.exitCode, r.remoteDisk === null ? null : JSON.stringify(r.remoteDisk), r.createdAt, r.updatedAt)
+      JSON.stringify(r.ports), JSON.stringify(r.resources), r.error, r.exitCode, r.remoteDisk === null ? null : JSON.stringify(r.remoteDisk),
+      r.placement === null ? null : JSON.stringify(r.placement), r.createdAt, r.updatedAt)
   }
 
   update (id: string, change: InstanceChange, now = Date.now()): InstanceRecord | undefined {

@@ -5,10 +5,11 @@ interface TemplateRow {
   id: string
   manifest: string
   imported_at: number
+  owner: string | null
 }
 
 function fromRow (row: TemplateRow): Template {
-  return { id: row.id, manifest: JSON.parse(row.manifest) as TemplateManifest, importedAt: row.imported_at }
+  return { id: row.id, manifest: JSON.parse(row.manifest) as TemplateManifest, importedAt: row.imported_at, owner: row.owner }
 }
 
 /** Templates this host holds. Ids are content ids, so putting the same template twice is a no-op. */
@@ -20,17 +21,17 @@ export class TemplateTable {
   }
 
   put (t: Template): void {
-    this.#db.prepare('INSERT OR IGNORE INTO templates (id, name, version, manifest, imported_at) VALUES (?, ?, ?, ?, ?)')
-      .run(t.id, t.manifest.name, t.manifest.version, JSON.stringify(t.manifest), t.importedAt)
+    this.#db.prepare('INSERT OR IGNORE INTO templates (id, name, version, manifest, imported_at, owner) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(t.id, t.manifest.name, t.manifest.version, JSON.stringify(t.manifest), t.importedAt, t.owner)
   }
 
   get (id: string): Template | undefined {
-    const row = this.#db.prepare('SELECT id, manifest, imported_at FROM templates WHERE id = ?').get(id) as TemplateRow | undefined
+    const row = this.#db.prepare('SELECT id, manifest, imported_at, owner FROM templates WHERE id = ?').get(id) as TemplateRow | undefined
     return row === undefined ? undefined : fromRow(row)
   }
 
   list (): Template[] {
-    return (this.#db.prepare('SELECT id, manifest, imported_at FROM templates ORDER BY name, imported_at').all() as unknown as TemplateRow[]).map(fromRow)
+    return (this.#db.prepare('SELECT id, manifest, imported_at, owner FROM templates ORDER BY name, imported_at').all() as unknown as TemplateRow[]).map(fromRow)
   }
 
   remove (id: string): boolean {

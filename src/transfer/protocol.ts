@@ -1,4 +1,4 @@
-import type { Libp2p, Stream } from '@libp2p/interface'
+import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import type { Logger } from 'pino'
@@ -19,10 +19,14 @@ export interface ChunkSource {
   readChunk: (blob: string, i: number) => Promise<Uint8Array | undefined>
 }
 
+/** What a holder gives a host it lets read a blob not every host may: see `ServeOptions.admit`. */
+export const ticketSchema = z.string().regex(/^[0-9a-f]{32}$/)
+const ticket = ticketSchema.optional()
+
 const requestSchema = z.discriminatedUnion('op', [
-  z.strictObject({ op: z.literal('index'), blob: blobIdSchema }),
-  z.strictObject({ op: z.literal('have'), blob: blobIdSchema }),
-  z.strictObject({ op: z.literal('chunk'), blob: blobIdSchema, i: z.number().int().nonnegative() }),
+  z.strictObject({ op: z.literal('index'), blob: blobIdSchema, ticket }),
+  z.strictObject({ op: z.literal('have'), blob: blobIdSchema, ticket }),
+  z.strictObject({ op: z.literal('chunk'), blob: blobIdSchema, i: z.number().int().nonnegative(), ticket }),
 ])
 type ChunkRequest = z.infer<typeof requestSchema>
 
@@ -72,16 +76,20 @@ export interface ServeOptions {
   uploads?: number
   /** Streams one peer may hold open to this host at once. @default 8 */
   perPeer?: number
+  /** Whether `peer` may read `blob` (with the ticket it brings); a blob it may not read is not here, as far as it can tell. @default every blob */
+  admit?: (blob: string, peer: string, ticket: string | undefined) => boolean
 }
 
-/** Serves this host's blobs, complete or partial, to peers. */
+/** Serves this host's blobs, complete or partial, to the peers `admit` lets read them. */
 export async function serveChunks (node: Libp2p, source: ChunkSource, log: Logger, o: ServeOptions = {}): Promise<void> {
   const slots = new Slots(o.uploads ?? 16)
-  await node.handle(CHUNK_PROTOCOL, async (stream: Stream) => {
+  const admit = o.admit ?? (() => true)
+  await node.handle(CHUNK_PROTOCOL, async (stream: Stream, connection: Connection) => {
     const lp = lpStream(stream, { maxDataLength: 4096 })
     try {
       const request = requestSchema.parse(decode(await lp.read({ signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) })))
-      await answer(request, source, slots, async (header, data) => {
+      const admitted = admit(request.blob, connection.remotePeer.toString(), request.ticket)
+      await answer(request, admitted ? source : NOTHING, slots, async (header, data) => {
         await lp.write(encode(header), { signal: AbortSignal.timeout(60_000) })
         if (data !== undefined) await lp.write(data, { signal: AbortSignal.timeout(60_000) })
       })
@@ -92,6 +100,9 @@ export async function serveChunks (node: Libp2p, source: ChunkSource, log: Logge
     }
   }, { maxInboundStreams: o.perPeer ?? 8 })
 }
+
+/** What a peer that may not read a blob is served. */
+const NOTHING: ChunkSource = { index: async () => undefined, holding: async () => undefined, readChunk: async () => undefined }
 
 async function answer (r: ChunkRequest, source: ChunkSource, slots: Slots, reply: (header: unknown, data?: Uint8Array) => Promise<void>): Promise<void> {
   const missing = { ok: false, message: `no blob ${r.blob} here` }
@@ -142,8 +153,8 @@ function refused (peer: string, reply: { ok: false, message: string }): XenosErr
 }
 
 /** Asks `peer` for the chunk index of `blob`; an index that is not the blob's is refused. */
-export async function fetchIndex (node: Libp2p, peer: string, blob: string, signal?: AbortSignal): Promise<ChunkIndex> {
-  const { header, stream } = await request(node, peer, { op: 'index', blob }, indexReplySchema, signal)
+export async function fetchIndex (node: Libp2p, peer: string, blob: string, signal?: AbortSignal, ticket?: string): Promise<ChunkIndex> {
+  const { header, stream } = await request(node, peer, { op: 'index', blob, ticket }, indexReplySchema, signal)
   await stream.close().catch(() => {})
   if (!header.ok) throw refused(peer, header)
   if (blobIdOf(header.index) !== blob) throw new XenosError('PEER_PROTOCOL', `host ${peer} sent a chunk index that is not blob ${blob}'s`)
@@ -151,16 +162,16 @@ export async function fetchIndex (node: Libp2p, peer: string, blob: string, sign
 }
 
 /** Which chunks of `blob` `peer` holds. */
-export async function fetchHave (node: Libp2p, peer: string, blob: string, chunks: number, signal?: AbortSignal): Promise<{ have: boolean[], complete: boolean }> {
-  const { header, stream } = await request(node, peer, { op: 'have', blob }, haveReplySchema, signal)
+export async function fetchHave (node: Libp2p, peer: string, blob: string, chunks: number, signal?: AbortSignal, ticket?: string): Promise<{ have: boolean[], complete: boolean }> {
+  const { header, stream } = await request(node, peer, { op: 'have', blob, ticket }, haveReplySchema, signal)
   await stream.close().catch(() => {})
   if (!header.ok) throw refused(peer, header)
   return { have: decodeHave(header.have, chunks), complete: header.complete }
 }
 
 /** Fetches chunk `i` of `blob` from `peer`. The caller checks it against the index. */
-export async function fetchChunk (node: Libp2p, peer: string, index: ChunkIndex, blob: string, i: number, signal?: AbortSignal): Promise<Uint8Array> {
-  const { header, lp, stream } = await request(node, peer, { op: 'chunk', blob, i }, chunkReplySchema, signal)
+export async function fetchChunk (node: Libp2p, peer: string, index: ChunkIndex, blob: string, i: number, signal?: AbortSignal, ticket?: string): Promise<Uint8Array> {
+  const { header, lp, stream } = await request(node, peer, { op: 'chunk', blob, i, ticket }, chunkReplySchema, signal)
   try {
     if (!header.ok) throw refused(peer, header)
     if (header.size !== chunkLength(index, i)) throw new XenosError('PEER_PROTOCOL', `host ${peer} offers ${header.size} bytes for chunk ${i} of ${blob}, not ${chunkLength(index, i)}`)

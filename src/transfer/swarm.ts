@@ -52,6 +52,8 @@ export interface SwarmFetchInit {
   onProgress?: (p: SwarmProgress) => void
   /** A peer sent a chunk that does not match the index. */
   onPenalty?: (peer: string) => void
+  /** The ticket a peer gave this host to read the blob, if it needs one (see ServeOptions.admit). */
+  ticketFor?: (peer: string) => string | undefined
   log: Logger
   /** Chunk requests in flight per peer. @default 4 */
   perPeer?: number
@@ -141,7 +143,7 @@ export async function swarmFetch (init: SwarmFetchInit): Promise<SwarmResult> {
       for (const [peer, s] of peers) {
         if (s.banned || s.retryAt > Date.now()) continue
         try {
-          return await fetchIndex(init.node, peer, init.blob, init.signal)
+          return await fetchIndex(init.node, peer, init.blob, init.signal, init.ticketFor?.(peer))
         } catch (err) {
           failed(peer, err)
         }
@@ -159,7 +161,7 @@ export async function swarmFetch (init: SwarmFetchInit): Promise<SwarmResult> {
   async function refreshHave (peer: string, s: PeerState): Promise<void> {
     s.checkedAt = Date.now()
     try {
-      const { have, complete } = await fetchHave(init.node, peer, init.blob, index.chunks.length, init.signal)
+      const { have, complete } = await fetchHave(init.node, peer, init.blob, index.chunks.length, init.signal, init.ticketFor?.(peer))
       s.have = have
       s.complete = complete
       s.failures = 0
@@ -199,7 +201,7 @@ export async function swarmFetch (init: SwarmFetchInit): Promise<SwarmResult> {
     inflight.set(i, holders)
     const task = (async () => {
       try {
-        const data = await fetchChunk(init.node, peer, index, init.blob, i, AbortSignal.any([AbortSignal.timeout(30_000), ...(init.signal === undefined ? [] : [init.signal])]))
+        const data = await fetchChunk(init.node, peer, index, init.blob, i, AbortSignal.any([AbortSignal.timeout(30_000), ...(init.signal === undefined ? [] : [init.signal])]), init.ticketFor?.(peer))
         // The end game may bring a chunk twice: keep and count the first.
         if (partial.have[i] === true || writing.has(i)) return
         writing.add(i)

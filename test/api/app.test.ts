@@ -3,9 +3,10 @@ import type { FastifyInstance } from 'fastify'
 import { after, before, describe, it } from 'node:test'
 import pino from 'pino'
 import { buildApp } from '../../src/api/index.ts'
-import { encodeAuthHeader, generateOwnerKey, signAction, type OwnerKey } from '../../src/core/index.ts'
+import { generateOwnerKey, instanceIdsOf, type OwnerKey } from '../../src/core/index.ts'
 import { Host } from '../../src/node/index.ts'
 import { tempDir } from '../helpers/cluster.ts'
+import { Requests } from '../helpers/requests.ts'
 
 const manifest = { name: 'sleeper', version: '1', driver: 'process', command: 'sleep 60', resources: { cpu: 0.5, memory: 64 } }
 
@@ -14,19 +15,17 @@ describe('host API', () => {
   let host: Host
   let app: FastifyInstance
   let alice: OwnerKey
+  let operator: OwnerKey
+  let r: Requests
   let templateId: string
 
-  const signed = (action: string, target: string, params: unknown): Record<string, string> =>
-    ({ 'x-xenos-auth': encodeAuthHeader(signAction(alice, { action, target, params })) })
-
-  const deploy = async (params: { hosts: string[] | null, count: number, name: string | null, [more: string]: unknown }, headers = signed('deploy', templateId, params)): Promise<{ statusCode: number, json: () => any }> =>
-    await app.inject({ method: 'POST', url: '/v1/instances', payload: { template: templateId, ...params }, headers })
-
   before(async () => {
-    host = await Host.create({ dataDir: await tempDir('api'), listen: ['/ip4/127.0.0.1/tcp/0'], capacity: { cpu: 1, memory: 256 } }, pino({ level: 'silent' }))
+    alice = generateOwnerKey()
+    operator = generateOwnerKey()
+    host = await Host.create({ dataDir: await tempDir('api'), listen: ['/ip4/127.0.0.1/tcp/0'], capacity: { cpu: 1, memory: 256 }, operators: [operator.id] }, pino({ level: 'silent' }))
     await host.start()
     app = await buildApp(host)
-    alice = generateOwnerKey()
+    r = new Requests(app, host.overlay.peerId)
   })
 
   after(async () => {
@@ -35,32 +34,39 @@ describe('host API', () => {
     await host.stop()
   })
 
-  it('serves an OpenAPI document of its routes', async () => {
+  it('serves an OpenAPI document of its routes, saying who signs what', async () => {
     const res = await app.inject({ method: 'GET', url: '/openapi.json' })
     assert.equal(res.statusCode, 200)
     const doc = res.json()
     assert.ok(doc.openapi.startsWith('3.'))
     for (const path of ['/v1/search', '/v1/instances', '/v1/instances/{id}/{action}', '/v1/templates']) assert.ok(doc.paths[path], path)
+    assert.deepEqual(doc.paths['/v1/host/drain'].post['x-xenos-signature'], { by: 'operator', action: 'drain on this host\'s peer id, params {to: the hosts named, or null}' })
+    assert.deepEqual(doc.paths['/v1/host/drain'].post.security, [{ operatorSignature: [] }])
+    assert.equal(doc.components.securitySchemes.operatorSignature.name, 'X-Xenos-Auth')
   })
 
-  it('imports a manifest and refuses a bad one, naming the field', async () => {
-    const ok = await app.inject({ method: 'POST', url: '/v1/templates', payload: { manifest } })
+  it('imports a manifest signed by its owner and refuses a bad one, naming the field', async () => {
+    const body = { manifest }
+    assert.equal((await r.inject('POST', '/v1/templates', {}, body)).statusCode, 401)
+    const ok = await r.inject('POST', '/v1/templates', r.auth(alice, 'template.import', 'templates', body), body)
     assert.equal(ok.statusCode, 201)
     templateId = ok.json().id
-    const bad = await app.inject({ method: 'POST', url: '/v1/templates', payload: { manifest: { ...manifest, resources: { cpu: 'lots' } } } })
+    assert.equal(host.library.get(templateId)?.owner, alice.id)
+    const badBody = { manifest: { ...manifest, resources: { cpu: 'lots' } } }
+    const bad = await r.inject('POST', '/v1/templates', r.auth(alice, 'template.import', 'templates', badBody), badBody)
     assert.equal(bad.statusCode, 400)
     assert.equal(bad.json().error.code, 'BAD_MANIFEST')
     assert.match(bad.json().error.message, /resources\.cpu/)
-    const junk = await app.inject({ method: 'POST', url: '/v1/templates', payload: { what: 1 } })
+    const junk = await r.inject('POST', '/v1/templates', {}, { what: 1 })
     assert.equal(junk.statusCode, 400)
     assert.equal(junk.json().error.code, 'INVALID_ARGUMENT')
   })
 
-  it('refuses malformed ids and unknown routes with clear codes', async () => {
-    const badId = await app.inject({ method: 'GET', url: '/v1/instances/nope' })
+  it('refuses malformed ids, unknown routes, and bodies too large or of the wrong type, with their codes', async () => {
+    const badId = await app.inject({ method: 'GET', url: '/v1/instances/nope/host' })
     assert.equal(badId.statusCode, 400)
     assert.match(badId.json().error.message, /i- and 16 hex digits/)
-    const missing = await app.inject({ method: 'GET', url: '/v1/instances/i-0000000000000000' })
+    const missing = await app.inject({ method: 'GET', url: '/v1/instances/i-0000000000000000', headers: r.auth(alice, 'get', 'i-0000000000000000', {}) })
     assert.equal(missing.statusCode, 404)
     assert.equal(missing.json().error.code, 'INSTANCE_NOT_FOUND')
     const route = await app.inject({ method: 'GET', url: '/v2/everything' })
@@ -68,42 +74,75 @@ describe('host API', () => {
     assert.equal(route.json().error.code, 'ROUTE_NOT_FOUND')
     const badTag = await app.inject({ method: 'GET', url: '/v1/search?tag=novalue' })
     assert.equal(badTag.json().error.code, 'INVALID_ARGUMENT')
+    const huge = await app.inject({ method: 'POST', url: '/v1/templates', payload: { text: 'x'.repeat(2 * 1024 * 1024) } })
+    assert.equal(huge.statusCode, 413)
+    assert.equal(huge.json().error.code, 'TOO_LARGE')
+    const xml = await app.inject({ method: 'POST', url: '/v1/templates', payload: '<manifest/>', headers: { 'content-type': 'application/xml' } })
+    assert.equal(xml.statusCode, 415)
+    assert.equal(xml.json().error.code, 'UNSUPPORTED_MEDIA_TYPE')
   })
 
-  it('deploys only when signed, and only once per signature', async () => {
-    const params = { hosts: null, count: 1, name: 'one' }
-    const unsigned = await deploy(params, {})
-    assert.equal(unsigned.statusCode, 401)
-    const wrongParams = await deploy({ ...params, count: 2 }, signed('deploy', templateId, params))
-    assert.equal(wrongParams.statusCode, 401)
-    const headers = signed('deploy', templateId, params)
-    const ok = await deploy(params, headers)
+  it('deploys only with a token its owner signed for this host and these parameters, and makes nothing twice', async () => {
+    const spec = { name: 'one' }
+    const forOther = r.token(alice, templateId, spec, 1, { host: '12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo' })
+    const elsewhere = await r.deploy(alice, templateId, spec, 1, [forOther])
+    assert.equal(elsewhere.json().error.code, 'HOST_NOT_FOUND', 'a token for another host is sent there, never run here')
+    const wrongSpec = await r.deploy(alice, templateId, spec, 1, [r.token(alice, templateId, { name: 'two' }, 1)])
+    assert.equal(wrongSpec.statusCode, 401)
+    const stale = await r.deploy(alice, templateId, spec, 1, [r.token(alice, templateId, spec, 1, { issuedAt: Date.now() - 3_600_000 })])
+    assert.equal(stale.statusCode, 401)
+    const token = r.token(alice, templateId, spec, 1)
+    const ok = await r.deploy(alice, templateId, spec, 1, [token])
     assert.equal(ok.statusCode, 201)
     assert.equal(ok.json().instances[0].owner, alice.id)
-    const replay = await deploy(params, headers)
+    assert.deepEqual(ok.json().instances.map((v: any) => v.id), instanceIdsOf(token))
+    const replay = await r.deploy(alice, templateId, spec, 1, [token])
     assert.equal(replay.statusCode, 401)
     assert.match(replay.json().error.message, /already used/)
+    const retry = await r.deploy(alice, templateId, spec, 1, [r.token(alice, templateId, spec, 1, { key: token.key })])
+    assert.equal(retry.statusCode, 201, 'a retry with the same key answers with what the first made')
+    assert.deepEqual(retry.json().instances.map((v: any) => v.id), instanceIdsOf(token))
+    assert.equal(host.supervisor.list().length, 1)
   })
 
-  it('admits only what fits, with the admission error', async () => {
+  it('admits only what fits, with the admission error, and plans only what fits', async () => {
     // 1 CPU capacity, 0.5 used: one more 0.5-CPU instance fits, two do not.
-    const tooMany = await deploy({ hosts: [host.overlay.peerId], count: 2, name: null })
+    const tooMany = await r.deploy(alice, templateId, { name: null }, 2)
     assert.equal(tooMany.statusCode, 409)
     assert.equal(tooMany.json().error.code, 'ADMISSION_REFUSED')
     assert.match(tooMany.json().error.message, /0.5 CPU and 192 MiB free/)
-    const fits = await deploy({ hosts: [host.overlay.peerId], count: 1, name: null })
+    assert.deepEqual((await app.inject({ method: 'GET', url: `/v1/placement?template=${templateId}&count=1` })).json(), { hosts: [{ host: host.overlay.peerId, count: 1 }] })
+    const fits = await r.deploy(alice, templateId, { name: null }, 1)
     assert.equal(fits.statusCode, 201)
-    const full = await deploy({ hosts: null, count: 1, name: null })
+    const full = await app.inject({ method: 'GET', url: `/v1/placement?template=${templateId}&count=1` })
     assert.equal(full.statusCode, 503)
     assert.equal(full.json().error.code, 'NO_HOST_AVAILABLE')
   })
 
-  it('refuses to remove a template in use, and actions in the wrong state', async () => {
-    const del = await app.inject({ method: 'DELETE', url: `/v1/templates/${templateId}` })
+  it('admits again an instance that starts after it stopped: a stopped one holds no room', async () => {
+    const id = host.supervisor.list()[1]!.id
+    const control = async (action: string): Promise<any> => await r.inject('POST', `/v1/instances/${id}/${action}`, r.auth(alice, action, id, {}))
+    assert.equal((await control('stop')).statusCode, 200)
+    const other = await r.deploy(alice, templateId, { name: 'other' }, 1)
+    assert.equal(other.statusCode, 201, 'its room went to another instance')
+    const start = await control('start')
+    assert.equal(start.statusCode, 409)
+    assert.equal(start.json().error.code, 'ADMISSION_REFUSED')
+    assert.equal(host.supervisor.view(id).state, 'stopped')
+    assert.ok(host.supervisor.free().cpu >= 0, 'nothing runs beyond what the host offers')
+    await r.inject('POST', `/v1/instances/${other.json().instances[0].id as string}/destroy`, r.auth(alice, 'destroy', other.json().instances[0].id, {}))
+    assert.equal((await control('start')).statusCode, 200)
+  })
+
+  it('refuses to remove a template in use (only for its importer or the operator), and actions in the wrong state', async () => {
+    const mallory = generateOwnerKey()
+    const bymallory = await r.inject('DELETE', `/v1/templates/${templateId}`, r.auth(mallory, 'template.remove', templateId, {}))
+    assert.equal(bymallory.statusCode, 403)
+    const del = await r.inject('DELETE', `/v1/templates/${templateId}`, r.auth(alice, 'template.remove', templateId, {}))
     assert.equal(del.statusCode, 409)
     assert.equal(del.json().error.code, 'TEMPLATE_IN_USE')
     const id = host.supervisor.list()[0]!.id
-    const resume = await app.inject({ method: 'POST', url: `/v1/instances/${id}/resume`, headers: signed('resume', id, {}) })
+    const resume = await r.inject('POST', `/v1/instances/${id}/resume`, r.auth(alice, 'resume', id, {}))
     assert.equal(resume.statusCode, 409)
     assert.equal(resume.json().error.code, 'INVALID_STATE')
   })
@@ -118,53 +157,56 @@ describe('host API', () => {
   it('refuses bad requests to the data repository with clear codes, and keeps nothing of them', async () => {
     const uri = `data://${alice.id}/in.txt`
     const sha = 'a'.repeat(64)
-    const begin = async (body: unknown, headers: Record<string, string>): Promise<any> => await app.inject({ method: 'POST', url: '/v1/data/uploads', payload: body as object, headers })
+    const begin = async (body: unknown, headers: Record<string, string>): Promise<any> => await r.inject('POST', '/v1/data/uploads', headers, body)
     assert.equal((await begin({ uri, size: 3, sha256: sha }, {})).json().error.code, 'UNAUTHENTICATED')
-    assert.equal((await begin({ uri, size: 3, sha256: sha }, signed('data.put', uri, { size: 4, sha256: sha }))).json().error.code, 'UNAUTHENTICATED')
+    assert.equal((await begin({ uri, size: 3, sha256: sha }, r.auth(alice, 'data.put', uri, { size: 4, sha256: sha }))).json().error.code, 'UNAUTHENTICATED')
     const traversal = `data://${alice.id}/a/../b`
-    assert.equal((await begin({ uri: traversal, size: 3, sha256: sha }, signed('data.put', traversal, { size: 3, sha256: sha }))).json().error.code, 'INVALID_ARGUMENT')
-    assert.equal((await begin({ uri, size: -1, sha256: sha }, signed('data.put', uri, { size: -1, sha256: sha }))).json().error.code, 'INVALID_ARGUMENT')
-    assert.equal((await begin({ uri, size: 3, sha256: 'xyz' }, signed('data.put', uri, { size: 3, sha256: 'xyz' }))).json().error.code, 'INVALID_ARGUMENT')
-    const up = (await begin({ uri, size: 3, sha256: sha }, signed('data.put', uri, { size: 3, sha256: sha }))).json()
+    assert.equal((await begin({ uri: traversal, size: 3, sha256: sha }, r.auth(alice, 'data.put', traversal, { size: 3, sha256: sha }))).json().error.code, 'INVALID_ARGUMENT')
+    assert.equal((await begin({ uri, size: -1, sha256: sha }, r.auth(alice, 'data.put', uri, { size: -1, sha256: sha }))).json().error.code, 'INVALID_ARGUMENT')
+    assert.equal((await begin({ uri, size: 3, sha256: 'xyz' }, r.auth(alice, 'data.put', uri, { size: 3, sha256: 'xyz' }))).json().error.code, 'INVALID_ARGUMENT')
+    const up = (await begin({ uri, size: 3, sha256: sha }, r.auth(alice, 'data.put', uri, { size: 3, sha256: sha }))).json()
     assert.match(up.id, /^u-[0-9a-f]{32}$/)
-    const json = await app.inject({ method: 'PUT', url: `/v1/data/uploads/${up.id}?offset=0`, payload: { not: 'bytes' }, headers: signed('data.upload', up.id, { offset: 0 }) })
-    assert.equal(json.json().error.code, 'INVALID_ARGUMENT')
-    const badId = await app.inject({ method: 'GET', url: '/v1/data/uploads/..%2F..%2Fstate.db', headers: signed('data.upload', '../../state.db', {}) })
+    const json = await r.inject('PUT', `/v1/data/uploads/${up.id as string}?offset=0`, r.auth(alice, 'data.upload', up.id, { offset: 0 }), { not: 'bytes' })
+    assert.equal(json.json().error.code, 'UNSUPPORTED_MEDIA_TYPE')
+    const badId = await r.inject('GET', '/v1/data/uploads/..%2F..%2Fstate.db', r.auth(alice, 'data.upload', '../../state.db', {}))
     assert.equal(badId.json().error.code, 'INVALID_ARGUMENT')
-    const notFound = await app.inject({ method: 'GET', url: `/v1/data/file?uri=${encodeURIComponent(uri)}`, headers: signed('data.get', uri, {}) })
+    const notFound = await r.inject('GET', `/v1/data/file?uri=${encodeURIComponent(uri)}`, r.auth(alice, 'data.get', uri, {}))
     assert.equal(notFound.json().error.code, 'DATA_NOT_FOUND')
   })
 
   it('refuses task deploys no host could run, and shows tasks to their owner only', async () => {
     const task = { outputs: 'results/t', keep: false }
-    const twice = await deploy({ hosts: null, count: 2, name: null, outputBytes: 2 ** 20, task })
+    const twice = await r.deploy(alice, templateId, { name: null, outputBytes: 2 ** 20, task }, 2)
     assert.equal(twice.json().error.code, 'INVALID_ARGUMENT')
     assert.match(twice.json().error.message, /a task runs one instance/)
-    const noDisk = await deploy({ hosts: null, count: 1, name: null, task })
+    const noDisk = await r.deploy(alice, templateId, { name: null, task })
     assert.match(noDisk.json().error.message, /needs an outputs disk/)
-    const escaping = await deploy({ hosts: null, count: 1, name: null, outputBytes: 2 ** 20, task: { outputs: '../bob', keep: false } })
+    const escaping = await r.deploy(alice, templateId, { name: null, outputBytes: 2 ** 20, task: { outputs: '../bob', keep: false } })
     assert.equal(escaping.json().error.code, 'INVALID_ARGUMENT')
-    assert.equal((await app.inject({ method: 'GET', url: '/v1/tasks' })).json().error.code, 'UNAUTHENTICATED')
-    assert.equal((await app.inject({ method: 'GET', url: '/v1/tasks/nope', headers: signed('task.get', 'nope', {}) })).json().error.code, 'INVALID_ARGUMENT')
+    assert.equal((await r.inject('GET', '/v1/tasks')).json().error.code, 'UNAUTHENTICATED')
+    assert.equal((await r.inject('GET', '/v1/tasks/nope', r.auth(alice, 'task.get', 'nope', {}))).json().error.code, 'INVALID_ARGUMENT')
     const id = 'i-0123456789abcdef'
-    assert.equal((await app.inject({ method: 'GET', url: `/v1/tasks/${id}`, headers: signed('task.get', id, {}) })).json().error.code, 'TASK_NOT_FOUND')
-    assert.deepEqual((await app.inject({ method: 'GET', url: '/v1/tasks', headers: signed('task.list', 'tasks', {}) })).json(), { tasks: [] })
+    assert.equal((await r.inject('GET', `/v1/tasks/${id}`, r.auth(alice, 'task.get', id, {}))).json().error.code, 'TASK_NOT_FOUND')
+    assert.deepEqual((await r.inject('GET', '/v1/tasks', r.auth(alice, 'task.list', 'tasks', {}))).json(), { tasks: [] })
   })
 
-  it('keeps a drained host drained across a restart, until undrained', async () => {
+  it('keeps a drained host drained across a restart, until its operator undrains it', async () => {
     const dataDir = await tempDir('drained')
     const open = async (): Promise<Host> => {
-      const h = await Host.create({ dataDir, listen: ['/ip4/127.0.0.1/tcp/0'], capacity: { cpu: 1, memory: 256 } }, pino({ level: 'silent' }))
+      const h = await Host.create({ dataDir, listen: ['/ip4/127.0.0.1/tcp/0'], capacity: { cpu: 1, memory: 256 }, operators: [operator.id] }, pino({ level: 'silent' }))
       await h.start()
       return h
     }
     const first = await open()
-    await first.migrations.drain(null)
+    const drain = (h: Host, key: OwnerKey): Parameters<Host['migrations']['drain']>[1] => new Requests(app, h.overlay.peerId).authOf(key, 'drain', h.overlay.peerId, { to: null })
+    await assert.rejects(first.migrations.drain(null, drain(first, alice)), /only the operator/)
+    await first.migrations.drain(null, drain(first, operator))
     await first.stop()
     const again = await open()
     try {
       assert.deepEqual(again.supervisor.free(), { cpu: 0, memory: 0 }, 'the restarted host still offers no room')
-      again.migrations.undrain()
+      assert.throws(() => { again.migrations.undrain(new Requests(app, again.overlay.peerId).authOf(alice, 'undrain', again.overlay.peerId, {})) }, /only the operator/)
+      again.migrations.undrain(new Requests(app, again.overlay.peerId).authOf(operator, 'undrain', again.overlay.peerId, {}))
       assert.equal(again.supervisor.free().cpu, 1)
     } finally {
       await again.stop()

@@ -43,14 +43,38 @@ describe('template names', () => {
 
   it('keeps the standing record of each name in the host store', () => {
     const store = openStore(':memory:')
-    const names = new NameRegistry(store)
+    const names = new NameRegistry(store, { known: () => true })
     const v1 = signNameRecord(alice, { name: 'web', tag: '1.0', kind: 'version', template: T1 })
     assert.equal(names.accept(v1).changed, true)
     assert.equal(names.accept(v1).changed, false)
     assert.throws(() => names.accept(signNameRecord(alice, { name: 'web', tag: '1.0', kind: 'version', template: T2 })), (e: Error & { code?: string }) => e.code === 'NAME_CONFLICT')
     assert.equal(names.resolve({ owner: alice.id, name: 'web', tag: '1.0' })?.template, T1)
-    assert.deepEqual(names.newerThan({ [`${alice.id}/web/1.0`]: v1.seq }), [])
-    assert.equal(names.newerThan({}).length, 1)
+    assert.deepEqual(names.digest(null, 10), [[`${alice.id}/web/1.0`, v1.seq]])
+    assert.deepEqual(names.pick([`${alice.id}/web/1.0`, `${alice.id}/none/1`], 1 << 20), { records: [v1], taken: 2 })
+    store.close()
+  })
+
+  it('refuses names of templates no host holds, and more names than an owner or a host may have', () => {
+    const store = openStore(':memory:')
+    const names = new NameRegistry(store, { known: id => id === T1, limits: { perOwner: 3, total: 5 } })
+    assert.throws(() => names.accept(signNameRecord(alice, { name: 'ghost', tag: '1', kind: 'version', template: T2 })), (e: Error & { code?: string }) => e.code === 'TEMPLATE_NOT_FOUND')
+    for (const tag of ['1', '2', '3']) names.accept(signNameRecord(mallory, { name: 'spam', tag, kind: 'version', template: T1 }))
+    assert.throws(() => names.accept(signNameRecord(mallory, { name: 'spam', tag: '4', kind: 'version', template: T1 })), (e: Error & { code?: string }) => e.code === 'QUOTA_EXCEEDED')
+    for (const tag of ['1', '2']) names.accept(signNameRecord(generateOwnerKey(), { name: 'other', tag, kind: 'version', template: T1 }))
+    assert.throws(() => names.accept(signNameRecord(alice, { name: 'web', tag: '1', kind: 'version', template: T1 })), /as many as it keeps/)
+    store.close()
+  })
+
+  it('drops names whose template no host has held for a while', () => {
+    const store = openStore(':memory:')
+    let held = true
+    const names = new NameRegistry(store, { known: () => held, limits: { unseenMs: 1000 } })
+    names.accept(signNameRecord(alice, { name: 'web', tag: '1', kind: 'version', template: T1 }), 0)
+    assert.equal(names.sweep(5000), 0, 'still held: seen now')
+    held = false
+    assert.equal(names.sweep(5500), 0, 'gone for less than a while')
+    assert.equal(names.sweep(7000), 1)
+    assert.equal(names.list().length, 0)
     store.close()
   })
 })

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import {
-  canonicalJson, contentId, decodeAuthHeader, encodeAuthHeader, generateOwnerKey, ownerKeyFromPem, ownerKeyToPem, REQUEST_MAX_SKEW_MS,
+  actionSignedBy, canonicalJson, contentId, decodeAuthHeader, encodeAuthHeader, generateOwnerKey, ownerKeyFromPem, ownerKeyToPem, REQUEST_MAX_SKEW_MS,
   signAction, verifyAction,
 } from '../../src/core/index.ts'
 
-const action = { action: 'stop', target: 'i-0123456789abcdef', params: { a: 1, b: [2, 3] } }
+const HOST = '12D3KooWGzh4gCqHb2yxWVZLb3pNbG6rBdr3u7wQ9k5cQfEJ3w1K'
+const OTHER_HOST = '12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo'
+const action = { action: 'stop', target: 'i-0123456789abcdef', params: { a: 1, b: [2, 3] }, host: HOST }
 
 describe('owner signatures', () => {
   it('verify for the signed action only', () => {
@@ -16,6 +18,15 @@ describe('owner signatures', () => {
     assert.throws(() => { verifyAction(auth, { ...action, action: 'destroy' }) }, /UNAUTHENTICATED|does not verify/)
     assert.throws(() => { verifyAction(auth, { ...action, target: 'i-ffffffffffffffff' }) }, /does not verify/)
     assert.throws(() => { verifyAction(auth, { ...action, params: { a: 2, b: [2, 3] } }) }, /does not verify/)
+  })
+
+  it('name the host that must carry them out: another host refuses them, even with the host field changed', () => {
+    const me = generateOwnerKey()
+    const auth = signAction(me, action)
+    assert.throws(() => { verifyAction(auth, { ...action, host: OTHER_HOST }) }, /signed for host .* not for host/)
+    assert.throws(() => { verifyAction({ ...auth, host: OTHER_HOST }, { ...action, host: OTHER_HOST }) }, /does not verify/)
+    assert.equal(actionSignedBy(auth, action), true, 'kept as proof, it stays valid whenever it is checked')
+    assert.equal(actionSignedBy(auth, { ...action, host: OTHER_HOST }), false)
   })
 
   it('refuse another owner claiming the signature and stale timestamps', () => {
@@ -32,8 +43,8 @@ describe('owner signatures', () => {
     assert.equal(ownerKeyFromPem(ownerKeyToPem(me)).id, me.id)
     const auth = signAction(me, action)
     assert.deepEqual(decodeAuthHeader(encodeAuthHeader(auth)), auth)
-    assert.throws(() => decodeAuthHeader('v2 owner=x'), /version/)
-    assert.throws(() => decodeAuthHeader('v1 owner=short ts=1 nonce=00000000 sig=x'), /malformed/)
+    assert.throws(() => decodeAuthHeader('v1 owner=x'), /version/)
+    assert.throws(() => decodeAuthHeader('v2 owner=short host=x ts=1 nonce=00000000 sig=x'), /malformed/)
   })
 })
 

@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { generateOwnerKey, parseDataUri } from '../../src/core/index.ts'
+import { generateOwnerKey, parseDataUri, XenosError } from '../../src/core/index.ts'
 import { DataRepository } from '../../src/data/index.ts'
 import { BlobStore } from '../../src/images/index.ts'
 import { openStore, type Store } from '../../src/store/index.ts'
@@ -20,7 +20,10 @@ async function host (quotaBytes = 64 * 2 ** 20): Promise<{ dir: string, open: ()
     dir,
     open: async () => {
       const store = openStore(join(dir, 'state.db'))
-      const repo = new DataRepository({ store, blobs: new BlobStore(join(dir, 'blobs')), uploadsDir: join(dir, 'uploads'), quotaBytes, hostId: 'host-1', onStored: () => {} })
+      const quota = (owner: string, bytes: number, what: string): void => {
+        if (store.data.bytesOf(owner) + bytes > quotaBytes) throw new XenosError('QUOTA_EXCEEDED', `${what} does not fit in the quota`)
+      }
+      const repo = new DataRepository({ store, blobs: new BlobStore(join(dir, 'blobs')), uploadsDir: join(dir, 'uploads'), quota, hostId: 'host-1', onStored: () => {}, onRemoved: () => {} })
       await repo.recover()
       return { repo, store }
     },
@@ -139,7 +142,7 @@ describe('data repository', () => {
 
   it('refuses paths that could reach outside a namespace or mean two files', async () => {
     const { repo } = await (await host()).open()
-    for (const path of ['../x', 'a/../b', '/abs', 'a//b', 'a/', '.', 'a/./b', 'a\\b', 'a\u0000b', 'x'.repeat(256), Array(40).fill('d').join('/'), '']) {
+    for (const path of ['../x', 'a/../b', '/abs', 'a//b', 'a/', '.', 'a/./b', 'a\\b', 'a\u0000b', 'a\u0085b', 'invoice\u202efdp.exe', 'a\u2066b', 'x'.repeat(256), Array(40).fill('d').join('/'), '']) {
       await assert.rejects(repo.startUpload(alice, alice, path, 1, sha(Buffer.from('x'))), /INVALID_ARGUMENT|not a data path/, JSON.stringify(path))
     }
     assert.deepEqual(parseDataUri(`data://${alice}/a/b.txt`), { owner: alice, path: 'a/b.txt' })
@@ -147,6 +150,37 @@ describe('data repository', () => {
     assert.throws(() => parseDataUri('data://me/../etc/passwd', alice), /".." segment/)
     assert.throws(() => parseDataUri('data://someone/x'), /not an owner id/)
     assert.throws(() => parseDataUri('file:///etc/passwd'), /data:\/\//)
+  })
+
+  it('says which content a deleted or replaced file no longer needs', async () => {
+    const dir = await tempDir('data')
+    const store = openStore(join(dir, 'state.db'))
+    const removed: string[] = []
+    const repo = new DataRepository({ store, blobs: new BlobStore(join(dir, 'blobs')), uploadsDir: join(dir, 'uploads'), quota: () => {}, hostId: 'host-1', onStored: () => {}, onRemoved: f => { removed.push(f.blob) } })
+    await repo.recover()
+    const put = async (content: Buffer): Promise<string> => {
+      const up = await repo.startUpload(alice, alice, 'f', content.length, sha(content))
+      await repo.write(alice, up.id, 0, bytes(content))
+      await repo.complete(alice, up.id)
+      return store.data.file(alice, 'f')?.blob ?? ''
+    }
+    const first = await put(randomBytes(100))
+    const second = await put(randomBytes(100))
+    assert.deepEqual(removed, [first], 'the content it replaced')
+    repo.remove(alice, alice, 'f')
+    assert.deepEqual(removed, [first, second])
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('lists a directory whose name is not ASCII', async () => {
+    const { repo } = await (await host()).open()
+    for (const path of ['ünïcode-🎞/a.txt', 'ünïcode-🎞/b/c.txt', 'ünïcode-🎞x/d.txt']) {
+      const content = Buffer.from(path)
+      const up = await repo.startUpload(alice, alice, path, content.length, sha(content))
+      await repo.write(alice, up.id, 0, bytes(content))
+      await repo.complete(alice, up.id)
+    }
+    assert.deepEqual(repo.list(alice, alice, 'ünïcode-🎞', 100).map(f => f.path), ['ünïcode-🎞/a.txt', 'ünïcode-🎞/b/c.txt'])
   })
 
   it('keeps each owner within its quota, counting uploads under way', async () => {

@@ -3,6 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { ApiClient, loadOrCreateUserKey } from '../../src/cli/index.ts'
 
 /** Real `xenosd` processes on loopback, each with its own data dir, for multi-host tests. */
 export const ROOT = resolve(import.meta.dirname, '..', '..')
@@ -133,6 +134,27 @@ export class CliError extends Error {
 export async function getJson<T = any>(h: TestHost, path: string): Promise<T> {
   const res = await fetch(`${h.api}${path}`)
   return await res.json() as T
+}
+
+/** The key that operates host `h`: the one it made in its data dir (no --operator was given). */
+export function operatorOf (h: TestHost): string {
+  return join(h.dataDir, 'operator.pem')
+}
+
+/** An API client of host `h` that signs with the key in file `user`. */
+export async function apiOf (h: TestHost, user: string): Promise<ApiClient> {
+  return new ApiClient({ api: h.api, key: (await loadOrCreateUserKey(user)).key })
+}
+
+/** Instance `id` as its owner (the key in `user`) sees it, asked through host `h` of the host it runs on. */
+export async function viewOf (h: TestHost, user: string, id: string): Promise<any> {
+  const api = await apiOf(h, user)
+  return await api.signed('GET', `/v1/instances/${id}`, 'get', id, {}, undefined, await api.hostOf(id))
+}
+
+/** What anyone sees of instance `id` through host `h` (its advert), or undefined. */
+export async function publicViewOf (h: TestHost, id: string): Promise<any> {
+  return (await getJson(h, '/v1/instances')).instances.find((i: any) => i.id === id)
 }
 
 /** Polls `fn` until it returns a truthy value or `timeoutMs` passes. */

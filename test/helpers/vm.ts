@@ -21,10 +21,10 @@ export async function count (url: string): Promise<number | undefined> {
   return text === undefined || !Number.isFinite(n) || text.trim() === '' ? undefined : n
 }
 
-/** The counter's value read over a fresh connection to 127.0.0.1:`port` (as a client looping with curl does); rejects when the request fails or takes over 30 s. */
-export async function countOnce (port: number): Promise<number> {
+/** The counter's value read over a fresh connection to 127.0.0.1:`port` (as a client looping with curl does); rejects when the request fails or takes over `timeoutMs`. */
+export async function countOnce (port: number, timeoutMs = 30_000): Promise<number> {
   return await new Promise((resolve, reject) => {
-    const req = get({ host: '127.0.0.1', port, path: '/count', agent: false, timeout: 30_000 }, res => {
+    const req = get({ host: '127.0.0.1', port, path: '/count', agent: false, timeout: timeoutMs }, res => {
       let body = ''
       res.on('data', (d: Buffer) => { body += d.toString() })
       res.on('end', () => {

@@ -96,7 +96,7 @@ describe('blob store', () => {
     const { store, id, dir } = await storeWith(sample())
     await writeFile(join(dir, 'second'), randomBytes(100))
     const second = await store.putFile(join(dir, 'second'))
-    const gone = await store.gc(new Set([id]))
+    const gone = await store.gc(() => new Set([id]))
     assert.deepEqual(gone.removed, [second])
     assert.equal(await store.has(id), true)
     assert.equal(await store.has(second), false)

@@ -269,7 +269,7 @@ describe('staged inputs', { skip: skipWithoutQemu }, () => {
 
     const api = new ApiClient({ api: a.api, key: (await loadOrCreateUserKey(mallory)).key })
     const t = await api.template<{ id: string }>('shout')
-    await assert.rejects(api.deploy(t.id, { hosts: [b.info.peerId], count: 1, name: null, inputs: [{ uri: put.uri, auth: api.authFor('data.get', put.uri, {}) }] }),
+    await assert.rejects(api.deploy(t.id, { hosts: [b.info.peerId], count: 1, spec: { name: null, inputs: [{ uri: put.uri }] } }),
       (err: any) => err.code === 'FORBIDDEN' && /not granted/.test(err.message))
     assert.equal((await getJson(b, '/v1/instances')).instances.filter((i: any) => i.owner !== inst.owner).length, 0, 'nothing of hers runs on B')
   })
@@ -309,8 +309,7 @@ describe('staged inputs', { skip: skipWithoutQemu }, () => {
       const t = await api.template<{ id: string }>('twice')
       const outputs = `results/twice-${String(copyDisk)}`
       const deployed = await api.deploy(t.id, {
-        hosts: [a.info.peerId], count: 1, name: null, outputBytes: 16 * 2 ** 20, task: { outputs, keep: false },
-        inputs: [{ uri: put.uri, auth: api.authFor('data.get', put.uri, {}) }],
+        hosts: [a.info.peerId], count: 1, spec: { name: null, outputBytes: 16 * 2 ** 20, task: { outputs, keep: false }, inputs: [{ uri: put.uri }] },
       })
       const id = deployed.instances[0]?.id ?? ''
       await eventually(async () => /first written/.test((await cli(a, alice, ['instance', 'logs', id])).text), 120_000, 'the task to read its input once')
@@ -342,7 +341,7 @@ describe('staged inputs', { skip: skipWithoutQemu }, () => {
   it('finishes a task whose host was killed while it ran: its exit code and outputs are recorded after the restart, and its VM is removed', async () => {
     const api = new ApiClient({ api: a.api, key: (await loadOrCreateUserKey(alice)).key })
     const t = await api.template<{ id: string }>('slow')
-    const deployed = await api.deploy(t.id, { hosts: [b.info.peerId], count: 1, name: null, outputBytes: 16 * 2 ** 20, task: { outputs: 'results/slow', keep: false } })
+    const deployed = await api.deploy(t.id, { hosts: [b.info.peerId], count: 1, spec: { name: null, outputBytes: 16 * 2 ** 20, task: { outputs: 'results/slow', keep: false } } })
     const id = deployed.instances[0]?.id ?? ''
     await stopHost(b, 'SIGKILL')
     // The VM runs on without its host, and ends while the host is away.
@@ -351,7 +350,7 @@ describe('staged inputs', { skip: skipWithoutQemu }, () => {
     b = await startHost({ name: 'stage-b', dataDir: b.dataDir, bootstrap: [a] })
     // Asked through A, which finds the host that runs it.
     const task = await eventually(async () => {
-      const v = await api.signed<any>('GET', `/v1/tasks/${id}`, 'task.get', id, {}).catch(() => undefined)
+      const v = await api.signed<any>('GET', `/v1/tasks/${id}`, 'task.get', id, {}, undefined, b.info.peerId).catch(() => undefined)
       return v?.state === 'failed' || v?.state === 'succeeded' ? v : undefined
     }, 60_000, 'the task to be finished after the restart')
     assert.equal(task.state, 'failed')

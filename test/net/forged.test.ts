@@ -3,8 +3,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import pino from 'pino'
 import { after, before, describe, it } from 'node:test'
-import { z } from 'zod'
-import { ADVERT_TOPIC, encodeAdvert, Rpc, signAdvert } from '../../src/overlay/index.ts'
+import { ADVERT_TOPIC, encodeAdvert, Rpc, serveSync, signAdvert } from '../../src/overlay/index.ts'
 import { createXenosLibp2p, type XenosLibp2p } from '../../src/overlay/libp2p.ts'
 import { hostKey, templateAdvert } from '../helpers/adverts.ts'
 import { eventually, getJson, startHost, stopHost, type TestHost } from '../helpers/cluster.ts'
@@ -45,7 +44,15 @@ describe('a host facing a rogue peer', () => {
     const honest = encodeAdvert(await signAdvert(me.key, templateAdvert(me.id, { id: honestId })))
 
     const rpc = new Rpc(rogue, pino({ level: 'silent' }))
-    rpc.handle('adverts.sync', z.unknown(), async () => forged.map(b => JSON.parse(new TextDecoder().decode(b)) as unknown))
+    // The rogue's sync answers offer the forgeries, under keys that sort after anything the host holds.
+    const offered = forged.map(b => JSON.parse(new TextDecoder().decode(b)) as unknown)
+    const keys = offered.map((_, i) => `~forged/${i}`)
+    serveSync(rpc, () => ({
+      digest: after => after === null ? keys.map(k => [k, 1] as [string, number]) : [],
+      pick: wanted => ({ records: wanted.map(k => offered[keys.indexOf(k)]), taken: wanted.length }),
+      version: () => undefined,
+      receive: async () => {},
+    }))
     await rpc.start()
     await rogue.start()
     rogue.services.pubsub.subscribe(ADVERT_TOPIC)

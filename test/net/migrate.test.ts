@@ -5,7 +5,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { cli, cliStart, eventually, getJson, httpGet, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { cli, cliStart, eventually, getJson, httpGet, operatorOf, publicViewOf, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
 import { count, countOnce, skipWithoutQemu } from '../helpers/vm.ts'
 import { ApiClient, loadOrCreateUserKey } from '../../src/cli/index.ts'
 
@@ -18,7 +18,7 @@ function follow (h: TestHost, id: string): { values: number[], stop: () => Promi
   let running = true
   const loop = (async () => {
     while (running) {
-      const v = await getJson(h, `/v1/instances/${id}`).catch(() => undefined)
+      const v = await publicViewOf(h, id).catch(() => undefined)
       const url = v?.endpoints?.[0]?.url
       const n = url === undefined ? undefined : await count(url)
       if (n !== undefined) values.push(n)
@@ -132,7 +132,7 @@ describe('live migration', { skip }, () => {
     // While it moves, another move (through the API, at once) is refused.
     await eventually(async () => existsSync(join(b.dataDir, 'instances', inst.id)), 120_000, 'B to prepare the arriving VM', 20)
     const api = new ApiClient({ api: a.api, key: (await loadOrCreateUserKey(alice)).key })
-    await assert.rejects(api.signed('POST', `/v1/instances/${inst.id}/migrate`, 'migrate', inst.id, { to: b.info.peerId, copyDisk: false }, { to: b.info.peerId }), /is migrating/)
+    await assert.rejects(api.signed('POST', `/v1/instances/${inst.id}/migrate`, 'migrate', inst.id, { to: b.info.peerId, copyDisk: false }, { to: b.info.peerId }, a.info.peerId), /is migrating/)
     const result = await moving
     const afterMove = client.values.length
     const moveTook = Date.now() - moveStarted
@@ -201,7 +201,7 @@ describe('live migration', { skip }, () => {
   it('drains a host: every running instance moves to another host, and it takes no new ones until undrained', async () => {
     const deployed = (await cli(a, alice, ['deploy', 'counter', '--host', 'mig-a', '--count', '2', '--wait'])).instances
     for (const i of deployed) await eventually(async () => (await count(i.endpoints[0].url) ?? 0) > 3, 60_000, 'the counters to count')
-    const drained = await cli(a, alice, ['host', 'drain'])
+    const drained = await cli(a, operatorOf(a), ['host', 'drain'])
     assert.deepEqual(drained.stayed, [])
     assert.deepEqual(drained.moved.map((m: any) => m.id).sort(), deployed.map((i: any) => i.id).sort())
     assert.ok(drained.moved.every((m: any) => m.to === b.info.peerId))
@@ -214,7 +214,7 @@ describe('live migration', { skip }, () => {
       assert.ok(await eventually(async () => await count(v.endpoints[0].url), 30_000, 'the moved counter to answer') > 3)
     }
     await assert.rejects(cli(a, alice, ['deploy', 'counter', '--host', 'mig-a']), /ADMISSION_REFUSED/)
-    await cli(a, alice, ['host', 'undrain'])
+    await cli(a, operatorOf(a), ['host', 'undrain'])
     for (const i of deployed) await cli(b, alice, ['instance', 'destroy', i.id])
   })
 
@@ -345,11 +345,11 @@ describe('live migration', { skip }, () => {
     await intactOn(a, 'on A from the disk on B')
 
     // Draining A sends it back to B, which has room, onto the disk B kept.
-    const drained = await cli(a, alice, ['host', 'drain'])
+    const drained = await cli(a, operatorOf(a), ['host', 'drain'])
     assert.deepEqual(drained.stayed, [])
     assert.deepEqual(drained.moved.map((m: any) => [m.id, m.to]), [[inst.id, b.info.peerId]])
     assert.equal((await getJson(a, '/v1/instances')).instances.filter((i: any) => i.host === a.info.peerId).length, 0, 'A is empty')
-    await cli(a, alice, ['host', 'undrain'])
+    await cli(a, operatorOf(a), ['host', 'undrain'])
     await intactOn(b, 'on B')
 
     // Back home it is whole again: it moves with its disk, and B keeps nothing.

@@ -42,8 +42,9 @@ describe('xenosd killed and restarted', () => {
     const byId = new Map(list.map((i: any) => [i.id, i]))
     assert.equal((byId.get(web.id) as any)?.state, 'running')
     assert.equal((byId.get(stopped.id) as any)?.state, 'stopped')
-    const failed = byId.get(doomed.id) as any
-    assert.equal(failed?.state, 'failed')
+    assert.equal((byId.get(doomed.id) as any)?.state, 'failed')
+    assert.equal((byId.get(doomed.id) as any)?.error, undefined, 'what its task printed is not for everyone to see')
+    const failed = await cli(second, alice, ['instance', 'show', doomed.id])
     assert.match(failed.error, /while xenosd was not running/)
     assert.match(failed.error, /last words/, 'the failure report carries the task\'s last output')
 

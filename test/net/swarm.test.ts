@@ -12,10 +12,10 @@ import { BlobStore } from '../../src/images/index.ts'
 import { ADVERT_TOPIC, encodeAdvert, signAdvert } from '../../src/overlay/index.ts'
 import { createXenosLibp2p, type XenosLibp2p } from '../../src/overlay/libp2p.ts'
 import { serveChunks } from '../../src/transfer/index.ts'
-import { ApiClient } from '../../src/cli/index.ts'
 import { hostKey, templateAdvert } from '../helpers/adverts.ts'
 import { corrupting } from '../helpers/chunks.ts'
-import { cli, eventually, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { ApiClient } from '../../src/cli/index.ts'
+import { apiOf, cli, eventually, operatorOf, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
 
 const DISK_MIB = 256
 
@@ -49,11 +49,11 @@ describe('pulling templates from a swarm', () => {
       await writeFile(join(dir, name), randomBytes(bytes))
       ids.push(await store.putFile(join(dir, name)))
     }
-    const api = new ApiClient({ api: seed.api })
-    for (const id of ids) await api.upload(`/v1/blobs/${id}`, createReadStream(store.path(id)))
+    const api = await apiOf(seed, operatorOf(seed))
+    for (const id of ids) await api.signedUpload(`/v1/blobs/${id}`, 'blob.put', id, {}, createReadStream(store.path(id)), await store.size(id))
     const [kernel = '', initrd = '', disk = ''] = ids
     manifest = { name: 'big', version: '1', driver: 'qemu', env: {}, ports: [], tags: {}, resources: { cpu: 1, memory: 64 }, image: { kernel, initrd, disk, diskFormat: 'raw', diskBytes: DISK_MIB << 20 } }
-    templateId = (await api.post<{ id: string }>('/v1/templates', { manifest })).id
+    templateId = (await api.signed<{ id: string }>('POST', '/v1/templates', 'template.import', 'templates', { manifest }, { manifest })).id
 
     // The rogue holds the template too, advertises it, and flips a byte in every chunk it sends.
     const key = await hostKey()
@@ -89,7 +89,7 @@ describe('pulling templates from a swarm', () => {
       } catch {}
     })()
     await sleep(200)
-    const pulled = await cli(b, user, ['template', 'pull', templateId])
+    const pulled = await cli(b, operatorOf(b), ['template', 'pull', templateId])
     assert.equal(pulled.id, templateId)
     await eventually(async () => events.some(e => e.event === 'done' && e.data.blob === manifest.image!.disk) || undefined, 5000, 'the done event')
     stop.abort()
@@ -111,7 +111,7 @@ describe('pulling templates from a swarm', () => {
     let c = await startHost({ name: 'killed', bootstrap: [seed], dataDir })
     hosts.push(c)
     const disk = manifest.image!.disk
-    const pulling = cli(c, user, ['template', 'pull', templateId]).catch(() => undefined)
+    const pulling = cli(c, operatorOf(c), ['template', 'pull', templateId]).catch(() => undefined)
     await eventually(async () => {
       const { transfers } = await (await fetch(`${c.api}/v1/transfers`)).json() as { transfers: Array<{ blob: string, held: number, size: number }> }
       const t = transfers.find(x => x.blob === disk)
@@ -134,7 +134,7 @@ describe('pulling templates from a swarm', () => {
 
     c = await startHost({ name: 'killed', bootstrap: [seed], dataDir })
     hosts.push(c)
-    await cli(c, user, ['template', 'pull', templateId])
+    await cli(c, operatorOf(c), ['template', 'pull', templateId])
     assert.equal(await metric(c, 'xenos_blob_fetched_bytes_total'), total - held, 'only what was missing was fetched')
   })
 })

@@ -9,11 +9,11 @@ describe('store', () => {
     const path = join(await tempDir('store'), 'state.db')
     const s1 = openStore(path)
     const manifest = { name: 'x', version: '1', driver: 'process' as const, command: 'true', env: {}, ports: [], tags: {}, resources: { cpu: 0.1, memory: 64 } }
-    s1.templates.put({ id: 'sha256:aa', manifest, importedAt: 1 })
-    s1.templates.put({ id: 'sha256:aa', manifest: { ...manifest, name: 'changed' }, importedAt: 2 })
+    s1.templates.put({ id: 'sha256:aa', manifest, importedAt: 1, owner: 'o' })
+    s1.templates.put({ id: 'sha256:aa', manifest: { ...manifest, name: 'changed' }, importedAt: 2, owner: null })
     s1.instances.insert({
       id: 'i-0000000000000001', name: 'x-1', templateId: 'sha256:aa', owner: 'o', state: 'creating', driver: 'process', handle: null,
-      ports: [{ name: 'http', protocol: 'http', hostPort: 1234 }], resources: { cpu: 0.1, memory: 64 }, error: null, exitCode: null, remoteDisk: { host: 'h', token: 't' }, createdAt: 1, updatedAt: 1,
+      ports: [{ name: 'http', protocol: 'http', hostPort: 1234 }], resources: { cpu: 0.1, memory: 64 }, error: null, exitCode: null, remoteDisk: { host: 'h', token: 't' }, placement: null, createdAt: 1, updatedAt: 1,
     })
     s1.instances.update('i-0000000000000001', { state: 'running', handle: { id: 'i-0000000000000001', driver: 'process', state: { pid: 5 } } })
     s1.tasks.insert({
@@ -25,6 +25,7 @@ describe('store', () => {
 
     const s2 = openStore(path)
     assert.equal(s2.templates.get('sha256:aa')?.manifest.name, 'x', 'a template id is immutable')
+    assert.equal(s2.templates.get('sha256:aa')?.owner, 'o', 'its first importer stays its owner')
     const r = s2.instances.get('i-0000000000000001')
     assert.equal(r?.state, 'running')
     assert.deepEqual(r?.handle?.state, { pid: 5 })
@@ -34,6 +35,18 @@ describe('store', () => {
     assert.equal(s2.instances.countUsingTemplate('sha256:aa'), 1)
     assert.throws(() => { s2.transaction(() => { s2.instances.remove('i-0000000000000001'); throw new Error('abort') }) }, /abort/)
     assert.ok(s2.instances.get('i-0000000000000001'), 'a failed transaction changes nothing')
+    s2.close()
+  })
+
+  it('remembers the nonces of signed requests across reopen, until they expire', async () => {
+    const path = join(await tempDir('store'), 'state.db')
+    const s1 = openStore(path)
+    assert.equal(s1.nonces.claim('alice/01', 2000, 1000), true)
+    assert.equal(s1.nonces.claim('alice/01', 2000, 1000), false)
+    s1.close()
+    const s2 = openStore(path)
+    assert.equal(s2.nonces.claim('alice/01', 2000, 1500), false, 'a replay after a restart is refused')
+    assert.equal(s2.nonces.claim('alice/01', 9000, 2500), true, 'an expired nonce may be used by a new request')
     s2.close()
   })
 

@@ -14,6 +14,8 @@ export interface ProcessDriverInit {
   uid: number
   /** @default 65534 (nogroup) */
   gid: number
+  /** Directories the task must not see (the host's data and run directories), hidden in its mount namespace but for its own directory. */
+  hidden?: string[]
 }
 
 export const DEFAULT_TASK_UID = 65534
@@ -28,6 +30,16 @@ interface ProcessState {
 }
 
 const PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+/**
+ * Run as root inside the task's new mount namespace, before it drops its privileges: puts an
+ * empty file system over each hidden directory, keeping the task's own work directory (which
+ * may lie inside one) where it was. Arguments: the work directory, how many hidden ones follow,
+ * them, then the command to run.
+ */
+const HIDE_DIRS = 'set -e; work=$1; n=$2; shift 2; keep=$(mktemp -d); mount --bind "$work" "$keep"; ' +
+  'i=0; while [ $i -lt $n ]; do [ ! -d "$1" ] || mount -t tmpfs -o size=64k,mode=0755 xenos-hidden "$1"; shift; i=$((i+1)); done; ' +
+  'mkdir -p "$work"; mount --move "$keep" "$work"; rmdir "$keep"; exec "$@"'
 
 /**
  * Init of the task's pid namespace: the kernel drops SIGTERM sent to a namespace's init unless it
@@ -75,13 +87,15 @@ export function processDriver (init: ProcessDriverInit): Driver {
     return (await pidsOf(handle)).length > 0
   }
 
-  function argv (spec: TaskSpec, env: Record<string, string>): string[] {
+  function argv (spec: TaskSpec, env: Record<string, string>, work: string): string[] {
     const command = spec.command
     if (command === undefined) throw new XenosError('BAD_MANIFEST', 'a process template needs a command')
     const cmd = typeof command === 'string' ? ['/bin/sh', '-c', substitute(command, env)] : command.map(a => substitute(a, env))
     if (!sandboxed) return cmd
+    const hidden = init.hidden ?? []
     return [
       '/usr/bin/unshare', '--pid', '--fork', '--mount-proc', '--ipc', '--uts', '--',
+      '/bin/sh', '-c', HIDE_DIRS, 'xenos-hide', work, String(hidden.length), ...hidden,
       '/usr/bin/setpriv', `--reuid=${init.uid}`, `--regid=${init.gid}`, '--clear-groups', '--no-new-privs', '--',
       '/bin/sh', '-c', NAMESPACE_INIT, 'xenos-init', ...cmd,
     ]
@@ -94,7 +108,7 @@ export function processDriver (init: ProcessDriverInit): Driver {
     async fingerprint (): Promise<Fingerprint> {
       return {
         healthy: true,
-        detail: sandboxed ? 'namespaces and unprivileged user' : 'no sandbox: xenosd is not root or unshare/setpriv are missing',
+        detail: sandboxed ? 'namespaces, unprivileged user, host directories hidden' : 'no sandbox: xenosd is not root or unshare/setpriv are missing',
         attributes: {
           sandbox: sandboxed ? 'namespaces' : 'none',
           cgroups: init.cgroups === undefined ? 'none' : `v${init.cgroups.version}`,
@@ -111,7 +125,7 @@ export function processDriver (init: ProcessDriverInit): Driver {
       for (const [k, v] of Object.entries(spec.env)) env[k] = substitute(v, env)
 
       const log = join(spec.dir, 'console.log')
-      const task = await spawnTask({ id: spec.id, argv: argv(spec, env), cwd: work, env, log, cgroups: init.cgroups, resources: spec.resources })
+      const task = await spawnTask({ id: spec.id, argv: argv(spec, env, work), cwd: work, env, log, cgroups: init.cgroups, resources: spec.resources })
       exits.set(task.pid, task.exit)
       const state: ProcessState = { pid: task.pid, startTime: task.startTime, startedAt: Date.now(), cgroup: init.cgroups !== undefined, log }
       return { id: spec.id, driver: 'process', state: { ...state } }

@@ -30,6 +30,8 @@ export interface QemuDriverInit {
   qemu: string
   /** @default auto: KVM when a probe boots a guest with it, else TCG */
   accel: 'auto' | Accelerator
+  /** Give VMs whose template asks for it the network beyond their endpoints (and the host's loopback with it). @default false */
+  guestOutbound: boolean
 }
 
 /** What the driver persists in a handle. */
@@ -161,7 +163,9 @@ export function qemuDriver (init: QemuDriverInit): Driver {
         '-blockdev', `driver=nbd,node-name=staged${i},server.type=unix,server.path=${disk},export=${d.serial},reconnect-delay=${DISK_RECONNECT_S},read-only=${d.readOnly ? 'on' : 'off'}`,
         '-device', `virtio-blk-pci,drive=staged${i},serial=${d.serial}`,
       ]),
-      '-netdev', ['user', 'id=net0', ...forwards].join(','),
+      // Without `restrict`, QEMU's user network would give the guest every address the host
+      // reaches, the host's loopback (and so its API) at 10.0.2.2 among them.
+      '-netdev', ['user', 'id=net0', `restrict=${spec.outbound === true ? 'off' : 'on'}`, ...forwards].join(','),
       '-device', 'virtio-net-pci,netdev=net0,romfile=',
     ]
     // The saved state arrives on descriptor 3 (see start): QEMU reads the file itself.
@@ -193,6 +197,9 @@ export function qemuDriver (init: QemuDriverInit): Driver {
     async start (spec): Promise<TaskHandle> {
       const image = spec.image
       if (image === undefined) throw new XenosError('BAD_MANIFEST', `instance ${spec.id} has a qemu template without an image`)
+      if (spec.outbound === true && !init.guestOutbound) {
+        throw new XenosError('ADMISSION_REFUSED', `the template of instance ${spec.id} asks for outbound network, which this host does not give guests (xenosd --guest-outbound): deploy it on a host that does`)
+      }
       accel ??= init.accel === 'auto' ? probeAccelerator(init.qemu, init.blobPath(image.kernel)) : Promise.resolve(init.accel)
       const accelerator = await accel
       const sockets = join(init.runDir, spec.id)

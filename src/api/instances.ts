@@ -1,0 +1,95 @@
+import { z } from 'zod'
+import { deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, migrationResultSchema, placementPlanSchema, snapshotViewSchema, templateIdSchema, type Host } from '../node/index.ts'
+import type { Api } from './app.ts'
+import { withProgress } from './events.ts'
+import { authOf, signedBy } from './auth.ts'
+import {
+  controlParams, deployBody, deployResultSchema, errorResponses as errors, instanceListQuery, instanceParams, logsQuery, migrateBody, snapshotParams, templateSummarySchema,
+} from './schemas.ts'
+
+/** Deploys, instances and snapshots: every action is signed by the owner, for the host that carries it out. */
+export function registerInstanceRoutes (api: Api, host: Host): void {
+  api.get('/v1/placement', {
+    schema: {
+      summary: 'Where `count` instances of a template fit now: the hosts with most room that this host trusts, and how many each. A client signs a deploy token for each',
+      querystring: z.strictObject({ template: templateIdSchema, count: z.coerce.number().int().min(1).max(100).default(1) }),
+      response: { 200: placementPlanSchema, ...errors },
+    },
+  }, async req => host.deployer.plan(await host.cloud.resolveTemplate(req.query.template), req.query.count))
+
+  api.post('/v1/instances', {
+    schema: {
+      summary: 'Deploy instances of a template: `parts` holds the owner\'s signed token for each host (see docs/security.md), which names the host, how many instances and their ids, and the digest of `spec`. With `Accept: text/event-stream`, server-sent events follow it: `progress` with every host\'s part as it changes, then `result` (the 201 body) or `error`',
+      ...signedBy('owner', 'a deploy token for each host, in the body'),
+      body: deployBody,
+      response: { 201: deployResultSchema, ...errors },
+    },
+  }, async (req, reply) => {
+    const { template, spec, parts, wait, waitMs } = req.body
+    const options = { wait, ...(waitMs === undefined ? {} : { waitMs }) }
+    return await withProgress(req, reply, 201, async progress => await host.deployer.deploy(template, spec, parts, { ...options, ...(progress === undefined ? {} : { onProgress: p => { progress({ hosts: p }) } }) }))
+  })
+
+  api.get('/v1/instances', { schema: { summary: 'Instances on this host and advertised by others, as their adverts show them (each one\'s own host shows its owner more: GET /v1/instances/{id})', querystring: instanceListQuery, response: { 200: z.object({ instances: z.array(instanceViewSchema) }) } } }, async req => {
+    const { owner, host: onHost, state } = req.query
+    const list = host.cloud.list({ ...(owner === undefined ? {} : { owner }), ...(onHost === undefined ? {} : { host: onHost }) })
+    return { instances: state === undefined ? list : list.filter(v => v.state === state) }
+  })
+
+  api.get('/v1/instances/:id/host', { schema: { summary: 'The host an instance runs on (the one its owner placed it on last): where a request about it is to be signed for', params: instanceParams, response: { 200: z.object({ host: z.string() }), ...errors } } }, async req => ({
+    host: await host.cloud.locate(req.params.id),
+  }))
+
+  api.get('/v1/instances/:id', { schema: { summary: 'One instance, asked of the host that runs it', ...signedBy('owner or operator', 'get on the instance id'), params: instanceParams, response: { 200: instanceViewSchema, ...errors } } }, async req => await host.cloud.get(req.params.id, authOf(req)))
+
+  api.post('/v1/instances/:id/:action', { schema: { summary: 'Start, stop, pause, resume or destroy an instance', ...signedBy('owner', 'the action on the instance id'), params: controlParams, response: { 200: instanceViewSchema, 204: z.null(), ...errors } } }, async (req, reply) => {
+    const view = await host.cloud.control(req.params.id, req.params.action, authOf(req))
+    if (view === undefined) {
+      void reply.status(204)
+      return null
+    }
+    return view
+  })
+
+  api.post('/v1/instances/:id/snapshot', { schema: { summary: 'Save a VM\'s memory and disk as a snapshot new instances can start from', ...signedBy('owner', 'snapshot on the instance id'), params: instanceParams, response: { 201: snapshotViewSchema, ...errors } } }, async (req, reply) => {
+    const snap = await host.cloud.snapshot(req.params.id, authOf(req))
+    void reply.status(201)
+    return snap
+  })
+
+  api.post('/v1/instances/:id/migrate', {
+    schema: {
+      summary: 'Move a running VM to another host while it runs: its memory is copied live; its disk stays and is served to the new host, or with `copyDisk` is copied there first. With `Accept: text/event-stream`: `progress` events (phase, disk and memory copied, dirty rate, expected downtime), then `result` or `error`',
+      ...signedBy('owner', 'migrate on the instance id, params {to, copyDisk}, for the host it runs on'),
+      params: instanceParams,
+      body: migrateBody,
+      response: { 200: migrationResultSchema, ...errors },
+    },
+  }, async (req, reply) => {
+    const auth = authOf(req)
+    return await withProgress(req, reply, 200, async progress => await host.migrations.migrate(req.params.id, req.body.to, req.body.copyDisk, auth, progress))
+  })
+
+  api.post('/v1/instances/:id/derive', { schema: { summary: 'Make a tailored template from a stopped or suspended VM: its template with the changes on its disk', ...signedBy('owner', 'derive on the instance id, params the body'), params: instanceParams, body: deriveParamsSchema, response: { 201: templateSummarySchema, ...errors } } }, async (req, reply) => {
+    const t = await host.cloud.derive(req.params.id, req.body, authOf(req))
+    void reply.status(201)
+    return t
+  })
+
+  api.get('/v1/snapshots', { schema: { summary: 'Snapshots held by this host: the signer\'s (all of them, for the operator)', ...signedBy('any key', 'snapshots on this host\'s peer id'), response: { 200: z.object({ snapshots: z.array(snapshotViewSchema) }), ...errors } } }, async req => ({
+    snapshots: host.cloud.snapshots(authOf(req)),
+  }))
+
+  api.delete('/v1/snapshots/:id', { schema: { summary: 'Delete a snapshot held by this host', ...signedBy('owner or operator', 'snapshot.delete on the snapshot id'), params: snapshotParams, response: { 204: z.null(), ...errors } } }, async (req, reply) => {
+    await host.cloud.deleteSnapshot(req.params.id, authOf(req))
+    void reply.status(204)
+    return null
+  })
+
+  api.get('/v1/instances/:id/metrics', { schema: { summary: 'CPU, memory and uptime of an instance', ...signedBy('owner or operator', 'metrics on the instance id'), params: instanceParams, response: { 200: instanceMetricsSchema, ...errors } } }, async req => await host.cloud.metrics(req.params.id, authOf(req)))
+
+  api.get('/v1/instances/:id/logs', { schema: { summary: 'Last lines of an instance\'s output', ...signedBy('owner', 'logs on the instance id'), params: instanceParams, querystring: logsQuery, response: { 200: z.object({ text: z.string() }), ...errors } } }, async req => ({
+    text: await host.cloud.logs(req.params.id, req.query.lines, authOf(req)),
+  }))
+}
+

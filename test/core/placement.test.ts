@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { generateOwnerKey, instanceIdOf, verifyPlacement } from '../../src/core/index.ts'
+import { AdvertCache, signAdvert, verifyAdvert, verifyHostSignature } from '../../src/overlay/index.ts'
+import { hostKey } from '../helpers/adverts.ts'
+import { deployedOn, drainedTo, instanceAdvert, movedTo, TEMPLATE } from '../helpers/placement.ts'
+
+describe('placements', () => {
+  const alice = generateOwnerKey()
+  const mallory = generateOwnerKey()
+
+  it('place an instance where its owner deployed it, moved it, or a drain signed by the operator of its host sent it', async () => {
+    const a = await hostKey()
+    const b = await hostKey()
+    const c = await hostKey()
+    const operator = generateOwnerKey()
+    const { id, placement } = deployedOn(alice, a.id, TEMPLATE, 1000)
+    const instance = { id, owner: alice.id, template: TEMPLATE }
+    assert.deepEqual(await verifyPlacement(placement, instance, verifyHostSignature), { host: a.id, at: 1000 })
+    const moved = movedTo(alice, placement, id, a.id, b.id, 2000)
+    assert.deepEqual(await verifyPlacement(moved, instance, verifyHostSignature), { host: b.id, at: 2000 })
+    const drained = await drainedTo(operator, b.key, moved, id, b.id, c.id, 3000)
+    assert.deepEqual(await verifyPlacement(drained, instance, verifyHostSignature), { host: c.id, at: 3000 })
+  })
+
+  it('refuse whatever the owner did not sign: another owner\'s token, an id it does not derive, a move or a drain made up by another', async () => {
+    const a = await hostKey()
+    const b = await hostKey()
+    const rogue = await hostKey()
+    const { id, placement } = deployedOn(alice, a.id)
+    const instance = { id, owner: alice.id, template: TEMPLATE }
+    const mine = deployedOn(mallory, rogue.id)
+    // Mallory's own token, offered as Alice's instance: its id does not derive from it, nor its owner.
+    await assert.rejects(verifyPlacement(mine.placement, instance, verifyHostSignature), /not by its owner/)
+    await assert.rejects(verifyPlacement(mine.placement, { ...instance, owner: mallory.id }, verifyHostSignature), /does not derive its id/)
+    assert.notEqual(instanceIdOf(mine.placement.root.token, 0), id)
+    await assert.rejects(verifyPlacement({ ...placement, root: { ...placement.root, token: { ...placement.root.token, host: rogue.id } } }, instance, verifyHostSignature), /does not derive its id|did not sign/)
+    await assert.rejects(verifyPlacement(placement, { ...instance, template: `sha256:${'f'.repeat(64)}` }, verifyHostSignature), /is for template/)
+    // A move to the rogue, signed by mallory instead of Alice.
+    await assert.rejects(verifyPlacement(movedTo(mallory, placement, id, a.id, rogue.id), instance, verifyHostSignature), /move its owner did not sign/)
+    // A drain of host A, signed by A's key but whose operator signature is mallory's over another host.
+    const drained = await drainedTo(mallory, a.key, placement, id, a.id, rogue.id)
+    await assert.rejects(verifyPlacement({ ...drained, drains: drained.drains.map(d => ({ ...d, operator: alice.id })) }, instance, verifyHostSignature), /operator did not sign/)
+    // A handoff the host it names did not sign.
+    const forged = await drainedTo(mallory, rogue.key, placement, id, a.id, rogue.id)
+    await assert.rejects(verifyPlacement(forged, instance, verifyHostSignature), /host .* did not sign/)
+    // A drain of a host the instance was not on.
+    await assert.rejects(verifyPlacement(await drainedTo(mallory, b.key, placement, id, b.id, rogue.id), instance, verifyHostSignature), /where the instance was not/)
+  })
+
+  it('keep a host from advertising an instance not placed on it, and let the latest placement stand', async () => {
+    const a = await hostKey()
+    const b = await hostKey()
+    const rogue = await hostKey()
+    const { id, placement } = deployedOn(alice, a.id, TEMPLATE, Date.now() - 5000)
+    const claim = await signAdvert(rogue.key, instanceAdvert(rogue.id, id, alice.id, placement, {}, Date.now() + 20_000))
+    const result = await verifyAdvert(claim)
+    assert.equal(!result.ok && result.reason, 'bad-placement', 'a rogue cannot advertise an instance placed elsewhere, however new its advert')
+    const cache = new AdvertCache()
+    const onA = await signAdvert(a.key, instanceAdvert(a.id, id, alice.id, placement, { issuedAt: Date.now() + 10_000 }))
+    const onB = await signAdvert(b.key, instanceAdvert(b.id, id, alice.id, movedTo(alice, placement, id, a.id, b.id)))
+    cache.offer(onA)
+    cache.offer(onB)
+    assert.equal(cache.get('instance', id)?.host, b.id, 'the host it moved to, though the old host advertised later')
+    assert.deepEqual(cache.search({ kind: 'instance' }).map(x => x.host), [b.id])
+    cache.offer(await signAdvert(b.key, { ...instanceAdvert(b.id, id, alice.id, movedTo(alice, placement, id, a.id, b.id)), issuedAt: Date.now() + 1, seq: 2, withdrawn: true } as never))
+    assert.equal(cache.get('instance', id), undefined, 'withdrawn by the host it was placed on last: gone, whatever older hosts say')
+  })
+})
