@@ -36,6 +36,8 @@ export const buildSpecSchema = z.strictObject({
   ports: templateManifestSchema.shape.ports,
   tags: templateManifestSchema.shape.tags,
   resources: templateManifestSchema.shape.resources,
+  /** `outbound`: the VM asks to reach the network (hosts started with --guest-outbound only). @default none */
+  network: templateManifestSchema.shape.network,
   /** Size of the guest's disk in MiB. @default 64 */
   disk: z.number().int().min(8).max(1024 * 1024).default(64),
   /** An existing ext4 disk image (raw or qcow2, relative to DIR) to use instead of building one from `files`. */
@@ -106,8 +108,8 @@ export async function buildGuestTemplate (dir: string, o: BuildOptions): Promise
       disk: await o.blobs.putFile(disk),
       diskBytes: (await stat(disk)).size,
     }
-    const { name, version, description, driver, command, env, ports, tags, resources } = spec
-    const manifest = templateManifestSchema.parse({ name, version, description, driver, command, env, ports, tags, resources, image })
+    const { name, version, description, driver, command, env, ports, tags, resources, network } = spec
+    const manifest = templateManifestSchema.parse({ name, version, description, driver, command, env, ports, tags, resources, image, ...network === undefined ? {} : { network } })
     await mkdir(join(o.cacheDir, 'builds'), { recursive: true })
     await writeFile(cached, JSON.stringify(manifest))
     return manifest
