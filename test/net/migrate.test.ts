@@ -120,12 +120,15 @@ describe('live migration', { skip }, () => {
     await eventually(async () => (await count(inst.endpoints[0].url) ?? 0) > 5, 60_000, 'the counter to count')
     await assert.rejects(cli(a, mallory, ['migrate', inst.id, '--to', 'mig-b']), /FORBIDDEN/)
     const watch = follow(a, inst.id)
-    // A client reaching it through `xenos connect` on A: first on A itself, then through B.
+    // A client reaching it through `xenos connect` on A: first on A itself, then through B; and
+    // one on B, where it arrives (which must not take it for here before it has taken over).
     const connect = await cliStart(a, alice, ['connect', inst.id])
     assert.equal(connect.first.event, 'listening')
     const client = loopOn(connect.first.port)
+    const atDestination = await cliStart(b, alice, ['connect', inst.id])
+    const there = loopOn(atDestination.first.port)
     // Stopped below; here too, so that a failed assertion leaves no loop or process behind.
-    t.after(async () => { await watch.stop(); await client.stop(); await connect.stop() })
+    t.after(async () => { await watch.stop(); await client.stop(); await connect.stop(); await there.stop(); await atDestination.stop() })
     await sleep(1000)
     const moveStarted = Date.now()
     const moving = cli(a, alice, ['migrate', inst.id, '--to', 'mig-b'])
@@ -135,12 +138,17 @@ describe('live migration', { skip }, () => {
     await assert.rejects(api.signed('POST', `/v1/instances/${inst.id}/migrate`, 'migrate', inst.id, { to: b.info.peerId, copyDisk: false }, { to: b.info.peerId }, a.info.peerId), /is migrating/)
     const result = await moving
     const afterMove = client.values.length
+    const thereAtMove = there.values.length
     const moveTook = Date.now() - moveStarted
     await sleep(1500)
     await watch.stop()
     await client.stop()
     await connect.stop()
+    await there.stop()
+    await atDestination.stop()
     assert.deepEqual(client.failures, [], `no request through xenos connect failed (the move took ${moveTook} ms, ${result.downtimeMs} ms paused)`)
+    assert.deepEqual(there.failures, [], 'no request through xenos connect on the destination failed')
+    assert.ok(thereAtMove > 5 && there.values.length > thereAtMove + 5, `the client on the destination was answered before (${thereAtMove}) and after (${there.values.length - thereAtMove}) the move`)
     assert.ok(afterMove > 5 && client.values.length > afterMove + 5, `requests before (${afterMove}) and after (${client.values.length - afterMove}) the move`)
     for (let i = 1; i < client.values.length; i++) assert.ok((client.values[i] ?? 0) >= (client.values[i - 1] ?? 0), `the count went back: ${client.values.join(' ')}`)
 

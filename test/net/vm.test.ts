@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { mkdir, stat, writeFile } from 'node:fs/promises'
+import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { cli, cliRun, eventually, getJson, httpGet, rolloutPhases, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { cli, cliRun, cliStart, eventually, getJson, httpGet, rolloutPhases, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
 import { count, skipWithoutQemu } from '../helpers/vm.ts'
 
 const skip = skipWithoutQemu
@@ -231,5 +232,56 @@ describe('services in virtual machines', { skip }, () => {
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', '/etc/hostname', join(dir, 'overlay.qcow2')])
     await writeFile(join(dir, 'template.yaml'), 'name: imported\nversion: "2"\ncommand: "true"\ndiskImage: overlay.qcow2\n')
     await assert.rejects(cli(a, alice, ['template', 'build', dir]), /is an overlay on another file/)
+  })
+
+  it('keeps a guest from its host: neither the host\'s API nor a service on its loopback answers it, while its own service answers on its endpoint and through connect', async () => {
+    const secret = `loopback-secret-${Date.now()}`
+    const server = createServer(socket => { socket.end(secret) })
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+    const loopPort = (server.address() as AddressInfo).port
+    const apiPort = new URL(a.api).port
+    const dir = await tempDir('prober')
+    await writeFile(join(dir, 'template.yaml'), [
+      'name: prober', 'version: "1"', 'disk: 16', 'resources: {cpu: 1, memory: 96}',
+      'ports: [{name: http, protocol: http, guest: 8080, health: /up}]',
+      'command: >-',
+      '  mkdir -p /run/www; echo up > /run/www/up;',
+      '  (while :; do',
+      `  if wget -q -O /run/www/api http://10.0.2.2:${apiPort}/v1/host; then echo reached > /run/www/api-result; else echo refused > /run/www/api-result; fi;`,
+      `  nc 10.0.2.2 ${loopPort} < /dev/null > /run/www/loop 2>/dev/null; if [ -s /run/www/loop ]; then echo reached > /run/www/loop-result; else echo refused > /run/www/loop-result; fi;`,
+      '  sleep 1; done) &',
+      '  exec httpd -f -p 8080 -h /run/www',
+    ].join('\n') + '\n')
+    try {
+      await cli(a, alice, ['template', 'build', dir])
+      const prober = (await cli(a, alice, ['deploy', 'prober', '--host', 'vm-a', '--wait'])).instances[0]
+      const url = prober.endpoints[0].url
+      assert.equal((await eventually(async () => await httpGet(`${url}/api-result`), 60_000, 'the guest to try the host\'s API'))?.trim(), 'refused')
+      assert.equal((await eventually(async () => await httpGet(`${url}/loop-result`), 20_000, 'the guest to try the host\'s loopback'))?.trim(), 'refused')
+      assert.doesNotMatch(await httpGet(`${url}/api`) ?? '', /peerId|operators/, 'nothing of the host\'s API reached the guest')
+      assert.doesNotMatch(await httpGet(`${url}/loop`) ?? '', new RegExp(secret))
+      const connect = await cliStart(a, alice, ['connect', prober.id])
+      try {
+        assert.equal((await httpGet(`http://127.0.0.1:${String(connect.first.port)}/up`))?.trim(), 'up', 'its own service answers through connect')
+      } finally {
+        await connect.stop()
+      }
+      await cli(a, alice, ['instance', 'destroy', prober.id])
+    } finally {
+      server.close()
+    }
+  })
+
+  it('admits a suspended VM again when it resumes: its room may have gone meanwhile', async () => {
+    const small = await startHost({ name: 'vm-small', bootstrap: [a], extraArgs: ['--cpu', '1', '--memory', '256'] })
+    hosts.push(small)
+    const first = (await cli(a, alice, ['deploy', 'counter', '--host', 'vm-small', '--wait'])).instances[0]
+    await cli(a, alice, ['instance', 'suspend', first.id])
+    const second = (await cli(a, alice, ['deploy', 'counter', '--host', 'vm-small'])).instances[0]
+    await assert.rejects(cli(a, alice, ['instance', 'resume', first.id]), /ADMISSION_REFUSED/)
+    assert.equal((await cli(a, alice, ['instance', 'show', first.id])).state, 'suspended', 'it stays suspended, its state kept')
+    await cli(a, alice, ['instance', 'destroy', second.id])
+    assert.equal((await cli(a, alice, ['instance', 'resume', first.id])).state, 'running')
+    await cli(a, alice, ['instance', 'destroy', first.id])
   })
 })
