@@ -89,6 +89,14 @@ async function instanceView (api: ApiClient, id: string): Promise<InstanceView> 
   return await api.signed<InstanceView>('GET', `/v1/instances/${encodeURIComponent(id)}`, 'get', id, {}, undefined, await api.hostOf(id))
 }
 
+/** `NAME=TARGET[:ENDPOINT]`, a link given on the command line. */
+function linkOf (text: string): { name: string, target: string, endpoint?: string } {
+  const m = /^([a-z][a-z0-9_]{0,30})=([^:=]+)(?::([a-z][a-z0-9_]{0,30}))?$/.exec(text)
+  if (m === null) throw new XenosError('INVALID_ARGUMENT', `--link ${text}: give NAME=SERVICE or NAME=SERVICE:ENDPOINT (NAME lower-case letters, digits and "_")`)
+  const [, name = '', target = '', endpoint] = m
+  return { name, target, ...endpoint === undefined ? {} : { endpoint } }
+}
+
 /** A deploy whose outcome is unknown (the host went away) says how to learn it without making anything twice. */
 function withRetryHint (err: unknown, requestId: string): XenosError {
   const e = toXenosError(err)
@@ -284,7 +292,8 @@ export function buildProgram (): Command {
     .option('--wait', 'wait until every instance has booted and passed its health checks, and time each phase')
     .option('--in <name>', 'a file or directory of the data repository (data://me/PATH) to stage read-only at /in/NAME in each instance; repeatable', collect)
     .option('--request-id <id>', 'name this deploy: run it again with the same id (after a lost answer, a host that failed) and it makes only what is missing, never twice')
-    .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean, in?: string[], requestId?: string }, cmd: Command) => {
+    .option('--link <name=service>', 'a service of yours (instance id or name, :ENDPOINT for another than its first) each instance reaches at XENOS_LINK_NAME, wherever it runs; repeatable', collect)
+    .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean, in?: string[], requestId?: string, link?: string[] }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       if (!Number.isInteger(o.count) || o.count < 1 || o.count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
       if (o.host !== undefined && o.hosts !== undefined) throw new XenosError('INVALID_ARGUMENT', 'give --host or --hosts, not both')
@@ -296,6 +305,7 @@ export function buildProgram (): Command {
         name: o.name ?? null,
         ...(o.fromSnapshot === undefined ? {} : { snapshot: o.fromSnapshot }),
         ...(o.in === undefined ? {} : { inputs: await stagedInputs(api, o.in) }),
+        ...(o.link === undefined ? {} : { links: o.link.map(linkOf) }),
       }
       const requestId = o.requestId ?? randomBytes(8).toString('hex')
       process.stderr.write(`deploying ${t.name}:${t.version} on ${hosts === null ? 'the hosts with most room' : `${hosts.length} host(s)`}${o.wait === true ? ', waiting until healthy' : ''} (request ${requestId})…\n`)

@@ -112,6 +112,8 @@ export interface DriverCapabilities {
   pause: boolean
   suspend: boolean
   migrate: boolean
+  /** How the host's end of a task's links is made (see `TaskLink`): a unix socket, or a loopback port. */
+  links: 'path' | 'port'
 }
 
 export interface Fingerprint {
@@ -155,6 +157,19 @@ export interface TaskSpec {
   disks?: StagedDisk[] | undefined
   /** Let the VM reach the network beyond its endpoints (VM drivers only; by default it reaches nothing). */
   outbound?: boolean | undefined
+  /** Services the task reaches at an address its host set up for each (see `TaskLink`). */
+  links?: TaskLink[] | undefined
+}
+
+/**
+ * A service a task reaches, by name, at an address its host sets up for exactly that service:
+ * the host's end is a unix socket (`path`, for VMs, which reach it at an address of their own
+ * network) or a loopback port (for processes, which share the host's network). The task finds
+ * the address in `XENOS_LINK_<NAME>`.
+ */
+export interface TaskLink {
+  name: string
+  to: { path: string } | { host: string, port: number }
 }
 
 /**

@@ -134,6 +134,7 @@ export class Host {
       stopTimeoutMs: this.options.stopTimeoutMs,
       log: this.log.child({ component: 'supervisor' }),
       remoteDisks,
+      links: { open: async r => await this.services.openLinks(r) },
       onChange: (id, record) => { this.#instanceChanged(id, record) },
     })
     this.fetcher = new TemplateFetcher({
@@ -191,6 +192,7 @@ export class Host {
       overlay: this.overlay,
       supervisor: this.supervisor,
       verifier,
+      linksDir: join(this.options.runDir ?? defaultRunDir(this.options.dataDir), 'links'),
       forwardGraceMs: this.options.forwardGraceMs,
       store: this.store,
       log: this.log.child({ component: 'services' }),
@@ -452,6 +454,7 @@ export class Host {
   }
 
   #instanceChanged (id: string, record: InstanceRecord | undefined): void {
+    this.services.instanceChanged(id, record)
     if (!this.#started) return
     this.tasks.instanceChanged(id, record)
     // An instance from before placements were signed cannot show why it runs here: it is not

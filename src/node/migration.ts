@@ -12,7 +12,7 @@ import type { RemoteDisk } from '../store/index.ts'
 import type { TunnelListener, Tunnels } from '../transfer/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
-import { authSchema, instanceIdSchema, instanceViewSchema, peerIdSchema, templateIdSchema } from './rpc-schemas.ts'
+import { authSchema, instanceIdSchema, instanceViewSchema, linkSchema, peerIdSchema, templateIdSchema } from './rpc-schemas.ts'
 import { STAGED_SERIALS, type ArrivingDisk, type DiskPlan, type InstanceSupervisor, type RemoteDisks } from './supervisor.ts'
 import { callHost } from './remote.ts'
 
@@ -65,6 +65,8 @@ const prepareSchema = z.strictObject({
   template: templateIdSchema,
   /** Why the instance may run on the destination: its placement so far, and this move, signed. */
   placement: placementSchema,
+  /** The services it reaches at addresses its host sets up; the destination sets up its own. */
+  links: z.array(linkSchema).max(8),
   /** The ticket to the disk the source keeps serving; absent when the disk is copied to the destination. */
   diskToken: tokenSchema.optional(),
   /**
@@ -297,6 +299,7 @@ export class Migrations implements RemoteDisks {
         instance: { id, name: view.name, owner: view.owner, createdAt: view.createdAt },
         template: view.template,
         placement,
+        links: this.#init.supervisor.linksOf(id),
         ...(diskToken === undefined ? {} : { diskToken }),
         ...(served === null ? {} : { diskHost: served.host }),
         ...(staged.length === 0 ? {} : { staged }),
@@ -364,7 +367,7 @@ export class Migrations implements RemoteDisks {
     let disk: ArrivingDisk = { copied: true, staged: sizes }
     if (back) disk = { home: true }
     else if (req.diskToken !== undefined) disk = { servedBy: { host: req.diskHost ?? from, token: req.diskToken, ...staged.length === 0 ? {} : { staged: staged.map(({ serial, readOnly }) => ({ serial, readOnly })) } } }
-    const port = await this.#init.supervisor.receive(template, { ...req.instance, placement: req.placement }, from, disk, { address, key }, req.task)
+    const port = await this.#init.supervisor.receive(template, { ...req.instance, placement: req.placement, links: req.links }, from, disk, { address, key }, req.task)
     const tickets = [this.#init.tunnels.issue(from, { host: localTo(address), port })]
     // The source writes the disk it copies straight into the new VM's own disk server.
     if (copyDisk) tickets.push(this.#init.tunnels.issue(from, await this.#init.supervisor.diskSocket(id)))

@@ -10,6 +10,13 @@ export const authSchema = requestAuthSchema
 
 export const snapshotIdSchema = z.string().regex(SNAPSHOT_ID_PATTERN, 'a snapshot id is s- and 16 hex digits')
 
+/** A service an instance reaches by name: an instance id, or a name (any running instance of it), and which endpoint (its first TCP one by default). */
+export const linkSchema = z.strictObject({
+  name: z.string().regex(/^[a-z][a-z0-9_]{0,30}$/, 'a link name is lower-case letters, digits and "_", starting with a letter'),
+  target: z.string().min(1).max(256),
+  endpoint: z.string().min(1).max(31).optional(),
+})
+
 /** What every host of a deploy is asked to do; its owner signs its digest in each host's token. */
 export const deploySpecSchema = z.strictObject({
   name: nameSchema.nullable(),
@@ -27,6 +34,8 @@ export const deploySpecSchema = z.strictObject({
   outputBytes: z.number().int().min(2 ** 20).max(2 ** 40).optional(),
   /** Runs the one instance as a task: once it ends its host stores its outputs under `outputs` and, unless `keep`, destroys it. */
   task: z.strictObject({ outputs: z.string().min(1).max(1024), keep: z.boolean() }).optional(),
+  /** Services of the owner's each instance reaches at an address its host sets up for it (`XENOS_LINK_<NAME>`), wherever they run. */
+  links: z.array(linkSchema).min(1).max(8).refine(l => new Set(l.map(x => x.name)).size === l.length, 'a link name is given twice').optional(),
 })
 export type DeploySpec = z.infer<typeof deploySpecSchema>
 

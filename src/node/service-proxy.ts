@@ -1,11 +1,13 @@
+import { mkdir, rm } from 'node:fs/promises'
 import { connect, createServer, type Server, type Socket } from 'node:net'
+import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { INSTANCE_ID_PATTERN, XenosError, type RequestAuth } from '../core/index.ts'
+import { ACTIVE_STATES, INSTANCE_ID_PATTERN, XenosError, type AdvertOf, type RequestAuth, type TaskLink } from '../core/index.ts'
 import type { Overlay } from '../overlay/index.ts'
-import type { ForwardRecord, Store } from '../store/index.ts'
+import type { ForwardRecord, InstanceRecord, Store } from '../store/index.ts'
 import { dialWithHeader, HandshakeRefused, readHeader, SocketStream, splice } from '../transfer/index.ts'
 import { instanceIdSchema } from './rpc-schemas.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
@@ -26,9 +28,14 @@ const REACH_DEADLINE_MS = 30_000
 const SLOW_REACH_MS = 500
 /** Connections open longer than this are logged (debug) with how often they had to reach their service. */
 const SLOW_CONNECTION_MS = 2000
+/** How long a connection to an endpoint on this host may take before it is tried again, and how often. */
+const CONNECT_ATTEMPT_MS = 150
+const CONNECT_ATTEMPTS = 40
 
 export interface ServiceProxyInit {
-  overlay: Pick<Overlay, 'peerId' | 'node' | 'lookup' | 'search' | 'learnHost'>
+  /** Where the unix sockets of VMs' links are (a short directory of this host's). */
+  linksDir: string
+  overlay: Pick<Overlay, 'peerId' | 'node' | 'lookup' | 'search' | 'learnHost' | 'cache'>
   supervisor: Pick<InstanceSupervisor, 'has' | 'isMoving' | 'tcpEndpoints' | 'list' | 'view' | 'arrivingFrom'>
   verifier: Pick<RequestVerifier, 'verify' | 'isOperator'>
   /** Where what this host forwards is kept, so that a restart goes on forwarding. */
@@ -65,6 +72,8 @@ interface Moved {
 export class ServiceProxy {
   readonly #init: ServiceProxyInit
   readonly #moved = new Map<string, Moved>()
+  /** The listeners of instances' links, by instance and link name. */
+  readonly #links = new Map<string, Map<string, ServiceListener>>()
   /** Connections to the endpoints of this host's instances that have had no answer yet, by instance. */
   readonly #unanswered = new Map<string, Set<Socket>>()
   #turn = 0
@@ -110,10 +119,35 @@ export class ServiceProxy {
     if (!operator && !isLoopback(address)) throw new XenosError('FORBIDDEN', `only the operator of this host may open a port on ${address}, which others can reach: listen on 127.0.0.1, or ask the operator`)
     const reaching = { ...target, owner: operator ? undefined : who }
     await this.#reach(reaching, 1).then(r => { r.stream.abort(new Error('only a check')) })
-    return await this.#listen(reaching, address, port)
+    return await this.#listen(reaching, { address, port })
   }
 
-  async #listen (target: ConnectTarget, address: string, port: number): Promise<ServiceListener> {
+  /**
+   * Sets up the host's end of instance `r`'s links (see `TaskLink`): for each, a listener whose
+   * connections reach the linked service of the instance's owner wherever it runs, on a unix
+   * socket in this host's run directory, or on its loopback port. Listeners already open stay.
+   */
+  async openLinks (r: Pick<InstanceRecord, 'id' | 'owner' | 'links'>): Promise<TaskLink[]> {
+    const open = this.#links.get(r.id) ?? new Map<string, ServiceListener>()
+    this.#links.set(r.id, open)
+    const out: TaskLink[] = []
+    for (const [i, link] of r.links.entries()) {
+      const where: Where = link.port === undefined ? { path: join(this.#init.linksDir, `${r.id}-${i}.sock`) } : { address: '127.0.0.1', port: link.port }
+      if (!open.has(link.name)) open.set(link.name, await this.#listen({ target: link.target, endpoint: link.endpoint, owner: r.owner }, where))
+      out.push({ name: link.name, to: 'path' in where ? where : { host: where.address, port: where.port } })
+    }
+    return out
+  }
+
+  /** Instance `id` changed: while it holds no resources, or once it is gone, its links close. */
+  instanceChanged (id: string, record: Pick<InstanceRecord, 'state'> | undefined): void {
+    if (record !== undefined && ACTIVE_STATES.has(record.state)) return
+    const open = this.#links.get(id)
+    this.#links.delete(id)
+    for (const l of open?.values() ?? []) void l.close()
+  }
+
+  async #listen (target: ConnectTarget, where: Where): Promise<ServiceListener> {
     let connections = 0
     let failed = 0
     let last: { host: string, id: string } | undefined
@@ -153,11 +187,11 @@ export class ServiceProxy {
         socket.destroy()
       })
     })
-    await listenOn(server, address, port)
+    await listenOn(server, where)
     const bound = server.address()
     return {
-      address,
-      port: typeof bound === 'object' && bound !== null ? bound.port : port,
+      address: 'path' in where ? where.path : where.address,
+      port: typeof bound === 'object' && bound !== null ? bound.port : 0,
       stats: () => ({ connections, failed, lastHost: last?.host, lastInstance: last?.id }),
       close: async () => {
         for (const s of sockets) s.destroy()
@@ -193,7 +227,7 @@ export class ServiceProxy {
     const entry = this.#moved.get(id)
     if (entry === undefined) return
     for (const p of ports) {
-      const forward = await this.#listen({ target: id, endpoint: p.name }, p.address, p.port).catch((err: unknown) => {
+      const forward = await this.#listen({ target: id, endpoint: p.name }, { address: p.address, port: p.port }).catch((err: unknown) => {
         this.#init.log.warn({ err, instance: id, port: p.port }, 'could not keep forwarding an old endpoint of a moved instance')
         return undefined
       })
@@ -216,7 +250,8 @@ export class ServiceProxy {
     let lastError: unknown
     const failures: string[] = []
     for (let round = 0; round < rounds && Date.now() < deadline; round++) {
-      if (round > 0) await sleep(Math.min(100 * 2 ** round, 1000))
+      // Soon after a first failure (a move's switch-over takes tens of ms), then less and less often.
+      if (round > 0) await sleep(Math.min(50 * 2 ** (round - 1), 1000))
       const candidates = await this.#candidates(target)
       if (candidates.length === 0) failures.push(`round ${round}: no host`)
       for (const c of candidates) {
@@ -245,8 +280,10 @@ export class ServiceProxy {
       const movedTo = this.#movedTo(target)
       if (movedTo !== undefined && owner === undefined) return [{ id: target, host: movedTo }]
       if (this.#runsHere(target)) return mine(this.#init.supervisor.view(target).owner) ? [{ id: target, host: this.#self }] : []
-      const advert = await this.#init.overlay.lookup('instance', target)
-      return advert === undefined || advert.withdrawn === true || !mine(advert.body.owner) ? [] : [{ id: target, host: advert.host }]
+      // The host it was placed on last, even if that host withdrew it just now: if it moved on,
+      // that host says where to (before the new host's advert has come), and if it is gone, says so.
+      const advert = (this.#init.overlay.cache.standing('instance', target) as AdvertOf<'instance'> | undefined) ?? await this.#init.overlay.lookup('instance', target)
+      return advert === undefined || !mine(advert.body.owner) || (advert.withdrawn === true && advert.host === this.#self) ? [] : [{ id: target, host: advert.host }]
     }
     const local = this.#init.supervisor.list().filter(v => v.name === target && v.state === 'running' && mine(v.owner)).map(v => ({ id: v.id, host: this.#self }))
     const remote = this.#init.overlay.search({ kind: 'instance' })
@@ -349,20 +386,40 @@ async function closeAll (entry: Moved): Promise<void> {
   await Promise.all(entry.forwards.map(async f => { await f.close() }))
 }
 
+/**
+ * Connects to an instance's endpoint on this host, trying again at once when a connection is not
+ * made within CONNECT_ATTEMPT_MS: QEMU's port forwards listen with a backlog of one, so a SYN
+ * that arrives while QEMU is busy (a move's last round) is dropped, and the kernel would send it
+ * again only a second later.
+ */
 async function connectTo (to: { address: string, port: number }): Promise<Socket> {
-  const socket = connect({ host: to.address, port: to.port, allowHalfOpen: true })
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve)
-    socket.once('error', reject)
-  })
-  return socket
+  for (let attempt = 1; ; attempt++) {
+    const socket = connect({ host: to.address, port: to.port, allowHalfOpen: true })
+    const made = await new Promise<boolean>((resolve, reject) => {
+      const timer = setTimeout(() => { resolve(false) }, CONNECT_ATTEMPT_MS)
+      socket.once('connect', () => { clearTimeout(timer); resolve(true) })
+      socket.once('error', err => { clearTimeout(timer); reject(err) })
+    })
+    if (made) return socket
+    socket.destroy()
+    if (attempt >= CONNECT_ATTEMPTS) throw new XenosError('TIMEOUT', `the endpoint ${to.address}:${to.port} did not accept a connection within ${CONNECT_ATTEMPTS * CONNECT_ATTEMPT_MS} ms`)
+  }
 }
 
-async function listenOn (server: Server, address: string, port: number): Promise<void> {
+/** Where a listener listens: an address and port, or a unix socket. */
+type Where = { address: string, port: number } | { path: string }
+
+async function listenOn (server: Server, where: Where): Promise<void> {
+  if ('path' in where) {
+    // One a host that stopped left behind: nothing listens on it any more.
+    await mkdir(dirname(where.path), { recursive: true, mode: 0o700 })
+    await rm(where.path, { force: true })
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
-      reject(err.code === 'EADDRINUSE' ? new XenosError('INVALID_ARGUMENT', `port ${port} on ${address} is already in use: choose another with --port`) : err)
+      reject(err.code === 'EADDRINUSE' && !('path' in where) ? new XenosError('INVALID_ARGUMENT', `port ${where.port} on ${where.address} is already in use: choose another with --port`) : err)
     })
-    server.listen(port, address, () => { resolve() })
+    if ('path' in where) server.listen(where.path, () => { resolve() })
+    else server.listen(where.port, where.address, () => { resolve() })
   })
 }

@@ -4,10 +4,10 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
   ACTIVE_STATES, ENDED_STATES, newSnapshotId, XenosError,
-  type ControlAction, type DiskCopyProgress, type Driver, type InstanceMetrics, type MigrationChannel, type MigrationProgress, type InstanceState, type InstanceView, type Placement, type Resources, type ServiceStatus, type StagedDisk, type TaskExit, type TaskHandle, type TaskSpec, type Template,
+  type ControlAction, type DiskCopyProgress, type Driver, type InstanceMetrics, type MigrationChannel, type MigrationProgress, type InstanceState, type InstanceView, type Placement, type Resources, type ServiceStatus, type StagedDisk, type TaskExit, type TaskHandle, type TaskLink, type TaskSpec, type Template,
 } from '../core/index.ts'
 import { createEmptyImage, createOutputImage } from '../data/index.ts'
-import type { InstanceRecord, RemoteDisk, SnapshotRecord, Store, TaskRecord } from '../store/index.ts'
+import type { InstanceLink, InstanceRecord, RemoteDisk, SnapshotRecord, Store, TaskRecord } from '../store/index.ts'
 import { checkService, checkTargets, HEALTH_INTERVAL_MS, HEALTH_PENDING_FOR_MS, HEALTH_PENDING_INTERVAL_MS, statusOf } from './health.ts'
 import { KeyedLock } from './locks.ts'
 import { allocatePort, isPortFree } from './ports.ts'
@@ -53,13 +53,24 @@ export interface IncomingInstance {
   createdAt: number
   /** Why it may run here (the move that brings it, signed). */
   placement: Placement
+  /** The services it reaches at addresses its host sets up. */
+  links: ServiceLink[]
 }
+
+/** A service an instance reaches by name (see `TaskLink`). */
+export type ServiceLink = Omit<InstanceLink, 'port'>
 
 /** A new instance a deploy makes: its id and placement come from its owner's token. */
 export interface NewInstance {
   id: string
   name: string
   placement: Placement
+  links: ServiceLink[]
+}
+
+/** Sets up the host's end of an instance's links (the services it reaches by name); again after a restart. */
+export interface LinkEnds {
+  open: (r: InstanceRecord) => Promise<TaskLink[]>
 }
 
 /** What moves with an instance that runs a task: the parts of its task record that are not the instance's. */
@@ -78,6 +89,7 @@ export interface SupervisorInit {
   stopTimeoutMs: number
   log: Logger
   remoteDisks: RemoteDisks
+  links: LinkEnds
   /** Called after every change to an instance; `undefined` record means it was destroyed. */
   onChange: (id: string, record: InstanceRecord | undefined) => void
 }
@@ -217,6 +229,7 @@ export class InstanceSupervisor {
         continue
       }
       if (r.remoteDisk !== null) await this.#init.remoteDisks.attach(r.id, r.remoteDisk)
+      await this.#init.links.open(r)
       this.#set(r.id, { state: status })
       this.#watch(r.id, driver, r.handle)
       this.#init.log.info({ instance: r.id, state: status }, 're-attached to instance')
@@ -693,6 +706,11 @@ export class InstanceSupervisor {
     })
   }
 
+  /** The services instance `id` reaches at addresses its host sets up (which move with it). */
+  linksOf (id: string): ServiceLink[] {
+    return this.#get(id).links.map(({ name, target, endpoint }) => ({ name, target, ...endpoint === undefined ? {} : { endpoint } }))
+  }
+
   /** Why instance `id` may run here, as signed (null for an instance from before placements). */
   placementOf (id: string): Placement | null {
     return this.#get(id).placement
@@ -745,8 +763,20 @@ export class InstanceSupervisor {
   async #newRecord (template: Template, driver: Driver, o: IncomingInstance & { remoteDisk: RemoteDisk | null }, pending = new Set<number>()): Promise<InstanceRecord> {
     const ports = await this.#assignPorts(template, [], pending)
     for (const p of ports) pending.add(p.hostPort)
+    // A process reaches its links on loopback ports, fixed now: its environment names them.
+    const links: InstanceLink[] = []
+    for (const l of o.links) {
+      if (driver.capabilities().links === 'path') {
+        links.push(l)
+        continue
+      }
+      const port = await allocatePort('127.0.0.1', this.#takenPorts(pending))
+      pending.add(port)
+      links.push({ ...l, port })
+    }
     return {
       ...o,
+      links,
       templateId: template.id,
       state: 'creating',
       driver: driver.name,
@@ -809,6 +839,7 @@ export class InstanceSupervisor {
         remoteDisk: r.remoteDisk === null ? undefined : await this.#init.remoteDisks.attach(r.id, r.remoteDisk),
         disks: this.#stagedDisks(r),
         outbound: template.manifest.network === 'outbound',
+        links: await this.#init.links.open(r),
       })
       // An arriving VM waits paused, still `creating`, until it takes over.
       this.#set(r.id, { state: incoming === undefined ? 'running' : 'creating', handle })
@@ -907,8 +938,13 @@ export class InstanceSupervisor {
     this.#init.log.info({ instance: id, exit }, 'task ended')
   }
 
+  /** Host ports instances and their links hold, and `pending` ones. */
+  #takenPorts (pending: ReadonlySet<number>): Set<number> {
+    return new Set([...pending, ...this.#init.store.instances.list().flatMap(r => [...r.ports.map(p => p.hostPort), ...r.links.flatMap(l => l.port ?? [])])])
+  }
+
   async #assignPorts (template: Template, previous: InstanceRecord['ports'], pending: ReadonlySet<number> = new Set()): Promise<InstanceRecord['ports']> {
-    const taken = new Set([...pending, ...this.#init.store.instances.list().flatMap(r => r.ports.map(p => p.hostPort))])
+    const taken = this.#takenPorts(pending)
     const out: InstanceRecord['ports'] = []
     for (const spec of template.manifest.ports) {
       const before = previous.find(p => p.name === spec.name)

@@ -105,13 +105,22 @@ export class AdvertCache {
    * (undefined when that host withdrew it); for others, the newest live one from whichever host.
    */
   get (kind: AdvertKind, id: string, now = Date.now()): Advert | undefined {
+    const best = this.standing(kind, id, now)
+    return best?.withdrawn === true ? undefined : best
+  }
+
+  /**
+   * The most recent advert about `kind`/`id`, withdrawn or not (of an instance: that of the host
+   * it was placed on last, which knows where it went if it moved on).
+   */
+  standing (kind: AdvertKind, id: string, now = Date.now()): Advert | undefined {
     let best: Advert | undefined
     for (const { advert: a } of this.#entries.values()) {
       if (a.kind !== kind || a.id !== id || a.expiresAt <= now) continue
       if (kind !== 'instance' && a.withdrawn === true) continue
       if (best === undefined || isMoreRecent(a, best)) best = a
     }
-    return best?.withdrawn === true ? undefined : best
+    return best
   }
 
   /** Live adverts matching `q`, newest first, at most `limit`; one per instance (see `get`). */

@@ -58,8 +58,8 @@ export const DEFAULT_ADVERT_TTL_MS = 30_000
  */
 export const DHT_ADVERT_TTL_MS = 5 * 60_000
 export const DHT_REPUBLISH_MS = 2 * 60_000
-/** How long a DHT lookup keeps gathering answers after the first valid one, to find the newest. */
-const DHT_GATHER_MS = 1000
+/** How long a DHT lookup keeps gathering answers after the first valid one, to find the newest (the closest peers answer within it). */
+const DHT_GATHER_MS = 150
 
 type BodyOf<K extends AdvertKind> = AdvertOf<K>['body']
 

@@ -137,6 +137,8 @@ const MIGRATIONS: readonly string[] = [
      PRIMARY KEY (owner, blob)
    );
    ALTER TABLE names ADD COLUMN seen_at INTEGER NOT NULL DEFAULT 0;`,
+  // The services each instance reaches at an address its host sets up.
+  `ALTER TABLE instances ADD COLUMN links TEXT NOT NULL DEFAULT '[]';`,
 ]
 
 export type Database = DatabaseSync

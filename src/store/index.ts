@@ -26,7 +26,7 @@ import { TemplateTable } from './templates.ts'
 
 export { writeFileAtomic, renameDurably } from './files.ts'
 export { loadOrCreateOwnerKey } from './keys.ts'
-export type { InstanceRecord, InstanceChange, RemoteDisk } from './instances.ts'
+export type { InstanceRecord, InstanceChange, InstanceLink, RemoteDisk } from './instances.ts'
 export type { DiskExportRecord } from './disk-exports.ts'
 export type { ForwardRecord } from './forwards.ts'
 export type { DataFileRecord, DataGrantRecord, DataRights, DataUploadRecord } from './data.ts'

@@ -19,8 +19,18 @@ export interface InstanceRecord {
   remoteDisk: RemoteDisk | null
   /** Why it may run here, as its owner signed it (see core/placement.ts); null for instances from before placements. */
   placement: Placement | null
+  /** The services it reaches at addresses its host sets up (see core/driver.ts `TaskLink`). */
+  links: InstanceLink[]
   createdAt: number
   updatedAt: number
+}
+
+/** A service an instance reaches by name; `port`, the loopback port its host set up for it (a process's, fixed at creation). */
+export interface InstanceLink {
+  name: string
+  target: string
+  endpoint?: string | undefined
+  port?: number | undefined
 }
 
 /** Where a migrated instance's disk is served from, and the ticket that reaches it. */
@@ -45,6 +55,7 @@ interface InstanceRow {
   exit_code: number | null
   remote_disk: string | null
   placement: string | null
+  links: string
   created_at: number
   updated_at: number
 }
@@ -64,6 +75,7 @@ function fromRow (r: InstanceRow): InstanceRecord {
     exitCode: r.exit_code,
     remoteDisk: r.remote_disk === null ? null : JSON.parse(r.remote_disk) as RemoteDisk,
     placement: r.placement === null ? null : JSON.parse(r.placement) as Placement,
+    links: JSON.parse(r.links) as InstanceLink[],
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   }
@@ -80,11 +92,11 @@ export class InstanceTable {
   }
 
   insert (r: InstanceRecord): void {
-    this.#db.prepare(`INSERT INTO instances (id, name, template_id, owner, state, driver, handle, ports, resources, error, exit_code, remote_disk, placement, created_at, updated_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
+    this.#db.prepare(`INSERT INTO instances (id, name, template_id, owner, state, driver, handle, ports, resources, error, exit_code, remote_disk, placement, links, created_at, updated_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
       r.id, r.name, r.templateId, r.owner, r.state, r.driver, r.handle === null ? null : JSON.stringify(r.handle),
       JSON.stringify(r.ports), JSON.stringify(r.resources), r.error, r.exitCode, r.remoteDisk === null ? null : JSON.stringify(r.remoteDisk),
-      r.placement === null ? null : JSON.stringify(r.placement), r.createdAt, r.updatedAt)
+      r.placement === null ? null : JSON.stringify(r.placement), JSON.stringify(r.links), r.createdAt, r.updatedAt)
   }
 
   update (id: string, change: InstanceChange, now = Date.now()): InstanceRecord | undefined {

@@ -110,6 +110,20 @@ describe('a cloud of xenosd processes', () => {
     assert.equal(seen.body.endpoints[0].url, endpoint)
   })
 
+  it('gives a process the address of a service it links to, on another host', async () => {
+    const dir = await tempDir('reader')
+    await writeFile(join(dir, 'reader.yaml'), 'name: reader\nversion: "1"\ndriver: process\ncommand: "echo linked at $XENOS_LINK_WEB; while :; do busybox wget -q -O - http://$XENOS_LINK_WEB/ || echo unreachable; sleep 0.5; done"\nresources: {cpu: 0.05, memory: 16}\n')
+    await cli(a, alice, ['template', 'import', join(dir, 'reader.yaml')])
+    const reader = (await cli(a, alice, ['deploy', 'reader', '--host', 'a', '--link', 'web=web'])).instances[0]
+    const logs = await eventually(async () => {
+      const text = (await cli(a, alice, ['instance', 'logs', reader.id])).text as string
+      return text.includes(`hello from ${instanceId}`) ? text : undefined
+    }, 15_000, 'the reader to reach the web instance on B through its link')
+    assert.match(logs, /linked at 127\.0\.0\.1:\d+/)
+    await cli(a, alice, ['instance', 'destroy', reader.id])
+    await assert.rejects(cli(a, alice, ['deploy', 'reader', '--link', 'Web=web']), /--link Web=web/)
+  })
+
   it('shows state and metrics of a remote instance', async () => {
     const shown = await cli(a, alice, ['instance', 'show', instanceId])
     assert.equal(shown.state, 'running')

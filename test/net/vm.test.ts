@@ -284,4 +284,36 @@ describe('services in virtual machines', { skip }, () => {
     assert.equal((await cli(a, alice, ['instance', 'resume', first.id])).state, 'running')
     await cli(a, alice, ['instance', 'destroy', first.id])
   })
+
+  it('gives a VM the address of a service it links to, and the link follows the service when it moves', async () => {
+    const master = (await cli(a, alice, ['deploy', 'counter', '--host', 'vm-b', '--name', 'master', '--wait'])).instances[0]
+    const dir = await tempDir('reader')
+    await writeFile(join(dir, 'template.yaml'), [
+      'name: reader', 'version: "1"', 'disk: 16', 'resources: {cpu: 1, memory: 96}',
+      'ports: [{name: http, protocol: http, guest: 8080, health: /up}]',
+      'command: >-',
+      '  mkdir -p /run/www; echo up > /run/www/up; echo "$XENOS_LINK_MASTER" > /run/www/address;',
+      '  (while :; do wget -q -O /run/www/master.tmp "http://$XENOS_LINK_MASTER/count" && mv /run/www/master.tmp /run/www/master; sleep 0.3; done) &',
+      '  exec httpd -f -p 8080 -h /run/www',
+    ].join('\n') + '\n')
+    await cli(a, alice, ['template', 'build', dir])
+    const reader = (await cli(a, alice, ['deploy', 'reader', '--host', 'vm-a', '--link', 'master=master', '--wait'])).instances[0]
+    const url = reader.endpoints[0].url
+    assert.match((await httpGet(`${url}/address`))?.trim() ?? '', /^10\.0\.2\.100:\d+$/, 'an address of the guest\'s own network')
+    const first = Number(await eventually(async () => await httpGet(`${url}/master`), 60_000, 'the reader to reach its master'))
+    assert.ok(first > 0, `the master's count through the link: ${first}`)
+    await cli(a, alice, ['migrate', master.id, '--to', 'vm-a'])
+    await sleep(2000)
+    const later = await eventually(async () => {
+      const n = Number(await httpGet(`${url}/master`))
+      return n > first ? n : undefined
+    }, 30_000, 'the reader to reach its master where it moved')
+    assert.ok(later > first)
+    // Another owner's service of that name is not reached: a link reaches its owner's own.
+    const theirs = (await cli(a, mallory, ['deploy', 'reader', '--host', 'vm-a', '--link', 'master=master'])).instances[0]
+    await eventually(async () => (await httpGet(`${theirs.endpoints[0].url as string}/up`))?.trim() === 'up' || undefined, 60_000, 'the other reader to boot')
+    await sleep(3000)
+    assert.doesNotMatch(await httpGet(`${theirs.endpoints[0].url as string}/master`) ?? '', /^\d+\s*$/, 'another owner\'s link reached Alice\'s master')
+    for (const [who, i] of [[mallory, theirs], [alice, reader], [alice, master]] as const) await cli(a, who, ['instance', 'destroy', i.id])
+  })
 })

@@ -103,7 +103,7 @@ export function processDriver (init: ProcessDriverInit): Driver {
 
   return {
     name: 'process',
-    capabilities: () => ({ pause: true, suspend: false, migrate: false }),
+    capabilities: () => ({ pause: true, suspend: false, migrate: false, links: 'port' }),
 
     async fingerprint (): Promise<Fingerprint> {
       return {
@@ -122,6 +122,11 @@ export function processDriver (init: ProcessDriverInit): Driver {
       if (sandboxed) await chown(work, init.uid, init.gid)
       const env: Record<string, string> = { PATH, HOME: work, XENOS_INSTANCE_ID: spec.id, XENOS_HOST: spec.bindAddress }
       for (const p of spec.ports) env[`XENOS_PORT_${p.name.toUpperCase()}`] = String(p.hostPort)
+      // A process shares the host's network: each link is a loopback port of its own.
+      for (const l of spec.links ?? []) {
+        if (!('port' in l.to)) throw new XenosError('DRIVER_FAILED', `link ${l.name} of instance ${spec.id} has no port`)
+        env[`XENOS_LINK_${l.name.toUpperCase()}`] = `${l.to.host}:${l.to.port}`
+      }
       for (const [k, v] of Object.entries(spec.env)) env[k] = substitute(v, env)
 
       const log = join(spec.dir, 'console.log')

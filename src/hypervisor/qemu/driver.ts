@@ -67,6 +67,18 @@ function memoryOf (mib: number, accelerator: Accelerator): string {
   return accelerator === 'tcg' ? `${mib * 1024 + 8}k` : String(mib)
 }
 
+/** Where a guest reaches its links: an address each on its user network, past the host's 10.0.2.2 and DNS 10.0.2.3. */
+const LINK_ADDRESS = '10.0.2.100'
+const FIRST_LINK_PORT = 8000
+
+/** The guest's end of each of the task's links, and the unix socket of its host's end. */
+function guestLinks (spec: TaskSpec): Array<{ name: string, address: string, path: string }> {
+  return (spec.links ?? []).map((l, i) => {
+    if (!('path' in l.to) || /[, ]/.test(l.to.path)) throw new XenosError('DRIVER_FAILED', `link ${l.name} of instance ${spec.id} has no socket QEMU can name`)
+    return { name: l.name, address: `${LINK_ADDRESS}:${FIRST_LINK_PORT + i}`, path: l.to.path }
+  })
+}
+
 function stateOf (handle: TaskHandle): QemuState {
   const s = handle.state as Partial<QemuState>
   if (typeof s.pid !== 'number' || typeof s.sockets !== 'string' || typeof s.console !== 'string') {
@@ -134,6 +146,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
     const image = spec.image
     if (image === undefined) throw new XenosError('BAD_MANIFEST', `instance ${spec.id} has a qemu template without an image`)
     const forwards = spec.ports.filter(p => p.guest !== undefined).map(p => `hostfwd=${p.protocol === 'udp' ? 'udp' : 'tcp'}:${spec.bindAddress}:${p.hostPort}-:${p.guest ?? 0}`)
+    const links = guestLinks(spec)
     const args = [
       init.qemu,
       // q35 with virtio-pci: Debian's kernel finds microvm's virtio-mmio devices only through
@@ -148,7 +161,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
       '-kernel', init.blobPath(image.kernel),
       '-initrd', init.blobPath(image.initrd),
-      '-append', `console=ttyS0 reboot=t panic=-1 quiet xenos.id=${spec.id}`,
+      '-append', `console=ttyS0 reboot=t panic=-1 quiet xenos.id=${spec.id}${links.length === 0 ? '' : ` xenos.links=${links.map(l => `${l.name}@${l.address}`).join(',')}`}`,
       '-chardev', `file,id=console,path=${console},append=on`,
       '-serial', 'chardev:console',
       '-qmp', `unix:${join(sockets, 'qm.sock')},server=on,wait=off`,
@@ -165,7 +178,9 @@ export function qemuDriver (init: QemuDriverInit): Driver {
       ]),
       // Without `restrict`, QEMU's user network would give the guest every address the host
       // reaches, the host's loopback (and so its API) at 10.0.2.2 among them.
-      '-netdev', ['user', 'id=net0', `restrict=${spec.outbound === true ? 'off' : 'on'}`, ...forwards].join(','),
+      // Each link: an address of the guest's network whose connections QEMU hands to a socat
+      // it starts for each, joined to the unix socket where the host reaches the linked service.
+      '-netdev', ['user', 'id=net0', `restrict=${spec.outbound === true ? 'off' : 'on'}`, ...forwards, ...links.map(l => `guestfwd=tcp:${l.address}-cmd:socat STDIO UNIX-CONNECT:${l.path}`)].join(','),
       '-device', 'virtio-net-pci,netdev=net0,romfile=',
     ]
     // The saved state arrives on descriptor 3 (see start): QEMU reads the file itself.
@@ -176,7 +191,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
 
   return {
     name: 'qemu',
-    capabilities: () => ({ pause: true, suspend: true, migrate: true }),
+    capabilities: () => ({ pause: true, suspend: true, migrate: true, links: 'path' }),
 
     async fingerprint (): Promise<Fingerprint> {
       try {
