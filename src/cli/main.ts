@@ -89,6 +89,14 @@ async function instanceView (api: ApiClient, id: string): Promise<InstanceView> 
   return await api.signed<InstanceView>('GET', `/v1/instances/${encodeURIComponent(id)}`, 'get', id, {}, undefined, await api.hostOf(id))
 }
 
+/** The host a deploy from snapshot `id` goes to when none is given: this one, which must hold it (a snapshot stays where it was taken). */
+async function snapshotHost (api: ApiClient, id: string): Promise<string> {
+  const self = await api.hostId()
+  const { snapshots } = await api.signed<{ snapshots: Array<{ id: string }> }>('GET', '/v1/snapshots', 'snapshots', self, {})
+  if (!snapshots.some(s => s.id === id)) throw new XenosError('SNAPSHOT_NOT_FOUND', `this host holds no snapshot ${id} of yours: give --host, the host that took it`)
+  return self
+}
+
 /** `NAME=TARGET[:ENDPOINT]`, a link given on the command line. */
 function linkOf (text: string): { name: string, target: string, endpoint?: string } {
   const m = /^([a-z][a-z0-9_]{0,30})=([^:=]+)(?::([a-z][a-z0-9_]{0,30}))?$/.exec(text)
@@ -288,7 +296,7 @@ export function buildProgram (): Command {
     .option('--hosts <peers>', 'deploy on each of these hosts at once (comma-separated)')
     .option('--count <n>', 'instances in all, spread over the hosts with most room; with --host(s): on each host', Number, 1)
     .option('--name <name>', 'instance name (suffixed -1, -2… when there are several)')
-    .option('--from-snapshot <id>', 'start from a snapshot of this template instead of booting (on the host that holds it)')
+    .option('--from-snapshot <id>', 'start from a snapshot of this template instead of booting, on the host that holds it (this one, unless --host)')
     .option('--wait', 'wait until every instance has booted and passed its health checks, and time each phase')
     .option('--in <name>', 'a file or directory of the data repository (data://me/PATH) to stage read-only at /in/NAME in each instance; repeatable', collect)
     .option('--request-id <id>', 'name this deploy: run it again with the same id (after a lost answer, a host that failed) and it makes only what is missing, never twice')
@@ -299,7 +307,7 @@ export function buildProgram (): Command {
       if (o.host !== undefined && o.hosts !== undefined) throw new XenosError('INVALID_ARGUMENT', 'give --host or --hosts, not both')
       const t = await api.template<TemplateSummary>(ref)
       const wanted = o.hosts?.split(',').map(h => h.trim()).filter(h => h !== '') ?? (o.host === undefined ? undefined : [o.host])
-      const hosts = wanted === undefined ? null : await Promise.all(wanted.map(async h => await resolveHost(api, h)))
+      const hosts = wanted === undefined ? (o.fromSnapshot === undefined ? null : [await snapshotHost(api, o.fromSnapshot)]) : await Promise.all(wanted.map(async h => await resolveHost(api, h)))
       if (hosts !== null && new Set(hosts).size !== hosts.length) throw new XenosError('INVALID_ARGUMENT', 'a host is listed twice: name each host once')
       const spec = {
         name: o.name ?? null,

@@ -65,8 +65,8 @@ const prepareSchema = z.strictObject({
   template: templateIdSchema,
   /** Why the instance may run on the destination: its placement so far, and this move, signed. */
   placement: placementSchema,
-  /** The services it reaches at addresses its host sets up; the destination sets up its own. */
-  links: z.array(linkSchema).max(8),
+  /** The services it reaches at addresses its host sets up; the destination sets up its own (none from a source that sends none). */
+  links: z.array(linkSchema).max(8).default([]),
   /** The ticket to the disk the source keeps serving; absent when the disk is copied to the destination. */
   diskToken: tokenSchema.optional(),
   /**

@@ -25,6 +25,8 @@ export interface Rogue {
   gossip: (a: UnsignedAdvert) => Promise<void>
   /** What it answers to a host's sync of `topic`. */
   offer: (topic: string, records: Array<{ key: string, record: unknown }>) => void
+  /** Connects to the host anew, which makes it sync with the rogue at once. */
+  redial: () => Promise<void>
   stop: () => Promise<void>
 }
 
@@ -39,7 +41,10 @@ export async function startRogue (join: TestHost, o: { rpcMethods?: string[], se
     const records = offers.get(topic) ?? []
     return {
       digest: (after, limit) => records.filter(r => after === null || r.key > after).slice(0, limit).map(r => [r.key, 1] as [string, number]),
-      pick: keys => ({ records: keys.map(k => records.find(r => r.key === k)?.record), taken: keys.length }),
+      pick: keys => {
+        const byKey = new Map(records.map(r => [r.key, r.record]))
+        return { records: keys.map(k => byKey.get(k)), taken: keys.length }
+      },
       version: () => undefined,
       receive: async () => {},
     }
@@ -49,7 +54,8 @@ export async function startRogue (join: TestHost, o: { rpcMethods?: string[], se
   if (o.serve !== false) await rpc.start()
   await node.start()
   node.services.pubsub.subscribe(ADVERT_TOPIC)
-  await node.dial(multiaddr(join.info.multiaddrs[0] ?? ''))
+  const host = multiaddr(join.info.multiaddrs[0] ?? '')
+  await node.dial(host)
   await eventually(async () => node.services.pubsub.getSubscribers(ADVERT_TOPIC).some(p => p.equals(peerIdFromString(join.info.peerId))), 10_000, 'the host to subscribe')
   return {
     node,
@@ -59,6 +65,10 @@ export async function startRogue (join: TestHost, o: { rpcMethods?: string[], se
     calls,
     gossip: async a => { await node.services.pubsub.publish(ADVERT_TOPIC, encodeAdvert(await signAdvert(me.key, a))) },
     offer: (topic, records) => { offers.set(topic, [...records].sort((x, y) => x.key < y.key ? -1 : 1)) },
+    redial: async () => {
+      await node.hangUp(peerIdFromString(join.info.peerId))
+      await node.dial(host)
+    },
     stop: async () => { await node.stop() },
   }
 }

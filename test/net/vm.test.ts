@@ -162,6 +162,7 @@ describe('services in virtual machines', { skip }, () => {
     const start = await eventually(async () => await count(copy.endpoints[0].url), 10_000, 'the copy to answer')
     assert.ok(start >= atSnapshot, `the copy starts from the snapshot's count ${atSnapshot}, not from zero (got ${start})`)
     await assert.rejects(cli(b, mallory, ['deploy', 'counter', '--host', 'vm-a', '--from-snapshot', snap.id]), /FORBIDDEN/)
+    await assert.rejects(cli(b, alice, ['deploy', 'counter', '--from-snapshot', snap.id]), /SNAPSHOT_NOT_FOUND.*give --host/, 'a host that does not hold it says where to deploy')
     await cli(a, alice, ['instance', 'destroy', copy.id])
   })
 
