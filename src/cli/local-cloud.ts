@@ -82,7 +82,10 @@ export async function runLocalCloud (o: LocalCloudOptions): Promise<void> {
       process.once('SIGTERM', resolve)
       for (const p of procs) p.once('exit', () => { resolve() })
     })
-    for (const v of instances) await last.signed('POST', `/v1/instances/${v.id}/destroy`, 'destroy', v.id, {}, undefined, v.host).catch(() => {})
+    // The demo may have moved meanwhile: its destroy is signed for the host that runs it now.
+    for (const v of instances) await last.signed('POST', `/v1/instances/${v.id}/destroy`, 'destroy', v.id, {}, undefined, await last.hostOf(v.id)).catch(() => {})
+    const left = (await last.get<{ instances: InstanceView[] }>('/v1/instances').catch(() => ({ instances: [] }))).instances.filter(v => (v.state === 'running' || v.state === 'paused') && !instances.some(d => d.id === v.id))
+    if (left.length > 0) o.print(`${left.length} instance(s) you deployed keep running while the cloud is stopped; it takes them up again when it starts (destroy them then with "bin/xenos instance destroy ID")`)
   } finally {
     await stopAll()
   }

@@ -468,8 +468,10 @@ export function buildProgram (): Command {
   }
   instance.command('snapshot <id>').description('Save a VM\'s memory and disk as a snapshot (deploy from it with --from-snapshot)').action(async (id: string, _o, cmd: Command) => {
     const { api, flags } = await client(cmd)
-    const s = await api.signed<{ id: string, createdAt: number }>('POST', `/v1/instances/${encodeURIComponent(id)}/snapshot`, 'snapshot', id, {}, undefined, await api.hostOf(id))
-    out(flags, s, () => `snapshot ${s.id} of ${id}`)
+    const host = await api.hostOf(id)
+    const s = await api.signed<{ id: string, createdAt: number }>('POST', `/v1/instances/${encodeURIComponent(id)}/snapshot`, 'snapshot', id, {}, undefined, host)
+    const name = (await hostNames(api)).get(host) ?? host
+    out(flags, { ...s, host }, () => `snapshot ${s.id} of ${id}, held by ${name}: deploy from it with --from-snapshot ${s.id} --host ${name}`)
   })
   instance.command('derive <id>').description('Make a tailored template from a stopped or suspended VM: its template with the changes on its disk')
     .requiredOption('--name <name>', 'name of the new template')
