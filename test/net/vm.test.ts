@@ -16,6 +16,23 @@ async function fetchedBytes (h: TestHost): Promise<number> {
 }
 
 /** Real VMs (QEMU, TCG when KVM does not work) on real xenosd processes. */
+/**
+ * A VM template `name` whose guest runs `script` (shell lines), then serves /run/www over HTTP
+ * on port 8080, healthy once /run/www/up exists.
+ */
+async function webTemplate (name: string, script: string[]): Promise<string> {
+  const dir = await tempDir(name)
+  await writeFile(join(dir, 'template.yaml'), [
+    `name: ${name}`, 'version: "1"', 'disk: 16', 'resources: {cpu: 1, memory: 96}',
+    'ports: [{name: http, protocol: http, guest: 8080, health: /up}]',
+    'command: >-',
+    '  mkdir -p /run/www; echo up > /run/www/up;',
+    ...script.map(l => `  ${l}`),
+    '  exec httpd -f -p 8080 -h /run/www',
+  ].join('\n') + '\n')
+  return dir
+}
+
 describe('services in virtual machines', { skip }, () => {
   let a: TestHost, b: TestHost
   let alice: string
@@ -241,18 +258,12 @@ describe('services in virtual machines', { skip }, () => {
     await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
     const loopPort = (server.address() as AddressInfo).port
     const apiPort = new URL(a.api).port
-    const dir = await tempDir('prober')
-    await writeFile(join(dir, 'template.yaml'), [
-      'name: prober', 'version: "1"', 'disk: 16', 'resources: {cpu: 1, memory: 96}',
-      'ports: [{name: http, protocol: http, guest: 8080, health: /up}]',
-      'command: >-',
-      '  mkdir -p /run/www; echo up > /run/www/up;',
-      '  (while :; do',
-      `  if wget -q -O /run/www/api http://10.0.2.2:${apiPort}/v1/host; then echo reached > /run/www/api-result; else echo refused > /run/www/api-result; fi;`,
-      `  nc 10.0.2.2 ${loopPort} < /dev/null > /run/www/loop 2>/dev/null; if [ -s /run/www/loop ]; then echo reached > /run/www/loop-result; else echo refused > /run/www/loop-result; fi;`,
-      '  sleep 1; done) &',
-      '  exec httpd -f -p 8080 -h /run/www',
-    ].join('\n') + '\n')
+    const dir = await webTemplate('prober', [
+      '(while :; do',
+      `if wget -q -O /run/www/api http://10.0.2.2:${apiPort}/v1/host; then echo reached > /run/www/api-result; else echo refused > /run/www/api-result; fi;`,
+      `nc 10.0.2.2 ${loopPort} < /dev/null > /run/www/loop 2>/dev/null; if [ -s /run/www/loop ]; then echo reached > /run/www/loop-result; else echo refused > /run/www/loop-result; fi;`,
+      'sleep 1; done) &',
+    ])
     try {
       await cli(a, alice, ['template', 'build', dir])
       const prober = (await cli(a, alice, ['deploy', 'prober', '--host', 'vm-a', '--wait'])).instances[0]
@@ -288,15 +299,10 @@ describe('services in virtual machines', { skip }, () => {
 
   it('gives a VM the address of a service it links to, and the link follows the service when it moves', async () => {
     const master = (await cli(a, alice, ['deploy', 'counter', '--host', 'vm-b', '--name', 'master', '--wait'])).instances[0]
-    const dir = await tempDir('reader')
-    await writeFile(join(dir, 'template.yaml'), [
-      'name: reader', 'version: "1"', 'disk: 16', 'resources: {cpu: 1, memory: 96}',
-      'ports: [{name: http, protocol: http, guest: 8080, health: /up}]',
-      'command: >-',
-      '  mkdir -p /run/www; echo up > /run/www/up; echo "$XENOS_LINK_MASTER" > /run/www/address;',
-      '  (while :; do wget -q -O /run/www/master.tmp "http://$XENOS_LINK_MASTER/count" && mv /run/www/master.tmp /run/www/master; sleep 0.3; done) &',
-      '  exec httpd -f -p 8080 -h /run/www',
-    ].join('\n') + '\n')
+    const dir = await webTemplate('reader', [
+      'echo "$XENOS_LINK_MASTER" > /run/www/address;',
+      '(while :; do wget -q -O /run/www/master.tmp "http://$XENOS_LINK_MASTER/count" && mv /run/www/master.tmp /run/www/master; sleep 0.3; done) &',
+    ])
     await cli(a, alice, ['template', 'build', dir])
     const reader = (await cli(a, alice, ['deploy', 'reader', '--host', 'vm-a', '--link', 'master=master', '--wait'])).instances[0]
     const url = reader.endpoints[0].url
