@@ -1,10 +1,11 @@
 import { z } from 'zod'
-import { deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, migrationResultSchema, placementPlanSchema, snapshotViewSchema, templateIdSchema, type Host } from '../node/index.ts'
+import { deployResultSchema, deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, migrationResultSchema, placementPlanSchema, snapshotViewSchema, templateIdSchema } from '../core/index.ts'
+import type { Host } from '../node/index.ts'
 import type { Api } from './app.ts'
 import { withProgress } from './events.ts'
 import { authOf, signedBy } from './auth.ts'
 import {
-  controlParams, deployBody, deployResultSchema, errorResponses as errors, instanceListQuery, instanceParams, logsQuery, migrateBody, snapshotParams, templateSummarySchema,
+  controlParams, deployBody, errorResponses as errors, instanceListQuery, instanceParams, logsQuery, migrateBody, snapshotParams, templateSummarySchema,
 } from './schemas.ts'
 
 /** Deploys, instances and snapshots: every action is signed by the owner, for the host that carries it out. */

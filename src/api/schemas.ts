@@ -1,6 +1,8 @@
 import { z } from 'zod'
-import { ADVERT_KINDS, CONTROL_ACTIONS, INSTANCE_STATES, blobIdSchema, nameRecordSchema } from '../core/index.ts'
-import { deployPartSchema, deploySpecSchema, instanceIdSchema, instanceViewSchema, peerIdSchema, ROLLOUT_PHASES, snapshotIdSchema, templateIdSchema } from '../node/index.ts'
+import {
+  ADVERT_KINDS, blobIdSchema, CONTROL_ACTIONS, deployPartSchema, deploySpecSchema, INSTANCE_STATES, instanceIdSchema, nameRecordSchema, peerIdSchema, snapshotIdSchema,
+  templateIdSchema, templateSummarySchema as templateSummaryBase,
+} from '../core/index.ts'
 
 /** Request and response schemas of the HTTP API; they also make up /openapi.json. */
 export const errorSchema = z.object({
@@ -10,7 +12,8 @@ export const errorSchema = z.object({
 /** The error answers every route may give. */
 export const errorResponses = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema, 413: errorSchema, 415: errorSchema, 500: errorSchema, 502: errorSchema, 503: errorSchema, 504: errorSchema }
 
-export const resourcesSchema = z.object({ cpu: z.number(), memory: z.number() })
+/** A host's resources; its free ones may be below zero after a restart with less capacity than its instances hold. */
+const hostResourcesSchema = z.object({ cpu: z.number(), memory: z.number() })
 
 export const hostInfoSchema = z.object({
   id: z.string(),
@@ -19,22 +22,14 @@ export const hostInfoSchema = z.object({
   addrs: z.array(z.string()),
   api: z.string(),
   drivers: z.array(z.string()),
-  capacity: resourcesSchema,
-  free: resourcesSchema,
+  capacity: hostResourcesSchema,
+  free: hostResourcesSchema,
   instances: z.number(),
   version: z.string(),
 })
 
-export const templateSummarySchema = z.object({
-  id: z.string(),
-  name: z.string(),
-  version: z.string(),
-  driver: z.string(),
-  tags: z.record(z.string(), z.string()),
-  resources: resourcesSchema,
-  hosts: z.array(z.string()),
-  manifest: z.record(z.string(), z.unknown()).optional(),
-})
+/** A template as the API shows it: with its manifest when asked for one by reference. */
+export const templateSummarySchema = templateSummaryBase.extend({ manifest: z.record(z.string(), z.unknown()).optional() })
 
 export const importTemplateBody = z.union([
   z.strictObject({ text: z.string().min(1).max(64 * 1024).describe('manifest as YAML or JSON text') }),
@@ -98,23 +93,6 @@ export const connectBody = z.strictObject({
   endpoint: z.string().min(1).max(31).optional().describe('endpoint name (default: the first TCP endpoint)'),
   port: z.number().int().min(0).max(65535).default(0).describe('local port to listen on (0: any free port)'),
   address: z.union([z.ipv4(), z.ipv6()]).default('127.0.0.1').describe('local address to listen on'),
-})
-
-export const deployResultSchema = z.object({
-  instances: z.array(instanceViewSchema),
-  failures: z.array(z.object({ host: z.string(), code: z.string(), message: z.string(), instances: z.array(z.string()).describe('the ids that host was to make: deploy again with the same key to learn what became of them') })),
-  hosts: z.array(z.object({
-    host: z.string(),
-    phase: z.enum(ROLLOUT_PHASES),
-    fetching: z.object({ held: z.number(), size: z.number() }).nullable().describe('while fetching: bytes of the missing files held so far'),
-    instances: z.array(z.string()),
-    fetchMs: z.number().nullable(),
-    fetchedBytes: z.number().nullable(),
-    createMs: z.number().nullable(),
-    bootMs: z.number().nullable(),
-    healthyMs: z.number().nullable(),
-    error: z.object({ code: z.string(), message: z.string() }).nullable(),
-  })).describe('each host\'s part: where it is, its instances and how long fetch, create, boot and healthy took there (ms)'),
 })
 
 export const instanceListQuery = z.strictObject({ owner: z.string().max(64).optional(), host: peerIdSchema.optional(), state: z.enum(INSTANCE_STATES).optional() })

@@ -1,9 +1,8 @@
 import { createReadStream } from 'node:fs'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { XenosError, type TemplateManifest } from '../core/index.ts'
+import { XenosError, type TemplateManifest, type TemplateSummary } from '../core/index.ts'
 import { BlobStore, buildGuestTemplate, deriveDisk, tailoredManifest } from '../images/index.ts'
-import type { TemplateSummary } from '../node/index.ts'
 import type { ApiClient } from './client.ts'
 import { counting, progressBar } from './progress.ts'
 

@@ -1,9 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto'
 import {
   deploySpecDigest, encodeAuthHeader, formatTemplateUri, isTemplateUri, parseTemplateUri, signAction, signDeployToken, signNameRecord, XenosError,
-  type NameRecord, type OwnerKey, type RequestAuth,
+  type DeployPart, type DeployResult, type DeploySpec, type HostRollout, type NameRecord, type OwnerKey, type PlacementPlan, type RequestAuth,
 } from '../core/index.ts'
-import type { DeployPart, DeployResult, DeploySpec, HostRollout, PlacementPlan } from '../node/index.ts'
 
 /** A watched request (a deploy waiting for a large template on many hosts, a migration) can take long. */
 const WATCHED_TIMEOUT_MS = 60 * 60_000

@@ -2,8 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdir, readFile, rm, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { XenosError, type InstanceView } from '../core/index.ts'
-import type { TemplateSummary } from '../node/index.ts'
+import { XenosError, type InstanceView, type TemplateSummary } from '../core/index.ts'
+import { DEFAULT_DATA_DIR } from '../node/index.ts'
 import { buildAndImport, DEFAULT_CACHE_DIR } from './build.ts'
 import type { ApiClient } from './client.ts'
 import type { HostFile } from './daemon.ts'
@@ -21,6 +21,8 @@ export interface LocalCloudOptions {
 }
 
 const XENOSD = resolve(import.meta.dirname, 'xenosd.ts')
+/** Where the local cloud's hosts keep their state unless told otherwise. */
+export const LOCAL_CLOUD_DIR = join(DEFAULT_DATA_DIR, 'local-cloud')
 
 /**
  * Runs a small Xenos cloud on this machine: N `xenosd` processes on loopback joined through the

@@ -1,16 +1,18 @@
 import { Command, Option } from 'commander'
 import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
-import { CONTROL_ACTIONS, formatTemplateUri, isTemplateUri, parseTemplateUri, toXenosError, XenosError, type InstanceMetrics, type InstanceView, type NameRecord } from '../core/index.ts'
-import { DEFAULT_DATA_DIR, type DeployResult, type DrainResult, type DrainStatus, type MigrationResult, type MigrationStatus, type TemplateSummary } from '../node/index.ts'
+import { resolve } from 'node:path'
+import {
+  CONTROL_ACTIONS, formatTemplateUri, isTemplateUri, parseTemplateUri, toXenosError, XenosError,
+  type DeployResult, type DrainResult, type DrainStatus, type InstanceMetrics, type InstanceView, type MigrationResult, type MigrationStatus, type NameRecord, type TemplateSummary,
+} from '../core/index.ts'
 import { ApiClient, errorOf } from './client.ts'
 import { registerDataCommands, stagedInputs } from './data.ts'
 import { registerTaskCommands } from './tasks.ts'
 import { runDaemon } from './daemon.ts'
 import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
 import { DEFAULT_KEY_FILE, loadOrCreateUserKey } from './keys.ts'
-import { runLocalCloud } from './local-cloud.ts'
+import { LOCAL_CLOUD_DIR, runLocalCloud } from './local-cloud.ts'
 import { buildAndImport, deriveAndImport, DEFAULT_CACHE_DIR } from './build.ts'
 import { migrationView, withTransferProgress } from './progress.ts'
 import { RolloutView } from './rollout-view.ts'
@@ -165,7 +167,7 @@ export function buildProgram (): Command {
 
   program.command('cloud').description('Run a small Xenos cloud on this machine (several hosts on loopback)')
     .option('--hosts <n>', 'how many hosts', Number, 3)
-    .option('--data <dir>', 'where the hosts keep their state', join(DEFAULT_DATA_DIR, 'local-cloud'))
+    .option('--data <dir>', 'where the hosts keep their state', LOCAL_CLOUD_DIR)
     .option('--first-api-port <port>', 'API port of host1; the others follow', Number, 7380)
     .option('--template <dir|file>', 'VM template directory to build, or manifest file to import, and deploy', resolve(import.meta.dirname, '..', '..', 'examples', 'hello-web'))
     .action(async (o: { hosts: number, data: string, firstApiPort: number, template: string }, cmd: Command) => {

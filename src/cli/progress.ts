@@ -1,4 +1,4 @@
-import type { MigrationStatus } from '../node/index.ts'
+import type { MigrationStatus } from '../core/index.ts'
 import type { ApiClient } from './client.ts'
 
 /**

@@ -1,4 +1,4 @@
-import type { HostRollout } from '../node/index.ts'
+import type { HostRollout } from '../core/index.ts'
 import { barOf } from './progress.ts'
 import { shortId, table } from './table.ts'
 

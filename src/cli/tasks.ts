@@ -1,7 +1,6 @@
 import type { Command } from 'commander'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { formatDataUri, XenosError } from '../core/index.ts'
-import type { TaskView } from '../node/index.ts'
+import { formatDataUri, XenosError, type TaskView } from '../core/index.ts'
 import type { ApiClient } from './client.ts'
 import { refOf, stagedInputs, type DataCommandsInit } from './data.ts'
 import { RolloutView } from './rollout-view.ts'

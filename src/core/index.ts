@@ -1,7 +1,8 @@
 /**
  * @packageDocumentation
  * The words of Xenos as types, schemas and pure functions: templates, instances, adverts, owners,
- * the driver contract and the error registry. Nothing here does I/O; every other folder
+ * the driver contract, the error registry, and the messages hosts and clients exchange (views,
+ * deploys, migrations), each with the schema that checks it. Nothing here does I/O; every other folder
  * depends on this one.
  *
  * @example
@@ -22,4 +23,8 @@ export * from './placement.ts'
 export * from './names.ts'
 export * from './advert.ts'
 export * from './data.ts'
+export * from './views.ts'
+export * from './deploy.ts'
+export * from './migration.ts'
+export * from './version.ts'
 export type * from './driver.ts'

@@ -1,19 +1,15 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
-  isTemplateUri, parseTemplateUri, XenosError,
-  type AdvertOf, type ControlAction, type InstanceMetrics, type InstanceView, type RequestAuth, type Resources, type Template,
+  CONTROL_ACTIONS, deriveParamsSchema, instanceIdSchema, instanceMetricsSchema, instanceViewSchema, isTemplateUri, parseTemplateUri, requestAuthSchema,
+  snapshotViewSchema, templateIdSchema, templateSummarySchema, XenosError,
+  type AdvertOf, type ControlAction, type DeriveParams, type InstanceMetrics, type InstanceView, type RequestAuth, type Template, type TemplateSummary,
 } from '../core/index.ts'
 import { deriveDisk, tailoredManifest, type BlobStore, type NameRegistry, type TemplateLibrary } from '../images/index.ts'
 import type { SnapshotRecord, Store } from '../store/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
-import {
-  instanceMetricsSchema, instanceViewSchema, rpcControlSchema, rpcInstanceSchema, rpcLogsSchema, rpcSnapshotSchema, rpcTemplateGetSchema,
-  snapshotViewSchema, rpcDeriveSchema, templateSummarySchema,
-  type DeriveParams,
-} from './rpc-schemas.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
 import { callHost, hostOfInstance } from './remote.ts'
 
@@ -31,19 +27,15 @@ export interface CloudInit {
   log: Logger
 }
 
-/** A template as search and resolution show it. */
-export interface TemplateSummary {
-  id: string
-  name: string
-  version: string
-  driver: string
-  tags: Record<string, string>
-  resources: Resources
-  /** Hosts that advertise holding it. */
-  hosts: string[]
-}
-
 const CONTROL_TIMEOUT_MS = 60_000
+
+/** What hosts ask each other about an instance, each with its owner's signature for the host that runs it. */
+const controlRequestSchema = z.strictObject({ id: instanceIdSchema, action: z.enum(CONTROL_ACTIONS), auth: requestAuthSchema })
+/** A signed read of an instance: its view (`get`), its usage (`metrics`) or a snapshot of it. */
+const instanceRequestSchema = z.strictObject({ id: instanceIdSchema, auth: requestAuthSchema })
+const logsRequestSchema = z.strictObject({ id: instanceIdSchema, lines: z.number().int().min(1).max(10_000), auth: requestAuthSchema })
+const deriveRequestSchema = z.strictObject({ id: instanceIdSchema, params: deriveParamsSchema, auth: requestAuthSchema })
+const templateRequestSchema = z.strictObject({ id: templateIdSchema })
 
 /**
  * The cloud as one host sees it: resolves templates, finds where instances run, and sends every
@@ -64,17 +56,17 @@ export class Cloud {
   /** Registers the RPC methods through which other hosts reach this one. */
   serve (): void {
     const { rpc } = this.#init.overlay
-    rpc.handle('template.get', rpcTemplateGetSchema, async ({ id }) => {
+    rpc.handle('template.get', templateRequestSchema, async ({ id }) => {
       const t = this.#init.library.get(id)
       if (t === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `host ${this.#self} does not hold template ${id}`)
       return t.manifest
     })
-    rpc.handle('instance.control', rpcControlSchema, async req => await this.#controlHere(req.id, req.action, req.auth) ?? null)
-    rpc.handle('instance.get', rpcInstanceSchema, async req => this.#getHere(req.id, req.auth))
-    rpc.handle('instance.metrics', rpcInstanceSchema, async req => await this.#metricsHere(req.id, req.auth))
-    rpc.handle('instance.logs', rpcLogsSchema, async req => await this.#logsHere(req.id, req.lines, req.auth))
-    rpc.handle('instance.snapshot', rpcSnapshotSchema, async req => await this.#snapshotHere(req.id, req.auth))
-    rpc.handle('instance.derive', rpcDeriveSchema, async req => await this.#deriveHere(req.id, req.params, req.auth))
+    rpc.handle('instance.control', controlRequestSchema, async req => await this.#controlHere(req.id, req.action, req.auth) ?? null)
+    rpc.handle('instance.get', instanceRequestSchema, async req => this.#getHere(req.id, req.auth))
+    rpc.handle('instance.metrics', instanceRequestSchema, async req => await this.#metricsHere(req.id, req.auth))
+    rpc.handle('instance.logs', logsRequestSchema, async req => await this.#logsHere(req.id, req.lines, req.auth))
+    rpc.handle('instance.snapshot', instanceRequestSchema, async req => await this.#snapshotHere(req.id, req.auth))
+    rpc.handle('instance.derive', deriveRequestSchema, async req => await this.#deriveHere(req.id, req.params, req.auth))
   }
 
   /**

@@ -1,13 +1,12 @@
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { BLOB_ID_PATTERN, formatDataUri, parseDataUri, XenosError, type DataRef, type RequestAuth } from '../core/index.ts'
+import { BLOB_ID_PATTERN, dataFileViewSchema, formatDataUri, parseDataUri, requestAuthSchema, XenosError, type DataRef, type RequestAuth } from '../core/index.ts'
 import type { DataContent, DataRepository } from '../data/index.ts'
 import type { BlobStore } from '../images/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
-import { authSchema, dataFileViewSchema } from './rpc-schemas.ts'
 import { callHost } from './remote.ts'
 
 export interface DataAccessInit {
@@ -30,7 +29,7 @@ const statRequestSchema = z.strictObject({
   uri: z.string().min(1).max(2048),
   /** The name the signature is on, when it is a directory holding `uri`. */
   signed: z.string().min(1).max(2048).optional(),
-  auth: authSchema,
+  auth: requestAuthSchema,
 })
 const statReplySchema = z.strictObject({
   file: dataFileViewSchema,

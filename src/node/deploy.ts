@@ -1,22 +1,19 @@
 import { rm } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
-import type { z } from 'zod'
+import { z } from 'zod'
 import {
-  deploySpecDigest, deployTokenValid, instanceIdsOf, REQUEST_MAX_SKEW_MS, XenosError,
-  type AdvertOf, type DeployToken, type InstanceView, type Placement,
+  deployPartSchema, deployReplySchema, deploySpecDigest, deploySpecSchema, deployStatusSchema, deployTokenSchema, deployTokenValid, instanceIdsOf, OWNER_ID_PATTERN,
+  REQUEST_MAX_SKEW_MS, templateIdSchema, XenosError,
+  type AdvertOf, type DeployInput, type DeployPart, type DeployReply, type DeployResult, type DeploySpec, type DeployStatus, type DeployTiming, type DeployToken,
+  type HostRollout, type InstanceView, type Placement, type PlacementPlan,
 } from '../core/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { InstanceRecord, SnapshotRecord, Store, TaskRecord } from '../store/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
 import { callHost } from './remote.ts'
 import type { RequestVerifier } from './replay.ts'
-import { bootPhase, Rollout, untilHealthy, type HostRollout } from './rollout.ts'
-import {
-  deployReplySchema, deployStatusSchema,
-  rpcDeploySchema, rpcDeployStatusSchema,
-  type DeployInput, type DeployPart, type DeploySpec, type DeployStatus, type DeployTiming, type PlacementPlan,
-} from './rpc-schemas.ts'
+import { bootPhase, Rollout, untilHealthy } from './rollout.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
 import { checkTaskSpec } from './tasks.ts'
 import type { HostTrust } from './trust.ts'
@@ -35,12 +32,20 @@ export interface DeployerInit {
   log: Logger
 }
 
-export interface DeployResult {
-  instances: InstanceView[]
-  /** Hosts whose part failed before it made any instance; `instances` are the ids it was to make. */
-  failures: Array<{ host: string, code: string, message: string, instances: string[] }>
-  hosts: HostRollout[]
-}
+/** A host's part of a deploy, sent by the host the client asked. */
+const deployRequestSchema = z.strictObject({
+  template: templateIdSchema,
+  spec: deploySpecSchema,
+  part: deployPartSchema,
+  /** Answer once the instances have booted and passed their health checks, or after this long. */
+  wait: z.strictObject({ waitMs: z.number().int().min(1000).max(3_600_000) }).optional(),
+})
+
+/** Asks a host where it is with the owner's deploy of this key. */
+const deployStatusRequestSchema = z.strictObject({
+  owner: z.string().regex(OWNER_ID_PATTERN),
+  key: deployTokenSchema.shape.key,
+})
 
 export interface DeployOptions {
   /** Wait until the instances boot and pass their health checks. */
@@ -77,8 +82,8 @@ export class Deployer {
 
   serve (): void {
     const { rpc } = this.#init.overlay
-    rpc.handle('instance.deploy', rpcDeploySchema, async req => await this.deployHere(req.template, req.spec, req.part, req.wait ?? null))
-    rpc.handle('deploy.status', rpcDeployStatusSchema, async req => this.#statusHere(req.owner, req.key))
+    rpc.handle('instance.deploy', deployRequestSchema, async req => await this.deployHere(req.template, req.spec, req.part, req.wait ?? null))
+    rpc.handle('deploy.status', deployStatusRequestSchema, async req => this.#statusHere(req.owner, req.key))
   }
 
   /** Spreads `count` instances of a template needing `resources` and `driver` over the advertised hosts with most room that are trusted. */
@@ -137,7 +142,7 @@ export class Deployer {
     return result
   }
 
-  async #deployThere (template: string, spec: DeploySpec, part: DeployPart, wait: { waitMs: number } | null): Promise<z.infer<typeof deployReplySchema>> {
+  async #deployThere (template: string, spec: DeploySpec, part: DeployPart, wait: { waitMs: number } | null): Promise<DeployReply> {
     return deployReplySchema.parse(await callHost(this.#init.overlay, part.token.host, 'instance.deploy', { template, spec, part, ...wait === null ? {} : { wait } }, DEPLOY_TIMEOUT_MS + (wait?.waitMs ?? 0)))
   }
 
@@ -188,7 +193,7 @@ export class Deployer {
    * Runs this host's part of a deploy, as its owner's token says: the instances it names, those
    * not made yet (a retry of the same deploy makes none twice). With `wait`, until they are healthy.
    */
-  async deployHere (template: string, spec: DeploySpec, part: DeployPart, wait: { waitMs: number } | null): Promise<{ instances: InstanceView[], timing: DeployTiming, error: { code: string, message: string } | null }> {
+  async deployHere (template: string, spec: DeploySpec, part: DeployPart, wait: { waitMs: number } | null): Promise<DeployReply> {
     const { token } = part
     this.#checkToken(template, spec, part)
     const key = `${token.owner}/${token.key}`

@@ -1,11 +1,10 @@
 import { EventEmitter } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
-import { XenosError, type AdvertOf, type Template, type TemplateManifest } from '../core/index.ts'
+import { XenosError, type AdvertOf, type FetchProgress, type Template, type TemplateManifest } from '../core/index.ts'
 import type { BlobStore, TemplateLibrary } from '../images/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import { swarmFetch, type SwarmProgress } from '../transfer/index.ts'
-import type { FetchProgress } from './rollout.ts'
 
 export interface TemplateFetcherInit {
   overlay: Pick<Overlay, 'peerId' | 'node' | 'search' | 'lookup' | 'learnHost' | 'provide' | 'findProviders'>

@@ -4,15 +4,15 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
-  checkDataPath, drainAction, handoffBytes, MAX_DRAIN_LINKS, migrateAction, placementSchema, REQUEST_MAX_SKEW_MS, verifyPlacement, XenosError,
-  type DiskCopyProgress, type DrainLink, type InstanceView, type MigrationChannel, type MigrationProgress, type Placement, type RequestAuth,
+  checkDataPath, drainAction, handoffBytes, instanceIdSchema, instanceViewSchema, linkSchema, MAX_DRAIN_LINKS, migrateAction, migrationResultSchema, peerIdSchema,
+  placementSchema, REQUEST_MAX_SKEW_MS, requestAuthSchema, templateIdSchema, verifyPlacement, XenosError,
+  type DrainLink, type DrainResult, type DrainStatus, type InstanceView, type MigrationChannel, type MigrationProgress, type MigrationResult, type MigrationStatus, type Placement, type RequestAuth,
 } from '../core/index.ts'
 import { verifyHostSignature, type Overlay } from '../overlay/index.ts'
 import type { RemoteDisk } from '../store/index.ts'
 import type { TunnelListener, Tunnels } from '../transfer/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
-import { authSchema, instanceIdSchema, instanceViewSchema, linkSchema, peerIdSchema, templateIdSchema } from './rpc-schemas.ts'
 import { STAGED_SERIALS, type ArrivingDisk, type DiskPlan, type InstanceSupervisor, type RemoteDisks } from './supervisor.ts'
 import { callHost } from './remote.ts'
 
@@ -40,28 +40,9 @@ export interface MigrationsInit {
   log: Logger
 }
 
-/** Where a migration is, for the progress view. */
-export interface MigrationStatus extends Partial<MigrationProgress> {
-  phase: 'preparing' | 'copying disk' | 'copying' | 'switching' | 'done'
-  /** How far the copy of the disk got, when it moves too. */
-  disk?: DiskCopyProgress
-}
-
-export type MigrationResult = z.infer<typeof migrationResultSchema>
-export type DrainResult = z.infer<typeof drainResultSchema>
-
-/** Where a drain is: which instance moves where, and that move's progress. */
-export interface DrainStatus {
-  instance: string
-  to: string
-  index: number
-  total: number
-  migration: MigrationStatus
-}
-
 const tokenSchema = z.string().regex(/^[0-9a-f]{64}$/)
 const prepareSchema = z.strictObject({
-  instance: z.strictObject({ id: instanceIdSchema, name: z.string().min(1).max(256), owner: authSchema.shape.owner, createdAt: z.number().int().nonnegative() }),
+  instance: z.strictObject({ id: instanceIdSchema, name: z.string().min(1).max(256), owner: requestAuthSchema.shape.owner, createdAt: z.number().int().nonnegative() }),
   template: templateIdSchema,
   /** Why the instance may run on the destination: its placement so far, and this move, signed. */
   placement: placementSchema,
@@ -97,25 +78,7 @@ const prepareReplySchema = z.strictObject({
 })
 const instanceOnlySchema = z.strictObject({ id: instanceIdSchema })
 const instanceAndPeerSchema = z.strictObject({ id: instanceIdSchema, peer: peerIdSchema })
-const migrateSchema = z.strictObject({ id: instanceIdSchema, to: peerIdSchema, copyDisk: z.boolean(), auth: authSchema })
-export const migrationResultSchema = z.strictObject({
-  id: instanceIdSchema,
-  from: peerIdSchema,
-  to: peerIdSchema,
-  totalMs: z.number().nonnegative(),
-  downtimeMs: z.number().nonnegative().nullable(),
-  transferredBytes: z.number().nonnegative(),
-  /** Bytes of disk copied to the destination: 0 when the disk stayed with the source. */
-  copiedDiskBytes: z.number().nonnegative(),
-  /** How the memory went: straight to the destination's port, or through the overlay (slower). */
-  memoryPath: z.enum(['direct', 'overlay']),
-})
-
-export const drainResultSchema = z.strictObject({
-  moved: z.array(migrationResultSchema),
-  stayed: z.array(z.strictObject({ id: instanceIdSchema, reason: z.string() })),
-})
-
+const migrateSchema = z.strictObject({ id: instanceIdSchema, to: peerIdSchema, copyDisk: z.boolean(), auth: requestAuthSchema })
 /** A pull of a large template may come first. */
 const PREPARE_TIMEOUT_MS = 30 * 60_000
 const TAKEOVER_TIMEOUT_MS = 60_000

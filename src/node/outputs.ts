@@ -1,12 +1,11 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
-import { checkDataPath, XenosError, type DataFileView, type RequestAuth } from '../core/index.ts'
+import { checkDataPath, collectResultSchema, instanceIdSchema, requestAuthSchema, XenosError, type CollectResult, type DataFileView, type RequestAuth } from '../core/index.ts'
 import { collectOutputs, type DataRepository } from '../data/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import { callHost } from './remote.ts'
 import type { RequestVerifier } from './replay.ts'
-import { authSchema, dataFileViewSchema, instanceIdSchema, refusedOutputSchema } from './rpc-schemas.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
 
 export interface OutputsInit {
@@ -19,12 +18,7 @@ export interface OutputsInit {
 }
 
 const prefixSchema = z.string().min(1).max(1024)
-const collectRequestSchema = z.strictObject({ id: instanceIdSchema, prefix: prefixSchema, auth: authSchema })
-export const collectResultSchema = z.strictObject({
-  files: z.array(dataFileViewSchema),
-  refused: z.array(refusedOutputSchema),
-})
-export type CollectResult = z.infer<typeof collectResultSchema>
+const collectRequestSchema = z.strictObject({ id: instanceIdSchema, prefix: prefixSchema, auth: requestAuthSchema })
 
 /**
  * Stage-out: once an instance with an outputs disk has ended, the files it left at /out go into

@@ -1,36 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { XenosError, type InstanceView } from '../core/index.ts'
+import { XenosError, type HostRollout, type InstanceView } from '../core/index.ts'
 
 const POLL_MS = 500
 /** Changes to a rollout are sent on at most this often. */
 const REPORT_EVERY_MS = 200
-
-/** Where one host's part of a deploy is: in the order they happen, then how it ended. */
-export const ROLLOUT_PHASES = ['waiting', 'fetching', 'staging', 'creating', 'booting', 'checking', 'done', 'failed'] as const
-export type RolloutPhase = typeof ROLLOUT_PHASES[number]
-
-/** How much of a template's missing files a host holds while it fetches them. */
-export interface FetchProgress {
-  held: number
-  size: number
-}
-
-/** One host's part of a deploy: where it is, its instances and how long each phase took there (ms). */
-export interface HostRollout {
-  host: string
-  phase: RolloutPhase
-  /** While fetching: how far it got. */
-  fetching: FetchProgress | null
-  instances: string[]
-  fetchMs: number | null
-  fetchedBytes: number | null
-  createMs: number | null
-  /** From the end of create until every instance's guest was up. */
-  bootMs: number | null
-  /** From boot until every instance passed its health checks. */
-  healthyMs: number | null
-  error: { code: string, message: string } | null
-}
 
 /**
  * The parts of a deploy as they change, reported to a watcher (at most every REPORT_EVERY_MS,

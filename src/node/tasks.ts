@@ -1,12 +1,11 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { checkDataPath, ENDED_STATES, formatDataUri, XenosError, type RequestAuth } from '../core/index.ts'
+import { checkDataPath, ENDED_STATES, formatDataUri, instanceIdSchema, requestAuthSchema, taskViewSchema, XenosError, type DeploySpec, type RequestAuth, type TaskView } from '../core/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { InstanceRecord, Store, TaskRecord } from '../store/index.ts'
 import type { Outputs } from './outputs.ts'
 import { callHost } from './remote.ts'
 import type { RequestVerifier } from './replay.ts'
-import { authSchema, instanceIdSchema, taskViewSchema, type DeploySpec, type TaskView } from './rpc-schemas.ts'
 import type { InstanceSupervisor } from './supervisor.ts'
 
 export interface TasksInit {
@@ -22,7 +21,7 @@ export interface TasksInit {
 const FIND_RUNNER_MS = 5000
 /** Runners of other hosts' tasks remembered at most. */
 const MAX_KNOWN_RUNNERS = 1000
-const getRequestSchema = z.strictObject({ id: instanceIdSchema, auth: authSchema })
+const getRequestSchema = z.strictObject({ id: instanceIdSchema, auth: requestAuthSchema })
 const hasRequestSchema = z.strictObject({ id: instanceIdSchema })
 
 /** The DHT key under which a host announces a task it ran (hashed into a CID). */

@@ -2,9 +2,8 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { signNameRecord } from '../../src/core/index.ts'
+import { ROLLOUT_PHASES, signNameRecord, type RolloutPhase } from '../../src/core/index.ts'
 import { loadOrCreateUserKey } from '../../src/cli/index.ts'
-import { ROLLOUT_PHASES, type RolloutPhase } from '../../src/node/index.ts'
 import { cli, CliError, cliRun, eventually, getJson, HELLO_MANIFEST, httpGet, rolloutPhases, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
 
 /**
