@@ -7,6 +7,7 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { checkDataPath, formatDataUri, hashing, isDataUri, parseDataUri, XenosError, type DataFileView, type DataRef, type DeploySpec } from '../core/index.ts'
 import type { ApiClient } from './client.ts'
+import { client, out } from './command.ts'
 import { counting, progressBar } from './progress.ts'
 import { ago, bytes, table } from './table.ts'
 
@@ -15,12 +16,6 @@ const PARALLEL_UPLOADS = 8
 
 interface UploadView { id: string, uri: string, size: number, sha256: string, offset: number }
 interface GrantView { owner: string, grantee: string, rights: 'read' | 'write', createdAt: number }
-
-export interface DataCommandsInit {
-  client: (cmd: Command) => Promise<{ api: ApiClient, flags: { json?: boolean } }>
-  out: (flags: { json?: boolean }, json: unknown, human: () => string) => void
-  resolveHost: (api: ApiClient, ref: string) => Promise<string>
-}
 
 /** Most files a directory staged into a VM may hold. */
 const MAX_STAGED_FILES = 10_000
@@ -96,7 +91,7 @@ export async function stagedInputs (api: ApiClient, targets: string[]): Promise<
   }))
 }
 
-export function registerDataCommands (program: Command, { client, out }: DataCommandsInit): void {
+export function registerDataCommands (program: Command): void {
   const data = program.command('data').description('Your files in the data repository (data://me/PATH): put, get, list, delete, and grant other keys access')
 
   data.command('put <source> <target>').description('Upload a file, or a directory\'s files under TARGET/, to the host the CLI talks to; run it again to resume a broken upload')

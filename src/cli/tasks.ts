@@ -2,7 +2,8 @@ import type { Command } from 'commander'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { formatDataUri, XenosError, type TaskView } from '../core/index.ts'
 import type { ApiClient } from './client.ts'
-import { refOf, stagedInputs, type DataCommandsInit } from './data.ts'
+import { client, out, resolveHost } from './command.ts'
+import { refOf, stagedInputs } from './data.ts'
 import { RolloutView } from './rollout-view.ts'
 import { ago, bytes, shortId, table } from './table.ts'
 
@@ -58,7 +59,7 @@ function taskReport (t: TaskView): string {
  * Tasks: `xenos run` and the records of tasks. A task's host drives it to its end (outputs
  * stored, VM destroyed) whether or not the CLI that started it is still there.
  */
-export function registerTaskCommands (program: Command, { client, out, resolveHost }: DataCommandsInit): void {
+export function registerTaskCommands (program: Command): void {
   program.command('run <template>').description('Run a task: a VM of TEMPLATE with your files (or directories) staged read-only at /in, until it ends; the files it leaves at /out go to your repository under --out, and the VM is destroyed (unless --keep). Interrupting this command does not stop the task: see "xenos task show"')
     .option('--in <name>', 'a file or directory of yours (data://me/PATH or PATH), staged at /in/NAME; repeatable', (v: string, p: string[] | undefined) => [...p ?? [], v])
     .requiredOption('--out <dir>', 'where its outputs go in your repository (data://me/DIR or DIR)')
