@@ -126,11 +126,11 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
     },
   }, async (req, reply) => {
     const auth = authOf(req)
-    return await withProgress(req, reply, 200, async progress => await host.migrations.drain(req.body.to ?? null, auth, progress))
+    return await withProgress(req, reply, 200, async progress => await host.draining.drain(req.body.to ?? null, auth, progress))
   })
 
   api.post('/v1/host/undrain', { schema: { summary: 'Let a drained host take instances again', ...signedBy('operator', 'undrain on this host\'s peer id'), response: { 204: z.null(), ...errors } } }, async (req, reply) => {
-    host.migrations.undrain(authOf(req))
+    host.draining.undrain(authOf(req))
     void reply.status(204)
     return null
   })

@@ -10,7 +10,7 @@ export interface Driver {
   capabilities (): DriverCapabilities
   /** Reports whether the driver can run here; never throws. */
   fingerprint (): Promise<Fingerprint>
-  start (spec: TaskSpec, options?: { signal?: AbortSignal }): Promise<TaskHandle>
+  start (spec: TaskSpec): Promise<TaskHandle>
   /** Re-attaches to a task started before a restart: `running`/`paused` if it lives, else `exited`. */
   recover (handle: TaskHandle): Promise<TaskStatus>
   /** Resolves when the task ends, however it ends. */
@@ -32,43 +32,53 @@ export interface Driver {
   suspend? (handle: TaskHandle, path: string): Promise<void>
   /** Saves the task's state to `dir/state` and a copy of its disk to `dir/disk.qcow2`; the task runs on. */
   snapshot? (handle: TaskHandle, dir: string): Promise<void>
+}
 
-  // Live migration (capability `migrate`). The source sends the running VM to where a task
-  // started with `incoming` waits; the destination takes over, then the source hands off.
+/**
+ * A driver that moves running tasks live between hosts (capability `migrate`) and serves their
+ * disks to other hosts. The source sends the running VM to where a task started with `incoming`
+ * waits; the destination takes over, then the source hands off.
+ */
+export interface MigratingDriver extends Driver {
   /** The TCP port on which a task started with `incoming` waits for the VM. */
-  incomingPort? (handle: TaskHandle): number
+  incomingPort (handle: TaskHandle): number
   /**
    * Sends the running VM's memory through the first of `channels` that connects, while the VM
    * runs; resolves with that channel when it is all there (the VM is then paused here).
    */
-  migrate? (handle: TaskHandle, channels: MigrationChannel[], onProgress: (p: MigrationProgress) => void): Promise<MigrationChannel>
+  migrate (handle: TaskHandle, channels: MigrationChannel[], onProgress: (p: MigrationProgress) => void): Promise<MigrationChannel>
   /** Gives up a migration: the VM runs on here, whatever stage it reached. */
-  cancelMigration? (handle: TaskHandle): Promise<void>
+  cancelMigration (handle: TaskHandle): Promise<void>
   /** On the destination: waits until the whole VM has arrived, then runs it. */
-  takeOver? (handle: TaskHandle): Promise<void>
+  takeOver (handle: TaskHandle): Promise<void>
   /**
    * On the source, before `migrate`, to move the disk too: copies it to the NBD export on unix
    * socket `target` while the VM runs; resolves once the copy keeps up with every write.
    */
-  mirrorDisk? (handle: TaskHandle, target: string, onProgress: (p: DiskCopyProgress) => void): Promise<void>
+  mirrorDisk (handle: TaskHandle, target: string, onProgress: (p: DiskCopyProgress) => void): Promise<void>
   /** Ends the copy once the VM has stopped for good (its memory all sent): the copy is then whole. */
-  finishMirror? (handle: TaskHandle): Promise<void>
+  finishMirror (handle: TaskHandle): Promise<void>
   /** Gives up the copy, at whatever stage (the migration failed). */
-  dropMirror? (handle: TaskHandle): Promise<void>
+  dropMirror (handle: TaskHandle): Promise<void>
   /**
    * On the source, after the destination took over: ends the VM but keeps its disk served;
    * returns the disk server's state, or null when another host serves the disk.
    */
-  handOff? (handle: TaskHandle): Promise<Record<string, unknown> | null>
+  handOff (handle: TaskHandle): Promise<Record<string, unknown> | null>
   /**
    * Serves instance `id`'s disk in `dir`, with its staged `disks` (again, after a restart, unless
    * `server` still runs); returns the server and its socket.
    */
-  serveDisk? (id: string, dir: string, disks: StagedDisk[], server?: Record<string, unknown>): Promise<{ server: Record<string, unknown>, socket: string }>
+  serveDisk (id: string, dir: string, disks: StagedDisk[], server?: Record<string, unknown>): Promise<{ server: Record<string, unknown>, socket: string }>
   /** Copies staged disk `serial`, served with a disk on unix socket `socket`, into a raw image at `to`. */
-  readStagedDisk? (socket: string, serial: string, to: string): Promise<void>
+  readStagedDisk (socket: string, serial: string, to: string): Promise<void>
   /** Ends a disk server `handOff` or `serveDisk` returned. */
-  stopDisk? (id: string, server: Record<string, unknown>): Promise<void>
+  stopDisk (id: string, server: Record<string, unknown>): Promise<void>
+}
+
+/** Whether driver `d` moves tasks live (its capabilities say so; `qemuDriver` is typed as one). */
+export function canMigrate (d: Driver): d is MigratingDriver {
+  return d.capabilities().migrate
 }
 
 /**

@@ -10,7 +10,7 @@ import type { SnapshotRecord, Store } from '../store/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { TemplateFetcher } from './fetcher.ts'
 import type { RequestVerifier } from './replay.ts'
-import type { InstanceSupervisor } from './supervisor.ts'
+import type { InstanceSupervisor } from './instances/index.ts'
 import { callHost, hostOfInstance } from './remote.ts'
 
 export interface CloudInit {
@@ -126,7 +126,7 @@ export class Cloud {
 
   async #snapshotHere (id: string, auth: RequestAuth): Promise<SnapshotRecord> {
     this.#authorise(id, 'snapshot', auth)
-    return await this.#init.supervisor.snapshot(id)
+    return await this.#init.supervisor.snapshots.take(id)
   }
 
   /**
@@ -165,7 +165,7 @@ export class Cloud {
     const snapshot = this.#init.store.snapshots.get(id)
     if (snapshot === undefined) throw new XenosError('SNAPSHOT_NOT_FOUND', `host ${this.#self} holds no snapshot ${id}`)
     this.#init.verifier.ownerOrOperator(who, snapshot.owner, `snapshot ${id}`, 'delete')
-    await this.#init.supervisor.deleteSnapshot(id)
+    await this.#init.supervisor.snapshots.remove(id)
   }
 
   /** The snapshots held by this host that the signer may see: its own, or all for the operator. */

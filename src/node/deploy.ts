@@ -14,14 +14,14 @@ import type { TemplateFetcher } from './fetcher.ts'
 import { callHost } from './remote.ts'
 import type { RequestVerifier } from './replay.ts'
 import { bootPhase, Rollout, untilHealthy } from './rollout.ts'
-import type { InstanceSupervisor } from './supervisor.ts'
+import type { InstanceSupervisor } from './instances/index.ts'
 import { checkTaskSpec } from './tasks.ts'
 import type { HostTrust } from './trust.ts'
 
 export interface DeployerInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'learnHost'>
   fetcher: Pick<TemplateFetcher, 'ensure' | 'progressOf'>
-  supervisor: Pick<InstanceSupervisor, 'create' | 'free' | 'view' | 'has'>
+  supervisor: Pick<InstanceSupervisor, 'create' | 'admission' | 'view' | 'has'>
   store: Pick<Store, 'snapshots' | 'tasks' | 'instances'>
   verifier: RequestVerifier
   trust: HostTrust
@@ -91,7 +91,7 @@ export class Deployer {
     const hosts = (this.#init.overlay.search({ kind: 'host' }) as Array<AdvertOf<'host'>>)
       .filter(h => h.body.drivers.includes(t.driver) && this.#init.trust.distrusted(h.host) === undefined)
       // This host's own room is known exactly; others' comes from their latest advert.
-      .map(h => ({ id: h.host, free: h.host === this.#self ? this.#init.supervisor.free() : { ...h.body.free } }))
+      .map(h => ({ id: h.host, free: h.host === this.#self ? this.#init.supervisor.admission.free() : { ...h.body.free } }))
     const out = new Map<string, number>()
     for (let i = 0; i < count; i++) {
       const fits = hosts.filter(h => h.free.cpu + 1e-9 >= t.resources.cpu && h.free.memory >= t.resources.memory)

@@ -2,13 +2,13 @@ import { randomBytes } from 'node:crypto'
 import { chmod, mkdir, rm, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino, { type Logger } from 'pino'
-import { checkDataPath, parseDataUri, XENOS_VERSION, XenosError, type DeployInput, type Driver, type Fingerprint, type InstanceBody, type InstanceView, type NameRecord, type Placement, type Resources, type Template } from '../core/index.ts'
+import { canMigrate, checkDataPath, parseDataUri, XENOS_VERSION, XenosError, type DeployInput, type Driver, type Fingerprint, type InstanceBody, type InstanceView, type NameRecord, type Placement, type Resources, type Template } from '../core/index.ts'
 import { buildInputImage, DataRepository, type StagedFile } from '../data/index.ts'
 import { detectCgroups, DEFAULT_TASK_UID, processDriver, qemuDriver } from '../hypervisor/index.ts'
 import { BlobStore, NameRegistry, TemplateLibrary } from '../images/index.ts'
 import { serveChunks, Tunnels } from '../transfer/index.ts'
 import { loadOrCreateHostKey, Overlay } from '../overlay/index.ts'
-import { loadOrCreateOwnerKey, openStore, type InstanceRecord, type RemoteDisk, type Store } from '../store/index.ts'
+import { loadOrCreateOwnerKey, openStore, type InstanceRecord, type Store } from '../store/index.ts'
 import { Cloud } from './cloud.ts'
 import { Deployer } from './deploy.ts'
 import { DataAccess } from './data-access.ts'
@@ -20,9 +20,9 @@ import { Templates } from './templates.ts'
 import { HostTrust } from './trust.ts'
 import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSchema, incomingMigrationAddress, hostTag, type HostOptions, type HostOptionsInput } from './options.ts'
 import { RequestVerifier } from './replay.ts'
-import { Migrations } from './migration.ts'
+import { InstanceSupervisor } from './instances/index.ts'
+import { DiskExports, Draining, Migrations, RemoteDiskTunnels } from './migration/index.ts'
 import { ServiceProxy } from './service-proxy.ts'
-import { InstanceSupervisor } from './supervisor.ts'
 
 /** Gossip topic on which template name records travel. */
 const NAMES_TOPIC = 'xenos/names/1'
@@ -72,6 +72,9 @@ export class Host {
   readonly templates: Templates
   readonly tunnels: Tunnels
   readonly migrations: Migrations
+  readonly draining: Draining
+  /** The disks this host serves to hosts its instances moved to. */
+  readonly diskExports: DiskExports
   readonly data: DataRepository
   readonly dataAccess: DataAccess
   readonly outputs: Outputs
@@ -116,16 +119,13 @@ export class Host {
     })
     this.tunnels = new Tunnels(this.overlay.node, this.log.child({ component: 'tunnels' }))
     const verifier = this.verifier
-    // The supervisor reaches remote disks through the migrations, which need the supervisor.
-    const remoteDisks = {
-      attach: async (id: string, disk: RemoteDisk) => await this.migrations.attach(id, disk),
-      detach: async (id: string) => { await this.migrations.detach(id) },
-      release: async (id: string, disk: RemoteDisk) => { await this.migrations.release(id, disk) },
-    }
+    const runDir = this.options.runDir ?? defaultRunDir(this.options.dataDir)
+    const remoteDisks = new RemoteDiskTunnels({ overlay: this.overlay, tunnels: this.tunnels, runDir: join(runDir, 'tunnels') })
     this.supervisor = new InstanceSupervisor({
       store: this.store,
       drivers: this.drivers,
       instancesDir: join(this.options.dataDir, 'instances'),
+      snapshotsDir: join(this.options.dataDir, 'snapshots'),
       hostId: this.overlay.peerId,
       advertiseAddress: this.advertiseAddress,
       capacity: this.capacity,
@@ -190,24 +190,39 @@ export class Host {
       overlay: this.overlay,
       supervisor: this.supervisor,
       verifier,
-      linksDir: join(this.options.runDir ?? defaultRunDir(this.options.dataDir), 'links'),
+      linksDir: join(runDir, 'links'),
       forwardGraceMs: this.options.forwardGraceMs,
       store: this.store,
       log: this.log.child({ component: 'services' }),
+    })
+    this.diskExports = new DiskExports({
+      store: this.store,
+      records: this.supervisor.moves.records,
+      driver: [...this.drivers.values()].find(canMigrate),
+      tunnels: this.tunnels,
     })
     this.migrations = new Migrations({
       overlay: this.overlay,
       onTakenOver: (id, to) => { this.services.moved(id, to) },
       onLeft: async (id, endpoints) => { await this.services.forward(id, endpoints) },
       onArrived: async id => { if (this.store.tasks.get(id) !== undefined) await this.tasks.announce(id) },
-      onDraining: () => { void this.#advertiseHost() },
       tunnels: this.tunnels,
       supervisor: this.supervisor,
+      store: this.store,
+      remoteDisks,
+      exports: this.diskExports,
       fetcher: this.fetcher,
       verifier,
-      runDir: join(this.options.runDir ?? defaultRunDir(this.options.dataDir), 'tunnels'),
+      runDir: join(runDir, 'tunnels'),
       incomingAddress: this.options.directMigration ? incomingMigrationAddress(this.options.listen) : null,
       log: this.log.child({ component: 'migration' }),
+    })
+    this.draining = new Draining({
+      overlay: this.overlay,
+      supervisor: this.supervisor,
+      migrations: this.migrations,
+      verifier,
+      onDraining: () => { void this.#advertiseHost() },
     })
     this.data = new DataRepository({
       store: this.store,
@@ -298,12 +313,12 @@ export class Host {
     await this.tunnels.start()
     await this.services.start()
     const destroyed = await this.supervisor.recover()
+    await this.diskExports.recover()
     await this.data.recover()
     // Disks of inputs a deploy was building when the host stopped, and outputs being collected.
     await rm(this.#stagingDir, { recursive: true, force: true })
     await this.tasks.recover()
-    this.migrations.reissue()
-    this.supervisor.startHealthChecks()
+    this.supervisor.health.start()
     this.cloud.serve()
     this.deployer.serve()
     this.migrations.serve()
@@ -332,7 +347,7 @@ export class Host {
   async stop (): Promise<void> {
     clearTimeout(this.#hostAdvertTimer)
     clearInterval(this.#collectTimer)
-    this.supervisor.stopHealthChecks()
+    this.supervisor.health.stop()
     await this.services.stop()
     await this.overlay.stop()
     await this.blobs.close()
@@ -405,7 +420,7 @@ export class Host {
       api: this.apiUrl,
       drivers: [...this.fingerprints].filter(([, fp]) => fp.healthy).map(([name]) => name),
       capacity: this.capacity,
-      free: this.supervisor.free(),
+      free: this.supervisor.admission.free(),
       instances: this.supervisor.list().length,
       version: XENOS_VERSION,
       operators: [...this.verifier.operators],

@@ -14,5 +14,5 @@
  */
 export { Host, OPERATOR_KEY_FILE } from './host.ts'
 export { Cloud, viewFromAdvert } from './cloud.ts'
-export { Migrations } from './migration.ts'
+export { Draining, Migrations } from './migration/index.ts'
 export { hostOptionsSchema, DEFAULT_API_PORT, DEFAULT_P2P_PORT, DEFAULT_DATA_DIR, type HostOptions, type HostOptionsInput } from './options.ts'

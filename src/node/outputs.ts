@@ -6,7 +6,7 @@ import { collectOutputs, type DataRepository } from '../data/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import { callHost } from './remote.ts'
 import type { RequestVerifier } from './replay.ts'
-import type { InstanceSupervisor } from './supervisor.ts'
+import type { InstanceSupervisor } from './instances/index.ts'
 
 export interface OutputsInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost'>

@@ -9,7 +9,7 @@ import { ACTIVE_STATES, INSTANCE_ID_PATTERN, instanceIdSchema, XenosError, type 
 import type { Overlay } from '../overlay/index.ts'
 import type { ForwardRecord, InstanceRecord, Store } from '../store/index.ts'
 import { dialWithHeader, HandshakeRefused, readHeader, SocketStream, splice } from '../transfer/index.ts'
-import type { InstanceSupervisor } from './supervisor.ts'
+import type { InstanceSupervisor } from './instances/index.ts'
 import type { RequestVerifier } from './replay.ts'
 
 /**

@@ -6,7 +6,7 @@ import type { InstanceRecord, Store, TaskRecord } from '../store/index.ts'
 import type { Outputs } from './outputs.ts'
 import { callHost } from './remote.ts'
 import type { RequestVerifier } from './replay.ts'
-import type { InstanceSupervisor } from './supervisor.ts'
+import type { InstanceSupervisor } from './instances/index.ts'
 
 export interface TasksInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'provide' | 'findProviders' | 'learnHost'>

@@ -129,7 +129,7 @@ describe('host API', () => {
     assert.equal(start.statusCode, 409)
     assert.equal(start.json().error.code, 'ADMISSION_REFUSED')
     assert.equal(host.supervisor.view(id).state, 'stopped')
-    assert.ok(host.supervisor.free().cpu >= 0, 'nothing runs beyond what the host offers')
+    assert.ok(host.supervisor.admission.free().cpu >= 0, 'nothing runs beyond what the host offers')
     await r.inject('POST', `/v1/instances/${other.json().instances[0].id as string}/destroy`, r.auth(alice, 'destroy', other.json().instances[0].id, {}))
     assert.equal((await control('start')).statusCode, 200)
   })
@@ -198,16 +198,16 @@ describe('host API', () => {
       return h
     }
     const first = await open()
-    const drain = (h: Host, key: OwnerKey): Parameters<Host['migrations']['drain']>[1] => new Requests(app, h.overlay.peerId).authOf(key, 'drain', h.overlay.peerId, { to: null })
-    await assert.rejects(first.migrations.drain(null, drain(first, alice)), /only the operator/)
-    await first.migrations.drain(null, drain(first, operator))
+    const drain = (h: Host, key: OwnerKey): Parameters<Host['draining']['drain']>[1] => new Requests(app, h.overlay.peerId).authOf(key, 'drain', h.overlay.peerId, { to: null })
+    await assert.rejects(first.draining.drain(null, drain(first, alice)), /only the operator/)
+    await first.draining.drain(null, drain(first, operator))
     await first.stop()
     const again = await open()
     try {
-      assert.deepEqual(again.supervisor.free(), { cpu: 0, memory: 0 }, 'the restarted host still offers no room')
-      assert.throws(() => { again.migrations.undrain(new Requests(app, again.overlay.peerId).authOf(alice, 'undrain', again.overlay.peerId, {})) }, /only the operator/)
-      again.migrations.undrain(new Requests(app, again.overlay.peerId).authOf(operator, 'undrain', again.overlay.peerId, {}))
-      assert.equal(again.supervisor.free().cpu, 1)
+      assert.deepEqual(again.supervisor.admission.free(), { cpu: 0, memory: 0 }, 'the restarted host still offers no room')
+      assert.throws(() => { again.draining.undrain(new Requests(app, again.overlay.peerId).authOf(alice, 'undrain', again.overlay.peerId, {})) }, /only the operator/)
+      again.draining.undrain(new Requests(app, again.overlay.peerId).authOf(operator, 'undrain', again.overlay.peerId, {}))
+      assert.equal(again.supervisor.admission.free().cpu, 1)
     } finally {
       await again.stop()
     }

@@ -169,7 +169,7 @@ describe('signed routes', () => {
     assert.ok(secured.length >= 30, `${secured.length} signed routes`)
     // Nothing of Alice's changed meanwhile.
     assert.equal(host.supervisor.view(instance).state, 'running')
-    assert.equal(host.supervisor.draining, false)
+    assert.equal(host.supervisor.admission.draining, false)
     assert.ok(host.library.get(template) !== undefined)
     assert.ok(host.store.data.file(alice.id, 'f.txt') !== undefined)
     assert.ok(host.store.snapshots.get('s-0123456789abcdef') !== undefined)

@@ -195,5 +195,5 @@ export function processDriver (init: ProcessDriverInit): Driver {
     },
 
     logTail: async (handle, lines) => typeof handle.state.log === 'string' ? await tailFile(handle.state.log, lines) : '',
-  }
+  } satisfies Driver
 }

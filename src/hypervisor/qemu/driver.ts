@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import {
   XenosError,
-  type Driver, type Fingerprint, type GuestService, type MigrationChannel, type TaskExit, type TaskHandle, type TaskSpec, type TaskStats, type TaskStatus,
+  type Fingerprint, type MigratingDriver, type GuestService, type MigrationChannel, type TaskExit, type TaskHandle, type TaskSpec, type TaskStats, type TaskStatus,
 } from '../../core/index.ts'
 import type { Cgroups } from '../cgroup.ts'
 import { processUsage, tailFile } from '../procfs.ts'
@@ -93,7 +93,7 @@ function stateOf (handle: TaskHandle): QemuState {
  * forwards, the serial console in a log, QMP for control and a virtio-serial port for the guest
  * agent. QEMU outlives xenosd; a restarted host re-attaches through the QMP socket.
  */
-export function qemuDriver (init: QemuDriverInit): Driver {
+export function qemuDriver (init: QemuDriverInit): MigratingDriver {
   const sessions = new Map<string, { qmp: QmpClient | undefined, agent: AgentLink, exit: Promise<TaskExit> | undefined }>()
   const disks = new DiskServers(init.cgroups)
   /** Where an instance's disk server listens: apart from the VM's sockets, as it outlives the VM. */
@@ -480,7 +480,7 @@ export function qemuDriver (init: QemuDriverInit): Driver {
         health: svc.health,
       }))
     },
-  }
+  } satisfies MigratingDriver
 }
 
 /** The monitor of the server of the instance's disk, which copies the disk to another host. */

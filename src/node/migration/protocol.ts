@@ -4,22 +4,28 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
-  checkDataPath, drainAction, handoffBytes, instanceIdSchema, instanceViewSchema, linkSchema, MAX_DRAIN_LINKS, migrateAction, migrationResultSchema, peerIdSchema,
+  checkDataPath, instanceIdSchema, instanceViewSchema, linkSchema, migrateAction, migrationResultSchema, peerIdSchema,
   placementSchema, REQUEST_MAX_SKEW_MS, requestAuthSchema, templateIdSchema, verifyPlacement, XenosError,
-  type DrainLink, type DrainResult, type DrainStatus, type InstanceView, type MigrationChannel, type MigrationProgress, type MigrationResult, type MigrationStatus, type Placement, type RequestAuth,
-} from '../core/index.ts'
-import { verifyHostSignature, type Overlay } from '../overlay/index.ts'
-import type { RemoteDisk } from '../store/index.ts'
-import type { TunnelListener, Tunnels } from '../transfer/index.ts'
-import type { TemplateFetcher } from './fetcher.ts'
-import type { RequestVerifier } from './replay.ts'
-import { STAGED_SERIALS, type ArrivingDisk, type DiskPlan, type InstanceSupervisor, type RemoteDisks } from './supervisor.ts'
-import { callHost } from './remote.ts'
+  type InstanceView, type MigrationChannel, type MigrationProgress, type MigrationResult, type MigrationStatus, type Placement, type RequestAuth,
+} from '../../core/index.ts'
+import { verifyHostSignature, type Overlay } from '../../overlay/index.ts'
+import type { Store } from '../../store/index.ts'
+import type { TunnelListener, Tunnels } from '../../transfer/index.ts'
+import type { TemplateFetcher } from '../fetcher.ts'
+import { STAGED_SERIALS, type InstanceSupervisor, type RemoteDisks } from '../instances/index.ts'
+import type { RequestVerifier } from '../replay.ts'
+import { callHost } from '../remote.ts'
+import { Arrivals, type ArrivingDisk } from './arrival.ts'
+import { Departure, type DiskPlan } from './departure.ts'
+import type { DiskExports } from './disk-exports.ts'
 
 export interface MigrationsInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost' | 'search' | 'directAddress' | 'sign'>
   tunnels: Tunnels
-  supervisor: InstanceSupervisor
+  supervisor: Pick<InstanceSupervisor, 'moves' | 'moving' | 'view' | 'placementOf' | 'remoteDiskOf' | 'tcpEndpoints' | 'linksOf' | 'arrivingFrom'>
+  store: Pick<Store, 'diskExports' | 'tasks' | 'transaction'>
+  remoteDisks: RemoteDisks
+  exports: DiskExports
   fetcher: TemplateFetcher
   verifier: RequestVerifier
   /** Told as soon as another host has taken over an instance. */
@@ -28,8 +34,6 @@ export interface MigrationsInit {
   onLeft: (id: string, endpoints: Array<{ name: string, address: string, port: number }>) => Promise<void>
   /** Told once an instance that arrived here runs here (to announce the task it runs, if any). */
   onArrived: (id: string) => Promise<void>
-  /** Told when the host starts or stops being drained (its room changed). */
-  onDraining: () => void
   /** Short directory for the sockets tunnels listen on. */
   runDir: string
   /**
@@ -77,7 +81,6 @@ const prepareReplySchema = z.strictObject({
   diskToken: tokenSchema.optional(),
 })
 const instanceOnlySchema = z.strictObject({ id: instanceIdSchema })
-const instanceAndPeerSchema = z.strictObject({ id: instanceIdSchema, peer: peerIdSchema })
 const migrateSchema = z.strictObject({ id: instanceIdSchema, to: peerIdSchema, copyDisk: z.boolean(), auth: requestAuthSchema })
 /** A pull of a large template may come first. */
 const PREPARE_TIMEOUT_MS = 30 * 60_000
@@ -91,29 +94,32 @@ const TAKEOVER_TIMEOUT_MS = 60_000
  * the destination may use, until the destination releases it. With `copyDisk` the source first
  * mirrors what the instance wrote into a disk of the destination's own, and keeps nothing.
  */
-export class Migrations implements RemoteDisks {
+export class Migrations {
   readonly #init: MigrationsInit
-  /** Tunnel listeners this host's VMs reach remote disks through, by instance. */
-  readonly #disks = new Map<string, TunnelListener>()
+  readonly #departure: Departure
+  readonly #arrivals: Arrivals
   /** Tickets issued to the sources of instances arriving here, revoked once they took over or gave up. */
   readonly #arrivalTickets = new Map<string, string[]>()
 
   constructor (init: MigrationsInit) {
     this.#init = init
+    const { moves } = init.supervisor
+    this.#departure = new Departure({ moves, store: init.store, remoteDisks: init.remoteDisks, log: init.log })
+    this.#arrivals = new Arrivals({ moves, store: init.store })
   }
 
   get #self (): string {
     return this.#init.overlay.peerId
   }
 
-  /** Registers the RPC methods the two sides of a migration use, and re-issues the tickets of disks served to others. */
+  /** Registers the RPC methods the two sides of a migration use, and those of the disks this host serves to others. */
   serve (): void {
     const { rpc } = this.#init.overlay
     rpc.handle('instance.migrate', migrateSchema, async req => await this.#migrateHere(req.id, req.to, req.copyDisk, req.auth))
     rpc.handle('migrate.prepare', prepareSchema, async (req, from) => await this.#prepare(req, from.toString()))
     rpc.handle('migrate.takeover', instanceOnlySchema, async ({ id }, from) => {
       this.#expectSource(id, from.toString())
-      const { view, endedExports } = await this.#init.supervisor.takeOver(id)
+      const { view, endedExports } = await this.#arrivals.takeOver(id)
       this.#revokeArrivalTickets(id)
       for (const token of endedExports) this.#init.tunnels.revoke(token)
       void this.#init.onArrived(id).catch((err: unknown) => { this.#init.log.warn({ err, instance: id }, 'could not announce an instance that arrived') })
@@ -122,29 +128,10 @@ export class Migrations implements RemoteDisks {
     rpc.handle('migrate.abandon', instanceOnlySchema, async ({ id }, from) => {
       this.#expectSource(id, from.toString())
       this.#revokeArrivalTickets(id)
-      await this.#init.supervisor.abandon(id)
+      await this.#arrivals.abandon(id)
       return null
     })
-    rpc.handle('disk.release', instanceOnlySchema, async ({ id }, from) => {
-      for (const token of await this.#init.supervisor.releaseExport(id, from.toString())) this.#init.tunnels.revoke(token)
-      return null
-    })
-    // A host this one serves a disk to moves the instance on to `peer`: serve it there too.
-    rpc.handle('disk.handover', instanceAndPeerSchema, async ({ id, peer }, from) => {
-      const token = await this.#init.supervisor.shareExport(id, from.toString(), peer, socket => this.#init.tunnels.issue(peer, socket))
-      return { token }
-    })
-    // ...and the move failed: serve it to `peer` no more.
-    rpc.handle('disk.recall', instanceAndPeerSchema, async ({ id, peer }, from) => {
-      const token = await this.#init.supervisor.recallExport(id, from.toString(), peer)
-      if (token !== undefined) this.#init.tunnels.revoke(token)
-      return null
-    })
-  }
-
-  /** Issues again the tickets of the disks this host serves to others (after a restart). */
-  reissue (): void {
-    for (const e of this.#init.supervisor.exportedDisks()) this.#init.tunnels.issue(e.peer, e.socket, e.token)
+    this.#init.exports.serve(rpc)
   }
 
   /**
@@ -164,75 +151,24 @@ export class Migrations implements RemoteDisks {
     const view = this.#init.supervisor.view(id)
     if (view.owner !== auth.owner) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may migrate it`)
     if (to === this.#self) throw new XenosError('INVALID_ARGUMENT', `instance ${id} already runs on host ${to}`)
-    const current = this.#placementOf(id)
+    const current = this.placementOf(id)
     const placement: Placement = { root: current.root, moved: { auth, to, copyDisk }, drains: [] }
-    return await this.#init.supervisor.moving(id, async () => await this.#send(view, to, copyDisk, placement, onStatus))
+    return await this.move(view, to, copyDisk, placement, onStatus)
   }
 
-  #placementOf (id: string): Placement {
+  /** Why instance `id` runs here, which a move extends; an instance from before placements cannot move. */
+  placementOf (id: string): Placement {
     const p = this.#init.supervisor.placementOf(id)
     if (p === null) throw new XenosError('INVALID_STATE', `instance ${id} was made before placements were signed: it cannot move; deploy another instance of the service and destroy this one`)
     return p
   }
 
   /**
-   * Moves every running instance on this host to other hosts (`targets`, or those with most
-   * room), one at a time, disks and all, and admits no new ones meanwhile: an operator's action
-   * on its own host (`auth`, the operator's signed drain), after which the host can go. Each move
-   * is signed by this host under that drain, so the destination can show why the instance runs
-   * there. (An instance whose disk another host serves goes back to that host if it has room,
-   * else on to another, its disk staying where it is.) Instances that cannot move stay, with the reason.
+   * Moves running instance `view` to host `to` with `placement`, the signed reason it may run
+   * there; with `copyDisk` its disk moves too. Other actions on it are refused meanwhile.
    */
-  async drain (targets: string[] | null, auth: RequestAuth, onStatus: (s: DrainStatus) => void = () => {}): Promise<DrainResult> {
-    const { action, target, params } = drainAction(this.#self, targets)
-    const operator = this.#init.verifier.operator(auth, { action, target, params })
-    this.#init.supervisor.setDraining(true)
-    this.#init.onDraining()
-    const result: DrainResult = { moved: [], stayed: [] }
-    const views = this.#init.supervisor.list()
-    const room = new Map(this.#init.overlay.search({ kind: 'host' }).flatMap(a =>
-      a.kind === 'host' && a.withdrawn !== true && a.host !== this.#self && (targets === null || targets.includes(a.host)) ? [[a.host, { ...a.body.free }] as const] : []))
-    for (const [index, v] of views.entries()) {
-      if (v.state !== 'running') {
-        result.stayed.push({ id: v.id, reason: `it is ${v.state}: only running instances move live; start it and drain again, or destroy it` })
-        continue
-      }
-      const served = this.#init.supervisor.remoteDiskOf(v.id)
-      const to = [...room]
-        .filter(([, free]) => free.cpu + 1e-9 >= v.resources.cpu && free.memory >= v.resources.memory)
-        .sort(([x, xFree], [y, yFree]) => Number(y === served?.host) - Number(x === served?.host) || yFree.memory - xFree.memory)[0]?.[0]
-      if (to === undefined) {
-        result.stayed.push({ id: v.id, reason: `no ${targets === null ? 'other advertised' : 'named'} host has ${v.resources.cpu} CPU and ${v.resources.memory} MiB free` })
-        continue
-      }
-      try {
-        const placement = await this.#drained(v.id, to, operator, auth, targets)
-        result.moved.push(await this.#init.supervisor.moving(v.id, async () => await this.#send(v, to, served === null, placement, migration => { onStatus({ instance: v.id, to, index, total: views.length, migration }) })))
-        const free = room.get(to)
-        if (free !== undefined) room.set(to, { cpu: free.cpu - v.resources.cpu, memory: free.memory - v.resources.memory })
-      } catch (err) {
-        result.stayed.push({ id: v.id, reason: (err as Error).message })
-      }
-    }
-    return result
-  }
-
-  /** The placement of instance `id` on `to` after this host moved it there under its operator's drain. */
-  async #drained (id: string, to: string, operator: string, drain: RequestAuth, targets: string[] | null): Promise<Placement> {
-    const current = this.#placementOf(id)
-    if (current.drains.length >= MAX_DRAIN_LINKS) {
-      throw new XenosError('INVALID_STATE', `instance ${id} was moved by ${current.drains.length} drains since its owner last placed it: only its owner may move it now ("xenos migrate")`)
-    }
-    const unsigned = { from: this.#self, to, operator, drain, targets, at: Date.now() }
-    const link: DrainLink = { ...unsigned, sig: await this.#init.overlay.sign(handoffBytes(id, unsigned)) }
-    return { ...current, drains: [...current.drains, link] }
-  }
-
-  /** Lets the host take instances again after a drain (signed by its operator). */
-  undrain (auth: RequestAuth): void {
-    this.#init.verifier.operator(auth, { action: 'undrain', target: this.#self, params: {} })
-    this.#init.supervisor.setDraining(false)
-    this.#init.onDraining()
+  async move (view: InstanceView, to: string, copyDisk: boolean, placement: Placement, onStatus: (s: MigrationStatus) => void = () => {}): Promise<MigrationResult> {
+    return await this.#init.supervisor.moving(view.id, async () => await this.#send(view, to, copyDisk, placement, onStatus))
   }
 
   async #send (view: InstanceView, to: string, copyDisk: boolean, placement: Placement, onStatus: (s: MigrationStatus) => void): Promise<MigrationResult> {
@@ -244,11 +180,11 @@ export class Migrations implements RemoteDisks {
     const served = this.#init.supervisor.remoteDiskOf(id)
     if (served !== null && copyDisk) throw new XenosError('INVALID_STATE', `instance ${id}'s disk is served by host ${served.host}, where it first ran, and can only be copied from there: move it on without --copy-disk (its disk stays on ${served.host})`)
     const back = served?.host === to
-    const staged = this.#init.supervisor.stagedDisks(id)
-    const task = this.#init.supervisor.movingTask(id)
+    const staged = this.#departure.stagedDisks(id)
+    const task = this.#departure.movingTask(id)
     let diskToken: string | undefined
     if (served === null) {
-      if (!copyDisk) diskToken = this.#init.tunnels.issue(to, await this.#init.supervisor.diskSocket(id))
+      if (!copyDisk) diskToken = this.#init.tunnels.issue(to, await this.#departure.diskSocket(id))
     } else if (!back) {
       diskToken = z.strictObject({ token: tokenSchema }).parse(await callHost(this.#init.overlay, served.host, 'disk.handover', { id, peer: to })).token
     }
@@ -290,7 +226,7 @@ export class Migrations implements RemoteDisks {
         listeners.push(disk)
         plan = { copyTo: disk.path, onCopy: p => { copied = p.copiedBytes; onStatus({ phase: 'copying disk', disk: p }) } }
       }
-      used = await this.#init.supervisor.migrateOut(id, channels, plan, p => {
+      used = await this.#departure.migrateOut(id, channels, plan, p => {
         last = p
         onStatus({ phase: 'copying', ...p })
       }, async () => {
@@ -330,10 +266,10 @@ export class Migrations implements RemoteDisks {
     let disk: ArrivingDisk = { copied: true, staged: sizes }
     if (back) disk = { home: true }
     else if (req.diskToken !== undefined) disk = { servedBy: { host: req.diskHost ?? from, token: req.diskToken, ...staged.length === 0 ? {} : { staged: staged.map(({ serial, readOnly }) => ({ serial, readOnly })) } } }
-    const port = await this.#init.supervisor.receive(template, { ...req.instance, placement: req.placement, links: req.links }, from, disk, { address, key }, req.task)
+    const port = await this.#arrivals.receive(template, { ...req.instance, placement: req.placement, links: req.links }, from, disk, { address, key }, req.task)
     const tickets = [this.#init.tunnels.issue(from, { host: localTo(address), port })]
     // The source writes the disk it copies straight into the new VM's own disk server.
-    if (copyDisk) tickets.push(this.#init.tunnels.issue(from, await this.#init.supervisor.diskSocket(id)))
+    if (copyDisk) tickets.push(this.#init.tunnels.issue(from, await this.#departure.diskSocket(id)))
     this.#arrivalTickets.set(id, tickets)
     const [token = '', diskToken] = tickets
     return { token, key, ...this.#init.incomingAddress === null ? {} : { port }, ...diskToken === undefined ? {} : { diskToken } }
@@ -363,24 +299,6 @@ export class Migrations implements RemoteDisks {
   /** Only the host an instance is arriving from may hand it over or call it off. */
   #expectSource (id: string, from: string): void {
     if (this.#init.supervisor.arrivingFrom(id) !== from) throw new XenosError('FORBIDDEN', `instance ${id} is not arriving from host ${from}`)
-  }
-
-  async attach (id: string, disk: RemoteDisk): Promise<string> {
-    const open = this.#disks.get(id)
-    if (open !== undefined) return open.path
-    await mkdir(this.#init.runDir, { recursive: true })
-    const listener = await this.#init.tunnels.listen(join(this.#init.runDir, `${id}.rdisk.sock`), disk.host, disk.token)
-    this.#disks.set(id, listener)
-    return listener.path
-  }
-
-  async detach (id: string): Promise<void> {
-    await this.#disks.get(id)?.close()
-    this.#disks.delete(id)
-  }
-
-  async release (id: string, disk: RemoteDisk): Promise<void> {
-    await callHost(this.#init.overlay, disk.host, 'disk.release', { id })
   }
 }
 

@@ -1,0 +1,6 @@
+export { InstanceSupervisor } from './supervisor.ts'
+export type { CreateOptions, IncomingInstance, InstanceMoves, NewInstance, ServiceLink, SupervisorInit } from './supervisor.ts'
+export { InstanceRecords, INCOMING_MARKER } from './records.ts'
+export type { LinkEnds, RemoteDisks } from './runner.ts'
+export { KeyedLock } from './locks.ts'
+export { STAGED_SERIALS, stagedDisksOf, stagedImageFile, stagedImagesIn } from './staged-disks.ts'

@@ -1,0 +1,62 @@
+import { mkdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { newSnapshotId, XenosError } from '../../core/index.ts'
+import type { SnapshotRecord, Store } from '../../store/index.ts'
+import type { KeyedLock } from './locks.ts'
+import type { InstanceRecords } from './records.ts'
+import { stagedDisksOf } from './staged-disks.ts'
+
+export interface SnapshotsInit {
+  store: Pick<Store, 'snapshots'>
+  records: InstanceRecords
+  /** The supervisor's locks: a snapshot is taken holding its instance's. */
+  locks: KeyedLock
+  /** Where snapshots' saved memory and disks live. */
+  dir: string
+}
+
+/** Snapshots of running VMs, memory and disk, which new instances start from instead of booting. */
+export class Snapshots {
+  readonly #init: SnapshotsInit
+
+  constructor (init: SnapshotsInit) {
+    this.#init = init
+  }
+
+  /** Saves a running or paused VM's memory and disk as a snapshot new instances can start from. */
+  async take (id: string): Promise<SnapshotRecord> {
+    const { records } = this.#init
+    return await this.#init.locks.run(id, async () => {
+      const r = records.get(id)
+      records.expect(r, ['running', 'paused'], 'snapshot')
+      // A snapshot holds an instance's memory and own disk, not its staged ones.
+      if (stagedDisksOf(r, records.dir(id)).length > 0) throw new XenosError('INVALID_STATE', `cannot snapshot instance ${id}: it has staged inputs or outputs, which a snapshot cannot hold yet; deploy another instance with the same inputs instead`)
+      const driver = records.driverFor(r.driver)
+      if (driver.snapshot === undefined) throw new XenosError('INVALID_STATE', `instance ${id} runs on the ${r.driver} driver, which cannot take snapshots`)
+      const snap: SnapshotRecord = { id: newSnapshotId(), instanceId: id, templateId: r.templateId, owner: r.owner, createdAt: Date.now() }
+      const dir = this.dir(snap.id)
+      await mkdir(dir, { recursive: true })
+      try {
+        await driver.snapshot(records.handle(r), dir)
+      } catch (err) {
+        await rm(dir, { recursive: true, force: true })
+        throw err
+      }
+      this.#init.store.snapshots.insert(snap)
+      return snap
+    })
+  }
+
+  /** Deletes a snapshot's saved memory and disk. */
+  async remove (id: string): Promise<void> {
+    await this.#init.locks.run(`snapshot/${id}`, async () => {
+      this.#init.store.snapshots.remove(id)
+      await rm(this.dir(id), { recursive: true, force: true })
+    })
+  }
+
+  /** Where snapshot `id` keeps the VM's memory (`state`) and disk (`disk.qcow2`). */
+  dir (id: string): string {
+    return join(this.#init.dir, id)
+  }
+}

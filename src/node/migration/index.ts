@@ -1,0 +1,5 @@
+export { Migrations } from './protocol.ts'
+export type { MigrationsInit } from './protocol.ts'
+export { Draining } from './drain.ts'
+export { DiskExports } from './disk-exports.ts'
+export { RemoteDiskTunnels } from './remote-disks.ts'
