@@ -7,7 +7,7 @@ const allowed = {
   core: [],
   store: ['core'],
   overlay: ['core', 'store'],
-  images: ['core', 'store'],
+  images: ['core', 'store', 'overlay', 'transfer'],
   hypervisor: ['core', 'store'],
   data: ['core', 'store'],
   node: ['core', 'store', 'overlay', 'images', 'hypervisor', 'transfer', 'data'],

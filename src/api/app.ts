@@ -9,7 +9,7 @@ import type { RawServerDefault } from 'fastify'
 import { z } from 'zod'
 import { drainResultSchema, INSTANCE_ID_PATTERN, nameRecordSchema, toXenosError, XENOS_VERSION, XenosError, type Advert } from '../core/index.ts'
 import { parseManifest, validateManifest } from '../images/index.ts'
-import type { Host } from '../node/index.ts'
+import type { ApiHost } from './api-host.ts'
 import { AUTH_HEADER, authOf, maybeAuthOf, SECURITY_SCHEMES, signedBy } from './auth.ts'
 import { registerDataRoutes } from './data.ts'
 import { eventStream, withProgress } from './events.ts'
@@ -56,7 +56,7 @@ const errors = errorResponses
 export { AUTH_HEADER }
 
 /** Builds the HTTP API of one host (not listening yet, so tests can `inject`). */
-export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstance> {
+export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyInstance> {
   const logger: FastifyBaseLogger = log ?? host.log.child({ component: 'api' })
   const app = Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1024 * 1024 })
   app.setValidatorCompiler(validatorCompiler)
@@ -90,10 +90,7 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
   api.get('/v1/host', { schema: { summary: 'This host', response: { 200: hostInfoSchema } } }, async () => host.info())
 
   api.get('/v1/peers', { schema: { summary: 'Connected peers and advertised hosts', response: { 200: peersSchema } } }, async () => {
-    const connected = host.overlay.node.getPeers().map(p => ({
-      id: p.toString(),
-      addrs: host.overlay.node.getConnections(p).map(c => c.remoteAddr.toString()),
-    }))
+    const connected = host.overlay.connectedPeers()
     const hosts = host.overlay.search({ kind: 'host' }).flatMap(a => a.kind === 'host' ? [{ ...a.body, id: a.host, expiresAt: a.expiresAt }] : [])
     return { connected, hosts }
   })
@@ -163,7 +160,7 @@ export async function buildApp (host: Host, log?: Logger): Promise<FastifyInstan
   return app
 }
 
-function registerTemplateRoutes (api: Api, host: Host): void {
+function registerTemplateRoutes (api: Api, host: ApiHost): void {
   api.get('/v1/templates', { schema: { summary: 'Templates held by this host', response: { 200: z.object({ templates: z.array(templateSummarySchema) }) } } }, async () => ({
     templates: host.library.list().map(t => ({
       id: t.id, name: t.manifest.name, version: t.manifest.version, driver: t.manifest.driver, tags: t.manifest.tags, resources: t.manifest.resources, hosts: [host.overlay.peerId],
@@ -180,19 +177,19 @@ function registerTemplateRoutes (api: Api, host: Host): void {
     const manifest = 'text' in req.body ? parseManifest(req.body.text) : validateManifest(req.body.manifest)
     const t = await host.templates.import(manifest, req.body, authOf(req))
     void reply.status(201)
-    return { ...await host.cloud.resolveTemplate(t.id), manifest: t.manifest }
+    return { ...await host.catalog.resolve(t.id), manifest: t.manifest }
   })
 
   api.get('/v1/templates/:ref', { schema: { summary: 'Resolve a template by id, id prefix, name or name:version, here or on the overlay', params: refParams, response: { 200: templateSummarySchema, ...errors } } }, async req => {
-    const summary = await host.cloud.resolveTemplate(req.params.ref)
+    const summary = await host.catalog.resolve(req.params.ref)
     const local = host.library.get(summary.id)
     return local === undefined ? summary : { ...summary, manifest: local.manifest }
   })
 
   api.post('/v1/templates/:ref/pull', { schema: { summary: 'Fetch a template and its image files onto this host from the hosts that hold them (GET /v1/transfers shows progress)', ...signedBy('operator', 'template.pull on the template id'), params: refParams, response: { 200: templateSummarySchema, ...errors } } }, async req => {
-    const summary = await host.cloud.resolveTemplate(req.params.ref)
+    const summary = await host.catalog.resolve(req.params.ref)
     await host.templates.pull(summary.id, authOf(req))
-    return await host.cloud.resolveTemplate(summary.id)
+    return await host.catalog.resolve(summary.id)
   })
 
   api.get('/v1/transfers/events', { schema: { summary: 'Server-sent events: `progress` as image files arrive, `done` when each ends (with `error` if it failed); files of the data repository only to their owner (sign `transfers` on this host\'s peer id)' } }, async (req, reply) => {
@@ -242,7 +239,7 @@ function registerTemplateRoutes (api: Api, host: Host): void {
 interface TransferLike { owner?: string }
 
 /** Which transfers the asker may see: a template's, and (signed) the signer's own data files. */
-function transfersFor (host: Host, req: FastifyRequest): (t: TransferLike) => boolean {
+function transfersFor (host: ApiHost, req: FastifyRequest): (t: TransferLike) => boolean {
   const auth = maybeAuthOf(req)
   const who = auth === undefined ? undefined : host.verifier.verify(auth, { action: 'transfers', target: host.overlay.peerId, params: {} })
   return t => t.owner === undefined || t.owner === who
@@ -251,7 +248,7 @@ function transfersFor (host: Host, req: FastifyRequest): (t: TransferLike) => bo
 const ID_SHAPES = { host: /^12D3Koo[1-9A-HJ-NP-Za-km-z]{45}$/, template: /^sha256:[0-9a-f]{64}$/, instance: INSTANCE_ID_PATTERN } as const
 
 /** A search the cache cannot answer may still name something by id or name: ask the DHT. */
-async function lookupExact (host: Host, q: string, kind: Advert['kind'] | undefined, fromCache: boolean): Promise<Advert[]> {
+async function lookupExact (host: ApiHost, q: string, kind: Advert['kind'] | undefined, fromCache: boolean): Promise<Advert[]> {
   const kinds = kind === undefined ? (['template', 'instance', 'host'] as const) : [kind]
   const found = await Promise.all(kinds.map(async k => {
     if (ID_SHAPES[k].test(q)) return await host.overlay.lookup(k, q, { fromCache })

@@ -3,7 +3,7 @@ import { Readable } from 'node:stream'
 import type { FastifyRequest } from 'fastify'
 import { z } from 'zod'
 import { collectResultSchema, dataFileViewSchema, formatDataUri, instanceIdSchema, parseDataUri, taskViewSchema, XenosError } from '../core/index.ts'
-import type { Host } from '../node/index.ts'
+import type { ApiHost } from './api-host.ts'
 import type { Api } from './app.ts'
 import { authOf, signedBy } from './auth.ts'
 import { errorResponses } from './schemas.ts'
@@ -19,7 +19,7 @@ const grantSchema = z.object({ owner: z.string(), grantee: z.string(), rights: z
 const granteeSchema = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'a grantee is an owner id (43 characters)')
 
 /** The signer of a request signed for `action` on `target` with `params`, checked once. */
-function signer (host: Host, req: FastifyRequest, action: string, target: string, params: unknown): string {
+function signer (host: ApiHost, req: FastifyRequest, action: string, target: string, params: unknown): string {
   const auth = authOf(req)
   host.verifier.verify(auth, { action, target, params })
   return auth.owner
@@ -30,7 +30,7 @@ function signer (host: Host, req: FastifyRequest, action: string, target: string
  * one stands, complete, cancel), download, listing, deletion and grants. Every request is
  * signed by the owner of the data or a key the owner granted access.
  */
-export function registerDataRoutes (api: Api, host: Host): void {
+export function registerDataRoutes (api: Api, host: ApiHost): void {
   api.post('/v1/data/uploads', {
     schema: {
       summary: 'Begin an upload of a file to data://OWNER/PATH (signed `data.put` on the uri, params `{size, sha256}`); send its bytes with PUT, then complete it',

@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { deployResultSchema, deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, migrationResultSchema, placementPlanSchema, snapshotViewSchema, templateIdSchema } from '../core/index.ts'
-import type { Host } from '../node/index.ts'
+import type { ApiHost } from './api-host.ts'
 import type { Api } from './app.ts'
 import { withProgress } from './events.ts'
 import { authOf, signedBy } from './auth.ts'
@@ -9,14 +9,14 @@ import {
 } from './schemas.ts'
 
 /** Deploys, instances and snapshots: every action is signed by the owner, for the host that carries it out. */
-export function registerInstanceRoutes (api: Api, host: Host): void {
+export function registerInstanceRoutes (api: Api, host: ApiHost): void {
   api.get('/v1/placement', {
     schema: {
       summary: 'Where `count` instances of a template fit now: the hosts with most room that this host trusts, and how many each. A client signs a deploy token for each',
       querystring: z.strictObject({ template: templateIdSchema, count: z.coerce.number().int().min(1).max(100).default(1) }),
       response: { 200: placementPlanSchema, ...errors },
     },
-  }, async req => host.deployer.plan(await host.cloud.resolveTemplate(req.query.template), req.query.count))
+  }, async req => host.deployer.plan(await host.catalog.resolve(req.query.template), req.query.count))
 
   api.post('/v1/instances', {
     schema: {
@@ -33,18 +33,18 @@ export function registerInstanceRoutes (api: Api, host: Host): void {
 
   api.get('/v1/instances', { schema: { summary: 'Instances on this host and advertised by others, as their adverts show them (each one\'s own host shows its owner more: GET /v1/instances/{id})', querystring: instanceListQuery, response: { 200: z.object({ instances: z.array(instanceViewSchema) }) } } }, async req => {
     const { owner, host: onHost, state } = req.query
-    const list = host.cloud.list({ ...(owner === undefined ? {} : { owner }), ...(onHost === undefined ? {} : { host: onHost }) })
+    const list = host.router.list({ ...(owner === undefined ? {} : { owner }), ...(onHost === undefined ? {} : { host: onHost }) })
     return { instances: state === undefined ? list : list.filter(v => v.state === state) }
   })
 
   api.get('/v1/instances/:id/host', { schema: { summary: 'The host an instance runs on (the one its owner placed it on last): where a request about it is to be signed for', params: instanceParams, response: { 200: z.object({ host: z.string() }), ...errors } } }, async req => ({
-    host: await host.cloud.locate(req.params.id),
+    host: await host.router.locate(req.params.id),
   }))
 
-  api.get('/v1/instances/:id', { schema: { summary: 'One instance, asked of the host that runs it', ...signedBy('owner or operator', 'get on the instance id'), params: instanceParams, response: { 200: instanceViewSchema, ...errors } } }, async req => await host.cloud.get(req.params.id, authOf(req)))
+  api.get('/v1/instances/:id', { schema: { summary: 'One instance, asked of the host that runs it', ...signedBy('owner or operator', 'get on the instance id'), params: instanceParams, response: { 200: instanceViewSchema, ...errors } } }, async req => await host.router.get(req.params.id, authOf(req)))
 
   api.post('/v1/instances/:id/:action', { schema: { summary: 'Start, stop, pause, resume or destroy an instance', ...signedBy('owner', 'the action on the instance id'), params: controlParams, response: { 200: instanceViewSchema, 204: z.null(), ...errors } } }, async (req, reply) => {
-    const view = await host.cloud.control(req.params.id, req.params.action, authOf(req))
+    const view = await host.router.control(req.params.id, req.params.action, authOf(req))
     if (view === undefined) {
       void reply.status(204)
       return null
@@ -53,7 +53,7 @@ export function registerInstanceRoutes (api: Api, host: Host): void {
   })
 
   api.post('/v1/instances/:id/snapshot', { schema: { summary: 'Save a VM\'s memory and disk as a snapshot new instances can start from', ...signedBy('owner', 'snapshot on the instance id'), params: instanceParams, response: { 201: snapshotViewSchema, ...errors } } }, async (req, reply) => {
-    const snap = await host.cloud.snapshot(req.params.id, authOf(req))
+    const snap = await host.router.snapshot(req.params.id, authOf(req))
     void reply.status(201)
     return snap
   })
@@ -72,25 +72,25 @@ export function registerInstanceRoutes (api: Api, host: Host): void {
   })
 
   api.post('/v1/instances/:id/derive', { schema: { summary: 'Make a tailored template from a stopped or suspended VM: its template with the changes on its disk', ...signedBy('owner', 'derive on the instance id, params the body'), params: instanceParams, body: deriveParamsSchema, response: { 201: templateSummarySchema, ...errors } } }, async (req, reply) => {
-    const t = await host.cloud.derive(req.params.id, req.body, authOf(req))
+    const t = await host.router.derive(req.params.id, req.body, authOf(req))
     void reply.status(201)
     return t
   })
 
   api.get('/v1/snapshots', { schema: { summary: 'Snapshots held by this host: the signer\'s (all of them, for the operator)', ...signedBy('any key', 'snapshots on this host\'s peer id'), response: { 200: z.object({ snapshots: z.array(snapshotViewSchema) }), ...errors } } }, async req => ({
-    snapshots: host.cloud.snapshots(authOf(req)),
+    snapshots: host.router.snapshots(authOf(req)),
   }))
 
   api.delete('/v1/snapshots/:id', { schema: { summary: 'Delete a snapshot held by this host', ...signedBy('owner or operator', 'snapshot.delete on the snapshot id'), params: snapshotParams, response: { 204: z.null(), ...errors } } }, async (req, reply) => {
-    await host.cloud.deleteSnapshot(req.params.id, authOf(req))
+    await host.router.deleteSnapshot(req.params.id, authOf(req))
     void reply.status(204)
     return null
   })
 
-  api.get('/v1/instances/:id/metrics', { schema: { summary: 'CPU, memory and uptime of an instance', ...signedBy('owner or operator', 'metrics on the instance id'), params: instanceParams, response: { 200: instanceMetricsSchema, ...errors } } }, async req => await host.cloud.metrics(req.params.id, authOf(req)))
+  api.get('/v1/instances/:id/metrics', { schema: { summary: 'CPU, memory and uptime of an instance', ...signedBy('owner or operator', 'metrics on the instance id'), params: instanceParams, response: { 200: instanceMetricsSchema, ...errors } } }, async req => await host.router.metrics(req.params.id, authOf(req)))
 
   api.get('/v1/instances/:id/logs', { schema: { summary: 'Last lines of an instance\'s output', ...signedBy('owner', 'logs on the instance id'), params: instanceParams, querystring: logsQuery, response: { 200: z.object({ text: z.string() }), ...errors } } }, async req => ({
-    text: await host.cloud.logs(req.params.id, req.query.lines, authOf(req)),
+    text: await host.router.logs(req.params.id, req.query.lines, authOf(req)),
   }))
 }
 

@@ -1,8 +1,8 @@
 import { INSTANCE_STATES } from '../core/index.ts'
-import type { Host } from '../node/index.ts'
+import type { ApiHost } from './api-host.ts'
 
 /** Prometheus text exposition of a host: capacity, overlay health and per-instance usage. */
-export async function prometheusText (host: Host): Promise<string> {
+export async function prometheusText (host: ApiHost): Promise<string> {
   const lines: string[] = []
   const metric = (name: string, type: 'gauge' | 'counter', help: string, samples: Array<[Record<string, string>, number]>): void => {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`)
@@ -17,7 +17,7 @@ export async function prometheusText (host: Host): Promise<string> {
   metric('xenos_host_free_cpu', 'gauge', 'CPU cores not held by instances.', [[{}, info.free.cpu]])
   metric('xenos_host_capacity_memory_mib', 'gauge', 'Memory this host offers, MiB.', [[{}, info.capacity.memory]])
   metric('xenos_host_free_memory_mib', 'gauge', 'Memory not held by instances, MiB.', [[{}, info.free.memory]])
-  metric('xenos_overlay_peers', 'gauge', 'Connected overlay peers.', [[{}, host.overlay.node.getPeers().length]])
+  metric('xenos_overlay_peers', 'gauge', 'Connected overlay peers.', [[{}, host.overlay.connectedPeers().length]])
   metric('xenos_overlay_gossip_subscribers', 'gauge', 'Peers known to subscribe to the advert topic.', [[{}, host.overlay.gossipSubscribers()]])
   metric('xenos_adverts_cached', 'gauge', 'Adverts in the local cache.', [[{}, host.overlay.cache.size]])
   metric('xenos_adverts_cached_bytes', 'gauge', 'Bytes the adverts in the local cache take, as JSON.', [[{}, host.overlay.cache.bytes]])

@@ -14,5 +14,6 @@ export { parseManifest, validateManifest, templateId, MAX_MANIFEST_BYTES } from 
 export { TemplateLibrary, MIN_ID_PREFIX } from './library.ts'
 export { BlobStore, PartialBlob, blobIdOfFile } from './blobs.ts'
 export { NameRegistry } from './names.ts'
+export { TemplateFetcher, type Pulled, type TransferView } from './fetcher.ts'
 export { deriveDisk, tailoredManifest, type DeriveInput } from './derive.ts'
 export { buildGuestTemplate, buildSpecSchema, BASE_MODULES, type BuildOptions, type BuildSpec } from './guest/build.ts'

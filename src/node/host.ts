@@ -1,18 +1,16 @@
-import { randomBytes } from 'node:crypto'
 import { chmod, mkdir, rm, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino, { type Logger } from 'pino'
-import { canMigrate, checkDataPath, parseDataUri, XENOS_VERSION, XenosError, type DeployInput, type Driver, type Fingerprint, type InstanceBody, type InstanceView, type NameRecord, type Placement, type Resources, type Template } from '../core/index.ts'
-import { buildInputImage, DataRepository, type StagedFile } from '../data/index.ts'
+import { canMigrate, XENOS_VERSION, XenosError, type Driver, type Fingerprint, type InstanceBody, type InstanceView, type NameRecord, type Placement, type Resources, type Template } from '../core/index.ts'
+import { DataRepository } from '../data/index.ts'
 import { detectCgroups, DEFAULT_TASK_UID, processDriver, qemuDriver } from '../hypervisor/index.ts'
-import { BlobStore, NameRegistry, TemplateLibrary } from '../images/index.ts'
+import { BlobStore, NameRegistry, TemplateFetcher, TemplateLibrary } from '../images/index.ts'
 import { serveChunks, Tunnels } from '../transfer/index.ts'
 import { loadOrCreateHostKey, Overlay } from '../overlay/index.ts'
 import { loadOrCreateOwnerKey, openStore, type InstanceRecord, type Store } from '../store/index.ts'
-import { Cloud } from './cloud.ts'
-import { Deployer } from './deploy.ts'
+import { TemplateCatalog } from './catalog.ts'
+import { Deployer, InputStager } from './deploy/index.ts'
 import { DataAccess } from './data-access.ts'
-import { TemplateFetcher } from './fetcher.ts'
 import { Outputs } from './outputs.ts'
 import { Quotas } from './quotas.ts'
 import { Tasks } from './tasks.ts'
@@ -22,6 +20,7 @@ import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSch
 import { RequestVerifier } from './replay.ts'
 import { InstanceSupervisor } from './instances/index.ts'
 import { DiskExports, Draining, Migrations, RemoteDiskTunnels } from './migration/index.ts'
+import { InstanceRouter } from './router.ts'
 import { ServiceProxy } from './service-proxy.ts'
 
 /** Gossip topic on which template name records travel. */
@@ -67,7 +66,8 @@ export class Host {
   readonly fingerprints = new Map<string, Fingerprint>()
   readonly supervisor: InstanceSupervisor
   readonly fetcher: TemplateFetcher
-  readonly cloud: Cloud
+  readonly catalog: TemplateCatalog
+  readonly router: InstanceRouter
   readonly deployer: Deployer
   readonly templates: Templates
   readonly tunnels: Tunnels
@@ -146,31 +146,17 @@ export class Host {
       onTemplateAdded: t => { void this.#advertiseTemplate(t) },
       log: this.log.child({ component: 'fetcher' }),
     })
-    this.cloud = new Cloud({
+    this.catalog = new TemplateCatalog({ overlay: this.overlay, library: this.library, names: this.names })
+    this.router = new InstanceRouter({
       overlay: this.overlay,
       library: this.library,
-      names: this.names,
+      catalog: this.catalog,
       supervisor: this.supervisor,
       blobs: this.blobs,
       store: this.store,
-      fetcher: this.fetcher,
       verifier,
       onTemplateAdded: t => { void this.#advertiseTemplate(t) },
-      log: this.log.child({ component: 'cloud' }),
-    })
-    this.deployer = new Deployer({
-      overlay: this.overlay,
-      fetcher: this.fetcher,
-      supervisor: this.supervisor,
-      store: this.store,
-      verifier,
-      trust: this.trust,
-      stageInputs: async (owner, inputs) => await this.#stageInputs(owner, inputs),
-      tasks: {
-        recordFor: (instance, spec) => this.tasks.recordFor(instance, spec),
-        announce: async id => { await this.tasks.announce(id) },
-      },
-      log: this.log.child({ component: 'deploy' }),
+      log: this.log.child({ component: 'router' }),
     })
     const quotas = new Quotas({ store: this.store, perOwnerBytes: this.options.dataQuotaBytes, perHostBytes: base.hostQuotaBytes, hostId: this.overlay.peerId })
     this.templates = new Templates({
@@ -185,6 +171,50 @@ export class Host {
       advertise: async t => { await this.#advertiseTemplate(t) },
       withdraw: async id => { await this.overlay.withdraw('template', id) },
       log: this.log.child({ component: 'templates' }),
+    })
+    this.data = new DataRepository({
+      store: this.store,
+      blobs: this.blobs,
+      uploadsDir: join(this.options.dataDir, 'uploads'),
+      quota: (owner, bytes, what) => { quotas.check(owner, bytes, what) },
+      hostId: this.overlay.peerId,
+      onStored: file => { void this.dataAccess.announce(file) },
+      onRemoved: () => { void this.#collect() },
+    })
+    this.dataAccess = new DataAccess({
+      overlay: this.overlay,
+      repository: this.data,
+      fetcher: this.fetcher,
+      blobs: this.blobs,
+      verifier,
+      collect: async () => { await this.#collect() },
+      log: this.log.child({ component: 'data' }),
+    })
+    this.outputs = new Outputs({
+      overlay: this.overlay,
+      supervisor: this.supervisor,
+      repository: this.data,
+      verifier,
+      workDir: this.#stagingDir,
+    })
+    this.tasks = new Tasks({
+      overlay: this.overlay,
+      store: this.store,
+      supervisor: this.supervisor,
+      outputs: this.outputs,
+      verifier,
+      log: this.log.child({ component: 'tasks' }),
+    })
+    this.deployer = new Deployer({
+      overlay: this.overlay,
+      fetcher: this.fetcher,
+      supervisor: this.supervisor,
+      store: this.store,
+      verifier,
+      trust: this.trust,
+      inputs: new InputStager({ data: this.dataAccess, dir: this.#stagingDir }),
+      tasks: this.tasks,
+      log: this.log.child({ component: 'deploy' }),
     })
     this.services = new ServiceProxy({
       overlay: this.overlay,
@@ -223,39 +253,6 @@ export class Host {
       migrations: this.migrations,
       verifier,
       onDraining: () => { void this.#advertiseHost() },
-    })
-    this.data = new DataRepository({
-      store: this.store,
-      blobs: this.blobs,
-      uploadsDir: join(this.options.dataDir, 'uploads'),
-      quota: (owner, bytes, what) => { quotas.check(owner, bytes, what) },
-      hostId: this.overlay.peerId,
-      onStored: file => { void this.dataAccess.announce(file) },
-      onRemoved: () => { void this.#collect() },
-    })
-    this.dataAccess = new DataAccess({
-      overlay: this.overlay,
-      repository: this.data,
-      fetcher: this.fetcher,
-      blobs: this.blobs,
-      verifier,
-      collect: async () => { await this.#collect() },
-      log: this.log.child({ component: 'data' }),
-    })
-    this.outputs = new Outputs({
-      overlay: this.overlay,
-      supervisor: this.supervisor,
-      repository: this.data,
-      verifier,
-      workDir: this.#stagingDir,
-    })
-    this.tasks = new Tasks({
-      overlay: this.overlay,
-      store: this.store,
-      supervisor: this.supervisor,
-      outputs: this.outputs,
-      verifier,
-      log: this.log.child({ component: 'tasks' }),
     })
   }
 
@@ -319,7 +316,8 @@ export class Host {
     await rm(this.#stagingDir, { recursive: true, force: true })
     await this.tasks.recover()
     this.supervisor.health.start()
-    this.cloud.serve()
+    this.catalog.serve(this.overlay.rpc)
+    this.router.serve()
     this.deployer.serve()
     this.migrations.serve()
     this.dataAccess.serve()
@@ -376,35 +374,6 @@ export class Host {
   /** Whether template `id` is here or advertised by a live host: a name may only point at such. */
   #templateKnown (id: string): boolean {
     return this.library.get(id) !== undefined || this.overlay.cache.get('template', id) !== undefined
-  }
-
-  /**
-   * Builds the read-only disk of a deploy's inputs: each file, here or fetched from the host that
-   * holds it, read with `owner`'s rights (the deploy's signer, who must have signed each input).
-   */
-  async #stageInputs (owner: string, inputs: DeployInput[]): Promise<string> {
-    const files: StagedFile[] = []
-    const held: Array<() => Promise<void>> = []
-    try {
-      for (const input of inputs) {
-        if (input.auth.owner !== owner) throw new XenosError('FORBIDDEN', `input ${input.uri} is signed by another key than the deploy: sign both with the same key`)
-        const signed = parseDataUri(input.uri)
-        // A file appears at /in/NAME; a directory's files at /in/DIR/… (NAME, DIR: the last segment).
-        const name = signed.path.slice(signed.path.lastIndexOf('/') + 1)
-        for (const relative of input.files ?? ['']) {
-          const ref = relative === '' ? signed : { owner: signed.owner, path: checkDataPath(`${signed.path}/${relative}`) }
-          const { file, blobPath, release } = await this.dataAccess.content(owner, input.auth, ref, signed)
-          held.push(release)
-          files.push({ name: relative === '' ? name : `${name}/${relative}`, path: blobPath, size: file.size })
-        }
-      }
-      const image = join(this.#stagingDir, `${randomBytes(8).toString('hex')}.img`)
-      await mkdir(this.#stagingDir, { recursive: true })
-      await buildInputImage(files, image)
-      return image
-    } finally {
-      for (const release of held) await release()
-    }
   }
 
   /** Where the disks of inputs are built, before instances link them. */

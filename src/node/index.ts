@@ -8,11 +8,12 @@
  * ```ts
  * const host = await Host.create({ dataDir: '/tmp/xenos-a', listen: ['/ip4/127.0.0.1/tcp/0'] })
  * await host.start()
- * host.cloud.list()
+ * host.router.list()
  * await host.stop()
  * ```
  */
 export { Host, OPERATOR_KEY_FILE } from './host.ts'
-export { Cloud, viewFromAdvert } from './cloud.ts'
+export { InstanceRouter, viewFromAdvert } from './router.ts'
+export { TemplateCatalog } from './catalog.ts'
 export { Draining, Migrations } from './migration/index.ts'
 export { hostOptionsSchema, DEFAULT_API_PORT, DEFAULT_P2P_PORT, DEFAULT_DATA_DIR, type HostOptions, type HostOptionsInput } from './options.ts'

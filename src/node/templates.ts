@@ -1,9 +1,8 @@
 import type { Logger } from 'pino'
 import { Readable } from 'node:stream'
 import { XenosError, type RequestAuth, type Template, type TemplateManifest } from '../core/index.ts'
-import type { BlobStore, TemplateLibrary } from '../images/index.ts'
+import type { BlobStore, TemplateFetcher, TemplateLibrary } from '../images/index.ts'
 import type { Store } from '../store/index.ts'
-import type { TemplateFetcher } from './fetcher.ts'
 import type { Quotas } from './quotas.ts'
 import type { RequestVerifier } from './replay.ts'
 

@@ -335,6 +335,11 @@ export class Overlay {
     }
   }
 
+  /** The peers this host is connected to now, with the addresses of those connections. */
+  connectedPeers (): Array<{ id: string, addrs: string[] }> {
+    return this.node.getPeers().map(p => ({ id: p.toString(), addrs: this.node.getConnections(p).map(c => c.remoteAddr.toString()) }))
+  }
+
   /** Peers known to subscribe to the advert topic. */
   gossipSubscribers (): number {
     return this.node.services.pubsub.getSubscribers(ADVERT_TOPIC).length

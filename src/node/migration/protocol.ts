@@ -8,10 +8,10 @@ import {
   placementSchema, REQUEST_MAX_SKEW_MS, requestAuthSchema, templateIdSchema, verifyPlacement, XenosError,
   type InstanceView, type MigrationChannel, type MigrationProgress, type MigrationResult, type MigrationStatus, type Placement, type RequestAuth,
 } from '../../core/index.ts'
+import type { TemplateFetcher } from '../../images/index.ts'
 import { verifyHostSignature, type Overlay } from '../../overlay/index.ts'
 import type { Store } from '../../store/index.ts'
 import type { TunnelListener, Tunnels } from '../../transfer/index.ts'
-import type { TemplateFetcher } from '../fetcher.ts'
 import { STAGED_SERIALS, type InstanceSupervisor, type RemoteDisks } from '../instances/index.ts'
 import type { RequestVerifier } from '../replay.ts'
 import { callHost } from '../remote.ts'

@@ -1,26 +1,25 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
-  CONTROL_ACTIONS, deriveParamsSchema, instanceIdSchema, instanceMetricsSchema, instanceViewSchema, isTemplateUri, parseTemplateUri, requestAuthSchema,
-  snapshotViewSchema, templateIdSchema, templateSummarySchema, XenosError,
+  CONTROL_ACTIONS, deriveParamsSchema, instanceIdSchema, instanceMetricsSchema, instanceViewSchema, requestAuthSchema,
+  snapshotViewSchema, templateSummarySchema, XenosError,
   type AdvertOf, type ControlAction, type DeriveParams, type InstanceMetrics, type InstanceView, type RequestAuth, type Template, type TemplateSummary,
 } from '../core/index.ts'
-import { deriveDisk, tailoredManifest, type BlobStore, type NameRegistry, type TemplateLibrary } from '../images/index.ts'
+import { deriveDisk, tailoredManifest, type BlobStore, type TemplateLibrary } from '../images/index.ts'
 import type { SnapshotRecord, Store } from '../store/index.ts'
 import type { Overlay } from '../overlay/index.ts'
-import type { TemplateFetcher } from './fetcher.ts'
+import type { TemplateCatalog } from './catalog.ts'
 import type { RequestVerifier } from './replay.ts'
 import type { InstanceSupervisor } from './instances/index.ts'
 import { callHost, hostOfInstance } from './remote.ts'
 
-export interface CloudInit {
+export interface InstanceRouterInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'lookup' | 'lookupName' | 'learnHost'>
-  library: TemplateLibrary
-  names: NameRegistry
+  library: Pick<TemplateLibrary, 'verifyImage' | 'add'>
+  catalog: Pick<TemplateCatalog, 'summary'>
   blobs: BlobStore
   store: Pick<Store, 'snapshots'>
   supervisor: InstanceSupervisor
-  fetcher: Pick<TemplateFetcher, 'ensure'>
   verifier: RequestVerifier
   /** Called when a template is made here (derived), so this host advertises it. */
   onTemplateAdded: (t: Template) => void
@@ -35,17 +34,16 @@ const controlRequestSchema = z.strictObject({ id: instanceIdSchema, action: z.en
 const instanceRequestSchema = z.strictObject({ id: instanceIdSchema, auth: requestAuthSchema })
 const logsRequestSchema = z.strictObject({ id: instanceIdSchema, lines: z.number().int().min(1).max(10_000), auth: requestAuthSchema })
 const deriveRequestSchema = z.strictObject({ id: instanceIdSchema, params: deriveParamsSchema, auth: requestAuthSchema })
-const templateRequestSchema = z.strictObject({ id: templateIdSchema })
 
 /**
- * The cloud as one host sees it: resolves templates, finds where instances run, and sends every
- * action on an instance to the host its owner signed it for, which is the one that checks the
- * signature; this host only relays.
+ * Every action on an instance, wherever it runs: finds its host, and sends the action to the
+ * host its owner signed it for, which is the one that checks the signature (this host only
+ * relays); carries out those signed for this host.
  */
-export class Cloud {
-  readonly #init: CloudInit
+export class InstanceRouter {
+  readonly #init: InstanceRouterInit
 
-  constructor (init: CloudInit) {
+  constructor (init: InstanceRouterInit) {
     this.#init = init
   }
 
@@ -56,60 +54,12 @@ export class Cloud {
   /** Registers the RPC methods through which other hosts reach this one. */
   serve (): void {
     const { rpc } = this.#init.overlay
-    rpc.handle('template.get', templateRequestSchema, async ({ id }) => {
-      const t = this.#init.library.get(id)
-      if (t === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `host ${this.#self} does not hold template ${id}`)
-      return t.manifest
-    })
     rpc.handle('instance.control', controlRequestSchema, async req => await this.#controlHere(req.id, req.action, req.auth) ?? null)
     rpc.handle('instance.get', instanceRequestSchema, async req => this.#getHere(req.id, req.auth))
     rpc.handle('instance.metrics', instanceRequestSchema, async req => await this.#metricsHere(req.id, req.auth))
     rpc.handle('instance.logs', logsRequestSchema, async req => await this.#logsHere(req.id, req.lines, req.auth))
     rpc.handle('instance.snapshot', instanceRequestSchema, async req => await this.#snapshotHere(req.id, req.auth))
     rpc.handle('instance.derive', deriveRequestSchema, async req => await this.#deriveHere(req.id, req.params, req.auth))
-  }
-
-  /**
-   * Finds a template by `template://owner/name/tag`, id, id prefix, `name` or `name:version`:
-   * locally, in the advert cache, then in the DHT.
-   */
-  async resolveTemplate (ref: string): Promise<TemplateSummary> {
-    if (isTemplateUri(ref)) {
-      const record = this.#init.names.resolve(parseTemplateUri(ref))
-      if (record === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `no host has heard of ${ref}: its owner publishes it with "xenos template tag" or "xenos template alias"`)
-      ref = record.template
-    }
-    const local = this.#init.library.resolve(ref)
-    if (local !== undefined) return this.#summary(local.id)
-    const [name = '', version] = ref.split(':')
-    let advert: AdvertOf<'template'> | undefined
-    if (/^sha256:[0-9a-f]{64}$/.test(ref)) {
-      advert = await this.#init.overlay.lookup('template', ref)
-    } else {
-      advert = this.#templateAdverts().find(a => (a.id.startsWith(ref) && ref.length >= 19) || (a.body.name === name && (version === undefined || a.body.version === version)))
-      if (advert === undefined && version === undefined) advert = await this.#init.overlay.lookupName('template', name)
-    }
-    if (advert === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `no template "${ref}" here or on the overlay: import it with "xenos template import FILE" or check "xenos search"`)
-    return this.#summary(advert.id, advert)
-  }
-
-  #templateAdverts (): Array<AdvertOf<'template'>> {
-    return this.#init.overlay.search({ kind: 'template' }) as Array<AdvertOf<'template'>>
-  }
-
-  /** What is known of template `id`: the local copy, cached adverts, or one found in the DHT. */
-  #summary (id: string, found?: AdvertOf<'template'>): TemplateSummary {
-    const adverts = this.#templateAdverts().filter(a => a.id === id)
-    if (found !== undefined && !adverts.some(a => a.host === found.host)) adverts.push(found)
-    const local = this.#init.library.get(id)
-    const hosts = [...new Set([...(local === undefined ? [] : [this.#self]), ...adverts.map(a => a.host)])]
-    if (local !== undefined) {
-      const m = local.manifest
-      return { id, name: m.name, version: m.version, driver: m.driver, tags: m.tags, resources: m.resources, hosts }
-    }
-    const a = adverts[0]
-    if (a === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `template ${id} is no longer advertised`)
-    return { id, name: a.body.name, version: a.body.version, driver: a.body.driver, tags: a.body.tags, resources: a.body.resources, hosts }
   }
 
   /** The host instance `id` runs on: this one, or the one its owner placed it on last. */
@@ -156,7 +106,7 @@ export class Cloud {
     await this.#init.library.verifyImage(manifest)
     const t = this.#init.library.add(manifest, owner)
     this.#init.onTemplateAdded(t)
-    return this.#summary(t.id)
+    return this.#init.catalog.summary(t.id)
   }
 
   /** Deletes a snapshot held by this host (signed by its owner). */
@@ -173,11 +123,6 @@ export class Cloud {
     const who = this.#init.verifier.verify(auth, { action: 'snapshots', target: this.#self, params: {} })
     const all = this.#init.store.snapshots.list()
     return this.#init.verifier.isOperator(who) ? all : all.filter(s => s.owner === who)
-  }
-
-  /** Returns the local template, fetching it from the hosts that hold it if needed. */
-  async ensureTemplate (id: string): Promise<Template> {
-    return (await this.#init.fetcher.ensure(id)).template
   }
 
   async control (id: string, action: ControlAction, auth: RequestAuth): Promise<InstanceView | undefined> {

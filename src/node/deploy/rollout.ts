@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { XenosError, type HostRollout, type InstanceView } from '../core/index.ts'
+import { XenosError, type HostRollout, type InstanceView } from '../../core/index.ts'
 
 const POLL_MS = 500
 /** Changes to a rollout are sent on at most this often. */

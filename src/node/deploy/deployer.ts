@@ -5,18 +5,19 @@ import { z } from 'zod'
 import {
   deployPartSchema, deployReplySchema, deploySpecDigest, deploySpecSchema, deployStatusSchema, deployTokenSchema, deployTokenValid, instanceIdsOf, OWNER_ID_PATTERN,
   REQUEST_MAX_SKEW_MS, templateIdSchema, XenosError,
-  type AdvertOf, type DeployInput, type DeployPart, type DeployReply, type DeployResult, type DeploySpec, type DeployStatus, type DeployTiming, type DeployToken,
+  type AdvertOf, type DeployPart, type DeployReply, type DeployResult, type DeploySpec, type DeployStatus, type DeployTiming, type DeployToken,
   type HostRollout, type InstanceView, type Placement, type PlacementPlan,
-} from '../core/index.ts'
-import type { Overlay } from '../overlay/index.ts'
-import type { InstanceRecord, SnapshotRecord, Store, TaskRecord } from '../store/index.ts'
-import type { TemplateFetcher } from './fetcher.ts'
-import { callHost } from './remote.ts'
-import type { RequestVerifier } from './replay.ts'
+} from '../../core/index.ts'
+import type { TemplateFetcher } from '../../images/index.ts'
+import type { Overlay } from '../../overlay/index.ts'
+import type { InstanceRecord, SnapshotRecord, Store, TaskRecord } from '../../store/index.ts'
+import { callHost } from '../remote.ts'
+import type { RequestVerifier } from '../replay.ts'
+import type { InputStager } from './inputs.ts'
 import { bootPhase, Rollout, untilHealthy } from './rollout.ts'
-import type { InstanceSupervisor } from './instances/index.ts'
-import { checkTaskSpec } from './tasks.ts'
-import type { HostTrust } from './trust.ts'
+import type { InstanceSupervisor } from '../instances/index.ts'
+import { checkTaskSpec } from '../tasks.ts'
+import type { HostTrust } from '../trust.ts'
 
 export interface DeployerInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'learnHost'>
@@ -25,8 +26,7 @@ export interface DeployerInit {
   store: Pick<Store, 'snapshots' | 'tasks' | 'instances'>
   verifier: RequestVerifier
   trust: HostTrust
-  /** Builds the read-only disk of a deploy's inputs for `owner`; returns its path, to remove once the instances link it. */
-  stageInputs: (owner: string, inputs: DeployInput[]) => Promise<string>
+  inputs: Pick<InputStager, 'stage'>
   /** The task record of a new instance of a task deploy (kept with the instance's); told once the instance exists. */
   tasks: { recordFor: (instance: InstanceRecord, spec: DeploySpec) => TaskRecord | undefined, announce: (id: string) => Promise<void> }
   log: Logger
@@ -243,7 +243,7 @@ export class Deployer {
     if (missing.length === 0) return { instances: ids.map(id => this.#init.supervisor.view(id)), fetchMs: 0, fetched: 0 }
     const inputs = spec.inputs?.map((input, i) => ({ ...input, auth: part.inputs?.[i] ?? failNoAuth() }))
     // Inputs are read while the template comes: their signatures are fresh now, not after a long pull.
-    const staging = inputs === undefined ? undefined : this.#init.stageInputs(token.owner, inputs)
+    const staging = inputs === undefined ? undefined : this.#init.inputs.stage(token.owner, inputs)
     staging?.catch(() => {})
     let fetched = 0
     let fetchMs = 0

@@ -1,0 +1,12 @@
+import type { Host } from '../node/index.ts'
+
+/**
+ * What of a host the API uses: the parts that answer its routes, and of the overlay only what
+ * it shows (peers, adverts, counters), not the libp2p node.
+ */
+export type ApiHost = Pick<Host,
+  | 'log' | 'info' | 'verifier' | 'router' | 'catalog' | 'deployer' | 'supervisor' | 'migrations' | 'draining'
+  | 'library' | 'blobs' | 'names' | 'publishName' | 'templates' | 'fetcher' | 'data' | 'dataAccess' | 'tasks' | 'outputs' | 'services'
+> & {
+  overlay: Pick<Host['overlay'], 'peerId' | 'search' | 'lookup' | 'lookupName' | 'cache' | 'counters' | 'gossipSubscribers' | 'connectedPeers'>
+}

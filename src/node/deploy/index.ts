@@ -1,0 +1,3 @@
+export { Deployer } from './deployer.ts'
+export type { DeployerInit, DeployOptions } from './deployer.ts'
+export { InputStager } from './inputs.ts'
