@@ -1,18 +1,26 @@
 // @ts-check
 import tseslint from 'typescript-eslint'
 
-const folders = ['core', 'store', 'overlay', 'images', 'transfer', 'hypervisor', 'data', 'node', 'api', 'cli']
-/** What each folder may import from (DESIGN.md: core ← store ← {overlay, images, hypervisor, data} ← node ← {api, cli}). */
+const folders = ['core', 'store', 'overlay', 'images', 'transfer', 'hypervisor', 'data', 'market', 'deploy', 'node', 'api', 'web', 'cli']
+/**
+ * What each folder may import from (docs/architecture.md: core ← store ← {overlay, transfer,
+ * hypervisor, data} ← images ← node ← {api, cli}). market/ (the bank and auctions), deploy/
+ * (descriptions of whole deployments) and web/ (the dashboard) are to come; their rows say
+ * where they will stand.
+ */
 const allowed = {
   core: [],
   store: ['core'],
   overlay: ['core', 'store'],
-  images: ['core', 'store', 'overlay', 'transfer'],
+  transfer: ['core', 'store'],
   hypervisor: ['core', 'store'],
   data: ['core', 'store'],
-  node: ['core', 'store', 'overlay', 'images', 'hypervisor', 'transfer', 'data'],
-  transfer: ['core', 'store'],
+  images: ['core', 'store', 'overlay', 'transfer'],
+  market: ['core', 'store', 'overlay'],
+  deploy: ['core', 'store'],
+  node: ['core', 'store', 'overlay', 'images', 'hypervisor', 'transfer', 'data', 'market', 'deploy'],
   api: ['core', 'store', 'images', 'node'],
+  web: ['core'],
   cli: ['core', 'store', 'images', 'api', 'node'],
 }
 

@@ -1,4 +1,5 @@
 import type { Database } from './database.ts'
+import { Rows } from './rows.ts'
 
 /**
  * Image files an owner uploaded to this host, counted against the owner's quota while they are
@@ -11,9 +12,7 @@ export interface BlobClaimRecord {
   createdAt: number
 }
 
-interface ClaimRow { owner: string, blob: string, size: number, created_at: number }
-
-const claimOf = (r: ClaimRow): BlobClaimRecord => ({ owner: r.owner, blob: r.blob, size: r.size, createdAt: r.created_at })
+const rows = new Rows<BlobClaimRecord>('blob_claims', { owner: 'plain', blob: 'plain', size: 'plain', createdAt: 'plain' })
 
 export class BlobClaimTable {
   readonly #db: Database
@@ -23,14 +22,13 @@ export class BlobClaimTable {
   }
 
   put (c: BlobClaimRecord): void {
-    this.#db.prepare('INSERT OR IGNORE INTO blob_claims (owner, blob, size, created_at) VALUES (?, ?, ?, ?)').run(c.owner, c.blob, c.size, c.createdAt)
+    this.#db.prepare(rows.insert('INSERT OR IGNORE')).run(...rows.values(c))
   }
 
   list (owner?: string): BlobClaimRecord[] {
-    const rows = owner === undefined
+    return rows.all(owner === undefined
       ? this.#db.prepare('SELECT * FROM blob_claims ORDER BY created_at').all()
-      : this.#db.prepare('SELECT * FROM blob_claims WHERE owner = ? ORDER BY created_at').all(owner)
-    return (rows as unknown as ClaimRow[]).map(claimOf)
+      : this.#db.prepare('SELECT * FROM blob_claims WHERE owner = ? ORDER BY created_at').all(owner))
   }
 
   remove (owner: string, blob: string): void {

@@ -1,4 +1,5 @@
 import type { Database } from './database.ts'
+import { Rows } from './rows.ts'
 
 /** A file in the data repository: a path in its owner's namespace naming a blob. */
 export interface DataFileRecord {
@@ -30,13 +31,9 @@ export interface DataGrantRecord {
   createdAt: number
 }
 
-interface FileRow { owner: string, path: string, blob: string, size: number, sha256: string, updated_at: number }
-interface UploadRow { id: string, owner: string, path: string, size: number, sha256: string, created_at: number }
-interface GrantRow { owner: string, grantee: string, rights: string, created_at: number }
-
-const fileOf = (r: FileRow): DataFileRecord => ({ owner: r.owner, path: r.path, blob: r.blob, size: r.size, sha256: r.sha256, updatedAt: r.updated_at })
-const uploadOf = (r: UploadRow): DataUploadRecord => ({ id: r.id, owner: r.owner, path: r.path, size: r.size, sha256: r.sha256, createdAt: r.created_at })
-const grantOf = (r: GrantRow): DataGrantRecord => ({ owner: r.owner, grantee: r.grantee, rights: r.rights === 'write' ? 'write' : 'read', createdAt: r.created_at })
+const files = new Rows<DataFileRecord>('data_files', { owner: 'plain', path: 'plain', blob: 'plain', size: 'plain', sha256: 'plain', updatedAt: 'plain' })
+const uploads = new Rows<DataUploadRecord>('data_uploads', { id: 'plain', owner: 'plain', path: 'plain', size: 'plain', sha256: 'plain', createdAt: 'plain' })
+const grants = new Rows<DataGrantRecord>('data_grants', { owner: 'plain', grantee: 'plain', rights: 'plain', createdAt: 'plain' })
 
 /** The repository's files, uploads under way and grants, by owner. */
 export class DataTable {
@@ -48,13 +45,11 @@ export class DataTable {
 
   /** Adds a file, or points an existing path at new content. */
   putFile (f: DataFileRecord): void {
-    this.#db.prepare('INSERT OR REPLACE INTO data_files (owner, path, blob, size, sha256, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(f.owner, f.path, f.blob, f.size, f.sha256, f.updatedAt)
+    this.#db.prepare(files.insert('INSERT OR REPLACE')).run(...files.values(f))
   }
 
   file (owner: string, path: string): DataFileRecord | undefined {
-    const row = this.#db.prepare('SELECT * FROM data_files WHERE owner = ? AND path = ?').get(owner, path) as FileRow | undefined
-    return row === undefined ? undefined : fileOf(row)
+    return files.maybe(this.#db.prepare('SELECT * FROM data_files WHERE owner = ? AND path = ?').get(owner, path))
   }
 
   /** The owner's files at `prefix` or under it (a whole namespace for ''), by path. */
@@ -63,7 +58,7 @@ export class DataTable {
       ? this.#db.prepare('SELECT * FROM data_files WHERE owner = ? ORDER BY path LIMIT ?').all(owner, limit)
       // A range of bytes, not a count of characters: '0' follows '/', and SQLite compares UTF-8 bytes.
       : this.#db.prepare('SELECT * FROM data_files WHERE owner = ? AND (path = ? OR (path >= ? AND path < ?)) ORDER BY path LIMIT ?').all(owner, prefix, `${prefix}/`, `${prefix}0`, limit)
-    return (rows as unknown as FileRow[]).map(fileOf)
+    return files.all(rows)
   }
 
   everyFile (): Array<{ owner: string, path: string }> {
@@ -94,23 +89,20 @@ export class DataTable {
   }
 
   putUpload (u: DataUploadRecord): void {
-    this.#db.prepare('INSERT INTO data_uploads (id, owner, path, size, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(u.id, u.owner, u.path, u.size, u.sha256, u.createdAt)
+    this.#db.prepare(uploads.insert()).run(...uploads.values(u))
   }
 
   upload (id: string): DataUploadRecord | undefined {
-    const row = this.#db.prepare('SELECT * FROM data_uploads WHERE id = ?').get(id) as UploadRow | undefined
-    return row === undefined ? undefined : uploadOf(row)
+    return uploads.maybe(this.#db.prepare('SELECT * FROM data_uploads WHERE id = ?').get(id))
   }
 
   /** The upload under way of exactly this content to this path, to resume. */
   uploadOf (owner: string, path: string, size: number, sha256: string): DataUploadRecord | undefined {
-    const row = this.#db.prepare('SELECT * FROM data_uploads WHERE owner = ? AND path = ? AND size = ? AND sha256 = ?').get(owner, path, size, sha256) as UploadRow | undefined
-    return row === undefined ? undefined : uploadOf(row)
+    return uploads.maybe(this.#db.prepare('SELECT * FROM data_uploads WHERE owner = ? AND path = ? AND size = ? AND sha256 = ?').get(owner, path, size, sha256))
   }
 
   uploads (): DataUploadRecord[] {
-    return (this.#db.prepare('SELECT * FROM data_uploads ORDER BY created_at').all() as unknown as UploadRow[]).map(uploadOf)
+    return uploads.all(this.#db.prepare('SELECT * FROM data_uploads ORDER BY created_at').all())
   }
 
   removeUpload (id: string): void {
@@ -118,16 +110,15 @@ export class DataTable {
   }
 
   putGrant (g: DataGrantRecord): void {
-    this.#db.prepare('INSERT OR REPLACE INTO data_grants (owner, grantee, rights, created_at) VALUES (?, ?, ?, ?)').run(g.owner, g.grantee, g.rights, g.createdAt)
+    this.#db.prepare(grants.insert('INSERT OR REPLACE')).run(...grants.values(g))
   }
 
   grant (owner: string, grantee: string): DataGrantRecord | undefined {
-    const row = this.#db.prepare('SELECT * FROM data_grants WHERE owner = ? AND grantee = ?').get(owner, grantee) as GrantRow | undefined
-    return row === undefined ? undefined : grantOf(row)
+    return grants.maybe(this.#db.prepare('SELECT * FROM data_grants WHERE owner = ? AND grantee = ?').get(owner, grantee))
   }
 
   grants (owner: string): DataGrantRecord[] {
-    return (this.#db.prepare('SELECT * FROM data_grants WHERE owner = ? ORDER BY grantee').all(owner) as unknown as GrantRow[]).map(grantOf)
+    return grants.all(this.#db.prepare('SELECT * FROM data_grants WHERE owner = ? ORDER BY grantee').all(owner))
   }
 
   removeGrant (owner: string, grantee: string): boolean {

@@ -1,4 +1,5 @@
 import type { Database } from './database.ts'
+import { Rows } from './rows.ts'
 
 /**
  * A disk this host keeps serving to another host after the instance migrated there: the
@@ -17,18 +18,7 @@ export interface DiskExportRecord {
   createdAt: number
 }
 
-interface DiskExportRow {
-  instance_id: string
-  owner: string
-  peer: string
-  token: string
-  server: string
-  created_at: number
-}
-
-function fromRow (r: DiskExportRow): DiskExportRecord {
-  return { instanceId: r.instance_id, owner: r.owner, peer: r.peer, token: r.token, server: JSON.parse(r.server) as Record<string, unknown>, createdAt: r.created_at }
-}
+const rows = new Rows<DiskExportRecord>('disk_exports', { instanceId: 'plain', owner: 'plain', peer: 'plain', token: 'plain', server: 'json', createdAt: 'plain' })
 
 export class DiskExportTable {
   readonly #db: Database
@@ -39,17 +29,16 @@ export class DiskExportTable {
 
   /** Adds or replaces the export of an instance's disk to one host. */
   put (e: DiskExportRecord): void {
-    this.#db.prepare('INSERT OR REPLACE INTO disk_exports (instance_id, owner, peer, token, server, created_at) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(e.instanceId, e.owner, e.peer, e.token, JSON.stringify(e.server), e.createdAt)
+    this.#db.prepare(rows.insert('INSERT OR REPLACE')).run(...rows.values(e))
   }
 
   /** The hosts an instance's disk is served to, oldest first. */
   forInstance (instanceId: string): DiskExportRecord[] {
-    return (this.#db.prepare('SELECT * FROM disk_exports WHERE instance_id = ? ORDER BY created_at, rowid').all(instanceId) as unknown as DiskExportRow[]).map(fromRow)
+    return rows.all(this.#db.prepare('SELECT * FROM disk_exports WHERE instance_id = ? ORDER BY created_at, rowid').all(instanceId))
   }
 
   list (): DiskExportRecord[] {
-    return (this.#db.prepare('SELECT * FROM disk_exports ORDER BY created_at').all() as unknown as DiskExportRow[]).map(fromRow)
+    return rows.all(this.#db.prepare('SELECT * FROM disk_exports ORDER BY created_at').all())
   }
 
   /** Ends the export to `peer`, or (without it) to every host. */

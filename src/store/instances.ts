@@ -1,5 +1,6 @@
 import type { AssignedPort, InstanceState, Placement, Resources, TaskHandle } from '../core/index.ts'
 import type { Database } from './database.ts'
+import { Rows } from './rows.ts'
 
 /** What a host persists about each of its instances. */
 export interface InstanceRecord {
@@ -41,45 +42,26 @@ export interface RemoteDisk {
   staged?: Array<{ serial: string, readOnly: boolean }>
 }
 
-interface InstanceRow {
-  id: string
-  name: string
-  template_id: string
-  owner: string
-  state: string
-  driver: string
-  handle: string | null
-  ports: string
-  resources: string
-  error: string | null
-  exit_code: number | null
-  remote_disk: string | null
-  placement: string | null
-  links: string
-  created_at: number
-  updated_at: number
-}
-
-function fromRow (r: InstanceRow): InstanceRecord {
-  return {
-    id: r.id,
-    name: r.name,
-    templateId: r.template_id,
-    owner: r.owner,
-    state: r.state as InstanceState,
-    driver: r.driver,
-    handle: r.handle === null ? null : JSON.parse(r.handle) as TaskHandle,
-    ports: JSON.parse(r.ports) as AssignedPort[],
-    resources: JSON.parse(r.resources) as Resources,
-    error: r.error,
-    exitCode: r.exit_code,
-    remoteDisk: r.remote_disk === null ? null : JSON.parse(r.remote_disk) as RemoteDisk,
-    placement: r.placement === null ? null : JSON.parse(r.placement) as Placement,
-    links: JSON.parse(r.links) as InstanceLink[],
-    createdAt: r.created_at,
-    updatedAt: r.updated_at,
-  }
-}
+const rows = new Rows<InstanceRecord>('instances', {
+  id: 'plain',
+  name: 'plain',
+  templateId: 'plain',
+  owner: 'plain',
+  state: 'plain',
+  driver: 'plain',
+  handle: 'json',
+  ports: 'json',
+  resources: 'json',
+  error: 'plain',
+  exitCode: 'plain',
+  remoteDisk: 'json',
+  placement: 'json',
+  links: 'json',
+  createdAt: 'plain',
+  updatedAt: 'plain',
+})
+/** What changes in an instance's row after it is written. */
+const CHANGING: Array<keyof InstanceRecord> = ['state', 'handle', 'ports', 'error', 'exitCode', 'updatedAt']
 
 export type InstanceChange = Partial<Pick<InstanceRecord, 'state' | 'handle' | 'ports' | 'error' | 'exitCode'>>
 
@@ -92,29 +74,23 @@ export class InstanceTable {
   }
 
   insert (r: InstanceRecord): void {
-    this.#db.prepare(`INSERT INTO instances (id, name, template_id, owner, state, driver, handle, ports, resources, error, exit_code, remote_disk, placement, links, created_at, updated_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
-      r.id, r.name, r.templateId, r.owner, r.state, r.driver, r.handle === null ? null : JSON.stringify(r.handle),
-      JSON.stringify(r.ports), JSON.stringify(r.resources), r.error, r.exitCode, r.remoteDisk === null ? null : JSON.stringify(r.remoteDisk),
-      r.placement === null ? null : JSON.stringify(r.placement), JSON.stringify(r.links), r.createdAt, r.updatedAt)
+    this.#db.prepare(rows.insert()).run(...rows.values(r))
   }
 
   update (id: string, change: InstanceChange, now = Date.now()): InstanceRecord | undefined {
     const current = this.get(id)
     if (current === undefined) return undefined
     const next: InstanceRecord = { ...current, ...change, updatedAt: now }
-    this.#db.prepare('UPDATE instances SET state = ?, handle = ?, ports = ?, error = ?, exit_code = ?, updated_at = ? WHERE id = ?').run(
-      next.state, next.handle === null ? null : JSON.stringify(next.handle), JSON.stringify(next.ports), next.error, next.exitCode, next.updatedAt, id)
+    this.#db.prepare(rows.update(CHANGING, 'id')).run(...rows.values(next, CHANGING), id)
     return next
   }
 
   get (id: string): InstanceRecord | undefined {
-    const row = this.#db.prepare('SELECT * FROM instances WHERE id = ?').get(id) as InstanceRow | undefined
-    return row === undefined ? undefined : fromRow(row)
+    return rows.maybe(this.#db.prepare('SELECT * FROM instances WHERE id = ?').get(id))
   }
 
   list (): InstanceRecord[] {
-    return (this.#db.prepare('SELECT * FROM instances ORDER BY created_at').all() as unknown as InstanceRow[]).map(fromRow)
+    return rows.all(this.#db.prepare('SELECT * FROM instances ORDER BY created_at').all())
   }
 
   countUsingTemplate (templateId: string): number {

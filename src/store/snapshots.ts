@@ -1,4 +1,5 @@
 import type { Database } from './database.ts'
+import { Rows } from './rows.ts'
 
 /** A VM's saved memory and disk, from which new instances can start (XenoServer's fast deploy). */
 export interface SnapshotRecord {
@@ -9,17 +10,7 @@ export interface SnapshotRecord {
   createdAt: number
 }
 
-interface SnapshotRow {
-  id: string
-  instance_id: string
-  template_id: string
-  owner: string
-  created_at: number
-}
-
-function fromRow (r: SnapshotRow): SnapshotRecord {
-  return { id: r.id, instanceId: r.instance_id, templateId: r.template_id, owner: r.owner, createdAt: r.created_at }
-}
+const rows = new Rows<SnapshotRecord>('snapshots', { id: 'plain', instanceId: 'plain', templateId: 'plain', owner: 'plain', createdAt: 'plain' })
 
 export class SnapshotTable {
   readonly #db: Database
@@ -29,17 +20,15 @@ export class SnapshotTable {
   }
 
   insert (s: SnapshotRecord): void {
-    this.#db.prepare('INSERT INTO snapshots (id, instance_id, template_id, owner, created_at) VALUES (?, ?, ?, ?, ?)')
-      .run(s.id, s.instanceId, s.templateId, s.owner, s.createdAt)
+    this.#db.prepare(rows.insert()).run(...rows.values(s))
   }
 
   get (id: string): SnapshotRecord | undefined {
-    const row = this.#db.prepare('SELECT * FROM snapshots WHERE id = ?').get(id) as SnapshotRow | undefined
-    return row === undefined ? undefined : fromRow(row)
+    return rows.maybe(this.#db.prepare('SELECT * FROM snapshots WHERE id = ?').get(id))
   }
 
   list (): SnapshotRecord[] {
-    return (this.#db.prepare('SELECT * FROM snapshots ORDER BY created_at').all() as unknown as SnapshotRow[]).map(fromRow)
+    return rows.all(this.#db.prepare('SELECT * FROM snapshots ORDER BY created_at').all())
   }
 
   remove (id: string): void {

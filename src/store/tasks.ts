@@ -1,5 +1,6 @@
 import type { DataFileView, TaskState } from '../core/index.ts'
 import type { Database } from './database.ts'
+import { Rows } from './rows.ts'
 
 /**
  * A task: an instance run to its end whose outputs go to its owner's repository. The record
@@ -29,39 +30,24 @@ export interface TaskRecord {
   endedAt: number | null
 }
 
-interface TaskRow {
-  id: string
-  owner: string
-  template_id: string
-  inputs: string
-  outputs_prefix: string
-  keep: number
-  state: string
-  exit_code: number | null
-  error: string | null
-  outputs: string
-  refused: string
-  created_at: number
-  collecting_at: number | null
-  ended_at: number | null
-}
-
-const taskOf = (r: TaskRow): TaskRecord => ({
-  id: r.id,
-  owner: r.owner,
-  templateId: r.template_id,
-  inputs: JSON.parse(r.inputs) as string[],
-  outputsPrefix: r.outputs_prefix,
-  keep: r.keep === 1,
-  state: r.state as TaskState,
-  exitCode: r.exit_code,
-  error: r.error,
-  outputs: JSON.parse(r.outputs) as DataFileView[],
-  refused: JSON.parse(r.refused) as TaskRecord['refused'],
-  createdAt: r.created_at,
-  collectingAt: r.collecting_at,
-  endedAt: r.ended_at,
+const rows = new Rows<TaskRecord>('tasks', {
+  id: 'plain',
+  owner: 'plain',
+  templateId: 'plain',
+  inputs: 'json',
+  outputsPrefix: 'plain',
+  keep: 'boolean',
+  state: 'plain',
+  exitCode: 'plain',
+  error: 'plain',
+  outputs: 'json',
+  refused: 'json',
+  createdAt: 'plain',
+  collectingAt: 'plain',
+  endedAt: 'plain',
 })
+/** What changes in a task's row after it is written. */
+const CHANGING: Array<keyof TaskRecord> = ['state', 'exitCode', 'error', 'outputs', 'refused', 'collectingAt', 'endedAt']
 
 export type TaskChange = Partial<Pick<TaskRecord, 'state' | 'exitCode' | 'error' | 'outputs' | 'refused' | 'collectingAt' | 'endedAt'>>
 
@@ -74,18 +60,14 @@ export class TaskTable {
   }
 
   insert (t: TaskRecord): void {
-    this.#db.prepare(`INSERT INTO tasks (id, owner, template_id, inputs, outputs_prefix, keep, state, exit_code, error, outputs, refused, created_at, collecting_at, ended_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(
-      t.id, t.owner, t.templateId, JSON.stringify(t.inputs), t.outputsPrefix, t.keep ? 1 : 0, t.state, t.exitCode, t.error,
-      JSON.stringify(t.outputs), JSON.stringify(t.refused), t.createdAt, t.collectingAt, t.endedAt)
+    this.#db.prepare(rows.insert()).run(...rows.values(t))
   }
 
   update (id: string, change: TaskChange): TaskRecord | undefined {
     const current = this.get(id)
     if (current === undefined) return undefined
     const next: TaskRecord = { ...current, ...change }
-    this.#db.prepare('UPDATE tasks SET state = ?, exit_code = ?, error = ?, outputs = ?, refused = ?, collecting_at = ?, ended_at = ? WHERE id = ?').run(
-      next.state, next.exitCode, next.error, JSON.stringify(next.outputs), JSON.stringify(next.refused), next.collectingAt, next.endedAt, id)
+    this.#db.prepare(rows.update(CHANGING, 'id')).run(...rows.values(next, CHANGING), id)
     return next
   }
 
@@ -95,13 +77,12 @@ export class TaskTable {
   }
 
   get (id: string): TaskRecord | undefined {
-    const row = this.#db.prepare('SELECT * FROM tasks WHERE id = ?').get(id) as TaskRow | undefined
-    return row === undefined ? undefined : taskOf(row)
+    return rows.maybe(this.#db.prepare('SELECT * FROM tasks WHERE id = ?').get(id))
   }
 
   /** An owner's tasks, newest first. */
   listOf (owner: string, limit: number): TaskRecord[] {
-    return (this.#db.prepare('SELECT * FROM tasks WHERE owner = ? ORDER BY created_at DESC LIMIT ?').all(owner, limit) as unknown as TaskRow[]).map(taskOf)
+    return rows.all(this.#db.prepare('SELECT * FROM tasks WHERE owner = ? ORDER BY created_at DESC LIMIT ?').all(owner, limit))
   }
 
   /** Every task's id, for announcing them. */
@@ -111,6 +92,6 @@ export class TaskTable {
 
   /** Tasks whose end has not been fully handled yet (after a restart). */
   unfinished (): TaskRecord[] {
-    return (this.#db.prepare("SELECT * FROM tasks WHERE state IN ('running', 'collecting') ORDER BY created_at").all() as unknown as TaskRow[]).map(taskOf)
+    return rows.all(this.#db.prepare("SELECT * FROM tasks WHERE state IN ('running', 'collecting') ORDER BY created_at").all())
   }
 }

@@ -1,16 +1,8 @@
-import type { Template, TemplateManifest } from '../core/index.ts'
+import type { Template } from '../core/index.ts'
 import type { Database } from './database.ts'
+import { Rows } from './rows.ts'
 
-interface TemplateRow {
-  id: string
-  manifest: string
-  imported_at: number
-  owner: string | null
-}
-
-function fromRow (row: TemplateRow): Template {
-  return { id: row.id, manifest: JSON.parse(row.manifest) as TemplateManifest, importedAt: row.imported_at, owner: row.owner }
-}
+const rows = new Rows<Template>('templates', { id: 'plain', manifest: 'json', importedAt: 'plain', owner: 'plain' })
 
 /** Templates this host holds. Ids are content ids, so putting the same template twice is a no-op. */
 export class TemplateTable {
@@ -20,18 +12,18 @@ export class TemplateTable {
     this.#db = db
   }
 
+  /** Also keeps the manifest's name and version in columns of their own, which order the list. */
   put (t: Template): void {
     this.#db.prepare('INSERT OR IGNORE INTO templates (id, name, version, manifest, imported_at, owner) VALUES (?, ?, ?, ?, ?, ?)')
       .run(t.id, t.manifest.name, t.manifest.version, JSON.stringify(t.manifest), t.importedAt, t.owner)
   }
 
   get (id: string): Template | undefined {
-    const row = this.#db.prepare('SELECT id, manifest, imported_at, owner FROM templates WHERE id = ?').get(id) as TemplateRow | undefined
-    return row === undefined ? undefined : fromRow(row)
+    return rows.maybe(this.#db.prepare('SELECT * FROM templates WHERE id = ?').get(id))
   }
 
   list (): Template[] {
-    return (this.#db.prepare('SELECT id, manifest, imported_at, owner FROM templates ORDER BY name, imported_at').all() as unknown as TemplateRow[]).map(fromRow)
+    return rows.all(this.#db.prepare('SELECT * FROM templates ORDER BY name, imported_at').all())
   }
 
   remove (id: string): boolean {

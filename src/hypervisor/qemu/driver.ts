@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import {
   XenosError,
-  type Fingerprint, type MigratingDriver, type GuestService, type MigrationChannel, type TaskExit, type TaskHandle, type TaskSpec, type TaskStats, type TaskStatus,
+  type Fingerprint, type MigratingDriver, type GuestService, type MigrationChannel, type TaskExit, type TaskHandle, type TaskStats, type TaskStatus,
 } from '../../core/index.ts'
 import type { Cgroups } from '../cgroup.ts'
 import { processUsage, tailFile } from '../procfs.ts'
@@ -14,7 +14,8 @@ import { spawnTask, taskPids } from '../spawn.ts'
 import { AgentLink } from './agent.ts'
 import { probeAccelerator, type Accelerator } from './accel.ts'
 import { DISK_IMAGE, dropMirror, finishMirror, startMirror, type MirroredImage } from './disk-mirror.ts'
-import { DISK_EXPORT, DiskServers, type DiskServerState } from './disk-server.ts'
+import { qemuCommandLine } from './command-line.ts'
+import { DiskServers, type DiskServerState } from './disk-server.ts'
 import { incomingArgs, listenForMigration, sendMigration } from './migration-channel.ts'
 import { QmpClient } from './qmp.ts'
 
@@ -50,35 +51,6 @@ interface QemuState {
 
 const SOCKET_WAIT_MS = 15_000
 const MIGRATION_POLL_MS = 5
-/** How long a VM waits for its disk server to come back (a restart of it, or of a tunnel) before I/O fails. */
-const DISK_RECONNECT_S = 60
-const TCG_CODE_BUFFER_MIB = 32
-
-/**
- * The guest's RAM, as QEMU's `-m`. Under TCG, QEMU before 9.0 loses guest writes during a live
- * migration when the RAM's size is a multiple of 256 KiB: its fast scan of the dirty-page bitmap
- * (used for such sizes) does not make the translated code note the next writes to the pages it
- * has just marked sent, so pages the guest keeps writing arrive stale and the moved guest's kernel
- * crashes ("physmem: Fix migration dirty bitmap coherency with TCG memory access", QEMU 9.0).
- * 8 KiB more makes QEMU take its page-by-page scan, which does. Every TCG host adds the same 8 KiB
- * whatever its QEMU, as both ends of a migration must agree on the RAM's size.
- */
-function memoryOf (mib: number, accelerator: Accelerator): string {
-  return accelerator === 'tcg' ? `${mib * 1024 + 8}k` : String(mib)
-}
-
-/** Where a guest reaches its links: an address each on its user network, past the host's 10.0.2.2 and DNS 10.0.2.3. */
-const LINK_ADDRESS = '10.0.2.100'
-const FIRST_LINK_PORT = 8000
-
-/** The guest's end of each of the task's links, and the unix socket of its host's end. */
-function guestLinks (spec: TaskSpec): Array<{ name: string, address: string, path: string }> {
-  return (spec.links ?? []).map((l, i) => {
-    if (!('path' in l.to) || /[, ]/.test(l.to.path)) throw new XenosError('DRIVER_FAILED', `link ${l.name} of instance ${spec.id} has no socket QEMU can name`)
-    return { name: l.name, address: `${LINK_ADDRESS}:${FIRST_LINK_PORT + i}`, path: l.to.path }
-  })
-}
-
 function stateOf (handle: TaskHandle): QemuState {
   const s = handle.state as Partial<QemuState>
   if (typeof s.pid !== 'number' || typeof s.sockets !== 'string' || typeof s.console !== 'string') {
@@ -142,53 +114,6 @@ export function qemuDriver (init: QemuDriverInit): MigratingDriver {
     return false
   }
 
-  function argv (spec: TaskSpec, accelerator: Accelerator, sockets: string, console: string, disk: string, incoming: string[]): string[] {
-    const image = spec.image
-    if (image === undefined) throw new XenosError('BAD_MANIFEST', `instance ${spec.id} has a qemu template without an image`)
-    const forwards = spec.ports.filter(p => p.guest !== undefined).map(p => `hostfwd=${p.protocol === 'udp' ? 'udp' : 'tcp'}:${spec.bindAddress}:${p.hostPort}-:${p.guest ?? 0}`)
-    const links = guestLinks(spec)
-    const args = [
-      init.qemu,
-      // q35 with virtio-pci: Debian's kernel finds microvm's virtio-mmio devices only through
-      // ACPI, and with ACPI on microvm it stalls calibrating its clock under TCG.
-      '-M', 'q35,smbus=off,sata=off',
-      // TCG's translated-code buffer may grow to 1 GiB; booting fills ~58 MiB of it, mostly with
-      // code that never runs again. 32 MiB keeps each VM smaller and boots as fast.
-      '-accel', accelerator === 'tcg' ? `tcg,tb-size=${TCG_CODE_BUFFER_MIB}` : accelerator,
-      '-cpu', accelerator === 'kvm' ? 'host' : 'qemu64',
-      '-m', memoryOf(spec.resources.memory, accelerator),
-      '-smp', String(Math.max(1, Math.ceil(spec.resources.cpu))),
-      '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
-      '-kernel', init.blobPath(image.kernel),
-      '-initrd', init.blobPath(image.initrd),
-      '-append', `console=ttyS0 reboot=t panic=-1 quiet xenos.id=${spec.id}${links.length === 0 ? '' : ` xenos.links=${links.map(l => `${l.name}@${l.address}`).join(',')}`}`,
-      '-chardev', `file,id=console,path=${console},append=on`,
-      '-serial', 'chardev:console',
-      '-qmp', `unix:${join(sockets, 'qm.sock')},server=on,wait=off`,
-      '-chardev', `socket,id=agent,path=${join(sockets, 'ag.sock')},server=on,wait=off`,
-      '-device', 'virtio-serial-pci',
-      '-device', 'virtserialport,chardev=agent,name=org.xenos.agent',
-      // The disk through its server (see disk-server.ts), so another host's VM can take it over.
-      '-blockdev', `driver=nbd,node-name=disk,server.type=unix,server.path=${disk},export=${DISK_EXPORT},reconnect-delay=${DISK_RECONNECT_S},discard=unmap`,
-      '-device', 'virtio-blk-pci,drive=disk',
-      // Staged data, from the same server: the guest finds each disk by its serial.
-      ...(spec.disks ?? []).flatMap((d, i) => [
-        '-blockdev', `driver=nbd,node-name=staged${i},server.type=unix,server.path=${disk},export=${d.serial},reconnect-delay=${DISK_RECONNECT_S},read-only=${d.readOnly ? 'on' : 'off'}`,
-        '-device', `virtio-blk-pci,drive=staged${i},serial=${d.serial}`,
-      ]),
-      // Without `restrict`, QEMU's user network would give the guest every address the host
-      // reaches, the host's loopback (and so its API) at 10.0.2.2 among them.
-      // Each link: an address of the guest's network whose connections QEMU hands to a socat
-      // it starts for each, joined to the unix socket where the host reaches the linked service.
-      '-netdev', ['user', 'id=net0', `restrict=${spec.outbound === true ? 'off' : 'on'}`, ...forwards, ...links.map(l => `guestfwd=tcp:${l.address}-cmd:socat STDIO UNIX-CONNECT:${l.path}`)].join(','),
-      '-device', 'virtio-net-pci,netdev=net0,romfile=',
-    ]
-    // The saved state arrives on descriptor 3 (see start): QEMU reads the file itself.
-    if (spec.restoreFrom !== undefined) args.push('-incoming', 'fd:3')
-    // A migrating VM arrives on a port and stays paused until its host takes it over.
-    return [...args, ...incoming]
-  }
-
   return {
     name: 'qemu',
     capabilities: () => ({ pause: true, suspend: true, migrate: true, links: 'path' }),
@@ -243,7 +168,7 @@ export function qemuDriver (init: QemuDriverInit): MigratingDriver {
       const incoming = spec.incoming === undefined ? [] : await incomingArgs(join(sockets, 'tls-in'), spec.incoming.key)
       const task = await spawnTask({
         id: spec.id,
-        argv: argv(spec, accelerator, sockets, console, disk?.socket ?? spec.remoteDisk ?? '', incoming),
+        argv: qemuCommandLine({ qemu: init.qemu, blobPath: init.blobPath, spec, accelerator, sockets, console, disk: disk?.socket ?? spec.remoteDisk ?? '', incoming }),
         cwd: spec.dir,
         env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
         log: join(spec.dir, 'qemu.log'),
