@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { deployResultSchema, deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, migrationResultSchema, placementPlanSchema, snapshotViewSchema, templateIdSchema } from '../core/index.ts'
+import { deployResultSchema, deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, migrationResultSchema, placementPlanSchema, replicaSchema, replicateRequestSchema, snapshotViewSchema, templateIdSchema } from '../core/index.ts'
 import type { ApiHost } from './api-host.ts'
 import type { Api } from './app.ts'
 import { withProgress } from './events.ts'
@@ -69,6 +69,19 @@ export function registerInstanceRoutes (api: Api, host: ApiHost): void {
   }, async (req, reply) => {
     const auth = authOf(req)
     return await withProgress(req, reply, 200, async progress => await host.migrations.migrate(req.params.id, req.body.to, req.body.copyDisk, auth, progress))
+  })
+
+  api.post('/v1/instances/:id/replicate', {
+    schema: {
+      summary: 'Start another instance of the same service on another host: booted from its template under its name, or from a snapshot of it taken now and moved there, disk and all. The host that runs the instance carries it out; the owner signs the replica\'s deploy token (and its move) in advance. With `Accept: text/event-stream`: the move\'s `progress` events, then `result` or `error`',
+      ...signedBy('owner', 'replicate on the instance id, params {to, snapshot}, for the host it runs on'),
+      params: instanceParams,
+      body: replicateRequestSchema,
+      response: { 200: replicaSchema, ...errors },
+    },
+  }, async (req, reply) => {
+    const auth = authOf(req)
+    return await withProgress(req, reply, 200, async progress => await host.replicas.replicate(req.params.id, req.body, auth, progress))
   })
 
   api.post('/v1/instances/:id/derive', { schema: { summary: 'Make a tailored template from a stopped or suspended VM: its template with the changes on its disk', ...signedBy('owner', 'derive on the instance id, params the body'), params: instanceParams, body: deriveParamsSchema, response: { 201: templateSummarySchema, ...errors } } }, async (req, reply) => {

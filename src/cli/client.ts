@@ -141,15 +141,20 @@ export class ApiClient {
     const plan = request.hosts === null
       ? (await this.get<PlacementPlan>(`/v1/placement?template=${encodeURIComponent(templateId)}&count=${request.count}`)).hosts
       : request.hosts.map(host => ({ host, count: request.count }))
-    const key = deployKeyOf(this.owner, request.requestId ?? randomBytes(16).toString('hex'))
-    const digest = deploySpecDigest(request.spec)
-    const parts: DeployPart[] = plan.map(p => ({
-      token: signDeployToken(this.#signer(), { host: p.host, template: templateId, key, count: p.count, spec: digest }),
-      ...request.spec.inputs === undefined ? {} : { inputs: request.spec.inputs.map(i => this.authFor('data.get', i.uri, {}, p.host)) },
-    }))
+    const parts = this.deployParts(templateId, plan, request.spec, request.requestId ?? randomBytes(16).toString('hex'))
     const body = { template: templateId, spec: request.spec, parts, ...flags }
     if (onProgress === undefined) return await this.#request<DeployResult>('POST', '/v1/instances', body)
     return await this.#watch<DeployResult>('/v1/instances', body, {}, 'deploy', p => { onProgress((p as { hosts: HostRollout[] }).hosts) })
+  }
+
+  /** The parts of a deploy of template `templateId` as `plan` places it, each with the user's token for its host, under `requestId`. */
+  deployParts (templateId: string, plan: PlacementPlan['hosts'], spec: DeployRequest['spec'], requestId: string): DeployPart[] {
+    const key = deployKeyOf(this.owner, requestId)
+    const digest = deploySpecDigest(spec)
+    return plan.map(p => ({
+      token: signDeployToken(this.#signer(), { host: p.host, template: templateId, key, count: p.count, spec: digest }),
+      ...spec.inputs === undefined ? {} : { inputs: spec.inputs.map(i => this.authFor('data.get', i.uri, {}, p.host)) },
+    }))
   }
 
   /**

@@ -1,10 +1,11 @@
 import type { Command } from 'commander'
 import { randomBytes } from 'node:crypto'
-import { toXenosError, XenosError, type DeployResult, type InstanceView, type TemplateSummary } from '../core/index.ts'
+import { instanceIdsOf, newSnapshotId, toXenosError, XenosError, type DeployResult, type InstanceView, type MigrationStatus, type Replica, type TemplateSummary } from '../core/index.ts'
 import type { ApiClient } from './client.ts'
 import { client, collect, hostNames, out, resolveHost, type HostRow } from './command.ts'
 import { stagedInputs } from './data.ts'
-import { instanceTable, instanceView, migrateWatched } from './instances.ts'
+import { instanceTable, instanceView } from './instances.ts'
+import { migrationView } from './progress.ts'
 import { RolloutView } from './rollout-view.ts'
 import { bytes, shortId, table } from './table.ts'
 
@@ -15,14 +16,6 @@ async function roomiestHost (api: ApiClient, v: InstanceView): Promise<string> {
   const best = fits[0]
   if (best === undefined) throw new XenosError('NO_HOST_AVAILABLE', `no other advertised host has ${v.resources.cpu} CPU and ${v.resources.memory} MiB free for a replica of ${v.id}: see "xenos peers", or name one with --to`)
   return best.id
-}
-
-/** Deploys one instance on `host`, signed by the user, and returns it (or the host's error). */
-async function deployOne (api: ApiClient, template: string, host: string, spec: { name: string, snapshot?: string }): Promise<InstanceView> {
-  const result = await api.deploy(template, { hosts: [host], count: 1, spec }, { wait: true })
-  const made = result.instances[0]
-  if (made === undefined) throw new XenosError((result.failures[0]?.code ?? 'INTERNAL') as XenosError['code'], result.failures[0]?.message ?? 'the deploy made no instance')
-  return made
 }
 
 /** The host a deploy from snapshot `id` goes to when none is given: this one, which must hold it (a snapshot stays where it was taken). */
@@ -106,26 +99,24 @@ export function registerDeployCommands (program: Command): void {
     .action(async (id: string, o: { to?: string, fromSnapshot?: boolean }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const v = await instanceView(api, id)
-      if (v.owner !== api.owner) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may replicate it`)
       const to = o.to === undefined ? await roomiestHost(api, v) : await resolveHost(api, o.to)
       const names = await hostNames(api)
       const where = (h: string): string => names.get(h) ?? shortId(h)
-      let replica: InstanceView
-      if (o.fromSnapshot !== true) {
-        process.stderr.write(`starting ${v.templateName} as ${v.name} on ${where(to)}…\n`)
-        replica = await deployOne(api, v.template, to, { name: v.name })
-      } else {
-        // The snapshot stays where it is taken: the copy starts there, then moves live.
-        const snap = await api.signed<{ id: string }>('POST', `/v1/instances/${encodeURIComponent(id)}/snapshot`, 'snapshot', id, {}, undefined, v.host)
-        process.stderr.write(`took snapshot ${snap.id} of ${id} on ${where(v.host)}; starting the copy there…\n`)
-        replica = await deployOne(api, v.template, v.host, { name: v.name, snapshot: snap.id })
-        if (to !== v.host) {
-          process.stderr.write(`moving the copy ${replica.id} to ${where(to)}…\n`)
-          // Disk and all: a replica must not depend on the original's host.
-          await migrateWatched(api, replica.id, to, true)
-          replica = await instanceView(api, replica.id)
-        }
-      }
+      // The host that runs the instance does the work; what the replica needs is signed here first.
+      const snapshot = o.fromSnapshot === true ? newSnapshotId() : undefined
+      const spec = { name: v.name, ...snapshot === undefined ? {} : { snapshot } }
+      const [part] = api.deployParts(v.template, [{ host: snapshot === undefined ? to : v.host, count: 1 }], spec, randomBytes(8).toString('hex'))
+      if (part === undefined) throw new XenosError('INTERNAL', 'no deploy part was signed')
+      const [replicaId = ''] = instanceIdsOf(part.token)
+      const move = snapshot !== undefined && to !== v.host ? api.authFor('migrate', replicaId, { to, copyDisk: true }, v.host) : undefined
+      process.stderr.write(snapshot === undefined
+        ? `starting ${v.templateName} as ${v.name} on ${where(to)}…\n`
+        : `snapshotting ${id} on ${where(v.host)} and starting the copy ${replicaId} there${move === undefined ? '' : `, then moving it to ${where(to)}`}…\n`)
+      const view = migrationView()
+      const done = await api.watched<Replica>(`/v1/instances/${encodeURIComponent(id)}/replicate`, 'replicate', id, { to, snapshot: snapshot ?? null },
+        { to, ...snapshot === undefined ? {} : { snapshot }, part, ...move === undefined ? {} : { move } }, p => { view.update(p as MigrationStatus) }, v.host).finally(view.stop)
+      // Moved: asked of the host it moved to, which knows it before its advert reaches everyone.
+      const replica = done.migration === null ? done.replica : await api.signed<InstanceView>('GET', `/v1/instances/${encodeURIComponent(replicaId)}`, 'get', replicaId, {}, undefined, done.migration.to)
       out(flags, replica, () => `${replica.id} replicates ${id} (${v.name}) on ${where(replica.host)}: ${replica.endpoints.map(e => e.url).join(' ') || 'no endpoints'}`)
     })
 }

@@ -2,6 +2,7 @@ import { z } from 'zod'
 import type { RequestAuth } from './owner.ts'
 import { deployTokenSchema, requestAuthSchema } from './placement.ts'
 import { nameSchema } from './template.ts'
+import { migrationResultSchema } from './migration.ts'
 import { instanceIdSchema, instanceViewSchema, peerIdSchema, snapshotIdSchema } from './views.ts'
 
 /** A service an instance reaches by name: an instance id, or a name (any running instance of it), and which endpoint (its first TCP one by default). */
@@ -116,3 +117,31 @@ export const deployStatusSchema = z.strictObject({
   fetching: fetchProgressSchema.nullable(),
 })
 export type DeployStatus = z.infer<typeof deployStatusSchema>
+
+/**
+ * Another instance of a service, on host `to`: what its owner signs in advance, sent with their
+ * `replicate` signature (see `replicateAction`) to the host that runs the instance, which does
+ * the rest.
+ */
+export const replicateRequestSchema = z.strictObject({
+  to: peerIdSchema,
+  /** Start the replica from a snapshot of the instance, taken now under this id, instead of booting it. */
+  snapshot: snapshotIdSchema.optional(),
+  /** The owner's token for the host the replica starts on: `to`, or the instance's own host when it starts from a snapshot. */
+  part: deployPartSchema,
+  /** The owner's signed move of the replica to `to` (disk and all), when it starts from a snapshot on another host. */
+  move: requestAuthSchema.optional(),
+})
+export type ReplicateRequest = z.infer<typeof replicateRequestSchema>
+
+export const replicaSchema = z.strictObject({
+  /** The replica as it was made (before it moved, when it did). */
+  replica: instanceViewSchema,
+  migration: migrationResultSchema.nullable(),
+})
+export type Replica = z.infer<typeof replicaSchema>
+
+/** What an owner signs to have instance `id`, on host `host`, replicated on host `to`. */
+export function replicateAction (id: string, host: string, to: string, snapshot: string | undefined): { action: string, target: string, params: { to: string, snapshot: string | null }, host: string } {
+  return { action: 'replicate', target: id, params: { to, snapshot: snapshot ?? null }, host }
+}

@@ -9,7 +9,7 @@ import { serveChunks, Tunnels } from '../transfer/index.ts'
 import { loadOrCreateHostKey, Overlay } from '../overlay/index.ts'
 import { loadOrCreateOwnerKey, openStore, type InstanceRecord, type Store } from '../store/index.ts'
 import { TemplateCatalog } from './catalog.ts'
-import { Deployer, InputStager } from './deploy/index.ts'
+import { Deployer, InputStager, Replicas } from './deploy/index.ts'
 import { DataAccess } from './data-access.ts'
 import { Outputs } from './outputs.ts'
 import { Quotas } from './quotas.ts'
@@ -69,6 +69,7 @@ export class Host {
   readonly catalog: TemplateCatalog
   readonly router: InstanceRouter
   readonly deployer: Deployer
+  readonly replicas: Replicas
   readonly templates: Templates
   readonly tunnels: Tunnels
   readonly migrations: Migrations
@@ -247,6 +248,7 @@ export class Host {
       incomingAddress: this.options.directMigration ? incomingMigrationAddress(this.options.listen) : null,
       log: this.log.child({ component: 'migration' }),
     })
+    this.replicas = new Replicas({ overlay: this.overlay, verifier, supervisor: this.supervisor, deployer: this.deployer, migrations: this.migrations })
     this.draining = new Draining({
       overlay: this.overlay,
       supervisor: this.supervisor,
@@ -319,6 +321,7 @@ export class Host {
     this.catalog.serve(this.overlay.rpc)
     this.router.serve()
     this.deployer.serve()
+    this.replicas.serve()
     this.migrations.serve()
     this.dataAccess.serve()
     this.outputs.serve()

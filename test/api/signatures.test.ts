@@ -107,6 +107,13 @@ describe('signed routes', () => {
       'POST /v1/instances/{id}/{action}': { url: `/v1/instances/${instance}/stop`, action: 'stop', target: instance, params: {}, mallory: refused },
       'POST /v1/instances/{id}/snapshot': { url: `/v1/instances/${instance}/snapshot`, action: 'snapshot', target: instance, params: {}, mallory: refused },
       'POST /v1/instances/{id}/migrate': { url: `/v1/instances/${instance}/migrate`, body: { to: OTHER_HOST }, action: 'migrate', target: instance, params: { to: OTHER_HOST, copyDisk: false }, mallory: refused },
+      'POST /v1/instances/{id}/replicate': {
+        url: `/v1/instances/${instance}/replicate`, body: { to: self, part: { token: r.token(mallory, template, { name: 'a' }, 1) } }, action: 'replicate', target: instance, params: { to: self, snapshot: null },
+        mallory: res => {
+          refused(res)
+          assert.equal(host.supervisor.list().length, 1, 'no replica of Alice\'s instance')
+        },
+      },
       'POST /v1/instances/{id}/derive': { url: `/v1/instances/${instance}/derive`, body: { name: 'stolen' }, action: 'derive', target: instance, params: { name: 'stolen' }, mallory: refused },
       'POST /v1/instances/{id}/collect': { url: `/v1/instances/${instance}/collect`, body: { prefix: 'loot' }, action: 'collect', target: instance, params: { prefix: 'loot' }, mallory: refused },
       'GET /v1/instances/{id}/metrics': { url: `/v1/instances/${instance}/metrics`, action: 'metrics', target: instance, params: {}, mallory: refused },
@@ -183,6 +190,20 @@ describe('signed routes', () => {
     assert.equal(await forged({ ...good, count: 2 }), 401, 'more instances than she signed for')
     assert.equal(await forged({ ...good, owner: mallory.id }), 401, 'claimed by another key')
     assert.equal(await forged(r.token(mallory, template, { name: 'other' }, 1)), 401, 'signed for other parameters')
+  })
+
+  it('replicates an instance only under a token its owner signed, whoever relays the request', async () => {
+    const body = { to: self, part: { token: r.token(mallory, template, { name: 'a' }, 1) } }
+    const res = await r.inject('POST', `/v1/instances/${instance}/replicate`, r.auth(alice, 'replicate', instance, { to: self, snapshot: null }), body)
+    assert.equal(res.statusCode, 403, res.body.slice(0, 300))
+    assert.match(res.json().error.message, /signed by another key/)
+    assert.equal(host.supervisor.list().length, 1, 'no replica owned by the token\'s signer')
+    const own = { to: self, part: { token: r.token(alice, template, { name: 'a' }, 1) } }
+    const made = await r.inject('POST', `/v1/instances/${instance}/replicate`, r.auth(alice, 'replicate', instance, { to: self, snapshot: null }), own)
+    assert.equal(made.statusCode, 200, made.body.slice(0, 300))
+    assert.equal(made.json().replica.owner, alice.id)
+    assert.equal(made.json().replica.name, 'a')
+    await host.supervisor.control(made.json().replica.id, 'destroy')
   })
 
   it('shows everyone only what adverts show, and keeps what an instance printed for its owner', async () => {

@@ -23,8 +23,9 @@ export class Snapshots {
     this.#init = init
   }
 
-  /** Saves a running or paused VM's memory and disk as a snapshot new instances can start from. */
-  async take (id: string): Promise<SnapshotRecord> {
+  /** Saves a running or paused VM's memory and disk as a snapshot new instances can start from (named `snapshotId`, if given). */
+  async take (id: string, snapshotId = newSnapshotId()): Promise<SnapshotRecord> {
+    if (this.#init.store.snapshots.get(snapshotId) !== undefined) throw new XenosError('INVALID_ARGUMENT', `snapshot ${snapshotId} exists already: name another`)
     const { records } = this.#init
     return await this.#init.locks.run(id, async () => {
       const r = records.get(id)
@@ -33,7 +34,7 @@ export class Snapshots {
       if (stagedDisksOf(r, records.dir(id)).length > 0) throw new XenosError('INVALID_STATE', `cannot snapshot instance ${id}: it has staged inputs or outputs, which a snapshot cannot hold yet; deploy another instance with the same inputs instead`)
       const driver = records.driverFor(r.driver)
       if (driver.snapshot === undefined) throw new XenosError('INVALID_STATE', `instance ${id} runs on the ${r.driver} driver, which cannot take snapshots`)
-      const snap: SnapshotRecord = { id: newSnapshotId(), instanceId: id, templateId: r.templateId, owner: r.owner, createdAt: Date.now() }
+      const snap: SnapshotRecord = { id: snapshotId, instanceId: id, templateId: r.templateId, owner: r.owner, createdAt: Date.now() }
       const dir = this.dir(snap.id)
       await mkdir(dir, { recursive: true })
       try {
