@@ -160,19 +160,6 @@ export class Host {
       log: this.log.child({ component: 'router' }),
     })
     const quotas = new Quotas({ store: this.store, perOwnerBytes: this.options.dataQuotaBytes, perHostBytes: base.hostQuotaBytes, hostId: this.overlay.peerId })
-    this.templates = new Templates({
-      hostId: this.overlay.peerId,
-      library: this.library,
-      blobs: this.blobs,
-      store: this.store,
-      fetcher: this.fetcher,
-      verifier,
-      quotas,
-      dataBlobs: () => new Set([...this.data.blobsInUse(), ...this.dataAccess.relayed(), ...this.fetcher.pulling()]),
-      advertise: async t => { await this.#advertiseTemplate(t) },
-      withdraw: async id => { await this.overlay.withdraw('template', id) },
-      log: this.log.child({ component: 'templates' }),
-    })
     this.data = new DataRepository({
       store: this.store,
       blobs: this.blobs,
@@ -190,6 +177,19 @@ export class Host {
       verifier,
       collect: async () => { await this.#collect() },
       log: this.log.child({ component: 'data' }),
+    })
+    this.templates = new Templates({
+      hostId: this.overlay.peerId,
+      library: this.library,
+      blobs: this.blobs,
+      store: this.store,
+      fetcher: this.fetcher,
+      verifier,
+      quotas,
+      dataBlobs: () => new Set([...this.data.blobsInUse(), ...this.dataAccess.relayed(), ...this.fetcher.pulling()]),
+      advertise: async t => { await this.#advertiseTemplate(t) },
+      withdraw: async id => { await this.overlay.withdraw('template', id) },
+      log: this.log.child({ component: 'templates' }),
     })
     this.outputs = new Outputs({
       overlay: this.overlay,
