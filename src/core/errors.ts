@@ -5,6 +5,7 @@
 export const ERROR_CODES = {
   INVALID_ARGUMENT: { status: 400, meaning: 'A request field or option is malformed or out of range.' },
   BAD_MANIFEST: { status: 400, meaning: 'A template manifest failed validation.' },
+  BAD_DESCRIPTION: { status: 400, meaning: 'A deployment description failed to parse or resolve; the message names the file, line, column and path.' },
   UNAUTHENTICATED: { status: 401, meaning: 'The request is not signed, or its signature or timestamp is invalid.' },
   FORBIDDEN: { status: 403, meaning: 'The signer is not the owner of the instance or data it acts on, nor granted access by the owner.' },
   TEMPLATE_NOT_FOUND: { status: 404, meaning: 'No template with that id or name is known here or on the overlay.' },
