@@ -18,6 +18,17 @@ async function roomiestHost (api: ApiClient, v: InstanceView): Promise<string> {
   return best.id
 }
 
+/** `--env KEY=VALUE` options as an environment. */
+function envOf (options: string[]): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const o of options) {
+    const at = o.indexOf('=')
+    if (at < 1) throw new XenosError('INVALID_ARGUMENT', `--env ${o}: give KEY=VALUE`)
+    env[o.slice(0, at)] = o.slice(at + 1)
+  }
+  return env
+}
+
 /** The host a deploy from snapshot `id` goes to when none is given: this one, which must hold it (a snapshot stays where it was taken). */
 async function snapshotHost (api: ApiClient, id: string): Promise<string> {
   const self = await api.hostId()
@@ -65,8 +76,9 @@ export function registerDeployCommands (program: Command): void {
     .option('--wait', 'wait until every instance has booted and passed its health checks, and time each phase')
     .option('--in <name>', 'a file or directory of the data repository (data://me/PATH) to stage read-only at /in/NAME in each instance; repeatable', collect)
     .option('--request-id <id>', 'name this deploy: run it again with the same id (after a lost answer, a host that failed) and it makes only what is missing, never twice')
+    .option('--env <KEY=VALUE>', 'an environment variable of each instance, over its template\'s (${XENOS_LINK_NAME} in VALUE: a link\'s address); repeatable', collect)
     .option('--link <name=service>', 'a service of yours (instance id or name, :ENDPOINT for another than its first) each instance reaches at XENOS_LINK_NAME, wherever it runs; repeatable', collect)
-    .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean, in?: string[], requestId?: string, link?: string[] }, cmd: Command) => {
+    .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean, in?: string[], requestId?: string, link?: string[], env?: string[] }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       if (!Number.isInteger(o.count) || o.count < 1 || o.count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
       if (o.host !== undefined && o.hosts !== undefined) throw new XenosError('INVALID_ARGUMENT', 'give --host or --hosts, not both')
@@ -79,6 +91,7 @@ export function registerDeployCommands (program: Command): void {
         ...(o.fromSnapshot === undefined ? {} : { snapshot: o.fromSnapshot }),
         ...(o.in === undefined ? {} : { inputs: await stagedInputs(api, o.in) }),
         ...(o.link === undefined ? {} : { links: o.link.map(linkOf) }),
+        ...(o.env === undefined ? {} : { env: envOf(o.env) }),
       }
       const requestId = o.requestId ?? randomBytes(8).toString('hex')
       process.stderr.write(`deploying ${t.name}:${t.version} on ${hosts === null ? 'the hosts with most room' : `${hosts.length} host(s)`}${o.wait === true ? ', waiting until healthy' : ''} (request ${requestId})…\n`)

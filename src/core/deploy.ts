@@ -12,6 +12,22 @@ export const linkSchema = z.strictObject({
   endpoint: z.string().min(1).max(31).optional(),
 })
 
+/** What an instance's environment may take in all (as KEY=VALUE lines). */
+export const MAX_ENV_BYTES = 768
+const utf8 = new TextEncoder()
+
+/**
+ * Environment variables a deploy gives its instances, over their template's. A value may name
+ * what the task's host sets up for it: `${XENOS_LINK_NAME}` (a link's address), `${XENOS_INSTANCE_ID}`.
+ * A VM's travel on its kernel's command line: they are kept small.
+ */
+export const instanceEnvSchema = z.record(
+  z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 'an environment variable is letters, digits and "_", not starting with a digit'),
+  z.string().max(512).regex(/^[^\n\r\0]*$/, 'an environment value is one line'),
+).refine(e => Object.keys(e).length <= 16, 'at most 16 environment variables')
+  .refine(e => Object.entries(e).reduce((n, [k, v]) => n + utf8.encode(`${k}=${v}\n`).length, 0) <= MAX_ENV_BYTES, `the environment takes at most ${MAX_ENV_BYTES} bytes`)
+export type InstanceEnv = z.infer<typeof instanceEnvSchema>
+
 /** What every host of a deploy is asked to do; its owner signs its digest in each host's token. */
 export const deploySpecSchema = z.strictObject({
   name: nameSchema.nullable(),
@@ -31,6 +47,7 @@ export const deploySpecSchema = z.strictObject({
   task: z.strictObject({ outputs: z.string().min(1).max(1024), keep: z.boolean() }).optional(),
   /** Services of the owner's each instance reaches at an address its host sets up for it (`XENOS_LINK_<NAME>`), wherever they run. */
   links: z.array(linkSchema).min(1).max(8).refine(l => new Set(l.map(x => x.name)).size === l.length, 'a link name is given twice').optional(),
+  env: instanceEnvSchema.optional(),
 })
 export type DeploySpec = z.infer<typeof deploySpecSchema>
 

@@ -169,6 +169,11 @@ export interface TaskSpec {
   outbound?: boolean | undefined
   /** Services the task reaches at an address its host set up for each (see `TaskLink`). */
   links?: TaskLink[] | undefined
+  /**
+   * Environment variables its deploy gave the task, over its template's `env` (in which
+   * `${XENOS_…}` names what the host set up: `${XENOS_LINK_NAME}`, `${XENOS_INSTANCE_ID}`).
+   */
+  instanceEnv?: Record<string, string> | undefined
 }
 
 /**

@@ -139,6 +139,8 @@ const MIGRATIONS: readonly string[] = [
    ALTER TABLE names ADD COLUMN seen_at INTEGER NOT NULL DEFAULT 0;`,
   // The services each instance reaches at an address its host sets up.
   `ALTER TABLE instances ADD COLUMN links TEXT NOT NULL DEFAULT '[]';`,
+  // The environment a deploy gives each instance, over its template's.
+  `ALTER TABLE instances ADD COLUMN env TEXT NOT NULL DEFAULT '{}';`,
 ]
 
 export type Database = DatabaseSync

@@ -22,6 +22,8 @@ export interface InstanceRecord {
   placement: Placement | null
   /** The services it reaches at addresses its host sets up (see core/driver.ts `TaskLink`). */
   links: InstanceLink[]
+  /** Environment variables its deploy gave it, over its template's. */
+  env: Record<string, string>
   createdAt: number
   updatedAt: number
 }
@@ -57,6 +59,7 @@ const rows = new Rows<InstanceRecord>('instances', {
   remoteDisk: 'json',
   placement: 'json',
   links: 'json',
+  env: 'json',
   createdAt: 'plain',
   updatedAt: 'plain',
 })

@@ -109,16 +109,20 @@ describe('a cloud of xenosd processes', () => {
     assert.equal(seen.body.endpoints[0].url, endpoint)
   })
 
-  it('gives a process the address of a service it links to, on another host', async () => {
+  it('gives a process the address of a service it links to, on another host, and the environment its deploy names with it', async () => {
     const dir = await tempDir('reader')
-    await writeFile(join(dir, 'reader.yaml'), 'name: reader\nversion: "1"\ndriver: process\ncommand: "echo linked at $XENOS_LINK_WEB; while :; do busybox wget -q -O - http://$XENOS_LINK_WEB/ || echo unreachable; sleep 0.5; done"\nresources: {cpu: 0.05, memory: 16}\n')
+    await writeFile(join(dir, 'reader.yaml'), 'name: reader\nversion: "1"\ndriver: process\ncommand: "echo linked at $XENOS_LINK_WEB; echo told $WHERE in $MODE; while :; do busybox wget -q -O - http://$XENOS_LINK_WEB/ || echo unreachable; sleep 0.5; done"\nresources: {cpu: 0.05, memory: 16}\n')
     await cli(a, alice, ['template', 'import', join(dir, 'reader.yaml')])
-    const reader = (await cli(a, alice, ['deploy', 'reader', '--host', 'a', '--link', 'web=web'])).instances[0]
+    const reader = (await cli(a, alice, ['deploy', 'reader', '--host', 'a', '--link', 'web=web', '--env', 'WHERE=http://${XENOS_LINK_WEB}/', '--env', 'MODE=a b'])).instances[0]
     const logs = await eventually(async () => {
       const text = (await cli(a, alice, ['instance', 'logs', reader.id])).text as string
       return text.includes(`hello from ${instanceId}`) ? text : undefined
     }, 15_000, 'the reader to reach the web instance on B through its link')
-    assert.match(logs, /linked at 127\.0\.0\.1:\d+/)
+    const linked = /linked at (127\.0\.0\.1:\d+)/.exec(logs)?.[1]
+    assert.ok(linked !== undefined, logs)
+    assert.ok(logs.includes(`told http://${linked}/ in a b`), `the environment names the link's address: ${logs}`)
+    await assert.rejects(cli(a, alice, ['deploy', 'reader', '--env', 'NOEQUALS']), /--env NOEQUALS: give KEY=VALUE/)
+    await assert.rejects(cli(a, alice, ['deploy', 'reader', '--env', '1BAD=x']), /INVALID_ARGUMENT|environment variable/)
     await cli(a, alice, ['instance', 'destroy', reader.id])
     await assert.rejects(cli(a, alice, ['deploy', 'reader', '--link', 'Web=web']), /--link Web=web/)
   })

@@ -297,16 +297,19 @@ describe('services in virtual machines', { skip }, () => {
     await cli(a, alice, ['instance', 'destroy', first.id])
   })
 
-  it('gives a VM the address of a service it links to, and the link follows the service when it moves', async () => {
+  it('gives a VM the address of a service it links to, in the environment its deploy names too, and the link follows the service when it moves', async () => {
     const master = (await cli(a, alice, ['deploy', 'counter', '--host', 'vm-b', '--name', 'master', '--wait'])).instances[0]
     const dir = await webTemplate('reader', [
       'echo "$XENOS_LINK_MASTER" > /run/www/address;',
+      'echo "$MASTER_URL" > /run/www/env;',
       '(while :; do wget -q -O /run/www/master.tmp "http://$XENOS_LINK_MASTER/count" && mv /run/www/master.tmp /run/www/master; sleep 0.3; done) &',
     ])
     await cli(a, alice, ['template', 'build', dir])
-    const reader = (await cli(a, alice, ['deploy', 'reader', '--host', 'vm-a', '--link', 'master=master', '--wait'])).instances[0]
+    const reader = (await cli(a, alice, ['deploy', 'reader', '--host', 'vm-a', '--link', 'master=master', '--env', 'MASTER_URL=http://${XENOS_LINK_MASTER}/count', '--wait'])).instances[0]
     const url = reader.endpoints[0].url
-    assert.match((await httpGet(`${url}/address`))?.trim() ?? '', /^10\.0\.2\.100:\d+$/, 'an address of the guest\'s own network')
+    const address = (await httpGet(`${url}/address`))?.trim() ?? ''
+    assert.match(address, /^10\.0\.2\.100:\d+$/, 'an address of the guest\'s own network')
+    assert.equal((await httpGet(`${url}/env`))?.trim(), `http://${address}/count`, 'the deploy\'s environment, naming the link\'s address')
     const first = Number(await eventually(async () => await httpGet(`${url}/master`), 60_000, 'the reader to reach its master'))
     assert.ok(first > 0, `the master's count through the link: ${first}`)
     await cli(a, alice, ['migrate', master.id, '--to', 'vm-a'])

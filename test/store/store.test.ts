@@ -13,7 +13,7 @@ describe('store', () => {
     s1.templates.put({ id: 'sha256:aa', manifest: { ...manifest, name: 'changed' }, importedAt: 2, owner: null })
     s1.instances.insert({
       id: 'i-0000000000000001', name: 'x-1', templateId: 'sha256:aa', owner: 'o', state: 'creating', driver: 'process', handle: null,
-      ports: [{ name: 'http', protocol: 'http', hostPort: 1234 }], resources: { cpu: 0.1, memory: 64 }, error: null, exitCode: null, remoteDisk: { host: 'h', token: 't' }, placement: null, links: [{ name: 'db', target: 'db', port: 4321 }], createdAt: 1, updatedAt: 1,
+      ports: [{ name: 'http', protocol: 'http', hostPort: 1234 }], resources: { cpu: 0.1, memory: 64 }, error: null, exitCode: null, remoteDisk: { host: 'h', token: 't' }, placement: null, links: [{ name: 'db', target: 'db', port: 4321 }], env: { MODE: 'fast' }, createdAt: 1, updatedAt: 1,
     })
     s1.instances.update('i-0000000000000001', { state: 'running', handle: { id: 'i-0000000000000001', driver: 'process', state: { pid: 5 } } })
     s1.tasks.insert({
@@ -32,6 +32,7 @@ describe('store', () => {
     assert.equal(r?.ports[0]?.hostPort, 1234)
     assert.deepEqual(r?.remoteDisk, { host: 'h', token: 't' })
     assert.deepEqual(r?.links, [{ name: 'db', target: 'db', port: 4321 }])
+    assert.deepEqual(r?.env, { MODE: 'fast' })
     assert.deepEqual(s2.tasks.unfinished().map(t => [t.id, t.state, t.inputs]), [['i-0000000000000001', 'collecting', ['data://o/in']]], 'a task cut short is found again')
     assert.equal(s2.instances.countUsingTemplate('sha256:aa'), 1)
     assert.throws(() => { s2.transaction(() => { s2.instances.remove('i-0000000000000001'); throw new Error('abort') }) }, /abort/)

@@ -127,7 +127,7 @@ export function processDriver (init: ProcessDriverInit): Driver {
         if (!('port' in l.to)) throw new XenosError('DRIVER_FAILED', `link ${l.name} of instance ${spec.id} has no port`)
         env[`XENOS_LINK_${l.name.toUpperCase()}`] = `${l.to.host}:${l.to.port}`
       }
-      for (const [k, v] of Object.entries(spec.env)) env[k] = substitute(v, env)
+      for (const [k, v] of Object.entries({ ...spec.env, ...spec.instanceEnv })) env[k] = substitute(v, env)
 
       const log = join(spec.dir, 'console.log')
       const task = await spawnTask({ id: spec.id, argv: argv(spec, env, work), cwd: work, env, log, cgroups: init.cgroups, resources: spec.resources })

@@ -70,7 +70,12 @@ export function qemuCommandLine (o: CommandLineInput): string[] {
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-kernel', o.blobPath(image.kernel),
     '-initrd', o.blobPath(image.initrd),
-    '-append', `console=ttyS0 reboot=t panic=-1 quiet xenos.id=${spec.id}${links.length === 0 ? '' : ` xenos.links=${links.map(l => `${l.name}@${l.address}`).join(',')}`}`,
+    '-append', [
+      `console=ttyS0 reboot=t panic=-1 quiet xenos.id=${spec.id}`,
+      ...links.length === 0 ? [] : [`xenos.links=${links.map(l => `${l.name}@${l.address}`).join(',')}`],
+      // The deploy's environment, KEY=VALUE lines in base64 (the guest's init exports them).
+      ...Object.keys(spec.instanceEnv ?? {}).length === 0 ? [] : [`xenos.env=${Buffer.from(Object.entries(spec.instanceEnv ?? {}).map(([k, v]) => `${k}=${v}\n`).join('')).toString('base64')}`],
+    ].join(' '),
     '-chardev', `file,id=console,path=${console},append=on`,
     '-serial', 'chardev:console',
     '-qmp', `unix:${join(sockets, 'qm.sock')},server=on,wait=off`,

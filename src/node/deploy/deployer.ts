@@ -262,6 +262,7 @@ export class Deployer {
         name: spec.name === null ? `${base}-${m.id.slice(2, 8)}` : token.count > 1 ? `${base}-${m.index + 1}` : base,
         placement: rootPlacement(token, m.index),
         links: spec.links ?? [],
+        env: spec.env ?? {},
       }))
       await this.#init.supervisor.create(pulled.template, token.owner, named, {
         snapshot,

@@ -92,6 +92,7 @@ export class TaskRunner {
         disks: stagedDisksOf(r, dir),
         outbound: template.manifest.network === 'outbound',
         links: await this.#init.links.open(r),
+        instanceEnv: r.env,
       })
       // An arriving VM waits paused, still `creating`, until it takes over.
       records.set(r.id, { state: incoming === undefined ? 'running' : 'creating', handle })

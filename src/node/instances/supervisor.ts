@@ -27,6 +27,8 @@ export interface NewInstance {
   name: string
   placement: Placement
   links: ServiceLink[]
+  /** Environment variables over its template's. */
+  env: Record<string, string>
 }
 
 /** An instance arriving from another host by live migration. */
@@ -308,6 +310,11 @@ export class InstanceSupervisor {
   /** The services instance `id` reaches at addresses its host sets up (which move with it). */
   linksOf (id: string): ServiceLink[] {
     return this.#records.get(id).links.map(({ name, target, endpoint }) => ({ name, target, ...endpoint === undefined ? {} : { endpoint } }))
+  }
+
+  /** The environment instance `id`'s deploy gave it (which moves with it). */
+  envOf (id: string): Record<string, string> {
+    return this.#records.get(id).env
   }
 
   /** Why instance `id` may run here, as signed (null for an instance from before placements). */

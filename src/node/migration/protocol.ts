@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
-  checkDataPath, instanceIdSchema, instanceViewSchema, linkSchema, migrateAction, migrationResultSchema, peerIdSchema,
+  checkDataPath, instanceEnvSchema, instanceIdSchema, instanceViewSchema, linkSchema, migrateAction, migrationResultSchema, peerIdSchema,
   placementSchema, REQUEST_MAX_SKEW_MS, requestAuthSchema, templateIdSchema, verifyPlacement, XenosError,
   type InstanceView, type MigrationChannel, type MigrationProgress, type MigrationResult, type MigrationStatus, type Placement, type RequestAuth,
 } from '../../core/index.ts'
@@ -22,7 +22,7 @@ import type { DiskExports } from './disk-exports.ts'
 export interface MigrationsInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost' | 'search' | 'directAddress' | 'sign'>
   tunnels: Tunnels
-  supervisor: Pick<InstanceSupervisor, 'moves' | 'moving' | 'view' | 'placementOf' | 'remoteDiskOf' | 'tcpEndpoints' | 'linksOf' | 'arrivingFrom'>
+  supervisor: Pick<InstanceSupervisor, 'moves' | 'moving' | 'view' | 'placementOf' | 'remoteDiskOf' | 'tcpEndpoints' | 'linksOf' | 'envOf' | 'arrivingFrom'>
   store: Pick<Store, 'diskExports' | 'tasks' | 'transaction'>
   remoteDisks: RemoteDisks
   exports: DiskExports
@@ -52,6 +52,8 @@ const prepareSchema = z.strictObject({
   placement: placementSchema,
   /** The services it reaches at addresses its host sets up; the destination sets up its own (none from a source that sends none). */
   links: z.array(linkSchema).max(8).default([]),
+  /** The environment its deploy gave it. */
+  env: instanceEnvSchema.default({}),
   /** The ticket to the disk the source keeps serving; absent when the disk is copied to the destination. */
   diskToken: tokenSchema.optional(),
   /**
@@ -199,6 +201,7 @@ export class Migrations {
         template: view.template,
         placement,
         links: this.#init.supervisor.linksOf(id),
+        env: this.#init.supervisor.envOf(id),
         ...(diskToken === undefined ? {} : { diskToken }),
         ...(served === null ? {} : { diskHost: served.host }),
         ...(staged.length === 0 ? {} : { staged }),
@@ -266,7 +269,7 @@ export class Migrations {
     let disk: ArrivingDisk = { copied: true, staged: sizes }
     if (back) disk = { home: true }
     else if (req.diskToken !== undefined) disk = { servedBy: { host: req.diskHost ?? from, token: req.diskToken, ...staged.length === 0 ? {} : { staged: staged.map(({ serial, readOnly }) => ({ serial, readOnly })) } } }
-    const port = await this.#arrivals.receive(template, { ...req.instance, placement: req.placement, links: req.links }, from, disk, { address, key }, req.task)
+    const port = await this.#arrivals.receive(template, { ...req.instance, placement: req.placement, links: req.links, env: req.env }, from, disk, { address, key }, req.task)
     const tickets = [this.#init.tunnels.issue(from, { host: localTo(address), port })]
     // The source writes the disk it copies straight into the new VM's own disk server.
     if (copyDisk) tickets.push(this.#init.tunnels.issue(from, await this.#departure.diskSocket(id)))
