@@ -21,7 +21,7 @@ const allowed = {
   node: ['core', 'store', 'overlay', 'images', 'hypervisor', 'transfer', 'data', 'market', 'deploy'],
   api: ['core', 'store', 'images', 'node'],
   web: ['core'],
-  cli: ['core', 'store', 'images', 'api', 'node'],
+  cli: ['core', 'store', 'images', 'deploy', 'api', 'node'],
 }
 
 export default tseslint.config(

@@ -5,7 +5,7 @@ import type { Host } from '../node/index.ts'
  * it shows (peers, adverts, counters), not the libp2p node.
  */
 export type ApiHost = Pick<Host,
-  | 'log' | 'info' | 'verifier' | 'router' | 'catalog' | 'deployer' | 'replicas' | 'supervisor' | 'migrations' | 'draining'
+  | 'log' | 'info' | 'verifier' | 'router' | 'catalog' | 'deployer' | 'replicas' | 'deployments' | 'supervisor' | 'migrations' | 'draining'
   | 'library' | 'blobs' | 'names' | 'publishName' | 'templates' | 'fetcher' | 'data' | 'dataAccess' | 'tasks' | 'outputs' | 'services'
 > & {
   overlay: Pick<Host['overlay'], 'peerId' | 'search' | 'lookup' | 'lookupName' | 'cache' | 'counters' | 'gossipSubscribers' | 'connectedPeers'>

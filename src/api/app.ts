@@ -12,6 +12,7 @@ import { parseManifest, validateManifest } from '../images/index.ts'
 import type { ApiHost } from './api-host.ts'
 import { AUTH_HEADER, authOf, maybeAuthOf, SECURITY_SCHEMES, signedBy } from './auth.ts'
 import { registerDataRoutes } from './data.ts'
+import { registerDeploymentRoutes } from './deployments.ts'
 import { eventStream, withProgress } from './events.ts'
 import { registerInstanceRoutes } from './instances.ts'
 import { prometheusText } from './metrics.ts'
@@ -99,6 +100,7 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
   registerInstanceRoutes(api, host)
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => { done(null, payload) })
   registerDataRoutes(api, host)
+  registerDeploymentRoutes(api, host)
 
   api.get('/v1/search', { schema: { summary: 'Search adverts of hosts, templates and instances', querystring: searchQuery, response: { 200: searchResultSchema, ...errors } } }, async req => {
     const { q, kind, host: onHost, waitMs, from, limit } = req.query

@@ -26,6 +26,7 @@ export const hostInfoSchema = z.object({
   free: hostResourcesSchema,
   instances: z.number(),
   version: z.string(),
+  tags: z.record(z.string(), z.string()).describe('what the operator says the host is (xenosd --tag)'),
 })
 
 /** A template as the API shows it: with its manifest when asked for one by reference. */

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import {
-  deploySpecDigest, encodeAuthHeader, formatTemplateUri, isTemplateUri, parseTemplateUri, signAction, signDeployToken, signNameRecord, XenosError,
-  type DeployPart, type DeployResult, type DeploySpec, type HostRollout, type NameRecord, type OwnerKey, type PlacementPlan, type RequestAuth,
+  deploySpecDigest, encodeAuthHeader, formatTemplateUri, isTemplateUri, parseTemplateUri, sha256Hex, signAction, signDeployToken, signDeploymentGrant, signNameRecord, XenosError,
+  type DeploymentView, type DeployPart, type DeployResult, type DeploySpec, type HostRollout, type NameRecord, type OwnerKey, type PlacementPlan, type RequestAuth,
 } from '../core/index.ts'
 
 /** A watched request (a deploy waiting for a large template on many hosts, a migration) can take long. */
@@ -155,6 +155,15 @@ export class ApiClient {
       token: signDeployToken(this.#signer(), { host: p.host, template: templateId, key, count: p.count, spec: digest }),
       ...spec.inputs === undefined ? {} : { inputs: spec.inputs.map(i => this.authFor('data.get', i.uri, {}, p.host)) },
     }))
+  }
+
+  /**
+   * Asks the host to run description `text` and supervise it: signed here as the user's grant
+   * over its digest, naming that host; `onProgress` sees the deployment after each step.
+   */
+  async apply (name: string, text: string, onProgress: (v: DeploymentView) => void): Promise<DeploymentView> {
+    const grant = signDeploymentGrant(this.#signer(), { name, description: sha256Hex(text), supervisors: [await this.hostId()] })
+    return await this.#watch<DeploymentView>('/v1/deployments', { text, grant }, {}, 'apply', p => { onProgress(p as DeploymentView) })
   }
 
   /**

@@ -13,6 +13,7 @@ export function withDaemonOptions (cmd: Command): Command {
     .option('--bootstrap <multiaddr>', 'host to join through, ending in /p2p/<peer id> (repeatable)', collect)
     .option('--driver <name>', 'driver to offer (repeatable)', collect)
     .option('--name <name>', 'host name shown in search results')
+    .option('--tag <key=value>', 'what this host is, for descriptions to place components by (repeatable)', collect)
     .option('--advertise-address <ip>', 'address services bind to and endpoints name')
     .option('--cpu <cores>', 'CPU cores to offer (default: all)', Number)
     .option('--memory <MiB>', 'memory to offer in MiB (default: 75% of RAM)', Number)
@@ -37,6 +38,7 @@ export interface DaemonFlags {
   bootstrap?: string[]
   driver?: string[]
   name?: string
+  tag?: string[]
   advertiseAddress?: string
   cpu?: number
   memory?: number
@@ -65,6 +67,7 @@ export function daemonOptionsFrom (flags: DaemonFlags): HostOptionsInput & { dat
     ...(flags.bootstrap === undefined ? {} : { bootstrap: flags.bootstrap }),
     ...(flags.driver === undefined ? {} : { drivers: flags.driver as Array<'process'> }),
     ...(flags.name === undefined ? {} : { name: flags.name }),
+    ...(flags.tag === undefined ? {} : { tags: Object.fromEntries(flags.tag.map(tagOf)) }),
     ...(flags.advertiseAddress === undefined ? {} : { advertiseAddress: flags.advertiseAddress }),
     ...(flags.cpu === undefined || flags.memory === undefined ? {} : { capacity: { cpu: flags.cpu, memory: flags.memory } }),
     ...(flags.advertTtl === undefined ? {} : { advertTtlMs: Math.round(flags.advertTtl * 1000) }),
@@ -79,4 +82,10 @@ export function daemonOptionsFrom (flags: DaemonFlags): HostOptionsInput & { dat
     directMigration: flags.directMigration,
     logLevel: flags.logLevel as 'info',
   }
+}
+
+function tagOf (text: string): [string, string] {
+  const at = text.indexOf('=')
+  if (at < 1) throw new XenosError('INVALID_ARGUMENT', `--tag ${text}: give KEY=VALUE`)
+  return [text.slice(0, at), text.slice(at + 1)]
 }

@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { OWNER_ID_PATTERN } from './owner.ts'
 import { INSTANCE_STATES } from './instance.ts'
-import { placementSchema } from './placement.ts'
+import { placementSchema, rootPlacedAt } from './placement.ts'
 
 /**
  * Adverts: signed, expiring records a host publishes about itself, its templates and its
@@ -23,6 +23,9 @@ export const MAX_ADVERT_TTL_MS = 5 * 60_000
 const resources = z.strictObject({ cpu: z.number().nonnegative(), memory: z.number().nonnegative() })
 const shortText = z.string().max(256)
 
+/** A host's tags: a few short words its operator gives it. */
+export const hostTagsSchema = z.record(z.string().regex(/^[a-z][a-z0-9_.-]{0,31}$/), z.string().max(64)).refine(t => Object.keys(t).length <= 16, 'at most 16 tags')
+
 export const hostBodySchema = z.strictObject({
   name: shortText,
   api: z.url().max(256),
@@ -34,6 +37,8 @@ export const hostBodySchema = z.strictObject({
   version: z.string().max(32),
   /** The keys that may act as this host's operator (drain it, keep its templates and blobs). */
   operators: z.array(z.string().regex(OWNER_ID_PATTERN)).max(16),
+  /** What its operator says the host is (`region: eu`), for placements to match. */
+  tags: hostTagsSchema.default({}),
 }).refine(b => b.free.cpu <= b.capacity.cpu + 1e-9 && b.free.memory <= b.capacity.memory, { message: 'a host cannot have more free than it offers' })
 
 export const templateBodySchema = z.strictObject({
@@ -107,7 +112,7 @@ export function isNewer (a: Pick<Advert, 'issuedAt' | 'seq'>, b: Pick<Advert, 'i
 export function placedAt (a: Advert): number {
   if (a.kind !== 'instance') return 0
   const p = a.body.placement
-  return p.drains.at(-1)?.at ?? p.moved?.auth.ts ?? p.root.token.issuedAt
+  return p.drains.at(-1)?.at ?? p.moved?.auth.ts ?? rootPlacedAt(p.root)
 }
 
 /** Orders adverts about the same thing from different hosts: the later placement, then the later issue. */

@@ -11,6 +11,7 @@ export const ERROR_CODES = {
   TEMPLATE_NOT_FOUND: { status: 404, meaning: 'No template with that id or name is known here or on the overlay.' },
   INSTANCE_NOT_FOUND: { status: 404, meaning: 'No instance with that id is known here or on the overlay.' },
   ROUTE_NOT_FOUND: { status: 404, meaning: 'No API route matches the method and path; see /openapi.json.' },
+  DEPLOYMENT_NOT_FOUND: { status: 404, meaning: 'The host asked supervises no deployment of that name of the signer\'s.' },
   SNAPSHOT_NOT_FOUND: { status: 404, meaning: 'No snapshot with that id on the host asked; snapshots stay on the host that took them.' },
   HOST_NOT_FOUND: { status: 404, meaning: 'No host with that peer id is advertised on the overlay.' },
   DATA_NOT_FOUND: { status: 404, meaning: 'No file or upload with that name is in the repository of the host asked.' },

@@ -9,7 +9,9 @@ import { actionSignedBy, OWNER_ID_PATTERN, ownerSign, ownerVerifies, PEER_ID_PAT
  * other hosts send its owner's requests there, only with a proof that names that host:
  *
  * - the owner's **deploy token** for the host, which also fixes the instance's id (derived from
- *   the owner's key and the token), so nobody else can claim an instance of that id;
+ *   the owner's key and the token), so nobody else can claim an instance of that id; or the
+ *   owner's signed **deployment grant** (a description, and the hosts that may act for it) with
+ *   the place one of those hosts gave the instance, signed by it;
  * - then, if it moved, the owner's signed **migrate** request naming its destination;
  * - then any **drains** since: each a move the host it left made under its operator's signed
  *   drain, signed by that host's key.
@@ -61,8 +63,37 @@ export const drainLinkSchema = z.strictObject({
 })
 export type DrainLink = z.infer<typeof drainLinkSchema>
 
+/** An owner's signed description of a whole deployment (see src/deploy), and the hosts that may place its components for the owner. */
+export const deploymentGrantSchema = z.strictObject({
+  v: z.literal(1),
+  owner: ownerId,
+  name: z.string().min(1).max(63),
+  /** SHA-256 of the description's text. */
+  description: sha256,
+  supervisors: z.array(peerId).min(1).max(5),
+  issuedAt: z.number().int().nonnegative(),
+  sig: z.string().regex(/^[A-Za-z0-9_-]{20,200}$/),
+})
+export type DeploymentGrant = z.infer<typeof deploymentGrantSchema>
+
+/** Where a supervisor of a grant placed instance `index` of a component (its `generation`-th, counting replacements). */
+export const grantPlaceSchema = z.strictObject({
+  grant: deploymentGrantSchema,
+  component: z.string().min(1).max(256),
+  index: z.number().int().min(0).max(MAX_DEPLOY_COUNT - 1),
+  generation: z.number().int().min(0).max(1_000_000),
+  template: z.string().regex(/^sha256:[0-9a-f]{64}$/),
+  host: peerId,
+  /** The supervisor that placed it (one of the grant's), and when. */
+  by: peerId,
+  at: z.number().int().nonnegative(),
+  /** `by`'s host signature over the rest (see `placeBytes`). */
+  sig: z.string().max(200),
+})
+export type GrantPlace = z.infer<typeof grantPlaceSchema>
+
 export const placementSchema = z.strictObject({
-  root: z.strictObject({ token: deployTokenSchema, index: z.number().int().min(0).max(MAX_DEPLOY_COUNT - 1) }),
+  root: z.union([z.strictObject({ token: deployTokenSchema, index: z.number().int().min(0).max(MAX_DEPLOY_COUNT - 1) }), grantPlaceSchema]),
   /** The owner's last move of the instance. */
   moved: z.strictObject({ auth: requestAuthSchema, to: peerId, copyDisk: z.boolean() }).optional(),
   drains: z.array(drainLinkSchema).max(MAX_DRAIN_LINKS),
@@ -79,6 +110,35 @@ function tokenBytes (t: Omit<DeployToken, 'sig'>): Buffer {
 /** What the host a drain moves an instance off signs. */
 export function handoffBytes (instance: string, link: Omit<DrainLink, 'sig'>): Uint8Array {
   return Buffer.from(`xenos-handoff-v1\n${canonicalJson({ instance, ...link })}`)
+}
+
+function grantBytes (g: Omit<DeploymentGrant, 'sig'>): Buffer {
+  return Buffer.from(`xenos-deployment-v1\n${canonicalJson(g)}`)
+}
+
+/** What the supervisor that places an instance under a grant signs. */
+export function placeBytes (p: Omit<GrantPlace, 'sig'>): Uint8Array {
+  return Buffer.from(`xenos-place-v1\n${canonicalJson(p)}`)
+}
+
+export function signDeploymentGrant (key: OwnerKey, g: Pick<DeploymentGrant, 'name' | 'description' | 'supervisors'>, now = Date.now()): DeploymentGrant {
+  const unsigned = { v: 1 as const, owner: key.id, ...g, issuedAt: now }
+  return { ...unsigned, sig: ownerSign(key, grantBytes(unsigned)) }
+}
+
+export function deploymentGrantValid (g: DeploymentGrant): boolean {
+  const { sig, ...unsigned } = g
+  return ownerVerifies(g.owner, grantBytes(unsigned), sig)
+}
+
+/** The id of the instance a grant's supervisor places at (component, index, generation): the grant's owner's, and nobody else's. */
+export function instanceIdOfPlace (p: Pick<GrantPlace, 'grant' | 'component' | 'index' | 'generation'>): string {
+  return `i-${createHash('sha256').update(`xenos-instance-v2\n${p.grant.owner}\n${p.grant.sig}\n${p.component}\n${p.index}\n${p.generation}`).digest('hex').slice(0, 16)}`
+}
+
+/** When the root of a placement placed the instance (on its signer's clock). */
+export function rootPlacedAt (root: Placement['root']): number {
+  return 'token' in root ? root.token.issuedAt : root.at
 }
 
 /** The digest of a deploy's parameters that its tokens carry. */
@@ -127,12 +187,25 @@ export interface PlacedAt {
  */
 export async function verifyPlacement (p: Placement, instance: { id: string, owner: string, template: string }, verifyHost: HostVerifier): Promise<PlacedAt> {
   const bad = (why: string): XenosError => new XenosError('UNAUTHENTICATED', `the placement of instance ${instance.id} ${why}`)
-  const { token, index } = p.root
-  if (token.owner !== instance.owner) throw bad(`is signed by ${token.owner}, not by its owner ${instance.owner}`)
-  if (token.template !== instance.template) throw bad(`is for template ${token.template}, not ${instance.template}`)
-  if (index >= token.count || instanceIdOf(token, index) !== instance.id) throw bad('does not derive its id')
-  if (!deployTokenValid(token)) throw bad('has a deploy token its owner did not sign')
-  let placed: PlacedAt = { host: token.host, at: token.issuedAt }
+  let placed: PlacedAt
+  if ('token' in p.root) {
+    const { token, index } = p.root
+    if (token.owner !== instance.owner) throw bad(`is signed by ${token.owner}, not by its owner ${instance.owner}`)
+    if (token.template !== instance.template) throw bad(`is for template ${token.template}, not ${instance.template}`)
+    if (index >= token.count || instanceIdOf(token, index) !== instance.id) throw bad('does not derive its id')
+    if (!deployTokenValid(token)) throw bad('has a deploy token its owner did not sign')
+    placed = { host: token.host, at: token.issuedAt }
+  } else {
+    const { sig, ...unsigned } = p.root
+    const { grant } = unsigned
+    if (grant.owner !== instance.owner) throw bad(`is under a deployment of ${grant.owner}, not of its owner ${instance.owner}`)
+    if (unsigned.template !== instance.template) throw bad(`is for template ${unsigned.template}, not ${instance.template}`)
+    if (instanceIdOfPlace(unsigned) !== instance.id) throw bad('does not derive its id')
+    if (!deploymentGrantValid(grant)) throw bad('is under a deployment its owner did not sign')
+    if (!grant.supervisors.includes(unsigned.by)) throw bad(`was placed by host ${unsigned.by}, which deployment ${grant.name} does not let act for its owner`)
+    if (!await verifyHost(unsigned.by, placeBytes(unsigned), sig)) throw bad(`names a place host ${unsigned.by} did not sign`)
+    placed = { host: unsigned.host, at: unsigned.at }
+  }
   if (p.moved !== undefined) {
     const { auth, to, copyDisk } = p.moved
     if (auth.owner !== instance.owner || !actionSignedBy(auth, migrateAction(instance.id, auth.host, to, copyDisk))) throw bad('names a move its owner did not sign')

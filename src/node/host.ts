@@ -18,6 +18,7 @@ import { Templates } from './templates.ts'
 import { HostTrust } from './trust.ts'
 import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSchema, incomingMigrationAddress, hostTag, type HostOptions, type HostOptionsInput } from './options.ts'
 import { RequestVerifier } from './replay.ts'
+import { Deployments, Places } from './deployments/index.ts'
 import { InstanceSupervisor } from './instances/index.ts'
 import { DiskExports, Draining, Migrations, RemoteDiskTunnels } from './migration/index.ts'
 import { InstanceRouter } from './router.ts'
@@ -70,6 +71,10 @@ export class Host {
   readonly router: InstanceRouter
   readonly deployer: Deployer
   readonly replicas: Replicas
+  /** Instances other hosts' deployments place here. */
+  readonly places: Places
+  /** The deployments (descriptions) this host supervises. */
+  readonly deployments: Deployments
   readonly templates: Templates
   readonly tunnels: Tunnels
   readonly migrations: Migrations
@@ -249,6 +254,16 @@ export class Host {
       log: this.log.child({ component: 'migration' }),
     })
     this.replicas = new Replicas({ overlay: this.overlay, verifier, supervisor: this.supervisor, deployer: this.deployer, migrations: this.migrations })
+    this.places = new Places({ overlay: this.overlay, supervisor: this.supervisor, fetcher: this.fetcher, catalog: this.catalog, verifier })
+    this.deployments = new Deployments({
+      overlay: this.overlay,
+      store: this.store,
+      places: this.places,
+      catalog: this.catalog,
+      deployer: this.deployer,
+      verifier,
+      log: this.log.child({ component: 'deployments' }),
+    })
     this.draining = new Draining({
       overlay: this.overlay,
       supervisor: this.supervisor,
@@ -322,6 +337,7 @@ export class Host {
     this.router.serve()
     this.deployer.serve()
     this.replicas.serve()
+    this.places.serve()
     this.migrations.serve()
     this.dataAccess.serve()
     this.outputs.serve()
@@ -337,6 +353,8 @@ export class Host {
     // Destroyed as the host stopped: copies of their adverts may live on in the DHT.
     for (const r of destroyed) if (r.placement !== null) await this.overlay.withdraw('instance', r.id, this.#instanceBody(r, r.placement))
     await this.#advertiseHost()
+    // What deployments were doing when the host stopped goes on.
+    this.deployments.recover()
     void this.dataAccess.announceAll()
     void this.tasks.announceAll()
     this.#collectTimer = setInterval(() => { void this.#sweep() }, COLLECT_EVERY_MS)
@@ -384,7 +402,7 @@ export class Host {
     return join(this.options.dataDir, 'staging')
   }
 
-  info (): { id: string, name: string, addrs: string[], api: string, drivers: string[], capacity: Resources, free: Resources, instances: number, version: string, operators: string[] } {
+  info (): { id: string, name: string, addrs: string[], api: string, drivers: string[], capacity: Resources, free: Resources, instances: number, version: string, operators: string[], tags: Record<string, string> } {
     return {
       id: this.overlay.peerId,
       name: this.options.name ?? this.overlay.peerId.slice(-8),
@@ -396,13 +414,14 @@ export class Host {
       instances: this.supervisor.list().length,
       version: XENOS_VERSION,
       operators: [...this.verifier.operators],
+      tags: this.options.tags,
     }
   }
 
   async #advertiseHost (): Promise<void> {
     if (!this.#started) return
-    const { name, addrs, api, drivers, capacity, free, instances, version, operators } = this.info()
-    await this.overlay.publish('host', this.overlay.peerId, { name, addrs, api: api === '' ? 'http://0.0.0.0/' : api, drivers, capacity, free, instances, version, operators })
+    const { name, addrs, api, drivers, capacity, free, instances, version, operators, tags } = this.info()
+    await this.overlay.publish('host', this.overlay.peerId, { name, addrs, api: api === '' ? 'http://0.0.0.0/' : api, drivers, capacity, free, instances, version, operators, tags })
   }
 
   async #advertiseTemplate (t: Template): Promise<void> {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { cpus, homedir, tmpdir, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import { z } from 'zod'
-import { MAX_ADVERT_TTL_MS, OWNER_ID_PATTERN } from '../core/index.ts'
+import { hostTagsSchema, MAX_ADVERT_TTL_MS, OWNER_ID_PATTERN } from '../core/index.ts'
 import { DEFAULT_ADVERT_TTL_MS } from '../overlay/index.ts'
 
 export const DEFAULT_API_PORT = 7380
@@ -31,6 +31,8 @@ export const hostOptionsSchema = z.strictObject({
   runDir: z.string().min(1).max(60).optional(),
   /** Human-readable host name shown in search results. */
   name: z.string().max(63).optional(),
+  /** What the host is, for descriptions to place components by (`placement: {tags: {region: eu}}`). */
+  tags: hostTagsSchema.default({}),
   /** Address services bind to and endpoints name; by default the first non-wildcard listen IP, else 127.0.0.1. */
   advertiseAddress: z.string().optional(),
   /** CPU cores and MiB this host offers. @default all cores and 75% of memory */

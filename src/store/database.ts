@@ -141,6 +141,19 @@ const MIGRATIONS: readonly string[] = [
   `ALTER TABLE instances ADD COLUMN links TEXT NOT NULL DEFAULT '[]';`,
   // The environment a deploy gives each instance, over its template's.
   `ALTER TABLE instances ADD COLUMN env TEXT NOT NULL DEFAULT '{}';`,
+  // The deployments (descriptions) a host supervises.
+  `CREATE TABLE deployments (
+     owner TEXT NOT NULL,
+     name TEXT NOT NULL,
+     text TEXT NOT NULL,
+     grant TEXT NOT NULL,
+     state TEXT NOT NULL,
+     components TEXT NOT NULL,
+     error TEXT,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL,
+     PRIMARY KEY (owner, name)
+   );`,
 ]
 
 export type Database = DatabaseSync

@@ -13,6 +13,7 @@
  */
 import { openDatabase, openLightConnection, transaction, type Database } from './database.ts'
 import { DataTable } from './data.ts'
+import { DeploymentTable } from './deployments.ts'
 import { DiskExportTable } from './disk-exports.ts'
 import { ForwardTable } from './forwards.ts'
 import { InstanceTable } from './instances.ts'
@@ -28,6 +29,7 @@ export { writeFileAtomic, renameDurably } from './files.ts'
 export { loadOrCreateOwnerKey } from './keys.ts'
 export type { InstanceRecord, InstanceChange, InstanceLink, RemoteDisk } from './instances.ts'
 export type { DiskExportRecord } from './disk-exports.ts'
+export type { ComponentRecord, DeploymentRecord, DeploymentState, PlacedInstance } from './deployments.ts'
 export type { ForwardRecord } from './forwards.ts'
 export type { DataFileRecord, DataGrantRecord, DataRights, DataUploadRecord } from './data.ts'
 export type { SnapshotRecord } from './snapshots.ts'
@@ -43,6 +45,7 @@ export interface Store {
   diskExports: DiskExportTable
   data: DataTable
   tasks: TaskTable
+  deployments: DeploymentTable
   forwards: ForwardTable
   settings: SettingsTable
   nonces: NonceTable
@@ -62,6 +65,7 @@ export function openStore (path: string): Store {
     diskExports: new DiskExportTable(db),
     data: new DataTable(db),
     tasks: new TaskTable(db),
+    deployments: new DeploymentTable(db),
     forwards: new ForwardTable(db),
     settings: new SettingsTable(db),
     nonces: new NonceTable(light),

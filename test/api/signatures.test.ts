@@ -4,7 +4,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { after, before, describe, it } from 'node:test'
 import pino from 'pino'
 import { buildApp } from '../../src/api/index.ts'
-import { encodeAuthHeader, generateOwnerKey, signAction, type OwnerKey } from '../../src/core/index.ts'
+import { encodeAuthHeader, generateOwnerKey, sha256Hex, signAction, signDeploymentGrant, type OwnerKey } from '../../src/core/index.ts'
 import { Host } from '../../src/node/index.ts'
 import { tempDir } from '../helpers/cluster.ts'
 import { Requests } from '../helpers/requests.ts'
@@ -72,6 +72,9 @@ describe('signed routes', () => {
     host.store.snapshots.insert({ id: 's-0123456789abcdef', instanceId: instance, templateId: template, owner: alice.id, createdAt: Date.now() })
     host.store.tasks.insert({ id: instance, owner: alice.id, templateId: template, inputs: [], outputsPrefix: 'out', keep: true, state: 'running', exitCode: null, error: null, outputs: [], refused: [], createdAt: Date.now(), collectingAt: null, endedAt: null })
     await r.inject('PUT', '/v1/data/grants', r.auth(alice, 'data.grant', `data://${alice.id}`, { grantee: operator.id, rights: 'read' }), { grantee: operator.id, rights: 'read' })
+    const text = 'name: site\ncomponents:\n  s:\n    template: sleeper\n'
+    const applied = await r.inject('POST', '/v1/deployments', {}, { text, grant: signDeploymentGrant(alice, { name: 'site', description: sha256Hex(text), supervisors: [self] }) })
+    assert.equal(applied.json().state, 'running', applied.body.slice(0, 300))
   })
 
   after(async () => {
@@ -111,7 +114,7 @@ describe('signed routes', () => {
         url: `/v1/instances/${instance}/replicate`, body: { to: self, part: { token: r.token(mallory, template, { name: 'a' }, 1) } }, action: 'replicate', target: instance, params: { to: self, snapshot: null },
         mallory: res => {
           refused(res)
-          assert.equal(host.supervisor.list().length, 1, 'no replica of Alice\'s instance')
+          assert.equal(host.supervisor.list().filter(v => v.name === 'a').length, 1, 'no replica of Alice\'s instance')
         },
       },
       'POST /v1/instances/{id}/derive': { url: `/v1/instances/${instance}/derive`, body: { name: 'stolen' }, action: 'derive', target: instance, params: { name: 'stolen' }, mallory: refused },
@@ -128,6 +131,9 @@ describe('signed routes', () => {
       'GET /v1/data/files': { url: `/v1/data/files?uri=${encodeURIComponent(`data://${alice.id}/`)}`, action: 'data.list', target: `data://${alice.id}/`, params: {}, mallory: refused },
       'GET /v1/data/file': { url: `/v1/data/file?uri=${encodeURIComponent(aliceFile)}`, action: 'data.get', target: aliceFile, params: {}, mallory: refused },
       'DELETE /v1/data/file': { url: `/v1/data/file?uri=${encodeURIComponent(aliceFile)}`, action: 'data.delete', target: aliceFile, params: {}, mallory: refused },
+      'GET /v1/deployments': { url: '/v1/deployments', action: 'deployments', target: self, params: {}, mallory: res => { assert.deepEqual(res.json(), { deployments: [] }, 'none of Alice\'s') } },
+      'GET /v1/deployments/{name}': { url: '/v1/deployments/site', action: 'deployment.get', target: 'site', params: {}, mallory: res => { assert.equal(res.json().error.code, 'DEPLOYMENT_NOT_FOUND') } },
+      'POST /v1/deployments/{name}/terminate': { url: '/v1/deployments/site/terminate', action: 'deployment.terminate', target: 'site', params: {}, mallory: res => { assert.equal(res.json().error.code, 'DEPLOYMENT_NOT_FOUND') } },
       'GET /v1/tasks': { url: '/v1/tasks', action: 'task.list', target: 'tasks', params: {}, mallory: res => { assert.deepEqual(res.json(), { tasks: [] }, 'none of Alice\'s') } },
       'GET /v1/tasks/{id}': { url: `/v1/tasks/${instance}`, action: 'task.get', target: instance, params: {}, mallory: refused },
       'GET /v1/data/grants': { url: '/v1/data/grants', action: 'data.grants', target: 'SIGNER', params: {}, mallory: res => { assert.deepEqual(res.json(), { grants: [] }, 'none of Alice\'s') } },
@@ -180,6 +186,7 @@ describe('signed routes', () => {
     assert.ok(host.library.get(template) !== undefined)
     assert.ok(host.store.data.file(alice.id, 'f.txt') !== undefined)
     assert.ok(host.store.snapshots.get('s-0123456789abcdef') !== undefined)
+    assert.equal(host.deployments.show(alice.id, 'site').state, 'running', 'Alice\'s deployment runs on')
   })
 
   it('deploys only with tokens their owner signed, unaltered', async () => {
@@ -197,7 +204,7 @@ describe('signed routes', () => {
     const res = await r.inject('POST', `/v1/instances/${instance}/replicate`, r.auth(alice, 'replicate', instance, { to: self, snapshot: null }), body)
     assert.equal(res.statusCode, 403, res.body.slice(0, 300))
     assert.match(res.json().error.message, /signed by another key/)
-    assert.equal(host.supervisor.list().length, 1, 'no replica owned by the token\'s signer')
+    assert.equal(host.supervisor.list().filter(v => v.name === 'a').length, 1, 'no replica owned by the token\'s signer')
     const own = { to: self, part: { token: r.token(alice, template, { name: 'a' }, 1) } }
     const made = await r.inject('POST', `/v1/instances/${instance}/replicate`, r.auth(alice, 'replicate', instance, { to: self, snapshot: null }), own)
     assert.equal(made.statusCode, 200, made.body.slice(0, 300))

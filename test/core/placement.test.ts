@@ -3,7 +3,7 @@ import { describe, it } from 'node:test'
 import { generateOwnerKey, instanceIdOf, verifyPlacement } from '../../src/core/index.ts'
 import { AdvertCache, signAdvert, verifyAdvert, verifyHostSignature } from '../../src/overlay/index.ts'
 import { hostKey } from '../helpers/adverts.ts'
-import { deployedOn, drainedTo, instanceAdvert, movedTo, TEMPLATE } from '../helpers/placement.ts'
+import { deployedOn, drainedTo, instanceAdvert, movedTo, placedUnder, TEMPLATE } from '../helpers/placement.ts'
 
 describe('placements', () => {
   const alice = generateOwnerKey()
@@ -33,8 +33,10 @@ describe('placements', () => {
     // Mallory's own token, offered as Alice's instance: its id does not derive from it, nor its owner.
     await assert.rejects(verifyPlacement(mine.placement, instance, verifyHostSignature), /not by its owner/)
     await assert.rejects(verifyPlacement(mine.placement, { ...instance, owner: mallory.id }, verifyHostSignature), /does not derive its id/)
-    assert.notEqual(instanceIdOf(mine.placement.root.token, 0), id)
-    await assert.rejects(verifyPlacement({ ...placement, root: { ...placement.root, token: { ...placement.root.token, host: rogue.id } } }, instance, verifyHostSignature), /does not derive its id|did not sign/)
+    const [root, mineRoot] = [placement.root, mine.placement.root]
+    assert.ok('token' in root && 'token' in mineRoot)
+    assert.notEqual(instanceIdOf(mineRoot.token, 0), id)
+    await assert.rejects(verifyPlacement({ ...placement, root: { ...root, token: { ...root.token, host: rogue.id } } }, instance, verifyHostSignature), /does not derive its id|did not sign/)
     await assert.rejects(verifyPlacement(placement, { ...instance, template: `sha256:${'f'.repeat(64)}` }, verifyHostSignature), /is for template/)
     // A move to the rogue, signed by mallory instead of Alice.
     await assert.rejects(verifyPlacement(movedTo(mallory, placement, id, a.id, rogue.id), instance, verifyHostSignature), /move its owner did not sign/)
@@ -46,6 +48,29 @@ describe('placements', () => {
     await assert.rejects(verifyPlacement(forged, instance, verifyHostSignature), /host .* did not sign/)
     // A drain of a host the instance was not on.
     await assert.rejects(verifyPlacement(await drainedTo(mallory, b.key, placement, id, b.id, rogue.id), instance, verifyHostSignature), /where the instance was not/)
+  })
+
+  it('place an instance where a host its owner named for a deployment placed it, and nowhere another host says', async () => {
+    const supervisor = await hostKey()
+    const a = await hostKey()
+    const rogue = await hostKey()
+    const { id, placement } = await placedUnder(alice, [supervisor.id], supervisor.key, supervisor.id, a.id, 'web', 5000)
+    const instance = { id, owner: alice.id, template: TEMPLATE }
+    assert.deepEqual(await verifyPlacement(placement, instance, verifyHostSignature), { host: a.id, at: 5000 })
+    assert.deepEqual(await verifyPlacement(movedTo(alice, placement, id, a.id, rogue.id, 6000), instance, verifyHostSignature), { host: rogue.id, at: 6000 }, 'and its owner may move it on')
+    // The rogue, not named by Alice, places an instance of her deployment on itself.
+    const self = await placedUnder(alice, [supervisor.id], rogue.key, rogue.id, rogue.id)
+    await assert.rejects(verifyPlacement(self.placement, { ...instance, id: self.id }, verifyHostSignature), /does not let act for its owner/)
+    // ...or claims the supervisor placed it there.
+    const claimed = await placedUnder(alice, [supervisor.id], rogue.key, supervisor.id, rogue.id)
+    await assert.rejects(verifyPlacement(claimed.placement, { ...instance, id: claimed.id }, verifyHostSignature), /did not sign/)
+    // Mallory's own deployment does not place Alice's instances, nor does a changed place keep its id.
+    const theirs = await placedUnder(mallory, [rogue.id], rogue.key, rogue.id, rogue.id)
+    await assert.rejects(verifyPlacement(theirs.placement, { ...instance, id: theirs.id }, verifyHostSignature), /not of its owner/)
+    const root = placement.root
+    assert.ok('grant' in root)
+    await assert.rejects(verifyPlacement({ ...placement, root: { ...root, generation: 1 } }, instance, verifyHostSignature), /does not derive its id/)
+    await assert.rejects(verifyPlacement({ ...placement, root: { ...root, host: rogue.id } }, instance, verifyHostSignature), /did not sign/)
   })
 
   it('keep a host from advertising an instance not placed on it, and let the latest placement stand', async () => {

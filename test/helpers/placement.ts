@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto'
 import type { PrivateKey } from '@libp2p/interface'
 import {
-  deploySpecDigest, drainAction, handoffBytes, instanceIdOf, migrateAction, signAction, signDeployToken,
-  type DrainLink, type OwnerKey, type Placement, type UnsignedAdvert,
+  deploySpecDigest, drainAction, handoffBytes, instanceIdOf, instanceIdOfPlace, migrateAction, placeBytes, signAction, signDeployToken, signDeploymentGrant,
+  type DrainLink, type GrantPlace, type OwnerKey, type Placement, type UnsignedAdvert,
 } from '../../src/core/index.ts'
 
 export const TEMPLATE = `sha256:${'e'.repeat(64)}`
@@ -11,6 +11,14 @@ export const TEMPLATE = `sha256:${'e'.repeat(64)}`
 export function deployedOn (owner: OwnerKey, host: string, template = TEMPLATE, issuedAt = Date.now()): { id: string, placement: Placement } {
   const token = signDeployToken(owner, { host, template, key: randomBytes(16).toString('hex'), count: 1, spec: deploySpecDigest({ name: null }) }, issuedAt)
   return { id: instanceIdOf(token, 0), placement: { root: { token, index: 0 }, drains: [] } }
+}
+
+/** A place host `by` (key `byKey`) gave instance 0 of component `component` on `host`, under a deployment of `owner` whose supervisors are `supervisors`. */
+export async function placedUnder (owner: OwnerKey, supervisors: string[], byKey: PrivateKey, by: string, host: string, component = 'web', at = Date.now()): Promise<{ id: string, placement: Placement }> {
+  const grant = signDeploymentGrant(owner, { name: 'site', description: 'd'.repeat(64), supervisors })
+  const unsigned: Omit<GrantPlace, 'sig'> = { grant, component, index: 0, generation: 0, template: TEMPLATE, host, by, at }
+  const sig = Buffer.from(await byKey.sign(placeBytes(unsigned))).toString('base64url')
+  return { id: instanceIdOfPlace(unsigned), placement: { root: { ...unsigned, sig }, drains: [] } }
 }
 
 /** The owner moves instance `id` from `from` to `to`. */

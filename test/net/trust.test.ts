@@ -118,7 +118,7 @@ describe('a cloud whose peers are attackers', () => {
     const huge = { cpu: 100_000, memory: 1_000_000_000 }
     await rogue.gossip({
       v: 1, kind: 'host', id: rogue.id, host: rogue.id, seq: 1, issuedAt: now, expiresAt: now + 120_000,
-      body: { name: 'huge', api: 'http://127.0.0.1:1/', addrs: rogue.node.getMultiaddrs().map(m => m.toString()), drivers: ['process'], capacity: huge, free: huge, instances: 0, version: '0.1.0', operators: [] },
+      body: { name: 'huge', api: 'http://127.0.0.1:1/', addrs: rogue.node.getMultiaddrs().map(m => m.toString()), drivers: ['process'], capacity: huge, free: huge, instances: 0, version: '0.1.0', operators: [], tags: {} },
     })
     await eventually(async () => (await getJson(w, '/v1/peers')).hosts.some((h: any) => h.id === rogue.id), 10_000, 'W to see the rogue\'s host advert')
     const plan = await getJson(w, `/v1/placement?template=${template}&count=3`)

@@ -24,7 +24,7 @@ describe('advert verification', () => {
         ...templateAdvert(h.id),
         kind: 'host',
         id: other.id,
-        body: { name: 'x', api: 'http://127.0.0.1:1/', addrs: [], drivers: ['process'], capacity: { cpu: 1, memory: 1 }, free: { cpu: 1, memory: 1 }, instances: 0, version: '0', operators: [] },
+        body: { name: 'x', api: 'http://127.0.0.1:1/', addrs: [], drivers: ['process'], capacity: { cpu: 1, memory: 1 }, free: { cpu: 1, memory: 1 }, instances: 0, version: '0', operators: [], tags: {} },
       } as never), 'wrong-host'],
       ['not a peer id', await signAdvert(h.key, templateAdvert('not-a-peer-id')), 'wrong-host'],
       ['expired', await signAdvert(h.key, templateAdvert(h.id, { issuedAt: now - 60_000, expiresAt: now - 1000 })), 'expired'],

@@ -29,6 +29,8 @@ export interface NewInstance {
   links: ServiceLink[]
   /** Environment variables over its template's. */
   env: Record<string, string>
+  /** What it may hold, when not what its template asks for. */
+  resources?: Resources | undefined
 }
 
 /** An instance arriving from another host by live migration. */
@@ -205,7 +207,7 @@ export class InstanceSupervisor {
     const { snapshot, alongside } = options
     const driver = this.#records.driverFor(template.manifest.driver)
     const records = await this.#locks.run('admission', async () => {
-      this.admission.check(template.manifest.resources, instances.length, template.manifest.name)
+      for (const [want, n] of resourceGroups(template, instances)) this.admission.check(want, n, template.manifest.name)
       const out: InstanceRecord[] = []
       const pending = new Set<number>()
       for (const i of instances) out.push(await this.#newRecord(template, driver, { ...i, owner, createdAt: Date.now() }, null, pending))
@@ -376,7 +378,7 @@ export class InstanceSupervisor {
       driver: driver.name,
       handle: null,
       ports,
-      resources: template.manifest.resources,
+      resources: o.resources ?? template.manifest.resources,
       error: null,
       exitCode: null,
       updatedAt: o.createdAt,
@@ -388,7 +390,7 @@ export class InstanceSupervisor {
     if (!canMigrate(driver)) throw new XenosError('INVALID_STATE', `the ${driver.name} driver cannot take over migrating instances`)
     return await this.#locks.run('admission', async () => {
       if (this.has(arriving.id)) throw new XenosError('INVALID_STATE', `host ${this.#init.hostId} already holds instance ${arriving.id}`)
-      this.admission.check(template.manifest.resources, 1, template.manifest.name)
+      this.admission.check(arriving.resources ?? template.manifest.resources, 1, template.manifest.name)
       const r = await this.#newRecord(template, driver, arriving, remoteDisk)
       await mkdir(this.#records.dir(r.id), { recursive: true })
       await writeFile(join(this.#records.dir(r.id), INCOMING_MARKER), from)
@@ -455,4 +457,15 @@ export class InstanceSupervisor {
       milestones: this.health.milestones(r.id),
     })
   }
+}
+
+/** The instances of a create by what each holds (its own resources, or its template's), counted: admission checks each group. */
+function resourceGroups (template: Template, instances: NewInstance[]): Array<[Resources, number]> {
+  const groups = new Map<string, [Resources, number]>()
+  for (const i of instances) {
+    const want = i.resources ?? template.manifest.resources
+    const key = `${want.cpu}/${want.memory}`
+    groups.set(key, [want, (groups.get(key)?.[1] ?? 0) + 1])
+  }
+  return [...groups.values()]
 }

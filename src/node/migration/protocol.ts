@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
-  checkDataPath, instanceEnvSchema, instanceIdSchema, instanceViewSchema, linkSchema, migrateAction, migrationResultSchema, peerIdSchema,
+  checkDataPath, instanceEnvSchema, resourcesSchema, instanceIdSchema, instanceViewSchema, linkSchema, migrateAction, migrationResultSchema, peerIdSchema,
   placementSchema, REQUEST_MAX_SKEW_MS, requestAuthSchema, templateIdSchema, verifyPlacement, XenosError,
   type InstanceView, type MigrationChannel, type MigrationProgress, type MigrationResult, type MigrationStatus, type Placement, type RequestAuth,
 } from '../../core/index.ts'
@@ -54,6 +54,8 @@ const prepareSchema = z.strictObject({
   links: z.array(linkSchema).max(8).default([]),
   /** The environment its deploy gave it. */
   env: instanceEnvSchema.default({}),
+  /** What it holds, when not what its template asks for. */
+  resources: resourcesSchema.optional(),
   /** The ticket to the disk the source keeps serving; absent when the disk is copied to the destination. */
   diskToken: tokenSchema.optional(),
   /**
@@ -202,6 +204,7 @@ export class Migrations {
         placement,
         links: this.#init.supervisor.linksOf(id),
         env: this.#init.supervisor.envOf(id),
+        resources: view.resources,
         ...(diskToken === undefined ? {} : { diskToken }),
         ...(served === null ? {} : { diskHost: served.host }),
         ...(staged.length === 0 ? {} : { staged }),
@@ -269,7 +272,7 @@ export class Migrations {
     let disk: ArrivingDisk = { copied: true, staged: sizes }
     if (back) disk = { home: true }
     else if (req.diskToken !== undefined) disk = { servedBy: { host: req.diskHost ?? from, token: req.diskToken, ...staged.length === 0 ? {} : { staged: staged.map(({ serial, readOnly }) => ({ serial, readOnly })) } } }
-    const port = await this.#arrivals.receive(template, { ...req.instance, placement: req.placement, links: req.links, env: req.env }, from, disk, { address, key }, req.task)
+    const port = await this.#arrivals.receive(template, { ...req.instance, placement: req.placement, links: req.links, env: req.env, resources: req.resources }, from, disk, { address, key }, req.task)
     const tickets = [this.#init.tunnels.issue(from, { host: localTo(address), port })]
     // The source writes the disk it copies straight into the new VM's own disk server.
     if (copyDisk) tickets.push(this.#init.tunnels.issue(from, await this.#departure.diskSocket(id)))

@@ -1,0 +1,46 @@
+import { z } from 'zod'
+import { applyRequestSchema, deploymentViewSchema } from '../core/index.ts'
+import type { ApiHost } from './api-host.ts'
+import type { Api } from './app.ts'
+import { authOf, signedBy } from './auth.ts'
+import { withProgress } from './events.ts'
+import { errorResponses as errors } from './schemas.ts'
+
+const nameParams = z.strictObject({ name: z.string().min(1).max(63) })
+
+/** Descriptions of whole deployments: applied, shown and terminated on the host that supervises them. */
+export function registerDeploymentRoutes (api: Api, host: ApiHost): void {
+  api.post('/v1/deployments', {
+    schema: {
+      summary: 'Run a description (see docs/descriptions.md) on this host, which supervises it: its grant, signed by its owner over the text\'s digest, must name this host. With `Accept: text/event-stream`: the deployment after each step as `progress`, then `result` or `error`',
+      body: applyRequestSchema,
+      response: { 200: deploymentViewSchema, ...errors },
+    },
+  }, async (req, reply) => await withProgress(req, reply, 200, async progress => await host.deployments.apply(req.body, progress)))
+
+  api.get('/v1/deployments', {
+    schema: { summary: 'The signer\'s deployments this host supervises', ...signedBy('owner', 'deployments on this host\'s id'), response: { 200: z.object({ deployments: z.array(deploymentViewSchema) }), ...errors } },
+  }, async req => {
+    const owner = host.verifier.verify(authOf(req), { action: 'deployments', target: host.overlay.peerId, params: {} })
+    return { deployments: host.deployments.list(owner) }
+  })
+
+  api.get('/v1/deployments/:name', {
+    schema: { summary: 'One of the signer\'s deployments: each component with its state, instances and last event', ...signedBy('owner', 'deployment.get on the name'), params: nameParams, response: { 200: deploymentViewSchema, ...errors } },
+  }, async req => {
+    const owner = host.verifier.verify(authOf(req), { action: 'deployment.get', target: req.params.name, params: {} })
+    return host.deployments.show(owner, req.params.name)
+  })
+
+  api.post('/v1/deployments/:name/terminate', {
+    schema: {
+      summary: 'End every instance of one of the signer\'s deployments, in the reverse of the order they started in. With `Accept: text/event-stream`: `progress` after each step',
+      ...signedBy('owner', 'deployment.terminate on the name'),
+      params: nameParams,
+      response: { 200: deploymentViewSchema, ...errors },
+    },
+  }, async (req, reply) => {
+    const owner = host.verifier.verify(authOf(req), { action: 'deployment.terminate', target: req.params.name, params: {} })
+    return await withProgress(req, reply, 200, async progress => await host.deployments.terminate(owner, req.params.name, progress))
+  })
+}

@@ -1,0 +1,62 @@
+import type { Command } from 'commander'
+import { readFile } from 'node:fs/promises'
+import type { DeploymentView } from '../core/index.ts'
+import { resolveDescription } from '../deploy/index.ts'
+import { client, out } from './command.ts'
+import { ago, shortId, table } from './table.ts'
+
+/** A deployment's components, a row each: path, state, where its instances run, what happened last. */
+function deploymentTable (d: DeploymentView): string {
+  const head = `${d.name}: ${d.state}${d.error === null ? '' : ` (${d.error})`}, supervised by ${shortId(d.supervisor)}`
+  return [head, table(['COMPONENT', 'STATE', 'INSTANCES', 'LAST EVENT', 'SINCE'],
+    d.components.map(c => [c.path, c.state, c.instances.map(i => `${i.id}@${shortId(i.host)}`).join(' ') || '-', c.event ?? '-', ago(c.updatedAt)]))].join('\n')
+}
+
+/** Shows a deployment's progress on stderr: a line each time a component changes. */
+function progressPrinter (): (v: DeploymentView) => void {
+  const said = new Map<string, string>()
+  return v => {
+    for (const c of v.components) {
+      const line = `${c.path}: ${c.state}${c.event === null ? '' : ` — ${c.event}`}`
+      if (said.get(c.path) !== line) process.stderr.write(`${line}\n`)
+      said.set(c.path, line)
+    }
+  }
+}
+
+/** `xenos apply`, `xenos deployment …` and `xenos terminate`: whole deployments from descriptions (docs/descriptions.md). */
+export function registerDeploymentCommands (program: Command): void {
+  program.command('apply <file>').description('Run a description of a whole deployment (docs/descriptions.md) on this host, which supervises it')
+    .action(async (file: string, _o: unknown, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const text = await readFile(file, 'utf8')
+      // Resolved here first: a mistake is shown with its line before anything is sent.
+      const { name } = resolveDescription(text, file)
+      process.stderr.write(`applying ${name}…\n`)
+      const d = await api.apply(name, text, progressPrinter())
+      out(flags, d, () => deploymentTable(d))
+      if (d.state !== 'running') process.exitCode = 1
+    })
+
+  const deployment = program.command('deployment').description('Deployments from descriptions: list, show')
+  deployment.command('list').description('Your deployments this host supervises')
+    .action(async (_o: unknown, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const { deployments } = await api.signed<{ deployments: DeploymentView[] }>('GET', '/v1/deployments', 'deployments', await api.hostId(), {})
+      out(flags, deployments, () => deployments.length === 0 ? 'no deployments' : table(['NAME', 'STATE', 'COMPONENTS', 'UPDATED'], deployments.map(d => [d.name, d.state, String(d.components.length), ago(d.updatedAt)])))
+    })
+  deployment.command('show <name>').description('A deployment: each component with its state, instances and last event')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const d = await api.signed<DeploymentView>('GET', `/v1/deployments/${encodeURIComponent(name)}`, 'deployment.get', name, {})
+      out(flags, d, () => deploymentTable(d))
+    })
+
+  program.command('terminate <name>').description('End every instance of a deployment, in the reverse of the order they started in')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const show = progressPrinter()
+      const d = await api.watched<DeploymentView>(`/v1/deployments/${encodeURIComponent(name)}/terminate`, 'deployment.terminate', name, {}, undefined, p => { show(p as DeploymentView) })
+      out(flags, d, () => deploymentTable(d))
+    })
+}

@@ -1,0 +1,60 @@
+import { z } from 'zod'
+import { instanceEnvSchema, linkSchema } from './deploy.ts'
+import { deploymentGrantSchema, grantPlaceSchema } from './placement.ts'
+import { instanceIdSchema, peerIdSchema } from './views.ts'
+
+/** Descriptions are small: a larger one is a mistake. */
+export const MAX_DESCRIPTION_TEXT = 256 * 1024
+
+/** A description to run: its text, and its owner's grant over the text's digest naming the hosts that may act for them. */
+export const applyRequestSchema = z.strictObject({
+  text: z.string().min(1).max(MAX_DESCRIPTION_TEXT),
+  grant: deploymentGrantSchema,
+})
+export type ApplyRequest = z.infer<typeof applyRequestSchema>
+
+export const COMPONENT_STATES = ['waiting', 'deploying', 'running', 'failed', 'terminating', 'terminated'] as const
+export const DEPLOYMENT_STATES = ['applying', 'running', 'failed', 'terminating', 'terminated'] as const
+
+/** A deployment as its owner sees it: each component (by path) with its state, instances and last event. */
+export const deploymentViewSchema = z.strictObject({
+  name: z.string(),
+  owner: z.string(),
+  /** The host that supervises it. */
+  supervisor: peerIdSchema,
+  state: z.enum(DEPLOYMENT_STATES),
+  error: z.string().nullable(),
+  components: z.array(z.strictObject({
+    path: z.string(),
+    state: z.enum(COMPONENT_STATES),
+    instances: z.array(z.strictObject({ id: instanceIdSchema, host: peerIdSchema, index: z.number().int(), generation: z.number().int() })),
+    event: z.string().nullable(),
+    updatedAt: z.number().int(),
+  })),
+  createdAt: z.number().int(),
+  updatedAt: z.number().int(),
+})
+export type DeploymentView = z.infer<typeof deploymentViewSchema>
+
+/** What a supervisor asks the host it placed an instance on to make: the description it is under, the place, and what the instance is given. */
+export const placeRequestSchema = z.strictObject({
+  text: z.string().min(1).max(MAX_DESCRIPTION_TEXT),
+  place: grantPlaceSchema,
+  env: instanceEnvSchema,
+  links: z.array(linkSchema).max(8),
+})
+export type PlaceRequest = z.infer<typeof placeRequestSchema>
+
+/** A supervisor of the deployment an instance was placed under ends it: signed by the supervisor (see `releaseBytes`). */
+export const releaseRequestSchema = z.strictObject({
+  id: instanceIdSchema,
+  by: peerIdSchema,
+  at: z.number().int().nonnegative(),
+  sig: z.string().max(200),
+})
+export type ReleaseRequest = z.infer<typeof releaseRequestSchema>
+
+/** What a supervisor signs to end instance `id` of the deployment whose grant carries `grantSig`. */
+export function releaseBytes (id: string, grantSig: string, by: string, at: number): Uint8Array {
+  return new TextEncoder().encode(`xenos-release-v1\n${id}\n${grantSig}\n${by}\n${at}`)
+}

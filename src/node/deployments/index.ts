@@ -1,0 +1,2 @@
+export { Deployments, workloadsOf } from './engine.ts'
+export { Places } from './places.ts'

@@ -1,0 +1,125 @@
+import {
+  deploymentGrantValid, instanceIdOfPlace, placeBytes, placeRequestSchema, releaseBytes, releaseRequestSchema, REQUEST_MAX_SKEW_MS, sha256Hex, XenosError,
+  type InstanceView, type PlaceRequest, type ReleaseRequest,
+} from '../../core/index.ts'
+import { resolveDescription, type Component, type Description, type Workload } from '../../deploy/index.ts'
+import type { TemplateFetcher } from '../../images/index.ts'
+import { verifyHostSignature, type Overlay } from '../../overlay/index.ts'
+import type { TemplateCatalog } from '../catalog.ts'
+import type { InstanceSupervisor } from '../instances/index.ts'
+import type { RequestVerifier } from '../replay.ts'
+import { untilHealthy } from '../deploy/index.ts'
+
+/** How long a placed instance has to boot and pass its checks. */
+const HEALTHY_WITHIN_MS = 5 * 60_000
+
+export interface PlacesInit {
+  overlay: Pick<Overlay, 'peerId' | 'rpc'>
+  supervisor: Pick<InstanceSupervisor, 'create' | 'has' | 'view' | 'control' | 'placementOf'>
+  fetcher: Pick<TemplateFetcher, 'ensure'>
+  catalog: Pick<TemplateCatalog, 'resolve'>
+  verifier: RequestVerifier
+}
+
+/**
+ * This host's side of the deployments other hosts supervise: it makes an instance a supervisor
+ * placed here, and ends one at a supervisor's word, only under its owner's signed grant, only
+ * for a supervisor the grant names, and only what the signed description says.
+ */
+export class Places {
+  readonly #init: PlacesInit
+
+  constructor (init: PlacesInit) {
+    this.#init = init
+  }
+
+  get #self (): string {
+    return this.#init.overlay.peerId
+  }
+
+  serve (): void {
+    const { rpc } = this.#init.overlay
+    rpc.handle('instance.place', placeRequestSchema, async (req, from) => {
+      if (from.toString() !== req.place.by) throw new XenosError('FORBIDDEN', `host ${from.toString()} asks for a place host ${req.place.by} gave`)
+      return await this.place(req)
+    })
+    rpc.handle('instance.release', releaseRequestSchema, async (req, from) => {
+      if (from.toString() !== req.by) throw new XenosError('FORBIDDEN', `host ${from.toString()} asks to end an instance in the name of host ${req.by}`)
+      await this.release(req)
+      return null
+    })
+  }
+
+  /**
+   * Makes the instance `req` places on this host (or finds it made: a retry makes nothing twice),
+   * and answers once it has booted and passed its health checks.
+   */
+  async place (req: PlaceRequest): Promise<InstanceView> {
+    const { place, text } = req
+    const { sig, ...unsigned } = place
+    const { grant } = place
+    const id = instanceIdOfPlace(place)
+    if (place.host !== this.#self) throw new XenosError('UNAUTHENTICATED', `this place is on host ${place.host}, not on host ${this.#self}`)
+    if (!deploymentGrantValid(grant)) throw new XenosError('UNAUTHENTICATED', `deployment ${grant.name} is not signed by the owner it names`)
+    if (!grant.supervisors.includes(place.by)) throw new XenosError('FORBIDDEN', `host ${place.by} may not act for deployment ${grant.name}: its owner named ${grant.supervisors.join(', ')}`)
+    if (!await verifyHostSignature(place.by, placeBytes(unsigned), sig)) throw new XenosError('UNAUTHENTICATED', `host ${place.by} did not sign this place`)
+    if (sha256Hex(text) !== grant.description) throw new XenosError('UNAUTHENTICATED', `the description sent is not the one the owner of deployment ${grant.name} signed`)
+    const workload = workloadAt(resolveDescription(text, `${grant.name}.yaml`), place.component)
+    if (workload === undefined) throw new XenosError('INVALID_ARGUMENT', `deployment ${grant.name} has no component ${place.component} with a template`)
+    if (place.index >= workload.count) throw new XenosError('INVALID_ARGUMENT', `component ${place.component} has ${workload.count} instance(s), not ${place.index + 1}`)
+    const unknown = Object.keys(req.env).filter(k => !(k in workload.env))
+    if (unknown.length > 0) throw new XenosError('INVALID_ARGUMENT', `component ${place.component} sets no ${unknown.join(', ')} in its description`)
+    if (this.#init.supervisor.has(id)) return await this.#healthy(id)
+    if (Math.abs(Date.now() - place.at) > REQUEST_MAX_SKEW_MS) throw new XenosError('UNAUTHENTICATED', 'this place was given too long ago, or by a clock far from this host\'s')
+    const named = await this.#init.catalog.resolve(workload.template)
+    if (named.id !== place.template) throw new XenosError('FORBIDDEN', `component ${place.component} runs ${workload.template} (${named.id}), not ${place.template}`)
+    this.#init.verifier.claimOnce(grant.owner, sig, place.at)
+    const { template } = await this.#init.fetcher.ensure(place.template)
+    await this.#init.supervisor.create(template, grant.owner, [{
+      id,
+      name: instanceName(grant.name, workload, place.index),
+      placement: { root: place, drains: [] },
+      links: req.links,
+      env: req.env,
+      resources: workload.resources,
+    }])
+    return await this.#healthy(id)
+  }
+
+  async #healthy (id: string): Promise<InstanceView> {
+    const view = this.#init.supervisor.view(id)
+    await untilHealthy([view], 0, async i => this.#init.supervisor.view(i), HEALTHY_WITHIN_MS)
+    return this.#init.supervisor.view(id)
+  }
+
+  /** Ends an instance placed here under a deployment, at the word of a supervisor its grant names. */
+  async release (req: ReleaseRequest): Promise<void> {
+    if (!this.#init.supervisor.has(req.id)) return
+    const root = this.#init.supervisor.placementOf(req.id)?.root
+    if (root === undefined || !('grant' in root)) throw new XenosError('FORBIDDEN', `instance ${req.id} was not placed under a deployment`)
+    if (!root.grant.supervisors.includes(req.by)) throw new XenosError('FORBIDDEN', `host ${req.by} may not act for deployment ${root.grant.name}`)
+    if (Math.abs(Date.now() - req.at) > REQUEST_MAX_SKEW_MS) throw new XenosError('UNAUTHENTICATED', 'this release was signed too long ago, or by a clock far from this host\'s')
+    if (!await verifyHostSignature(req.by, releaseBytes(req.id, root.grant.sig, req.by, req.at), req.sig)) throw new XenosError('UNAUTHENTICATED', `host ${req.by} did not sign this release`)
+    this.#init.verifier.claimOnce(root.grant.owner, req.sig, req.at)
+    await this.#init.supervisor.control(req.id, 'destroy')
+  }
+}
+
+/** The workload at component path `path` (`cluster.db`) of a description. */
+export function workloadAt (d: Description, path: string): Workload | undefined {
+  let components: Record<string, Component> = d.components
+  let found: Component | undefined
+  for (const name of path.split('.')) {
+    found = components[name]
+    if (found === undefined) return undefined
+    if (found.kind !== 'workload') components = found.components
+  }
+  return found?.kind === 'workload' ? found : undefined
+}
+
+/** The name of instance `index` of a workload: the deployment's and the component's, so that links by name follow replacements. */
+export function instanceName (deployment: string, w: Workload, index: number): string {
+  const base = `${deployment}-${w.path.replaceAll('.', '-')}`
+  return w.count > 1 ? `${base}-${index + 1}` : base
+}
+

@@ -1,0 +1,87 @@
+import type { DeploymentGrant } from '../core/index.ts'
+import type { Database } from './database.ts'
+import { Rows } from './rows.ts'
+
+/** One instance a deployment made for a component: which place (index, generation) it fills, and where. */
+export interface PlacedInstance {
+  index: number
+  generation: number
+  id: string
+  host: string
+}
+
+/** What a supervising host knows of one component of a deployment it runs. */
+export interface ComponentRecord {
+  state: 'waiting' | 'deploying' | 'running' | 'failed' | 'terminating' | 'terminated'
+  instances: PlacedInstance[]
+  /** The generation its instances are of: each time they are made anew, the next. */
+  generation: number
+  /** The last thing that happened to it, for its owner to read. */
+  event: string | null
+  updatedAt: number
+}
+
+export type DeploymentState = 'applying' | 'running' | 'failed' | 'terminating' | 'terminated'
+
+/** A deployment this host supervises: its owner's description as signed, and where each of its components is. */
+export interface DeploymentRecord {
+  owner: string
+  name: string
+  /** The description's text, as its owner signed its digest in `grant`. */
+  text: string
+  grant: DeploymentGrant
+  state: DeploymentState
+  /** By component path. */
+  components: Record<string, ComponentRecord>
+  error: string | null
+  createdAt: number
+  updatedAt: number
+}
+
+const rows = new Rows<DeploymentRecord>('deployments', {
+  owner: 'plain',
+  name: 'plain',
+  text: 'plain',
+  grant: 'json',
+  state: 'plain',
+  components: 'json',
+  error: 'plain',
+  createdAt: 'plain',
+  updatedAt: 'plain',
+})
+const CHANGING: Array<keyof DeploymentRecord> = ['state', 'components', 'error', 'updatedAt']
+
+/** The deployments this host supervises. Every step of one is written before the next is taken. */
+export class DeploymentTable {
+  readonly #db: Database
+
+  constructor (db: Database) {
+    this.#db = db
+  }
+
+  insert (d: DeploymentRecord): void {
+    this.#db.prepare(rows.insert()).run(...rows.values(d))
+  }
+
+  update (owner: string, name: string, change: Partial<Pick<DeploymentRecord, 'state' | 'components' | 'error'>>, now = Date.now()): DeploymentRecord | undefined {
+    const current = this.get(owner, name)
+    if (current === undefined) return undefined
+    const next: DeploymentRecord = { ...current, ...change, updatedAt: now }
+    this.#db.prepare(`${rows.update(CHANGING, 'owner')} AND name = ?`).run(...rows.values(next, CHANGING), owner, name)
+    return next
+  }
+
+  get (owner: string, name: string): DeploymentRecord | undefined {
+    return rows.maybe(this.#db.prepare('SELECT * FROM deployments WHERE owner = ? AND name = ?').get(owner, name))
+  }
+
+  list (owner?: string): DeploymentRecord[] {
+    return rows.all(owner === undefined
+      ? this.#db.prepare('SELECT * FROM deployments ORDER BY created_at').all()
+      : this.#db.prepare('SELECT * FROM deployments WHERE owner = ? ORDER BY created_at').all(owner))
+  }
+
+  remove (owner: string, name: string): void {
+    this.#db.prepare('DELETE FROM deployments WHERE owner = ? AND name = ?').run(owner, name)
+  }
+}

@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict'
+import type { FastifyInstance } from 'fastify'
+import { after, before, describe, it } from 'node:test'
+import pino from 'pino'
+import type { PrivateKey } from '@libp2p/interface'
+import { buildApp } from '../../src/api/index.ts'
+import {
+  generateOwnerKey, instanceIdOfPlace, placeBytes, releaseBytes, sha256Hex, signDeploymentGrant,
+  type DeploymentGrant, type GrantPlace, type OwnerKey, type PlaceRequest,
+} from '../../src/core/index.ts'
+import { Host } from '../../src/node/index.ts'
+import { hostKey } from '../helpers/adverts.ts'
+import { tempDir } from '../helpers/cluster.ts'
+import { Requests } from '../helpers/requests.ts'
+
+const manifest = {
+  name: 'web', version: '1', driver: 'process', resources: { cpu: 0.1, memory: 32 },
+  command: 'mkdir -p www && echo up > www/index.html && exec busybox httpd -f -p ${XENOS_HOST}:${XENOS_PORT_HTTP} -h www',
+  ports: [{ name: 'http', protocol: 'http' }],
+}
+const TEXT = 'name: site\ncomponents:\n  web:\n    template: web\n    count: 2\n    env: { MODE: fast }\n'
+
+async function signed (key: PrivateKey, data: Uint8Array): Promise<string> {
+  return Buffer.from(await key.sign(data)).toString('base64url')
+}
+
+/**
+ * A host makes an instance another host's deployment places on it only as its owner's grant
+ * allows: placed by a supervisor the grant names, signed by it, under the description signed,
+ * with what the description says; and ends one only at such a supervisor's word.
+ */
+describe('places under a deployment', () => {
+  let host: Host
+  let app: FastifyInstance
+  let alice: OwnerKey
+  let supervisor: { key: PrivateKey, id: string }
+  let rogue: { key: PrivateKey, id: string }
+  let template: string
+  let grant: DeploymentGrant
+
+  before(async () => {
+    alice = generateOwnerKey()
+    supervisor = await hostKey()
+    rogue = await hostKey()
+    host = await Host.create({ dataDir: await tempDir('places'), listen: ['/ip4/127.0.0.1/tcp/0'], capacity: { cpu: 1, memory: 256 } }, pino({ level: 'silent' }))
+    await host.start()
+    app = await buildApp(host)
+    const r = new Requests(app, host.overlay.peerId)
+    const body = { manifest }
+    template = (await r.inject('POST', '/v1/templates', r.auth(alice, 'template.import', 'templates', body), body)).json().id
+    grant = signDeploymentGrant(alice, { name: 'site', description: sha256Hex(TEXT), supervisors: [supervisor.id] })
+  })
+
+  after(async () => {
+    for (const v of host.supervisor.list()) await host.supervisor.control(v.id, 'destroy')
+    await app.close()
+    await host.stop()
+  })
+
+  /** A place of instance `index` on this host, signed by `by` (with `key`), and what comes with it. */
+  const request = async (o: { by?: string, key?: PrivateKey, index?: number, text?: string, template?: string, env?: Record<string, string>, grant?: DeploymentGrant } = {}): Promise<PlaceRequest> => {
+    const unsigned: Omit<GrantPlace, 'sig'> = { grant: o.grant ?? grant, component: 'web', index: o.index ?? 0, generation: 0, template: o.template ?? template, host: host.overlay.peerId, by: o.by ?? supervisor.id, at: Date.now() }
+    return { text: o.text ?? TEXT, place: { ...unsigned, sig: await signed(o.key ?? supervisor.key, placeBytes(unsigned)) }, env: o.env ?? { MODE: 'fast' }, links: [] }
+  }
+
+  it('refuses a place by a host the grant does not name, one it did not sign, another description, template or environment', async () => {
+    await assert.rejects(host.places.place(await request({ by: rogue.id, key: rogue.key })), /may not act for deployment site/)
+    await assert.rejects(host.places.place(await request({ key: rogue.key })), /did not sign this place/)
+    await assert.rejects(host.places.place(await request({ text: TEXT.replace('count: 2', 'count: 50') })), /not the one the owner of deployment site signed/)
+    await assert.rejects(host.places.place(await request({ template: `sha256:${'a'.repeat(64)}` })), /runs web/)
+    await assert.rejects(host.places.place(await request({ env: { MODE: 'fast', PATH: '/evil' } })), /sets no PATH/)
+    await assert.rejects(host.places.place(await request({ index: 2 })), /has 2 instance\(s\), not 3/)
+    const forged = { ...grant, supervisors: [rogue.id] }
+    await assert.rejects(host.places.place(await request({ grant: forged, by: rogue.id, key: rogue.key })), /not signed by the owner/)
+    assert.deepEqual(host.supervisor.list(), [], 'nothing was made')
+  })
+
+  it('makes what the supervisor placed, once, and ends it only at a supervisor\'s word', async () => {
+    const req = await request()
+    const made = await host.places.place(req)
+    assert.equal(made.id, instanceIdOfPlace(req.place))
+    assert.equal(made.owner, alice.id)
+    assert.equal(made.name, 'site-web-1')
+    assert.equal(made.state, 'running')
+    assert.equal((await host.places.place(req)).id, made.id, 'the same place again makes nothing new')
+    assert.equal(host.supervisor.list().length, 1)
+
+    const at = Date.now()
+    await assert.rejects(host.places.release({ id: made.id, by: rogue.id, at, sig: await signed(rogue.key, releaseBytes(made.id, grant.sig, rogue.id, at)) }), /may not act for deployment site/)
+    await assert.rejects(host.places.release({ id: made.id, by: supervisor.id, at, sig: await signed(rogue.key, releaseBytes(made.id, grant.sig, supervisor.id, at)) }), /did not sign this release/)
+    assert.equal(host.supervisor.view(made.id).state, 'running')
+    await host.places.release({ id: made.id, by: supervisor.id, at, sig: await signed(supervisor.key, releaseBytes(made.id, grant.sig, supervisor.id, at)) })
+    assert.equal(host.supervisor.has(made.id), false)
+  })
+})

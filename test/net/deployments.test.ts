@@ -1,0 +1,133 @@
+import assert from 'node:assert/strict'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { cli, CliError, eventually, getJson, httpGet, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+
+/** A process template serving its directory www over HTTP, after `setup` (which ends with ";" or "&"). */
+function webTemplate (name: string, setup: string): string {
+  return `name: ${name}\nversion: "1"\ndriver: process\ncommand: "mkdir -p www; ${setup} exec busybox httpd -f -p \${XENOS_HOST}:\${XENOS_PORT_HTTP} -h www"\nports: [{ name: http, protocol: http }]\nresources: { cpu: 0.05, memory: 16 }\n`
+}
+const MASTER = webTemplate('dmaster', 'echo master ok > www/index.html;')
+/** A worker shows at /seen what it last read from its master, at the address its description gave it. */
+const WORKER = webTemplate('dworker', 'echo $ROLE > www/role; (while :; do busybox wget -q -O www/seen.tmp http://$MASTER/ && mv www/seen.tmp www/seen; sleep 0.3; done) &')
+const DESCRIPTION = `name: pi
+prototypes:
+  worker:
+    template: dworker
+    env: { MASTER: TBD, ROLE: worker }
+components:
+  master:
+    template: dmaster
+  workers:
+    extends: worker
+    count: 3
+    after: [master]
+    env: { MASTER: "\${master.endpoints.http}" }
+    placement: { spread: true }
+`
+
+/** Deployments from descriptions over several real xenosd processes: dependency order, values passed at run time, owners only, terminate. */
+describe('deployments from descriptions', () => {
+  const hosts: TestHost[] = []
+  let a: TestHost
+  let alice: string, mallory: string
+  let file: string
+
+  before(async () => {
+    const dir = await tempDir('deployments')
+    alice = join(dir, 'alice.pem')
+    mallory = join(dir, 'mallory.pem')
+    a = await startHost({ name: 'da' })
+    hosts.push(a, ...await Promise.all(['db', 'dc', 'dd'].map(async name => await startHost({ name, bootstrap: [a] }))))
+    for (const [name, text] of [['master.yaml', MASTER], ['worker.yaml', WORKER]] as const) {
+      await writeFile(join(dir, name), text)
+      await cli(a, alice, ['template', 'import', join(dir, name)])
+    }
+    file = join(dir, 'pi.yaml')
+    await writeFile(file, DESCRIPTION)
+    await eventually(async () => (await getJson(a, '/v1/peers')).hosts.length >= 4 || undefined, 20_000, 'every host to be advertised')
+  })
+
+  after(async () => {
+    await Promise.all(hosts.map(async h => { await stopHost(h) }))
+  })
+
+  it('starts the workers on three hosts once the master is healthy, each given the master\'s address, and terminates everything', async () => {
+    const d = await cli(a, alice, ['apply', file])
+    assert.equal(d.state, 'running', JSON.stringify(d))
+    const master = d.components.find((c: any) => c.path === 'master')
+    const workers = d.components.find((c: any) => c.path === 'workers')
+    assert.equal(master.instances.length, 1)
+    assert.equal(workers.instances.length, 3)
+    assert.equal(new Set(workers.instances.map((i: any) => i.host)).size, 3, 'spread over three hosts')
+
+    const masterView = await cli(a, alice, ['instance', 'show', master.instances[0].id])
+    assert.equal(masterView.name, 'pi-master')
+    for (const i of workers.instances) {
+      const w = await cli(a, alice, ['instance', 'show', i.id])
+      assert.ok(w.createdAt >= masterView.healthyAt, `worker ${w.id} was made (${w.createdAt}) after the master was healthy (${masterView.healthyAt})`)
+      assert.equal((await httpGet(`${w.endpoints[0].url as string}/role`))?.trim(), 'worker', 'the prototype\'s value')
+      const seen = await eventually(async () => await httpGet(`${w.endpoints[0].url as string}/seen`), 15_000, `worker ${w.id} to reach the master`)
+      assert.equal(seen.trim(), 'master ok')
+    }
+    const shown = await cli(a, alice, ['deployment', 'show', 'pi'])
+    assert.deepEqual(shown.components.map((c: any) => [c.path, c.state]), [['master', 'running'], ['workers', 'running']])
+    assert.deepEqual((await cli(a, alice, ['deployment', 'list'])).map((x: any) => x.name), ['pi'])
+    // The same description again changes nothing.
+    assert.deepEqual((await cli(a, alice, ['apply', file])).components.map((c: any) => c.instances), shown.components.map((c: any) => c.instances))
+
+    const ended = await cli(a, alice, ['terminate', 'pi'])
+    assert.equal(ended.state, 'terminated')
+    for (const h of hosts) {
+      const local = (await getJson(h, '/v1/instances')).instances.filter((v: any) => v.host === h.info.peerId)
+      assert.deepEqual(local, [], `host ${h.name} keeps nothing of the deployment`)
+    }
+  })
+
+  it('lets only the owner see, apply again or terminate a deployment, through any host', async () => {
+    await cli(a, alice, ['apply', file])
+    for (const h of hosts) {
+      await assert.rejects(cli(h, mallory, ['deployment', 'show', 'pi']), (err: unknown) => err instanceof CliError && /DEPLOYMENT_NOT_FOUND/.test(err.message))
+      await assert.rejects(cli(h, mallory, ['terminate', 'pi']), /DEPLOYMENT_NOT_FOUND/)
+    }
+    assert.deepEqual(await cli(a, mallory, ['deployment', 'list']), [])
+    const d = await cli(a, alice, ['deployment', 'show', 'pi'])
+    assert.equal(d.state, 'running', 'Mallory changed nothing')
+    for (const i of d.components.flatMap((c: any) => c.instances)) await assert.rejects(cli(a, mallory, ['instance', 'destroy', i.id]), /FORBIDDEN/)
+    await cli(a, alice, ['terminate', 'pi'])
+  })
+
+  it('names the line and path of a mistake before anything runs', async () => {
+    const bad = join(await tempDir('bad'), 'bad.yaml')
+    await writeFile(bad, DESCRIPTION.replace('    env: { MASTER: "${master.endpoints.http}" }\n', ''))
+    await assert.rejects(cli(a, alice, ['apply', bad]), /bad\.yaml:5:20: components\.workers\.env\.MASTER: TBD not overridden/)
+  })
+
+  it('carries on where it was when its supervisor is killed half-way, making each instance once', async () => {
+    const dir = await tempDir('later')
+    await writeFile(join(dir, 'slow.yaml'), webTemplate('dslow', 'sleep 6;'))
+    await cli(a, alice, ['template', 'import', join(dir, 'slow.yaml')])
+    const later = join(dir, 'later.yaml')
+    await writeFile(later, 'name: later\ncomponents:\n  first:\n    template: dmaster\n  second:\n    template: dslow\n    count: 2\n    after: [first]\n    placement: { spread: true }\n')
+    // The CLI loses its host half-way: its answer does not matter.
+    const applying = cli(a, alice, ['apply', later]).catch(() => undefined)
+    await eventually(async () => {
+      const d = await cli(a, alice, ['deployment', 'show', 'later']).catch(() => undefined)
+      return d?.components.find((c: any) => c.path === 'second')?.state === 'deploying' || undefined
+    }, 30_000, 'the second component to be placed')
+    await stopHost(a, 'SIGKILL')
+    await applying
+    a = await startHost({ name: 'da', dataDir: a.dataDir, bootstrap: [hosts[1] as TestHost] })
+    hosts[0] = a
+    const d = await eventually(async () => {
+      const v = await cli(a, alice, ['deployment', 'show', 'later']).catch(() => undefined)
+      return v?.state === 'running' ? v : undefined
+    }, 90_000, 'the restarted supervisor to bring the deployment up')
+    assert.equal(d.components.find((c: any) => c.path === 'second').instances.length, 2)
+    let made = 0
+    for (const h of hosts) made += (await getJson<{ instances: any[] }>(h, '/v1/instances')).instances.filter((v: any) => v.host === h.info.peerId && v.name.startsWith('later-second')).length
+    assert.equal(made, 2, 'each instance made once')
+    await cli(a, alice, ['terminate', 'later'])
+  })
+})
