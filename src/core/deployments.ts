@@ -45,16 +45,21 @@ export const placeRequestSchema = z.strictObject({
 })
 export type PlaceRequest = z.infer<typeof placeRequestSchema>
 
-/** A supervisor of the deployment an instance was placed under ends it: signed by the supervisor (see `releaseBytes`). */
-export const releaseRequestSchema = z.strictObject({
+/** What a supervisor may have a host do to an instance of its deployment: end it, or start it again where it is. */
+export const SUPERVISED_ACTIONS = ['release', 'restart'] as const
+export type SupervisedAction = typeof SUPERVISED_ACTIONS[number]
+
+/** A supervisor of the deployment an instance was placed under acts on it: signed by the supervisor (see `supervisedBytes`). */
+export const supervisedRequestSchema = z.strictObject({
   id: instanceIdSchema,
+  action: z.enum(SUPERVISED_ACTIONS),
   by: peerIdSchema,
   at: z.number().int().nonnegative(),
   sig: z.string().max(200),
 })
-export type ReleaseRequest = z.infer<typeof releaseRequestSchema>
+export type SupervisedRequest = z.infer<typeof supervisedRequestSchema>
 
-/** What a supervisor signs to end instance `id` of the deployment whose grant carries `grantSig`. */
-export function releaseBytes (id: string, grantSig: string, by: string, at: number): Uint8Array {
-  return new TextEncoder().encode(`xenos-release-v1\n${id}\n${grantSig}\n${by}\n${at}`)
+/** What a supervisor signs to have `action` done to instance `id` of the deployment whose grant carries `grantSig`. */
+export function supervisedBytes (action: SupervisedAction, id: string, grantSig: string, by: string, at: number): Uint8Array {
+  return new TextEncoder().encode(`xenos-supervised-v1\n${action}\n${id}\n${grantSig}\n${by}\n${at}`)
 }

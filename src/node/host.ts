@@ -258,6 +258,7 @@ export class Host {
     this.deployments = new Deployments({
       overlay: this.overlay,
       store: this.store,
+      supervisor: this.supervisor,
       places: this.places,
       catalog: this.catalog,
       deployer: this.deployer,
@@ -355,6 +356,7 @@ export class Host {
     await this.#advertiseHost()
     // What deployments were doing when the host stopped goes on.
     this.deployments.recover()
+    this.deployments.start()
     void this.dataAccess.announceAll()
     void this.tasks.announceAll()
     this.#collectTimer = setInterval(() => { void this.#sweep() }, COLLECT_EVERY_MS)
@@ -367,6 +369,7 @@ export class Host {
     clearTimeout(this.#hostAdvertTimer)
     clearInterval(this.#collectTimer)
     this.supervisor.health.stop()
+    this.deployments.stop()
     await this.services.stop()
     await this.overlay.stop()
     await this.blobs.close()

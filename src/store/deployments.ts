@@ -16,6 +16,10 @@ export interface ComponentRecord {
   instances: PlacedInstance[]
   /** The generation its instances are of: each time they are made anew, the next. */
   generation: number
+  /** Times it was started again in place since it was last made anew. */
+  restarts?: number
+  /** When it was made anew on another host after an instance died (the recent ones). */
+  replacedAt?: number[]
   /** The last thing that happened to it, for its owner to read. */
   event: string | null
   updatedAt: number

@@ -5,7 +5,7 @@ import pino from 'pino'
 import type { PrivateKey } from '@libp2p/interface'
 import { buildApp } from '../../src/api/index.ts'
 import {
-  generateOwnerKey, instanceIdOfPlace, placeBytes, releaseBytes, sha256Hex, signDeploymentGrant,
+  generateOwnerKey, instanceIdOfPlace, placeBytes, sha256Hex, supervisedBytes, signDeploymentGrant,
   type DeploymentGrant, type GrantPlace, type OwnerKey, type PlaceRequest,
 } from '../../src/core/index.ts'
 import { Host } from '../../src/node/index.ts'
@@ -75,7 +75,7 @@ describe('places under a deployment', () => {
     assert.deepEqual(host.supervisor.list(), [], 'nothing was made')
   })
 
-  it('makes what the supervisor placed, once, and ends it only at a supervisor\'s word', async () => {
+  it('makes what the supervisor placed, once, and starts it again or ends it only at a supervisor\'s word', async () => {
     const req = await request()
     const made = await host.places.place(req)
     assert.equal(made.id, instanceIdOfPlace(req.place))
@@ -86,10 +86,17 @@ describe('places under a deployment', () => {
     assert.equal(host.supervisor.list().length, 1)
 
     const at = Date.now()
-    await assert.rejects(host.places.release({ id: made.id, by: rogue.id, at, sig: await signed(rogue.key, releaseBytes(made.id, grant.sig, rogue.id, at)) }), /may not act for deployment site/)
-    await assert.rejects(host.places.release({ id: made.id, by: supervisor.id, at, sig: await signed(rogue.key, releaseBytes(made.id, grant.sig, supervisor.id, at)) }), /did not sign this release/)
+    const word = async (action: 'release' | 'restart', by: { key: PrivateKey, id: string }, as = by.id): Promise<void> => {
+      await host.places.act({ id: made.id, action, by: as, at, sig: await signed(by.key, supervisedBytes(action, made.id, grant.sig, as, at)) })
+    }
+    await assert.rejects(word('release', rogue), /may not act for deployment site/)
+    await assert.rejects(word('release', rogue, supervisor.id), /did not sign this release/)
+    await assert.rejects(word('restart', rogue, supervisor.id), /did not sign this restart/)
     assert.equal(host.supervisor.view(made.id).state, 'running')
-    await host.places.release({ id: made.id, by: supervisor.id, at, sig: await signed(supervisor.key, releaseBytes(made.id, grant.sig, supervisor.id, at)) })
+    await host.supervisor.control(made.id, 'stop')
+    await word('restart', supervisor)
+    assert.equal(host.supervisor.view(made.id).state, 'running', 'started again where it was')
+    await word('release', supervisor)
     assert.equal(host.supervisor.has(made.id), false)
   })
 })

@@ -106,7 +106,7 @@ describe('deployments from descriptions', () => {
 
   it('carries on where it was when its supervisor is killed half-way, making each instance once', async () => {
     const dir = await tempDir('later')
-    await writeFile(join(dir, 'slow.yaml'), webTemplate('dslow', 'sleep 6;'))
+    await writeFile(join(dir, 'slow.yaml'), webTemplate('dslow', 'sleep 12;'))
     await cli(a, alice, ['template', 'import', join(dir, 'slow.yaml')])
     const later = join(dir, 'later.yaml')
     await writeFile(later, 'name: later\ncomponents:\n  first:\n    template: dmaster\n  second:\n    template: dslow\n    count: 2\n    after: [first]\n    placement: { spread: true }\n')
@@ -115,7 +115,7 @@ describe('deployments from descriptions', () => {
     await eventually(async () => {
       const d = await cli(a, alice, ['deployment', 'show', 'later']).catch(() => undefined)
       return d?.components.find((c: any) => c.path === 'second')?.state === 'deploying' || undefined
-    }, 30_000, 'the second component to be placed')
+    }, 60_000, 'the second component to be placed')
     await stopHost(a, 'SIGKILL')
     await applying
     a = await startHost({ name: 'da', dataDir: a.dataDir, bootstrap: [hosts[1] as TestHost] })
@@ -129,5 +129,77 @@ describe('deployments from descriptions', () => {
     for (const h of hosts) made += (await getJson<{ instances: any[] }>(h, '/v1/instances')).instances.filter((v: any) => v.host === h.info.peerId && v.name.startsWith('later-second')).length
     assert.equal(made, 2, 'each instance made once')
     await cli(a, alice, ['terminate', 'later'])
+  })
+
+  it('makes the master anew elsewhere when its host is killed, and the workers reach it again at the same address', async () => {
+    const dir = await tempDir('ha')
+    await writeFile(join(dir, 'master.yaml'), webTemplate('dmaster2', 'echo $XENOS_INSTANCE_ID > www/index.html;'))
+    await cli(a, alice, ['template', 'import', join(dir, 'master.yaml')])
+    const tagged = await Promise.all(['de', 'df'].map(async name => await startHost({ name, bootstrap: [a], extraArgs: ['--tag', 'tier=master'] })))
+    hosts.push(...tagged)
+    await eventually(async () => (await getJson(a, '/v1/peers')).hosts.filter((h: any) => h.tags?.tier === 'master').length === 2 || undefined, 20_000, 'the tagged hosts to be advertised')
+    const file = join(dir, 'ha.yaml')
+    await writeFile(file, [
+      'name: ha',
+      'components:',
+      '  master:',
+      '    template: dmaster2',
+      '    onFailure: replace',
+      '    liveness: { every: 1s, failAfter: 2 }',
+      '    placement: { tags: { tier: master } }',
+      '  workers:',
+      '    template: dworker',
+      '    count: 2',
+      '    after: [master]',
+      '    env: { MASTER: "${master.endpoints.http}", ROLE: worker }',
+      '    liveness: { every: 1s, failAfter: 2 }',
+      '    placement: { spread: true }',
+      '',
+    ].join('\n'))
+    const d = await cli(a, alice, ['apply', file])
+    const first = d.components.find((c: any) => c.path === 'master').instances[0]
+    const workerUrls = async (): Promise<string[]> => {
+      const shown = await cli(a, alice, ['deployment', 'show', 'ha'])
+      return await Promise.all(shown.components.find((c: any) => c.path === 'workers').instances.map(async (i: any) => (await cli(a, alice, ['instance', 'show', i.id])).endpoints[0].url as string))
+    }
+    for (const url of await workerUrls()) assert.equal((await eventually(async () => await httpGet(`${url}/seen`), 15_000, 'the workers to reach the master')).trim(), first.id)
+
+    const dead = tagged.find(h => h.info.peerId === first.host) as TestHost
+    const t0 = Date.now()
+    await stopHost(dead, 'SIGKILL')
+    const replaced = await eventually(async () => {
+      const v = await cli(a, alice, ['deployment', 'show', 'ha'])
+      const m = v.components.find((c: any) => c.path === 'master')
+      return m.state === 'running' && m.instances[0].id !== first.id && v.components.every((c: any) => c.state === 'running') ? m.instances[0] : undefined
+    }, 90_000, 'the master to be made anew on the other tagged host')
+    const backMs = Date.now() - t0
+    assert.notEqual(replaced.host, first.host)
+    assert.equal(replaced.generation, 1)
+    for (const url of await workerUrls()) {
+      assert.equal((await eventually(async () => (await httpGet(`${url}/seen`))?.trim() === replaced.id || undefined, 30_000, 'the workers to reach the new master')), true)
+    }
+    process.stderr.write(`master back on another host ${backMs} ms after its host was killed; workers reach it ${Date.now() - t0} ms after\n`)
+    await cli(a, alice, ['terminate', 'ha'])
+  })
+
+  it('starts a component that keeps failing again, then makes it anew, then fails the deployment: no endless loop', async () => {
+    const dir = await tempDir('crash')
+    await writeFile(join(dir, 'crash.yaml'), 'name: dcrash\nversion: "1"\ndriver: process\ncommand: "sleep 4; exit 3"\nresources: { cpu: 0.05, memory: 16 }\n')
+    await cli(a, alice, ['template', 'import', join(dir, 'crash.yaml')])
+    const file = join(dir, 'crash-desc.yaml')
+    await writeFile(file, 'name: crashy\ncomponents:\n  c:\n    template: dcrash\n    restarts: { attempts: 1, backoff: 500ms }\n    liveness: { every: 500ms, failAfter: 1 }\n')
+    assert.equal((await cli(a, alice, ['apply', file])).state, 'running')
+    const events: string[] = []
+    const failed = await eventually(async () => {
+      const v = await cli(a, alice, ['deployment', 'show', 'crashy'])
+      const event = v.components[0].event as string
+      if (events.at(-1) !== event) events.push(event)
+      return v.state === 'failed' ? v : undefined
+    }, 150_000, 'the deployment to give up on the component', 500)
+    assert.match(failed.error, /keeps failing: made anew 3 times/)
+    assert.ok(events.some(e => /starting it again where it is \(1 of 1\)/.test(e)), events.join('\n'))
+    assert.ok(events.some(e => /making it anew/.test(e)), events.join('\n'))
+    assert.ok(failed.components[0].instances[0].generation >= 3, 'made anew three times')
+    await cli(a, alice, ['terminate', 'crashy'])
   })
 })

@@ -1,31 +1,25 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Logger } from 'pino'
-import {
-  deploymentGrantValid, instanceIdOfPlace, instanceViewSchema, placeBytes, releaseBytes, REQUEST_MAX_SKEW_MS, sha256Hex, XenosError,
-  type AdvertOf, type ApplyRequest, type DeploymentView, type GrantPlace, type InstanceView, type PlaceRequest,
-} from '../../core/index.ts'
-import { isRuntime, resolveDescription, type Component, type Description, type RuntimeRef, type Workload } from '../../deploy/index.ts'
-import type { Overlay } from '../../overlay/index.ts'
-import type { ComponentRecord, DeploymentRecord, PlacedInstance, Store } from '../../store/index.ts'
+import { deploymentGrantValid, REQUEST_MAX_SKEW_MS, sha256Hex, XenosError, type ApplyRequest, type DeploymentView } from '../../core/index.ts'
+import { resolveDescription, type Description, type Workload } from '../../deploy/index.ts'
+import type { DeploymentRecord } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
-import type { Deployer } from '../deploy/index.ts'
 import type { RequestVerifier } from '../replay.ts'
-import { instanceName, workloadAt, type Places } from './places.ts'
+import { ComponentOps, type ComponentOpsInit } from './components.ts'
+import { Liveness, type LivenessInit } from './liveness.ts'
+import { workloadsOf } from './order.ts'
+import { FailurePolicies } from './policies.ts'
 
-export interface DeploymentsInit {
-  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'sign' | 'learnHost'>
-  store: Pick<Store, 'deployments'>
-  places: Pick<Places, 'place' | 'release'>
+export interface DeploymentsInit extends ComponentOpsInit, LivenessInit {
+  overlay: ComponentOpsInit['overlay'] & LivenessInit['overlay']
   catalog: Pick<TemplateCatalog, 'resolve'>
-  deployer: Pick<Deployer, 'plan'>
   verifier: RequestVerifier
-  log: Logger
 }
+
+/** How often the supervisor looks at the liveness of what it supervises (each component at its own `liveness.every`). */
+const WATCH_EVERY_MS = 500
 
 /** How long a restarted supervisor waits to hear of the hosts its deployments use before it carries on. */
 const RECOVER_WAIT_MS = 30_000
-/** A placed instance boots and passes its checks before its host answers. */
-const PLACE_TIMEOUT_MS = 10 * 60_000
 
 /**
  * The deployments this host supervises: each description its owner applied here, brought up
@@ -35,11 +29,20 @@ const PLACE_TIMEOUT_MS = 10 * 60_000
  */
 export class Deployments {
   readonly #init: DeploymentsInit
+  readonly #ops: ComponentOps
   /** Deployments being worked on now, so that two requests do not work on one at once. */
   readonly #busy = new Map<string, Promise<unknown>>()
+  readonly #liveness: Liveness
+  readonly #policies: FailurePolicies
+  /** Resolved descriptions, by their text's digest. */
+  readonly #resolved = new Map<string, Description>()
+  #watching: NodeJS.Timeout | undefined
 
   constructor (init: DeploymentsInit) {
     this.#init = init
+    this.#ops = new ComponentOps(init)
+    this.#liveness = new Liveness(init)
+    this.#policies = new FailurePolicies({ ...init, ops: this.#ops, liveness: this.#liveness })
   }
 
   get #self (): string {
@@ -61,7 +64,7 @@ export class Deployments {
     if (existing !== undefined && existing.state !== 'terminated') {
       if (existing.grant.description !== grant.description) throw new XenosError('INVALID_STATE', `deployment ${grant.name} runs another description: terminate it first ("xenos terminate ${grant.name}")`)
       // The same description again: what failed is tried anew, what runs stays.
-      if (existing.state !== 'failed') return this.#view(existing)
+      if (existing.state !== 'failed') return this.#ops.view(existing)
       this.#init.verifier.claimOnce(grant.owner, grant.sig, grant.issuedAt)
       this.#init.store.deployments.update(grant.owner, grant.name, { state: 'applying', error: null })
       return await this.#exclusive(grant.owner, grant.name, async () => await this.#bringUp(grant.owner, grant.name, onChange))
@@ -85,29 +88,70 @@ export class Deployments {
 
   /** Deployment `name` of `owner`, as its owner sees it. */
   show (owner: string, name: string): DeploymentView {
-    return this.#view(this.#get(owner, name))
+    return this.#ops.view(this.#ops.get(owner, name))
   }
 
   list (owner: string): DeploymentView[] {
-    return this.#init.store.deployments.list(owner).map(d => this.#view(d))
+    return this.#init.store.deployments.list(owner).map(d => this.#ops.view(d))
   }
 
   /** Ends every instance of deployment `name`, in the reverse of the order they started in. */
   async terminate (owner: string, name: string, onChange: (v: DeploymentView) => void = () => {}): Promise<DeploymentView> {
-    this.#get(owner, name)
-    return await this.#exclusive(owner, name, async () => {
-      this.#init.store.deployments.update(owner, name, { state: 'terminating' })
-      const record = this.#get(owner, name)
-      const order = workloadsOf(resolveDescription(record.text, `${name}.yaml`)).map(w => w.workload.path)
-      for (const path of order.reverse()) {
-        const c = this.#get(owner, name).components[path]
-        if (c === undefined || c.state === 'terminated') continue
-        this.#setComponent(owner, name, path, { state: 'terminating', event: 'terminating' }, onChange)
-        for (const i of c.instances) await this.#release(record, i)
-        this.#setComponent(owner, name, path, { state: 'terminated', instances: [], event: 'terminated' }, onChange)
+    this.#ops.get(owner, name)
+    return await this.#exclusive(owner, name, async () => await this.#terminateHere(owner, name, onChange, null))
+  }
+
+  /** Starts watching the liveness of every running deployment, and acting on deaths as their policies say. */
+  start (): void {
+    this.#watching = setInterval(() => { this.#watch() }, WATCH_EVERY_MS)
+    this.#watching.unref()
+  }
+
+  stop (): void {
+    clearInterval(this.#watching)
+  }
+
+  #watch (): void {
+    for (const d of this.#init.store.deployments.list()) {
+      if (d.state !== 'running' || this.#busy.has(`${d.owner}/${d.name}`)) continue
+      const description = this.#described(d)
+      for (const { workload: w } of workloadsOf(description)) {
+        const c = d.components[w.path]
+        if (c?.state !== 'running' || !this.#liveness.due(`${d.owner}/${d.name}/${w.path}`, w.liveness.everyMs)) continue
+        const dead = c.instances.map(i => ({ i, seen: this.#liveness.check(i) })).find(({ i, seen }) => this.#liveness.observe(i.id, seen.alive) >= w.liveness.failAfter)
+        if (dead === undefined || dead.seen.alive) continue
+        this.#liveness.forget(dead.i.id)
+        const why = dead.seen.why
+        void this.#exclusive(d.owner, d.name, async () => {
+          await this.#policies.onDeath(d, description, w, dead.i, why, async error => { await this.#terminateHere(d.owner, d.name, () => {}, error) })
+        }).catch((err: unknown) => { this.#init.log.warn({ err, deployment: d.name }, 'could not act on a death in a deployment') })
+        // One death at a time per deployment: the next look sees what came of it.
+        break
       }
-      return this.#view(this.#init.store.deployments.update(owner, name, { state: 'terminated' }) ?? this.#get(owner, name))
-    })
+    }
+  }
+
+  #described (d: DeploymentRecord): Description {
+    const known = this.#resolved.get(d.grant.description)
+    if (known !== undefined) return known
+    const description = resolveDescription(d.text, `${d.name}.yaml`)
+    this.#resolved.set(d.grant.description, description)
+    return description
+  }
+
+  /** Ends every instance of a deployment, the last started first; `error` says why, when it was not its owner's wish. */
+  async #terminateHere (owner: string, name: string, onChange: (v: DeploymentView) => void, error: string | null): Promise<DeploymentView> {
+    this.#init.store.deployments.update(owner, name, { state: 'terminating', error })
+    const record = this.#ops.get(owner, name)
+    const order = workloadsOf(this.#described(record)).map(w => w.workload.path)
+    for (const path of order.reverse()) {
+      const c = this.#ops.get(owner, name).components[path]
+      if (c === undefined || c.state === 'terminated') continue
+      this.#ops.setComponent(owner, name, path, { state: 'terminating', event: 'terminating' }, onChange)
+      for (const i of c.instances) await this.#ops.release(record, i)
+      this.#ops.setComponent(owner, name, path, { state: 'terminated', instances: [], event: 'terminated' }, onChange)
+    }
+    return this.#ops.view(this.#init.store.deployments.update(owner, name, { state: 'terminated' }) ?? this.#ops.get(owner, name))
   }
 
   /**
@@ -138,141 +182,49 @@ export class Deployments {
 
   /** Brings up every component whose dependencies run, wave after wave, until all run or one fails. */
   async #bringUp (owner: string, name: string, onChange: (v: DeploymentView) => void): Promise<DeploymentView> {
-    const record = this.#get(owner, name)
+    const record = this.#ops.get(owner, name)
     const description = resolveDescription(record.text, `${name}.yaml`)
     const all = workloadsOf(description)
     for (;;) {
-      const state = this.#get(owner, name).components
+      const state = this.#ops.get(owner, name).components
       const ready = all.filter(({ workload, after }) => state[workload.path]?.state !== 'running' && [...after].every(p => state[p]?.state === 'running'))
       if (ready.length === 0) break
       const results = await Promise.allSettled(ready.map(async ({ workload }) => { await this.#bringUpWorkload(record, description, workload, onChange) }))
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
       if (failed !== undefined) {
         const error = (failed.reason as Error).message
-        return this.#view(this.#init.store.deployments.update(owner, name, { state: 'failed', error }) ?? record)
+        return this.#ops.view(this.#init.store.deployments.update(owner, name, { state: 'failed', error }) ?? record)
       }
     }
     const done = this.#init.store.deployments.update(owner, name, { state: 'running', error: null }) ?? record
-    onChange(this.#view(done))
-    return this.#view(done)
+    onChange(this.#ops.view(done))
+    return this.#ops.view(done)
   }
 
   /** Places every instance of a workload, each on the host chosen for it, and waits until each is healthy. */
   async #bringUpWorkload (record: DeploymentRecord, description: Description, w: Workload, onChange: (v: DeploymentView) => void): Promise<void> {
     const { owner, name } = record
+    const ops = this.#ops
     const template = await this.#init.catalog.resolve(w.template)
-    const before = this.#get(owner, name).components[w.path]
+    const before = ops.get(owner, name).components[w.path]
     // Instances that failed make way for new ones (the next generation), placed anew.
     if (before?.state === 'failed') {
-      for (const i of before.instances) await this.#release(record, i)
-      this.#setComponent(owner, name, w.path, { state: 'waiting', instances: [], event: 'trying again', generation: before.generation + 1 }, onChange)
+      for (const i of before.instances) await ops.release(record, i)
+      ops.setComponent(owner, name, w.path, { state: 'waiting', instances: [], event: 'trying again', generation: before.generation + 1 }, onChange)
     }
-    const generation = this.#get(owner, name).components[w.path]?.generation ?? 0
-    const placed = this.#get(owner, name).components[w.path]?.instances ?? []
-    const hosts = placed.length === w.count ? placed.map(i => i.host) : this.#choose(w, template)
-    const instances: PlacedInstance[] = hosts.map((host, index) => placed.find(i => i.index === index) ?? { index, generation, id: instanceIdOfPlace({ grant: record.grant, component: w.path, index, generation }), host })
+    const generation = ops.get(owner, name).components[w.path]?.generation ?? 0
+    const placed = ops.get(owner, name).components[w.path]?.instances ?? []
+    const hosts = placed.length === w.count ? placed.map(i => i.host) : ops.choose(w, template, w.count)
+    const instances = hosts.map((host, index) => placed.find(i => i.index === index) ?? ops.placed(record, w, index, generation, host))
     // Where each goes is written before it is asked for: after a restart it is asked of the same host, and made once.
-    this.#setComponent(owner, name, w.path, { state: 'deploying', instances, event: `placing ${w.count} instance(s) on ${[...new Set(hosts)].length} host(s)` }, onChange)
+    ops.setComponent(owner, name, w.path, { state: 'deploying', instances, event: `placing ${w.count} instance(s) on ${new Set(hosts).size} host(s)` }, onChange)
     try {
-      const { env, links } = this.#runtimeOf(w, description, this.#get(owner, name))
-      await Promise.all(instances.map(async i => {
-        const unsigned: Omit<GrantPlace, 'sig'> = { grant: record.grant, component: w.path, index: i.index, generation: i.generation, template: template.id, host: i.host, by: this.#self, at: Date.now() }
-        const place = { ...unsigned, sig: await this.#init.overlay.sign(placeBytes(unsigned)) }
-        const req: PlaceRequest = { text: record.text, place, env, links }
-        return await this.#placeOn(i.host, req)
-      }))
+      await Promise.all(instances.map(async i => await ops.place(record, description, w, template.id, i)))
     } catch (err) {
-      this.#setComponent(owner, name, w.path, { state: 'failed', event: (err as Error).message }, onChange)
+      ops.setComponent(owner, name, w.path, { state: 'failed', event: (err as Error).message }, onChange)
       throw err
     }
-    this.#setComponent(owner, name, w.path, { state: 'running', event: 'running and healthy' }, onChange)
-  }
-
-  async #placeOn (host: string, req: PlaceRequest): Promise<InstanceView> {
-    if (host === this.#self) return await this.#init.places.place(req)
-    await this.#init.overlay.learnHost(host)
-    return instanceViewSchema.parse(await this.#init.overlay.rpc.call(host, 'instance.place', req, { timeoutMs: PLACE_TIMEOUT_MS }))
-  }
-
-  /**
-   * The hosts a workload's instances go to: the one its placement names, one each (spread), or
-   * those with most room, among the advertised hosts that have its driver.
-   */
-  #choose (w: Workload, template: { name: string, driver: string, resources: { cpu: number, memory: number } }): string[] {
-    const want = { name: template.name, driver: template.driver, resources: w.resources ?? template.resources }
-    const hosts = (this.#init.overlay.search({ kind: 'host' }) as Array<AdvertOf<'host'>>).filter(h => h.withdrawn !== true && h.body.drivers.includes(template.driver))
-    const named = w.placement.host
-    if (named !== undefined) {
-      const host = hosts.find(h => h.host === named || h.body.name === named || (named.length >= 6 && h.host.endsWith(named)))
-      if (host === undefined) throw new XenosError('NO_HOST_AVAILABLE', `component ${w.path} is to run on host ${named}, which is not advertised with the ${template.driver} driver`)
-      return Array.from({ length: w.count }, () => host.host)
-    }
-    const tags = Object.entries(w.placement.tags ?? {})
-    const fit = hosts.filter(h => tags.every(([k, v]) => h.body.tags?.[k] === v))
-    if (tags.length > 0 && fit.length === 0) throw new XenosError('NO_HOST_AVAILABLE', `no advertised host has the tags component ${w.path} asks for (${tags.map(([k, v]) => `${k}=${v}`).join(', ')})`)
-    if (w.placement.spread === true) {
-      const byRoom = fit.filter(h => h.body.free.cpu + 1e-9 >= want.resources.cpu && h.body.free.memory >= want.resources.memory).sort((a, b) => b.body.free.memory - a.body.free.memory)
-      if (byRoom.length < w.count) throw new XenosError('NO_HOST_AVAILABLE', `component ${w.path} spreads ${w.count} instances, and only ${byRoom.length} host(s) have room for one`)
-      return byRoom.slice(0, w.count).map(h => h.host)
-    }
-    return this.#init.deployer.plan(want, w.count).hosts.flatMap(p => Array.from({ length: p.count }, () => p.host))
-  }
-
-  /**
-   * The environment and links of a workload's instances, its run-time values filled in: an
-   * endpoint becomes a link to the component (by its instances' name, so that it follows a
-   * replacement) and the link's address; a host or an id, what the component's instance has now.
-   */
-  #runtimeOf (w: Workload, description: Description, record: DeploymentRecord): Pick<PlaceRequest, 'env' | 'links'> {
-    const env: Record<string, string> = {}
-    const links = new Map<string, PlaceRequest['links'][number]>()
-    for (const [key, value] of Object.entries(w.env)) {
-      if (!isRuntime(value)) {
-        env[key] = value
-        continue
-      }
-      env[key] = value.runtime.map(part => {
-        if (typeof part === 'string') return part
-        const target = workloadAt(description, part.component)
-        const placed = record.components[part.component]?.instances[0]
-        if (target === undefined || placed === undefined) throw new XenosError('INVALID_STATE', `component ${part.component} does not run yet`)
-        if (part.attribute === 'id') return placed.id
-        if (part.attribute === 'host') return placed.host
-        const link = linkName(part)
-        links.set(link, { name: link, target: instanceName(record.name, target, 0), ...part.endpoint === undefined ? {} : { endpoint: part.endpoint } })
-        return `\${XENOS_LINK_${link.toUpperCase()}}`
-      }).join('')
-    }
-    return { env, links: [...links.values()] }
-  }
-
-  async #release (record: DeploymentRecord, i: PlacedInstance): Promise<void> {
-    const at = Date.now()
-    const req = { id: i.id, by: this.#self, at, sig: await this.#init.overlay.sign(releaseBytes(i.id, record.grant.sig, this.#self, at)) }
-    try {
-      if (i.host === this.#self) {
-        await this.#init.places.release(req)
-      } else {
-        await this.#init.overlay.learnHost(i.host)
-        await this.#init.overlay.rpc.call(i.host, 'instance.release', req)
-      }
-    } catch (err) {
-      // A host that is gone took its instances with it; anything else is worth a line.
-      this.#init.log.warn({ err, instance: i.id, host: i.host }, 'could not end an instance of a deployment')
-    }
-  }
-
-  #setComponent (owner: string, name: string, path: string, change: Partial<ComponentRecord>, onChange: (v: DeploymentView) => void): void {
-    const d = this.#get(owner, name)
-    const current = d.components[path] ?? { state: 'waiting', instances: [], generation: 0, event: null, updatedAt: 0 }
-    const updated = this.#init.store.deployments.update(owner, name, { components: { ...d.components, [path]: { ...current, ...change, updatedAt: Date.now() } } })
-    if (updated !== undefined) onChange(this.#view(updated))
-  }
-
-  #get (owner: string, name: string): DeploymentRecord {
-    const d = this.#init.store.deployments.get(owner, name)
-    if (d === undefined) throw new XenosError('DEPLOYMENT_NOT_FOUND', `host ${this.#self} supervises no deployment ${name} of yours`)
-    return d
+    ops.setComponent(owner, name, w.path, { state: 'running', event: 'running and healthy' }, onChange)
   }
 
   async #exclusive<T> (owner: string, name: string, fn: () => Promise<T>): Promise<T> {
@@ -287,64 +239,4 @@ export class Deployments {
     }
   }
 
-  #view (d: DeploymentRecord): DeploymentView {
-    return {
-      name: d.name,
-      owner: d.owner,
-      supervisor: this.#self,
-      state: d.state,
-      error: d.error,
-      components: Object.entries(d.components).map(([path, c]) => ({ path, state: c.state, instances: c.instances, event: c.event, updatedAt: c.updatedAt })),
-      createdAt: d.createdAt,
-      updatedAt: d.updatedAt,
-    }
-  }
-}
-
-/**
- * Every workload of a description in an order that starts each after what it waits for, with
- * all it waits for: its `dependsOn` and its compounds', a sequence's earlier children, each
- * compound named standing for all the workloads in it.
- */
-export function workloadsOf (d: Description): Array<{ workload: Workload, after: Set<string> }> {
-  const byPath = new Map<string, Component>()
-  const index = (components: Record<string, Component>): void => {
-    for (const c of Object.values(components)) {
-      byPath.set(c.path, c)
-      if (c.kind !== 'workload') index(c.components)
-    }
-  }
-  index(d.components)
-  const expand = (path: string): string[] => {
-    const c = byPath.get(path)
-    if (c === undefined) return []
-    return c.kind === 'workload' ? [c.path] : Object.values(c.components).flatMap(child => expand(child.path))
-  }
-  const out: Array<{ workload: Workload, after: Set<string> }> = []
-  const walk = (components: Record<string, Component>, inherited: string[], sequence: boolean): void => {
-    let previous: string | undefined
-    for (const c of Object.values(components)) {
-      const waits = [...inherited, ...c.dependsOn, ...sequence && previous !== undefined ? [previous] : []]
-      if (c.kind === 'workload') out.push({ workload: c, after: new Set(waits.flatMap(expand)) })
-      else walk(c.components, waits, c.kind === 'sequence')
-      previous = c.path
-    }
-  }
-  walk(d.components, [], false)
-  // In an order where each comes after what it waits for (the description has no cycles).
-  const ordered: typeof out = []
-  const placed = new Set<string>()
-  while (ordered.length < out.length) {
-    const next = out.find(o => !placed.has(o.workload.path) && [...o.after].every(p => placed.has(p)))
-    if (next === undefined) break
-    ordered.push(next)
-    placed.add(next.workload.path)
-  }
-  return ordered
-}
-
-/** The name of the link through which an instance reaches a component's endpoint: `master_http`. */
-function linkName (ref: RuntimeRef): string {
-  const base = `${ref.component}${ref.endpoint === undefined ? '' : `_${ref.endpoint}`}`.toLowerCase().replace(/[^a-z0-9_]/g, '_')
-  return (/^[a-z]/.test(base) ? base : `c_${base}`).slice(0, 31)
 }

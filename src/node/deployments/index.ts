@@ -1,2 +1,3 @@
-export { Deployments, workloadsOf } from './engine.ts'
+export { Deployments } from './engine.ts'
+export { workloadsOf } from './order.ts'
 export { Places } from './places.ts'

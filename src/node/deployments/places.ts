@@ -1,6 +1,6 @@
 import {
-  deploymentGrantValid, instanceIdOfPlace, placeBytes, placeRequestSchema, releaseBytes, releaseRequestSchema, REQUEST_MAX_SKEW_MS, sha256Hex, XenosError,
-  type InstanceView, type PlaceRequest, type ReleaseRequest,
+  deploymentGrantValid, ENDED_STATES, instanceIdOfPlace, placeBytes, placeRequestSchema, REQUEST_MAX_SKEW_MS, sha256Hex, supervisedBytes, supervisedRequestSchema, XenosError,
+  type InstanceView, type PlaceRequest, type SupervisedRequest,
 } from '../../core/index.ts'
 import { resolveDescription, type Component, type Description, type Workload } from '../../deploy/index.ts'
 import type { TemplateFetcher } from '../../images/index.ts'
@@ -43,9 +43,9 @@ export class Places {
       if (from.toString() !== req.place.by) throw new XenosError('FORBIDDEN', `host ${from.toString()} asks for a place host ${req.place.by} gave`)
       return await this.place(req)
     })
-    rpc.handle('instance.release', releaseRequestSchema, async (req, from) => {
-      if (from.toString() !== req.by) throw new XenosError('FORBIDDEN', `host ${from.toString()} asks to end an instance in the name of host ${req.by}`)
-      await this.release(req)
+    rpc.handle('instance.supervised', supervisedRequestSchema, async (req, from) => {
+      if (from.toString() !== req.by) throw new XenosError('FORBIDDEN', `host ${from.toString()} asks for an action in the name of host ${req.by}`)
+      await this.act(req)
       return null
     })
   }
@@ -92,16 +92,25 @@ export class Places {
     return this.#init.supervisor.view(id)
   }
 
-  /** Ends an instance placed here under a deployment, at the word of a supervisor its grant names. */
-  async release (req: ReleaseRequest): Promise<void> {
-    if (!this.#init.supervisor.has(req.id)) return
+  /** Ends an instance placed here under a deployment, or starts it again, at the word of a supervisor its grant names. */
+  async act (req: SupervisedRequest): Promise<void> {
+    if (!this.#init.supervisor.has(req.id)) {
+      if (req.action === 'release') return
+      throw new XenosError('INSTANCE_NOT_FOUND', `host ${this.#self} has no instance ${req.id}`)
+    }
     const root = this.#init.supervisor.placementOf(req.id)?.root
     if (root === undefined || !('grant' in root)) throw new XenosError('FORBIDDEN', `instance ${req.id} was not placed under a deployment`)
     if (!root.grant.supervisors.includes(req.by)) throw new XenosError('FORBIDDEN', `host ${req.by} may not act for deployment ${root.grant.name}`)
-    if (Math.abs(Date.now() - req.at) > REQUEST_MAX_SKEW_MS) throw new XenosError('UNAUTHENTICATED', 'this release was signed too long ago, or by a clock far from this host\'s')
-    if (!await verifyHostSignature(req.by, releaseBytes(req.id, root.grant.sig, req.by, req.at), req.sig)) throw new XenosError('UNAUTHENTICATED', `host ${req.by} did not sign this release`)
+    if (Math.abs(Date.now() - req.at) > REQUEST_MAX_SKEW_MS) throw new XenosError('UNAUTHENTICATED', `this ${req.action} was signed too long ago, or by a clock far from this host's`)
+    if (!await verifyHostSignature(req.by, supervisedBytes(req.action, req.id, root.grant.sig, req.by, req.at), req.sig)) throw new XenosError('UNAUTHENTICATED', `host ${req.by} did not sign this ${req.action}`)
     this.#init.verifier.claimOnce(root.grant.owner, req.sig, req.at)
-    await this.#init.supervisor.control(req.id, 'destroy')
+    if (req.action === 'release') {
+      await this.#init.supervisor.control(req.id, 'destroy')
+      return
+    }
+    // Started again where it is: a task that ended starts; one that runs, hung, is stopped first.
+    if (!ENDED_STATES.includes(this.#init.supervisor.view(req.id).state)) await this.#init.supervisor.control(req.id, 'stop')
+    await this.#init.supervisor.control(req.id, 'start')
   }
 }
 

@@ -1,0 +1,158 @@
+import type { Logger } from 'pino'
+import {
+  instanceIdOfPlace, instanceViewSchema, placeBytes, supervisedBytes, XenosError,
+  type AdvertOf, type DeploymentView, type GrantPlace, type InstanceView, type PlaceRequest, type SupervisedAction, type TemplateSummary,
+} from '../../core/index.ts'
+import { isRuntime, type Description, type RuntimeRef, type Workload } from '../../deploy/index.ts'
+import type { Overlay } from '../../overlay/index.ts'
+import type { ComponentRecord, DeploymentRecord, PlacedInstance, Store } from '../../store/index.ts'
+import type { Deployer } from '../deploy/index.ts'
+import { instanceName, workloadAt, type Places } from './places.ts'
+
+export interface ComponentOpsInit {
+  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'sign' | 'learnHost'>
+  store: Pick<Store, 'deployments'>
+  places: Pick<Places, 'place' | 'act'>
+  deployer: Pick<Deployer, 'plan'>
+  log: Logger
+}
+
+/** A placed instance boots and passes its checks before its host answers. */
+const PLACE_TIMEOUT_MS = 10 * 60_000
+
+/**
+ * What a supervisor does to the components of the deployments it supervises: chooses hosts,
+ * places instances and tells their hosts to restart or end them (signed as a supervisor the
+ * grant names), fills in run-time values, and writes down every change.
+ */
+export class ComponentOps {
+  readonly #init: ComponentOpsInit
+
+  constructor (init: ComponentOpsInit) {
+    this.#init = init
+  }
+
+  get #self (): string {
+    return this.#init.overlay.peerId
+  }
+
+  /** The place of instance `index` of workload `w` in its `generation`-th making, to be on `host`. */
+  placed (record: DeploymentRecord, w: Workload, index: number, generation: number, host: string): PlacedInstance {
+    return { index, generation, id: instanceIdOfPlace({ grant: record.grant, component: w.path, index, generation }), host }
+  }
+
+  /** Has instance `i`'s host do `action` to it, signed by this host as a supervisor of the deployment. */
+  async tell (record: DeploymentRecord, i: PlacedInstance, action: SupervisedAction): Promise<void> {
+    const at = Date.now()
+    const req = { id: i.id, action, by: this.#self, at, sig: await this.#init.overlay.sign(supervisedBytes(action, i.id, record.grant.sig, this.#self, at)) }
+    if (i.host === this.#self) return await this.#init.places.act(req)
+    await this.#init.overlay.learnHost(i.host)
+    await this.#init.overlay.rpc.call(i.host, 'instance.supervised', req)
+  }
+
+  /** Ends instance `i`, if its host can be reached: a host that is gone took its instances with it. */
+  async release (record: DeploymentRecord, i: PlacedInstance): Promise<void> {
+    await this.tell(record, i, 'release').catch((err: unknown) => { this.#init.log.warn({ err, instance: i.id, host: i.host }, 'could not end an instance of a deployment') })
+  }
+
+  /** Places instance `i` of workload `w` where it says, signed by this host, and waits until its host answers that it is healthy. */
+  async place (record: DeploymentRecord, description: Description, w: Workload, template: string, i: PlacedInstance): Promise<InstanceView> {
+    const { env, links } = this.runtimeOf(w, description, this.get(record.owner, record.name))
+    const unsigned: Omit<GrantPlace, 'sig'> = { grant: record.grant, component: w.path, index: i.index, generation: i.generation, template, host: i.host, by: this.#self, at: Date.now() }
+    const place = { ...unsigned, sig: await this.#init.overlay.sign(placeBytes(unsigned)) }
+    return await this.placeOn(i.host, { text: record.text, place, env, links })
+  }
+
+  async placeOn (host: string, req: PlaceRequest): Promise<InstanceView> {
+    if (host === this.#self) return await this.#init.places.place(req)
+    await this.#init.overlay.learnHost(host)
+    return instanceViewSchema.parse(await this.#init.overlay.rpc.call(host, 'instance.place', req, { timeoutMs: PLACE_TIMEOUT_MS }))
+  }
+
+  /**
+   * The hosts `count` instances of a workload go to: the one its placement names, one each
+   * (spread), or those with most room, among the advertised hosts that have its driver and its
+   * tags and are not in `avoid` (the hosts of instances that died).
+   */
+  choose (w: Workload, template: TemplateSummary, count: number, avoid: ReadonlySet<string> = new Set()): string[] {
+    const want = { name: template.name, driver: template.driver, resources: w.resources ?? template.resources }
+    const hosts = (this.#init.overlay.search({ kind: 'host' }) as Array<AdvertOf<'host'>>).filter(h => h.withdrawn !== true && h.body.drivers.includes(template.driver) && !avoid.has(h.host))
+    const named = w.placement.host
+    if (named !== undefined) {
+      const host = hosts.find(h => h.host === named || h.body.name === named || (named.length >= 6 && h.host.endsWith(named)))
+      if (host === undefined) throw new XenosError('NO_HOST_AVAILABLE', `component ${w.path} is to run on host ${named}, which is not advertised with the ${template.driver} driver (or is gone)`)
+      return Array.from({ length: count }, () => host.host)
+    }
+    const tags = Object.entries(w.placement.tags ?? {})
+    const fit = hosts.filter(h => tags.every(([k, v]) => h.body.tags[k] === v))
+    if (tags.length > 0 && fit.length === 0) throw new XenosError('NO_HOST_AVAILABLE', `no advertised host has the tags component ${w.path} asks for (${tags.map(([k, v]) => `${k}=${v}`).join(', ')})`)
+    if (w.placement.spread === true || avoid.size > 0 || tags.length > 0) {
+      const byRoom = fit.filter(h => h.body.free.cpu + 1e-9 >= want.resources.cpu && h.body.free.memory >= want.resources.memory).sort((a, b) => b.body.free.memory - a.body.free.memory)
+      const needed = w.placement.spread === true ? count : Math.min(count, 1)
+      if (byRoom.length < needed) throw new XenosError('NO_HOST_AVAILABLE', `component ${w.path} needs ${needed} host(s) with room for an instance, and ${byRoom.length} have it`)
+      return Array.from({ length: count }, (_, i) => (byRoom[w.placement.spread === true ? i : 0] as AdvertOf<'host'>).host)
+    }
+    return this.#init.deployer.plan(want, count).hosts.flatMap(p => Array.from({ length: p.count }, () => p.host))
+  }
+
+  /**
+   * The environment and links of a workload's instances, its run-time values filled in: an
+   * endpoint becomes a link to the component (by its instances' name, so that it follows a
+   * replacement) and the link's address; a host or an id, what the component's instance has now.
+   */
+  runtimeOf (w: Workload, description: Description, record: DeploymentRecord): Pick<PlaceRequest, 'env' | 'links'> {
+    const env: Record<string, string> = {}
+    const links = new Map<string, PlaceRequest['links'][number]>()
+    for (const [key, value] of Object.entries(w.env)) {
+      if (!isRuntime(value)) {
+        env[key] = value
+        continue
+      }
+      env[key] = value.runtime.map(part => {
+        if (typeof part === 'string') return part
+        const target = workloadAt(description, part.component)
+        const placed = record.components[part.component]?.instances[0]
+        if (target === undefined || placed === undefined) throw new XenosError('INVALID_STATE', `component ${part.component} does not run yet`)
+        if (part.attribute === 'id') return placed.id
+        if (part.attribute === 'host') return placed.host
+        const link = linkName(part)
+        links.set(link, { name: link, target: instanceName(record.name, target, 0), ...part.endpoint === undefined ? {} : { endpoint: part.endpoint } })
+        return `\${XENOS_LINK_${link.toUpperCase()}}`
+      }).join('')
+    }
+    return { env, links: [...links.values()] }
+  }
+
+  /** Writes down a change to a component of a deployment, and tells `onChange`. */
+  setComponent (owner: string, name: string, path: string, change: Partial<ComponentRecord>, onChange: (v: DeploymentView) => void = () => {}): void {
+    const d = this.get(owner, name)
+    const current = d.components[path] ?? { state: 'waiting', instances: [], generation: 0, event: null, updatedAt: 0 }
+    const updated = this.#init.store.deployments.update(owner, name, { components: { ...d.components, [path]: { ...current, ...change, updatedAt: Date.now() } } })
+    if (updated !== undefined) onChange(this.view(updated))
+  }
+
+  get (owner: string, name: string): DeploymentRecord {
+    const d = this.#init.store.deployments.get(owner, name)
+    if (d === undefined) throw new XenosError('DEPLOYMENT_NOT_FOUND', `host ${this.#self} supervises no deployment ${name} of yours`)
+    return d
+  }
+
+  view (d: DeploymentRecord): DeploymentView {
+    return {
+      name: d.name,
+      owner: d.owner,
+      supervisor: this.#self,
+      state: d.state,
+      error: d.error,
+      components: Object.entries(d.components).map(([path, c]) => ({ path, state: c.state, instances: c.instances, event: c.event, updatedAt: c.updatedAt })),
+      createdAt: d.createdAt,
+      updatedAt: d.updatedAt,
+    }
+  }
+}
+
+/** The name of the link through which an instance reaches a component's endpoint: `master_http`. */
+function linkName (ref: RuntimeRef): string {
+  const base = `${ref.component}${ref.endpoint === undefined ? '' : `_${ref.endpoint}`}`.toLowerCase().replace(/[^a-z0-9_]/g, '_')
+  return (/^[a-z]/.test(base) ? base : `c_${base}`).slice(0, 31)
+}

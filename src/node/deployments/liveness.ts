@@ -1,0 +1,63 @@
+import type { Overlay } from '../../overlay/index.ts'
+import type { PlacedInstance } from '../../store/index.ts'
+import type { InstanceSupervisor } from '../instances/index.ts'
+
+export interface LivenessInit {
+  overlay: Pick<Overlay, 'peerId' | 'search' | 'cache'>
+  supervisor: Pick<InstanceSupervisor, 'has' | 'view'>
+}
+
+/**
+ * Whether the instances of a deployment are alive, as their hosts tell everyone (SmartFrog's
+ * liveness, from adverts): an instance lives while its host's advert does, its own advert says
+ * it runs, and none of its health checks fails. A host that dies stops refreshing its adverts:
+ * they expire everywhere within their lifetime, and so do its instances. Counts the checks in a
+ * row each instance failed.
+ */
+export class Liveness {
+  readonly #init: LivenessInit
+  readonly #misses = new Map<string, number>()
+  readonly #checkedAt = new Map<string, number>()
+
+  constructor (init: LivenessInit) {
+    this.#init = init
+  }
+
+  /** Whether `key` (a component) is due for a check, every `everyMs`; if it is, the check counts as made now. */
+  due (key: string, everyMs: number, now = Date.now()): boolean {
+    if (now - (this.#checkedAt.get(key) ?? 0) < everyMs) return false
+    this.#checkedAt.set(key, now)
+    return true
+  }
+
+  /** Whether host `host` is heard of: this one, or one whose advert is alive. */
+  hostAlive (host: string): boolean {
+    return host === this.#init.overlay.peerId || this.#init.overlay.search({ kind: 'host' }).some(a => a.host === host && a.withdrawn !== true)
+  }
+
+  /** Whether instance `i` is alive now, and if not, why. */
+  check (i: PlacedInstance): { alive: true } | { alive: false, why: string } {
+    if (i.host === this.#init.overlay.peerId) {
+      if (!this.#init.supervisor.has(i.id)) return { alive: false, why: 'it is gone' }
+      const v = this.#init.supervisor.view(i.id)
+      if (v.state !== 'running') return { alive: false, why: `it is ${v.state}` }
+      return v.services.some(s => s.health === 'failing') ? { alive: false, why: 'a health check fails' } : { alive: true }
+    }
+    if (!this.hostAlive(i.host)) return { alive: false, why: `its host ${i.host.slice(-8)} is gone (its adverts expired)` }
+    const advert = this.#init.overlay.cache.get('instance', i.id)
+    if (advert?.kind !== 'instance') return { alive: false, why: 'its host no longer advertises it' }
+    if (advert.body.state !== 'running') return { alive: false, why: `it is ${advert.body.state}` }
+    return advert.body.services.some(s => s.health === 'failing') ? { alive: false, why: 'a health check fails' } : { alive: true }
+  }
+
+  /** Counts one check of instance `id`: returns how many in a row it failed. */
+  observe (id: string, alive: boolean): number {
+    const misses = alive ? 0 : (this.#misses.get(id) ?? 0) + 1
+    this.#misses.set(id, misses)
+    return misses
+  }
+
+  forget (id: string): void {
+    this.#misses.delete(id)
+  }
+}

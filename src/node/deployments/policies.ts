@@ -1,0 +1,98 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Logger } from 'pino'
+import type { Description, Workload } from '../../deploy/index.ts'
+import type { DeploymentRecord, PlacedInstance, Store } from '../../store/index.ts'
+import type { TemplateCatalog } from '../catalog.ts'
+import type { ComponentOps } from './components.ts'
+import type { Liveness } from './liveness.ts'
+
+export interface FailurePoliciesInit {
+  ops: ComponentOps
+  liveness: Pick<Liveness, 'hostAlive'>
+  store: Pick<Store, 'deployments'>
+  catalog: Pick<TemplateCatalog, 'resolve'>
+  log: Logger
+}
+
+/** Replacements of one component within this window that make it a component that keeps failing. */
+const REPLACE_WINDOW_MS = 30 * 60_000
+const MAX_REPLACEMENTS = 3
+
+/**
+ * What a supervisor does when an instance of a deployment dies, as its component's `onFailure`
+ * says: starts it again where it is (up to `restarts.attempts` times, `restarts.backoff` apart,
+ * while its host lives), then makes it anew on another host (`replace`, Nomad's reschedule); or
+ * ends the deployment (`terminate`), or lets it be (`ignore`). A component replaced more than
+ * MAX_REPLACEMENTS times within REPLACE_WINDOW_MS fails the deployment: no endless loop.
+ */
+export class FailurePolicies {
+  readonly #init: FailurePoliciesInit
+
+  constructor (init: FailurePoliciesInit) {
+    this.#init = init
+  }
+
+  async onDeath (record: DeploymentRecord, description: Description, w: Workload, i: PlacedInstance, why: string, terminate: (error: string) => Promise<void>): Promise<void> {
+    const { ops } = this.#init
+    const { owner, name } = record
+    const died = `${i.id} died (${why})`
+    this.#init.log.info({ deployment: name, component: w.path, instance: i.id, why, policy: w.onFailure }, 'an instance of a deployment died')
+    if (w.onFailure === 'ignore') {
+      ops.setComponent(owner, name, w.path, { state: 'failed', event: `${died}; its policy is to let it be` })
+      return
+    }
+    if (w.onFailure === 'terminate') {
+      ops.setComponent(owner, name, w.path, { state: 'failed', event: `${died}: terminating the deployment, as its policy says` })
+      await terminate(`component ${w.path}: ${died}`)
+      return
+    }
+    const tries = ops.get(owner, name).components[w.path]?.restarts ?? 0
+    if (w.onFailure === 'restart' && tries < w.restarts.attempts && this.#init.liveness.hostAlive(i.host)) {
+      await sleep(w.restarts.backoffMs)
+      ops.setComponent(owner, name, w.path, { restarts: tries + 1, event: `${died}: starting it again where it is (${tries + 1} of ${w.restarts.attempts})` })
+      try {
+        await ops.tell(record, i, 'restart')
+        return
+      } catch (err) {
+        this.#init.log.warn({ err, instance: i.id }, 'could not start an instance of a deployment again: replacing it')
+      }
+    }
+    await this.#replace(record, description, w, i, died)
+  }
+
+  /** Makes instance `i` anew (its next generation) on another host, the original ended if its host answers. */
+  async #replace (record: DeploymentRecord, description: Description, w: Workload, i: PlacedInstance, died: string): Promise<void> {
+    const { ops } = this.#init
+    const { owner, name } = record
+    const c = ops.get(owner, name).components[w.path]
+    const now = Date.now()
+    const recent = (c?.replacedAt ?? []).filter(t => now - t < REPLACE_WINDOW_MS)
+    const fail = (why: string): void => {
+      ops.setComponent(owner, name, w.path, { state: 'failed', event: why })
+      this.#init.store.deployments.update(owner, name, { state: 'failed', error: `component ${w.path}: ${why}` })
+    }
+    if (recent.length >= MAX_REPLACEMENTS) {
+      fail(`${died}; it keeps failing: made anew ${recent.length} times in ${REPLACE_WINDOW_MS / 60_000} min, and no more`)
+      return
+    }
+    // Never two copies: the original is ended first if its host still answers (a dead host's took its instances with it).
+    if (this.#init.liveness.hostAlive(i.host)) await ops.release(record, i)
+    try {
+      const template = await this.#init.catalog.resolve(w.template)
+      const others = (c?.instances ?? []).filter(x => x.index !== i.index).map(x => x.host)
+      const [host = ''] = ops.choose(w, template, 1, new Set([i.host, ...w.placement.spread === true ? others : []]))
+      const next = ops.placed(record, w, i.index, i.generation + 1, host)
+      ops.setComponent(owner, name, w.path, {
+        state: 'deploying',
+        instances: (c?.instances ?? []).map(x => x.index === i.index ? next : x),
+        restarts: 0,
+        replacedAt: [...recent, now],
+        event: `${died}: making it anew on ${host.slice(-8)}`,
+      })
+      await ops.place(record, description, w, template.id, next)
+      ops.setComponent(owner, name, w.path, { state: 'running', event: `${died}; ${next.id} on ${host.slice(-8)} took its place` })
+    } catch (err) {
+      fail(`${died}; could not make it anew: ${(err as Error).message}`)
+    }
+  }
+}
