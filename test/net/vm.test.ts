@@ -297,6 +297,24 @@ describe('services in virtual machines', { skip }, () => {
     await cli(a, alice, ['instance', 'destroy', first.id])
   })
 
+  it('runs a description of two VMs on both hosts: the reader starts once the counter is healthy, and reaches it at the address it was given', async () => {
+    const dir = await webTemplate('dreader', ['(while :; do wget -q -O /run/www/master.tmp "http://$MASTER/count" && mv /run/www/master.tmp /run/www/master; sleep 0.3; done) &'])
+    await cli(a, alice, ['template', 'build', dir])
+    const file = join(dir, 'pair.yaml')
+    await writeFile(file, 'name: vmpair\ncomponents:\n  counting:\n    template: counter\n    placement: { host: vm-b }\n  reading:\n    template: dreader\n    after: [counting]\n    placement: { host: vm-a }\n    env: { MASTER: "${counting.endpoints}" }\n')
+    const d = await cli(a, alice, ['apply', file])
+    assert.equal(d.state, 'running', JSON.stringify(d))
+    const [counting, reading] = ['counting', 'reading'].map(path => d.components.find((c: any) => c.path === path).instances[0])
+    assert.deepEqual([counting.host, reading.host], [b.info.peerId, a.info.peerId])
+    const counter = await cli(a, alice, ['instance', 'show', counting.id])
+    const reader = await cli(a, alice, ['instance', 'show', reading.id])
+    assert.ok(reader.createdAt >= counter.healthyAt, 'the reader was made once the counter was healthy')
+    const seen = Number(await eventually(async () => await httpGet(`${reader.endpoints[0].url as string}/master`), 60_000, 'the reader VM to reach the counter VM'))
+    assert.ok(seen > 0, `the counter's count through the link: ${seen}`)
+    assert.equal((await cli(a, alice, ['terminate', 'vmpair'])).state, 'terminated')
+    for (const h of [a, b]) assert.deepEqual((await getJson(h, `/v1/instances?host=${h.info.peerId}`)).instances.filter((v: any) => v.name.startsWith('vmpair-')), [])
+  })
+
   it('gives a VM the address of a service it links to, in the environment its deploy names too, and the link follows the service when it moves', async () => {
     const master = (await cli(a, alice, ['deploy', 'counter', '--host', 'vm-b', '--name', 'master', '--wait'])).instances[0]
     const dir = await webTemplate('reader', [
