@@ -159,10 +159,11 @@ export class ApiClient {
 
   /**
    * Asks the host to run description `text` and supervise it: signed here as the user's grant
-   * over its digest, naming that host; `onProgress` sees the deployment after each step.
+   * over its digest, naming the hosts that may act for the user (this host first, then those that
+   * take over if it dies); `onProgress` sees the deployment after each step.
    */
-  async apply (name: string, text: string, onProgress: (v: DeploymentView) => void): Promise<DeploymentView> {
-    const grant = signDeploymentGrant(this.#signer(), { name, description: sha256Hex(text), supervisors: [await this.hostId()] })
+  async apply (name: string, text: string, supervisors: string[], onProgress: (v: DeploymentView) => void): Promise<DeploymentView> {
+    const grant = signDeploymentGrant(this.#signer(), { name, description: sha256Hex(text), supervisors })
     return await this.#watch<DeploymentView>('/v1/deployments', { text, grant }, {}, 'apply', p => { onProgress(p as DeploymentView) })
   }
 

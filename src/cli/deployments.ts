@@ -1,8 +1,8 @@
 import type { Command } from 'commander'
 import { readFile } from 'node:fs/promises'
-import type { DeploymentView } from '../core/index.ts'
+import { XenosError, type DeploymentView } from '../core/index.ts'
 import { resolveDescription } from '../deploy/index.ts'
-import { client, out } from './command.ts'
+import { client, out, type HostRow } from './command.ts'
 import { ago, shortId, table } from './table.ts'
 
 /** A deployment's components, a row each: path, state, where its instances run, what happened last. */
@@ -27,13 +27,18 @@ function progressPrinter (): (v: DeploymentView) => void {
 /** `xenos apply`, `xenos deployment …` and `xenos terminate`: whole deployments from descriptions (docs/descriptions.md). */
 export function registerDeploymentCommands (program: Command): void {
   program.command('apply <file>').description('Run a description of a whole deployment (docs/descriptions.md) on this host, which supervises it')
-    .action(async (file: string, _o: unknown, cmd: Command) => {
+    .option('--supervisors <n>', 'hosts that hold the deployment and may act for you: this one, and the first others that take over if it dies (1 to 5)', Number, 3)
+    .action(async (file: string, o: { supervisors: number }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const text = await readFile(file, 'utf8')
       // Resolved here first: a mistake is shown with its line before anything is sent.
       const { name } = resolveDescription(text, file)
-      process.stderr.write(`applying ${name}…\n`)
-      const d = await api.apply(name, text, progressPrinter())
+      if (!Number.isInteger(o.supervisors) || o.supervisors < 1 || o.supervisors > 5) throw new XenosError('INVALID_ARGUMENT', '--supervisors must be a whole number from 1 to 5')
+      const self = await api.hostId()
+      const { hosts } = await api.get<{ hosts: HostRow[] }>('/v1/peers')
+      const supervisors = [self, ...hosts.map(h => h.id).filter(h => h !== self).slice(0, o.supervisors - 1)]
+      process.stderr.write(`applying ${name}, supervised by this host${supervisors.length > 1 ? ` (and ${supervisors.length - 1} more, should it die)` : ''}…\n`)
+      const d = await api.apply(name, text, supervisors, progressPrinter())
       out(flags, d, () => deploymentTable(d))
       if (d.state !== 'running') process.exitCode = 1
     })

@@ -20,8 +20,10 @@ export const DEPLOYMENT_STATES = ['applying', 'running', 'failed', 'terminating'
 export const deploymentViewSchema = z.strictObject({
   name: z.string(),
   owner: z.string(),
-  /** The host that supervises it. */
+  /** The host that supervises it now. */
   supervisor: peerIdSchema,
+  /** The hosts that hold it and may take over, in the order they would. */
+  supervisors: z.array(peerIdSchema),
   state: z.enum(DEPLOYMENT_STATES),
   error: z.string().nullable(),
   components: z.array(z.strictObject({

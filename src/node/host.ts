@@ -339,6 +339,7 @@ export class Host {
     this.deployer.serve()
     this.replicas.serve()
     this.places.serve()
+    this.deployments.serve()
     this.migrations.serve()
     this.dataAccess.serve()
     this.outputs.serve()

@@ -154,6 +154,9 @@ const MIGRATIONS: readonly string[] = [
      updated_at INTEGER NOT NULL,
      PRIMARY KEY (owner, name)
    );`,
+  // Deployments are held by several supervisors: which one acts, since which takeover.
+  `ALTER TABLE deployments ADD COLUMN acting TEXT NOT NULL DEFAULT '';
+   ALTER TABLE deployments ADD COLUMN term INTEGER NOT NULL DEFAULT 0;`,
 ]
 
 export type Database = DatabaseSync

@@ -17,9 +17,9 @@ export interface ComponentRecord {
   /** The generation its instances are of: each time they are made anew, the next. */
   generation: number
   /** Times it was started again in place since it was last made anew. */
-  restarts?: number
+  restarts?: number | undefined
   /** When it was made anew on another host after an instance died (the recent ones). */
-  replacedAt?: number[]
+  replacedAt?: number[] | undefined
   /** The last thing that happened to it, for its owner to read. */
   event: string | null
   updatedAt: number
@@ -38,6 +38,9 @@ export interface DeploymentRecord {
   /** By component path. */
   components: Record<string, ComponentRecord>
   error: string | null
+  /** The supervisor that acts for it now (one of its grant's), and how many times another took over. */
+  acting: string
+  term: number
   createdAt: number
   updatedAt: number
 }
@@ -50,10 +53,12 @@ const rows = new Rows<DeploymentRecord>('deployments', {
   state: 'plain',
   components: 'json',
   error: 'plain',
+  acting: 'plain',
+  term: 'plain',
   createdAt: 'plain',
   updatedAt: 'plain',
 })
-const CHANGING: Array<keyof DeploymentRecord> = ['state', 'components', 'error', 'updatedAt']
+const CHANGING: Array<keyof DeploymentRecord> = ['state', 'components', 'error', 'acting', 'term', 'updatedAt']
 
 /** The deployments this host supervises. Every step of one is written before the next is taken. */
 export class DeploymentTable {
@@ -67,7 +72,12 @@ export class DeploymentTable {
     this.#db.prepare(rows.insert()).run(...rows.values(d))
   }
 
-  update (owner: string, name: string, change: Partial<Pick<DeploymentRecord, 'state' | 'components' | 'error'>>, now = Date.now()): DeploymentRecord | undefined {
+  /** Writes `d` whole, over what this host had of it (a copy from the supervisor that acts for it). */
+  put (d: DeploymentRecord): void {
+    this.#db.prepare(rows.insert('INSERT OR REPLACE')).run(...rows.values(d))
+  }
+
+  update (owner: string, name: string, change: Partial<Pick<DeploymentRecord, 'state' | 'components' | 'error' | 'acting' | 'term'>>, now = Date.now()): DeploymentRecord | undefined {
     const current = this.get(owner, name)
     if (current === undefined) return undefined
     const next: DeploymentRecord = { ...current, ...change, updatedAt: now }

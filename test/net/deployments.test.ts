@@ -128,7 +128,8 @@ describe('deployments from descriptions', () => {
     let made = 0
     for (const h of hosts) made += (await getJson<{ instances: any[] }>(h, '/v1/instances')).instances.filter((v: any) => v.host === h.info.peerId && v.name.startsWith('later-second')).length
     assert.equal(made, 2, 'each instance made once')
-    await cli(a, alice, ['terminate', 'later'])
+    // Terminated where it is supervised now: a standby may have taken over while the host was down.
+    await cli(hosts.find(h => h.info.peerId === d.supervisor) as TestHost, alice, ['terminate', 'later'])
   })
 
   it('makes the master anew elsewhere when its host is killed, and the workers reach it again at the same address', async () => {
@@ -201,5 +202,32 @@ describe('deployments from descriptions', () => {
     assert.ok(events.some(e => /making it anew/.test(e)), events.join('\n'))
     assert.ok(failed.components[0].instances[0].generation >= 3, 'made anew three times')
     await cli(a, alice, ['terminate', 'crashy'])
+  })
+
+  it('carries on supervising on another host when the host it was applied on dies, and replaces a worker there', async () => {
+    const dir = await tempDir('orphan')
+    const file = join(dir, 'orphan.yaml')
+    await writeFile(file, 'name: orphan\ncomponents:\n  workers:\n    template: dmaster\n    count: 3\n    liveness: { every: 1s, failAfter: 2 }\n    placement: { spread: true }\n')
+    const d = await cli(a, alice, ['apply', file])
+    assert.equal(d.supervisor, a.info.peerId)
+    assert.equal(d.supervisors.length, 3)
+    const standbys = hosts.filter(h => d.supervisors.includes(h.info.peerId) && h !== a)
+    await stopHost(a, 'SIGKILL')
+    const taken = await eventually(async () => {
+      const v = await cli(standbys[0] as TestHost, alice, ['deployment', 'show', 'orphan']).catch(() => undefined)
+      return v !== undefined && v.supervisor !== d.supervisor ? v : undefined
+    }, 60_000, 'a standby to take over')
+    assert.equal(taken.supervisor, d.supervisors[1], 'the next supervisor the grant names')
+    const acting = hosts.find(h => h.info.peerId === taken.supervisor) as TestHost
+    const victim = taken.components[0].instances.find((i: any) => i.host !== acting.info.peerId && i.host !== a.info.peerId)
+    const dead = hosts.find(h => h.info.peerId === victim.host) as TestHost
+    await stopHost(dead, 'SIGKILL')
+    const replaced = await eventually(async () => {
+      const v = await cli(acting, alice, ['deployment', 'show', 'orphan'])
+      const c = v.components[0]
+      return c.state === 'running' && !c.instances.some((i: any) => i.id === victim.id) ? c.instances.find((i: any) => i.index === victim.index) : undefined
+    }, 90_000, 'the worker on the killed host to be made anew by the new supervisor')
+    assert.notEqual(replaced.host, victim.host)
+    await cli(acting, alice, ['terminate', 'orphan'])
   })
 })

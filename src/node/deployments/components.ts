@@ -5,13 +5,13 @@ import {
 } from '../../core/index.ts'
 import { isRuntime, type Description, type RuntimeRef, type Workload } from '../../deploy/index.ts'
 import type { Overlay } from '../../overlay/index.ts'
-import type { ComponentRecord, DeploymentRecord, PlacedInstance, Store } from '../../store/index.ts'
+import type { ComponentRecord, DeploymentRecord, DeploymentTable, PlacedInstance } from '../../store/index.ts'
 import type { Deployer } from '../deploy/index.ts'
 import { instanceName, workloadAt, type Places } from './places.ts'
 
 export interface ComponentOpsInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'sign' | 'learnHost'>
-  store: Pick<Store, 'deployments'>
+  store: { deployments: Pick<DeploymentTable, 'get' | 'update'> }
   places: Pick<Places, 'place' | 'act'>
   deployer: Pick<Deployer, 'plan'>
   log: Logger
@@ -141,7 +141,8 @@ export class ComponentOps {
     return {
       name: d.name,
       owner: d.owner,
-      supervisor: this.#self,
+      supervisor: d.acting,
+      supervisors: d.grant.supervisors,
       state: d.state,
       error: d.error,
       components: Object.entries(d.components).map(([path, c]) => ({ path, state: c.state, instances: c.instances, event: c.event, updatedAt: c.updatedAt })),

@@ -1,20 +1,24 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { deploymentGrantValid, REQUEST_MAX_SKEW_MS, sha256Hex, XenosError, type ApplyRequest, type DeploymentView } from '../../core/index.ts'
 import { resolveDescription, type Description, type Workload } from '../../deploy/index.ts'
-import type { DeploymentRecord } from '../../store/index.ts'
+import type { DeploymentRecord, Store } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
 import type { RequestVerifier } from '../replay.ts'
 import { ComponentOps, type ComponentOpsInit } from './components.ts'
+import { DeploymentCopies } from './copies.ts'
 import { Liveness, type LivenessInit } from './liveness.ts'
 import { workloadsOf } from './order.ts'
 import { FailurePolicies } from './policies.ts'
 
-export interface DeploymentsInit extends ComponentOpsInit, LivenessInit {
+export interface DeploymentsInit extends Omit<ComponentOpsInit, 'store'>, LivenessInit {
   overlay: ComponentOpsInit['overlay'] & LivenessInit['overlay']
+  store: Pick<Store, 'deployments'>
   catalog: Pick<TemplateCatalog, 'resolve'>
   verifier: RequestVerifier
 }
 
+/** How long a standby supervisor waits, once the acting one's adverts are gone, before it takes over (Consul's lock-delay). */
+const TAKEOVER_DELAY_MS = 2000
 /** How often the supervisor looks at the liveness of what it supervises (each component at its own `liveness.every`). */
 const WATCH_EVERY_MS = 500
 
@@ -30,6 +34,10 @@ const RECOVER_WAIT_MS = 30_000
 export class Deployments {
   readonly #init: DeploymentsInit
   readonly #ops: ComponentOps
+  readonly #copies: DeploymentCopies
+  readonly #store: { deployments: DeploymentCopies['table'] }
+  /** When each deployment's acting supervisor was last heard of, as seen by this standby. */
+  readonly #heardOf = new Map<string, number>()
   /** Deployments being worked on now, so that two requests do not work on one at once. */
   readonly #busy = new Map<string, Promise<unknown>>()
   readonly #liveness: Liveness
@@ -40,9 +48,12 @@ export class Deployments {
 
   constructor (init: DeploymentsInit) {
     this.#init = init
-    this.#ops = new ComponentOps(init)
+    this.#copies = new DeploymentCopies({ ...init, release: async (record, i) => { await this.#ops.release(record, i) } })
+    // Every write goes through the copies: the other supervisors keep what this one does.
+    this.#store = { deployments: this.#copies.table }
+    this.#ops = new ComponentOps({ ...init, store: this.#store })
     this.#liveness = new Liveness(init)
-    this.#policies = new FailurePolicies({ ...init, ops: this.#ops, liveness: this.#liveness })
+    this.#policies = new FailurePolicies({ ...init, store: this.#store, ops: this.#ops, liveness: this.#liveness })
   }
 
   get #self (): string {
@@ -60,19 +71,19 @@ export class Deployments {
     if (description.name !== grant.name) throw new XenosError('INVALID_ARGUMENT', `the description is named ${description.name}, its grant ${grant.name}`)
     const unrun = workloadsOf(description).find(({ workload }) => workload.task !== undefined || workload.storage !== undefined)
     if (unrun !== undefined) throw new XenosError('INVALID_ARGUMENT', `component ${unrun.workload.path} has ${unrun.workload.task === undefined ? 'storage' : 'a task'}, which deployments do not run yet: deploy it with "xenos run" or "xenos deploy --in"`)
-    const existing = this.#init.store.deployments.get(grant.owner, grant.name)
+    const existing = this.#store.deployments.get(grant.owner, grant.name)
     if (existing !== undefined && existing.state !== 'terminated') {
       if (existing.grant.description !== grant.description) throw new XenosError('INVALID_STATE', `deployment ${grant.name} runs another description: terminate it first ("xenos terminate ${grant.name}")`)
       // The same description again: what failed is tried anew, what runs stays.
       if (existing.state !== 'failed') return this.#ops.view(existing)
       this.#init.verifier.claimOnce(grant.owner, grant.sig, grant.issuedAt)
-      this.#init.store.deployments.update(grant.owner, grant.name, { state: 'applying', error: null })
+      this.#store.deployments.update(grant.owner, grant.name, { state: 'applying', error: null })
       return await this.#exclusive(grant.owner, grant.name, async () => await this.#bringUp(grant.owner, grant.name, onChange))
     }
     this.#init.verifier.claimOnce(grant.owner, grant.sig, grant.issuedAt)
     const now = Date.now()
-    if (existing !== undefined) this.#init.store.deployments.remove(grant.owner, grant.name)
-    this.#init.store.deployments.insert({
+    if (existing !== undefined) this.#store.deployments.remove(grant.owner, grant.name)
+    this.#store.deployments.insert({
       owner: grant.owner,
       name: grant.name,
       text,
@@ -80,6 +91,8 @@ export class Deployments {
       state: 'applying',
       components: Object.fromEntries(workloadsOf(description).map(({ workload }) => [workload.path, { state: 'waiting', instances: [], generation: 0, event: null, updatedAt: now }])),
       error: null,
+      acting: this.#self,
+      term: 0,
       createdAt: now,
       updatedAt: now,
     })
@@ -92,12 +105,13 @@ export class Deployments {
   }
 
   list (owner: string): DeploymentView[] {
-    return this.#init.store.deployments.list(owner).map(d => this.#ops.view(d))
+    return this.#store.deployments.list(owner).map(d => this.#ops.view(d))
   }
 
   /** Ends every instance of deployment `name`, in the reverse of the order they started in. */
   async terminate (owner: string, name: string, onChange: (v: DeploymentView) => void = () => {}): Promise<DeploymentView> {
-    this.#ops.get(owner, name)
+    const d = this.#ops.get(owner, name)
+    if (d.acting !== this.#self) throw new XenosError('INVALID_STATE', `deployment ${name} is supervised by host ${d.acting} now: terminate it there`)
     return await this.#exclusive(owner, name, async () => await this.#terminateHere(owner, name, onChange, null))
   }
 
@@ -112,7 +126,12 @@ export class Deployments {
   }
 
   #watch (): void {
-    for (const d of this.#init.store.deployments.list()) {
+    for (const d of this.#store.deployments.list()) {
+      if (d.acting !== this.#self) {
+        this.#standBy(d)
+        continue
+      }
+      if (d.grant.supervisors.length > 1 && d.state !== 'terminated') this.#copies.keepFresh(d)
       if (d.state !== 'running' || this.#busy.has(`${d.owner}/${d.name}`)) continue
       const description = this.#described(d)
       for (const { workload: w } of workloadsOf(description)) {
@@ -141,7 +160,7 @@ export class Deployments {
 
   /** Ends every instance of a deployment, the last started first; `error` says why, when it was not its owner's wish. */
   async #terminateHere (owner: string, name: string, onChange: (v: DeploymentView) => void, error: string | null): Promise<DeploymentView> {
-    this.#init.store.deployments.update(owner, name, { state: 'terminating', error })
+    this.#store.deployments.update(owner, name, { state: 'terminating', error })
     const record = this.#ops.get(owner, name)
     const order = workloadsOf(this.#described(record)).map(w => w.workload.path)
     for (const path of order.reverse()) {
@@ -151,7 +170,7 @@ export class Deployments {
       for (const i of c.instances) await this.#ops.release(record, i)
       this.#ops.setComponent(owner, name, path, { state: 'terminated', instances: [], event: 'terminated' }, onChange)
     }
-    return this.#ops.view(this.#init.store.deployments.update(owner, name, { state: 'terminated' }) ?? this.#ops.get(owner, name))
+    return this.#ops.view(this.#store.deployments.update(owner, name, { state: 'terminated' }) ?? this.#ops.get(owner, name))
   }
 
   /**
@@ -159,14 +178,45 @@ export class Deployments {
    * hosts its instances were placed on are heard of again.
    */
   recover (): void {
-    for (const d of this.#init.store.deployments.list()) {
-      if (d.state === 'terminating') {
-        void this.#known(d).then(async () => await this.terminate(d.owner, d.name)).catch((err: unknown) => { this.#init.log.warn({ err, deployment: d.name }, 'could not go on terminating a deployment') })
-      } else if (d.state === 'applying') {
-        void this.#known(d).then(async () => await this.#exclusive(d.owner, d.name, async () => await this.#bringUp(d.owner, d.name, () => {})))
-          .catch((err: unknown) => { this.#init.log.warn({ err, deployment: d.name }, 'could not go on bringing up a deployment') })
-      }
+    for (const d of this.#store.deployments.list()) {
+      if (d.acting !== this.#self || (d.state !== 'terminating' && d.state !== 'applying' && d.grant.supervisors.length === 1)) continue
+      void this.#known(d)
+        // Another supervisor may have taken over while this host was down: its copy says so.
+        .then(async () => d.grant.supervisors.length > 1 ? await this.#copies.pull(d) : d)
+        .then(async now => { if (now.acting === this.#self) await this.#carryOn(now) })
+        .catch((err: unknown) => { this.#init.log.warn({ err, deployment: d.name }, 'could not carry on with a deployment') })
     }
+  }
+
+  /** Goes on with what deployment `d` was doing: bringing it up, or terminating it. */
+  async #carryOn (d: DeploymentRecord): Promise<void> {
+    if (d.state === 'terminating') await this.terminate(d.owner, d.name)
+    else if (d.state === 'applying') await this.#exclusive(d.owner, d.name, async () => await this.#bringUp(d.owner, d.name, () => {}))
+  }
+
+  /** Registers the RPC methods through which the supervisors of a deployment keep each other's copies. */
+  serve (): void {
+    this.#copies.serve()
+  }
+
+  /**
+   * A standby supervisor's look at a deployment another acts for: once that one's host has been
+   * gone for TAKEOVER_DELAY_MS beyond its adverts' lifetime, the first live supervisor the grant
+   * names after it takes over (the next term), and carries on.
+   */
+  #standBy (d: DeploymentRecord, now = Date.now()): void {
+    const key = `${d.owner}/${d.name}`
+    if (d.state === 'terminated' || !d.grant.supervisors.includes(this.#self) || this.#busy.has(key)) return
+    if (this.#liveness.hostAlive(d.acting) || !this.#heardOf.has(key)) {
+      this.#heardOf.set(key, now)
+      return
+    }
+    if (now - (this.#heardOf.get(key) ?? now) < TAKEOVER_DELAY_MS) return
+    if (d.grant.supervisors.find(h => h !== d.acting && this.#liveness.hostAlive(h)) !== this.#self) return
+    this.#heardOf.delete(key)
+    const taken = this.#store.deployments.update(d.owner, d.name, { acting: this.#self, term: d.term + 1 })
+    this.#init.log.warn({ deployment: d.name, from: d.acting, term: d.term + 1 }, 'the supervisor of a deployment is gone: this host takes over')
+    if (taken !== undefined) void this.#carryOn(taken).catch((err: unknown) => { this.#init.log.warn({ err, deployment: d.name }, 'could not carry on with a deployment taken over') })
   }
 
   /** Resolves once every host deployment `d` placed instances on is advertised (or after a while: those that are gone stay gone). */
@@ -193,10 +243,10 @@ export class Deployments {
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
       if (failed !== undefined) {
         const error = (failed.reason as Error).message
-        return this.#ops.view(this.#init.store.deployments.update(owner, name, { state: 'failed', error }) ?? record)
+        return this.#ops.view(this.#store.deployments.update(owner, name, { state: 'failed', error }) ?? record)
       }
     }
-    const done = this.#init.store.deployments.update(owner, name, { state: 'running', error: null }) ?? record
+    const done = this.#store.deployments.update(owner, name, { state: 'running', error: null }) ?? record
     onChange(this.#ops.view(done))
     return this.#ops.view(done)
   }

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { Description, Workload } from '../../deploy/index.ts'
-import type { DeploymentRecord, PlacedInstance, Store } from '../../store/index.ts'
+import type { DeploymentRecord, DeploymentTable, PlacedInstance } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
 import type { ComponentOps } from './components.ts'
 import type { Liveness } from './liveness.ts'
@@ -9,7 +9,7 @@ import type { Liveness } from './liveness.ts'
 export interface FailurePoliciesInit {
   ops: ComponentOps
   liveness: Pick<Liveness, 'hostAlive'>
-  store: Pick<Store, 'deployments'>
+  store: { deployments: Pick<DeploymentTable, 'update'> }
   catalog: Pick<TemplateCatalog, 'resolve'>
   log: Logger
 }
