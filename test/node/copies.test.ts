@@ -1,0 +1,52 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import pino from 'pino'
+import { generateOwnerKey, instanceIdOfPlace, sha256Hex, signDeploymentGrant, type DeploymentGrant } from '../../src/core/index.ts'
+import { DeploymentCopies } from '../../src/node/deployments/copies.ts'
+import { openStore, type DeploymentRecord, type PlacedInstance } from '../../src/store/index.ts'
+import { hostKey } from '../helpers/adverts.ts'
+
+const TEXT = 'name: site\ncomponents:\n  web: { template: web, count: 2 }\n'
+
+/** A copy of deployment `site` as supervisor `acting` has it in `term`, with instances of these generations. */
+function copyOf (grant: DeploymentGrant, acting: string, term: number, generations: number[], host: string): DeploymentRecord {
+  const instances = generations.map((generation, index) => ({ index, generation, id: instanceIdOfPlace({ grant, component: 'web', index, generation }), host }))
+  return {
+    owner: grant.owner, name: 'site', text: TEXT, grant, state: 'running', error: null, acting, term, createdAt: 1, updatedAt: 1 + term,
+    components: { web: { state: 'running', instances, generation: 0, event: null, updatedAt: 1 } },
+  }
+}
+
+/**
+ * The copies a supervisor keeps of a deployment other supervisors act for: the later term
+ * stands, and a supervisor whose copy lost (both acted during a partition) ends what only it made.
+ */
+describe('copies of a deployment between its supervisors', () => {
+  it('keep the later term, refuse a host the grant does not name, and end what the loser alone made', async () => {
+    const owner = generateOwnerKey()
+    const [self, other, rogue] = await Promise.all([hostKey(), hostKey(), hostKey()])
+    const grant = signDeploymentGrant(owner, { name: 'site', description: sha256Hex(TEXT), supervisors: [self.id, other.id] })
+    const store = openStore(':memory:')
+    const released: PlacedInstance[] = []
+    const copies = new DeploymentCopies({
+      overlay: { peerId: self.id } as never,
+      store,
+      release: async (_d, i) => { released.push(i) },
+      log: pino({ level: 'silent' }),
+    })
+    // This host acted in term 0, and made the second instance anew (generation 1) during a partition.
+    store.deployments.put(copyOf(grant, self.id, 0, [0, 1], self.id))
+    await assert.rejects(copies.receive(copyOf(grant, rogue.id, 5, [0, 0], rogue.id), rogue.id), /does not name hosts/)
+    await assert.rejects(copies.receive({ ...copyOf(grant, other.id, 1, [0, 0], other.id), text: TEXT.replace('2', '9') }, other.id), /another text/)
+    const forged = copyOf(grant, other.id, 1, [0, 0], other.id)
+    await assert.rejects(copies.receive({ ...forged, components: { web: { ...forged.components.web!, instances: [{ index: 0, generation: 7, id: 'i-0000000000000000', host: other.id }] } } }, other.id), /places do not derive/)
+
+    // The other side took over in term 1 and made the second instance anew too (its own generation 2).
+    assert.equal(await copies.receive(copyOf(grant, other.id, 1, [0, 2], other.id), other.id), true)
+    assert.deepEqual(released.map(i => i.generation), [1], 'what only this host made is ended: one copy of each instance lives on')
+    assert.equal(store.deployments.get(owner.id, 'site')?.acting, other.id, 'this host stands by')
+    // An older copy, from either side, changes nothing now.
+    assert.equal(await copies.receive(copyOf(grant, self.id, 0, [0, 1], self.id), other.id), false)
+    assert.equal(store.deployments.get(owner.id, 'site')?.term, 1)
+  })
+})
