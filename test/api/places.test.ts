@@ -99,4 +99,24 @@ describe('places under a deployment', () => {
     await word('release', supervisor)
     assert.equal(host.supervisor.has(made.id), false)
   })
+
+  it('runs a description only under a fresh grant its owner signed over that text, naming this host, once', async () => {
+    const text = 'name: solo\ncomponents:\n  web: { template: web }\n'
+    const apply = async (g: DeploymentGrant, body = text): Promise<{ status: number, code?: string }> => {
+      const res = await app.inject({ method: 'POST', url: '/v1/deployments', payload: { text: body, grant: g } })
+      return { status: res.statusCode, code: res.json().error?.code }
+    }
+    const self = host.overlay.peerId
+    const named = (o: { supervisors?: string[], issuedAt?: number } = {}): DeploymentGrant => signDeploymentGrant(alice, { name: 'solo', description: sha256Hex(text), supervisors: o.supervisors ?? [self] }, o.issuedAt)
+    assert.deepEqual(await apply(named({ supervisors: [rogue.id] })), { status: 403, code: 'FORBIDDEN' }, 'a grant that names other hosts')
+    assert.deepEqual(await apply(named(), text.replace('web }', 'web, count: 9 }')), { status: 401, code: 'UNAUTHENTICATED' }, 'another text than the one signed')
+    assert.deepEqual(await apply(named({ issuedAt: Date.now() - 10 * 60_000 })), { status: 401, code: 'UNAUTHENTICATED' }, 'a grant signed long ago')
+    assert.deepEqual(await apply({ ...named(), owner: generateOwnerKey().id }), { status: 401, code: 'UNAUTHENTICATED' }, 'claimed by another key')
+    assert.deepEqual(host.supervisor.list(), [], 'nothing was made')
+    const grant = named()
+    assert.equal((await apply(grant)).status, 200)
+    assert.equal(host.deployments.show(alice.id, 'solo').state, 'running')
+    await host.deployments.terminate(alice.id, 'solo')
+    assert.deepEqual(await apply(grant), { status: 401, code: 'UNAUTHENTICATED' }, 'the same grant again, once terminated, is a replay')
+  })
 })
