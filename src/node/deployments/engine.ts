@@ -17,6 +17,16 @@ export interface DeploymentsInit extends Omit<ComponentOpsInit, 'store'>, Livene
   verifier: RequestVerifier
 }
 
+/** How often bringing a deployment up tries again when a host or template it needs is away for now, and how long apart. */
+const BRING_UP_RETRIES = 10
+const BRING_UP_BACKOFF_MS = 3000
+/** Errors that pass: what is missing may be back soon. */
+const PASSING = new Set(['PEER_UNREACHABLE', 'TEMPLATE_NOT_FOUND', 'NO_HOST_AVAILABLE', 'HOST_NOT_FOUND'])
+
+function isPassing (err: unknown): boolean {
+  return err instanceof XenosError && PASSING.has(err.code)
+}
+
 /** How long a standby supervisor waits, once the acting one's adverts are gone, before it takes over (Consul's lock-delay). */
 const TAKEOVER_DELAY_MS = 2000
 /** How often the supervisor looks at the liveness of what it supervises (each component at its own `liveness.every`). */
@@ -219,9 +229,10 @@ export class Deployments {
     if (taken !== undefined) void this.#carryOn(taken).catch((err: unknown) => { this.#init.log.warn({ err, deployment: d.name }, 'could not carry on with a deployment taken over') })
   }
 
-  /** Resolves once every host deployment `d` placed instances on is advertised (or after a while: those that are gone stay gone). */
+  /** Resolves once every host deployment `d` placed instances on, and each of its supervisors, is advertised (or after a while: those that are gone stay gone). */
   async #known (d: DeploymentRecord): Promise<void> {
-    const wanted = new Set(Object.values(d.components).flatMap(c => c.instances.map(i => i.host)).filter(h => h !== this.#self))
+    // Its other supervisors too: their copies are asked for first, once they are heard of.
+    const wanted = new Set([...d.grant.supervisors, ...Object.values(d.components).flatMap(c => c.instances.map(i => i.host))].filter(h => h !== this.#self))
     const deadline = Date.now() + RECOVER_WAIT_MS
     while (Date.now() < deadline) {
       const heard = new Set(this.#init.overlay.search({ kind: 'host' }).map(a => a.host))
@@ -235,16 +246,22 @@ export class Deployments {
     const record = this.#ops.get(owner, name)
     const description = resolveDescription(record.text, `${name}.yaml`)
     const all = workloadsOf(description)
+    let retries = 0
     for (;;) {
       const state = this.#ops.get(owner, name).components
       const ready = all.filter(({ workload, after }) => state[workload.path]?.state !== 'running' && [...after].every(p => state[p]?.state === 'running'))
       if (ready.length === 0) break
-      const results = await Promise.allSettled(ready.map(async ({ workload }) => { await this.#bringUpWorkload(record, description, workload, onChange) }))
+      const results = await Promise.allSettled(ready.map(async ({ workload }) => { await this.#bringUpWorkload(record, description, workload, onChange, retries < BRING_UP_RETRIES) }))
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
-      if (failed !== undefined) {
-        const error = (failed.reason as Error).message
-        return this.#ops.view(this.#store.deployments.update(owner, name, { state: 'failed', error }) ?? record)
+      if (failed === undefined) continue
+      if (retries < BRING_UP_RETRIES && isPassing(failed.reason)) {
+        // A host or template that is away for now (a supervisor that died held the only copy): try again soon.
+        await sleep(BRING_UP_BACKOFF_MS)
+        retries++
+        continue
       }
+      const error = (failed.reason as Error).message
+      return this.#ops.view(this.#store.deployments.update(owner, name, { state: 'failed', error }) ?? record)
     }
     const done = this.#store.deployments.update(owner, name, { state: 'running', error: null }) ?? record
     onChange(this.#ops.view(done))
@@ -252,7 +269,7 @@ export class Deployments {
   }
 
   /** Places every instance of a workload, each on the host chosen for it, and waits until each is healthy. */
-  async #bringUpWorkload (record: DeploymentRecord, description: Description, w: Workload, onChange: (v: DeploymentView) => void): Promise<void> {
+  async #bringUpWorkload (record: DeploymentRecord, description: Description, w: Workload, onChange: (v: DeploymentView) => void, mayRetry: boolean): Promise<void> {
     const { owner, name } = record
     const ops = this.#ops
     const template = await this.#init.catalog.resolve(w.template)
@@ -271,7 +288,9 @@ export class Deployments {
     try {
       await Promise.all(instances.map(async i => await ops.place(record, description, w, template.id, i)))
     } catch (err) {
-      ops.setComponent(owner, name, w.path, { state: 'failed', event: (err as Error).message }, onChange)
+      // What is away for now leaves the places as they are, to be asked for again; anything else fails the component.
+      if (mayRetry && isPassing(err)) ops.setComponent(owner, name, w.path, { event: `trying again soon: ${(err as Error).message}` }, onChange)
+      else ops.setComponent(owner, name, w.path, { state: 'failed', event: (err as Error).message }, onChange)
       throw err
     }
     ops.setComponent(owner, name, w.path, { state: 'running', event: 'running and healthy' }, onChange)
