@@ -36,7 +36,6 @@ const recordSchema = z.strictObject({
   createdAt: z.number().int(),
   updatedAt: z.number().int(),
 })
-const fetchSchema = z.strictObject({ owner: z.string().max(64), name: z.string().min(1).max(63) })
 
 /** How often the acting supervisor sends a deployment to the others even when nothing happens. */
 const RESEND_EVERY_MS = 30_000
@@ -81,11 +80,6 @@ export class DeploymentCopies {
   serve (): void {
     const { rpc } = this.#init.overlay
     rpc.handle('deployment.copy', recordSchema, async (copy, from) => ({ taken: await this.receive(copy, from.toString()) }))
-    rpc.handle('deployment.fetch', fetchSchema, async ({ owner, name }, from) => {
-      const d = this.#init.store.deployments.get(owner, name)
-      if (d === undefined || !d.grant.supervisors.includes(from.toString())) return null
-      return d
-    })
   }
 
   /**
@@ -110,20 +104,6 @@ export class DeploymentCopies {
     }
     this.#init.store.deployments.put(copy)
     return true
-  }
-
-  /** Before acting after a restart: takes the latest copy the other supervisors hold, which may say another acts now. */
-  async pull (d: DeploymentRecord): Promise<DeploymentRecord> {
-    for (const host of d.grant.supervisors.filter(h => h !== this.#self)) {
-      try {
-        await this.#init.overlay.learnHost(host)
-        const reply = await this.#init.overlay.rpc.call(host, 'deployment.fetch', { owner: d.owner, name: d.name })
-        if (reply !== null) await this.receive(recordSchema.parse(reply), host)
-      } catch (err) {
-        this.#init.log.debug({ err, host, deployment: d.name }, 'no copy of a deployment from another supervisor')
-      }
-    }
-    return this.#init.store.deployments.get(d.owner, d.name) ?? d
   }
 
   /** This host acted, and another's later copy stands: what only this host made goes, so that no two copies of a component live on. */

@@ -190,10 +190,9 @@ export class Deployments {
   recover (): void {
     for (const d of this.#store.deployments.list()) {
       if (d.acting !== this.#self || (d.state !== 'terminating' && d.state !== 'applying' && d.grant.supervisors.length === 1)) continue
+      // Another supervisor may have taken over meanwhile: its copies (at least every 30 s) make this one step down.
       void this.#known(d)
-        // Another supervisor may have taken over while this host was down: its copy says so.
-        .then(async () => d.grant.supervisors.length > 1 ? await this.#copies.pull(d) : d)
-        .then(async now => { if (now.acting === this.#self) await this.#carryOn(now) })
+        .then(async () => { await this.#carryOn(d) })
         .catch((err: unknown) => { this.#init.log.warn({ err, deployment: d.name }, 'could not carry on with a deployment') })
     }
   }
