@@ -15,7 +15,7 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { apiOf, cli, eventually, getJson, httpGet, ROOT, startHost, stopHost, tempDir, type TestHost } from '../test/helpers/cluster.ts'
-import { round, summary } from './stats.ts'
+import { round, summary, timed } from './stats.ts'
 
 const RUNS = Number(process.env.XENOS_BENCH_RUNS ?? 3)
 const WORKERS = 8
@@ -40,12 +40,6 @@ const description = (name: string): string => [
   '    env: { MASTER: "${master.endpoints.http}" }',
   '',
 ].join('\n')
-
-async function timed (fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now()
-  await fn()
-  return (performance.now() - t0) / 1000
-}
 
 const rows: unknown[] = []
 for (const n of [4, 8]) {

@@ -20,3 +20,10 @@ export function round (n: number, digits = 1): number {
   const f = 10 ** digits
   return Math.round(n * f) / f
 }
+
+/** Seconds `fn` takes. */
+export async function timed (fn: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now()
+  await fn()
+  return (performance.now() - t0) / 1000
+}

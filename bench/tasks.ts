@@ -18,7 +18,7 @@ import { join } from 'node:path'
 import { DEFAULT_CACHE_DIR } from '../src/cli/build.ts'
 import { unpackedPackage } from '../src/images/guest/debian.ts'
 import { cli, ROOT, startHost, stopHost, tempDir } from '../test/helpers/cluster.ts'
-import { round, summary } from './stats.ts'
+import { round, summary, timed } from './stats.ts'
 
 const RUNS = Number(process.env.XENOS_BENCH_RUNS ?? 3)
 const HOST_ARGS = ['--cpu', '2', '--memory', '2048']
@@ -65,12 +65,6 @@ function templateOf (kind: TaskKind): string {
     `command: ${JSON.stringify(kind.command.replace('IN', '/in/input').replace('OUT', '/out/output'))}`,
     '',
   ].join('\n')
-}
-
-async function timed (fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now()
-  await fn()
-  return (performance.now() - t0) / 1000
 }
 
 const busybox = join(await unpackedPackage('busybox-static', DEFAULT_CACHE_DIR), 'bin', 'busybox')

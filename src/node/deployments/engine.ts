@@ -243,7 +243,7 @@ export class Deployments {
   /** Brings up every component whose dependencies run, wave after wave, until all run or one fails. */
   async #bringUp (owner: string, name: string, onChange: (v: DeploymentView) => void): Promise<DeploymentView> {
     const record = this.#ops.get(owner, name)
-    const description = resolveDescription(record.text, `${name}.yaml`)
+    const description = this.#described(record)
     const all = workloadsOf(description)
     let retries = 0
     for (;;) {

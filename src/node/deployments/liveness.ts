@@ -38,16 +38,11 @@ export class Liveness {
   /** Whether instance `i` is alive now, and if not, why. */
   check (i: PlacedInstance): { alive: true } | { alive: false, why: string } {
     if (i.host === this.#init.overlay.peerId) {
-      if (!this.#init.supervisor.has(i.id)) return { alive: false, why: 'it is gone' }
-      const v = this.#init.supervisor.view(i.id)
-      if (v.state !== 'running') return { alive: false, why: `it is ${v.state}` }
-      return v.services.some(s => s.health === 'failing') ? { alive: false, why: 'a health check fails' } : { alive: true }
+      return this.#init.supervisor.has(i.id) ? judged(this.#init.supervisor.view(i.id)) : { alive: false, why: 'it is gone' }
     }
     if (!this.hostAlive(i.host)) return { alive: false, why: `its host ${i.host.slice(-8)} is gone (its adverts expired)` }
     const advert = this.#init.overlay.cache.get('instance', i.id)
-    if (advert?.kind !== 'instance') return { alive: false, why: 'its host no longer advertises it' }
-    if (advert.body.state !== 'running') return { alive: false, why: `it is ${advert.body.state}` }
-    return advert.body.services.some(s => s.health === 'failing') ? { alive: false, why: 'a health check fails' } : { alive: true }
+    return advert?.kind === 'instance' ? judged(advert.body) : { alive: false, why: 'its host no longer advertises it' }
   }
 
   /** Counts one check of instance `id`: returns how many in a row it failed. */
@@ -60,4 +55,10 @@ export class Liveness {
   forget (id: string): void {
     this.#misses.delete(id)
   }
+}
+
+/** Alive is running with no failing health check, whether its host says so itself or in its advert. */
+function judged (seen: { state: string, services: Array<{ health: string }> }): { alive: true } | { alive: false, why: string } {
+  if (seen.state !== 'running') return { alive: false, why: `it is ${seen.state}` }
+  return seen.services.some(s => s.health === 'failing') ? { alive: false, why: 'a health check fails' } : { alive: true }
 }
