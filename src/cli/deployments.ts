@@ -12,6 +12,15 @@ function deploymentTable (d: DeploymentView): string {
     d.components.map(c => [c.path, c.state, c.instances.map(i => `${i.id}@${shortId(i.host)}`).join(' ') || '-', c.event ?? '-', ago(c.updatedAt)]))].join('\n')
 }
 
+/** How many of each component's latest events `deployment show` prints. */
+const EVENTS_SHOWN = 5
+
+/** The latest events of every component, newest last (Nomad's "Recent Events"). */
+function recentEvents (d: DeploymentView): string {
+  const rows = d.components.flatMap(c => c.events.slice(-EVENTS_SHOWN).map(e => [c.path, ago(e.at), e.event]))
+  return rows.length === 0 ? '' : `\n\nrecent events:\n${table(['COMPONENT', 'WHEN', 'EVENT'], rows)}`
+}
+
 /** Shows a deployment's progress on stderr: a line each time a component changes. */
 function progressPrinter (): (v: DeploymentView) => void {
   const said = new Map<string, string>()
@@ -54,7 +63,7 @@ export function registerDeploymentCommands (program: Command): void {
     .action(async (name: string, _o: unknown, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const d = await api.signed<DeploymentView>('GET', `/v1/deployments/${encodeURIComponent(name)}`, 'deployment.get', name, {})
-      out(flags, d, () => deploymentTable(d))
+      out(flags, d, () => deploymentTable(d) + recentEvents(d))
     })
 
   program.command('terminate <name>').description('End every instance of a deployment, in the reverse of the order they started in')

@@ -15,6 +15,8 @@ export type ApplyRequest = z.infer<typeof applyRequestSchema>
 
 export const COMPONENT_STATES = ['waiting', 'deploying', 'running', 'failed', 'terminating', 'terminated'] as const
 export const DEPLOYMENT_STATES = ['applying', 'running', 'failed', 'terminating', 'terminated'] as const
+/** How many of the latest events of each component a supervisor keeps and shows. */
+export const COMPONENT_EVENTS_KEPT = 20
 
 /** A deployment as its owner sees it: each component (by path) with its state, instances and last event. */
 export const deploymentViewSchema = z.strictObject({
@@ -31,6 +33,8 @@ export const deploymentViewSchema = z.strictObject({
     state: z.enum(COMPONENT_STATES),
     instances: z.array(z.strictObject({ id: instanceIdSchema, host: peerIdSchema, index: z.number().int(), generation: z.number().int() })),
     event: z.string().nullable(),
+    /** What happened to it lately, oldest first. */
+    events: z.array(z.strictObject({ at: z.number().int(), event: z.string() })).max(COMPONENT_EVENTS_KEPT),
     updatedAt: z.number().int(),
   })),
   createdAt: z.number().int(),

@@ -22,7 +22,15 @@ export interface ComponentRecord {
   replacedAt?: number[] | undefined
   /** The last thing that happened to it, for its owner to read. */
   event: string | null
+  /** What happened to it lately, oldest first (at most COMPONENT_EVENTS_KEPT). */
+  events?: ComponentEvent[] | undefined
   updatedAt: number
+}
+
+/** One thing that happened to a component, and when. */
+export interface ComponentEvent {
+  at: number
+  event: string
 }
 
 export type DeploymentState = 'applying' | 'running' | 'failed' | 'terminating' | 'terminated'

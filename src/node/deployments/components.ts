@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import {
-  instanceIdOfPlace, instanceViewSchema, placeBytes, supervisedBytes, XenosError,
+  COMPONENT_EVENTS_KEPT, instanceIdOfPlace, instanceViewSchema, placeBytes, supervisedBytes, XenosError,
   type AdvertOf, type DeploymentView, type GrantPlace, type InstanceView, type PlaceRequest, type SupervisedAction, type TemplateSummary,
 } from '../../core/index.ts'
 import { isRuntime, type Description, type RuntimeRef, type Workload } from '../../deploy/index.ts'
@@ -127,7 +127,9 @@ export class ComponentOps {
   setComponent (owner: string, name: string, path: string, change: Partial<ComponentRecord>, onChange: (v: DeploymentView) => void = () => {}): void {
     const d = this.get(owner, name)
     const current = d.components[path] ?? { state: 'waiting', instances: [], generation: 0, event: null, updatedAt: 0 }
-    const updated = this.#init.store.deployments.update(owner, name, { components: { ...d.components, [path]: { ...current, ...change, updatedAt: Date.now() } } })
+    const now = Date.now()
+    const events = typeof change.event === 'string' && change.event !== current.event ? [...current.events ?? [], { at: now, event: change.event }].slice(-COMPONENT_EVENTS_KEPT) : current.events
+    const updated = this.#init.store.deployments.update(owner, name, { components: { ...d.components, [path]: { ...current, ...change, events, updatedAt: now } } })
     if (updated !== undefined) onChange(this.view(updated))
   }
 
@@ -145,7 +147,7 @@ export class ComponentOps {
       supervisors: d.grant.supervisors,
       state: d.state,
       error: d.error,
-      components: Object.entries(d.components).map(([path, c]) => ({ path, state: c.state, instances: c.instances, event: c.event, updatedAt: c.updatedAt })),
+      components: Object.entries(d.components).map(([path, c]) => ({ path, state: c.state, instances: c.instances, event: c.event, events: c.events ?? [], updatedAt: c.updatedAt })),
       createdAt: d.createdAt,
       updatedAt: d.updatedAt,
     }
