@@ -14,7 +14,7 @@
  */
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { apiOf, cli, eventually, getJson, httpGet, ROOT, startHost, stopHost, tempDir, type TestHost } from '../test/helpers/cluster.ts'
+import { apiOf, cli, eventually, getJson, httpGet, ROOT, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../test/helpers/cluster.ts'
 import { round, summary, timed } from './stats.ts'
 
 const RUNS = Number(process.env.XENOS_BENCH_RUNS ?? 3)
@@ -108,7 +108,7 @@ for (const n of [4, 8]) {
       workersReachMs: summary(reachedMs),
     })
   } finally {
-    await Promise.all(hosts.map(async h => { await stopHost(h) }))
+    await stopHosts(hosts)
   }
 }
 const result = { benchmark: 'deployments', date: new Date().toISOString(), runs: RUNS, workers: WORKERS, advertTtlS: 6, rows }

@@ -14,7 +14,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { getJson, ROOT, startHost, stopHost, type TestHost } from '../test/helpers/cluster.ts'
+import { getJson, ROOT, startHost, stopHosts, type TestHost } from '../test/helpers/cluster.ts'
 import { round, summary } from './stats.ts'
 
 const sizes = process.argv.slice(2).map(Number).filter(n => n > 1)
@@ -155,7 +155,7 @@ for (const n of SIZES) {
       idle,
     })
   } finally {
-    await Promise.all(hosts.map(async h => { await stopHost(h) }))
+    await stopHosts(hosts)
   }
   // Written after each size, so a failure at a larger one keeps the smaller ones' numbers.
   await writeFile(outFile, JSON.stringify({ benchmark: 'discovery', date: new Date().toISOString(), machine: { cpus: cpus().length }, trials: TRIALS, lookups: LOOKUPS, runs }, null, 2) + '\n')

@@ -18,7 +18,7 @@ import { cp, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ApiClient, loadOrCreateUserKey } from '../src/cli/index.ts'
-import { cli, ROOT, startHost, stopHost, tempDir } from '../test/helpers/cluster.ts'
+import { cli, ROOT, startHost, stopHosts, tempDir } from '../test/helpers/cluster.ts'
 import { countOnce } from '../test/helpers/vm.ts'
 import { round, summary } from './stats.ts'
 
@@ -136,7 +136,7 @@ try {
     }
   }
 } finally {
-  await Promise.all([a, b, c].map(async h => { await stopHost(h) }))
+  await stopHosts([a, b, c])
 }
 const result = { benchmark: 'migration', date: new Date().toISOString(), runsPerSize: RUNS, anchors: { xenDowntimeMs: 60, goiriAvailability: '100%' }, rows }
 await writeFile(join(ROOT, 'bench/results/migration-latest.json'), JSON.stringify(result, null, 2) + '\n')

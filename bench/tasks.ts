@@ -17,7 +17,7 @@ import { mkdir, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { DEFAULT_CACHE_DIR } from '../src/cli/build.ts'
 import { unpackedPackage } from '../src/images/guest/debian.ts'
-import { cli, ROOT, startHost, stopHost, tempDir } from '../test/helpers/cluster.ts'
+import { cli, ROOT, startHost, stopHosts, tempDir } from '../test/helpers/cluster.ts'
 import { round, summary, timed } from './stats.ts'
 
 const RUNS = Number(process.env.XENOS_BENCH_RUNS ?? 3)
@@ -124,7 +124,7 @@ try {
     }
   }
 } finally {
-  await Promise.all([a, b].map(async h => { await stopHost(h) }))
+  await stopHosts([a, b])
 }
 const accel = process.env.XENOS_ACCEL ?? (execFileSync('sh', ['-c', 'test -w /dev/kvm && echo kvm || echo tcg']).toString().trim())
 const result = { benchmark: 'tasks', date: new Date().toISOString(), runs: RUNS, accel, rows }

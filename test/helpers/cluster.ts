@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -69,6 +69,24 @@ export async function stopHost (h: TestHost, signal: NodeJS.Signals = 'SIGTERM')
   const exited = new Promise(r => h.proc.once('exit', r))
   h.proc.kill(signal)
   await exited
+}
+
+/**
+ * Stops every host for good at the end of a test: a host's clean stop leaves its instances
+ * running for its next start, which never comes, so whatever still runs from its data dir
+ * (VMs, process instances, disk servers, relays) is killed too, and the next test starts on an
+ * idle machine.
+ */
+export async function stopHosts (hosts: TestHost[]): Promise<void> {
+  await Promise.all(hosts.map(async h => { await stopHost(h) }))
+  const dirs = [...new Set(hosts.map(h => h.dataDir))]
+  for (const pid of await readdir('/proc').catch(() => [])) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')
+    if (dirs.some(d => cmdline.includes(d))) {
+      try { process.kill(Number(pid), 'SIGKILL') } catch {}
+    }
+  }
 }
 
 /** Runs the `xenos` CLI with `--json` against a host; resolves with parsed stdout or rejects with stderr. */

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ApiClient, loadOrCreateUserKey } from '../../src/cli/index.ts'
-import { cli, cliRun, eventually, getJson, httpGet, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { cli, cliRun, eventually, getJson, httpGet, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../helpers/cluster.ts'
 import { skipWithoutQemu } from '../helpers/vm.ts'
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
@@ -247,7 +247,7 @@ describe('staged inputs', { skip: skipWithoutQemu }, () => {
         if (i.host === h.info.peerId) await cli(h, alice, ['instance', 'destroy', i.id]).catch(() => {})
       }
     }
-    await Promise.all([a, b].map(async h => { await stopHost(h) }))
+    await stopHosts([a, b])
   })
 
   it('mounts a file uploaded to one host read-only in a VM deployed on another; another key cannot stage it', async () => {

@@ -2,11 +2,12 @@ import assert from 'node:assert/strict'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { cli, CliError, eventually, getJson, httpGet, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { cli, CliError, eventually, getJson, httpGet, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../helpers/cluster.ts'
 
-/** A process template serving its directory www over HTTP, after `setup` (which ends with ";" or "&"). */
-function webTemplate (name: string, setup: string): string {
-  return `name: ${name}\nversion: "1"\ndriver: process\ncommand: "mkdir -p www; ${setup} exec busybox httpd -f -p \${XENOS_HOST}:\${XENOS_PORT_HTTP} -h www"\nports: [{ name: http, protocol: http }]\nresources: { cpu: 0.05, memory: 16 }\n`
+/** A process template serving its directory www over HTTP, after `setup` (which ends with ";" or "&"); with `health`, healthy once that path answers. */
+function webTemplate (name: string, setup: string, health?: string): string {
+  const port = `{ name: http, protocol: http${health === undefined ? '' : `, health: ${health}`} }`
+  return `name: ${name}\nversion: "1"\ndriver: process\ncommand: "mkdir -p www; ${setup} exec busybox httpd -f -p \${XENOS_HOST}:\${XENOS_PORT_HTTP} -h www"\nports: [${port}]\nresources: { cpu: 0.05, memory: 16 }\n`
 }
 const MASTER = webTemplate('dmaster', 'echo master ok > www/index.html;')
 /** A worker shows at /seen what it last read from its master, at the address its description gave it. */
@@ -50,7 +51,7 @@ describe('deployments from descriptions', () => {
   })
 
   after(async () => {
-    await Promise.all(hosts.map(async h => { await stopHost(h) }))
+    await stopHosts(hosts)
   })
 
   it('starts the workers on three hosts once the master is healthy, each given the master\'s address, and terminates everything', async () => {
@@ -106,7 +107,7 @@ describe('deployments from descriptions', () => {
 
   it('carries on where it was when its supervisor is killed half-way, making each instance once', async () => {
     const dir = await tempDir('later')
-    await writeFile(join(dir, 'slow.yaml'), webTemplate('dslow', 'sleep 12;'))
+    await writeFile(join(dir, 'slow.yaml'), webTemplate('dslow', 'echo slow > www/index.html; sleep 12;', '/'))
     await cli(a, alice, ['template', 'import', join(dir, 'slow.yaml')])
     const later = join(dir, 'later.yaml')
     await writeFile(later, 'name: later\ncomponents:\n  first:\n    template: dmaster\n  second:\n    template: dslow\n    count: 2\n    after: [first]\n    placement: { spread: true }\n')
@@ -190,14 +191,12 @@ describe('deployments from descriptions', () => {
     const file = join(dir, 'crash-desc.yaml')
     await writeFile(file, 'name: crashy\ncomponents:\n  c:\n    template: dcrash\n    restarts: { attempts: 1, backoff: 500ms }\n    liveness: { every: 500ms, failAfter: 1 }\n')
     assert.equal((await cli(a, alice, ['apply', file])).state, 'running')
-    const events: string[] = []
     const failed = await eventually(async () => {
       const v = await cli(a, alice, ['deployment', 'show', 'crashy'])
-      const event = v.components[0].event as string
-      if (events.at(-1) !== event) events.push(event)
       return v.state === 'failed' ? v : undefined
     }, 150_000, 'the deployment to give up on the component', 500)
     assert.match(failed.error, /keeps failing: made anew 3 times/)
+    const events: string[] = failed.components[0].events.map((e: any) => e.event as string)
     assert.ok(events.some(e => /starting it again where it is \(1 of 1\)/.test(e)), events.join('\n'))
     assert.ok(events.some(e => /making it anew/.test(e)), events.join('\n'))
     assert.ok(failed.components[0].instances[0].generation >= 3, 'made anew three times')

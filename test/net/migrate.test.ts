@@ -5,7 +5,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { cli, cliStart, eventually, getJson, httpGet, operatorOf, publicViewOf, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { cli, cliStart, eventually, getJson, httpGet, operatorOf, publicViewOf, ROOT, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../helpers/cluster.ts'
 import { count, countOnce, skipWithoutQemu } from '../helpers/vm.ts'
 import { ApiClient, loadOrCreateUserKey } from '../../src/cli/index.ts'
 
@@ -112,7 +112,7 @@ describe('live migration', { skip }, () => {
         if (i.host === h.info.peerId) await cli(h, alice, ['instance', 'destroy', i.id]).catch(() => {})
       }
     }
-    await Promise.all(hosts.map(async h => { await stopHost(h) }))
+    await stopHosts(hosts)
   })
 
   it('moves a counting VM to another host while it counts on, without moving its disk', async t => {

@@ -8,7 +8,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { ApiClient } from '../../src/cli/index.ts'
 import { blobIdOfFile } from '../../src/images/index.ts'
 import { fetchIndex } from '../../src/transfer/index.ts'
-import { apiOf, cli, eventually, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { apiOf, cli, eventually, startHost, stopHosts, tempDir, type TestHost } from '../helpers/cluster.ts'
 import { startRogue } from '../helpers/rogue.ts'
 
 const MiB = 2 ** 20
@@ -60,7 +60,7 @@ describe('owners\' data, kept to them', () => {
   })
 
   after(async () => {
-    await Promise.all(running.map(async h => { await stopHost(h) }))
+    await stopHosts(running)
   })
 
   it('shows a file moving between hosts to its owner only, serves its chunks only to the host the holder gave a ticket, and keeps no copy on the way', async () => {

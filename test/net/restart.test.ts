@@ -2,12 +2,12 @@ import assert from 'node:assert/strict'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
-import { cli, eventually, HELLO_MANIFEST, httpGet, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { cli, eventually, HELLO_MANIFEST, httpGet, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../helpers/cluster.ts'
 
 /** `kill -9` of xenosd loses nothing: templates and instances are known again after a restart. */
 describe('xenosd killed and restarted', () => {
   const running: TestHost[] = []
-  after(async () => { await Promise.all(running.map(async h => { await stopHost(h) })) })
+  after(async () => { await stopHosts(running) })
 
   it('re-attaches to running instances and reports those that died meanwhile as failed', async () => {
     const keys = await tempDir('keys')

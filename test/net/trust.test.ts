@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -12,7 +13,7 @@ import { loadOrCreateUserKey } from '../../src/cli/index.ts'
 import { ADVERT_TOPIC, encodeAdvert, signAdvert } from '../../src/overlay/index.ts'
 import { multiaddr } from '@multiformats/multiaddr'
 import { templateAdvert } from '../helpers/adverts.ts'
-import { apiOf, cli, cliRun, CliError, eventually, getJson, publicViewOf, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { apiOf, cli, cliRun, CliError, eventually, getJson, publicViewOf, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../helpers/cluster.ts'
 import { movedTo } from '../helpers/placement.ts'
 import { startRogue, type Rogue } from '../helpers/rogue.ts'
 
@@ -61,7 +62,7 @@ describe('a cloud whose peers are attackers', () => {
 
   after(async () => {
     for (const r of rogues) await r.stop()
-    await Promise.all(running.map(async h => { await stopHost(h) }))
+    await stopHosts(running)
   })
 
   it('lets no rogue claim an owner\'s instance, draw the owner\'s requests to it, or replay what it captured', async () => {
@@ -193,7 +194,8 @@ describe('a cloud whose peers are attackers', () => {
     const stubborn = (await cli(back, alice, ['deploy', 'stubborn', '--host', 'killed'])).instances[0]
     await eventually(async () => (await getJson(w, `/v1/search?from=dht&q=${stubborn.id}`)).results.length > 0 || undefined, 15_000, 'its advert to reach the DHT')
     const destroying = cli(back, alice, ['instance', 'destroy', stubborn.id]).catch(() => undefined)
-    await sleep(1500)
+    // Killed once the destroy is under way (its marker written), while the instance holds out against SIGTERM.
+    await eventually(async () => existsSync(join(k.dataDir, 'instances', stubborn.id, 'destroying')) || undefined, 30_000, 'the destroy to begin', 50)
     await stopHost(back, 'SIGKILL')
     await destroying
     const third = await startHost({ name: 'killed', dataDir: k.dataDir, bootstrap: [w] })

@@ -5,7 +5,7 @@ import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { cli, cliRun, cliStart, eventually, getJson, httpGet, rolloutPhases, ROOT, startHost, stopHost, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { cli, cliRun, cliStart, eventually, getJson, httpGet, rolloutPhases, ROOT, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../helpers/cluster.ts'
 import { count, skipWithoutQemu } from '../helpers/vm.ts'
 
 const skip = skipWithoutQemu
@@ -57,7 +57,7 @@ describe('services in virtual machines', { skip }, () => {
       const list = await getJson(h, `/v1/instances?host=${h.info.peerId}`).catch(() => ({ instances: [] }))
       for (const i of list.instances ?? []) await cli(h, alice, ['instance', 'destroy', i.id]).catch(() => {})
     }
-    await Promise.all(hosts.map(async h => { await stopHost(h) }))
+    await stopHosts(hosts)
   })
 
   it('deploys hello-web from A onto B, where it serves HTTP on its advertised endpoint', async () => {
