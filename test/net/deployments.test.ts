@@ -137,6 +137,9 @@ describe('deployments from descriptions', () => {
     const dir = await tempDir('ha')
     await writeFile(join(dir, 'master.yaml'), webTemplate('dmaster2', 'echo $XENOS_INSTANCE_ID > www/index.html;'))
     await cli(a, alice, ['template', 'import', join(dir, 'master.yaml')])
+    // A component given the master's id: fixed in its environment, so it is made anew when the master is.
+    await writeFile(join(dir, 'watcher.yaml'), webTemplate('dwatcher', 'echo $MASTER_ID > www/index.html;'))
+    await cli(a, alice, ['template', 'import', join(dir, 'watcher.yaml')])
     const tagged = await Promise.all(['de', 'df'].map(async name => await startHost({ name, bootstrap: [a], extraArgs: ['--tag', 'tier=master'] })))
     hosts.push(...tagged)
     await eventually(async () => (await getJson(a, '/v1/peers')).hosts.filter((h: any) => h.tags?.tier === 'master').length === 2 || undefined, 20_000, 'the tagged hosts to be advertised')
@@ -156,6 +159,10 @@ describe('deployments from descriptions', () => {
       '    env: { MASTER: "${master.endpoints.http}", ROLE: worker }',
       '    liveness: { every: 1s, failAfter: 2 }',
       '    placement: { spread: true }',
+      '  watcher:',
+      '    template: dwatcher',
+      '    after: [master]',
+      '    env: { MASTER_ID: "${master.id}" }',
       '',
     ].join('\n'))
     const d = await cli(a, alice, ['apply', file])
@@ -165,6 +172,9 @@ describe('deployments from descriptions', () => {
       return await Promise.all(shown.components.find((c: any) => c.path === 'workers').instances.map(async (i: any) => (await cli(a, alice, ['instance', 'show', i.id])).endpoints[0].url as string))
     }
     for (const url of await workerUrls()) assert.equal((await eventually(async () => await httpGet(`${url}/seen`), 15_000, 'the workers to reach the master')).trim(), first.id)
+    const watcherSays = async (id: string): Promise<string | undefined> => await httpGet((await cli(a, alice, ['instance', 'show', id])).endpoints[0].url)
+    const firstWatcher = d.components.find((c: any) => c.path === 'watcher').instances[0]
+    assert.equal((await eventually(async () => await watcherSays(firstWatcher.id), 15_000, 'the watcher to answer'))?.trim(), first.id)
 
     const dead = tagged.find(h => h.info.peerId === first.host) as TestHost
     const t0 = Date.now()
@@ -181,6 +191,12 @@ describe('deployments from descriptions', () => {
       assert.equal((await eventually(async () => (await httpGet(`${url}/seen`))?.trim() === replaced.id || undefined, 30_000, 'the workers to reach the new master')), true)
     }
     process.stderr.write(`master back on another host ${backMs} ms after its host was killed; workers reach it ${Date.now() - t0} ms after\n`)
+    const watcher = await eventually(async () => {
+      const c = (await cli(a, alice, ['deployment', 'show', 'ha'])).components.find((x: any) => x.path === 'watcher')
+      return c.state === 'running' && c.instances[0].generation === 1 ? c : undefined
+    }, 60_000, 'the watcher to be made anew with the new master\'s id')
+    assert.ok(watcher.events.some((e: any) => /component master runs anew/.test(e.event)), JSON.stringify(watcher.events))
+    assert.equal((await eventually(async () => await watcherSays(watcher.instances[0].id), 15_000, 'the new watcher to answer'))?.trim(), replaced.id, 'it was given the new id')
     await cli(a, alice, ['terminate', 'ha'])
   })
 

@@ -1,10 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
-import type { Description, Workload } from '../../deploy/index.ts'
+import { isRuntime, type Description, type Workload } from '../../deploy/index.ts'
 import type { DeploymentRecord, DeploymentTable, PlacedInstance } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
 import type { ComponentOps } from './components.ts'
 import type { Liveness } from './liveness.ts'
+import { workloadsOf } from './order.ts'
 
 export interface FailurePoliciesInit {
   ops: ComponentOps
@@ -93,6 +94,39 @@ export class FailurePolicies {
       ops.setComponent(owner, name, w.path, { state: 'running', event: `${died}; ${next.id} on ${host.slice(-8)} took its place` })
     } catch (err) {
       fail(`${died}; could not make it anew: ${(err as Error).message}`)
+      return
+    }
+    if (i.index === 0) await this.#renewDependents(record, description, w)
+  }
+
+  /**
+   * Makes anew, each where it is, the instances of the components whose environment holds the
+   * host or id of `w`'s first instance, which has just changed: an instance's environment is fixed
+   * when it is made. (An endpoint needs nothing: its link follows the new instance.)
+   */
+  async #renewDependents (record: DeploymentRecord, description: Description, w: Workload): Promise<void> {
+    const { ops } = this.#init
+    const { owner, name } = record
+    for (const { workload: d } of workloadsOf(description).filter(({ workload }) => holdsHostOrId(workload, w.path))) {
+      const c = ops.get(owner, name).components[d.path]
+      if (c === undefined || c.state !== 'running') continue
+      const because = `component ${w.path} runs anew, with another id`
+      try {
+        const template = await this.#init.catalog.resolve(d.template)
+        const next = c.instances.map(x => ops.placed(record, d, x.index, x.generation + 1, x.host))
+        for (const x of c.instances) await ops.release(record, x)
+        ops.setComponent(owner, name, d.path, { state: 'deploying', instances: next, event: `${because}: making its instances anew with the new values` })
+        await Promise.all(next.map(async x => await ops.place(record, description, d, template.id, x)))
+        ops.setComponent(owner, name, d.path, { state: 'running', event: `made anew with the new values of component ${w.path}` })
+      } catch (err) {
+        ops.setComponent(owner, name, d.path, { state: 'failed', event: `${because}; could not make its instances anew: ${(err as Error).message}` })
+        this.#init.store.deployments.update(owner, name, { state: 'failed', error: `component ${d.path}: could not be given component ${w.path}'s new values: ${(err as Error).message}` })
+      }
     }
   }
+}
+
+/** Whether workload `d`'s environment holds the host or the id of component `path`. */
+function holdsHostOrId (d: Workload, path: string): boolean {
+  return Object.values(d.env).some(v => isRuntime(v) && v.runtime.some(part => typeof part !== 'string' && part.component === path && part.attribute !== 'endpoint'))
 }
