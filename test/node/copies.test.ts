@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import pino from 'pino'
-import { generateOwnerKey, instanceIdOfPlace, sha256Hex, signDeploymentGrant, type DeploymentGrant } from '../../src/core/index.ts'
-import { DeploymentCopies } from '../../src/node/deployments/copies.ts'
+import { COMPONENT_EVENTS_KEPT, generateOwnerKey, instanceIdOfPlace, sha256Hex, signDeploymentGrant, type DeploymentGrant } from '../../src/core/index.ts'
+import { DeploymentCopies, deploymentCopySchema } from '../../src/node/deployments/copies.ts'
 import { openStore, type DeploymentRecord, type PlacedInstance } from '../../src/store/index.ts'
 import { hostKey } from '../helpers/adverts.ts'
 
@@ -48,5 +48,17 @@ describe('copies of a deployment between its supervisors', () => {
     // An older copy, from either side, changes nothing now.
     assert.equal(await copies.receive(copyOf(grant, self.id, 0, [0, 1], self.id), other.id), false)
     assert.equal(store.deployments.get(owner.id, 'site')?.term, 1)
+  })
+
+  it('refuse a copy that would make the others keep more events of a component than a supervisor does', async () => {
+    const owner = generateOwnerKey()
+    const other = await hostKey()
+    const grant = signDeploymentGrant(owner, { name: 'site', description: sha256Hex(TEXT), supervisors: [other.id] })
+    const copy = copyOf(grant, other.id, 0, [0, 0], other.id)
+    const withEvents = (events: Array<{ at: number, event: string }>): unknown => ({ ...copy, components: { web: { ...copy.components.web!, events } } })
+    const kept = Array.from({ length: COMPONENT_EVENTS_KEPT }, (_, i) => ({ at: i, event: `died ${i}` }))
+    assert.equal(deploymentCopySchema.safeParse(withEvents(kept)).success, true)
+    assert.equal(deploymentCopySchema.safeParse(withEvents([...kept, { at: 99, event: 'one more' }])).success, false, 'more events than kept')
+    assert.equal(deploymentCopySchema.safeParse(withEvents([{ at: 1, event: 'x'.repeat(4097) }])).success, false, 'an event longer than any a supervisor writes')
   })
 })

@@ -15,7 +15,7 @@ export interface DeploymentCopiesInit {
 }
 
 /** What a supervisor tells the others its grant names: the deployment as it stands. */
-const recordSchema = z.strictObject({
+export const deploymentCopySchema = z.strictObject({
   owner: z.string().max(64),
   name: z.string().min(1).max(63),
   text: z.string().min(1).max(MAX_DESCRIPTION_TEXT),
@@ -80,7 +80,7 @@ export class DeploymentCopies {
   /** Registers the RPC methods through which supervisors of one deployment keep each other's copies. */
   serve (): void {
     const { rpc } = this.#init.overlay
-    rpc.handle('deployment.copy', recordSchema, async (copy, from) => ({ taken: await this.receive(copy, from.toString()) }))
+    rpc.handle('deployment.copy', deploymentCopySchema, async (copy, from) => ({ taken: await this.receive(copy, from.toString()) }))
   }
 
   /**

@@ -68,12 +68,8 @@ export class FailurePolicies {
     const c = ops.get(owner, name).components[w.path]
     const now = Date.now()
     const recent = (c?.replacedAt ?? []).filter(t => now - t < REPLACE_WINDOW_MS)
-    const fail = (why: string): void => {
-      ops.setComponent(owner, name, w.path, { state: 'failed', event: why })
-      this.#init.store.deployments.update(owner, name, { state: 'failed', error: `component ${w.path}: ${why}` })
-    }
     if (recent.length >= MAX_REPLACEMENTS) {
-      fail(`${died}; it keeps failing: made anew ${recent.length} times in ${REPLACE_WINDOW_MS / 60_000} min, and no more`)
+      this.#fail(record, w, `${died}; it keeps failing: made anew ${recent.length} times in ${REPLACE_WINDOW_MS / 60_000} min, and no more`)
       return
     }
     // Never two copies: the original is ended first if its host still answers (a dead host's took its instances with it).
@@ -93,7 +89,7 @@ export class FailurePolicies {
       await ops.place(record, description, w, template.id, next)
       ops.setComponent(owner, name, w.path, { state: 'running', event: `${died}; ${next.id} on ${host.slice(-8)} took its place` })
     } catch (err) {
-      fail(`${died}; could not make it anew: ${(err as Error).message}`)
+      this.#fail(record, w, `${died}; could not make it anew: ${(err as Error).message}`)
       return
     }
     if (i.index === 0) await this.#renewDependents(record, description, w)
@@ -119,10 +115,15 @@ export class FailurePolicies {
         await Promise.all(next.map(async x => await ops.place(record, description, d, template.id, x)))
         ops.setComponent(owner, name, d.path, { state: 'running', event: `made anew with the new values of component ${w.path}` })
       } catch (err) {
-        ops.setComponent(owner, name, d.path, { state: 'failed', event: `${because}; could not make its instances anew: ${(err as Error).message}` })
-        this.#init.store.deployments.update(owner, name, { state: 'failed', error: `component ${d.path}: could not be given component ${w.path}'s new values: ${(err as Error).message}` })
+        this.#fail(record, d, `${because}; could not make its instances anew: ${(err as Error).message}`)
       }
     }
+  }
+
+  /** Fails component `w`, and with it the deployment, for `why`. */
+  #fail (record: DeploymentRecord, w: Workload, why: string): void {
+    this.#init.ops.setComponent(record.owner, record.name, w.path, { state: 'failed', event: why })
+    this.#init.store.deployments.update(record.owner, record.name, { state: 'failed', error: `component ${w.path}: ${why}` })
   }
 }
 
