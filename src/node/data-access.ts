@@ -1,10 +1,10 @@
-import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import { BLOB_ID_PATTERN, dataFileViewSchema, formatDataUri, parseDataUri, requestAuthSchema, XenosError, type DataRef, type RequestAuth } from '../core/index.ts'
 import type { DataContent, DataRepository } from '../data/index.ts'
 import type { BlobStore, TemplateFetcher } from '../images/index.ts'
 import type { Overlay } from '../overlay/index.ts'
+import type { BlobTickets } from './blob-tickets.ts'
 import type { RequestVerifier } from './replay.ts'
 import { callHost } from './remote.ts'
 
@@ -14,6 +14,8 @@ export interface DataAccessInit {
   fetcher: Pick<TemplateFetcher, 'fetchBlob'>
   blobs: Pick<BlobStore, 'has' | 'path'>
   verifier: RequestVerifier
+  /** The tickets this host gives to the hosts that may fetch a file's chunks. */
+  tickets: Pick<BlobTickets, 'issue'>
   /** Removes content nothing needs any more (a copy fetched from another host, once read). */
   collect: () => Promise<void>
   log: Logger
@@ -38,10 +40,6 @@ const statReplySchema = z.strictObject({
 })
 /** How long a search for the host holding a file waits on the DHT. */
 const FIND_HOLDERS_MS = 5000
-/** How long a ticket to a file's chunks lasts since last used. */
-const TICKET_MS = 60 * 60_000
-/** Tickets held at most; the oldest go first. */
-const MAX_TICKETS = 10_000
 
 /** The DHT key under which hosts announce that they hold a file (hashed into a CID: the name is not in it). */
 function holdingKey (ref: DataRef): string {
@@ -58,8 +56,6 @@ function holdingKey (ref: DataRef): string {
  */
 export class DataAccess {
   readonly #init: DataAccessInit
-  /** Tickets this host gave to other hosts: ticket → the host, the blob, until when. */
-  readonly #tickets = new Map<string, { peer: string, blob: string, until: number }>()
   /** Copies of other hosts' files held here while they are read, by blob. */
   readonly #relayed = new Map<string, number>()
 
@@ -72,26 +68,8 @@ export class DataAccess {
       const peer = from.toString()
       const { ref, who } = this.#verified(req.uri, req.signed ?? req.uri, req.auth, peer)
       const c = this.#init.repository.content(who, ref.owner, ref.path)
-      return { file: c.file, blob: c.blob, ticket: this.#issue(peer, c.blob) }
+      return { file: c.file, blob: c.blob, ticket: this.#init.tickets.issue(peer, c.blob) }
     })
-  }
-
-  /** Whether `peer` may read the chunks of data blob `blob` with `ticket`. */
-  admits (blob: string, peer: string, ticket: string | undefined, now = Date.now()): boolean {
-    const t = ticket === undefined ? undefined : this.#tickets.get(ticket)
-    if (t === undefined || t.peer !== peer || t.blob !== blob || t.until < now) return false
-    t.until = now + TICKET_MS
-    return true
-  }
-
-  #issue (peer: string, blob: string): string {
-    const ticket = randomBytes(16).toString('hex')
-    this.#tickets.set(ticket, { peer, blob, until: Date.now() + TICKET_MS })
-    for (const [old, t] of this.#tickets) {
-      if (this.#tickets.size <= MAX_TICKETS && t.until >= Date.now()) break
-      this.#tickets.delete(old)
-    }
-    return ticket
   }
 
   /** Blobs of other hosts' files being read here now: garbage collection keeps them. */
