@@ -12,6 +12,12 @@ function deploymentTable (d: DeploymentView): string {
     d.components.map(c => [c.path, c.state, c.instances.map(i => `${i.id}@${shortId(i.host)}`).join(' ') || '-', c.event ?? '-', ago(c.updatedAt)]))].join('\n')
 }
 
+/** Where the latest checkpoint of each instance is kept, and how old it is. */
+function checkpointsTable (d: DeploymentView): string {
+  const rows = d.components.flatMap(c => c.checkpoints.map(cp => [c.path, cp.instance, shortId(cp.host), cp.snapshot, ago(cp.at)]))
+  return rows.length === 0 ? '' : `\n\ncheckpoints:\n${table(['COMPONENT', 'OF INSTANCE', 'KEPT ON', 'SNAPSHOT', 'TAKEN'], rows)}`
+}
+
 /** How many of each component's latest events `deployment show` prints. */
 const EVENTS_SHOWN = 5
 
@@ -63,7 +69,7 @@ export function registerDeploymentCommands (program: Command): void {
     .action(async (name: string, _o: unknown, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const d = await api.signed<DeploymentView>('GET', `/v1/deployments/${encodeURIComponent(name)}`, 'deployment.get', name, {})
-      out(flags, d, () => deploymentTable(d) + recentEvents(d))
+      out(flags, d, () => deploymentTable(d) + checkpointsTable(d) + recentEvents(d))
     })
 
   program.command('terminate <name>').description('End every instance of a deployment, in the reverse of the order they started in')

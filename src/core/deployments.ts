@@ -1,7 +1,8 @@
 import { z } from 'zod'
+import { blobIdSchema } from './chunks.ts'
 import { instanceEnvSchema, linkSchema } from './deploy.ts'
 import { deploymentGrantSchema, grantPlaceSchema } from './placement.ts'
-import { instanceIdSchema, peerIdSchema } from './views.ts'
+import { instanceIdSchema, peerIdSchema, snapshotIdSchema } from './views.ts'
 
 /** Descriptions are small: a larger one is a mistake. */
 export const MAX_DESCRIPTION_TEXT = 256 * 1024
@@ -18,6 +19,17 @@ export const DEPLOYMENT_STATES = ['applying', 'running', 'failed', 'terminating'
 /** How many of the latest events of each component a supervisor keeps and shows. */
 export const COMPONENT_EVENTS_KEPT = 20
 
+/** Where the latest checkpoint of instance `index` of a component is kept: snapshot `snapshot` on host `host`, taken of instance `instance` at `at`. */
+export const checkpointSchema = z.strictObject({
+  index: z.number().int().min(0).max(99),
+  instance: instanceIdSchema,
+  generation: z.number().int().min(0),
+  host: peerIdSchema,
+  snapshot: snapshotIdSchema,
+  at: z.number().int(),
+})
+export type Checkpoint = z.infer<typeof checkpointSchema>
+
 /** A deployment as its owner sees it: each component (by path) with its state, instances and last event. */
 export const deploymentViewSchema = z.strictObject({
   name: z.string(),
@@ -32,6 +44,8 @@ export const deploymentViewSchema = z.strictObject({
     path: z.string(),
     state: z.enum(COMPONENT_STATES),
     instances: z.array(z.strictObject({ id: instanceIdSchema, host: peerIdSchema, index: z.number().int(), generation: z.number().int() })),
+    /** The latest checkpoint of each of its instances that has one (components with `checkpoint`). */
+    checkpoints: z.array(checkpointSchema),
     event: z.string().nullable(),
     /** What happened to it lately, oldest first. */
     events: z.array(z.strictObject({ at: z.number().int(), event: z.string() })).max(COMPONENT_EVENTS_KEPT),
@@ -42,17 +56,22 @@ export const deploymentViewSchema = z.strictObject({
 })
 export type DeploymentView = z.infer<typeof deploymentViewSchema>
 
-/** What a supervisor asks the host it placed an instance on to make: the description it is under, the place, and what the instance is given. */
+/**
+ * What a supervisor asks the host it placed an instance on to make: the description it is under,
+ * the place, and what the instance is given; with `snapshot`, the checkpoint (held by that host)
+ * it resumes from.
+ */
 export const placeRequestSchema = z.strictObject({
   text: z.string().min(1).max(MAX_DESCRIPTION_TEXT),
   place: grantPlaceSchema,
   env: instanceEnvSchema,
   links: z.array(linkSchema).max(8),
+  snapshot: snapshotIdSchema.optional(),
 })
 export type PlaceRequest = z.infer<typeof placeRequestSchema>
 
-/** What a supervisor may have a host do to an instance of its deployment: end it, or start it again where it is. */
-export const SUPERVISED_ACTIONS = ['release', 'restart'] as const
+/** What a supervisor may have a host do to an instance of its deployment: end it, start it again where it is, or checkpoint it. */
+export const SUPERVISED_ACTIONS = ['release', 'restart', 'checkpoint'] as const
 export type SupervisedAction = typeof SUPERVISED_ACTIONS[number]
 
 /** A supervisor of the deployment an instance was placed under acts on it: signed by the supervisor (see `supervisedBytes`). */
@@ -69,3 +88,52 @@ export type SupervisedRequest = z.infer<typeof supervisedRequestSchema>
 export function supervisedBytes (action: SupervisedAction, id: string, grantSig: string, by: string, at: number): Uint8Array {
   return new TextEncoder().encode(`xenos-supervised-v1\n${action}\n${id}\n${grantSig}\n${by}\n${at}`)
 }
+
+/**
+ * A supervisor has the host of an instance checkpoint it (a snapshot of memory and disk, the VM
+ * running on) for host `keeper` to fetch: with the description, which must ask for checkpoints.
+ */
+export const checkpointTakeSchema = z.strictObject({
+  request: supervisedRequestSchema,
+  text: z.string().min(1).max(MAX_DESCRIPTION_TEXT),
+  keeper: peerIdSchema,
+})
+export type CheckpointTake = z.infer<typeof checkpointTakeSchema>
+
+const offeredFileSchema = z.strictObject({ blob: blobIdSchema, size: z.number().int().nonnegative(), ticket: z.string().regex(/^[0-9a-f]{32}$/) })
+
+/** What a checkpoint's host offers its keeper: the snapshot's memory and disk as blobs, each with a ticket to fetch it. */
+export const checkpointOfferSchema = z.strictObject({
+  template: z.string().min(1).max(256),
+  at: z.number().int(),
+  state: offeredFileSchema,
+  disk: offeredFileSchema,
+})
+export type CheckpointOffer = z.infer<typeof checkpointOfferSchema>
+
+/**
+ * A supervisor has host `keeper` keep the checkpoint of instance `index` (of `generation`) of
+ * `component` that host `from` offers, as snapshot `snapshot`, in place of snapshot `replaces`.
+ */
+export const checkpointKeepSchema = z.strictObject({
+  text: z.string().min(1).max(MAX_DESCRIPTION_TEXT),
+  grant: deploymentGrantSchema,
+  component: z.string().min(1).max(256),
+  index: z.number().int().min(0).max(99),
+  generation: z.number().int().min(0),
+  from: peerIdSchema,
+  snapshot: snapshotIdSchema,
+  offer: checkpointOfferSchema,
+  replaces: snapshotIdSchema.optional(),
+})
+export type CheckpointKeep = z.infer<typeof checkpointKeepSchema>
+
+/** A supervisor has a host drop the checkpoint it keeps of an instance of a deployment (its `generation`-th, `index` of `component`). */
+export const checkpointDropSchema = z.strictObject({
+  grant: deploymentGrantSchema,
+  component: z.string().min(1).max(256),
+  index: z.number().int().min(0).max(99),
+  generation: z.number().int().min(0),
+  snapshot: snapshotIdSchema,
+})
+export type CheckpointDrop = z.infer<typeof checkpointDropSchema>

@@ -1,4 +1,7 @@
+import { execFile } from 'node:child_process'
 import { open } from 'node:fs/promises'
+import { basename } from 'node:path'
+import { promisify } from 'node:util'
 import { XenosError } from '../core/index.ts'
 
 const MAGIC = 0x514649fb
@@ -20,12 +23,12 @@ export interface Qcow2Facts {
  * names its backing file and may name an external data file, and QEMU opens whatever path it is
  * given — so a tailored disk from a peer must name its base exactly, by blob id, and nothing else.
  */
-export async function readQcow2 (path: string): Promise<Qcow2Facts> {
+export async function readQcow2 (path: string, what = 'the template\'s qcow2 disk'): Promise<Qcow2Facts> {
   const fh = await open(path, 'r')
   try {
     const buf = Buffer.alloc(HEADER_READ)
     const { bytesRead } = await fh.read(buf, 0, HEADER_READ, 0)
-    const bad = (why: string): XenosError => new XenosError('BAD_MANIFEST', `the template's qcow2 disk ${why}`)
+    const bad = (why: string): XenosError => new XenosError('BAD_MANIFEST', `${what} ${why}`)
     if (bytesRead < 104 || buf.readUInt32BE(0) !== MAGIC) throw bad('is not a qcow2 image')
     const version = buf.readUInt32BE(4)
     if (version !== 3) throw bad(`is qcow2 version ${version}; only version 3 is accepted`)
@@ -67,4 +70,18 @@ export async function checkTailoredDisk (path: string, base: string, diskBytes: 
     throw new XenosError('BAD_MANIFEST', `the template's qcow2 disk must be an overlay on its base ${base} (backing file "${want}", format raw), not on "${facts.backingFile ?? 'nothing'}" (${facts.backingFormat ?? 'no format'})`)
   }
   if (facts.size !== diskBytes) throw new XenosError('BAD_MANIFEST', `the template's qcow2 disk is ${facts.size} bytes, not the ${diskBytes} its manifest says`)
+}
+
+/**
+ * Makes the disk of an instance's snapshot taken on another host (its overlay on the template's
+ * image there) an overlay on the same image here, at `base`: refused unless it is a plain qcow2
+ * overlay naming that image's blob (`format`), wherever the other host keeps it.
+ */
+export async function adoptOverlay (path: string, base: string, format: string): Promise<void> {
+  const facts = await readQcow2(path, 'the snapshot\'s disk')
+  if (facts.backingFile === undefined || basename(facts.backingFile) !== basename(base) || facts.backingFormat !== format) {
+    throw new XenosError('BAD_MANIFEST', `the snapshot's disk must be an overlay on its template's image ${basename(base)} (${format}), not on "${facts.backingFile ?? 'nothing'}" (${facts.backingFormat ?? 'no format'})`)
+  }
+  if (facts.backingFile === base) return
+  await promisify(execFile)('qemu-img', ['rebase', '-q', '-u', '-f', 'qcow2', '-F', format, '-b', base, path])
 }

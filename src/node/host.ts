@@ -10,6 +10,7 @@ import { loadOrCreateHostKey, Overlay } from '../overlay/index.ts'
 import { loadOrCreateOwnerKey, openStore, type InstanceRecord, type Store } from '../store/index.ts'
 import { TemplateCatalog } from './catalog.ts'
 import { Deployer, InputStager, Replicas } from './deploy/index.ts'
+import { BlobTickets } from './blob-tickets.ts'
 import { DataAccess } from './data-access.ts'
 import { Outputs } from './outputs.ts'
 import { Quotas } from './quotas.ts'
@@ -18,7 +19,7 @@ import { Templates } from './templates.ts'
 import { HostTrust } from './trust.ts'
 import { defaultAdvertiseAddress, defaultCapacity, defaultRunDir, hostOptionsSchema, incomingMigrationAddress, hostTag, type HostOptions, type HostOptionsInput } from './options.ts'
 import { RequestVerifier } from './replay.ts'
-import { Deployments, Places } from './deployments/index.ts'
+import { Checkpoints, Deployments, Places } from './deployments/index.ts'
 import { InstanceSupervisor } from './instances/index.ts'
 import { DiskExports, Draining, Migrations, RemoteDiskTunnels } from './migration/index.ts'
 import { InstanceRouter } from './router.ts'
@@ -83,6 +84,9 @@ export class Host {
   readonly diskExports: DiskExports
   readonly data: DataRepository
   readonly dataAccess: DataAccess
+  readonly checkpoints: Checkpoints
+  /** Tickets this host gives to the hosts that may fetch a data file's or a checkpoint's blobs. */
+  readonly #tickets = new BlobTickets()
   readonly outputs: Outputs
   readonly tasks: Tasks
   /** Checks signatures on requests (once each) and who may ask what. */
@@ -180,6 +184,7 @@ export class Host {
       fetcher: this.fetcher,
       blobs: this.blobs,
       verifier,
+      tickets: this.#tickets,
       collect: async () => { await this.#collect() },
       log: this.log.child({ component: 'data' }),
     })
@@ -191,7 +196,7 @@ export class Host {
       fetcher: this.fetcher,
       verifier,
       quotas,
-      dataBlobs: () => new Set([...this.data.blobsInUse(), ...this.dataAccess.relayed(), ...this.fetcher.pulling()]),
+      dataBlobs: () => new Set([...this.data.blobsInUse(), ...this.dataAccess.relayed(), ...this.fetcher.pulling(), ...this.checkpoints.held()]),
       advertise: async t => { await this.#advertiseTemplate(t) },
       withdraw: async id => { await this.overlay.withdraw('template', id) },
       log: this.log.child({ component: 'templates' }),
@@ -254,12 +259,24 @@ export class Host {
       log: this.log.child({ component: 'migration' }),
     })
     this.replicas = new Replicas({ overlay: this.overlay, verifier, supervisor: this.supervisor, deployer: this.deployer, migrations: this.migrations })
-    this.places = new Places({ overlay: this.overlay, supervisor: this.supervisor, fetcher: this.fetcher, catalog: this.catalog, verifier })
+    this.places = new Places({ overlay: this.overlay, supervisor: this.supervisor, store: this.store, fetcher: this.fetcher, catalog: this.catalog, verifier })
+    this.checkpoints = new Checkpoints({
+      overlay: this.overlay,
+      places: this.places,
+      snapshots: this.supervisor.snapshots,
+      store: this.store,
+      blobs: this.blobs,
+      tickets: this.#tickets,
+      fetcher: this.fetcher,
+      catalog: this.catalog,
+      log: this.log.child({ component: 'checkpoints' }),
+    })
     this.deployments = new Deployments({
       overlay: this.overlay,
       store: this.store,
       supervisor: this.supervisor,
       places: this.places,
+      checkpoints: this.checkpoints,
       catalog: this.catalog,
       deployer: this.deployer,
       verifier,
@@ -339,14 +356,15 @@ export class Host {
     this.deployer.serve()
     this.replicas.serve()
     this.places.serve()
+    this.checkpoints.serve()
     this.deployments.serve()
     this.migrations.serve()
     this.dataAccess.serve()
     this.outputs.serve()
     this.tasks.serve()
     await serveChunks(this.overlay.node, this.blobs, this.log.child({ component: 'transfer' }), {
-      // Every host may fetch a template's files; a data file's only the host its holder gave a ticket.
-      admit: (blob, peer, ticket) => this.library.blobsInUse().has(blob) || this.fetcher.isPulling(blob) || this.dataAccess.admits(blob, peer, ticket),
+      // Every host may fetch a template's files; a data file's or a checkpoint's only the host its holder gave a ticket.
+      admit: (blob, peer, ticket) => this.library.blobsInUse().has(blob) || this.fetcher.isPulling(blob) || this.#tickets.admits(blob, peer, ticket),
     })
     await this.overlay.start()
     this.#started = true

@@ -1,4 +1,4 @@
-import type { DeploymentGrant } from '../core/index.ts'
+import type { Checkpoint, DeploymentGrant } from '../core/index.ts'
 import type { Database } from './database.ts'
 import { Rows } from './rows.ts'
 
@@ -20,6 +20,8 @@ export interface ComponentRecord {
   restarts?: number | undefined
   /** When it was made anew on another host after an instance died (the recent ones). */
   replacedAt?: number[] | undefined
+  /** The latest checkpoint of each of its instances, where it is kept (components with `checkpoint`). */
+  checkpoints?: Checkpoint[] | undefined
   /** The last thing that happened to it, for its owner to read. */
   event: string | null
   /** What happened to it lately, oldest first (at most COMPONENT_EVENTS_KEPT). */

@@ -6,7 +6,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { buildApp } from '../../src/api/index.ts'
 import {
   generateOwnerKey, instanceIdOfPlace, placeBytes, sha256Hex, supervisedBytes, signDeploymentGrant,
-  type DeploymentGrant, type GrantPlace, type OwnerKey, type PlaceRequest,
+  type CheckpointKeep, type DeploymentGrant, type GrantPlace, type OwnerKey, type PlaceRequest,
 } from '../../src/core/index.ts'
 import { Host } from '../../src/node/index.ts'
 import { hostKey } from '../helpers/adverts.ts'
@@ -58,9 +58,10 @@ describe('places under a deployment', () => {
   })
 
   /** A place of instance `index` on this host, signed by `by` (with `key`), and what comes with it. */
-  const request = async (o: { by?: string, key?: PrivateKey, index?: number, text?: string, template?: string, env?: Record<string, string>, grant?: DeploymentGrant } = {}): Promise<PlaceRequest> => {
-    const unsigned: Omit<GrantPlace, 'sig'> = { grant: o.grant ?? grant, component: 'web', index: o.index ?? 0, generation: 0, template: o.template ?? template, host: host.overlay.peerId, by: o.by ?? supervisor.id, at: Date.now() }
-    return { text: o.text ?? TEXT, place: { ...unsigned, sig: await signed(o.key ?? supervisor.key, placeBytes(unsigned)) }, env: o.env ?? { MODE: 'fast' }, links: [] }
+  const request = async (o: { by?: string, key?: PrivateKey, index?: number, generation?: number, text?: string, template?: string, env?: Record<string, string>, grant?: DeploymentGrant, snapshot?: string } = {}): Promise<PlaceRequest> => {
+    const unsigned: Omit<GrantPlace, 'sig'> = { grant: o.grant ?? grant, component: 'web', index: o.index ?? 0, generation: o.generation ?? 0, template: o.template ?? template, host: host.overlay.peerId, by: o.by ?? supervisor.id, at: Date.now() }
+    const place = { ...unsigned, sig: await signed(o.key ?? supervisor.key, placeBytes(unsigned)) }
+    return { text: o.text ?? TEXT, place, env: o.env ?? { MODE: 'fast' }, links: [], ...o.snapshot === undefined ? {} : { snapshot: o.snapshot } }
   }
 
   it('refuses a place by a host the grant does not name, one it did not sign, another description, template or environment', async () => {
@@ -98,6 +99,41 @@ describe('places under a deployment', () => {
     assert.equal(host.supervisor.view(made.id).state, 'running', 'started again where it was')
     await word('release', supervisor)
     assert.equal(host.supervisor.has(made.id), false)
+  })
+
+  it('takes, keeps and resumes from checkpoints only for a supervisor the grant names, of a component that asks for them', async () => {
+    const text = 'name: ck\ncomponents:\n  web:\n    template: web\n    checkpoint: 5s\n    env: { MODE: fast }\n'
+    const ck = signDeploymentGrant(alice, { name: 'ck', description: sha256Hex(text), supervisors: [supervisor.id] })
+    const made = await host.places.place(await request())
+    let at = Date.now()
+    const take = async (by: { key: PrivateKey, id: string }, body: string, as = by.id): Promise<unknown> => {
+      // A signature is claimed once: each attempt is signed anew.
+      at++
+      const sig = await signed(by.key, supervisedBytes('checkpoint', made.id, grant.sig, as, at))
+      return await host.checkpoints.take({ request: { id: made.id, action: 'checkpoint', by: as, at, sig }, text: body, keeper: rogue.id })
+    }
+    await assert.rejects(take(rogue, TEXT), /may not act for deployment site/)
+    await assert.rejects(take(rogue, TEXT, supervisor.id), /did not sign this checkpoint/)
+    await assert.rejects(take(supervisor, TEXT), /component web of deployment site takes no checkpoints/)
+
+    const file = { blob: `sha256:${'a'.repeat(64)}`, size: 1, ticket: 'b'.repeat(32) }
+    const keep = (g: DeploymentGrant, body: string): CheckpointKeep => ({ text: body, grant: g, component: 'web', index: 0, generation: 0, from: rogue.id, snapshot: 's-00000000000000ab', offer: { template, at: Date.now(), state: file, disk: file } })
+    await assert.rejects(host.checkpoints.keep(keep(ck, text), rogue.id), /may not act for deployment ck/)
+    await assert.rejects(host.checkpoints.keep(keep(ck, TEXT), supervisor.id), /not the one the owner of deployment ck signed/)
+    await assert.rejects(host.checkpoints.keep(keep(grant, TEXT), supervisor.id), /takes no checkpoints/)
+    await assert.rejects(host.checkpoints.keep(keep(ck, text), supervisor.id), /is not a VM's/)
+
+    // A snapshot of the owner's that is not a checkpoint of the place resumed.
+    host.store.snapshots.insert({ id: 's-00000000000000aa', instanceId: made.id, templateId: template, owner: alice.id, createdAt: Date.now() })
+    try {
+      await assert.rejects(host.places.place(await request({ grant: ck, text, generation: 1, snapshot: 's-00000000000000ab' })), /keeps no checkpoint s-00000000000000ab/)
+      await assert.rejects(host.places.place(await request({ grant: ck, text, generation: 1, snapshot: 's-00000000000000aa' })), /is not a checkpoint of instance 0 of component web of deployment ck/)
+      await assert.rejects(host.places.place(await request({ generation: 1, snapshot: 's-00000000000000aa' })), /takes no checkpoints to resume from/)
+    } finally {
+      host.store.snapshots.remove('s-00000000000000aa')
+    }
+    assert.equal(host.supervisor.list().length, 1, 'nothing more was made')
+    await host.supervisor.control(made.id, 'destroy')
   })
 
   it('runs a description only under a fresh grant its owner signed over that text, naming this host, once', async () => {

@@ -75,10 +75,10 @@ export async function stopHost (h: TestHost, signal: NodeJS.Signals = 'SIGTERM')
  * Stops every host for good at the end of a test: a host's clean stop leaves its instances
  * running for its next start, which never comes, so whatever still runs from its data dir
  * (VMs, process instances, disk servers, relays) is killed too, and the next test starts on an
- * idle machine.
+ * idle machine. With SIGKILL, a machine dies: its xenosd and all it ran end at once.
  */
-export async function stopHosts (hosts: TestHost[]): Promise<void> {
-  await Promise.all(hosts.map(async h => { await stopHost(h) }))
+export async function stopHosts (hosts: TestHost[], signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  await Promise.all(hosts.map(async h => { await stopHost(h, signal) }))
   const dirs = [...new Set(hosts.map(h => h.dataDir))]
   for (const pid of await readdir('/proc').catch(() => [])) {
     if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue

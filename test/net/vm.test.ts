@@ -344,4 +344,48 @@ describe('services in virtual machines', { skip }, () => {
     assert.doesNotMatch(await httpGet(`${theirs.endpoints[0].url as string}/master`) ?? '', /^\d+\s*$/, 'another owner\'s link reached Alice\'s master')
     for (const [who, i] of [[mallory, theirs], [alice, reader], [alice, master]] as const) await cli(a, who, ['instance', 'destroy', i.id])
   })
+  it('resumes a VM component from its latest checkpoint, kept on another host, when its host dies', async () => {
+    const c = await startHost({ name: 'vm-c', bootstrap: [a], extraArgs: ['--cpu', '4', '--memory', '1024'] })
+    hosts.push(c)
+    await eventually(async () => (await getJson(a, '/v1/peers')).hosts.some((h: any) => h.id === c.info.peerId) || undefined, 20_000, 'vm-c to be advertised')
+    const keepers = hosts.filter(h => h !== c)
+    const snapshotsOf = async (): Promise<string[]> => (await Promise.all(keepers.map(async h => await cli(h, alice, ['snapshots', 'list'])))).flat().map((s: any) => s.id as string).sort()
+    const before = await snapshotsOf()
+    const file = join(await tempDir('checkpointed'), 'counting.yaml')
+    await writeFile(file, 'name: counting\ncomponents:\n  master:\n    template: counter\n    onFailure: replace\n    checkpoint: 5s\n    liveness: { every: 1s, failAfter: 2 }\n    placement: { host: vm-c }\n')
+    const first = (await cli(a, alice, ['apply', file])).components[0].instances[0]
+    assert.equal(first.host, c.info.peerId)
+    const url = (await cli(a, alice, ['instance', 'show', first.id])).endpoints[0].url
+    // Far enough on that a counter booted afresh would be seen well below it.
+    const counted = await eventually(async () => { const n = await count(url) ?? 0; return n > 150 ? n : undefined }, 120_000, 'the counter to count past 150')
+    const readAt = Date.now()
+    const kept = await eventually(async () => {
+      const m = (await cli(a, alice, ['deployment', 'show', 'counting'])).components[0]
+      return m.checkpoints.find((cp: any) => cp.instance === first.id && cp.at > readAt)
+    }, 60_000, `a checkpoint taken after the counter read ${counted}`)
+    assert.notEqual(kept.host, c.info.peerId, 'kept on another host than the one it runs on')
+    const keeper = keepers.find(h => h.info.peerId === kept.host) as TestHost
+    assert.ok((await cli(keeper, alice, ['snapshots', 'list'])).some((s: any) => s.id === kept.snapshot), 'the keeper holds it as the owner\'s snapshot')
+    assert.ok(!(await cli(keeper, mallory, ['snapshots', 'list'])).some((s: any) => s.id === kept.snapshot), 'another owner does not see it')
+
+    const diedAt = Date.now()
+    await stopHosts([c], 'SIGKILL')
+    const replaced = await eventually(async () => {
+      const m = (await cli(a, alice, ['deployment', 'show', 'counting'])).components[0]
+      return m.state === 'running' && m.instances[0].id !== first.id ? m : undefined
+    }, 240_000, 'the counter to be made anew from its checkpoint')
+    const now = replaced.instances[0]
+    assert.equal(now.host, kept.host, 'made anew where its checkpoint is kept')
+    assert.ok(replaced.events.some((e: any) => /from its checkpoint/.test(e.event)), JSON.stringify(replaced.events))
+    const resumedUrl = (await cli(a, alice, ['instance', 'show', now.id])).endpoints[0].url
+    const resumed = await eventually(async () => await count(resumedUrl), 30_000, 'the resumed counter to answer')
+    process.stderr.write(`counter serving again from its checkpoint ${Date.now() - diedAt} ms after its host died (${counted} before, ${resumed} after)\n`)
+    assert.ok(resumed >= counted, `it counts on from its checkpoint (${counted} before it was taken, ${resumed} now), not from 0`)
+
+    // Its next checkpoint goes to another host than the one it now runs on, and the one it resumed from goes.
+    const next = await eventually(async () => (await cli(a, alice, ['deployment', 'show', 'counting'])).components[0].checkpoints.find((cp: any) => cp.instance === now.id), 60_000, 'a checkpoint of the new instance')
+    assert.notEqual(next.host, now.host)
+    assert.equal((await cli(a, alice, ['terminate', 'counting'])).state, 'terminated')
+    assert.deepEqual(await snapshotsOf(), before, 'terminate leaves no checkpoint behind')
+  })
 })

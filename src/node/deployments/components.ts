@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import {
   COMPONENT_EVENTS_KEPT, instanceIdOfPlace, instanceViewSchema, placeBytes, supervisedBytes, XenosError,
-  type AdvertOf, type DeploymentView, type GrantPlace, type InstanceView, type PlaceRequest, type SupervisedAction, type TemplateSummary,
+  type AdvertOf, type DeploymentView, type GrantPlace, type InstanceView, type PlaceRequest, type SupervisedAction, type SupervisedRequest, type TemplateSummary,
 } from '../../core/index.ts'
 import { isRuntime, type Description, type RuntimeRef, type Workload } from '../../deploy/index.ts'
 import type { Overlay } from '../../overlay/index.ts'
@@ -41,10 +41,15 @@ export class ComponentOps {
     return { index, generation, id: instanceIdOfPlace({ grant: record.grant, component: w.path, index, generation }), host }
   }
 
+  /** `action` on instance `i`, signed by this host as a supervisor of the deployment. */
+  async signed (record: DeploymentRecord, i: PlacedInstance, action: SupervisedAction): Promise<SupervisedRequest> {
+    const at = Date.now()
+    return { id: i.id, action, by: this.#self, at, sig: await this.#init.overlay.sign(supervisedBytes(action, i.id, record.grant.sig, this.#self, at)) }
+  }
+
   /** Has instance `i`'s host do `action` to it, signed by this host as a supervisor of the deployment. */
   async tell (record: DeploymentRecord, i: PlacedInstance, action: SupervisedAction): Promise<void> {
-    const at = Date.now()
-    const req = { id: i.id, action, by: this.#self, at, sig: await this.#init.overlay.sign(supervisedBytes(action, i.id, record.grant.sig, this.#self, at)) }
+    const req = await this.signed(record, i, action)
     if (i.host === this.#self) return await this.#init.places.act(req)
     await this.#init.overlay.learnHost(i.host)
     await this.#init.overlay.rpc.call(i.host, 'instance.supervised', req)
@@ -55,12 +60,16 @@ export class ComponentOps {
     await this.tell(record, i, 'release').catch((err: unknown) => { this.#init.log.warn({ err, instance: i.id, host: i.host }, 'could not end an instance of a deployment') })
   }
 
-  /** Places instance `i` of workload `w` where it says, signed by this host, and waits until its host answers that it is healthy. */
-  async place (record: DeploymentRecord, description: Description, w: Workload, template: string, i: PlacedInstance): Promise<InstanceView> {
+  /**
+   * Places instance `i` of workload `w` where it says, signed by this host (resuming from
+   * checkpoint `snapshot`, kept by that host, if given), and waits until its host answers that
+   * it is healthy.
+   */
+  async place (record: DeploymentRecord, description: Description, w: Workload, template: string, i: PlacedInstance, snapshot?: string): Promise<InstanceView> {
     const { env, links } = this.runtimeOf(w, description, this.get(record.owner, record.name))
     const unsigned: Omit<GrantPlace, 'sig'> = { grant: record.grant, component: w.path, index: i.index, generation: i.generation, template, host: i.host, by: this.#self, at: Date.now() }
     const place = { ...unsigned, sig: await this.#init.overlay.sign(placeBytes(unsigned)) }
-    return await this.placeOn(i.host, { text: record.text, place, env, links })
+    return await this.placeOn(i.host, { text: record.text, place, env, links, ...snapshot === undefined ? {} : { snapshot } })
   }
 
   async placeOn (host: string, req: PlaceRequest): Promise<InstanceView> {
@@ -147,7 +156,7 @@ export class ComponentOps {
       supervisors: d.grant.supervisors,
       state: d.state,
       error: d.error,
-      components: Object.entries(d.components).map(([path, c]) => ({ path, state: c.state, instances: c.instances, event: c.event, events: c.events ?? [], updatedAt: c.updatedAt })),
+      components: Object.entries(d.components).map(([path, c]) => ({ path, state: c.state, instances: c.instances, checkpoints: c.checkpoints ?? [], event: c.event, events: c.events ?? [], updatedAt: c.updatedAt })),
       createdAt: d.createdAt,
       updatedAt: d.updatedAt,
     }

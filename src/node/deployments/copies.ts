@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
-  COMPONENT_EVENTS_KEPT, COMPONENT_STATES, DEPLOYMENT_STATES, deploymentGrantSchema, deploymentGrantValid, instanceIdOfPlace, instanceIdSchema, MAX_DESCRIPTION_TEXT, peerIdSchema, sha256Hex, XenosError,
+  checkpointSchema, COMPONENT_EVENTS_KEPT, COMPONENT_STATES, DEPLOYMENT_STATES, deploymentGrantSchema, deploymentGrantValid, instanceIdOfPlace, instanceIdSchema, MAX_DESCRIPTION_TEXT, peerIdSchema, sha256Hex, XenosError,
 } from '../../core/index.ts'
 import type { Overlay } from '../../overlay/index.ts'
 import type { DeploymentRecord, DeploymentTable, PlacedInstance, Store } from '../../store/index.ts'
@@ -27,6 +27,7 @@ export const deploymentCopySchema = z.strictObject({
     generation: z.number().int().min(0),
     restarts: z.number().int().min(0).optional(),
     replacedAt: z.array(z.number().int()).max(100).optional(),
+    checkpoints: z.array(checkpointSchema).max(100).optional(),
     event: z.string().max(4096).nullable(),
     events: z.array(z.strictObject({ at: z.number().int(), event: z.string().max(4096) })).max(COMPONENT_EVENTS_KEPT).optional(),
     updatedAt: z.number().int(),

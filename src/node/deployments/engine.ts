@@ -4,10 +4,13 @@ import { resolveDescription, type Description, type Workload } from '../../deplo
 import type { DeploymentRecord, Store } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
 import type { RequestVerifier } from '../replay.ts'
+import { Checkpointer } from './checkpointer.ts'
+import type { Checkpoints } from './checkpoints.ts'
 import { ComponentOps, type ComponentOpsInit } from './components.ts'
 import { DeploymentCopies } from './copies.ts'
 import { Liveness, type LivenessInit } from './liveness.ts'
 import { workloadsOf } from './order.ts'
+import { workloadAt } from './places.ts'
 import { FailurePolicies } from './policies.ts'
 
 export interface DeploymentsInit extends Omit<ComponentOpsInit, 'store'>, LivenessInit {
@@ -15,6 +18,8 @@ export interface DeploymentsInit extends Omit<ComponentOpsInit, 'store'>, Livene
   store: Pick<Store, 'deployments'>
   catalog: Pick<TemplateCatalog, 'resolve'>
   verifier: RequestVerifier
+  /** This host's side of checkpoints. */
+  checkpoints: Pick<Checkpoints, 'take' | 'keep' | 'drop'>
 }
 
 /** How often bringing a deployment up tries again when a host or template it needs is away for now, and how long apart. */
@@ -52,6 +57,7 @@ export class Deployments {
   readonly #busy = new Map<string, Promise<unknown>>()
   readonly #liveness: Liveness
   readonly #policies: FailurePolicies
+  readonly #checkpointer: Checkpointer
   /** Resolved descriptions, by their text's digest. */
   readonly #resolved = new Map<string, Description>()
   #watching: NodeJS.Timeout | undefined
@@ -64,6 +70,7 @@ export class Deployments {
     this.#ops = new ComponentOps({ ...init, store: this.#store })
     this.#liveness = new Liveness(init)
     this.#policies = new FailurePolicies({ ...init, store: this.#store, ops: this.#ops, liveness: this.#liveness })
+    this.#checkpointer = new Checkpointer({ ...init, ops: this.#ops, liveness: this.#liveness })
   }
 
   get #self (): string {
@@ -144,6 +151,7 @@ export class Deployments {
       if (d.grant.supervisors.length > 1 && d.state !== 'terminated') this.#copies.keepFresh(d)
       if (d.state !== 'running' || this.#busy.has(`${d.owner}/${d.name}`)) continue
       const description = this.#described(d)
+      this.#checkpointer.tick(d, description)
       for (const { workload: w } of workloadsOf(description)) {
         const c = d.components[w.path]
         if (c?.state !== 'running' || !this.#liveness.due(`${d.owner}/${d.name}/${w.path}`, w.liveness.everyMs)) continue
@@ -178,6 +186,8 @@ export class Deployments {
       if (c === undefined || c.state === 'terminated') continue
       this.#ops.setComponent(owner, name, path, { state: 'terminating', event: 'terminating' }, onChange)
       for (const i of c.instances) await this.#ops.release(record, i)
+      const w = workloadAt(this.#described(record), path)
+      if (w !== undefined) await this.#checkpointer.dropAll(record, w)
       this.#ops.setComponent(owner, name, path, { state: 'terminated', instances: [], event: 'terminated' }, onChange)
     }
     return this.#ops.view(this.#store.deployments.update(owner, name, { state: 'terminated' }) ?? this.#ops.get(owner, name))
@@ -272,6 +282,7 @@ export class Deployments {
     const { owner, name } = record
     const ops = this.#ops
     const template = await this.#init.catalog.resolve(w.template)
+    if (w.checkpointMs !== undefined && template.driver !== 'qemu') throw new XenosError('INVALID_ARGUMENT', `component ${w.path} asks for checkpoints, which only VMs take (the qemu driver): its template ${w.template} runs on the ${template.driver} driver`)
     const before = ops.get(owner, name).components[w.path]
     // Instances that failed make way for new ones (the next generation), placed anew.
     if (before?.state === 'failed') {

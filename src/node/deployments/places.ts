@@ -1,10 +1,11 @@
 import {
   deploymentGrantValid, ENDED_STATES, instanceIdOfPlace, placeBytes, placeRequestSchema, REQUEST_MAX_SKEW_MS, sha256Hex, supervisedBytes, supervisedRequestSchema, XenosError,
-  type InstanceView, type PlaceRequest, type SupervisedRequest,
+  type GrantPlace, type InstanceView, type PlaceRequest, type SupervisedRequest,
 } from '../../core/index.ts'
 import { resolveDescription, type Component, type Description, type Workload } from '../../deploy/index.ts'
 import type { TemplateFetcher } from '../../images/index.ts'
 import { verifyHostSignature, type Overlay } from '../../overlay/index.ts'
+import type { SnapshotRecord, Store } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
 import type { InstanceSupervisor } from '../instances/index.ts'
 import type { RequestVerifier } from '../replay.ts'
@@ -16,6 +17,7 @@ const HEALTHY_WITHIN_MS = 5 * 60_000
 export interface PlacesInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc'>
   supervisor: Pick<InstanceSupervisor, 'create' | 'has' | 'view' | 'control' | 'placementOf'>
+  store: Pick<Store, 'snapshots'>
   fetcher: Pick<TemplateFetcher, 'ensure'>
   catalog: Pick<TemplateCatalog, 'resolve'>
   verifier: RequestVerifier
@@ -73,6 +75,7 @@ export class Places {
     if (Math.abs(Date.now() - place.at) > REQUEST_MAX_SKEW_MS) throw new XenosError('UNAUTHENTICATED', 'this place was given too long ago, or by a clock far from this host\'s')
     const named = await this.#init.catalog.resolve(workload.template)
     if (named.id !== place.template) throw new XenosError('FORBIDDEN', `component ${place.component} runs ${workload.template} (${named.id}), not ${place.template}`)
+    const snapshot = req.snapshot === undefined ? undefined : this.#checkpoint(req.snapshot, place, workload)
     this.#init.verifier.claimOnce(grant.owner, sig, place.at)
     const { template } = await this.#init.fetcher.ensure(place.template)
     await this.#init.supervisor.create(template, grant.owner, [{
@@ -82,8 +85,17 @@ export class Places {
       links: req.links,
       env: req.env,
       resources: workload.resources,
-    }])
+    }], { snapshot })
     return await this.#healthy(id)
+  }
+
+  /** The checkpoint held here that a place resumes from: one of an earlier making of the same instance of the same deployment. */
+  #checkpoint (id: string, place: GrantPlace, workload: Workload): SnapshotRecord {
+    const snapshot = this.#init.store.snapshots.get(id)
+    if (snapshot === undefined) throw new XenosError('SNAPSHOT_NOT_FOUND', `host ${this.#self} keeps no checkpoint ${id}`)
+    if (workload.checkpointMs === undefined) throw new XenosError('FORBIDDEN', `component ${place.component} of deployment ${place.grant.name} takes no checkpoints to resume from`)
+    if (snapshot.templateId !== place.template || !isEarlierMaking(snapshot.instanceId, place)) throw new XenosError('FORBIDDEN', `snapshot ${id} is not a checkpoint of instance ${place.index} of component ${place.component} of deployment ${place.grant.name}`)
+    return snapshot
   }
 
   async #healthy (id: string): Promise<InstanceView> {
@@ -94,24 +106,43 @@ export class Places {
 
   /** Ends an instance placed here under a deployment, or starts it again, at the word of a supervisor its grant names. */
   async act (req: SupervisedRequest): Promise<void> {
-    if (!this.#init.supervisor.has(req.id)) {
-      if (req.action === 'release') return
-      throw new XenosError('INSTANCE_NOT_FOUND', `host ${this.#self} has no instance ${req.id}`)
+    if (!this.#init.supervisor.has(req.id) && req.action === 'release') return
+    await this.authorised(req)
+    if (req.action === 'release') {
+      await this.#init.supervisor.control(req.id, 'destroy')
+      return
     }
+    if (req.action !== 'restart') throw new XenosError('INVALID_ARGUMENT', `a ${req.action} is asked for on its own`)
+    // Started again where it is: a task that ended starts; one that runs, hung, is stopped first.
+    if (!ENDED_STATES.includes(this.#init.supervisor.view(req.id).state)) await this.#init.supervisor.control(req.id, 'stop')
+    await this.#init.supervisor.control(req.id, 'start')
+  }
+
+  /**
+   * The place of the instance `req` acts on, once it is checked that the instance was placed here
+   * under a deployment and that a supervisor its grant names signed `req` just now (once).
+   */
+  async authorised (req: SupervisedRequest): Promise<GrantPlace> {
+    if (!this.#init.supervisor.has(req.id)) throw new XenosError('INSTANCE_NOT_FOUND', `host ${this.#self} has no instance ${req.id}`)
     const root = this.#init.supervisor.placementOf(req.id)?.root
     if (root === undefined || !('grant' in root)) throw new XenosError('FORBIDDEN', `instance ${req.id} was not placed under a deployment`)
     if (!root.grant.supervisors.includes(req.by)) throw new XenosError('FORBIDDEN', `host ${req.by} may not act for deployment ${root.grant.name}`)
     if (Math.abs(Date.now() - req.at) > REQUEST_MAX_SKEW_MS) throw new XenosError('UNAUTHENTICATED', `this ${req.action} was signed too long ago, or by a clock far from this host's`)
     if (!await verifyHostSignature(req.by, supervisedBytes(req.action, req.id, root.grant.sig, req.by, req.at), req.sig)) throw new XenosError('UNAUTHENTICATED', `host ${req.by} did not sign this ${req.action}`)
     this.#init.verifier.claimOnce(root.grant.owner, req.sig, req.at)
-    if (req.action === 'release') {
-      await this.#init.supervisor.control(req.id, 'destroy')
-      return
-    }
-    // Started again where it is: a task that ended starts; one that runs, hung, is stopped first.
-    if (!ENDED_STATES.includes(this.#init.supervisor.view(req.id).state)) await this.#init.supervisor.control(req.id, 'stop')
-    await this.#init.supervisor.control(req.id, 'start')
+    return root
   }
+}
+
+/** How many makings back a checkpoint may be of: a checkpoint is taken of every making that runs long enough. */
+const CHECKPOINT_GENERATIONS = 100
+
+/** Whether instance `id` filled place `place` in one of its recent earlier makings (generations). */
+export function isEarlierMaking (id: string, place: Pick<GrantPlace, 'grant' | 'component' | 'index' | 'generation'>): boolean {
+  for (let g = place.generation - 1; g >= Math.max(0, place.generation - CHECKPOINT_GENERATIONS); g--) {
+    if (instanceIdOfPlace({ ...place, generation: g }) === id) return true
+  }
+  return false
 }
 
 /** The workload at component path `path` (`cluster.db`) of a description. */

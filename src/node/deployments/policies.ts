@@ -77,16 +77,20 @@ export class FailurePolicies {
     try {
       const template = await this.#init.catalog.resolve(w.template)
       const others = (c?.instances ?? []).filter(x => x.index !== i.index).map(x => x.host)
-      const [host = ''] = ops.choose(w, template, 1, new Set([i.host, ...w.placement.spread === true ? others : []]))
+      const avoid = new Set([i.host, ...w.placement.spread === true ? others : []])
+      // From its latest checkpoint, where it is kept, if that host lives; else from its template.
+      const checkpoint = c?.checkpoints?.find(cp => cp.index === i.index && !avoid.has(cp.host) && this.#init.liveness.hostAlive(cp.host))
+      const [host = ''] = checkpoint === undefined ? ops.choose(w, template, 1, avoid) : [checkpoint.host]
       const next = ops.placed(record, w, i.index, i.generation + 1, host)
+      const from = checkpoint === undefined ? 'from its template' : `from its checkpoint of ${new Date(checkpoint.at).toISOString()}`
       ops.setComponent(owner, name, w.path, {
         state: 'deploying',
         instances: (c?.instances ?? []).map(x => x.index === i.index ? next : x),
         restarts: 0,
         replacedAt: [...recent, now],
-        event: `${died}: making it anew on ${host.slice(-8)}`,
+        event: `${died}: making it anew on ${host.slice(-8)} ${from}`,
       })
-      await ops.place(record, description, w, template.id, next)
+      await ops.place(record, description, w, template.id, next, checkpoint?.snapshot)
       ops.setComponent(owner, name, w.path, { state: 'running', event: `${died}; ${next.id} on ${host.slice(-8)} took its place` })
     } catch (err) {
       this.#fail(record, w, `${died}; could not make it anew: ${(err as Error).message}`)

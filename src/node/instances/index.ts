@@ -3,4 +3,5 @@ export type { CreateOptions, IncomingInstance, InstanceMoves, NewInstance, Servi
 export { InstanceRecords, INCOMING_MARKER } from './records.ts'
 export type { LinkEnds, RemoteDisks } from './runner.ts'
 export { KeyedLock } from './locks.ts'
+export type { Snapshots } from './snapshots.ts'
 export { STAGED_SERIALS, stagedDisksOf, stagedImageFile, stagedImagesIn } from './staged-disks.ts'

@@ -1,4 +1,4 @@
-import { mkdir, rm } from 'node:fs/promises'
+import { copyFile, link, mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { newSnapshotId, XenosError } from '../../core/index.ts'
 import type { SnapshotRecord, Store } from '../../store/index.ts'
@@ -39,6 +39,31 @@ export class Snapshots {
       await mkdir(dir, { recursive: true })
       try {
         await driver.snapshot(records.handle(r), dir)
+      } catch (err) {
+        await rm(dir, { recursive: true, force: true })
+        throw err
+      }
+      this.#init.store.snapshots.insert(snap)
+      return snap
+    })
+  }
+
+  /**
+   * Keeps a snapshot taken on another host (a checkpoint), from its memory and disk here at
+   * `files`: the memory is linked (never written), the disk copied and made ready by `adopt`
+   * (which names its backing file anew) before the snapshot is written down.
+   */
+  async keep (snap: SnapshotRecord, files: { state: string, disk: string }, adopt: (disk: string) => Promise<void>): Promise<SnapshotRecord> {
+    return await this.#init.locks.run(`snapshot/${snap.id}`, async () => {
+      const known = this.#init.store.snapshots.get(snap.id)
+      if (known !== undefined) return known
+      const dir = this.dir(snap.id)
+      await rm(dir, { recursive: true, force: true })
+      await mkdir(dir, { recursive: true })
+      try {
+        await link(files.state, join(dir, 'state')).catch(async () => { await copyFile(files.state, join(dir, 'state')) })
+        await copyFile(files.disk, join(dir, 'disk.qcow2'))
+        await adopt(join(dir, 'disk.qcow2'))
       } catch (err) {
         await rm(dir, { recursive: true, force: true })
         throw err
