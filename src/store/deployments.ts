@@ -20,6 +20,11 @@ export interface ComponentRecord {
   restarts?: number | undefined
   /** When it was made anew on another host after an instance died (the recent ones). */
   replacedAt?: number[] | undefined
+  /**
+   * Instances it no longer has that could not be ended (their host was gone): each is ended when
+   * its host is heard of again, so that a host that comes back runs no second copy.
+   */
+  orphans?: PlacedInstance[] | undefined
   /** The latest checkpoint of each of its instances, where it is kept (components with `checkpoint`). */
   checkpoints?: Checkpoint[] | undefined
   /** The last thing that happened to it, for its owner to read. */

@@ -197,6 +197,13 @@ describe('deployments from descriptions', () => {
     }, 60_000, 'the watcher to be made anew with the new master\'s id')
     assert.ok(watcher.events.some((e: any) => /component master runs anew/.test(e.event)), JSON.stringify(watcher.events))
     assert.equal((await eventually(async () => await watcherSays(watcher.instances[0].id), 15_000, 'the new watcher to answer'))?.trim(), replaced.id, 'it was given the new id')
+
+    // The killed host comes back with the old master, which ran on without its xenosd: it is ended, leaving one master.
+    const back = await startHost({ name: dead.name, dataDir: dead.dataDir, bootstrap: [a], extraArgs: ['--tag', 'tier=master'] })
+    hosts.push(back)
+    await eventually(async () => (await getJson(back, `/v1/instances?host=${back.info.peerId}`)).instances.every((v: any) => v.id !== first.id) || undefined, 60_000, 'the old master to be ended once its host is back')
+    const master = (await cli(a, alice, ['deployment', 'show', 'ha'])).components.find((c: any) => c.path === 'master')
+    assert.ok(master.events.some((e: any) => e.event.includes(`ended ${first.id as string}`)), JSON.stringify(master.events))
     await cli(a, alice, ['terminate', 'ha'])
   })
 

@@ -31,7 +31,7 @@ describe('copies of a deployment between its supervisors', () => {
     const copies = new DeploymentCopies({
       overlay: { peerId: self.id } as never,
       store,
-      release: async (_d, i) => { released.push(i) },
+      release: async (_d, _path, i) => { released.push(i) },
       log: pino({ level: 'silent' }),
     })
     // This host acted in term 0, and made the second instance anew (generation 1) during a partition.

@@ -55,9 +55,44 @@ export class ComponentOps {
     await this.#init.overlay.rpc.call(i.host, 'instance.supervised', req)
   }
 
-  /** Ends instance `i`, if its host can be reached: a host that is gone took its instances with it. */
-  async release (record: DeploymentRecord, i: PlacedInstance): Promise<void> {
-    await this.tell(record, i, 'release').catch((err: unknown) => { this.#init.log.warn({ err, instance: i.id, host: i.host }, 'could not end an instance of a deployment') })
+  /**
+   * Ends instance `i` of component `path`; if its host cannot be reached, the instance is written
+   * down as an orphan of the component, to be ended when its host is heard of again (a host
+   * that is gone may come back, with what it ran).
+   */
+  async release (record: DeploymentRecord, path: string, i: PlacedInstance): Promise<void> {
+    if (i.host !== this.#self && !this.#init.overlay.search({ kind: 'host' }).some(a => a.host === i.host && a.withdrawn !== true)) {
+      this.abandon(record, path, i)
+      return
+    }
+    await this.tell(record, i, 'release').catch((err: unknown) => {
+      this.#init.log.warn({ err, instance: i.id, host: i.host }, 'could not end an instance of a deployment: it is ended when its host is back')
+      this.abandon(record, path, i)
+    })
+  }
+
+  /** Writes down instance `i` of component `path`, on a host that is gone, to be ended when the host is back. */
+  abandon (record: DeploymentRecord, path: string, i: PlacedInstance): void {
+    const c = this.get(record.owner, record.name).components[path]
+    if (c?.orphans?.some(o => o.id === i.id) === true) return
+    this.setComponent(record.owner, record.name, path, { orphans: [...c?.orphans ?? [], i] })
+  }
+
+  /** Ends the orphans of deployment `record` whose hosts are heard of again (`alive`), each once it is ended or found gone. */
+  async endOrphans (record: DeploymentRecord, alive: (host: string) => boolean): Promise<void> {
+    for (const [path, c] of Object.entries(record.components)) {
+      for (const i of (c.orphans ?? []).filter(o => alive(o.host))) {
+        try {
+          await this.tell(record, i, 'release')
+        } catch (err) {
+          this.#init.log.debug({ err, instance: i.id }, 'could not end an orphan yet')
+          continue
+        }
+        this.#init.log.info({ deployment: record.name, instance: i.id, host: i.host }, 'ended an instance of a deployment its host ran on after it was replaced')
+        const now = this.get(record.owner, record.name).components[path]
+        this.setComponent(record.owner, record.name, path, { orphans: (now?.orphans ?? []).filter(o => o.id !== i.id), event: `ended ${i.id}, which its host ${i.host.slice(-8)} ran on when it came back` })
+      }
+    }
   }
 
   /**

@@ -10,9 +10,11 @@ export interface DeploymentCopiesInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost'>
   store: Pick<Store, 'deployments'>
   /** Ends an instance a supervisor that lost its place had made meanwhile (its winner knows nothing of it). */
-  release: (record: DeploymentRecord, i: PlacedInstance) => Promise<void>
+  release: (record: DeploymentRecord, path: string, i: PlacedInstance) => Promise<void>
   log: Logger
 }
+
+const placedSchema = z.strictObject({ index: z.number().int().min(0).max(99), generation: z.number().int().min(0), id: instanceIdSchema, host: peerIdSchema })
 
 /** What a supervisor tells the others its grant names: the deployment as it stands. */
 export const deploymentCopySchema = z.strictObject({
@@ -23,11 +25,12 @@ export const deploymentCopySchema = z.strictObject({
   state: z.enum(DEPLOYMENT_STATES),
   components: z.record(z.string().max(256), z.strictObject({
     state: z.enum(COMPONENT_STATES),
-    instances: z.array(z.strictObject({ index: z.number().int().min(0).max(99), generation: z.number().int().min(0), id: instanceIdSchema, host: peerIdSchema })).max(100),
+    instances: z.array(placedSchema).max(100),
     generation: z.number().int().min(0),
     restarts: z.number().int().min(0).optional(),
     replacedAt: z.array(z.number().int()).max(100).optional(),
     checkpoints: z.array(checkpointSchema).max(100).optional(),
+    orphans: z.array(placedSchema).max(1000).optional(),
     event: z.string().max(4096).nullable(),
     events: z.array(z.strictObject({ at: z.number().int(), event: z.string().max(4096) })).max(COMPONENT_EVENTS_KEPT).optional(),
     updatedAt: z.number().int(),
@@ -111,8 +114,8 @@ export class DeploymentCopies {
   /** This host acted, and another's later copy stands: what only this host made goes, so that no two copies of a component live on. */
   async #stepDown (mine: DeploymentRecord, winner: DeploymentRecord): Promise<void> {
     const kept = new Set(Object.values(winner.components).flatMap(c => c.instances.map(i => i.id)))
-    for (const c of Object.values(mine.components)) {
-      for (const i of c.instances) if (!kept.has(i.id)) await this.#init.release(mine, i)
+    for (const [path, c] of Object.entries(mine.components)) {
+      for (const i of c.instances) if (!kept.has(i.id)) await this.#init.release(mine, path, i)
     }
     this.#init.log.warn({ deployment: mine.name, acting: winner.acting, term: winner.term }, 'another supervisor acts for a deployment this host acted for: it steps down')
   }

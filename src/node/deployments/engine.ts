@@ -55,6 +55,8 @@ export class Deployments {
   readonly #heardOf = new Map<string, number>()
   /** Deployments being worked on now, so that two requests do not work on one at once. */
   readonly #busy = new Map<string, Promise<unknown>>()
+  /** Deployments whose orphans are being ended now. */
+  readonly #orphaning = new Set<string>()
   readonly #liveness: Liveness
   readonly #policies: FailurePolicies
   readonly #checkpointer: Checkpointer
@@ -64,7 +66,7 @@ export class Deployments {
 
   constructor (init: DeploymentsInit) {
     this.#init = init
-    this.#copies = new DeploymentCopies({ ...init, release: async (record, i) => { await this.#ops.release(record, i) } })
+    this.#copies = new DeploymentCopies({ ...init, release: async (record, path, i) => { await this.#ops.release(record, path, i) } })
     // Every write goes through the copies: the other supervisors keep what this one does.
     this.#store = { deployments: this.#copies.table }
     this.#ops = new ComponentOps({ ...init, store: this.#store })
@@ -129,6 +131,8 @@ export class Deployments {
   async terminate (owner: string, name: string, onChange: (v: DeploymentView) => void = () => {}): Promise<DeploymentView> {
     const d = this.#ops.get(owner, name)
     if (d.acting !== this.#self) throw new XenosError('INVALID_STATE', `deployment ${name} is supervised by host ${d.acting} now: terminate it there`)
+    // What is under way (a replacement, a bring-up) ends first: terminating is never refused for it.
+    while (this.#busy.has(`${owner}/${name}`)) await this.#busy.get(`${owner}/${name}`)?.catch(() => {})
     return await this.#exclusive(owner, name, async () => await this.#terminateHere(owner, name, onChange, null))
   }
 
@@ -149,6 +153,7 @@ export class Deployments {
         continue
       }
       if (d.grant.supervisors.length > 1 && d.state !== 'terminated') this.#copies.keepFresh(d)
+      this.#endOrphans(d)
       if (d.state !== 'running' || this.#busy.has(`${d.owner}/${d.name}`)) continue
       const description = this.#described(d)
       this.#checkpointer.tick(d, description)
@@ -168,6 +173,17 @@ export class Deployments {
     }
   }
 
+  /** Ends the instances deployment `d` replaced or ended while their hosts were gone, on those that are back. */
+  #endOrphans (d: DeploymentRecord): void {
+    const key = `${d.owner}/${d.name}`
+    const back = Object.values(d.components).some(c => c.orphans?.some(o => this.#liveness.hostAlive(o.host)) === true)
+    if (!back || this.#orphaning.has(key)) return
+    this.#orphaning.add(key)
+    void this.#ops.endOrphans(d, host => this.#liveness.hostAlive(host))
+      .catch((err: unknown) => { this.#init.log.warn({ err, deployment: d.name }, 'could not end the orphans of a deployment') })
+      .finally(() => { this.#orphaning.delete(key) })
+  }
+
   #described (d: DeploymentRecord): Description {
     const known = this.#resolved.get(d.grant.description)
     if (known !== undefined) return known
@@ -185,7 +201,7 @@ export class Deployments {
       const c = this.#ops.get(owner, name).components[path]
       if (c === undefined || c.state === 'terminated') continue
       this.#ops.setComponent(owner, name, path, { state: 'terminating', event: 'terminating' }, onChange)
-      for (const i of c.instances) await this.#ops.release(record, i)
+      for (const i of c.instances) await this.#ops.release(record, path, i)
       const w = workloadAt(this.#described(record), path)
       if (w !== undefined) await this.#checkpointer.dropAll(record, w)
       this.#ops.setComponent(owner, name, path, { state: 'terminated', instances: [], event: 'terminated' }, onChange)
@@ -286,7 +302,7 @@ export class Deployments {
     const before = ops.get(owner, name).components[w.path]
     // Instances that failed make way for new ones (the next generation), placed anew.
     if (before?.state === 'failed') {
-      for (const i of before.instances) await ops.release(record, i)
+      for (const i of before.instances) await ops.release(record, w.path, i)
       ops.setComponent(owner, name, w.path, { state: 'waiting', instances: [], event: 'trying again', generation: before.generation + 1 }, onChange)
     }
     const generation = ops.get(owner, name).components[w.path]?.generation ?? 0

@@ -72,8 +72,8 @@ export class FailurePolicies {
       this.#fail(record, w, `${died}; it keeps failing: made anew ${recent.length} times in ${REPLACE_WINDOW_MS / 60_000} min, and no more`)
       return
     }
-    // Never two copies: the original is ended first if its host still answers (a dead host's took its instances with it).
-    if (this.#init.liveness.hostAlive(i.host)) await ops.release(record, i)
+    // Never two copies: the original is ended first if its host answers, else as soon as its host is back.
+    await ops.release(record, w.path, i)
     try {
       const template = await this.#init.catalog.resolve(w.template)
       const others = (c?.instances ?? []).filter(x => x.index !== i.index).map(x => x.host)
@@ -100,9 +100,10 @@ export class FailurePolicies {
   }
 
   /**
-   * Makes anew, each where it is, the instances of the components whose environment holds the
-   * host or id of `w`'s first instance, which has just changed: an instance's environment is fixed
-   * when it is made. (An endpoint needs nothing: its link follows the new instance.)
+   * Makes anew, each where it is (elsewhere if its host is gone), the instances of the components
+   * whose environment holds the host or id of `w`'s first instance, which has just changed: an
+   * instance's environment is fixed when it is made. (An endpoint needs nothing: its link
+   * follows the new instance.)
    */
   async #renewDependents (record: DeploymentRecord, description: Description, w: Workload): Promise<void> {
     const { ops } = this.#init
@@ -113,8 +114,9 @@ export class FailurePolicies {
       const because = `component ${w.path} runs anew, with another id`
       try {
         const template = await this.#init.catalog.resolve(d.template)
-        const next = c.instances.map(x => ops.placed(record, d, x.index, x.generation + 1, x.host))
-        for (const x of c.instances) await ops.release(record, x)
+        // Each where it is; one whose host is gone too, on another.
+        const next = c.instances.map(x => ops.placed(record, d, x.index, x.generation + 1, this.#init.liveness.hostAlive(x.host) ? x.host : ops.choose(d, template, 1, new Set([x.host]))[0] ?? x.host))
+        for (const x of c.instances) await ops.release(record, d.path, x)
         ops.setComponent(owner, name, d.path, { state: 'deploying', instances: next, event: `${because}: making its instances anew with the new values` })
         await Promise.all(next.map(async x => await ops.place(record, description, d, template.id, x)))
         ops.setComponent(owner, name, d.path, { state: 'running', event: `made anew with the new values of component ${w.path}` })
