@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { applyRequestSchema, deploymentViewSchema } from '../core/index.ts'
+import { applyRequestSchema, deploymentViewSchema, supervisionSchema } from '../core/index.ts'
 import type { ApiHost } from './api-host.ts'
 import type { Api } from './app.ts'
 import { authOf, signedBy } from './auth.ts'
@@ -25,22 +25,25 @@ export function registerDeploymentRoutes (api: Api, host: ApiHost): void {
     return { deployments: host.deployments.list(owner) }
   })
 
+  api.get('/v1/deployments/:name/supervisors', {
+    schema: {
+      summary: 'Where a deployment of `owner` is supervised: the host acting for it now and every host that holds it, from this host\'s copy or a host that announces one (sign requests about it for the acting host)',
+      params: nameParams,
+      querystring: z.strictObject({ owner: z.string().min(1).max(64) }),
+      response: { 200: supervisionSchema, ...errors },
+    },
+  }, async req => await host.deployments.directory.where(req.query.owner, req.params.name))
+
   api.get('/v1/deployments/:name', {
-    schema: { summary: 'One of the signer\'s deployments: each component with its state, instances and last event', ...signedBy('owner', 'deployment.get on the name'), params: nameParams, response: { 200: deploymentViewSchema, ...errors } },
-  }, async req => {
-    const owner = host.verifier.verify(authOf(req), { action: 'deployment.get', target: req.params.name, params: {} })
-    return host.deployments.show(owner, req.params.name)
-  })
+    schema: { summary: 'One of the signer\'s deployments: each component with its state, instances and last event (relayed to the host the request is signed for)', ...signedBy('owner', 'deployment.get on the name'), params: nameParams, response: { 200: deploymentViewSchema, ...errors } },
+  }, async req => await host.deployments.directory.show(req.params.name, authOf(req)))
 
   api.post('/v1/deployments/:name/terminate', {
     schema: {
-      summary: 'End every instance of one of the signer\'s deployments, in the reverse of the order they started in. With `Accept: text/event-stream`: `progress` after each step',
+      summary: 'End every instance of one of the signer\'s deployments, in the reverse of the order they started in (relayed to the host the request is signed for). With `Accept: text/event-stream`: `progress` after each step',
       ...signedBy('owner', 'deployment.terminate on the name'),
       params: nameParams,
       response: { 200: deploymentViewSchema, ...errors },
     },
-  }, async (req, reply) => {
-    const owner = host.verifier.verify(authOf(req), { action: 'deployment.terminate', target: req.params.name, params: {} })
-    return await withProgress(req, reply, 200, async progress => await host.deployments.terminate(owner, req.params.name, progress))
-  })
+  }, async (req, reply) => await withProgress(req, reply, 200, async progress => await host.deployments.directory.terminate(req.params.name, authOf(req), progress)))
 }

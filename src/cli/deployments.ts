@@ -1,7 +1,8 @@
 import type { Command } from 'commander'
 import { readFile } from 'node:fs/promises'
-import { XenosError, type DeploymentView } from '../core/index.ts'
+import { XenosError, type DeploymentView, type Supervision } from '../core/index.ts'
 import { resolveDescription } from '../deploy/index.ts'
+import type { ApiClient } from './client.ts'
 import { client, out, type HostRow } from './command.ts'
 import { ago, shortId, table } from './table.ts'
 
@@ -25,6 +26,11 @@ const EVENTS_SHOWN = 5
 function recentEvents (d: DeploymentView): string {
   const rows = d.components.flatMap(c => c.events.slice(-EVENTS_SHOWN).map(e => [c.path, ago(e.at), e.event]))
   return rows.length === 0 ? '' : `\n\nrecent events:\n${table(['COMPONENT', 'WHEN', 'EVENT'], rows)}`
+}
+
+/** The host that supervises the user's deployment `name` now, found through the host the CLI talks to (which relays requests signed for it). */
+async function supervisorOf (api: ApiClient, name: string): Promise<string> {
+  return (await api.get<Supervision>(`/v1/deployments/${encodeURIComponent(name)}/supervisors?owner=${encodeURIComponent(api.owner)}`)).acting
 }
 
 /** Shows a deployment's progress on stderr: a line each time a component changes. */
@@ -68,7 +74,7 @@ export function registerDeploymentCommands (program: Command): void {
   deployment.command('show <name>').description('A deployment: each component with its state, instances and last event')
     .action(async (name: string, _o: unknown, cmd: Command) => {
       const { api, flags } = await client(cmd)
-      const d = await api.signed<DeploymentView>('GET', `/v1/deployments/${encodeURIComponent(name)}`, 'deployment.get', name, {})
+      const d = await api.signed<DeploymentView>('GET', `/v1/deployments/${encodeURIComponent(name)}`, 'deployment.get', name, {}, undefined, await supervisorOf(api, name))
       out(flags, d, () => deploymentTable(d) + checkpointsTable(d) + recentEvents(d))
     })
 
@@ -76,7 +82,7 @@ export function registerDeploymentCommands (program: Command): void {
     .action(async (name: string, _o: unknown, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const show = progressPrinter()
-      const d = await api.watched<DeploymentView>(`/v1/deployments/${encodeURIComponent(name)}/terminate`, 'deployment.terminate', name, {}, undefined, p => { show(p as DeploymentView) })
+      const d = await api.watched<DeploymentView>(`/v1/deployments/${encodeURIComponent(name)}/terminate`, 'deployment.terminate', name, {}, undefined, p => { show(p as DeploymentView) }, await supervisorOf(api, name))
       out(flags, d, () => deploymentTable(d))
     })
 }

@@ -56,6 +56,10 @@ export const deploymentViewSchema = z.strictObject({
 })
 export type DeploymentView = z.infer<typeof deploymentViewSchema>
 
+/** Where a deployment is supervised: the host acting for it now, and every host that holds it. */
+export const supervisionSchema = z.strictObject({ acting: peerIdSchema, supervisors: z.array(peerIdSchema) })
+export type Supervision = z.infer<typeof supervisionSchema>
+
 /**
  * What a supervisor asks the host it placed an instance on to make: the description it is under,
  * the place, and what the instance is given; with `snapshot`, the checkpoint (held by that host)

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { cli, CliError, eventually, getJson, httpGet, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { apiOf, cli, CliError, eventually, getJson, httpGet, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../helpers/cluster.ts'
 
 /** A process template serving its directory www over HTTP, after `setup` (which ends with ";" or "&"); with `health`, healthy once that path answers. */
 function webTemplate (name: string, setup: string, health?: string): string {
@@ -96,7 +96,17 @@ describe('deployments from descriptions', () => {
     const d = await cli(a, alice, ['deployment', 'show', 'pi'])
     assert.equal(d.state, 'running', 'Mallory changed nothing')
     for (const i of d.components.flatMap((c: any) => c.instances)) await assert.rejects(cli(a, mallory, ['instance', 'destroy', i.id]), /FORBIDDEN/)
-    await cli(a, alice, ['terminate', 'pi'])
+    // Anyone may learn where it is supervised; a request Mallory signs for that host is still hers, and finds nothing.
+    const where = await getJson(hosts.at(-1) as TestHost, `/v1/deployments/pi/supervisors?owner=${d.owner as string}`)
+    assert.equal(where.acting, a.info.peerId)
+    const theirs = await apiOf(hosts.at(-1) as TestHost, mallory)
+    await assert.rejects(theirs.signed('POST', '/v1/deployments/pi/terminate', 'deployment.terminate', 'pi', {}, undefined, where.acting), /supervises no deployment pi of yours/)
+    // The owner sees and ends it through any host, also one that holds no copy: the request is relayed to its supervisor.
+    const holders = new Set(d.supervisors)
+    assert.ok(hosts.some(h => !holders.has(h.info.peerId)), 'some host holds no copy')
+    for (const h of hosts) assert.equal((await cli(h, alice, ['deployment', 'show', 'pi'])).state, 'running', `shown through ${h.name}`)
+    const outsider = hosts.find(h => !holders.has(h.info.peerId)) as TestHost
+    assert.equal((await cli(outsider, alice, ['terminate', 'pi'])).state, 'terminated')
   })
 
   it('names the line and path of a mistake before anything runs', async () => {

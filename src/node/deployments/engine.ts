@@ -8,13 +8,14 @@ import { Checkpointer } from './checkpointer.ts'
 import type { Checkpoints } from './checkpoints.ts'
 import { ComponentOps, type ComponentOpsInit } from './components.ts'
 import { DeploymentCopies } from './copies.ts'
+import { DeploymentDirectory, type DeploymentDirectoryInit } from './directory.ts'
 import { Liveness, type LivenessInit } from './liveness.ts'
 import { workloadsOf } from './order.ts'
 import { workloadAt } from './places.ts'
 import { FailurePolicies } from './policies.ts'
 
 export interface DeploymentsInit extends Omit<ComponentOpsInit, 'store'>, LivenessInit {
-  overlay: ComponentOpsInit['overlay'] & LivenessInit['overlay']
+  overlay: ComponentOpsInit['overlay'] & LivenessInit['overlay'] & DeploymentDirectoryInit['overlay']
   store: Pick<Store, 'deployments'>
   catalog: Pick<TemplateCatalog, 'resolve'>
   verifier: RequestVerifier
@@ -60,6 +61,8 @@ export class Deployments {
   readonly #liveness: Liveness
   readonly #policies: FailurePolicies
   readonly #checkpointer: Checkpointer
+  /** Where deployments are supervised, seen from any host, and requests relayed there. */
+  readonly directory: DeploymentDirectory
   /** Resolved descriptions, by their text's digest. */
   readonly #resolved = new Map<string, Description>()
   #watching: NodeJS.Timeout | undefined
@@ -73,6 +76,10 @@ export class Deployments {
     this.#liveness = new Liveness(init)
     this.#policies = new FailurePolicies({ ...init, store: this.#store, ops: this.#ops, liveness: this.#liveness })
     this.#checkpointer = new Checkpointer({ ...init, ops: this.#ops, liveness: this.#liveness })
+    this.directory = new DeploymentDirectory({
+      ...init,
+      here: { show: (owner, name) => this.show(owner, name), terminate: async (owner, name, onChange) => await this.terminate(owner, name, onChange) },
+    })
   }
 
   get #self (): string {
@@ -148,6 +155,7 @@ export class Deployments {
 
   #watch (): void {
     for (const d of this.#store.deployments.list()) {
+      void this.directory.announce(d.owner, d.name)
       if (d.acting !== this.#self) {
         this.#standBy(d)
         continue
@@ -232,6 +240,7 @@ export class Deployments {
   /** Registers the RPC methods through which the supervisors of a deployment keep each other's copies. */
   serve (): void {
     this.#copies.serve()
+    this.directory.serve()
   }
 
   /**
