@@ -210,7 +210,8 @@ describe('deployments from descriptions', () => {
 
     // The killed host comes back with the old master, which ran on without its xenosd: it is ended, leaving one master.
     const back = await startHost({ name: dead.name, dataDir: dead.dataDir, bootstrap: [a], extraArgs: ['--tag', 'tier=master'] })
-    hosts.push(back)
+    // The same host (its key, its data): the tests after this one find it by its peer id.
+    hosts[hosts.indexOf(dead)] = back
     await eventually(async () => (await getJson(back, `/v1/instances?host=${back.info.peerId}`)).instances.every((v: any) => v.id !== first.id) || undefined, 60_000, 'the old master to be ended once its host is back')
     const master = (await cli(a, alice, ['deployment', 'show', 'ha'])).components.find((c: any) => c.path === 'master')
     assert.ok(master.events.some((e: any) => e.event.includes(`ended ${first.id as string}`)), JSON.stringify(master.events))
