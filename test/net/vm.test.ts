@@ -353,7 +353,7 @@ describe('services in virtual machines', { skip }, () => {
     const snapshotsOf = async (): Promise<string[]> => (await Promise.all(keepers.map(async h => await cli(h, alice, ['snapshots', 'list'])))).flat().map((s: any) => s.id as string).sort()
     const before = await snapshotsOf()
     const file = join(await tempDir('checkpointed'), 'counting.yaml')
-    await writeFile(file, 'name: counting\ncomponents:\n  master:\n    template: counter\n    onFailure: replace\n    checkpoint: 5s\n    liveness: { every: 1s, failAfter: 2 }\n    placement: { host: vm-c }\n')
+    await writeFile(file, 'name: counting\ncomponents:\n  master:\n    template: counter\n    onFailure: replace\n    checkpoint: 5s\n    liveness: { every: 2s, failAfter: 3 }\n    placement: { host: vm-c }\n')
     const first = (await cli(a, alice, ['apply', file])).components[0].instances[0]
     assert.equal(first.host, c.info.peerId)
     const url = (await cli(a, alice, ['instance', 'show', first.id])).endpoints[0].url

@@ -23,6 +23,8 @@ export interface CheckpointerInit {
 /** A snapshot of a VM under TCG takes seconds; fetching it, as long as its memory takes to cross. */
 const TAKE_TIMEOUT_MS = 5 * 60_000
 const KEEP_TIMEOUT_MS = 10 * 60_000
+/** How long after a checkpoint its instance's failing health checks are put down to it: two of its host's checks. */
+const SETTLE_MS = 8000
 const keptSchema = z.strictObject({ snapshot: snapshotIdSchema, at: z.number().int() })
 
 /**
@@ -38,6 +40,8 @@ export class Checkpointer {
   readonly #taking = new Set<string>()
   /** When this supervisor last tried to checkpoint each instance, or first saw it running (the first checkpoint comes an interval later). */
   readonly #tried = new Map<string, number>()
+  /** When the latest checkpoint of each instance ended. */
+  readonly #tookAt = new Map<string, number>()
 
   constructor (init: CheckpointerInit) {
     this.#init = init
@@ -45,6 +49,14 @@ export class Checkpointer {
 
   get #self (): string {
     return this.#init.overlay.peerId
+  }
+
+  /**
+   * Whether instance `id` is being checkpointed, or was a moment ago: its VM stops while its
+   * memory is written, and a health check made meanwhile fails until its host checks again.
+   */
+  settling (id: string, now = Date.now()): boolean {
+    return this.#taking.has(id) || now - (this.#tookAt.get(id) ?? -Infinity) < SETTLE_MS
   }
 
   /** Starts the checkpoints of deployment `record` that are due. */
@@ -65,7 +77,10 @@ export class Checkpointer {
             this.#init.log.warn({ err, deployment: record.name, instance: i.id }, 'could not checkpoint an instance of a deployment')
             this.#init.ops.setComponent(record.owner, record.name, w.path, { event: `could not checkpoint ${i.id}: ${(err as Error).message}` })
           })
-          .finally(() => { this.#taking.delete(i.id) })
+          .finally(() => {
+            this.#taking.delete(i.id)
+            this.#tookAt.set(i.id, Date.now())
+          })
       }
     }
   }

@@ -7,6 +7,7 @@ import { isRuntime, type Description, type RuntimeRef, type Workload } from '../
 import type { Overlay } from '../../overlay/index.ts'
 import type { ComponentRecord, DeploymentRecord, DeploymentTable, PlacedInstance } from '../../store/index.ts'
 import type { Deployer } from '../deploy/index.ts'
+import type { Liveness } from './liveness.ts'
 import { instanceName, workloadAt, type Places } from './places.ts'
 
 export interface ComponentOpsInit {
@@ -14,6 +15,8 @@ export interface ComponentOpsInit {
   store: { deployments: Pick<DeploymentTable, 'get' | 'update'> }
   places: Pick<Places, 'place' | 'act'>
   deployer: Pick<Deployer, 'plan'>
+  /** Told of each instance its host answered is healthy. */
+  liveness: Pick<Liveness, 'healthy'>
   log: Logger
 }
 
@@ -104,7 +107,9 @@ export class ComponentOps {
     const { env, links } = this.runtimeOf(w, description, this.get(record.owner, record.name))
     const unsigned: Omit<GrantPlace, 'sig'> = { grant: record.grant, component: w.path, index: i.index, generation: i.generation, template, host: i.host, by: this.#self, at: Date.now() }
     const place = { ...unsigned, sig: await this.#init.overlay.sign(placeBytes(unsigned)) }
-    return await this.placeOn(i.host, { text: record.text, place, env, links, ...snapshot === undefined ? {} : { snapshot } })
+    const view = await this.placeOn(i.host, { text: record.text, place, env, links, ...snapshot === undefined ? {} : { snapshot } })
+    this.#init.liveness.healthy(i.id)
+    return view
   }
 
   async placeOn (host: string, req: PlaceRequest): Promise<InstanceView> {

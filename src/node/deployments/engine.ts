@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { deploymentGrantValid, REQUEST_MAX_SKEW_MS, sha256Hex, XenosError, type ApplyRequest, type DeploymentView } from '../../core/index.ts'
 import { resolveDescription, type Description, type Workload } from '../../deploy/index.ts'
-import type { DeploymentRecord, Store } from '../../store/index.ts'
+import type { DeploymentRecord, PlacedInstance, Store } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
 import type { RequestVerifier } from '../replay.ts'
 import { Checkpointer } from './checkpointer.ts'
@@ -9,12 +9,12 @@ import type { Checkpoints } from './checkpoints.ts'
 import { ComponentOps, type ComponentOpsInit } from './components.ts'
 import { DeploymentCopies } from './copies.ts'
 import { DeploymentDirectory, type DeploymentDirectoryInit } from './directory.ts'
-import { Liveness, type LivenessInit } from './liveness.ts'
+import { Liveness, type LivenessInit, type Seen } from './liveness.ts'
 import { workloadsOf } from './order.ts'
 import { workloadAt } from './places.ts'
 import { FailurePolicies } from './policies.ts'
 
-export interface DeploymentsInit extends Omit<ComponentOpsInit, 'store'>, LivenessInit {
+export interface DeploymentsInit extends Omit<ComponentOpsInit, 'store' | 'liveness'>, LivenessInit {
   overlay: ComponentOpsInit['overlay'] & LivenessInit['overlay'] & DeploymentDirectoryInit['overlay']
   store: Pick<Store, 'deployments'>
   catalog: Pick<TemplateCatalog, 'resolve'>
@@ -72,8 +72,8 @@ export class Deployments {
     this.#copies = new DeploymentCopies({ ...init, release: async (record, path, i) => { await this.#ops.release(record, path, i) } })
     // Every write goes through the copies: the other supervisors keep what this one does.
     this.#store = { deployments: this.#copies.table }
-    this.#ops = new ComponentOps({ ...init, store: this.#store })
     this.#liveness = new Liveness(init)
+    this.#ops = new ComponentOps({ ...init, store: this.#store, liveness: this.#liveness })
     this.#policies = new FailurePolicies({ ...init, store: this.#store, ops: this.#ops, liveness: this.#liveness })
     this.#checkpointer = new Checkpointer({ ...init, ops: this.#ops, liveness: this.#liveness })
     this.directory = new DeploymentDirectory({
@@ -168,7 +168,12 @@ export class Deployments {
       for (const { workload: w } of workloadsOf(description)) {
         const c = d.components[w.path]
         if (c?.state !== 'running' || !this.#liveness.due(`${d.owner}/${d.name}/${w.path}`, w.liveness.everyMs)) continue
-        const dead = c.instances.map(i => ({ i, seen: this.#liveness.check(i) })).find(({ i, seen }) => this.#liveness.observe(i.id, seen.alive) >= w.liveness.failAfter)
+        // A VM paused for its checkpoint fails a health check or two: that is not a death.
+        const seen = (i: PlacedInstance): Seen => {
+          const s = this.#liveness.check(i)
+          return !s.alive && s.health === true && this.#checkpointer.settling(i.id) ? { alive: true } : s
+        }
+        const dead = c.instances.map(i => ({ i, seen: seen(i) })).find(({ i, seen }) => this.#liveness.observe(i.id, seen.alive) >= w.liveness.failAfter)
         if (dead === undefined || dead.seen.alive) continue
         this.#liveness.forget(dead.i.id)
         const why = dead.seen.why

@@ -18,6 +18,8 @@ export class Liveness {
   readonly #init: LivenessInit
   readonly #misses = new Map<string, number>()
   readonly #checkedAt = new Map<string, number>()
+  /** When each instance's host last answered that it is healthy (a place): its adverts from before say less. */
+  readonly #healthyAt = new Map<string, number>()
 
   constructor (init: LivenessInit) {
     this.#init = init
@@ -35,14 +37,21 @@ export class Liveness {
     return host === this.#init.overlay.peerId || this.#init.overlay.search({ kind: 'host' }).some(a => a.host === host && a.withdrawn !== true)
   }
 
-  /** Whether instance `i` is alive now, and if not, why. */
-  check (i: PlacedInstance): { alive: true } | { alive: false, why: string } {
+  /** Instance `id`'s host has just answered that it is healthy. */
+  healthy (id: string, at = Date.now()): void {
+    this.#healthyAt.set(id, at)
+  }
+
+  /** Whether instance `i` is alive now, and if not, why (`health`: it runs, and a health check fails). */
+  check (i: PlacedInstance): Seen {
     if (i.host === this.#init.overlay.peerId) {
       return this.#init.supervisor.has(i.id) ? judged(this.#init.supervisor.view(i.id)) : { alive: false, why: 'it is gone' }
     }
     if (!this.hostAlive(i.host)) return { alive: false, why: `its host ${i.host.slice(-8)} is gone (its adverts expired)` }
     const advert = this.#init.overlay.cache.get('instance', i.id)
-    return advert?.kind === 'instance' ? judged(advert.body) : { alive: false, why: 'its host no longer advertises it' }
+    if (advert?.kind !== 'instance') return { alive: false, why: 'its host no longer advertises it' }
+    // An advert from before its host answered that it is healthy (one still booting) is old news.
+    return advert.issuedAt < (this.#healthyAt.get(i.id) ?? 0) ? { alive: true } : judged(advert.body)
   }
 
   /** Counts one check of instance `id`: returns how many in a row it failed. */
@@ -54,11 +63,14 @@ export class Liveness {
 
   forget (id: string): void {
     this.#misses.delete(id)
+    this.#healthyAt.delete(id)
   }
 }
 
+export type Seen = { alive: true } | { alive: false, why: string, health?: true }
+
 /** Alive is running with no failing health check, whether its host says so itself or in its advert. */
-function judged (seen: { state: string, services: Array<{ health: string }> }): { alive: true } | { alive: false, why: string } {
+function judged (seen: { state: string, services: Array<{ health: string }> }): Seen {
   if (seen.state !== 'running') return { alive: false, why: `it is ${seen.state}` }
-  return seen.services.some(s => s.health === 'failing') ? { alive: false, why: 'a health check fails' } : { alive: true }
+  return seen.services.some(s => s.health === 'failing') ? { alive: false, why: 'a health check fails', health: true } : { alive: true }
 }
