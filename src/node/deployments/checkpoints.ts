@@ -15,7 +15,7 @@ import type { Snapshots } from '../instances/index.ts'
 import { isEarlierMaking, workloadAt, type Places } from './places.ts'
 
 export interface CheckpointsInit {
-  overlay: Pick<Overlay, 'peerId' | 'rpc'>
+  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost'>
   places: Pick<Places, 'authorised'>
   snapshots: Pick<Snapshots, 'take' | 'remove' | 'keep' | 'dir'>
   store: Pick<Store, 'snapshots'>
@@ -125,6 +125,8 @@ export class Checkpoints {
       await this.#init.fetcher.fetchBlob(`checkpoint of ${instance}`, file.blob, maxBytes, async () => [req.from], { owner: grant.owner, ticketFor: peer => peer === req.from ? file.ticket : undefined })
       return this.#init.blobs.path(file.blob)
     }
+    // The swarm fetches from the host that offers it alone: this host may not be connected to it yet.
+    if (!await this.#init.overlay.learnHost(req.from)) throw new XenosError('HOST_NOT_FOUND', `host ${req.from}, which offers the checkpoint, is not advertised on the overlay`)
     const blobs = [offer.state.blob, offer.disk.blob]
     for (const b of blobs) this.#receiving.set(b, (this.#receiving.get(b) ?? 0) + 1)
     try {
