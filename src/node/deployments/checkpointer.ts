@@ -5,6 +5,7 @@ import type { Description, Workload } from '../../deploy/index.ts'
 import type { Overlay } from '../../overlay/index.ts'
 import type { DeploymentRecord, PlacedInstance } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
+import { callHost } from '../remote.ts'
 import type { Checkpoints } from './checkpoints.ts'
 import type { ComponentOps } from './components.ts'
 import type { Liveness } from './liveness.ts'
@@ -139,8 +140,6 @@ export class Checkpointer {
 
   /** `method` on `host`, or `here` when it is this host. */
   async #call<T> (host: string, method: string, req: unknown, timeoutMs: number, here: () => Promise<unknown>, schema: z.ZodType<T>): Promise<T> {
-    if (host === this.#self) return schema.parse((await here()) ?? null)
-    await this.#init.overlay.learnHost(host)
-    return schema.parse(await this.#init.overlay.rpc.call(host, method, req, { timeoutMs }))
+    return schema.parse((host === this.#self ? await here() : await callHost(this.#init.overlay, host, method, req, timeoutMs)) ?? null)
   }
 }

@@ -16,7 +16,7 @@ export interface ComponentOpsInit {
   places: Pick<Places, 'place' | 'act'>
   deployer: Pick<Deployer, 'plan'>
   /** Told of each instance its host answered is healthy. */
-  liveness: Pick<Liveness, 'healthy'>
+  liveness: Pick<Liveness, 'healthy' | 'hostAlive'>
   log: Logger
 }
 
@@ -64,7 +64,7 @@ export class ComponentOps {
    * that is gone may come back, with what it ran).
    */
   async release (record: DeploymentRecord, path: string, i: PlacedInstance): Promise<void> {
-    if (i.host !== this.#self && !this.#init.overlay.search({ kind: 'host' }).some(a => a.host === i.host && a.withdrawn !== true)) {
+    if (!this.#init.liveness.hostAlive(i.host)) {
       this.abandon(record, path, i)
       return
     }

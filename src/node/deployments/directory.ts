@@ -8,7 +8,7 @@ import { callHost } from '../remote.ts'
 
 export interface DeploymentDirectoryInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'provide' | 'findProviders' | 'learnHost'>
-  store: { deployments: Pick<DeploymentTable, 'get' | 'list'> }
+  store: { deployments: Pick<DeploymentTable, 'get'> }
   verifier: RequestVerifier
   /** This host's own answers, for requests signed for it. */
   here: {
@@ -54,11 +54,7 @@ export class DeploymentDirectory {
     rpc.handle('deployment.terminate', signedSchema, async req => await this.#init.here.terminate(this.#signer(req.auth, 'deployment.terminate', req.name), req.name))
   }
 
-  /** Announces every deployment held here (after a start), and each new one as it comes. */
-  async announceAll (): Promise<void> {
-    for (const d of this.#init.store.deployments.list()) await this.announce(d.owner, d.name)
-  }
-
+  /** Announces that this host holds deployment `name` of `owner` (once: the overlay provides it again as it must). */
   async announce (owner: string, name: string): Promise<void> {
     const key = holdingKey(owner, name)
     if (this.#announced.has(key)) return
