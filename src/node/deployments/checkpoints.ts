@@ -2,17 +2,17 @@ import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
-  checkpointDropSchema, checkpointKeepSchema, checkpointTakeSchema, deploymentGrantValid, instanceIdOfPlace, sha256Hex, XenosError,
+  checkpointDropSchema, checkpointKeepSchema, checkpointTakeSchema, instanceIdOfPlace, XenosError,
   type CheckpointDrop, type CheckpointKeep, type CheckpointOffer, type CheckpointTake, type DeploymentGrant,
 } from '../../core/index.ts'
-import { resolveDescription, type Workload } from '../../deploy/index.ts'
+import type { Workload } from '../../deploy/index.ts'
 import { adoptOverlay, type BlobStore, type TemplateFetcher } from '../../images/index.ts'
 import type { Overlay } from '../../overlay/index.ts'
 import type { Store } from '../../store/index.ts'
 import type { BlobTickets } from '../blob-tickets.ts'
 import type { TemplateCatalog } from '../catalog.ts'
 import type { Snapshots } from '../instances/index.ts'
-import { isEarlierMaking, workloadAt, type Places } from './places.ts'
+import { checkActingFor, isEarlierMaking, signedWorkload, type Places } from './places.ts'
 
 export interface CheckpointsInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost'>
@@ -106,7 +106,7 @@ export class Checkpoints {
   /** Fetches the checkpoint host `req.from` offers and keeps it as snapshot `req.snapshot` (in place of `req.replaces`), at the word of supervisor `from`. */
   async keep (req: CheckpointKeep, from: string): Promise<{ snapshot: string, at: number }> {
     const { grant, offer } = req
-    this.#supervisor(grant, from)
+    checkActingFor(grant, from)
     const workload = this.#workload(req.text, grant, req.component)
     if (req.from === this.#self) throw new XenosError('INVALID_ARGUMENT', 'a checkpoint is kept on another host than its instance\'s')
     const instance = instanceIdOfPlace(req)
@@ -150,7 +150,7 @@ export class Checkpoints {
 
   /** Drops a checkpoint kept here, at the word of supervisor `from`. */
   async drop (req: CheckpointDrop, from: string): Promise<void> {
-    this.#supervisor(req.grant, from)
+    checkActingFor(req.grant, from)
     await this.#dropIfOf(req.snapshot, { ...req, generation: req.generation + 1 })
   }
 
@@ -162,15 +162,9 @@ export class Checkpoints {
     await this.#init.snapshots.remove(id)
   }
 
-  #supervisor (grant: DeploymentGrant, from: string): void {
-    if (!deploymentGrantValid(grant)) throw new XenosError('UNAUTHENTICATED', `deployment ${grant.name} is not signed by the owner it names`)
-    if (!grant.supervisors.includes(from)) throw new XenosError('FORBIDDEN', `host ${from} may not act for deployment ${grant.name}: its owner named ${grant.supervisors.join(', ')}`)
-  }
-
   /** The workload at `component` of the description `text` its owner signed in `grant`, which must ask for checkpoints. */
   #workload (text: string, grant: DeploymentGrant, component: string): Workload {
-    if (sha256Hex(text) !== grant.description) throw new XenosError('UNAUTHENTICATED', `the description sent is not the one the owner of deployment ${grant.name} signed`)
-    const workload = workloadAt(resolveDescription(text, `${grant.name}.yaml`), component)
+    const workload = signedWorkload(text, grant, component)
     if (workload?.checkpointMs === undefined) throw new XenosError('FORBIDDEN', `component ${component} of deployment ${grant.name} takes no checkpoints`)
     return workload
   }

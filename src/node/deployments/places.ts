@@ -1,6 +1,6 @@
 import {
   deploymentGrantValid, ENDED_STATES, instanceIdOfPlace, placeBytes, placeRequestSchema, REQUEST_MAX_SKEW_MS, sha256Hex, supervisedBytes, supervisedRequestSchema, XenosError,
-  type GrantPlace, type InstanceView, type PlaceRequest, type SupervisedRequest,
+  type DeploymentGrant, type GrantPlace, type InstanceView, type PlaceRequest, type SupervisedRequest,
 } from '../../core/index.ts'
 import { resolveDescription, type Component, type Description, type Workload } from '../../deploy/index.ts'
 import type { TemplateFetcher } from '../../images/index.ts'
@@ -62,11 +62,9 @@ export class Places {
     const { grant } = place
     const id = instanceIdOfPlace(place)
     if (place.host !== this.#self) throw new XenosError('UNAUTHENTICATED', `this place is on host ${place.host}, not on host ${this.#self}`)
-    if (!deploymentGrantValid(grant)) throw new XenosError('UNAUTHENTICATED', `deployment ${grant.name} is not signed by the owner it names`)
-    if (!grant.supervisors.includes(place.by)) throw new XenosError('FORBIDDEN', `host ${place.by} may not act for deployment ${grant.name}: its owner named ${grant.supervisors.join(', ')}`)
+    checkActingFor(grant, place.by)
     if (!await verifyHostSignature(place.by, placeBytes(unsigned), sig)) throw new XenosError('UNAUTHENTICATED', `host ${place.by} did not sign this place`)
-    if (sha256Hex(text) !== grant.description) throw new XenosError('UNAUTHENTICATED', `the description sent is not the one the owner of deployment ${grant.name} signed`)
-    const workload = workloadAt(resolveDescription(text, `${grant.name}.yaml`), place.component)
+    const workload = signedWorkload(text, grant, place.component)
     if (workload === undefined) throw new XenosError('INVALID_ARGUMENT', `deployment ${grant.name} has no component ${place.component} with a template`)
     if (place.index >= workload.count) throw new XenosError('INVALID_ARGUMENT', `component ${place.component} has ${workload.count} instance(s), not ${place.index + 1}`)
     const unknown = Object.keys(req.env).filter(k => !(k in workload.env))
@@ -132,6 +130,18 @@ export class Places {
     this.#init.verifier.claimOnce(root.grant.owner, req.sig, req.at)
     return root
   }
+}
+
+/** Throws unless `grant` is signed by the owner it names and names host `by` among its supervisors. */
+export function checkActingFor (grant: DeploymentGrant, by: string): void {
+  if (!deploymentGrantValid(grant)) throw new XenosError('UNAUTHENTICATED', `deployment ${grant.name} is not signed by the owner it names`)
+  if (!grant.supervisors.includes(by)) throw new XenosError('FORBIDDEN', `host ${by} may not act for deployment ${grant.name}: its owner named ${grant.supervisors.join(', ')}`)
+}
+
+/** The workload at `component` of description `text`, once it is checked to be the text the owner signed in `grant`. */
+export function signedWorkload (text: string, grant: DeploymentGrant, component: string): Workload | undefined {
+  if (sha256Hex(text) !== grant.description) throw new XenosError('UNAUTHENTICATED', `the description sent is not the one the owner of deployment ${grant.name} signed`)
+  return workloadAt(resolveDescription(text, `${grant.name}.yaml`), component)
 }
 
 /** How many makings back a checkpoint may be of: a checkpoint is taken of every making that runs long enough. */
