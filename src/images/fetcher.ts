@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { XenosError, type AdvertOf, type FetchProgress, type Template, type TemplateManifest } from '../core/index.ts'
 import type { BlobStore } from './blobs.ts'
+import { HeldBlobs } from './held.ts'
 import type { TemplateLibrary } from './library.ts'
 import type { Overlay } from '../overlay/index.ts'
 import { swarmFetch, type SwarmProgress } from '../transfer/index.ts'
@@ -59,7 +60,7 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
   readonly #pullProgress = new Map<string, Map<string, FetchProgress>>()
   readonly counters = { fetchedBytes: 0, penalties: 0 }
   /** The image files of templates being pulled, until each template is kept: others may fetch them from here meanwhile, and garbage collection keeps them. */
-  readonly #pulling = new Map<string, number>()
+  readonly #pulling = new HeldBlobs()
 
   constructor (init: TemplateFetcherInit) {
     super()
@@ -97,7 +98,7 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
   }
 
   pulling (): string[] {
-    return [...this.#pulling.keys()]
+    return this.#pulling.list()
   }
 
   async #pull (id: string, known: TemplateManifest | undefined): Promise<Pulled> {
@@ -113,20 +114,13 @@ export class TemplateFetcher extends EventEmitter<{ progress: [TransferView], do
     const manifest = known ?? await this.#manifest(id)
     const image = manifest.image
     const missing = await this.#init.library.missingBlobs(manifest)
-    for (const blob of missing) this.#pulling.set(blob, (this.#pulling.get(blob) ?? 0) + 1)
-    try {
+    return await this.#pulling.during(missing, async () => {
       const fetched = await Promise.all(missing.map(async blob => {
         const maxBytes = blob === image?.disk || blob === image?.base ? image.diskBytes : MAX_BOOT_FILE_BYTES
         return await this.fetchBlob(id, blob, maxBytes, async () => await this.#holders(id))
       }))
       return { template: await this.#keep(id, manifest), fetched: fetched.reduce((a, b) => a + b, 0) }
-    } finally {
-      for (const blob of missing) {
-        const n = (this.#pulling.get(blob) ?? 1) - 1
-        if (n <= 0) this.#pulling.delete(blob)
-        else this.#pulling.set(blob, n)
-      }
-    }
+    })
   }
 
   async #keep (id: string, manifest: TemplateManifest): Promise<Template> {

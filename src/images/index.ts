@@ -13,6 +13,7 @@
 export { parseManifest, validateManifest, templateId, MAX_MANIFEST_BYTES } from './manifest.ts'
 export { TemplateLibrary, MIN_ID_PREFIX } from './library.ts'
 export { BlobStore, PartialBlob, blobIdOfFile } from './blobs.ts'
+export { HeldBlobs } from './held.ts'
 export { NameRegistry } from './names.ts'
 export { TemplateFetcher, type Pulled, type TransferView } from './fetcher.ts'
 export { deriveDisk, tailoredManifest, type DeriveInput } from './derive.ts'

@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { BLOB_ID_PATTERN, dataFileViewSchema, formatDataUri, parseDataUri, requestAuthSchema, XenosError, type DataRef, type RequestAuth } from '../core/index.ts'
 import type { DataContent, DataRepository } from '../data/index.ts'
-import type { BlobStore, TemplateFetcher } from '../images/index.ts'
+import { HeldBlobs, type BlobStore, type TemplateFetcher } from '../images/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { BlobTickets } from './blob-tickets.ts'
 import type { RequestVerifier } from './replay.ts'
@@ -57,7 +57,7 @@ function holdingKey (ref: DataRef): string {
 export class DataAccess {
   readonly #init: DataAccessInit
   /** Copies of other hosts' files held here while they are read, by blob. */
-  readonly #relayed = new Map<string, number>()
+  readonly #relayed = new HeldBlobs()
 
   constructor (init: DataAccessInit) {
     this.#init = init
@@ -74,7 +74,7 @@ export class DataAccess {
 
   /** Blobs of other hosts' files being read here now: garbage collection keeps them. */
   relayed (): string[] {
-    return [...this.#relayed.keys()]
+    return this.#relayed.list()
   }
 
   /** Announces every file held here (after a start). */
@@ -112,15 +112,9 @@ export class DataAccess {
         this.#init.log.debug({ err, host, uri }, 'a host announcing a file could not give it')
         continue
       }
-      this.#relayed.set(stat.blob, (this.#relayed.get(stat.blob) ?? 0) + 1)
+      this.#relayed.hold([stat.blob])
       const release = async (): Promise<void> => {
-        const n = (this.#relayed.get(stat.blob) ?? 1) - 1
-        if (n > 0) {
-          this.#relayed.set(stat.blob, n)
-          return
-        }
-        this.#relayed.delete(stat.blob)
-        await this.#init.collect()
+        if (this.#relayed.release([stat.blob]).length > 0) await this.#init.collect()
       }
       try {
         if (!await this.#init.blobs.has(stat.blob)) {

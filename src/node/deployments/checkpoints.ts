@@ -6,7 +6,7 @@ import {
   type CheckpointDrop, type CheckpointKeep, type CheckpointOffer, type CheckpointTake, type DeploymentGrant,
 } from '../../core/index.ts'
 import type { Workload } from '../../deploy/index.ts'
-import { adoptOverlay, type BlobStore, type TemplateFetcher } from '../../images/index.ts'
+import { adoptOverlay, HeldBlobs, type BlobStore, type TemplateFetcher } from '../../images/index.ts'
 import type { Overlay } from '../../overlay/index.ts'
 import type { Store } from '../../store/index.ts'
 import type { BlobTickets } from '../blob-tickets.ts'
@@ -44,7 +44,7 @@ export class Checkpoints {
   /** What this host offers of each instance's latest checkpoint, until when. */
   readonly #offers = new Map<string, { at: number, blobs: string[], until: number }>()
   /** Blobs of checkpoints being kept here now. */
-  readonly #receiving = new Map<string, number>()
+  readonly #receiving = new HeldBlobs()
 
   constructor (init: CheckpointsInit) {
     this.#init = init
@@ -70,7 +70,7 @@ export class Checkpoints {
   /** Blobs garbage collection keeps: those offered to keepers, and those being kept. */
   held (now = Date.now()): string[] {
     for (const [id, offer] of this.#offers) if (offer.until < now) this.#offers.delete(id)
-    return [...[...this.#offers.values()].flatMap(o => o.blobs), ...this.#receiving.keys()]
+    return [...[...this.#offers.values()].flatMap(o => o.blobs), ...this.#receiving.list()]
   }
 
   /** Snapshots an instance placed here, at its supervisor's word, and offers the snapshot to `req.keeper`. */
@@ -127,22 +127,14 @@ export class Checkpoints {
     }
     // The swarm fetches from the host that offers it alone: this host may not be connected to it yet.
     if (!await this.#init.overlay.learnHost(req.from)) throw new XenosError('HOST_NOT_FOUND', `host ${req.from}, which offers the checkpoint, is not advertised on the overlay`)
-    const blobs = [offer.state.blob, offer.disk.blob]
-    for (const b of blobs) this.#receiving.set(b, (this.#receiving.get(b) ?? 0) + 1)
-    try {
+    await this.#receiving.during([offer.state.blob, offer.disk.blob], async () => {
       const files = { state: await fetch(offer.state, memory * 2 ** 20 + STATE_OVERHEAD_BYTES), disk: await fetch(offer.disk, 2 * image.diskBytes) }
       await this.#init.snapshots.keep(
         { id: req.snapshot, instanceId: instance, templateId: named.id, owner: grant.owner, createdAt: offer.at },
         files,
         async disk => { await adoptOverlay(disk, this.#init.blobs.path(image.disk), image.diskFormat) },
       )
-    } finally {
-      for (const b of blobs) {
-        const n = (this.#receiving.get(b) ?? 1) - 1
-        if (n > 0) this.#receiving.set(b, n)
-        else this.#receiving.delete(b)
-      }
-    }
+    })
     if (req.replaces !== undefined) await this.#dropIfOf(req.replaces, { ...req, generation: req.generation + 1 })
     this.#init.log.info({ deployment: grant.name, component: req.component, instance, snapshot: req.snapshot, from: req.from }, 'kept a checkpoint')
     return { snapshot: req.snapshot, at: offer.at }
