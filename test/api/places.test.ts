@@ -122,6 +122,7 @@ describe('places under a deployment', () => {
     await assert.rejects(host.checkpoints.keep(keep(ck, TEXT), supervisor.id), /not the one the owner of deployment ck signed/)
     await assert.rejects(host.checkpoints.keep(keep(grant, TEXT), supervisor.id), /takes no checkpoints/)
     await assert.rejects(host.checkpoints.keep(keep(ck, text), supervisor.id), /is not a VM's/)
+    await assert.rejects(host.checkpoints.keep(keep({ ...ck, supervisors: [rogue.id] }, text), rogue.id), /not signed by the owner/)
 
     // A snapshot of the owner's that is not a checkpoint of the place resumed.
     host.store.snapshots.insert({ id: 's-00000000000000aa', instanceId: made.id, templateId: template, owner: alice.id, createdAt: Date.now() })
@@ -129,6 +130,11 @@ describe('places under a deployment', () => {
       await assert.rejects(host.places.place(await request({ grant: ck, text, generation: 1, snapshot: 's-00000000000000ab' })), /keeps no checkpoint s-00000000000000ab/)
       await assert.rejects(host.places.place(await request({ grant: ck, text, generation: 1, snapshot: 's-00000000000000aa' })), /is not a checkpoint of instance 0 of component web of deployment ck/)
       await assert.rejects(host.places.place(await request({ generation: 1, snapshot: 's-00000000000000aa' })), /takes no checkpoints to resume from/)
+      // Nor may a checkpoint's drop reach it: not from a host the grant does not name, nor as one of another deployment.
+      const drop = { grant: ck, component: 'web', index: 0, generation: 0, snapshot: 's-00000000000000aa' }
+      await assert.rejects(host.checkpoints.drop(drop, rogue.id), /may not act for deployment ck/)
+      await assert.rejects(host.checkpoints.drop(drop, supervisor.id), /is not a checkpoint of component web of deployment ck/)
+      assert.ok(host.store.snapshots.get('s-00000000000000aa') !== undefined, 'the snapshot stays')
     } finally {
       host.store.snapshots.remove('s-00000000000000aa')
     }

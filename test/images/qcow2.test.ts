@@ -4,7 +4,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { BlobStore, deriveDisk } from '../../src/images/index.ts'
-import { checkTailoredDisk } from '../../src/images/qcow2.ts'
+import { adoptOverlay, checkTailoredDisk, readQcow2 } from '../../src/images/qcow2.ts'
 import { tempDir } from '../helpers/cluster.ts'
 
 function has (tool: string): boolean {
@@ -60,5 +60,22 @@ describe('tailored disks', { skip }, () => {
     await assert.rejects(checkTailoredDisk(make('data.qcow2', ['-o', `data_file=${join(dir, 'data.raw')}`]), id, 32 * 1024 * 1024), /external data file/)
     await assert.rejects(checkTailoredDisk(make('size.qcow2', ['-u', '-F', 'raw', '-b', hex]), id, 16 * 1024 * 1024), /not the 16777216/)
     await assert.rejects(checkTailoredDisk(join(dir, 'base.raw'), id, 32 * 1024 * 1024), /not a qcow2 image/)
+  })
+  it('adopts a snapshot\'s disk from another host only as an overlay on the template\'s image, named anew here', async () => {
+    const { dir, store, id } = await base()
+    const here = store.path(id)
+    const make = (name: string, args: string[]): string => {
+      const path = join(dir, name)
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', ...args, path, '32M'])
+      return path
+    }
+    // What a rogue host could offer as a checkpoint's disk: one that reads the keeper's files.
+    await assert.rejects(adoptOverlay(make('passwd.qcow2', ['-u', '-F', 'raw', '-b', '/etc/passwd']), here, 'raw'), /must be an overlay on its template's image/)
+    await assert.rejects(adoptOverlay(make('fmt.qcow2', ['-u', '-F', 'qcow2', '-b', `/elsewhere/${id.slice(7)}`]), here, 'raw'), /must be an overlay on its template's image/)
+    await assert.rejects(adoptOverlay(make('data.qcow2', ['-o', `data_file=${join(dir, 'data.raw')}`]), here, 'raw'), /external data file/)
+    // The other host's path to the same image becomes this host's.
+    const theirs = make('theirs.qcow2', ['-u', '-F', 'raw', '-b', `/var/lib/other/blobs/sha256/${id.slice(7)}`])
+    await adoptOverlay(theirs, here, 'raw')
+    assert.equal((await readQcow2(theirs)).backingFile, here)
   })
 })
