@@ -29,6 +29,8 @@ export interface StartOptions {
   bootstrap?: TestHost[]
   advertTtl?: number
   extraArgs?: string[]
+  /** Options for node itself, before the script: a heap limit. */
+  nodeArgs?: string[]
   dataDir?: string
 }
 
@@ -44,7 +46,7 @@ export async function startHost (o: StartOptions): Promise<TestHost> {
   await rm(join(dataDir, 'host.json'), { force: true })
   const port = apiPort++
   const args = [
-    '--disable-warning=ExperimentalWarning', join(ROOT, 'src/cli/xenosd.ts'),
+    '--disable-warning=ExperimentalWarning', ...(o.nodeArgs ?? []), join(ROOT, 'src/cli/xenosd.ts'),
     '--data', dataDir, '--api', `127.0.0.1:${port}`, '--listen', '/ip4/127.0.0.1/tcp/0', '--name', o.name,
     '--advert-ttl', String(o.advertTtl ?? 6), '--log-level', process.env.XENOS_TEST_LOG ?? 'warn',
     ...(o.bootstrap ?? []).flatMap(h => ['--bootstrap', h.info.multiaddrs[0] ?? '']),
