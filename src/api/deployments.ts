@@ -12,11 +12,11 @@ const nameParams = z.strictObject({ name: z.string().min(1).max(63) })
 export function registerDeploymentRoutes (api: Api, host: ApiHost): void {
   api.post('/v1/deployments', {
     schema: {
-      summary: 'Run a description (see docs/descriptions.md) on this host, which supervises it: its grant, signed by its owner over the text\'s digest, must name this host. With `Accept: text/event-stream`: the deployment after each step as `progress`, then `result` or `error`',
+      summary: 'Run a description (see docs/descriptions.md), or update a deployment that runs to it: its grant, signed by its owner over the text\'s digest, names the hosts that supervise it (an update keeps those it has); applied here, or relayed to the one of them that acts for it now. With `Accept: text/event-stream`: the deployment after each step as `progress`, then `result` or `error`',
       body: applyRequestSchema,
       response: { 200: deploymentViewSchema, ...errors },
     },
-  }, async (req, reply) => await withProgress(req, reply, 200, async progress => await host.deployments.apply(req.body, progress)))
+  }, async (req, reply) => await withProgress(req, reply, 200, async progress => await host.deployments.directory.apply(req.body, progress)))
 
   api.get('/v1/deployments', {
     schema: { summary: 'The signer\'s deployments this host supervises', ...signedBy('owner', 'deployments on this host\'s id'), response: { 200: z.object({ deployments: z.array(deploymentViewSchema) }), ...errors } },

@@ -28,9 +28,26 @@ function recentEvents (d: DeploymentView): string {
   return rows.length === 0 ? '' : `\n\nrecent events:\n${table(['COMPONENT', 'WHEN', 'EVENT'], rows)}`
 }
 
-/** The host that supervises the user's deployment `name` now, found through the host the CLI talks to (which relays requests signed for it). */
+/** Where the user's deployment `name` is supervised, found through the host the CLI talks to (which relays requests signed for it). */
+async function supervisionOf (api: ApiClient, name: string): Promise<Supervision> {
+  return await api.get<Supervision>(`/v1/deployments/${encodeURIComponent(name)}/supervisors?owner=${encodeURIComponent(api.owner)}`)
+}
+
+/** The host that supervises the user's deployment `name` now. */
 async function supervisorOf (api: ApiClient, name: string): Promise<string> {
-  return (await api.get<Supervision>(`/v1/deployments/${encodeURIComponent(name)}/supervisors?owner=${encodeURIComponent(api.owner)}`)).acting
+  return (await supervisionOf(api, name)).acting
+}
+
+/** The supervisors an apply of deployment `name` names: those it has, if it runs (an update keeps them), else this host and the first `count - 1` others. */
+async function supervisorsFor (api: ApiClient, name: string, count: number): Promise<{ supervisors: string[], update: boolean }> {
+  const held = await supervisionOf(api, name).catch((err: unknown) => {
+    if (err instanceof XenosError && err.code === 'DEPLOYMENT_NOT_FOUND') return undefined
+    throw err
+  })
+  if (held !== undefined && held.state !== 'terminated') return { supervisors: held.supervisors, update: true }
+  const self = await api.hostId()
+  const { hosts } = await api.get<{ hosts: HostRow[] }>('/v1/peers')
+  return { supervisors: [self, ...hosts.map(h => h.id).filter(h => h !== self).slice(0, count - 1)], update: false }
 }
 
 /** Shows a deployment's progress on stderr: a line each time a component changes. */
@@ -47,18 +64,18 @@ function progressPrinter (): (v: DeploymentView) => void {
 
 /** `xenos apply`, `xenos deployment …` and `xenos terminate`: whole deployments from descriptions (docs/descriptions.md). */
 export function registerDeploymentCommands (program: Command): void {
-  program.command('apply <file>').description('Run a description of a whole deployment (docs/descriptions.md) on this host, which supervises it')
-    .option('--supervisors <n>', 'hosts that hold the deployment and may act for you: this one, and the first others that take over if it dies (1 to 5)', Number, 3)
+  program.command('apply <file>').description('Run a description of a whole deployment (docs/descriptions.md) on this host, which supervises it; applied again, changed, it updates the deployment in place')
+    .option('--supervisors <n>', 'hosts that hold the deployment and may act for you: this one, and the first others that take over if it dies (1 to 5; an update keeps those it has)', Number, 3)
     .action(async (file: string, o: { supervisors: number }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const text = await readFile(file, 'utf8')
       // Resolved here first: a mistake is shown with its line before anything is sent.
       const { name } = resolveDescription(text, file)
       if (!Number.isInteger(o.supervisors) || o.supervisors < 1 || o.supervisors > 5) throw new XenosError('INVALID_ARGUMENT', '--supervisors must be a whole number from 1 to 5')
-      const self = await api.hostId()
-      const { hosts } = await api.get<{ hosts: HostRow[] }>('/v1/peers')
-      const supervisors = [self, ...hosts.map(h => h.id).filter(h => h !== self).slice(0, o.supervisors - 1)]
-      process.stderr.write(`applying ${name}, supervised by this host${supervisors.length > 1 ? ` (and ${supervisors.length - 1} more, should it die)` : ''}…\n`)
+      const { supervisors, update } = await supervisorsFor(api, name, o.supervisors)
+      process.stderr.write(update
+        ? `updating ${name}, supervised by ${supervisors.map(shortId).join(', ')}: what changed is made anew, one instance at a time…\n`
+        : `applying ${name}, supervised by this host${supervisors.length > 1 ? ` (and ${supervisors.length - 1} more, should it die)` : ''}…\n`)
       const d = await api.apply(name, text, supervisors, progressPrinter())
       out(flags, d, () => deploymentTable(d))
       if (d.state !== 'running') process.exitCode = 1

@@ -27,6 +27,8 @@ export const checkpointSchema = z.strictObject({
   host: peerIdSchema,
   snapshot: snapshotIdSchema,
   at: z.number().int(),
+  /** The signature of the grant its instance was placed under, when that is an earlier one than the deployment's. */
+  grant: z.string().max(200).optional(),
 })
 export type Checkpoint = z.infer<typeof checkpointSchema>
 
@@ -57,7 +59,7 @@ export const deploymentViewSchema = z.strictObject({
 export type DeploymentView = z.infer<typeof deploymentViewSchema>
 
 /** Where a deployment is supervised: the host acting for it now, and every host that holds it. */
-export const supervisionSchema = z.strictObject({ acting: peerIdSchema, supervisors: z.array(peerIdSchema) })
+export const supervisionSchema = z.strictObject({ acting: peerIdSchema, supervisors: z.array(peerIdSchema), state: z.enum(DEPLOYMENT_STATES) })
 export type Supervision = z.infer<typeof supervisionSchema>
 
 /**

@@ -157,6 +157,8 @@ const MIGRATIONS: readonly string[] = [
   // Deployments are held by several supervisors: which one acts, since which takeover.
   `ALTER TABLE deployments ADD COLUMN acting TEXT NOT NULL DEFAULT '';
    ALTER TABLE deployments ADD COLUMN term INTEGER NOT NULL DEFAULT 0;`,
+  // Descriptions a deployment ran before an update, which some of its instances still run under.
+  `ALTER TABLE deployments ADD COLUMN earlier TEXT NOT NULL DEFAULT '[]';`,
 ]
 
 export type Database = DatabaseSync

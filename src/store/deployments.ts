@@ -8,6 +8,8 @@ export interface PlacedInstance {
   generation: number
   id: string
   host: string
+  /** The signature of the grant it was placed under, when that is an earlier one than the deployment's (see `earlier`). */
+  grant?: string | undefined
 }
 
 /** What a supervising host knows of one component of a deployment it runs. */
@@ -25,6 +27,10 @@ export interface ComponentRecord {
    * its host is heard of again, so that a host that comes back runs no second copy.
    */
   orphans?: PlacedInstance[] | undefined
+  /** Its instances are of an earlier description than the deployment's, and are made anew one by one (a rolling update). */
+  outdated?: boolean | undefined
+  /** Instances a rolling update replaced whose successors are not healthy yet: ended once they are. */
+  retiring?: PlacedInstance[] | undefined
   /** The latest checkpoint of each of its instances, where it is kept (components with `checkpoint`). */
   checkpoints?: Checkpoint[] | undefined
   /** The last thing that happened to it, for its owner to read. */
@@ -32,6 +38,12 @@ export interface ComponentRecord {
   /** What happened to it lately, oldest first (at most COMPONENT_EVENTS_KEPT). */
   events?: ComponentEvent[] | undefined
   updatedAt: number
+}
+
+/** A description a deployment ran before it was updated, as its owner signed it. */
+export interface EarlierDescription {
+  text: string
+  grant: DeploymentGrant
 }
 
 /** One thing that happened to a component, and when. */
@@ -49,6 +61,8 @@ export interface DeploymentRecord {
   /** The description's text, as its owner signed its digest in `grant`. */
   text: string
   grant: DeploymentGrant
+  /** Earlier descriptions and grants that instances (or their checkpoints) still run under, during and after an update. */
+  earlier: EarlierDescription[]
   state: DeploymentState
   /** By component path. */
   components: Record<string, ComponentRecord>
@@ -65,6 +79,7 @@ const rows = new Rows<DeploymentRecord>('deployments', {
   name: 'plain',
   text: 'plain',
   grant: 'json',
+  earlier: 'json',
   state: 'plain',
   components: 'json',
   error: 'plain',
@@ -73,7 +88,7 @@ const rows = new Rows<DeploymentRecord>('deployments', {
   createdAt: 'plain',
   updatedAt: 'plain',
 })
-const CHANGING: Array<keyof DeploymentRecord> = ['state', 'components', 'error', 'acting', 'term', 'updatedAt']
+const CHANGING: Array<keyof DeploymentRecord> = ['text', 'grant', 'earlier', 'state', 'components', 'error', 'acting', 'term', 'updatedAt']
 
 /** The deployments this host supervises. Every step of one is written before the next is taken. */
 export class DeploymentTable {
@@ -92,7 +107,7 @@ export class DeploymentTable {
     this.#db.prepare(rows.insert('INSERT OR REPLACE')).run(...rows.values(d))
   }
 
-  update (owner: string, name: string, change: Partial<Pick<DeploymentRecord, 'state' | 'components' | 'error' | 'acting' | 'term'>>, now = Date.now()): DeploymentRecord | undefined {
+  update (owner: string, name: string, change: Partial<Pick<DeploymentRecord, 'text' | 'grant' | 'earlier' | 'state' | 'components' | 'error' | 'acting' | 'term'>>, now = Date.now()): DeploymentRecord | undefined {
     const current = this.get(owner, name)
     if (current === undefined) return undefined
     const next: DeploymentRecord = { ...current, ...change, updatedAt: now }

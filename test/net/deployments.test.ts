@@ -115,6 +115,53 @@ describe('deployments from descriptions', () => {
     await assert.rejects(cli(a, alice, ['apply', bad]), /bad\.yaml:5:20: components\.workers\.env\.MASTER: TBD not overridden/)
   })
 
+  it('updates a running deployment to a changed description one instance at a time, through a host that holds no copy', async () => {
+    const dir = await tempDir('update')
+    const v1 = join(dir, 'v1.yaml')
+    const v2 = join(dir, 'v2.yaml')
+    const withExtra = DESCRIPTION.replace('    count: 3\n', '    count: 2\n') + '  extra:\n    template: dmaster\n'
+    await writeFile(v1, withExtra)
+    // The workers' environment changes and they are one more; extra goes, cache comes; the master stays as it was.
+    await writeFile(v2, DESCRIPTION.replace('ROLE: worker }', 'ROLE: updated }') + '  cache:\n    template: dmaster\n    after: [workers]\n')
+    const before = await cli(a, alice, ['apply', v1])
+    assert.equal(before.state, 'running', JSON.stringify(before))
+    const instancesOf = (d: any, path: string): any[] => d.components.find((c: any) => c.path === path)?.instances ?? []
+    const oldWorkers = new Set(instancesOf(before, 'workers').map((i: any) => i.id))
+
+    const outsider = hosts.find(h => !before.supervisors.includes(h.info.peerId)) as TestHost
+    const after = await cli(outsider, alice, ['apply', v2])
+    assert.equal(after.state, 'running', JSON.stringify(after))
+    assert.equal(after.supervisor, a.info.peerId, 'relayed to the supervisor, which keeps acting')
+    assert.deepEqual(after.supervisors, before.supervisors, 'an update keeps the supervisors')
+    assert.deepEqual(after.components.map((c: any) => [c.path, c.state]), [['master', 'running'], ['workers', 'running'], ['cache', 'running']])
+    assert.deepEqual(instancesOf(after, 'master'), instancesOf(before, 'master'), 'the master, unchanged, runs on as it was')
+    const workers = instancesOf(after, 'workers')
+    assert.equal(workers.length, 3)
+    assert.ok(workers.every((i: any) => !oldWorkers.has(i.id)), 'every worker is made anew')
+    for (const i of workers) {
+      const w = await cli(a, alice, ['instance', 'show', i.id])
+      assert.equal((await httpGet(`${w.endpoints[0].url as string}/role`))?.trim(), 'updated')
+      assert.equal((await eventually(async () => await httpGet(`${w.endpoints[0].url as string}/seen`), 15_000, `worker ${w.id as string} to reach the master`)).trim(), 'master ok')
+    }
+    // One at a time: each old worker ends only after the one replacing it is healthy, before the next is made.
+    const shown = await cli(a, alice, ['deployment', 'show', 'pi'])
+    const steps = shown.components.find((c: any) => c.path === 'workers').events.map((e: any) => e.event as string)
+      .filter((e: string) => /^(updating|adding|ended)/.test(e)).map((e: string) => e.split(' ')[0])
+    assert.deepEqual(steps.slice(-5), ['updating', 'ended', 'updating', 'ended', 'adding'], steps.join(', '))
+
+    const running = new Map<string, string[]>()
+    for (const h of hosts) {
+      for (const v of (await getJson<{ instances: any[] }>(h, '/v1/instances')).instances.filter((x: any) => x.host === h.info.peerId)) running.set(v.id, [...running.get(v.id) ?? [], v.name])
+    }
+    const names = [...running.values()].flat()
+    assert.ok(!names.includes('pi-extra'), 'the component the update dropped is ended')
+    assert.deepEqual([...running.keys()].filter(id => oldWorkers.has(id)), [], 'no old worker is left running')
+    assert.equal(names.filter(n => n.startsWith('pi-workers-')).length, 3)
+
+    assert.equal((await cli(a, alice, ['terminate', 'pi'])).state, 'terminated')
+    for (const h of hosts) assert.deepEqual((await getJson(h, '/v1/instances')).instances.filter((v: any) => v.host === h.info.peerId), [], `host ${h.name} keeps nothing`)
+  })
+
   it('carries on where it was when its supervisor is killed half-way, making each instance once', async () => {
     const dir = await tempDir('later')
     await writeFile(join(dir, 'slow.yaml'), webTemplate('dslow', 'echo slow > www/index.html; sleep 12;', '/'))

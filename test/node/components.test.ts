@@ -15,7 +15,7 @@ describe('the events of a deployment\'s components', () => {
     const self = await hostKey()
     const grant = signDeploymentGrant(owner, { name: 'site', description: sha256Hex(TEXT), supervisors: [self.id] })
     const store = openStore(':memory:')
-    store.deployments.insert({ owner: owner.id, name: 'site', text: TEXT, grant, state: 'applying', components: {}, error: null, acting: self.id, term: 0, createdAt: 1, updatedAt: 1 })
+    store.deployments.insert({ owner: owner.id, name: 'site', text: TEXT, grant, earlier: [], state: 'applying', components: {}, error: null, acting: self.id, term: 0, createdAt: 1, updatedAt: 1 })
     const ops = new ComponentOps({ overlay: { peerId: self.id } as never, store, places: {} as never, deployer: {} as never, liveness: {} as never, log: pino({ level: 'silent' }) })
 
     ops.setComponent(owner.id, 'site', 'web', { state: 'deploying', event: 'placing 1 instance(s) on 1 host(s)' })

@@ -10,6 +10,7 @@ import type { Checkpoints } from './checkpoints.ts'
 import type { ComponentOps } from './components.ts'
 import type { Liveness } from './liveness.ts'
 import { workloadsOf } from './order.ts'
+import { placedUnder } from './updates.ts'
 
 export interface CheckpointerInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost'>
@@ -95,11 +96,11 @@ export class Checkpointer {
       ? previous.host
       // Any host with room for it but its own: a placement that names a host names where it runs, not where its checkpoints go.
       : ops.choose({ ...w, placement: { ...w.placement, host: undefined, spread: undefined } }, await this.#init.catalog.resolve(w.template), 1, new Set([i.host]))[0] ?? ''
-    const take: CheckpointTake = { request: await ops.signed(record, i, 'checkpoint'), text: record.text, keeper }
+    const under = placedUnder(record, i)
+    const take: CheckpointTake = { request: await ops.signed(record, i, 'checkpoint'), text: under.text, keeper }
     const offer = await this.#call(i.host, 'checkpoint.take', take, TAKE_TIMEOUT_MS, async () => await this.#init.checkpoints.take(take), checkpointOfferSchema)
     const keep: CheckpointKeep = {
-      text: record.text,
-      grant: record.grant,
+      ...under,
       component: w.path,
       index: i.index,
       generation: i.generation,
@@ -109,31 +110,33 @@ export class Checkpointer {
       ...previous?.host === keeper ? { replaces: previous.snapshot } : {},
     }
     const kept = await this.#call(keeper, 'checkpoint.keep', keep, KEEP_TIMEOUT_MS, async () => await this.#init.checkpoints.keep(keep, this.#self), keptSchema)
-    const checkpoint: Checkpoint = { index: i.index, instance: i.id, generation: i.generation, host: keeper, snapshot: kept.snapshot, at: kept.at }
+    const checkpoint: Checkpoint = { index: i.index, instance: i.id, generation: i.generation, host: keeper, snapshot: kept.snapshot, at: kept.at, ...i.grant === undefined ? {} : { grant: i.grant } }
     const c = ops.get(owner, name).components[w.path]
     // Made anew meanwhile: this checkpoint is of what is gone (a replacement from it is already under way, or not wanted).
     if (c?.instances.find(x => x.index === i.index)?.id !== i.id) {
       this.#tried.delete(i.id)
-      await this.drop(record, w, checkpoint)
+      await this.drop(record, w.path, checkpoint)
       return
     }
     ops.setComponent(owner, name, w.path, { checkpoints: [...(c.checkpoints ?? []).filter(cp => cp.index !== i.index), checkpoint] })
-    if (previous !== undefined && previous.host !== keeper) await this.drop(record, w, previous)
+    if (previous !== undefined && previous.host !== keeper) await this.drop(record, w.path, previous)
   }
 
-  /** Drops every checkpoint component `w` has (its deployment ends). */
-  async dropAll (record: DeploymentRecord, w: Workload): Promise<void> {
-    const checkpoints = this.#init.ops.get(record.owner, record.name).components[w.path]?.checkpoints ?? []
+  /** Drops the checkpoints of component `path` that `which` picks: all of them (it ends), or those of an earlier description (it was updated). */
+  async dropAll (record: DeploymentRecord, path: string, which: (cp: Checkpoint) => boolean = () => true): Promise<void> {
+    const checkpoints = (this.#init.ops.get(record.owner, record.name).components[path]?.checkpoints ?? []).filter(which)
     for (const cp of checkpoints) {
       this.#tried.delete(cp.instance)
-      await this.drop(record, w, cp)
+      await this.drop(record, path, cp)
     }
-    if (checkpoints.length > 0) this.#init.ops.setComponent(record.owner, record.name, w.path, { checkpoints: [] })
+    const dropped = new Set(checkpoints.map(cp => cp.snapshot))
+    const left = (this.#init.ops.get(record.owner, record.name).components[path]?.checkpoints ?? []).filter(cp => !dropped.has(cp.snapshot))
+    if (checkpoints.length > 0) this.#init.ops.setComponent(record.owner, record.name, path, { checkpoints: left })
   }
 
   /** Has the keeper of `cp` drop it, if it can be reached: a keeper that is gone took it along. */
-  async drop (record: DeploymentRecord, w: Workload, cp: Checkpoint): Promise<void> {
-    const req: CheckpointDrop = { grant: record.grant, component: w.path, index: cp.index, generation: cp.generation, snapshot: cp.snapshot }
+  async drop (record: DeploymentRecord, path: string, cp: Checkpoint): Promise<void> {
+    const req: CheckpointDrop = { grant: placedUnder(record, cp).grant, component: path, index: cp.index, generation: cp.generation, snapshot: cp.snapshot }
     await this.#call(cp.host, 'checkpoint.drop', req, TAKE_TIMEOUT_MS, async () => { await this.#init.checkpoints.drop(req, this.#self) }, z.null())
       .catch((err: unknown) => { this.#init.log.warn({ err, snapshot: cp.snapshot, host: cp.host }, 'could not drop a checkpoint') })
   }

@@ -9,6 +9,7 @@ import type { ComponentRecord, DeploymentRecord, DeploymentTable, PlacedInstance
 import type { Deployer } from '../deploy/index.ts'
 import type { Liveness } from './liveness.ts'
 import { instanceName, workloadAt, type Places } from './places.ts'
+import { placedUnder } from './updates.ts'
 
 export interface ComponentOpsInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'sign' | 'learnHost'>
@@ -44,10 +45,10 @@ export class ComponentOps {
     return { index, generation, id: instanceIdOfPlace({ grant: record.grant, component: w.path, index, generation }), host }
   }
 
-  /** `action` on instance `i`, signed by this host as a supervisor of the deployment. */
+  /** `action` on instance `i`, signed by this host as a supervisor of the deployment, under the grant `i` was placed under. */
   async signed (record: DeploymentRecord, i: PlacedInstance, action: SupervisedAction): Promise<SupervisedRequest> {
     const at = Date.now()
-    return { id: i.id, action, by: this.#self, at, sig: await this.#init.overlay.sign(supervisedBytes(action, i.id, record.grant.sig, this.#self, at)) }
+    return { id: i.id, action, by: this.#self, at, sig: await this.#init.overlay.sign(supervisedBytes(action, i.id, placedUnder(record, i).grant.sig, this.#self, at)) }
   }
 
   /** Has instance `i`'s host do `action` to it, signed by this host as a supervisor of the deployment. */
@@ -196,7 +197,7 @@ export class ComponentOps {
       supervisors: d.grant.supervisors,
       state: d.state,
       error: d.error,
-      components: Object.entries(d.components).map(([path, c]) => ({ path, state: c.state, instances: c.instances, checkpoints: c.checkpoints ?? [], event: c.event, events: c.events ?? [], updatedAt: c.updatedAt })),
+      components: Object.entries(d.components).map(([path, c]) => ({ path, state: c.state, instances: c.instances.map(({ grant: _grant, ...i }) => i), checkpoints: (c.checkpoints ?? []).map(({ grant: _grant, ...cp }) => cp), event: c.event, events: c.events ?? [], updatedAt: c.updatedAt })),
       createdAt: d.createdAt,
       updatedAt: d.updatedAt,
     }

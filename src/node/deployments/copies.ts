@@ -14,7 +14,8 @@ export interface DeploymentCopiesInit {
   log: Logger
 }
 
-const placedSchema = z.strictObject({ index: z.number().int().min(0).max(99), generation: z.number().int().min(0), id: instanceIdSchema, host: peerIdSchema })
+const placedSchema = z.strictObject({ index: z.number().int().min(0).max(99), generation: z.number().int().min(0), id: instanceIdSchema, host: peerIdSchema, grant: z.string().max(200).optional() })
+const describedSchema = z.strictObject({ text: z.string().min(1).max(MAX_DESCRIPTION_TEXT), grant: deploymentGrantSchema })
 
 /** What a supervisor tells the others its grant names: the deployment as it stands. */
 export const deploymentCopySchema = z.strictObject({
@@ -22,6 +23,7 @@ export const deploymentCopySchema = z.strictObject({
   name: z.string().min(1).max(63),
   text: z.string().min(1).max(MAX_DESCRIPTION_TEXT),
   grant: deploymentGrantSchema,
+  earlier: z.array(describedSchema).max(64),
   state: z.enum(DEPLOYMENT_STATES),
   components: z.record(z.string().max(256), z.strictObject({
     state: z.enum(COMPONENT_STATES),
@@ -31,6 +33,8 @@ export const deploymentCopySchema = z.strictObject({
     replacedAt: z.array(z.number().int()).max(100).optional(),
     checkpoints: z.array(checkpointSchema).max(100).optional(),
     orphans: z.array(placedSchema).max(1000).optional(),
+    outdated: z.boolean().optional(),
+    retiring: z.array(placedSchema).max(100).optional(),
     event: z.string().max(4096).nullable(),
     events: z.array(z.strictObject({ at: z.number().int(), event: z.string().max(4096) })).max(COMPONENT_EVENTS_KEPT).optional(),
     updatedAt: z.number().int(),
@@ -93,18 +97,25 @@ export class DeploymentCopies {
    */
   async receive (copy: DeploymentRecord, from: string): Promise<boolean> {
     const { grant } = copy
-    if (!deploymentGrantValid(grant) || grant.owner !== copy.owner || grant.name !== copy.name) throw new XenosError('UNAUTHENTICATED', `deployment ${copy.name} is not signed by the owner it names`)
-    if (sha256Hex(copy.text) !== grant.description) throw new XenosError('UNAUTHENTICATED', `deployment ${copy.name} comes with another text than its owner signed`)
+    for (const d of [copy, ...copy.earlier]) {
+      if (!deploymentGrantValid(d.grant) || d.grant.owner !== copy.owner || d.grant.name !== copy.name) throw new XenosError('UNAUTHENTICATED', `deployment ${copy.name} is not signed by the owner it names`)
+      if (sha256Hex(d.text) !== d.grant.description) throw new XenosError('UNAUTHENTICATED', `deployment ${copy.name} comes with another text than its owner signed`)
+    }
     if (!grant.supervisors.includes(from) || !grant.supervisors.includes(this.#self) || !grant.supervisors.includes(copy.acting)) throw new XenosError('FORBIDDEN', `deployment ${copy.name} does not name hosts ${from} and ${this.#self} as its supervisors`)
     for (const [path, c] of Object.entries(copy.components)) {
-      if (c.instances.some(i => instanceIdOfPlace({ grant, component: path, index: i.index, generation: i.generation }) !== i.id)) throw new XenosError('PEER_PROTOCOL', `deployment ${copy.name} names an instance of ${path} its places do not derive`)
+      const derived = (i: PlacedInstance): boolean => {
+        const under = i.grant === undefined ? copy : copy.earlier.find(e => e.grant.sig === i.grant)
+        return under !== undefined && instanceIdOfPlace({ grant: under.grant, component: path, index: i.index, generation: i.generation }) === i.id
+      }
+      if (![...c.instances, ...c.retiring ?? []].every(derived)) throw new XenosError('PEER_PROTOCOL', `deployment ${copy.name} names an instance of ${path} its places do not derive`)
     }
     const current = this.#init.store.deployments.get(copy.owner, copy.name)
     if (current !== undefined && current.grant.sig === grant.sig) {
       const later = copy.term > current.term || (copy.term === current.term && copy.acting === from && current.acting !== this.#self && copy.updatedAt >= current.updatedAt)
       if (!later) return false
       if (current.acting === this.#self && copy.acting !== this.#self) await this.#stepDown(current, copy)
-    } else if (current !== undefined && current.state !== 'terminated' && current.grant.issuedAt > grant.issuedAt) {
+    } else if (current !== undefined && current.state !== 'terminated' && (current.grant.issuedAt > grant.issuedAt || current.earlier.some(e => e.grant.sig === grant.sig))) {
+      // A copy from before an update this host knows of.
       return false
     }
     this.#init.store.deployments.put(copy)
@@ -113,9 +124,9 @@ export class DeploymentCopies {
 
   /** This host acted, and another's later copy stands: what only this host made goes, so that no two copies of a component live on. */
   async #stepDown (mine: DeploymentRecord, winner: DeploymentRecord): Promise<void> {
-    const kept = new Set(Object.values(winner.components).flatMap(c => c.instances.map(i => i.id)))
+    const kept = new Set(Object.values(winner.components).flatMap(c => [...c.instances, ...c.retiring ?? []].map(i => i.id)))
     for (const [path, c] of Object.entries(mine.components)) {
-      for (const i of c.instances) if (!kept.has(i.id)) await this.#init.release(mine, path, i)
+      for (const i of [...c.instances, ...c.retiring ?? []]) if (!kept.has(i.id)) await this.#init.release(mine, path, i)
     }
     this.#init.log.warn({ deployment: mine.name, acting: winner.acting, term: winner.term }, 'another supervisor acts for a deployment this host acted for: it steps down')
   }

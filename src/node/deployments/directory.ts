@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { deploymentViewSchema, requestAuthSchema, supervisionSchema, XenosError, type DeploymentView, type RequestAuth, type Supervision } from '../../core/index.ts'
+import { applyRequestSchema, deploymentViewSchema, requestAuthSchema, supervisionSchema, XenosError, type ApplyRequest, type DeploymentView, type RequestAuth, type Supervision } from '../../core/index.ts'
 import type { Overlay } from '../../overlay/index.ts'
 import type { DeploymentTable } from '../../store/index.ts'
 import type { RequestVerifier } from '../replay.ts'
@@ -12,6 +12,7 @@ export interface DeploymentDirectoryInit {
   verifier: RequestVerifier
   /** This host's own answers, for requests signed for it. */
   here: {
+    apply: (req: ApplyRequest, onChange?: (v: DeploymentView) => void) => Promise<DeploymentView>
     show: (owner: string, name: string) => DeploymentView
     terminate: (owner: string, name: string, onChange?: (v: DeploymentView) => void) => Promise<DeploymentView>
   }
@@ -22,8 +23,9 @@ const whereSchema = z.strictObject({ owner: z.string().min(1).max(64), name: z.s
 const signedSchema = z.strictObject({ name: z.string().min(1).max(63), auth: requestAuthSchema })
 /** How long a search for the hosts holding a deployment waits on the DHT. */
 const FIND_SUPERVISORS_MS = 5000
-/** A terminate ends every instance, one host after another. */
+/** A terminate ends every instance, one host after another; an apply places them, and an update makes them anew one by one. */
 const TERMINATE_TIMEOUT_MS = 10 * 60_000
+const APPLY_TIMEOUT_MS = 30 * 60_000
 
 /** The DHT key under which the supervisors of a deployment announce that they hold it (hashed into a CID: the names are not in it). */
 function holdingKey (owner: string, name: string): string {
@@ -51,6 +53,7 @@ export class DeploymentDirectory {
     const { rpc } = this.#init.overlay
     rpc.handle('deployment.where', whereSchema, async req => this.#held(req.owner, req.name))
     rpc.handle('deployment.show', signedSchema, async req => this.#init.here.show(this.#signer(req.auth, 'deployment.get', req.name), req.name))
+    rpc.handle('deployment.apply', applyRequestSchema, async req => await this.#init.here.apply(req))
     rpc.handle('deployment.terminate', signedSchema, async req => await this.#init.here.terminate(this.#signer(req.auth, 'deployment.terminate', req.name), req.name))
   }
 
@@ -85,6 +88,20 @@ export class DeploymentDirectory {
     return deploymentViewSchema.parse(await callHost(this.#init.overlay, auth.host, 'deployment.show', { name, auth }))
   }
 
+  /**
+   * Runs the description `req` carries: here, unless another of its supervisors holds the
+   * deployment and acts for it now (an update applied on a standby, or on a host that holds no
+   * copy), where it is relayed, which checks the owner's signature itself.
+   */
+  async apply (req: ApplyRequest, onChange?: (v: DeploymentView) => void): Promise<DeploymentView> {
+    const { owner, name } = req.grant
+    const held = this.#init.store.deployments.get(owner, name)
+    let acting = held !== undefined && held.state !== 'terminated' ? held.acting : this.#self
+    if (held === undefined && !req.grant.supervisors.includes(this.#self)) acting = await this.where(owner, name).then(s => s.acting, () => this.#self)
+    if (acting === this.#self) return await this.#init.here.apply(req, onChange)
+    return deploymentViewSchema.parse(await callHost(this.#init.overlay, acting, 'deployment.apply', req, APPLY_TIMEOUT_MS))
+  }
+
   /** Terminates deployment `name` where the owner's request `auth` was signed for: here, or relayed to that host. */
   async terminate (name: string, auth: RequestAuth, onChange?: (v: DeploymentView) => void): Promise<DeploymentView> {
     if (auth.host === this.#self) return await this.#init.here.terminate(this.#signer(auth, 'deployment.terminate', name), name, onChange)
@@ -94,7 +111,7 @@ export class DeploymentDirectory {
   #held (owner: string, name: string): Supervision {
     const d = this.#init.store.deployments.get(owner, name)
     if (d === undefined) throw new XenosError('DEPLOYMENT_NOT_FOUND', `host ${this.#self} holds no deployment ${name} of ${owner}`)
-    return { acting: d.acting, supervisors: d.grant.supervisors }
+    return { acting: d.acting, supervisors: d.grant.supervisors, state: d.state }
   }
 
   #signer (auth: RequestAuth, action: string, name: string): string {

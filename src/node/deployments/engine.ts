@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { deploymentGrantValid, REQUEST_MAX_SKEW_MS, sha256Hex, XenosError, type ApplyRequest, type DeploymentView } from '../../core/index.ts'
 import { resolveDescription, type Description, type Workload } from '../../deploy/index.ts'
-import type { DeploymentRecord, PlacedInstance, Store } from '../../store/index.ts'
+import type { ComponentRecord, DeploymentRecord, PlacedInstance, Store } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
 import type { RequestVerifier } from '../replay.ts'
 import { Checkpointer } from './checkpointer.ts'
@@ -13,6 +13,8 @@ import { Liveness, type LivenessInit, type Seen } from './liveness.ts'
 import { workloadsOf } from './order.ts'
 import { workloadAt } from './places.ts'
 import { FailurePolicies } from './policies.ts'
+import { RollingUpdates } from './rolling.ts'
+import { stillUsed, updatedTo } from './updates.ts'
 
 export interface DeploymentsInit extends Omit<ComponentOpsInit, 'store' | 'liveness'>, LivenessInit {
   overlay: ComponentOpsInit['overlay'] & LivenessInit['overlay'] & DeploymentDirectoryInit['overlay']
@@ -31,6 +33,17 @@ const PASSING = new Set(['PEER_UNREACHABLE', 'TEMPLATE_NOT_FOUND', 'NO_HOST_AVAI
 
 function isPassing (err: unknown): boolean {
   return err instanceof XenosError && PASSING.has(err.code)
+}
+
+/** Whether component `c` runs as workload `w` says: healthy, of the description the deployment runs, as many instances as it asks for. */
+function isSettled (w: Workload, c: ComponentRecord | undefined): boolean {
+  return c?.state === 'running' && c.outdated !== true && c.instances.length === w.count
+}
+
+/** Whether component `c` ran before an update and comes to run as the update says by a rolling update (else it is brought up afresh). */
+function isRolled (c: ComponentRecord | undefined): boolean {
+  if (c === undefined || c.state === 'failed') return false
+  return c.state === 'running' || c.outdated === true || (c.retiring?.length ?? 0) > 0 || c.instances.some(i => i.grant !== undefined)
 }
 
 /** How long a standby supervisor waits, once the acting one's adverts are gone, before it takes over (Consul's lock-delay). */
@@ -61,6 +74,7 @@ export class Deployments {
   readonly #liveness: Liveness
   readonly #policies: FailurePolicies
   readonly #checkpointer: Checkpointer
+  readonly #rolling: RollingUpdates
   /** Where deployments are supervised, seen from any host, and requests relayed there. */
   readonly directory: DeploymentDirectory
   /** Resolved descriptions, by their text's digest. */
@@ -76,9 +90,10 @@ export class Deployments {
     this.#ops = new ComponentOps({ ...init, store: this.#store, liveness: this.#liveness })
     this.#policies = new FailurePolicies({ ...init, store: this.#store, ops: this.#ops, liveness: this.#liveness })
     this.#checkpointer = new Checkpointer({ ...init, ops: this.#ops, liveness: this.#liveness })
+    this.#rolling = new RollingUpdates({ ...init, ops: this.#ops, checkpointer: this.#checkpointer })
     this.directory = new DeploymentDirectory({
       ...init,
-      here: { show: (owner, name) => this.show(owner, name), terminate: async (owner, name, onChange) => await this.terminate(owner, name, onChange) },
+      here: { apply: async (req, onChange) => await this.apply(req, onChange), show: (owner, name) => this.show(owner, name), terminate: async (owner, name, onChange) => await this.terminate(owner, name, onChange) },
     })
   }
 
@@ -99,7 +114,7 @@ export class Deployments {
     if (unrun !== undefined) throw new XenosError('INVALID_ARGUMENT', `component ${unrun.workload.path} has ${unrun.workload.task === undefined ? 'storage' : 'a task'}, which deployments do not run yet: deploy it with "xenos run" or "xenos deploy --in"`)
     const existing = this.#store.deployments.get(grant.owner, grant.name)
     if (existing !== undefined && existing.state !== 'terminated') {
-      if (existing.grant.description !== grant.description) throw new XenosError('INVALID_STATE', `deployment ${grant.name} runs another description: terminate it first ("xenos terminate ${grant.name}")`)
+      if (existing.grant.description !== grant.description) return await this.#update(existing, req, description, onChange)
       // The same description again: what failed is tried anew, what runs stays.
       if (existing.state !== 'failed') return this.#ops.view(existing)
       this.#init.verifier.claimOnce(grant.owner, grant.sig, grant.issuedAt)
@@ -114,6 +129,7 @@ export class Deployments {
       name: grant.name,
       text,
       grant,
+      earlier: [],
       state: 'applying',
       components: Object.fromEntries(workloadsOf(description).map(({ workload }) => [workload.path, { state: 'waiting', instances: [], generation: 0, event: null, updatedAt: now }])),
       error: null,
@@ -123,6 +139,27 @@ export class Deployments {
       updatedAt: now,
     })
     return await this.#exclusive(grant.owner, grant.name, async () => await this.#bringUp(grant.owner, grant.name, onChange))
+  }
+
+  /**
+   * Updates running deployment `existing` to the description `req` carries (resolved:
+   * `after`): new components are brought up, dropped ones ended, and those whose instances must
+   * be made anew are rolled one instance at a time.
+   */
+  async #update (existing: DeploymentRecord, req: ApplyRequest, after: Description, onChange: (v: DeploymentView) => void): Promise<DeploymentView> {
+    const { grant, text } = req
+    const { owner, name } = existing
+    if (existing.acting !== this.#self) throw new XenosError('INVALID_STATE', `deployment ${name} is supervised by host ${existing.acting} now: apply it there`)
+    if (existing.state === 'terminating') throw new XenosError('INVALID_STATE', `deployment ${name} is being terminated: apply it again once it has ended`)
+    const was = new Set(existing.grant.supervisors)
+    if (grant.supervisors.length !== was.size || !grant.supervisors.every(h => was.has(h))) {
+      throw new XenosError('INVALID_ARGUMENT', `deployment ${name} is supervised by ${existing.grant.supervisors.join(', ')}: an update keeps them (terminate it to choose others)`)
+    }
+    if (grant.issuedAt <= existing.grant.issuedAt) throw new XenosError('INVALID_STATE', `this description of ${name} was signed before the one it runs: sign it again`)
+    if (this.#busy.has(`${owner}/${name}`)) throw new XenosError('INVALID_STATE', `deployment ${name} is being worked on: wait for it ("xenos deployment show ${name}")`)
+    this.#init.verifier.claimOnce(owner, grant.sig, grant.issuedAt)
+    this.#store.deployments.update(owner, name, { ...updatedTo(existing, this.#described(existing), text, grant, after), state: 'applying', error: null })
+    return await this.#exclusive(owner, name, async () => await this.#bringUp(owner, name, onChange))
   }
 
   /** Deployment `name` of `owner`, as its owner sees it. */
@@ -194,7 +231,12 @@ export class Deployments {
     this.#orphaning.add(key)
     void this.#ops.endOrphans(d, host => this.#liveness.hostAlive(host))
       .catch((err: unknown) => { this.#init.log.warn({ err, deployment: d.name }, 'could not end the orphans of a deployment') })
-      .finally(() => { this.#orphaning.delete(key) })
+      .finally(() => {
+        this.#orphaning.delete(key)
+        // An earlier description only orphans were left of is forgotten with them.
+        const now = this.#store.deployments.get(d.owner, d.name)
+        if (now !== undefined && now.acting === this.#self && !this.#busy.has(key) && stillUsed(now).length < now.earlier.length) this.#store.deployments.update(d.owner, d.name, { earlier: stillUsed(now) })
+      })
   }
 
   #described (d: DeploymentRecord): Description {
@@ -210,16 +252,20 @@ export class Deployments {
     this.#store.deployments.update(owner, name, { state: 'terminating', error })
     const record = this.#ops.get(owner, name)
     const order = workloadsOf(this.#described(record)).map(w => w.workload.path)
-    for (const path of order.reverse()) {
-      const c = this.#ops.get(owner, name).components[path]
-      if (c === undefined || c.state === 'terminated') continue
-      this.#ops.setComponent(owner, name, path, { state: 'terminating', event: 'terminating' }, onChange)
-      for (const i of c.instances) await this.#ops.release(record, path, i)
-      const w = workloadAt(this.#described(record), path)
-      if (w !== undefined) await this.#checkpointer.dropAll(record, w)
-      this.#ops.setComponent(owner, name, path, { state: 'terminated', instances: [], event: 'terminated' }, onChange)
-    }
-    return this.#ops.view(this.#store.deployments.update(owner, name, { state: 'terminated' }) ?? this.#ops.get(owner, name))
+    // Those an update dropped and has not ended yet go first: nothing the description has depends on them.
+    for (const path of [...Object.keys(record.components).filter(p => !order.includes(p)), ...order.reverse()]) await this.#endComponent(owner, name, path, onChange)
+    return this.#ops.view(this.#store.deployments.update(owner, name, { state: 'terminated', earlier: [] }) ?? this.#ops.get(owner, name))
+  }
+
+  /** Ends every instance of component `path` (those a rolling update is replacing too) and drops its checkpoints. */
+  async #endComponent (owner: string, name: string, path: string, onChange: (v: DeploymentView) => void): Promise<void> {
+    const record = this.#ops.get(owner, name)
+    const c = record.components[path]
+    if (c === undefined || c.state === 'terminated') return
+    this.#ops.setComponent(owner, name, path, { state: 'terminating', event: 'terminating' }, onChange)
+    for (const i of [...c.instances, ...c.retiring ?? []]) await this.#ops.release(record, path, i)
+    await this.#checkpointer.dropAll(record, path)
+    this.#ops.setComponent(owner, name, path, { state: 'terminated', instances: [], retiring: [], event: 'terminated' }, onChange)
   }
 
   /**
@@ -280,17 +326,27 @@ export class Deployments {
     }
   }
 
-  /** Brings up every component whose dependencies run, wave after wave, until all run or one fails. */
+  /**
+   * Brings up every component whose dependencies run as the description says, wave after wave,
+   * until all do or one fails: new ones are placed, running ones an update changed are rolled,
+   * and those it dropped are ended first.
+   */
   async #bringUp (owner: string, name: string, onChange: (v: DeploymentView) => void): Promise<DeploymentView> {
     const record = this.#ops.get(owner, name)
     const description = this.#described(record)
     const all = workloadsOf(description)
+    for (const path of Object.keys(record.components).filter(p => workloadAt(description, p) === undefined)) await this.#endDropped(owner, name, path, onChange)
     let retries = 0
     for (;;) {
       const state = this.#ops.get(owner, name).components
-      const ready = all.filter(({ workload, after }) => state[workload.path]?.state !== 'running' && [...after].every(p => state[p]?.state === 'running'))
+      const settled = (w: Workload): boolean => isSettled(w, state[w.path])
+      const ready = all.filter(({ workload, after }) => !settled(workload) && [...after].every(p => { const w = workloadAt(description, p); return w !== undefined && settled(w) }))
       if (ready.length === 0) break
-      const results = await Promise.allSettled(ready.map(async ({ workload }) => { await this.#bringUpWorkload(record, description, workload, onChange, retries < BRING_UP_RETRIES) }))
+      const results = await Promise.allSettled(ready.map(async ({ workload }) => {
+        const mayRetry = retries < BRING_UP_RETRIES
+        if (isRolled(state[workload.path])) await this.#roll(record, description, workload, onChange, mayRetry)
+        else await this.#bringUpWorkload(record, description, workload, onChange, mayRetry)
+      }))
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
       if (failed === undefined) continue
       if (retries < BRING_UP_RETRIES && isPassing(failed.reason)) {
@@ -302,9 +358,29 @@ export class Deployments {
       const error = (failed.reason as Error).message
       return this.#ops.view(this.#store.deployments.update(owner, name, { state: 'failed', error }) ?? record)
     }
-    const done = this.#store.deployments.update(owner, name, { state: 'running', error: null }) ?? record
+    const done = this.#store.deployments.update(owner, name, { state: 'running', error: null, earlier: stillUsed(this.#ops.get(owner, name)) }) ?? record
     onChange(this.#ops.view(done))
     return this.#ops.view(done)
+  }
+
+  /** Ends component `path`, which an update dropped from the description: once no orphan of it is left to end, it is forgotten. */
+  async #endDropped (owner: string, name: string, path: string, onChange: (v: DeploymentView) => void): Promise<void> {
+    await this.#endComponent(owner, name, path, onChange)
+    const d = this.#ops.get(owner, name)
+    if ((d.components[path]?.orphans?.length ?? 0) > 0) return
+    const { [path]: _dropped, ...components } = d.components
+    this.#store.deployments.update(owner, name, { components })
+  }
+
+  /** Rolls component `w` to what an update made of it; what fails for good fails the component, as a first bring-up does. */
+  async #roll (record: DeploymentRecord, description: Description, w: Workload, onChange: (v: DeploymentView) => void, mayRetry: boolean): Promise<void> {
+    try {
+      await this.#rolling.roll(record, description, w, onChange)
+    } catch (err) {
+      if (mayRetry && isPassing(err)) this.#ops.setComponent(record.owner, record.name, w.path, { event: `trying again soon: ${(err as Error).message}` }, onChange)
+      else this.#ops.setComponent(record.owner, record.name, w.path, { state: 'failed', event: (err as Error).message }, onChange)
+      throw err
+    }
   }
 
   /** Places every instance of a workload, each on the host chosen for it, and waits until each is healthy. */
@@ -316,8 +392,8 @@ export class Deployments {
     const before = ops.get(owner, name).components[w.path]
     // Instances that failed make way for new ones (the next generation), placed anew.
     if (before?.state === 'failed') {
-      for (const i of before.instances) await ops.release(record, w.path, i)
-      ops.setComponent(owner, name, w.path, { state: 'waiting', instances: [], event: 'trying again', generation: before.generation + 1 }, onChange)
+      for (const i of [...before.instances, ...before.retiring ?? []]) await ops.release(record, w.path, i)
+      ops.setComponent(owner, name, w.path, { state: 'waiting', instances: [], retiring: [], outdated: false, event: 'trying again', generation: before.generation + 1 }, onChange)
     }
     const generation = ops.get(owner, name).components[w.path]?.generation ?? 0
     const placed = ops.get(owner, name).components[w.path]?.instances ?? []

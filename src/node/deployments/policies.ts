@@ -1,11 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
-import { isRuntime, type Description, type Workload } from '../../deploy/index.ts'
+import type { Description, Workload } from '../../deploy/index.ts'
 import type { DeploymentRecord, DeploymentTable, PlacedInstance } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
 import type { ComponentOps } from './components.ts'
 import type { Liveness } from './liveness.ts'
 import { workloadsOf } from './order.ts'
+import { holdsHostOrId } from './updates.ts'
 
 export interface FailurePoliciesInit {
   ops: ComponentOps
@@ -78,8 +79,8 @@ export class FailurePolicies {
       const template = await this.#init.catalog.resolve(w.template)
       const others = (c?.instances ?? []).filter(x => x.index !== i.index).map(x => x.host)
       const avoid = new Set([i.host, ...w.placement.spread === true ? others : []])
-      // From its latest checkpoint, where it is kept, if that host lives; else from its template.
-      const checkpoint = c?.checkpoints?.find(cp => cp.index === i.index && !avoid.has(cp.host) && this.#init.liveness.hostAlive(cp.host))
+      // From its latest checkpoint, where it is kept, if that host lives (and it is of this description's making: a place resumes only its own); else from its template.
+      const checkpoint = c?.checkpoints?.find(cp => cp.index === i.index && cp.grant === undefined && !avoid.has(cp.host) && this.#init.liveness.hostAlive(cp.host))
       const [host = ''] = checkpoint === undefined ? ops.choose(w, template, 1, avoid) : [checkpoint.host]
       const next = ops.placed(record, w, i.index, i.generation + 1, host)
       const from = checkpoint === undefined ? 'from its template' : `from its checkpoint of ${new Date(checkpoint.at).toISOString()}`
@@ -131,9 +132,4 @@ export class FailurePolicies {
     this.#init.ops.setComponent(record.owner, record.name, w.path, { state: 'failed', event: why })
     this.#init.store.deployments.update(record.owner, record.name, { state: 'failed', error: `component ${w.path}: ${why}` })
   }
-}
-
-/** Whether workload `d`'s environment holds the host or the id of component `path`. */
-function holdsHostOrId (d: Workload, path: string): boolean {
-  return Object.values(d.env).some(v => isRuntime(v) && v.runtime.some(part => typeof part !== 'string' && part.component === path && part.attribute !== 'endpoint'))
 }
