@@ -68,17 +68,26 @@ export class DeploymentDirectory {
     })
   }
 
-  /** Where deployment `name` of `owner` is supervised: from this host's copy, or from a host that announces one. */
+  /**
+   * Where deployment `name` of `owner` is supervised: from this host's copy, or from a host that
+   * announces one; a copy of one that was terminated only when no host holds it running (it
+   * may have been applied anew elsewhere since).
+   */
   async where (owner: string, name: string): Promise<Supervision> {
-    if (this.#init.store.deployments.get(owner, name) !== undefined) return this.#held(owner, name)
+    const held = this.#init.store.deployments.get(owner, name)
+    if (held !== undefined && held.state !== 'terminated') return this.#held(owner, name)
     const holders = (await this.#init.overlay.findProviders(holdingKey(owner, name), FIND_SUPERVISORS_MS)).filter(h => h !== this.#self)
+    let ended: Supervision | undefined = held === undefined ? undefined : this.#held(owner, name)
     for (const host of holders) {
       try {
-        return supervisionSchema.parse(await callHost(this.#init.overlay, host, 'deployment.where', { owner, name }))
+        const found = supervisionSchema.parse(await callHost(this.#init.overlay, host, 'deployment.where', { owner, name }))
+        if (found.state !== 'terminated') return found
+        ended ??= found
       } catch (err) {
         this.#init.log.debug({ err, host, deployment: name }, 'a host announcing a deployment could not say where it is')
       }
     }
+    if (ended !== undefined) return ended
     throw new XenosError('DEPLOYMENT_NOT_FOUND', `no host holds a deployment ${name} of ${owner}: check the name with "xenos deployment list" on the host you applied it on`)
   }
 
@@ -96,8 +105,9 @@ export class DeploymentDirectory {
   async apply (req: ApplyRequest, onChange?: (v: DeploymentView) => void): Promise<DeploymentView> {
     const { owner, name } = req.grant
     const held = this.#init.store.deployments.get(owner, name)
-    let acting = held !== undefined && held.state !== 'terminated' ? held.acting : this.#self
-    if (held === undefined && !req.grant.supervisors.includes(this.#self)) acting = await this.where(owner, name).then(s => s.acting, () => this.#self)
+    const running = held !== undefined && held.state !== 'terminated'
+    let acting = running ? held.acting : this.#self
+    if (!running && !req.grant.supervisors.includes(this.#self)) acting = await this.where(owner, name).then(s => s.state === 'terminated' ? this.#self : s.acting, () => this.#self)
     if (acting === this.#self) return await this.#init.here.apply(req, onChange)
     return deploymentViewSchema.parse(await callHost(this.#init.overlay, acting, 'deployment.apply', req, APPLY_TIMEOUT_MS))
   }
