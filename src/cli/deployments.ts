@@ -8,9 +8,10 @@ import { ago, shortId, table } from './table.ts'
 
 /** A deployment's components, a row each: path, state, where its instances run, what happened last. */
 function deploymentTable (d: DeploymentView): string {
-  const head = `${d.name}: ${d.state}${d.error === null ? '' : ` (${d.error})`}, supervised by ${shortId(d.supervisor)}`
+  const why = d.termination === null ? d.error : `${d.termination.kind}: ${d.termination.cause}`
+  const head = `${d.name}: ${d.state}${why === null ? '' : ` (${why})`}, supervised by ${shortId(d.supervisor)}`
   return [head, table(['COMPONENT', 'STATE', 'INSTANCES', 'LAST EVENT', 'SINCE'],
-    d.components.map(c => [c.path, c.state, c.instances.map(i => `${i.id}@${shortId(i.host)}`).join(' ') || '-', c.event ?? '-', ago(c.updatedAt)]))].join('\n')
+    d.components.map(c => [c.path, c.termination === null ? c.state : `${c.state} (${c.termination.kind})`, c.instances.map(i => `${i.id}@${shortId(i.host)}`).join(' ') || '-', c.event ?? '-', ago(c.updatedAt)]))].join('\n')
 }
 
 /** Where the latest checkpoint of each instance is kept, and how old it is. */

@@ -16,6 +16,15 @@ export type ApplyRequest = z.infer<typeof applyRequestSchema>
 
 export const COMPONENT_STATES = ['waiting', 'deploying', 'running', 'failed', 'terminating', 'terminated'] as const
 export const DEPLOYMENT_STATES = ['applying', 'running', 'failed', 'terminating', 'terminated'] as const
+/**
+ * How a component ended (SmartFrog's termination record): at its owner's word or with the rest
+ * of its deployment (`normal`), of its own death or failure (`abnormal`), or because one it
+ * depends on ended abnormally (`dependency lost`); `cause` says what happened.
+ */
+export const TERMINATION_KINDS = ['normal', 'abnormal', 'dependency lost'] as const
+export const terminationSchema = z.strictObject({ kind: z.enum(TERMINATION_KINDS), cause: z.string().max(4096), at: z.number().int() })
+export type Termination = z.infer<typeof terminationSchema>
+
 /** How many of the latest events of each component a supervisor keeps and shows. */
 export const COMPONENT_EVENTS_KEPT = 20
 
@@ -51,8 +60,12 @@ export const deploymentViewSchema = z.strictObject({
     event: z.string().nullable(),
     /** What happened to it lately, oldest first. */
     events: z.array(z.strictObject({ at: z.number().int(), event: z.string() })).max(COMPONENT_EVENTS_KEPT),
+    /** How it ended, once it has (or failed). */
+    termination: terminationSchema.nullable(),
     updatedAt: z.number().int(),
   })),
+  /** How the deployment ended, once it has (or failed): its first component that ended abnormally, named in the cause, else normally. */
+  termination: terminationSchema.extend({ component: z.string().optional() }).nullable(),
   createdAt: z.number().int(),
   updatedAt: z.number().int(),
 })

@@ -1,4 +1,4 @@
-import type { Checkpoint, DeploymentGrant } from '../core/index.ts'
+import type { Checkpoint, DeploymentGrant, Termination } from '../core/index.ts'
 import type { Database } from './database.ts'
 import { Rows } from './rows.ts'
 
@@ -33,6 +33,8 @@ export interface ComponentRecord {
   retiring?: PlacedInstance[] | undefined
   /** The latest checkpoint of each of its instances, where it is kept (components with `checkpoint`). */
   checkpoints?: Checkpoint[] | undefined
+  /** How it ended, once it has (or failed). */
+  termination?: Termination | undefined
   /** The last thing that happened to it, for its owner to read. */
   event: string | null
   /** What happened to it lately, oldest first (at most COMPONENT_EVENTS_KEPT). */

@@ -80,6 +80,8 @@ describe('deployments from descriptions', () => {
 
     const ended = await cli(a, alice, ['terminate', 'pi'])
     assert.equal(ended.state, 'terminated')
+    assert.deepEqual([ended.termination.kind, ended.termination.cause], ['normal', 'terminated by its owner'])
+    assert.deepEqual(ended.components.map((c: any) => [c.path, c.termination.kind]), [['master', 'normal'], ['workers', 'normal']])
     for (const h of hosts) {
       const local = (await getJson(h, '/v1/instances')).instances.filter((v: any) => v.host === h.info.peerId)
       assert.deepEqual(local, [], `host ${h.name} keeps nothing of the deployment`)
@@ -281,7 +283,24 @@ describe('deployments from descriptions', () => {
     assert.ok(events.some(e => /starting it again where it is \(1 of 1\)/.test(e)), events.join('\n'))
     assert.ok(events.some(e => /making it anew/.test(e)), events.join('\n'))
     assert.ok(failed.components[0].instances[0].generation >= 3, 'made anew three times')
+    assert.equal(failed.components[0].termination.kind, 'abnormal')
+    assert.deepEqual([failed.termination.kind, failed.termination.component], ['abnormal', 'c'], 'the failure goes up to the deployment')
+    assert.match(failed.termination.cause, /^component c: .*keeps failing/)
     await cli(a, alice, ['terminate', 'crashy'])
+
+    // A death whose policy is to end the deployment: what waits for it lost a dependency, the rest ends with it.
+    const fragile = join(dir, 'fragile.yaml')
+    await writeFile(fragile, 'name: fragile\ncomponents:\n  c:\n    template: dcrash\n    onFailure: terminate\n    liveness: { every: 500ms, failAfter: 1 }\n  beside:\n    template: dmaster\n  user:\n    template: dmaster\n    after: [c]\n')
+    assert.equal((await cli(a, alice, ['apply', fragile])).state, 'running')
+    const ended = await eventually(async () => {
+      const v = await cli(a, alice, ['deployment', 'show', 'fragile'])
+      return v.state === 'terminated' ? v : undefined
+    }, 60_000, 'the deployment to end with its component', 500)
+    assert.deepEqual([ended.termination.kind, ended.termination.component], ['abnormal', 'c'])
+    assert.match(ended.error, /^component c: i-[0-9a-f]+ died/)
+    assert.deepEqual(Object.fromEntries(ended.components.map((c: any) => [c.path, c.termination.kind])), { c: 'abnormal', beside: 'normal', user: 'dependency lost' })
+    assert.match(ended.components.find((c: any) => c.path === 'user').termination.cause, /component c, which it waits for, died/)
+    for (const h of hosts) assert.deepEqual((await getJson(h, '/v1/instances')).instances.filter((v: any) => v.host === h.info.peerId && v.name.startsWith('fragile')), [], `host ${h.name} keeps nothing`)
   })
 
   it('carries on supervising on another host when the host it was applied on dies, and replaces a worker there', async () => {

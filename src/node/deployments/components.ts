@@ -197,11 +197,30 @@ export class ComponentOps {
       supervisors: d.grant.supervisors,
       state: d.state,
       error: d.error,
-      components: Object.entries(d.components).map(([path, c]) => ({ path, state: c.state, instances: c.instances.map(({ grant: _grant, ...i }) => i), checkpoints: (c.checkpoints ?? []).map(({ grant: _grant, ...cp }) => cp), event: c.event, events: c.events ?? [], updatedAt: c.updatedAt })),
+      components: Object.entries(d.components).map(([path, c]) => ({
+        path,
+        state: c.state,
+        instances: c.instances.map(({ grant: _grant, ...i }) => i),
+        checkpoints: (c.checkpoints ?? []).map(({ grant: _grant, ...cp }) => cp),
+        event: c.event,
+        events: c.events ?? [],
+        termination: c.termination ?? null,
+        updatedAt: c.updatedAt,
+      })),
+      termination: deploymentTermination(d),
       createdAt: d.createdAt,
       updatedAt: d.updatedAt,
     }
   }
+}
+
+/** How deployment `d` ended, up its tree: as its first component that ended abnormally (when it was not its owner's wish), or normally. */
+function deploymentTermination (d: DeploymentRecord): DeploymentView['termination'] {
+  if (d.state === 'terminated' && d.error === null) return { kind: 'normal', cause: 'terminated by its owner', at: d.updatedAt }
+  if (d.state !== 'failed' && d.state !== 'terminated') return null
+  const [path, c] = Object.entries(d.components).find(([, x]) => x.termination?.kind === 'abnormal') ?? []
+  if (path === undefined || c?.termination === undefined) return { kind: 'abnormal', cause: d.error ?? 'failed', at: d.updatedAt }
+  return { ...c.termination, cause: `component ${path}: ${c.termination.cause}`, component: path }
 }
 
 /** The name of the link through which an instance reaches a component's endpoint: `master_http`. */

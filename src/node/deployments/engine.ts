@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { deploymentGrantValid, REQUEST_MAX_SKEW_MS, sha256Hex, XenosError, type ApplyRequest, type DeploymentView } from '../../core/index.ts'
+import { deploymentGrantValid, REQUEST_MAX_SKEW_MS, sha256Hex, XenosError, type ApplyRequest, type DeploymentView, type Termination } from '../../core/index.ts'
 import { resolveDescription, type Description, type Workload } from '../../deploy/index.ts'
 import type { ComponentRecord, DeploymentRecord, PlacedInstance, Store } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
@@ -177,7 +177,7 @@ export class Deployments {
     if (d.acting !== this.#self) throw new XenosError('INVALID_STATE', `deployment ${name} is supervised by host ${d.acting} now: terminate it there`)
     // What is under way (a replacement, a bring-up) ends first: terminating is never refused for it.
     while (this.#busy.has(`${owner}/${name}`)) await this.#busy.get(`${owner}/${name}`)?.catch(() => {})
-    return await this.#exclusive(owner, name, async () => await this.#terminateHere(owner, name, onChange, null))
+    return await this.#exclusive(owner, name, async () => await this.#terminateHere(owner, name, onChange))
   }
 
   /** Starts watching the liveness of every running deployment, and acting on deaths as their policies say. */
@@ -215,7 +215,7 @@ export class Deployments {
         this.#liveness.forget(dead.i.id)
         const why = dead.seen.why
         void this.#exclusive(d.owner, d.name, async () => {
-          await this.#policies.onDeath(d, description, w, dead.i, why, async error => { await this.#terminateHere(d.owner, d.name, () => {}, error) })
+          await this.#policies.onDeath(d, description, w, dead.i, why, async cause => { await this.#terminateHere(d.owner, d.name, () => {}, { path: w.path, cause }) })
         }).catch((err: unknown) => { this.#init.log.warn({ err, deployment: d.name }, 'could not act on a death in a deployment') })
         // One death at a time per deployment: the next look sees what came of it.
         break
@@ -247,25 +247,42 @@ export class Deployments {
     return description
   }
 
-  /** Ends every instance of a deployment, the last started first; `error` says why, when it was not its owner's wish. */
-  async #terminateHere (owner: string, name: string, onChange: (v: DeploymentView) => void, error: string | null): Promise<DeploymentView> {
-    this.#store.deployments.update(owner, name, { state: 'terminating', error })
+  /**
+   * Ends every instance of a deployment, the last started first; `failed` names the component
+   * whose death ended it, when it was not its owner's wish. Each component's termination record
+   * says how it ended.
+   */
+  async #terminateHere (owner: string, name: string, onChange: (v: DeploymentView) => void, failed?: { path: string, cause: string }): Promise<DeploymentView> {
+    this.#store.deployments.update(owner, name, { state: 'terminating', error: failed === undefined ? null : `component ${failed.path}: ${failed.cause}` })
     const record = this.#ops.get(owner, name)
-    const order = workloadsOf(this.#described(record)).map(w => w.workload.path)
+    const workloads = workloadsOf(this.#described(record))
+    const at = Date.now()
+    // What waits for the component that died, and what waits for those, lost a dependency.
+    const lost = new Set<string>()
+    for (const { workload, after } of workloads) if (failed !== undefined && [...after].some(p => p === failed.path || lost.has(p))) lost.add(workload.path)
+    const terminationOf = (path: string): Termination => {
+      const own = record.components[path]?.termination
+      if (own?.kind === 'abnormal') return own
+      if (failed === undefined) return { kind: 'normal', cause: 'terminated by its owner', at }
+      if (path === failed.path) return { kind: 'abnormal', cause: failed.cause, at }
+      if (lost.has(path)) return { kind: 'dependency lost', cause: `component ${failed.path}, which it waits for, died: ${failed.cause}`, at }
+      return { kind: 'normal', cause: `ended with its deployment, which the death of component ${failed.path} terminated`, at }
+    }
+    const order = workloads.map(w => w.workload.path)
     // Those an update dropped and has not ended yet go first: nothing the description has depends on them.
-    for (const path of [...Object.keys(record.components).filter(p => !order.includes(p)), ...order.reverse()]) await this.#endComponent(owner, name, path, onChange)
+    for (const path of [...Object.keys(record.components).filter(p => !order.includes(p)), ...order.reverse()]) await this.#endComponent(owner, name, path, terminationOf(path), onChange)
     return this.#ops.view(this.#store.deployments.update(owner, name, { state: 'terminated', earlier: [] }) ?? this.#ops.get(owner, name))
   }
 
   /** Ends every instance of component `path` (those a rolling update is replacing too) and drops its checkpoints. */
-  async #endComponent (owner: string, name: string, path: string, onChange: (v: DeploymentView) => void): Promise<void> {
+  async #endComponent (owner: string, name: string, path: string, termination: Termination, onChange: (v: DeploymentView) => void): Promise<void> {
     const record = this.#ops.get(owner, name)
     const c = record.components[path]
     if (c === undefined || c.state === 'terminated') return
     this.#ops.setComponent(owner, name, path, { state: 'terminating', event: 'terminating' }, onChange)
     for (const i of [...c.instances, ...c.retiring ?? []]) await this.#ops.release(record, path, i)
     await this.#checkpointer.dropAll(record, path)
-    this.#ops.setComponent(owner, name, path, { state: 'terminated', instances: [], retiring: [], event: 'terminated' }, onChange)
+    this.#ops.setComponent(owner, name, path, { state: 'terminated', instances: [], retiring: [], termination, event: `terminated (${termination.kind})` }, onChange)
   }
 
   /**
@@ -365,7 +382,7 @@ export class Deployments {
 
   /** Ends component `path`, which an update dropped from the description: once no orphan of it is left to end, it is forgotten. */
   async #endDropped (owner: string, name: string, path: string, onChange: (v: DeploymentView) => void): Promise<void> {
-    await this.#endComponent(owner, name, path, onChange)
+    await this.#endComponent(owner, name, path, { kind: 'normal', cause: 'the description it was updated to has it no more', at: Date.now() }, onChange)
     const d = this.#ops.get(owner, name)
     if ((d.components[path]?.orphans?.length ?? 0) > 0) return
     const { [path]: _dropped, ...components } = d.components
@@ -378,7 +395,7 @@ export class Deployments {
       await this.#rolling.roll(record, description, w, onChange)
     } catch (err) {
       if (mayRetry && isPassing(err)) this.#ops.setComponent(record.owner, record.name, w.path, { event: `trying again soon: ${(err as Error).message}` }, onChange)
-      else this.#ops.setComponent(record.owner, record.name, w.path, { state: 'failed', event: (err as Error).message }, onChange)
+      else this.#ops.setComponent(record.owner, record.name, w.path, { state: 'failed', termination: { kind: 'abnormal', cause: (err as Error).message, at: Date.now() }, event: (err as Error).message }, onChange)
       throw err
     }
   }
@@ -393,7 +410,7 @@ export class Deployments {
     // Instances that failed make way for new ones (the next generation), placed anew.
     if (before?.state === 'failed') {
       for (const i of [...before.instances, ...before.retiring ?? []]) await ops.release(record, w.path, i)
-      ops.setComponent(owner, name, w.path, { state: 'waiting', instances: [], retiring: [], outdated: false, event: 'trying again', generation: before.generation + 1 }, onChange)
+      ops.setComponent(owner, name, w.path, { state: 'waiting', instances: [], retiring: [], outdated: false, termination: undefined, event: 'trying again', generation: before.generation + 1 }, onChange)
     }
     const generation = ops.get(owner, name).components[w.path]?.generation ?? 0
     const placed = ops.get(owner, name).components[w.path]?.instances ?? []
@@ -406,7 +423,7 @@ export class Deployments {
     } catch (err) {
       // What is away for now leaves the places as they are, to be asked for again; anything else fails the component.
       if (mayRetry && isPassing(err)) ops.setComponent(owner, name, w.path, { event: `trying again soon: ${(err as Error).message}` }, onChange)
-      else ops.setComponent(owner, name, w.path, { state: 'failed', event: (err as Error).message }, onChange)
+      else ops.setComponent(owner, name, w.path, { state: 'failed', termination: { kind: 'abnormal', cause: (err as Error).message, at: Date.now() }, event: (err as Error).message }, onChange)
       throw err
     }
     ops.setComponent(owner, name, w.path, { state: 'running', event: 'running and healthy' }, onChange)

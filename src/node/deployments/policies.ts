@@ -34,18 +34,18 @@ export class FailurePolicies {
     this.#init = init
   }
 
-  async onDeath (record: DeploymentRecord, description: Description, w: Workload, i: PlacedInstance, why: string, terminate: (error: string) => Promise<void>): Promise<void> {
+  async onDeath (record: DeploymentRecord, description: Description, w: Workload, i: PlacedInstance, why: string, terminate: (cause: string) => Promise<void>): Promise<void> {
     const { ops } = this.#init
     const { owner, name } = record
     const died = `${i.id} died (${why})`
     this.#init.log.info({ deployment: name, component: w.path, instance: i.id, why, policy: w.onFailure }, 'an instance of a deployment died')
     if (w.onFailure === 'ignore') {
-      ops.setComponent(owner, name, w.path, { state: 'failed', event: `${died}; its policy is to let it be` })
+      ops.setComponent(owner, name, w.path, { state: 'failed', termination: { kind: 'abnormal', cause: died, at: Date.now() }, event: `${died}; its policy is to let it be` })
       return
     }
     if (w.onFailure === 'terminate') {
       ops.setComponent(owner, name, w.path, { state: 'failed', event: `${died}: terminating the deployment, as its policy says` })
-      await terminate(`component ${w.path}: ${died}`)
+      await terminate(died)
       return
     }
     const tries = ops.get(owner, name).components[w.path]?.restarts ?? 0
@@ -129,7 +129,7 @@ export class FailurePolicies {
 
   /** Fails component `w`, and with it the deployment, for `why`. */
   #fail (record: DeploymentRecord, w: Workload, why: string): void {
-    this.#init.ops.setComponent(record.owner, record.name, w.path, { state: 'failed', event: why })
+    this.#init.ops.setComponent(record.owner, record.name, w.path, { state: 'failed', termination: { kind: 'abnormal', cause: why, at: Date.now() }, event: why })
     this.#init.store.deployments.update(record.owner, record.name, { state: 'failed', error: `component ${w.path}: ${why}` })
   }
 }
