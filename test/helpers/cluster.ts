@@ -106,8 +106,8 @@ export async function cliRun (h: TestHost | string, user: string, args: string[]
   child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
   const code = await new Promise<number | null>(r => child.once('exit', r))
-  // A command that fails part-way (a deploy with one host failing) explains itself on stdout.
-  if (code !== 0) throw new CliError(stderr.trim() === '' ? stdout.trim() : stderr.trim(), code)
+  // A command that fails part-way (a deploy with one host failing) explains itself on stdout, after its progress on stderr.
+  if (code !== 0) throw new CliError([stderr.trim(), stdout.trim()].filter(s => s !== '').join('\n'), code)
   return { result: json ? JSON.parse(stdout) : stdout, stderr }
 }
 
