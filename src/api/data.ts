@@ -101,7 +101,7 @@ export function registerDataRoutes (api: Api, host: ApiHost): void {
     },
   }, async (req, reply) => {
     const ref = parseDataUri(req.query.uri)
-    const { file, blobPath, release } = await host.dataAccess.content(signer(host, req, 'data.get', formatDataUri(ref), {}), authOf(req), ref)
+    const { file, blobPath, release } = await host.dataAccess.content(signer(host, req, 'data.get', formatDataUri(ref), {}), { auth: authOf(req) }, ref)
     void reply.type('application/octet-stream').header('content-length', file.size).header('x-xenos-sha256', file.sha256)
     // A copy fetched from the file's holder goes once sent.
     reply.raw.once('close', () => { void release() })

@@ -5,7 +5,7 @@ import { lstat, readdir, rename, rm, stat } from 'node:fs/promises'
 import { basename, join, relative, sep } from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { checkDataPath, formatDataUri, hashing, isDataUri, parseDataUri, XenosError, type DataFileView, type DataRef, type DeploySpec } from '../core/index.ts'
+import { checkDataPath, formatDataUri, hashing, isDataUri, MAX_STAGED_FILES, parseDataUri, XenosError, type DataFileView, type DataRef, type DeploySpec } from '../core/index.ts'
 import type { ApiClient } from './client.ts'
 import { client, out } from './command.ts'
 import { counting, progressBar } from './progress.ts'
@@ -16,9 +16,6 @@ const PARALLEL_UPLOADS = 8
 
 interface UploadView { id: string, uri: string, size: number, sha256: string, offset: number }
 interface GrantView { owner: string, grantee: string, rights: 'read' | 'write', createdAt: number }
-
-/** Most files a directory staged into a VM may hold. */
-const MAX_STAGED_FILES = 10_000
 
 /** `data://OWNER/PATH`, or a bare PATH in the user's own namespace. */
 export function refOf (target: string, self: string, allowEmpty = false): DataRef {

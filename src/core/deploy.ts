@@ -1,5 +1,4 @@
 import { z } from 'zod'
-import type { RequestAuth } from './owner.ts'
 import { deployTokenSchema, requestAuthSchema } from './placement.ts'
 import { nameSchema } from './template.ts'
 import { migrationResultSchema } from './migration.ts'
@@ -57,8 +56,6 @@ export const deployPartSchema = z.strictObject({
   inputs: z.array(requestAuthSchema).min(1).max(64).optional(),
 })
 export type DeployPart = z.infer<typeof deployPartSchema>
-/** An input as its host stages it: the name and what the owner signed to let the host read it. */
-export type DeployInput = NonNullable<DeploySpec['inputs']>[number] & { auth: RequestAuth }
 
 /** Where the hosts with most room would take `count` instances of a template: what a client then signs tokens for. */
 export const placementPlanSchema = z.strictObject({

@@ -14,7 +14,8 @@ export const applyRequestSchema = z.strictObject({
 })
 export type ApplyRequest = z.infer<typeof applyRequestSchema>
 
-export const COMPONENT_STATES = ['waiting', 'deploying', 'running', 'failed', 'terminating', 'terminated'] as const
+/** `completed`: a task that ran to its end, its outputs stored. */
+export const COMPONENT_STATES = ['waiting', 'deploying', 'running', 'completed', 'failed', 'terminating', 'terminated'] as const
 export const DEPLOYMENT_STATES = ['applying', 'running', 'failed', 'terminating', 'terminated'] as const
 /**
  * How a component ended (SmartFrog's termination record): at its owner's word or with the rest
@@ -75,6 +76,9 @@ export type DeploymentView = z.infer<typeof deploymentViewSchema>
 export const supervisionSchema = z.strictObject({ acting: peerIdSchema, supervisors: z.array(peerIdSchema), state: z.enum(DEPLOYMENT_STATES) })
 export type Supervision = z.infer<typeof supervisionSchema>
 
+/** The most files a directory staged at /in may hold. */
+export const MAX_STAGED_FILES = 10_000
+
 /**
  * What a supervisor asks the host it placed an instance on to make: the description it is under,
  * the place, and what the instance is given; with `snapshot`, the checkpoint (held by that host)
@@ -86,11 +90,20 @@ export const placeRequestSchema = z.strictObject({
   env: instanceEnvSchema,
   links: z.array(linkSchema).max(8),
   snapshot: snapshotIdSchema.optional(),
+  /** The files under each input of the component that is a directory a task of the deployment stored, as its supervisor learnt them from that task. */
+  inputs: z.array(z.strictObject({ uri: z.string().min(1).max(2048), files: z.array(z.string().min(1).max(1024)).min(1).max(MAX_STAGED_FILES).optional() })).max(64).optional(),
 })
 export type PlaceRequest = z.infer<typeof placeRequestSchema>
 
-/** What a supervisor may have a host do to an instance of its deployment: end it, start it again where it is, or checkpoint it. */
-export const SUPERVISED_ACTIONS = ['release', 'restart', 'checkpoint'] as const
+/**
+ * What lets the host an instance of a deployment was placed on read the inputs its description
+ * names, in the owner's stead: the description and the place (see `placedReaderOf`).
+ */
+export const placedReadSchema = z.strictObject({ text: z.string().min(1).max(MAX_DESCRIPTION_TEXT), place: grantPlaceSchema })
+export type PlacedRead = z.infer<typeof placedReadSchema>
+
+/** What a supervisor may have a host do to an instance of its deployment: end it, start it again where it is, checkpoint it, or say how its task is. */
+export const SUPERVISED_ACTIONS = ['release', 'restart', 'checkpoint', 'status'] as const
 export type SupervisedAction = typeof SUPERVISED_ACTIONS[number]
 
 /** A supervisor of the deployment an instance was placed under acts on it: signed by the supervisor (see `supervisedBytes`). */

@@ -21,7 +21,7 @@ export interface Workload {
   checkpointMs?: number
   placement: { spread?: boolean | undefined, host?: string | undefined, tags?: Record<string, string> | undefined }
   liveness: { everyMs: number, failAfter: number }
-  storage?: { inputs?: string[] | undefined, snapshot?: string | undefined, keep: 'nothing' | 'outputs' }
+  storage?: { inputs?: string[] | undefined, snapshot?: string | undefined, size?: number | undefined, keep: 'nothing' | 'outputs' }
   task?: { outputs: string, keep: boolean }
   /** Components that must be healthy first: those named in `after`, and those whose run-time values it takes. */
   dependsOn: string[]

@@ -31,6 +31,8 @@ const storageSchema = z.strictObject({
   inputs: z.array(z.string().startsWith('data://')).max(64).optional(),
   /** Start from this snapshot of the template instead of booting. */
   snapshot: z.string().optional(),
+  /** The size of the disk a task writes its outputs on, in MiB (1024 unless given). */
+  size: z.number().int().min(1).max(2 ** 20).optional(),
   /** What stays when the deployment terminates: nothing, or the outputs (tasks). */
   keep: z.enum(['nothing', 'outputs']).default('nothing'),
 })

@@ -1,10 +1,11 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
-import { BLOB_ID_PATTERN, dataFileViewSchema, formatDataUri, parseDataUri, requestAuthSchema, XenosError, type DataRef, type RequestAuth } from '../core/index.ts'
+import { BLOB_ID_PATTERN, dataFileViewSchema, formatDataUri, parseDataUri, placedReadSchema, requestAuthSchema, XenosError, type DataRef, type PlacedRead, type RequestAuth } from '../core/index.ts'
 import type { DataContent, DataRepository } from '../data/index.ts'
 import { HeldBlobs, type BlobStore, type TemplateFetcher } from '../images/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { BlobTickets } from './blob-tickets.ts'
+import { placedReaderOf } from './deployments/places.ts'
 import type { RequestVerifier } from './replay.ts'
 import { callHost } from './remote.ts'
 
@@ -26,12 +27,16 @@ export interface HeldContent extends DataContent {
   release: () => Promise<void>
 }
 
+/** What lets a host read a file in its owner's stead: the owner's `data.get` signed for it, or the place of an instance of the owner's deployment whose description names the file. */
+export type ReadAuthority = { auth: RequestAuth } | { placed: PlacedRead }
+
 const statRequestSchema = z.strictObject({
   uri: z.string().min(1).max(2048),
-  /** The name the signature is on, when it is a directory holding `uri`. */
+  /** The name the signature (or the description) is on, when it is a directory holding `uri`. */
   signed: z.string().min(1).max(2048).optional(),
-  auth: requestAuthSchema,
-})
+  auth: requestAuthSchema.optional(),
+  placed: placedReadSchema.optional(),
+}).refine(r => (r.auth === undefined) !== (r.placed === undefined), 'a read carries the owner\'s signature or a place, one of them')
 const statReplySchema = z.strictObject({
   file: dataFileViewSchema,
   blob: z.string().regex(BLOB_ID_PATTERN),
@@ -66,7 +71,8 @@ export class DataAccess {
   serve (): void {
     this.#init.overlay.rpc.handle('data.stat', statRequestSchema, async (req, from) => {
       const peer = from.toString()
-      const { ref, who } = this.#verified(req.uri, req.signed ?? req.uri, req.auth, peer)
+      const authority: ReadAuthority = req.auth === undefined ? { placed: req.placed as PlacedRead } : { auth: req.auth }
+      const { ref, who } = await this.#verified(req.uri, req.signed ?? req.uri, authority, peer)
       const c = this.#init.repository.content(who, ref.owner, ref.path)
       return { file: c.file, blob: c.blob, ticket: this.#init.tickets.issue(peer, c.blob) }
     })
@@ -87,11 +93,12 @@ export class DataAccess {
   }
 
   /**
-   * The file `ref` for `requester` (whose request `auth` signed `data.get` on it, or on the
-   * directory `signed` holding it, for this host; checked here already): from this host's
-   * repository, or fetched from the host that holds it.
+   * The file `ref` for `requester` (whose request `authority.auth` signed `data.get` on it, or on
+   * the directory `signed` holding it, for this host; or in whose stead this host reads it for an
+   * instance placed here, `authority.placed`; checked here already): from this host's
+   * repository, or fetched from the host that holds it, which checks the authority itself.
    */
-  async content (requester: string, auth: RequestAuth, ref: DataRef, signed: DataRef = ref): Promise<HeldContent> {
+  async content (requester: string, authority: ReadAuthority, ref: DataRef, signed: DataRef = ref): Promise<HeldContent> {
     checkWithin(ref, signed)
     try {
       return { ...this.#init.repository.content(requester, ref.owner, ref.path), release: async () => {} }
@@ -104,7 +111,7 @@ export class DataAccess {
     for (const host of holders) {
       let stat: z.infer<typeof statReplySchema>
       try {
-        stat = statReplySchema.parse(await callHost(this.#init.overlay, host, 'data.stat', { uri, ...(signed === ref ? {} : { signed: formatDataUri(signed) }), auth }))
+        stat = statReplySchema.parse(await callHost(this.#init.overlay, host, 'data.stat', { uri, ...(signed === ref ? {} : { signed: formatDataUri(signed) }), ...authority }))
       } catch (err) {
         // FORBIDDEN from the holder is the answer; another failure may be one host's.
         if (err instanceof XenosError && (err.code === 'FORBIDDEN' || err.code === 'UNAUTHENTICATED')) throw err
@@ -131,16 +138,18 @@ export class DataAccess {
   }
 
   /**
-   * Checks a `data.get` signature presented by host `peer`, which must be the host it was
-   * signed for. A read signature may come more than once (each host of a deploy stages the same
-   * inputs, each file of a directory is asked for), so it is not refused as a replay: within its
-   * minute it only lets the host it names read again what it could read once.
+   * Checks the authority host `peer` reads with: a `data.get` signature, which must be signed
+   * for `peer`, or a place on `peer`. Either may come more than once (each host of a deploy
+   * stages the same inputs, each file of a directory is asked for), so it is not refused as a
+   * replay: while it is fresh it only lets the host it names read again what it could read once.
    */
-  #verified (uri: string, signedUri: string, auth: RequestAuth, peer: string): { ref: DataRef, who: string } {
+  async #verified (uri: string, signedUri: string, authority: ReadAuthority, peer: string): Promise<{ ref: DataRef, who: string }> {
     const ref = parseDataUri(uri)
     const signed = parseDataUri(signedUri)
-    const who = this.#init.verifier.verify(auth, { action: 'data.get', target: formatDataUri(signed), params: {} }, { host: peer, once: false })
     checkWithin(ref, signed)
+    const who = 'auth' in authority
+      ? this.#init.verifier.verify(authority.auth, { action: 'data.get', target: formatDataUri(signed), params: {} }, { host: peer, once: false })
+      : await placedReaderOf(authority.placed, peer, signed)
     return { ref, who }
   }
 }

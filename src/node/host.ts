@@ -84,6 +84,8 @@ export class Host {
   readonly diskExports: DiskExports
   readonly data: DataRepository
   readonly dataAccess: DataAccess
+  /** Builds the disks of inputs for deploys and for instances placed under deployments. */
+  readonly #inputs: InputStager
   readonly checkpoints: Checkpoints
   /** Tickets this host gives to the hosts that may fetch a data file's or a checkpoint's blobs. */
   readonly #tickets = new BlobTickets()
@@ -188,6 +190,7 @@ export class Host {
       collect: async () => { await this.#collect() },
       log: this.log.child({ component: 'data' }),
     })
+    this.#inputs = new InputStager({ data: this.dataAccess, dir: this.#stagingDir })
     this.templates = new Templates({
       hostId: this.overlay.peerId,
       library: this.library,
@@ -213,6 +216,7 @@ export class Host {
       store: this.store,
       supervisor: this.supervisor,
       outputs: this.outputs,
+      repository: this.data,
       verifier,
       log: this.log.child({ component: 'tasks' }),
     })
@@ -223,7 +227,7 @@ export class Host {
       store: this.store,
       verifier,
       trust: this.trust,
-      inputs: new InputStager({ data: this.dataAccess, dir: this.#stagingDir }),
+      inputs: this.#inputs,
       tasks: this.tasks,
       log: this.log.child({ component: 'deploy' }),
     })
@@ -259,7 +263,7 @@ export class Host {
       log: this.log.child({ component: 'migration' }),
     })
     this.replicas = new Replicas({ overlay: this.overlay, verifier, supervisor: this.supervisor, deployer: this.deployer, migrations: this.migrations })
-    this.places = new Places({ overlay: this.overlay, supervisor: this.supervisor, store: this.store, fetcher: this.fetcher, catalog: this.catalog, verifier })
+    this.places = new Places({ overlay: this.overlay, supervisor: this.supervisor, store: this.store, fetcher: this.fetcher, catalog: this.catalog, verifier, inputs: this.#inputs, tasks: this.tasks })
     this.checkpoints = new Checkpoints({
       overlay: this.overlay,
       places: this.places,

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import { checkDataPath, ENDED_STATES, formatDataUri, instanceIdSchema, requestAuthSchema, taskViewSchema, XenosError, type DeploySpec, type RequestAuth, type TaskView } from '../core/index.ts'
+import type { DataRepository } from '../data/index.ts'
 import type { Overlay } from '../overlay/index.ts'
 import type { InstanceRecord, Store, TaskRecord } from '../store/index.ts'
 import type { Outputs } from './outputs.ts'
@@ -13,6 +14,7 @@ export interface TasksInit {
   store: Pick<Store, 'tasks' | 'instances'>
   supervisor: Pick<InstanceSupervisor, 'control'>
   outputs: Pick<Outputs, 'store'>
+  repository: Pick<DataRepository, 'remove'>
   verifier: RequestVerifier
   log: Logger
 }
@@ -66,8 +68,8 @@ export class Tasks {
     this.#init.overlay.rpc.handle('task.has', hasRequestSchema, async req => this.#init.store.tasks.get(req.id) !== undefined)
   }
 
-  /** The record to write with a new instance of a task deploy. */
-  recordFor (instance: InstanceRecord, spec: DeploySpec): TaskRecord | undefined {
+  /** The record to write with a new instance of a task deploy (or of a task a deployment's supervisor `placed` here). */
+  recordFor (instance: InstanceRecord, spec: Pick<DeploySpec, 'task' | 'inputs'>, placed: TaskRecord['placed'] = null): TaskRecord | undefined {
     if (spec.task === undefined) return undefined
     return {
       id: instance.id,
@@ -81,6 +83,7 @@ export class Tasks {
       error: null,
       outputs: [],
       refused: [],
+      placed,
       createdAt: instance.createdAt,
       collectingAt: null,
       endedAt: null,
@@ -202,6 +205,29 @@ export class Tasks {
     if (t === undefined) throw new XenosError('TASK_NOT_FOUND', `this host ran no task ${id}`)
     if (t.owner !== auth.owner) throw new XenosError('FORBIDDEN', `task ${id} belongs to another owner`)
     return this.#view(t)
+  }
+
+  /** Task `id` as it is on this host (its asker is checked already). */
+  view (id: string): TaskView {
+    const t = this.#init.store.tasks.get(id)
+    if (t === undefined) throw new XenosError('TASK_NOT_FOUND', `this host ran no task ${id}`)
+    return this.#view(t)
+  }
+
+  /** Removes from the repository the outputs task `id` stored, when the deployment that placed it keeps none (it is ended). */
+  dropOutputs (id: string): void {
+    const t = this.#init.store.tasks.get(id)
+    if (t?.placed?.dropOutputs !== true || t.outputs.length === 0) return
+    for (const f of t.outputs) {
+      try {
+        this.#init.repository.remove(t.owner, t.owner, f.path)
+      } catch (err) {
+        // Removed by its owner already, or overwritten since: nothing of this task's is left there.
+        this.#init.log.debug({ err, task: id, path: f.path }, 'an output of an ended task was gone already')
+      }
+    }
+    this.#init.store.tasks.update(id, { outputs: [] })
+    this.#init.log.info({ task: id, files: t.outputs.length }, 'removed the outputs of a task its deployment keeps nothing of')
   }
 
   #view (t: TaskRecord): TaskView {

@@ -159,6 +159,8 @@ const MIGRATIONS: readonly string[] = [
    ALTER TABLE deployments ADD COLUMN term INTEGER NOT NULL DEFAULT 0;`,
   // Descriptions a deployment ran before an update, which some of its instances still run under.
   `ALTER TABLE deployments ADD COLUMN earlier TEXT NOT NULL DEFAULT '[]';`,
+  // Tasks a deployment's supervisor placed: under which place, and whether their outputs go with them.
+  `ALTER TABLE tasks ADD COLUMN placed TEXT;`,
 ]
 
 export type Database = DatabaseSync

@@ -1,4 +1,4 @@
-import type { Checkpoint, DeploymentGrant, Termination } from '../core/index.ts'
+import type { Checkpoint, COMPONENT_STATES, DeploymentGrant, Termination } from '../core/index.ts'
 import type { Database } from './database.ts'
 import { Rows } from './rows.ts'
 
@@ -14,7 +14,7 @@ export interface PlacedInstance {
 
 /** What a supervising host knows of one component of a deployment it runs. */
 export interface ComponentRecord {
-  state: 'waiting' | 'deploying' | 'running' | 'failed' | 'terminating' | 'terminated'
+  state: typeof COMPONENT_STATES[number]
   instances: PlacedInstance[]
   /** The generation its instances are of: each time they are made anew, the next. */
   generation: number
@@ -35,6 +35,8 @@ export interface ComponentRecord {
   checkpoints?: Checkpoint[] | undefined
   /** How it ended, once it has (or failed). */
   termination?: Termination | undefined
+  /** The files a task component stored, under its `outputs` (its latest run's). */
+  outputs?: string[] | undefined
   /** The last thing that happened to it, for its owner to read. */
   event: string | null
   /** What happened to it lately, oldest first (at most COMPONENT_EVENTS_KEPT). */

@@ -1,4 +1,4 @@
-import type { DataFileView, TaskState } from '../core/index.ts'
+import type { DataFileView, GrantPlace, TaskState } from '../core/index.ts'
 import type { Database } from './database.ts'
 import { Rows } from './rows.ts'
 
@@ -24,6 +24,12 @@ export interface TaskRecord {
   outputs: DataFileView[]
   /** Files at /out that were not taken, and why. */
   refused: Array<{ path: string, reason: string }>
+  /**
+   * The place it was made under, when a deployment's supervisor placed it (which lets that
+   * supervisor ask how it is, and end it, after its instance is gone), and whether its outputs
+   * go when it is ended (the description keeps nothing of it).
+   */
+  placed: { place: GrantPlace, dropOutputs: boolean } | null
   createdAt: number
   /** When its VM had ended and its outputs began to be collected. */
   collectingAt: number | null
@@ -42,6 +48,7 @@ const rows = new Rows<TaskRecord>('tasks', {
   error: 'plain',
   outputs: 'json',
   refused: 'json',
+  placed: 'json',
   createdAt: 'plain',
   collectingAt: 'plain',
   endedAt: 'plain',

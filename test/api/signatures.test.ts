@@ -70,7 +70,7 @@ describe('signed routes', () => {
     const pending = { uri: `data://${alice.id}/g.txt`, size: 10, sha256: 'b'.repeat(64) }
     upload = (await r.inject('POST', '/v1/data/uploads', r.auth(alice, 'data.put', pending.uri, { size: 10, sha256: pending.sha256 }), pending)).json().id
     host.store.snapshots.insert({ id: 's-0123456789abcdef', instanceId: instance, templateId: template, owner: alice.id, createdAt: Date.now() })
-    host.store.tasks.insert({ id: instance, owner: alice.id, templateId: template, inputs: [], outputsPrefix: 'out', keep: true, state: 'running', exitCode: null, error: null, outputs: [], refused: [], createdAt: Date.now(), collectingAt: null, endedAt: null })
+    host.store.tasks.insert({ id: instance, owner: alice.id, templateId: template, inputs: [], outputsPrefix: 'out', keep: true, state: 'running', exitCode: null, error: null, outputs: [], refused: [], placed: null, createdAt: Date.now(), collectingAt: null, endedAt: null })
     await r.inject('PUT', '/v1/data/grants', r.auth(alice, 'data.grant', `data://${alice.id}`, { grantee: operator.id, rights: 'read' }), { grantee: operator.id, rights: 'read' })
     const text = 'name: site\ncomponents:\n  s:\n    template: sleeper\n'
     const applied = await r.inject('POST', '/v1/deployments', {}, { text, grant: signDeploymentGrant(alice, { name: 'site', description: sha256Hex(text), supervisors: [self] }) })

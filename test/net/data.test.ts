@@ -215,6 +215,26 @@ const SLOW = [
   '',
 ].join('\n')
 
+/** A stage-in task: upper-cases /in/words.txt into /out/words/, and leaves a second file beside it. */
+const STAGE_IN = [
+  'name: stagein',
+  'version: "1"',
+  'resources: {cpu: 1, memory: 96}',
+  'command: >-',
+  '  mkdir -p /out/words; tr a-z A-Z < /in/words.txt > /out/words/words.txt; echo second > /out/words/two.txt',
+  '',
+].join('\n')
+
+/** A job task: joins the two files of the directory staged at /in/words into /out/words.txt. */
+const RENDER = [
+  'name: render',
+  'version: "1"',
+  'resources: {cpu: 1, memory: 96}',
+  'command: >-',
+  '  cat /in/words/words.txt /in/words/two.txt > /out/words.txt',
+  '',
+].join('\n')
+
 /** Data staged into real VMs: a file held by one host, read-only at /in in a VM on another. */
 describe('staged inputs', { skip: skipWithoutQemu }, () => {
   let a: TestHost, b: TestHost
@@ -239,6 +259,11 @@ describe('staged inputs', { skip: skipWithoutQemu }, () => {
     await mkdir(join(dir, 'twice'))
     await writeFile(join(dir, 'twice', 'template.yaml'), TWICE)
     await cli(a, alice, ['template', 'build', join(dir, 'twice')])
+    for (const [name, manifest] of [['stagein', STAGE_IN], ['render', RENDER]] as const) {
+      await mkdir(join(dir, name))
+      await writeFile(join(dir, name, 'template.yaml'), manifest)
+      await cli(a, alice, ['template', 'build', join(dir, name)])
+    }
   })
 
   after(async () => {
@@ -298,6 +323,60 @@ describe('staged inputs', { skip: skipWithoutQemu }, () => {
     assert.deepEqual((await cli(b, alice, ['task', 'ls'])).map((t: any) => t.id), [task.id])
     await assert.rejects(cli(a, mallory, ['task', 'show', task.id]), /FORBIDDEN/)
     assert.deepEqual(await cli(b, mallory, ['task', 'ls']), [], 'another key sees none of her tasks')
+  })
+
+  it('runs a deployment\'s stage-in, job and service in order, each reading what the one before stored on another host; keeps only the outputs it says', async () => {
+    const words = `words through a deployment ${randomBytes(8).toString('hex')}\n`
+    await writeFile(join(dir, 'dep-words.txt'), words)
+    await cli(a, alice, ['data', 'put', join(dir, 'dep-words.txt'), 'data://me/dep/words.txt'])
+    const description = (input: string): string => `name: report
+components:
+  report:
+    kind: sequence
+    components:
+      fetch:
+        template: stagein
+        task: { outputs: report/in }
+        storage: { inputs: ["${input}"], size: 16 }
+        placement: { host: stage-a }
+      render:
+        template: render
+        task: { outputs: report/out }
+        storage: { inputs: ["data://me/report/in/words"], keep: outputs, size: 16 }
+        placement: { host: stage-b }
+  site:
+    template: shout
+    after: [report]
+    storage: { inputs: ["data://me/report/out/words.txt"] }
+    placement: { host: stage-a }
+`
+    const file = join(dir, 'report.yaml')
+    await writeFile(file, description('data://me/dep/words.txt'))
+    const d = await cli(a, alice, ['apply', file, '--supervisors', '1'])
+    assert.equal(d.state, 'running', JSON.stringify(d))
+    assert.deepEqual(d.components.map((c: any) => [c.path, c.state]), [['report.fetch', 'completed'], ['report.render', 'completed'], ['site', 'running']])
+    const [fetch, render] = d.components
+    assert.ok(fetch.events.some((e: any) => /completed: 2 file\(s\) stored/.test(e.event)), JSON.stringify(fetch.events))
+    assert.equal(render.instances[0].host, b.info.peerId, 'the job ran on B, reading what the stage-in stored on A')
+    const site = await cli(a, alice, ['instance', 'show', d.components[2].instances[0].id])
+    assert.equal((await httpGet(`${site.endpoints[0].url}/out`))?.trim(), `${words.trim().toUpperCase()}\nSECOND`, 'the service reads what the job stored on B')
+    const stored = async (h: TestHost): Promise<string[]> => (await cli(h, alice, ['data', 'ls'])).map((f: any) => f.path).filter((p: string) => p.startsWith('report/')).sort()
+    assert.deepEqual(await stored(a), ['report/in/words/two.txt', 'report/in/words/words.txt'])
+    assert.deepEqual(await stored(b), ['report/out/words.txt'])
+
+    const ended = await cli(a, alice, ['terminate', 'report'])
+    assert.equal(ended.state, 'terminated')
+    assert.deepEqual(await stored(a), [], 'what the stage-in stored goes with the deployment')
+    assert.deepEqual(await stored(b), ['report/out/words.txt'], 'the job\'s outputs stay, as its storage says')
+    for (const h of [a, b]) assert.deepEqual((await getJson(h, '/v1/instances')).instances.filter((i: any) => i.host === h.info.peerId && i.name.startsWith('report')), [], `nothing of it runs on ${h.name}`)
+
+    // Mallory names Alice's file in a description of hers: the host holding it reads it in no stead but hers.
+    await writeFile(file, description(`data://${d.owner as string}/dep/words.txt`))
+    const theirs = await cli(a, mallory, ['apply', file, '--supervisors', '1'])
+    assert.equal(theirs.state, 'failed')
+    assert.match(theirs.error, /not granted|FORBIDDEN|another owner/i)
+    assert.deepEqual((await getJson(a, '/v1/instances')).instances.filter((i: any) => i.owner === theirs.owner), [], 'nothing of hers runs')
+    await cli(a, mallory, ['terminate', 'report'])
   })
 
   for (const copyDisk of [false, true]) {

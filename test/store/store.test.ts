@@ -18,7 +18,7 @@ describe('store', () => {
     s1.instances.update('i-0000000000000001', { state: 'running', handle: { id: 'i-0000000000000001', driver: 'process', state: { pid: 5 } } })
     s1.tasks.insert({
       id: 'i-0000000000000001', owner: 'o', templateId: 'sha256:aa', inputs: ['data://o/in'], outputsPrefix: 'out', keep: false,
-      state: 'running', exitCode: null, error: null, outputs: [], refused: [], createdAt: 1, collectingAt: null, endedAt: null,
+      state: 'running', exitCode: null, error: null, outputs: [], refused: [], placed: null, createdAt: 1, collectingAt: null, endedAt: null,
     })
     s1.tasks.update('i-0000000000000001', { state: 'collecting' })
     s1.close()

@@ -241,7 +241,7 @@ export class Deployer {
     const missing = ids.map((id, index) => ({ id, index })).filter(i => !existing.includes(i.id))
     const t0 = performance.now()
     if (missing.length === 0) return { instances: ids.map(id => this.#init.supervisor.view(id)), fetchMs: 0, fetched: 0 }
-    const inputs = spec.inputs?.map((input, i) => ({ ...input, auth: part.inputs?.[i] ?? failNoAuth() }))
+    const inputs = spec.inputs?.map((input, i) => ({ ...input, authority: { auth: part.inputs?.[i] ?? failNoAuth() } }))
     // Inputs are read while the template comes: their signatures are fresh now, not after a long pull.
     const staging = inputs === undefined ? undefined : this.#init.inputs.stage(token.owner, inputs)
     staging?.catch(() => {})

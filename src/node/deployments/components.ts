@@ -1,12 +1,13 @@
 import type { Logger } from 'pino'
 import {
-  COMPONENT_EVENTS_KEPT, instanceIdOfPlace, instanceViewSchema, placeBytes, supervisedBytes, XenosError,
-  type AdvertOf, type DeploymentView, type GrantPlace, type InstanceView, type PlaceRequest, type SupervisedAction, type SupervisedRequest, type TemplateSummary,
+  COMPONENT_EVENTS_KEPT, instanceIdOfPlace, instanceViewSchema, placeBytes, supervisedBytes, taskViewSchema, XenosError,
+  type AdvertOf, type DeploymentView, type GrantPlace, type InstanceView, type PlaceRequest, type SupervisedAction, type SupervisedRequest, type TaskView, type TemplateSummary,
 } from '../../core/index.ts'
 import { isRuntime, type Description, type RuntimeRef, type Workload } from '../../deploy/index.ts'
 import type { Overlay } from '../../overlay/index.ts'
 import type { ComponentRecord, DeploymentRecord, DeploymentTable, PlacedInstance } from '../../store/index.ts'
 import type { Deployer } from '../deploy/index.ts'
+import { callHost } from '../remote.ts'
 import type { Liveness } from './liveness.ts'
 import { instanceName, workloadAt, type Places } from './places.ts'
 import { placedUnder } from './updates.ts'
@@ -14,7 +15,7 @@ import { placedUnder } from './updates.ts'
 export interface ComponentOpsInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'sign' | 'learnHost'>
   store: { deployments: Pick<DeploymentTable, 'get' | 'update'> }
-  places: Pick<Places, 'place' | 'act'>
+  places: Pick<Places, 'place' | 'placeTask' | 'taskStatus' | 'act'>
   deployer: Pick<Deployer, 'plan'>
   /** Told of each instance its host answered is healthy. */
   liveness: Pick<Liveness, 'healthy' | 'hostAlive'>
@@ -55,8 +56,7 @@ export class ComponentOps {
   async tell (record: DeploymentRecord, i: PlacedInstance, action: SupervisedAction): Promise<void> {
     const req = await this.signed(record, i, action)
     if (i.host === this.#self) return await this.#init.places.act(req)
-    await this.#init.overlay.learnHost(i.host)
-    await this.#init.overlay.rpc.call(i.host, 'instance.supervised', req)
+    await callHost(this.#init.overlay, i.host, 'instance.supervised', req)
   }
 
   /**
@@ -105,18 +105,32 @@ export class ComponentOps {
    * it is healthy.
    */
   async place (record: DeploymentRecord, description: Description, w: Workload, template: string, i: PlacedInstance, snapshot?: string): Promise<InstanceView> {
-    const { env, links } = this.runtimeOf(w, description, this.get(record.owner, record.name))
-    const unsigned: Omit<GrantPlace, 'sig'> = { grant: record.grant, component: w.path, index: i.index, generation: i.generation, template, host: i.host, by: this.#self, at: Date.now() }
-    const place = { ...unsigned, sig: await this.#init.overlay.sign(placeBytes(unsigned)) }
-    const view = await this.placeOn(i.host, { text: record.text, place, env, links, ...snapshot === undefined ? {} : { snapshot } })
+    const req = await this.#placeRequest(record, description, w, template, i, snapshot === undefined ? {} : { snapshot })
+    const view = i.host === this.#self ? await this.#init.places.place(req) : instanceViewSchema.parse(await callHost(this.#init.overlay, i.host, 'instance.place', req, PLACE_TIMEOUT_MS))
     this.#init.liveness.healthy(i.id)
     return view
   }
 
-  async placeOn (host: string, req: PlaceRequest): Promise<InstanceView> {
-    if (host === this.#self) return await this.#init.places.place(req)
-    await this.#init.overlay.learnHost(host)
-    return instanceViewSchema.parse(await this.#init.overlay.rpc.call(host, 'instance.place', req, { timeoutMs: PLACE_TIMEOUT_MS }))
+  /** Places task `i` of workload `w` (given the files of its inputs that are directories, as far as they are known), and answers how it is once it runs. */
+  async placeTask (record: DeploymentRecord, description: Description, w: Workload, template: string, i: PlacedInstance, inputs: PlaceRequest['inputs']): Promise<TaskView> {
+    const req = await this.#placeRequest(record, description, w, template, i, inputs === undefined || inputs.length === 0 ? {} : { inputs })
+    if (i.host === this.#self) return await this.#init.places.placeTask(req)
+    return taskViewSchema.parse(await callHost(this.#init.overlay, i.host, 'task.place', req, PLACE_TIMEOUT_MS))
+  }
+
+  /** How task `i` is, asked of its host. */
+  async taskStatus (record: DeploymentRecord, i: PlacedInstance): Promise<TaskView> {
+    const req = await this.signed(record, i, 'status')
+    if (i.host === this.#self) return await this.#init.places.taskStatus(req)
+    return taskViewSchema.parse(await callHost(this.#init.overlay, i.host, 'task.status', req))
+  }
+
+  /** The request that places instance `i` of workload `w` on its host, signed by this host, with the run-time values it is given. */
+  async #placeRequest (record: DeploymentRecord, description: Description, w: Workload, template: string, i: PlacedInstance, extra: Pick<PlaceRequest, 'snapshot' | 'inputs'>): Promise<PlaceRequest> {
+    const { env, links } = this.runtimeOf(w, description, this.get(record.owner, record.name))
+    const unsigned: Omit<GrantPlace, 'sig'> = { grant: record.grant, component: w.path, index: i.index, generation: i.generation, template, host: i.host, by: this.#self, at: Date.now() }
+    const place = { ...unsigned, sig: await this.#init.overlay.sign(placeBytes(unsigned)) }
+    return { text: record.text, place, env, links, ...extra }
   }
 
   /**

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
-  checkpointSchema, COMPONENT_EVENTS_KEPT, COMPONENT_STATES, DEPLOYMENT_STATES, deploymentGrantSchema, deploymentGrantValid, instanceIdOfPlace, instanceIdSchema, MAX_DESCRIPTION_TEXT, peerIdSchema, sha256Hex, terminationSchema, XenosError,
+  checkpointSchema, COMPONENT_EVENTS_KEPT, COMPONENT_STATES, DEPLOYMENT_STATES, deploymentGrantSchema, deploymentGrantValid, instanceIdOfPlace, instanceIdSchema, MAX_DESCRIPTION_TEXT, MAX_STAGED_FILES, peerIdSchema, sha256Hex, terminationSchema, XenosError,
 } from '../../core/index.ts'
 import type { Overlay } from '../../overlay/index.ts'
 import type { DeploymentRecord, DeploymentTable, PlacedInstance, Store } from '../../store/index.ts'
@@ -36,6 +36,7 @@ export const deploymentCopySchema = z.strictObject({
     outdated: z.boolean().optional(),
     retiring: z.array(placedSchema).max(100).optional(),
     termination: terminationSchema.optional(),
+    outputs: z.array(z.string().max(1024)).max(MAX_STAGED_FILES).optional(),
     event: z.string().max(4096).nullable(),
     events: z.array(z.strictObject({ at: z.number().int(), event: z.string().max(4096) })).max(COMPONENT_EVENTS_KEPT).optional(),
     updatedAt: z.number().int(),

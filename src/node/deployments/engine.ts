@@ -14,6 +14,7 @@ import { workloadsOf } from './order.ts'
 import { workloadAt } from './places.ts'
 import { FailurePolicies } from './policies.ts'
 import { RollingUpdates } from './rolling.ts'
+import { TaskFailed, TaskRuns } from './task-runs.ts'
 import { stillUsed, updatedTo } from './updates.ts'
 
 export interface DeploymentsInit extends Omit<ComponentOpsInit, 'store' | 'liveness'>, LivenessInit {
@@ -35,9 +36,25 @@ function isPassing (err: unknown): boolean {
   return err instanceof XenosError && PASSING.has(err.code)
 }
 
-/** Whether component `c` runs as workload `w` says: healthy, of the description the deployment runs, as many instances as it asks for. */
+/**
+ * Whether component `c` runs as workload `w` says: healthy, of the description the deployment
+ * runs, as many instances as it asks for; a task, once it has completed (or failed, when its
+ * policy is to let it be).
+ */
 function isSettled (w: Workload, c: ComponentRecord | undefined): boolean {
-  return c?.state === 'running' && c.outdated !== true && c.instances.length === w.count
+  if (c === undefined || c.outdated === true) return false
+  if (w.task !== undefined) return c.state === 'completed' || (c.state === 'failed' && w.onFailure === 'ignore' && c.termination !== undefined)
+  return c.state === 'running' && c.instances.length === w.count
+}
+
+/** Throws unless every component of `d` is one a deployment runs. */
+function checkRunnable (d: Description): void {
+  for (const { workload: w } of workloadsOf(d)) {
+    if (w.storage?.snapshot !== undefined) throw new XenosError('INVALID_ARGUMENT', `component ${w.path} starts from a snapshot, which deployments do not do yet: give it "checkpoint" to resume from its own, or deploy it with "xenos deploy --snapshot"`)
+    if (w.task === undefined) continue
+    if (w.count !== 1) throw new XenosError('INVALID_ARGUMENT', `component ${w.path} is a task, which runs one instance: give it count 1 (or make several tasks, each with its own outputs)`)
+    if (w.checkpointMs !== undefined) throw new XenosError('INVALID_ARGUMENT', `component ${w.path} is a task, which runs afresh: it takes no checkpoints`)
+  }
 }
 
 /** Whether component `c` ran before an update and comes to run as the update says by a rolling update (else it is brought up afresh). */
@@ -75,6 +92,7 @@ export class Deployments {
   readonly #policies: FailurePolicies
   readonly #checkpointer: Checkpointer
   readonly #rolling: RollingUpdates
+  readonly #tasks: TaskRuns
   /** Where deployments are supervised, seen from any host, and requests relayed there. */
   readonly directory: DeploymentDirectory
   /** Resolved descriptions, by their text's digest. */
@@ -91,6 +109,7 @@ export class Deployments {
     this.#policies = new FailurePolicies({ ...init, store: this.#store, ops: this.#ops, liveness: this.#liveness })
     this.#checkpointer = new Checkpointer({ ...init, ops: this.#ops, liveness: this.#liveness })
     this.#rolling = new RollingUpdates({ ...init, ops: this.#ops, checkpointer: this.#checkpointer })
+    this.#tasks = new TaskRuns({ ...init, ops: this.#ops, liveness: this.#liveness })
     this.directory = new DeploymentDirectory({
       ...init,
       here: { apply: async (req, onChange) => await this.apply(req, onChange), show: (owner, name) => this.show(owner, name), terminate: async (owner, name, onChange) => await this.terminate(owner, name, onChange) },
@@ -110,8 +129,7 @@ export class Deployments {
     if (Math.abs(Date.now() - grant.issuedAt) > REQUEST_MAX_SKEW_MS) throw new XenosError('UNAUTHENTICATED', 'this deployment was signed too long ago, or by a clock far from this host\'s: sign it again')
     const description = resolveDescription(text, `${grant.name}.yaml`)
     if (description.name !== grant.name) throw new XenosError('INVALID_ARGUMENT', `the description is named ${description.name}, its grant ${grant.name}`)
-    const unrun = workloadsOf(description).find(({ workload }) => workload.task !== undefined || workload.storage !== undefined)
-    if (unrun !== undefined) throw new XenosError('INVALID_ARGUMENT', `component ${unrun.workload.path} has ${unrun.workload.task === undefined ? 'storage' : 'a task'}, which deployments do not run yet: deploy it with "xenos run" or "xenos deploy --in"`)
+    checkRunnable(description)
     const existing = this.#store.deployments.get(grant.owner, grant.name)
     if (existing !== undefined && existing.state !== 'terminated') {
       if (existing.grant.description !== grant.description) return await this.#update(existing, req, description, onChange)
@@ -204,7 +222,8 @@ export class Deployments {
       this.#checkpointer.tick(d, description)
       for (const { workload: w } of workloadsOf(description)) {
         const c = d.components[w.path]
-        if (c?.state !== 'running' || !this.#liveness.due(`${d.owner}/${d.name}/${w.path}`, w.liveness.everyMs)) continue
+        // A task ends by itself: its supervisor learns how from its host, not from its liveness.
+        if (w.task !== undefined || c?.state !== 'running' || !this.#liveness.due(`${d.owner}/${d.name}/${w.path}`, w.liveness.everyMs)) continue
         // A VM paused for its checkpoint fails a health check or two: that is not a death.
         const seen = (i: PlacedInstance): Seen => {
           const s = this.#liveness.check(i)
@@ -361,7 +380,8 @@ export class Deployments {
       if (ready.length === 0) break
       const results = await Promise.allSettled(ready.map(async ({ workload }) => {
         const mayRetry = retries < BRING_UP_RETRIES
-        if (isRolled(state[workload.path])) await this.#roll(record, description, workload, onChange, mayRetry)
+        if (workload.task !== undefined) await this.#tasks.run(this.#ops.get(owner, name), description, workload, onChange)
+        else if (isRolled(state[workload.path])) await this.#roll(record, description, workload, onChange, mayRetry)
         else await this.#bringUpWorkload(record, description, workload, onChange, mayRetry)
       }))
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
@@ -373,6 +393,10 @@ export class Deployments {
         continue
       }
       const error = (failed.reason as Error).message
+      // A task whose policy is to end the deployment when it fails does.
+      if (failed.reason instanceof TaskFailed && workloadAt(description, failed.reason.path)?.onFailure === 'terminate') {
+        return await this.#terminateHere(owner, name, onChange, { path: failed.reason.path, cause: failed.reason.why })
+      }
       return this.#ops.view(this.#store.deployments.update(owner, name, { state: 'failed', error }) ?? record)
     }
     const done = this.#store.deployments.update(owner, name, { state: 'running', error: null, earlier: stillUsed(this.#ops.get(owner, name)) }) ?? record

@@ -1,15 +1,17 @@
+import { rm } from 'node:fs/promises'
 import {
-  deploymentGrantValid, ENDED_STATES, instanceIdOfPlace, placeBytes, placeRequestSchema, REQUEST_MAX_SKEW_MS, sha256Hex, supervisedBytes, supervisedRequestSchema, XenosError,
-  type DeploymentGrant, type GrantPlace, type InstanceView, type PlaceRequest, type SupervisedRequest,
+  checkDataPath, deploymentGrantValid, ENDED_STATES, formatDataUri, instanceIdOfPlace, parseDataUri, placeBytes, placeRequestSchema, REQUEST_MAX_SKEW_MS, sha256Hex, supervisedBytes, supervisedRequestSchema, XenosError,
+  type DataRef, type DeploymentGrant, type GrantPlace, type InstanceView, type PlacedRead, type PlaceRequest, type SupervisedRequest, type TaskView,
 } from '../../core/index.ts'
 import { resolveDescription, type Component, type Description, type Workload } from '../../deploy/index.ts'
 import type { TemplateFetcher } from '../../images/index.ts'
 import { verifyHostSignature, type Overlay } from '../../overlay/index.ts'
 import type { SnapshotRecord, Store } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
-import type { InstanceSupervisor } from '../instances/index.ts'
+import type { CreateOptions, InstanceSupervisor } from '../instances/index.ts'
+import type { Tasks } from '../tasks.ts'
 import type { RequestVerifier } from '../replay.ts'
-import { untilHealthy } from '../deploy/index.ts'
+import { untilHealthy, type InputStager } from '../deploy/index.ts'
 
 /** How long a placed instance has to boot and pass its checks. */
 const HEALTHY_WITHIN_MS = 5 * 60_000
@@ -17,10 +19,23 @@ const HEALTHY_WITHIN_MS = 5 * 60_000
 export interface PlacesInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc'>
   supervisor: Pick<InstanceSupervisor, 'create' | 'has' | 'view' | 'control' | 'placementOf'>
-  store: Pick<Store, 'snapshots'>
+  store: Pick<Store, 'snapshots' | 'tasks'>
   fetcher: Pick<TemplateFetcher, 'ensure'>
   catalog: Pick<TemplateCatalog, 'resolve'>
   verifier: RequestVerifier
+  /** Builds the disk of an instance's inputs, read in its owner's stead under its place. */
+  inputs: Pick<InputStager, 'stage'>
+  tasks: Pick<Tasks, 'recordFor' | 'view' | 'dropOutputs' | 'announce'>
+}
+
+/** How large the disk a task writes its outputs on is, unless its `storage.size` says. */
+const TASK_OUTPUTS_MIB = 1024
+
+/** What a place is checked to be: the instance it makes, of which workload, from which template. */
+interface Admitted {
+  id: string
+  workload: Workload
+  template: string
 }
 
 /**
@@ -45,10 +60,18 @@ export class Places {
       if (from.toString() !== req.place.by) throw new XenosError('FORBIDDEN', `host ${from.toString()} asks for a place host ${req.place.by} gave`)
       return await this.place(req)
     })
+    rpc.handle('task.place', placeRequestSchema, async (req, from) => {
+      if (from.toString() !== req.place.by) throw new XenosError('FORBIDDEN', `host ${from.toString()} asks for a place host ${req.place.by} gave`)
+      return await this.placeTask(req)
+    })
     rpc.handle('instance.supervised', supervisedRequestSchema, async (req, from) => {
       if (from.toString() !== req.by) throw new XenosError('FORBIDDEN', `host ${from.toString()} asks for an action in the name of host ${req.by}`)
       await this.act(req)
       return null
+    })
+    rpc.handle('task.status', supervisedRequestSchema, async (req, from) => {
+      if (from.toString() !== req.by) throw new XenosError('FORBIDDEN', `host ${from.toString()} asks for an action in the name of host ${req.by}`)
+      return await this.taskStatus(req)
     })
   }
 
@@ -57,6 +80,37 @@ export class Places {
    * and answers once it has booted and passed its health checks.
    */
   async place (req: PlaceRequest): Promise<InstanceView> {
+    const admitted = await this.#admit(req)
+    if (admitted.workload.task !== undefined) throw new XenosError('INVALID_ARGUMENT', `component ${req.place.component} is a task: place it as one`)
+    if (!this.#init.supervisor.has(admitted.id)) await this.#make(req, admitted)
+    return await this.#healthy(admitted.id)
+  }
+
+  /**
+   * Makes the task `req` places on this host (or finds it made, or run already: a retry runs
+   * nothing twice), and answers how it is once it runs; its supervisor asks again until it ends.
+   */
+  async placeTask (req: PlaceRequest): Promise<TaskView> {
+    const admitted = await this.#admit(req)
+    const { task } = admitted.workload
+    if (task === undefined) throw new XenosError('INVALID_ARGUMENT', `component ${req.place.component} is not a task`)
+    if (this.#init.store.tasks.get(admitted.id) === undefined) {
+      const spec = { task: { outputs: checkDataPath(task.outputs), keep: task.keep }, inputs: inputsOf(admitted.workload, req.place.grant.owner).map(uri => ({ uri })) }
+      const placed = { place: req.place, dropOutputs: admitted.workload.storage?.keep !== 'outputs' }
+      await this.#make(req, admitted, {
+        outputBytes: (admitted.workload.storage?.size ?? TASK_OUTPUTS_MIB) * 2 ** 20,
+        alongside: r => {
+          const record = this.#init.tasks.recordFor(r, spec, placed)
+          if (record !== undefined) this.#init.store.tasks.insert(record)
+        },
+      })
+      void this.#init.tasks.announce(admitted.id).catch(() => {})
+    }
+    return this.#init.tasks.view(admitted.id)
+  }
+
+  /** Checks place `req` against its grant and the description its owner signed: what it makes, and from what. */
+  async #admit (req: PlaceRequest): Promise<Admitted> {
     const { place, text } = req
     const { sig, ...unsigned } = place
     const { grant } = place
@@ -69,22 +123,41 @@ export class Places {
     if (place.index >= workload.count) throw new XenosError('INVALID_ARGUMENT', `component ${place.component} has ${workload.count} instance(s), not ${place.index + 1}`)
     const unknown = Object.keys(req.env).filter(k => !(k in workload.env))
     if (unknown.length > 0) throw new XenosError('INVALID_ARGUMENT', `component ${place.component} sets no ${unknown.join(', ')} in its description`)
-    if (this.#init.supervisor.has(id)) return await this.#healthy(id)
+    const named = inputsOf(workload, grant.owner)
+    if ((req.inputs ?? []).some(i => !named.includes(i.uri))) throw new XenosError('INVALID_ARGUMENT', `component ${place.component} names no such input in its description`)
+    return { id, workload, template: place.template }
+  }
+
+  /** Makes the instance `admitted`, its inputs staged, once the place is checked to be fresh and used once. */
+  async #make (req: PlaceRequest, admitted: Admitted, options: Pick<CreateOptions, 'outputBytes' | 'alongside'> = {}): Promise<void> {
+    const { place } = req
+    const { grant } = place
+    const { id, workload } = admitted
     if (Math.abs(Date.now() - place.at) > REQUEST_MAX_SKEW_MS) throw new XenosError('UNAUTHENTICATED', 'this place was given too long ago, or by a clock far from this host\'s')
     const named = await this.#init.catalog.resolve(workload.template)
     if (named.id !== place.template) throw new XenosError('FORBIDDEN', `component ${place.component} runs ${workload.template} (${named.id}), not ${place.template}`)
     const snapshot = req.snapshot === undefined ? undefined : this.#checkpoint(req.snapshot, place, workload)
-    this.#init.verifier.claimOnce(grant.owner, sig, place.at)
-    const { template } = await this.#init.fetcher.ensure(place.template)
-    await this.#init.supervisor.create(template, grant.owner, [{
-      id,
-      name: instanceName(grant.name, workload, place.index),
-      placement: { root: place, drains: [] },
-      links: req.links,
-      env: req.env,
-      resources: workload.resources,
-    }], { snapshot })
-    return await this.#healthy(id)
+    this.#init.verifier.claimOnce(grant.owner, place.sig, place.at)
+    // Read in the owner's stead: each holder checks the place and that the description names the input.
+    const inputs = inputsOf(workload, grant.owner).map(uri => ({ uri, ...req.inputs?.find(i => i.uri === uri), authority: { placed: { text: req.text, place } } }))
+    const staging = inputs.length === 0 ? undefined : this.#init.inputs.stage(grant.owner, inputs)
+    staging?.catch(() => {})
+    let image: string | undefined
+    try {
+      const { template } = await this.#init.fetcher.ensure(place.template)
+      image = await staging
+      await this.#init.supervisor.create(template, grant.owner, [{
+        id,
+        name: instanceName(grant.name, workload, place.index),
+        placement: { root: place, drains: [] },
+        links: req.links,
+        env: req.env,
+        resources: workload.resources,
+      }], { snapshot, inputs: image, ...options })
+    } finally {
+      if (image !== undefined) await rm(image, { force: true })
+      else if (staging !== undefined) await staging.then(async path => { await rm(path, { force: true }) }, () => {})
+    }
   }
 
   /** The checkpoint held here that a place resumes from: one of an earlier making of the same instance of the same deployment. */
@@ -102,12 +175,17 @@ export class Places {
     return this.#init.supervisor.view(id)
   }
 
-  /** Ends an instance placed here under a deployment, or starts it again, at the word of a supervisor its grant names. */
+  /**
+   * Ends an instance placed here under a deployment (and the outputs of a task whose description
+   * keeps none), or starts it again, at the word of a supervisor its grant names.
+   */
   async act (req: SupervisedRequest): Promise<void> {
-    if (!this.#init.supervisor.has(req.id) && req.action === 'release') return
+    const ran = (this.#init.store.tasks.get(req.id)?.placed ?? null) !== null
+    if (!this.#init.supervisor.has(req.id) && !ran && req.action === 'release') return
     await this.authorised(req)
     if (req.action === 'release') {
-      await this.#init.supervisor.control(req.id, 'destroy')
+      if (this.#init.supervisor.has(req.id)) await this.#init.supervisor.control(req.id, 'destroy')
+      if (ran) this.#init.tasks.dropOutputs(req.id)
       return
     }
     if (req.action !== 'restart') throw new XenosError('INVALID_ARGUMENT', `a ${req.action} is asked for on its own`)
@@ -116,13 +194,22 @@ export class Places {
     await this.#init.supervisor.control(req.id, 'start')
   }
 
+  /** How the task a supervisor placed here is, at its signed word (its outputs' names are its owner's to see). */
+  async taskStatus (req: SupervisedRequest): Promise<TaskView> {
+    if (req.action !== 'status') throw new XenosError('INVALID_ARGUMENT', `a ${req.action} is not asked for this way`)
+    await this.authorised(req)
+    return this.#init.tasks.view(req.id)
+  }
+
   /**
    * The place of the instance `req` acts on, once it is checked that the instance was placed here
-   * under a deployment and that a supervisor its grant names signed `req` just now (once).
+   * under a deployment (or ran here, as a task, under one) and that a supervisor its grant names
+   * signed `req` just now (once).
    */
   async authorised (req: SupervisedRequest): Promise<GrantPlace> {
-    if (!this.#init.supervisor.has(req.id)) throw new XenosError('INSTANCE_NOT_FOUND', `host ${this.#self} has no instance ${req.id}`)
-    const root = this.#init.supervisor.placementOf(req.id)?.root
+    const ran = this.#init.store.tasks.get(req.id)?.placed?.place
+    if (!this.#init.supervisor.has(req.id) && ran === undefined) throw new XenosError('INSTANCE_NOT_FOUND', `host ${this.#self} has no instance ${req.id}`)
+    const root = this.#init.supervisor.has(req.id) ? this.#init.supervisor.placementOf(req.id)?.root : ran
     if (root === undefined || !('grant' in root)) throw new XenosError('FORBIDDEN', `instance ${req.id} was not placed under a deployment`)
     if (!root.grant.supervisors.includes(req.by)) throw new XenosError('FORBIDDEN', `host ${req.by} may not act for deployment ${root.grant.name}`)
     if (Math.abs(Date.now() - req.at) > REQUEST_MAX_SKEW_MS) throw new XenosError('UNAUTHENTICATED', `this ${req.action} was signed too long ago, or by a clock far from this host's`)
@@ -142,6 +229,32 @@ export function checkActingFor (grant: DeploymentGrant, by: string): void {
 export function signedWorkload (text: string, grant: DeploymentGrant, component: string): Workload | undefined {
   if (sha256Hex(text) !== grant.description) throw new XenosError('UNAUTHENTICATED', `the description sent is not the one the owner of deployment ${grant.name} signed`)
   return workloadAt(resolveDescription(text, `${grant.name}.yaml`), component)
+}
+
+/** How long after it was given a place lets its host read the inputs it names: they are read while the instance is made, one file after another. */
+const PLACED_READ_WITHIN_MS = 30 * 60_000
+
+/**
+ * The owner in whose stead host `peer` reads `signed` (a file, or a directory holding the file
+ * read): the one whose grant `placed` carries, once it is checked that a supervisor the grant
+ * names placed an instance on `peer` lately, of a component whose description, as the owner
+ * signed it, names `signed` among its inputs.
+ */
+export async function placedReaderOf (placed: PlacedRead, peer: string, signed: DataRef): Promise<string> {
+  const { text, place } = placed
+  const { sig, ...unsigned } = place
+  if (place.host !== peer) throw new XenosError('FORBIDDEN', `this place is on host ${place.host}, not on host ${peer}, which asks`)
+  checkActingFor(place.grant, place.by)
+  if (Math.abs(Date.now() - place.at) > PLACED_READ_WITHIN_MS) throw new XenosError('UNAUTHENTICATED', 'this place was given too long ago to read its inputs with')
+  if (!await verifyHostSignature(place.by, placeBytes(unsigned), sig)) throw new XenosError('UNAUTHENTICATED', `host ${place.by} did not sign this place`)
+  const named = inputsOf(signedWorkload(text, place.grant, place.component), place.grant.owner)
+  if (!named.includes(formatDataUri(signed))) throw new XenosError('FORBIDDEN', `component ${place.component} of deployment ${place.grant.name} names no input ${formatDataUri(signed)}`)
+  return place.grant.owner
+}
+
+/** The inputs workload `w` names (`data://me/…` is its owner's), as full data:// names. */
+export function inputsOf (w: Workload | undefined, owner: string): string[] {
+  return (w?.storage?.inputs ?? []).map(uri => formatDataUri(parseDataUri(uri, owner)))
 }
 
 /** How many makings back a checkpoint may be of: a checkpoint is taken of every making that runs long enough. */

@@ -78,7 +78,7 @@ export class Arrivals {
         store.diskExports.remove(id)
         if (task !== undefined) {
           store.tasks.insert({
-            ...task, id, owner: r.owner, templateId: r.templateId, state: 'running', exitCode: null, error: null, outputs: [], refused: [], collectingAt: null, endedAt: null,
+            ...task, id, owner: r.owner, templateId: r.templateId, state: 'running', exitCode: null, error: null, outputs: [], refused: [], placed: null, collectingAt: null, endedAt: null,
           })
         }
         records.set(id, { state: 'running' })
