@@ -372,9 +372,9 @@ components:
 
     // Mallory names Alice's file in a description of hers: the host holding it reads it in no stead but hers.
     await writeFile(file, description(`data://${d.owner as string}/dep/words.txt`))
-    const theirs = await cli(a, mallory, ['apply', file, '--supervisors', '1'])
-    assert.equal(theirs.state, 'failed')
-    assert.match(theirs.error, /not granted|FORBIDDEN|another owner/i)
+    await assert.rejects(cli(a, mallory, ['apply', file, '--supervisors', '1']), /"state": "failed"[^]*belongs to another owner, who has not granted your key/)
+    const theirs = await cli(a, mallory, ['deployment', 'show', 'report'])
+    assert.deepEqual(theirs.components.map((c: any) => [c.path, c.state, c.termination?.kind]), [['report.fetch', 'failed', 'abnormal'], ['report.render', 'waiting', undefined], ['site', 'waiting', undefined]])
     assert.deepEqual((await getJson(a, '/v1/instances')).instances.filter((i: any) => i.owner === theirs.owner), [], 'nothing of hers runs')
     await cli(a, mallory, ['terminate', 'report'])
   })

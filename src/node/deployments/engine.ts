@@ -379,10 +379,14 @@ export class Deployments {
       const ready = all.filter(({ workload, after }) => !settled(workload) && [...after].every(p => { const w = workloadAt(description, p); return w !== undefined && settled(w) }))
       if (ready.length === 0) break
       const results = await Promise.allSettled(ready.map(async ({ workload }) => {
-        const mayRetry = retries < BRING_UP_RETRIES
-        if (workload.task !== undefined) await this.#tasks.run(this.#ops.get(owner, name), description, workload, onChange)
-        else if (isRolled(state[workload.path])) await this.#roll(record, description, workload, onChange, mayRetry)
-        else await this.#bringUpWorkload(record, description, workload, onChange, mayRetry)
+        try {
+          if (workload.task !== undefined) await this.#tasks.run(this.#ops.get(owner, name), description, workload, onChange)
+          else if (isRolled(state[workload.path])) await this.#rolling.roll(record, description, workload, onChange)
+          else await this.#bringUpWorkload(record, description, workload, onChange)
+        } catch (err) {
+          if (!(err instanceof TaskFailed)) this.#failing(owner, name, workload.path, err, retries < BRING_UP_RETRIES, onChange)
+          throw err
+        }
       }))
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
       if (failed === undefined) continue
@@ -413,19 +417,15 @@ export class Deployments {
     this.#store.deployments.update(owner, name, { components })
   }
 
-  /** Rolls component `w` to what an update made of it; what fails for good fails the component, as a first bring-up does. */
-  async #roll (record: DeploymentRecord, description: Description, w: Workload, onChange: (v: DeploymentView) => void, mayRetry: boolean): Promise<void> {
-    try {
-      await this.#rolling.roll(record, description, w, onChange)
-    } catch (err) {
-      if (mayRetry && isPassing(err)) this.#ops.setComponent(record.owner, record.name, w.path, { event: `trying again soon: ${(err as Error).message}` }, onChange)
-      else this.#ops.setComponent(record.owner, record.name, w.path, { state: 'failed', termination: { kind: 'abnormal', cause: (err as Error).message, at: Date.now() }, event: (err as Error).message }, onChange)
-      throw err
-    }
+  /** What came of a component that could not be brought up: what is away for now leaves it to be asked for again; anything else fails it. */
+  #failing (owner: string, name: string, path: string, err: unknown, mayRetry: boolean, onChange: (v: DeploymentView) => void): void {
+    const why = (err as Error).message
+    if (mayRetry && isPassing(err)) this.#ops.setComponent(owner, name, path, { event: `trying again soon: ${why}` }, onChange)
+    else this.#ops.setComponent(owner, name, path, { state: 'failed', termination: { kind: 'abnormal', cause: why, at: Date.now() }, event: why }, onChange)
   }
 
   /** Places every instance of a workload, each on the host chosen for it, and waits until each is healthy. */
-  async #bringUpWorkload (record: DeploymentRecord, description: Description, w: Workload, onChange: (v: DeploymentView) => void, mayRetry: boolean): Promise<void> {
+  async #bringUpWorkload (record: DeploymentRecord, description: Description, w: Workload, onChange: (v: DeploymentView) => void): Promise<void> {
     const { owner, name } = record
     const ops = this.#ops
     const template = await this.#init.catalog.resolve(w.template)
@@ -442,14 +442,7 @@ export class Deployments {
     const instances = hosts.map((host, index) => placed.find(i => i.index === index) ?? ops.placed(record, w, index, generation, host))
     // Where each goes is written before it is asked for: after a restart it is asked of the same host, and made once.
     ops.setComponent(owner, name, w.path, { state: 'deploying', instances, event: `placing ${w.count} instance(s) on ${new Set(hosts).size} host(s)` }, onChange)
-    try {
-      await Promise.all(instances.map(async i => await ops.place(record, description, w, template.id, i)))
-    } catch (err) {
-      // What is away for now leaves the places as they are, to be asked for again; anything else fails the component.
-      if (mayRetry && isPassing(err)) ops.setComponent(owner, name, w.path, { event: `trying again soon: ${(err as Error).message}` }, onChange)
-      else ops.setComponent(owner, name, w.path, { state: 'failed', termination: { kind: 'abnormal', cause: (err as Error).message, at: Date.now() }, event: (err as Error).message }, onChange)
-      throw err
-    }
+    await Promise.all(instances.map(async i => await ops.place(record, description, w, template.id, i)))
     ops.setComponent(owner, name, w.path, { state: 'running', event: 'running and healthy' }, onChange)
   }
 
