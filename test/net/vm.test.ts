@@ -181,6 +181,18 @@ describe('services in virtual machines', { skip }, () => {
     await assert.rejects(cli(b, mallory, ['deploy', 'counter', '--host', 'vm-a', '--from-snapshot', snap.id]), /FORBIDDEN/)
     await assert.rejects(cli(b, alice, ['deploy', 'counter', '--from-snapshot', snap.id]), /SNAPSHOT_NOT_FOUND.*give --host/, 'a host that does not hold it says where to deploy')
     await cli(a, alice, ['instance', 'destroy', copy.id])
+
+    // A description's component starts from it too, on the host that holds it; another owner's description does not.
+    const file = join(await tempDir('from-snapshot'), 'resumed.yaml')
+    await writeFile(file, `name: resumed\ncomponents:\n  counting:\n    template: counter\n    storage: { snapshot: ${snap.id as string} }\n    placement: { host: vm-a }\n`)
+    const d = await cli(b, alice, ['apply', file, '--supervisors', '1'])
+    assert.equal(d.state, 'running', JSON.stringify(d))
+    const resumed = await cli(a, alice, ['instance', 'show', d.components[0].instances[0].id])
+    const from = await eventually(async () => await count(resumed.endpoints[0].url), 10_000, 'the resumed component to answer')
+    assert.ok(from >= atSnapshot, `the component starts from the snapshot's count ${atSnapshot} (got ${from})`)
+    await cli(b, alice, ['terminate', 'resumed'])
+    await assert.rejects(cli(b, mallory, ['apply', file, '--supervisors', '1']), /snapshot s-[0-9a-f]+ belongs to another owner/)
+    await cli(b, mallory, ['terminate', 'resumed'])
   })
 
   it('re-attaches to its VMs after kill -9 of xenosd, and reports a killed QEMU as failed', async () => {

@@ -50,7 +50,11 @@ function isSettled (w: Workload, c: ComponentRecord | undefined): boolean {
 /** Throws unless every component of `d` is one a deployment runs. */
 function checkRunnable (d: Description): void {
   for (const { workload: w } of workloadsOf(d)) {
-    if (w.storage?.snapshot !== undefined) throw new XenosError('INVALID_ARGUMENT', `component ${w.path} starts from a snapshot, which deployments do not do yet: give it "checkpoint" to resume from its own, or deploy it with "xenos deploy --snapshot"`)
+    if (w.storage?.snapshot !== undefined) {
+      // A snapshot stays on the host that took it.
+      if (w.placement.host === undefined) throw new XenosError('INVALID_ARGUMENT', `component ${w.path} starts from snapshot ${w.storage.snapshot}, which stays on the host that took it: name that host in its placement ("placement: { host: NAME }")`)
+      if (w.storage.inputs !== undefined || w.task !== undefined) throw new XenosError('INVALID_ARGUMENT', `component ${w.path} starts from a snapshot, whose memory was saved without inputs staged: it can be no task and have no inputs`)
+    }
     if (w.task === undefined) continue
     if (w.count !== 1) throw new XenosError('INVALID_ARGUMENT', `component ${w.path} is a task, which runs one instance: give it count 1 (or make several tasks, each with its own outputs)`)
     if (w.checkpointMs !== undefined) throw new XenosError('INVALID_ARGUMENT', `component ${w.path} is a task, which runs afresh: it takes no checkpoints`)

@@ -136,7 +136,9 @@ export class Places {
     if (Math.abs(Date.now() - place.at) > REQUEST_MAX_SKEW_MS) throw new XenosError('UNAUTHENTICATED', 'this place was given too long ago, or by a clock far from this host\'s')
     const named = await this.#init.catalog.resolve(workload.template)
     if (named.id !== place.template) throw new XenosError('FORBIDDEN', `component ${place.component} runs ${workload.template} (${named.id}), not ${place.template}`)
-    const snapshot = req.snapshot === undefined ? undefined : this.#checkpoint(req.snapshot, place, workload)
+    const snapshot = req.snapshot !== undefined
+      ? this.#checkpoint(req.snapshot, place, workload)
+      : workload.storage?.snapshot === undefined ? undefined : this.#ownersSnapshot(workload.storage.snapshot, place)
     this.#init.verifier.claimOnce(grant.owner, place.sig, place.at)
     // Read in the owner's stead: each holder checks the place and that the description names the input.
     const inputs = inputsOf(workload, grant.owner).map(uri => ({ uri, ...req.inputs?.find(i => i.uri === uri), authority: { placed: { text: req.text, place } } }))
@@ -166,6 +168,15 @@ export class Places {
     if (snapshot === undefined) throw new XenosError('SNAPSHOT_NOT_FOUND', `host ${this.#self} keeps no checkpoint ${id}`)
     if (workload.checkpointMs === undefined) throw new XenosError('FORBIDDEN', `component ${place.component} of deployment ${place.grant.name} takes no checkpoints to resume from`)
     if (snapshot.templateId !== place.template || !isEarlierMaking(snapshot.instanceId, place)) throw new XenosError('FORBIDDEN', `snapshot ${id} is not a checkpoint of instance ${place.index} of component ${place.component} of deployment ${place.grant.name}`)
+    return snapshot
+  }
+
+  /** The snapshot held here that a component's `storage.snapshot` starts it from: one its owner took, of its template. */
+  #ownersSnapshot (id: string, place: GrantPlace): SnapshotRecord {
+    const snapshot = this.#init.store.snapshots.get(id)
+    if (snapshot === undefined) throw new XenosError('SNAPSHOT_NOT_FOUND', `host ${this.#self} holds no snapshot ${id}: name the host that took it in the placement of component ${place.component}`)
+    if (snapshot.owner !== place.grant.owner) throw new XenosError('FORBIDDEN', `snapshot ${id} belongs to another owner`)
+    if (snapshot.templateId !== place.template) throw new XenosError('INVALID_ARGUMENT', `snapshot ${id} is of template ${snapshot.templateId}, not of ${place.template}, which component ${place.component} runs`)
     return snapshot
   }
 
