@@ -17,6 +17,8 @@ export interface TaskRunsInit {
 
 /** How often a supervisor asks the host of a task it placed how the task is. */
 const ASK_EVERY_MS = 1000
+/** What a host that is away, for now or for good, answers: asked again until it is known to be gone. */
+const AWAY = new Set(['PEER_UNREACHABLE', 'HOST_NOT_FOUND', 'TIMEOUT'])
 
 /** A task that failed for good: its component's policy says what follows. */
 export class TaskFailed extends XenosError {
@@ -101,6 +103,8 @@ export class TaskRuns {
         view = await this.#init.ops.taskStatus(this.#init.ops.get(record.owner, record.name), i)
         heard = Date.now()
       } catch (err) {
+        // Its host away for a while is asked again; an answer that it cannot say is the end of this run.
+        if (!(err instanceof XenosError) || !AWAY.has(err.code)) return { ...view, state: 'failed', error: `its host could not say how it is: ${(err as Error).message}` }
         this.#init.log.debug({ err, task: i.id }, 'could not ask how a task is')
         if (!this.#init.liveness.hostAlive(i.host) && Date.now() - heard > w.liveness.everyMs * w.liveness.failAfter) {
           return { ...view, state: 'failed', error: `its host ${i.host.slice(-8)} is gone` }
