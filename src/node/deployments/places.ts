@@ -31,11 +31,10 @@ export interface PlacesInit {
 /** How large the disk a task writes its outputs on is, unless its `storage.size` says. */
 const TASK_OUTPUTS_MIB = 1024
 
-/** What a place is checked to be: the instance it makes, of which workload, from which template. */
+/** What a place is checked to be: the instance it makes, of which workload. */
 interface Admitted {
   id: string
   workload: Workload
-  template: string
 }
 
 /**
@@ -56,23 +55,21 @@ export class Places {
 
   serve (): void {
     const { rpc } = this.#init.overlay
-    rpc.handle('instance.place', placeRequestSchema, async (req, from) => {
+    // Each request comes from the host that signed it: no host relays another's.
+    const placer = (req: PlaceRequest, from: { toString: () => string }): void => {
       if (from.toString() !== req.place.by) throw new XenosError('FORBIDDEN', `host ${from.toString()} asks for a place host ${req.place.by} gave`)
-      return await this.place(req)
-    })
-    rpc.handle('task.place', placeRequestSchema, async (req, from) => {
-      if (from.toString() !== req.place.by) throw new XenosError('FORBIDDEN', `host ${from.toString()} asks for a place host ${req.place.by} gave`)
-      return await this.placeTask(req)
-    })
-    rpc.handle('instance.supervised', supervisedRequestSchema, async (req, from) => {
+    }
+    const signer = (req: SupervisedRequest, from: { toString: () => string }): void => {
       if (from.toString() !== req.by) throw new XenosError('FORBIDDEN', `host ${from.toString()} asks for an action in the name of host ${req.by}`)
+    }
+    rpc.handle('instance.place', placeRequestSchema, async (req, from) => { placer(req, from); return await this.place(req) })
+    rpc.handle('task.place', placeRequestSchema, async (req, from) => { placer(req, from); return await this.placeTask(req) })
+    rpc.handle('instance.supervised', supervisedRequestSchema, async (req, from) => {
+      signer(req, from)
       await this.act(req)
       return null
     })
-    rpc.handle('task.status', supervisedRequestSchema, async (req, from) => {
-      if (from.toString() !== req.by) throw new XenosError('FORBIDDEN', `host ${from.toString()} asks for an action in the name of host ${req.by}`)
-      return await this.taskStatus(req)
-    })
+    rpc.handle('task.status', supervisedRequestSchema, async (req, from) => { signer(req, from); return await this.taskStatus(req) })
   }
 
   /**
@@ -109,7 +106,7 @@ export class Places {
     return this.#init.tasks.view(admitted.id)
   }
 
-  /** Checks place `req` against its grant and the description its owner signed: what it makes, and from what. */
+  /** Checks place `req` against its grant and the description its owner signed: what it makes. */
   async #admit (req: PlaceRequest): Promise<Admitted> {
     const { place, text } = req
     const { sig, ...unsigned } = place
@@ -125,7 +122,7 @@ export class Places {
     if (unknown.length > 0) throw new XenosError('INVALID_ARGUMENT', `component ${place.component} sets no ${unknown.join(', ')} in its description`)
     const named = inputsOf(workload, grant.owner)
     if ((req.inputs ?? []).some(i => !named.includes(i.uri))) throw new XenosError('INVALID_ARGUMENT', `component ${place.component} names no such input in its description`)
-    return { id, workload, template: place.template }
+    return { id, workload }
   }
 
   /** Makes the instance `admitted`, its inputs staged, once the place is checked to be fresh and used once. */
