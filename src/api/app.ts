@@ -11,6 +11,7 @@ import { drainResultSchema, INSTANCE_ID_PATTERN, nameRecordSchema, toXenosError,
 import { parseManifest, validateManifest } from '../images/index.ts'
 import type { ApiHost } from './api-host.ts'
 import { AUTH_HEADER, authOf, maybeAuthOf, SECURITY_SCHEMES, signedBy } from './auth.ts'
+import { registerBankRoutes } from './bank.ts'
 import { registerDataRoutes } from './data.ts'
 import { registerDeploymentRoutes } from './deployments.ts'
 import { eventStream, withProgress } from './events.ts'
@@ -101,6 +102,7 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => { done(null, payload) })
   registerDataRoutes(api, host)
   registerDeploymentRoutes(api, host)
+  registerBankRoutes(api, host)
 
   api.get('/v1/search', { schema: { summary: 'Search adverts of hosts, templates and instances', querystring: searchQuery, response: { 200: searchResultSchema, ...errors } } }, async req => {
     const { q, kind, host: onHost, waitMs, from, limit } = req.query

@@ -26,6 +26,9 @@ export function withDaemonOptions (cmd: Command): Command {
     .option('--host-quota <MiB>', 'the most data all owners together may keep on this host (default: 80% of the data dir\'s file system)', Number)
     .option('--operator <key>', 'owner id of a key that operates this host (repeatable; default: the key in DATA/operator.pem, made on first start)', collect)
     .option('--guest-outbound', 'let VMs whose template asks for it reach the network (and this host\'s loopback with it): only where every template is trusted')
+    .option('--bank', 'run a bank: the ledger of the market\'s credits (its key: DATA/bank.pem, made on first start)')
+    .option('--bank-grant <credits>', 'what the bank gives each new account (default: 0)', Number)
+    .option('--accept-bank <key>', 'a bank (by its key) this host and its users deal with (repeatable)', collect)
     .option('--mdns', 'find hosts on the local network with mDNS')
     .option('--no-direct-migration', 'receive migrating VMs only through the overlay, not on a port of their own')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
@@ -52,6 +55,9 @@ export interface DaemonFlags {
   overcommitMemory?: number
   accel: string
   mdns?: boolean
+  bank?: boolean
+  bankGrant?: number
+  acceptBank?: string[]
   directMigration: boolean
   logLevel: string
 }
@@ -76,6 +82,9 @@ export function daemonOptionsFrom (flags: DaemonFlags): HostOptionsInput & { dat
     ...(flags.hostQuota === undefined ? {} : { hostQuotaBytes: Math.round(flags.hostQuota * 2 ** 20) }),
     ...(flags.operator === undefined ? {} : { operators: flags.operator }),
     guestOutbound: flags.guestOutbound === true,
+    bank: flags.bank === true,
+    ...(flags.bankGrant === undefined ? {} : { bankGrant: flags.bankGrant }),
+    ...(flags.acceptBank === undefined ? {} : { acceptBanks: flags.acceptBank }),
     overcommit: { cpu: flags.overcommitCpu ?? 1, memory: flags.overcommitMemory ?? 1 },
     accel: flags.accel as 'auto',
     mdns: flags.mdns === true,

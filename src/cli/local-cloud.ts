@@ -24,6 +24,9 @@ const XENOSD = resolve(import.meta.dirname, 'xenosd.ts')
 /** Where the local cloud's hosts keep their state unless told otherwise. */
 export const LOCAL_CLOUD_DIR = join(DEFAULT_DATA_DIR, 'local-cloud')
 
+/** What the local cloud's bank gives each new account. */
+const LOCAL_BANK_GRANT = 1000
+
 /**
  * Runs a small Xenos cloud on this machine: N `xenosd` processes on loopback joined through the
  * first, an example template (a VM, by default) built and imported on the first, and one
@@ -40,6 +43,8 @@ export async function runLocalCloud (o: LocalCloudOptions): Promise<void> {
     }))
   }
   let bootstrap: string | undefined
+  /** The first host runs the cloud's bank; the others deal with it. */
+  let bank: string | undefined
   const infos: HostFile[] = []
   try {
     for (let i = 1; i <= o.hosts; i++) {
@@ -48,13 +53,18 @@ export async function runLocalCloud (o: LocalCloudOptions): Promise<void> {
       await rm(join(dir, 'host.json'), { force: true })
       const args = ['--disable-warning=ExperimentalWarning', XENOSD, '--data', dir, '--name', `host${i}`,
         '--api', `127.0.0.1:${o.firstApiPort + i - 1}`, '--listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'warn', '--operator', o.operator,
-        ...(bootstrap === undefined ? [] : ['--bootstrap', bootstrap])]
+        ...(bootstrap === undefined ? [] : ['--bootstrap', bootstrap]),
+        ...(bank === undefined ? ['--bank', '--bank-grant', String(LOCAL_BANK_GRANT)] : ['--accept-bank', bank])]
       const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] })
       procs.push(proc)
       const info = await waitForHostFile(dir, proc)
       infos.push(info)
       bootstrap ??= info.multiaddrs[0]
       o.print(`host${i}  ${info.api}  ${info.peerId}`)
+      if (bank === undefined) {
+        bank = (await o.api(info.api).get<{ bank: string }>('/v1/bank')).bank
+        o.print(`       runs the bank ${bank}: every new account gets ${LOCAL_BANK_GRANT} credits ("xenos account")`)
+      }
     }
     const first = o.api(infos[0]?.api ?? '')
     const last = o.api(infos[infos.length - 1]?.api ?? '')

@@ -39,6 +39,8 @@ export const hostBodySchema = z.strictObject({
   operators: z.array(z.string().regex(OWNER_ID_PATTERN)).max(16),
   /** What its operator says the host is (`region: eu`), for placements to match. */
   tags: hostTagsSchema.default({}),
+  /** The key of the bank this host runs, if it runs one (`xenosd --bank`). */
+  bank: z.string().regex(OWNER_ID_PATTERN).optional(),
 }).refine(b => b.free.cpu <= b.capacity.cpu + 1e-9 && b.free.memory <= b.capacity.memory, { message: 'a host cannot have more free than it offers' })
 
 export const templateBodySchema = z.strictObject({

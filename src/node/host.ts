@@ -1,15 +1,17 @@
 import { chmod, mkdir, rm, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino, { type Logger } from 'pino'
-import { canMigrate, XENOS_VERSION, XenosError, type Driver, type Fingerprint, type InstanceBody, type InstanceView, type NameRecord, type Placement, type Resources, type Template } from '../core/index.ts'
+import { canMigrate, XENOS_VERSION, XenosError, type Driver, type Fingerprint, type InstanceBody, type InstanceView, type NameRecord, type OwnerKey, type Placement, type Resources, type Template } from '../core/index.ts'
 import { DataRepository } from '../data/index.ts'
 import { detectCgroups, DEFAULT_TASK_UID, processDriver, qemuDriver } from '../hypervisor/index.ts'
 import { BlobStore, NameRegistry, TemplateFetcher, TemplateLibrary } from '../images/index.ts'
+import { Bank } from '../market/index.ts'
 import { serveChunks, Tunnels } from '../transfer/index.ts'
 import { loadOrCreateHostKey, Overlay } from '../overlay/index.ts'
 import { loadOrCreateOwnerKey, openStore, type InstanceRecord, type Store } from '../store/index.ts'
 import { TemplateCatalog } from './catalog.ts'
 import { Deployer, InputStager, Replicas } from './deploy/index.ts'
+import { Banking } from './banking.ts'
 import { BlobTickets } from './blob-tickets.ts'
 import { DataAccess } from './data-access.ts'
 import { Outputs } from './outputs.ts'
@@ -29,6 +31,8 @@ import { ServiceProxy } from './service-proxy.ts'
 const NAMES_TOPIC = 'xenos/names/1'
 /** The operator's key, made with the data dir when no operator is named. */
 export const OPERATOR_KEY_FILE = 'operator.pem'
+/** Where a host that runs a bank keeps the bank's key. */
+export const BANK_KEY_FILE = 'bank.pem'
 /** Share of the data dir's file system owners' data may take when no limit is set. */
 const DEFAULT_HOST_QUOTA_SHARE = 0.8
 /** How often what nothing needs (image files, template names) is looked for. */
@@ -48,6 +52,8 @@ async function operatorsOf (options: HostOptions): Promise<Set<string>> {
 interface HostBase extends Pick<Host, 'options' | 'log' | 'store' | 'overlay' | 'drivers' | 'blobs' | 'capacity' | 'advertiseAddress'> {
   operators: Set<string>
   hostQuotaBytes: number
+  /** The key of the bank this host runs, if it runs one. */
+  bankKey: OwnerKey | undefined
 }
 
 /**
@@ -93,6 +99,8 @@ export class Host {
   readonly tasks: Tasks
   /** Checks signatures on requests (once each) and who may ask what. */
   readonly verifier: RequestVerifier
+  /** The bank this host deals with: its own, or the one its operator accepts. */
+  readonly banking: Banking
   readonly trust = new HostTrust()
   readonly services: ServiceProxy
   readonly capacity: Resources
@@ -129,6 +137,10 @@ export class Host {
       version: key => this.names.version(key),
       hasRoomFor: key => this.names.hasRoomFor(key),
     })
+    const bank = base.bankKey === undefined
+      ? undefined
+      : new Bank({ ledger: this.store.ledger, key: base.bankKey, operators: [...base.operators], startingGrant: this.options.bankGrant, log: this.log.child({ component: 'bank' }) })
+    this.banking = new Banking({ overlay: this.overlay, bank, accepted: [...this.options.acceptBanks, ...bank === undefined ? [] : [bank.id]], verifier: this.verifier })
     this.tunnels = new Tunnels(this.overlay.node, this.log.child({ component: 'tunnels' }))
     const verifier = this.verifier
     const runDir = this.options.runDir ?? defaultRunDir(this.options.dataDir)
@@ -334,6 +346,7 @@ export class Host {
       drivers,
       blobs,
       operators: await operatorsOf(options),
+      bankKey: options.bank ? (await loadOrCreateOwnerKey(join(options.dataDir, BANK_KEY_FILE))).key : undefined,
       hostQuotaBytes: options.hostQuotaBytes ?? Math.floor(fs.blocks * fs.bsize * DEFAULT_HOST_QUOTA_SHARE),
       capacity: admitted(options.capacity ?? defaultCapacity(), options.overcommit),
       advertiseAddress: options.advertiseAddress ?? defaultAdvertiseAddress(options.listen),
@@ -366,6 +379,7 @@ export class Host {
     this.dataAccess.serve()
     this.outputs.serve()
     this.tasks.serve()
+    this.banking.serve()
     await serveChunks(this.overlay.node, this.blobs, this.log.child({ component: 'transfer' }), {
       // Every host may fetch a template's files; a data file's or a checkpoint's only the host its holder gave a ticket.
       admit: (blob, peer, ticket) => this.library.blobsInUse().has(blob) || this.fetcher.isPulling(blob) || this.#tickets.admits(blob, peer, ticket),
@@ -428,7 +442,7 @@ export class Host {
     return join(this.options.dataDir, 'staging')
   }
 
-  info (): { id: string, name: string, addrs: string[], api: string, drivers: string[], capacity: Resources, free: Resources, instances: number, version: string, operators: string[], tags: Record<string, string> } {
+  info (): { id: string, name: string, addrs: string[], api: string, drivers: string[], capacity: Resources, free: Resources, instances: number, version: string, operators: string[], tags: Record<string, string>, bank?: string } {
     return {
       id: this.overlay.peerId,
       name: this.options.name ?? this.overlay.peerId.slice(-8),
@@ -441,13 +455,14 @@ export class Host {
       version: XENOS_VERSION,
       operators: [...this.verifier.operators],
       tags: this.options.tags,
+      ...this.banking.own === undefined ? {} : { bank: this.banking.own },
     }
   }
 
   async #advertiseHost (): Promise<void> {
     if (!this.#started) return
-    const { name, addrs, api, drivers, capacity, free, instances, version, operators, tags } = this.info()
-    await this.overlay.publish('host', this.overlay.peerId, { name, addrs, api: api === '' ? 'http://0.0.0.0/' : api, drivers, capacity, free, instances, version, operators, tags })
+    const { name, addrs, api, drivers, capacity, free, instances, version, operators, tags, bank } = this.info()
+    await this.overlay.publish('host', this.overlay.peerId, { name, addrs, api: api === '' ? 'http://0.0.0.0/' : api, drivers, capacity, free, instances, version, operators, tags, ...bank === undefined ? {} : { bank } })
   }
 
   async #advertiseTemplate (t: Template): Promise<void> {

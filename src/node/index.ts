@@ -12,7 +12,8 @@
  * await host.stop()
  * ```
  */
-export { Host, OPERATOR_KEY_FILE } from './host.ts'
+export { BANK_KEY_FILE, Host, OPERATOR_KEY_FILE } from './host.ts'
+export { bankWhereSchema, LEDGER_PAGE, type BankWhere } from './banking.ts'
 export { InstanceRouter, viewFromAdvert } from './router.ts'
 export { TemplateCatalog } from './catalog.ts'
 export { Draining, Migrations } from './migration/index.ts'

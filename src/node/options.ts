@@ -72,6 +72,12 @@ export const hostOptionsSchema = z.strictObject({
    * @default true
    */
   directMigration: z.boolean().default(true),
+  /** Run a bank (the market's ledger of credits), with its key in DATA/bank.pem, made on first start. @default false */
+  bank: z.boolean().default(false),
+  /** What the bank gives each new account when it is first opened. @default 0 */
+  bankGrant: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
+  /** The banks (by key) this host and its users deal with; a bank host deals with its own too. @default none */
+  acceptBanks: z.array(z.string().regex(OWNER_ID_PATTERN, 'a bank is named by its key (43 characters)')).max(8).default([]),
   /** pino log level. @default info */
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 })

@@ -161,6 +161,25 @@ const MIGRATIONS: readonly string[] = [
   `ALTER TABLE deployments ADD COLUMN earlier TEXT NOT NULL DEFAULT '[]';`,
   // Tasks a deployment's supervisor placed: under which place, and whether their outputs go with them.
   `ALTER TABLE tasks ADD COLUMN placed TEXT;`,
+  // A bank's ledger, chained entry by entry, and the balances it leads to (written together).
+  `CREATE TABLE ledger (
+     seq INTEGER PRIMARY KEY,
+     kind TEXT NOT NULL,
+     from_account TEXT NOT NULL,
+     to_account TEXT NOT NULL,
+     amount INTEGER NOT NULL CHECK (amount > 0),
+     nonce TEXT NOT NULL,
+     order_json TEXT,
+     at INTEGER NOT NULL,
+     prev TEXT NOT NULL,
+     hash TEXT NOT NULL,
+     UNIQUE (from_account, nonce)
+   );
+   CREATE INDEX ledger_to ON ledger(to_account, seq);
+   CREATE TABLE balances (
+     account TEXT PRIMARY KEY,
+     balance INTEGER NOT NULL
+   );`,
 ]
 
 export type Database = DatabaseSync

@@ -17,6 +17,7 @@ import { DeploymentTable } from './deployments.ts'
 import { DiskExportTable } from './disk-exports.ts'
 import { ForwardTable } from './forwards.ts'
 import { InstanceTable } from './instances.ts'
+import { LedgerTable } from './ledger.ts'
 import { SettingsTable } from './settings.ts'
 import { SnapshotTable } from './snapshots.ts'
 import { NameTable } from './names.ts'
@@ -35,6 +36,7 @@ export type { DataFileRecord, DataGrantRecord, DataRights, DataUploadRecord } fr
 export type { SnapshotRecord } from './snapshots.ts'
 export type { TaskChange, TaskRecord } from './tasks.ts'
 export type { NameRow } from './names.ts'
+export type { LedgerTable } from './ledger.ts'
 export type { BlobClaimRecord } from './blob-claims.ts'
 
 export interface Store {
@@ -50,6 +52,7 @@ export interface Store {
   settings: SettingsTable
   nonces: NonceTable
   blobClaims: BlobClaimTable
+  ledger: LedgerTable
   transaction: <T>(fn: () => T) => T
   close: () => void
 }
@@ -70,6 +73,7 @@ export function openStore (path: string): Store {
     settings: new SettingsTable(db),
     nonces: new NonceTable(light),
     blobClaims: new BlobClaimTable(db),
+    ledger: new LedgerTable(db),
     transaction: fn => transaction(db, fn),
     close: () => {
       if (light !== db) light.close()

@@ -53,7 +53,7 @@ describe('signed routes', () => {
     alice = generateOwnerKey()
     mallory = generateOwnerKey()
     operator = generateOwnerKey()
-    host = await Host.create({ dataDir: await tempDir('signed'), listen: ['/ip4/127.0.0.1/tcp/0'], capacity: { cpu: 1, memory: 256 }, operators: [operator.id] }, pino({ level: 'silent' }))
+    host = await Host.create({ dataDir: await tempDir('signed'), listen: ['/ip4/127.0.0.1/tcp/0'], capacity: { cpu: 1, memory: 256 }, operators: [operator.id], bank: true, bankGrant: 5 }, pino({ level: 'silent' }))
     await host.start()
     app = await buildApp(host)
     self = host.overlay.peerId
@@ -134,6 +134,10 @@ describe('signed routes', () => {
       'GET /v1/deployments': { url: '/v1/deployments', action: 'deployments', target: self, params: {}, mallory: res => { assert.deepEqual(res.json(), { deployments: [] }, 'none of Alice\'s') } },
       'GET /v1/deployments/{name}': { url: '/v1/deployments/site', action: 'deployment.get', target: 'site', params: {}, mallory: res => { assert.equal(res.json().error.code, 'DEPLOYMENT_NOT_FOUND') } },
       'POST /v1/deployments/{name}/terminate': { url: '/v1/deployments/site/terminate', action: 'deployment.terminate', target: 'site', params: {}, mallory: res => { assert.equal(res.json().error.code, 'DEPLOYMENT_NOT_FOUND') } },
+      'GET /v1/bank/account': {
+        url: '/v1/bank/account', action: 'account', target: host.banking.own ?? '', params: {},
+        mallory: res => { assert.deepEqual([res.json().owner, res.json().entries.map((e: any) => e.to)], [mallory.id, [mallory.id]], 'her own account, with her starting grant: none of Alice\'s') },
+      },
       'GET /v1/tasks': { url: '/v1/tasks', action: 'task.list', target: 'tasks', params: {}, mallory: res => { assert.deepEqual(res.json(), { tasks: [] }, 'none of Alice\'s') } },
       'GET /v1/tasks/{id}': { url: `/v1/tasks/${instance}`, action: 'task.get', target: instance, params: {}, mallory: refused },
       'GET /v1/data/grants': { url: '/v1/data/grants', action: 'data.grants', target: 'SIGNER', params: {}, mallory: res => { assert.deepEqual(res.json(), { grants: [] }, 'none of Alice\'s') } },

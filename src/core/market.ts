@@ -1,0 +1,196 @@
+import { randomBytes } from 'node:crypto'
+import { z } from 'zod'
+import { canonicalJson, sha256Hex } from './canonical.ts'
+import { OWNER_ID_PATTERN, ownerSign, ownerVerifies, type OwnerKey } from './owner.ts'
+
+/**
+ * Credits are whole numbers of the smallest unit: never floats, so that every split and every
+ * refund adds up exactly.
+ */
+export const amountSchema = z.number().int().positive().max(Number.MAX_SAFE_INTEGER)
+
+const ownerIdSchema = z.string().regex(OWNER_ID_PATTERN)
+const nonceSchema = z.string().regex(/^[0-9a-f]{32}$/)
+const hashSchema = z.string().regex(/^[0-9a-f]{64}$/)
+
+/** The account every credit comes from: its balance is minus all that was ever minted, so that all balances sum to zero. */
+export const ISSUED_ACCOUNT = '@issued'
+
+/** A payer's order to its bank: move `amount` from its account to `to`'s, once (the nonce), signed with the payer's owner key. */
+export const transferOrderSchema = z.strictObject({
+  v: z.literal(1),
+  /** The bank's key: an order is for one bank. */
+  bank: ownerIdSchema,
+  from: ownerIdSchema,
+  to: ownerIdSchema,
+  amount: amountSchema,
+  nonce: nonceSchema,
+  issuedAt: z.number().int().nonnegative(),
+  memo: z.string().max(200).optional(),
+  sig: z.string().max(200),
+})
+export type TransferOrder = z.infer<typeof transferOrderSchema>
+
+/** A bank operator's order to mint `amount` new credits into `to`'s account, once. */
+export const mintOrderSchema = z.strictObject({
+  v: z.literal(1),
+  bank: ownerIdSchema,
+  /** The operator who signs it. */
+  by: ownerIdSchema,
+  to: ownerIdSchema,
+  amount: amountSchema,
+  nonce: nonceSchema,
+  issuedAt: z.number().int().nonnegative(),
+  sig: z.string().max(200),
+})
+export type MintOrder = z.infer<typeof mintOrderSchema>
+
+export const LEDGER_KINDS = ['mint', 'grant', 'transfer'] as const
+
+/**
+ * One entry of a bank's ledger: `amount` moves from account `from` to account `to` (double
+ * entry: one debit, one credit), chained to the entry before it by `prev`, the hash of that one.
+ * `order` is the signed order it carries out (none for a starting grant).
+ */
+export const ledgerEntrySchema = z.strictObject({
+  seq: z.number().int().positive(),
+  kind: z.enum(LEDGER_KINDS),
+  from: z.string().max(64),
+  to: ownerIdSchema,
+  amount: amountSchema,
+  nonce: nonceSchema,
+  order: z.string().max(4096).nullable(),
+  at: z.number().int().nonnegative(),
+  prev: hashSchema,
+  hash: hashSchema,
+})
+export type LedgerEntry = z.infer<typeof ledgerEntrySchema>
+
+/** The hash before the first entry. */
+export const GENESIS_HASH = '0'.repeat(64)
+
+/** What a bank answers for each entry: the entry, signed with the bank's key, which anyone can check offline. */
+export const receiptSchema = z.strictObject({
+  v: z.literal(1),
+  bank: ownerIdSchema,
+  seq: z.number().int().positive(),
+  hash: hashSchema,
+  kind: z.enum(LEDGER_KINDS),
+  from: z.string().max(64),
+  to: ownerIdSchema,
+  amount: amountSchema,
+  nonce: nonceSchema,
+  at: z.number().int().nonnegative(),
+  sig: z.string().max(200),
+})
+export type Receipt = z.infer<typeof receiptSchema>
+
+/** An account as its owner sees it: what it holds, and its latest entries (newest first). */
+export const accountViewSchema = z.strictObject({ owner: ownerIdSchema, bank: ownerIdSchema, balance: z.number().int(), entries: z.array(ledgerEntrySchema) })
+export type AccountView = z.infer<typeof accountViewSchema>
+
+/** A fresh nonce for an order. */
+export function newNonce (): string {
+  return randomBytes(16).toString('hex')
+}
+
+function signedBytes (kind: string, unsigned: object): Buffer {
+  return Buffer.from(`xenos-${kind}-v1\n${canonicalJson(unsigned)}`)
+}
+
+export function signTransfer (key: OwnerKey, o: Pick<TransferOrder, 'bank' | 'to' | 'amount' | 'memo'>, now = Date.now(), nonce = newNonce()): TransferOrder {
+  const unsigned = { v: 1 as const, bank: o.bank, from: key.id, to: o.to, amount: o.amount, nonce, issuedAt: now, ...o.memo === undefined ? {} : { memo: o.memo } }
+  return { ...unsigned, sig: ownerSign(key, signedBytes('transfer', unsigned)) }
+}
+
+/** Whether `o` is signed by the payer it names. */
+export function transferSigned (o: TransferOrder): boolean {
+  const { sig, ...unsigned } = o
+  return ownerVerifies(o.from, signedBytes('transfer', unsigned), sig)
+}
+
+export function signMint (key: OwnerKey, o: Pick<MintOrder, 'bank' | 'to' | 'amount'>, now = Date.now(), nonce = newNonce()): MintOrder {
+  const unsigned = { v: 1 as const, bank: o.bank, by: key.id, to: o.to, amount: o.amount, nonce, issuedAt: now }
+  return { ...unsigned, sig: ownerSign(key, signedBytes('mint', unsigned)) }
+}
+
+/** Whether `o` is signed by the operator it names (whether that key is one of the bank's operators is the bank's to say). */
+export function mintSigned (o: MintOrder): boolean {
+  const { sig, ...unsigned } = o
+  return ownerVerifies(o.by, signedBytes('mint', unsigned), sig)
+}
+
+/** The hash of an entry: over everything in it but the hash, `prev` included, so that the chain breaks where any entry is changed. */
+export function entryHash (e: Omit<LedgerEntry, 'hash'>): string {
+  return sha256Hex(signedBytes('ledger', e))
+}
+
+/** The receipt of entry `e`, signed with the bank's key (Ed25519 signs deterministically: asked twice, a bank answers the same receipt). */
+export function signReceipt (bank: OwnerKey, e: LedgerEntry): Receipt {
+  const unsigned = { v: 1 as const, bank: bank.id, seq: e.seq, hash: e.hash, kind: e.kind, from: e.from, to: e.to, amount: e.amount, nonce: e.nonce, at: e.at }
+  return { ...unsigned, sig: ownerSign(bank, signedBytes('receipt', unsigned)) }
+}
+
+/** Whether `r` is signed by the bank it names. */
+export function receiptSigned (r: Receipt): boolean {
+  const { sig, ...unsigned } = r
+  return ownerVerifies(r.bank, signedBytes('receipt', unsigned), sig)
+}
+
+/** What checking a ledger found: where its chain ends and what each account holds, or the first entry that is wrong. */
+export interface LedgerCheck {
+  head: { seq: number, hash: string }
+  balances: Map<string, number>
+  problem: string | null
+}
+
+/**
+ * Checks a bank's ledger from its first entry: each entry chained to the one before, its hash
+ * its own, the order it carries out signed by its payer (or a mint by the operator it names, for
+ * this bank), no nonce of an account used twice, and no balance but the issuing account's
+ * below zero. All balances then sum to zero: credits are neither made nor lost but by minting.
+ */
+export function checkLedger (bank: string, entries: readonly LedgerEntry[], operators?: ReadonlySet<string>): LedgerCheck {
+  const balances = new Map<string, number>()
+  const nonces = new Set<string>()
+  let head = { seq: 0, hash: GENESIS_HASH }
+  const fail = (e: LedgerEntry, why: string): LedgerCheck => ({ head, balances, problem: `entry ${e.seq}: ${why}` })
+  for (const e of entries) {
+    const { hash, ...rest } = e
+    if (e.seq !== head.seq + 1) return fail(e, `follows entry ${head.seq}`)
+    if (e.prev !== head.hash) return fail(e, 'is not chained to the entry before it')
+    if (entryHash(rest) !== hash) return fail(e, 'is not what its hash says')
+    const problem = orderProblem(bank, e, operators)
+    if (problem !== null) return fail(e, problem)
+    const key = `${e.from}\n${e.nonce}`
+    if (nonces.has(key)) return fail(e, `uses nonce ${e.nonce} of ${e.from} again`)
+    nonces.add(key)
+    const left = (balances.get(e.from) ?? 0) - e.amount
+    if (left < 0 && e.from !== ISSUED_ACCOUNT) return fail(e, `takes ${e.amount} from ${e.from}, which holds ${balances.get(e.from) ?? 0}`)
+    balances.set(e.from, left)
+    balances.set(e.to, (balances.get(e.to) ?? 0) + e.amount)
+    head = { seq: e.seq, hash }
+  }
+  return { head, balances, problem: null }
+}
+
+/** What is wrong with the order entry `e` carries out, if anything. */
+function orderProblem (bank: string, e: LedgerEntry, operators?: ReadonlySet<string>): string | null {
+  if (e.kind === 'grant') return e.from === ISSUED_ACCOUNT && e.order === null ? null : 'is a starting grant that does not come from the issuing account'
+  let order: unknown
+  try {
+    order = JSON.parse(e.order ?? 'null')
+  } catch {
+    return 'carries an order that is not JSON'
+  }
+  if (e.kind === 'mint') {
+    const mint = mintOrderSchema.safeParse(order)
+    if (!mint.success || !mintSigned(mint.data) || mint.data.bank !== bank) return 'carries a mint its operator did not sign for this bank'
+    if (operators !== undefined && !operators.has(mint.data.by)) return `is minted by ${mint.data.by}, who is no operator of this bank`
+    return mint.data.to === e.to && mint.data.amount === e.amount && mint.data.nonce === e.nonce && e.from === ISSUED_ACCOUNT ? null : 'is not what its mint says'
+  }
+  const transfer = transferOrderSchema.safeParse(order)
+  if (!transfer.success || !transferSigned(transfer.data) || transfer.data.bank !== bank) return 'carries a transfer its payer did not sign for this bank'
+  const t = transfer.data
+  return t.from === e.from && t.to === e.to && t.amount === e.amount && t.nonce === e.nonce ? null : 'is not what its transfer says'
+}

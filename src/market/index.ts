@@ -1,0 +1,6 @@
+/**
+ * @packageDocumentation
+ * The market (Tycoon's): a bank whose ledger holds every owner's credits, and what hosts do with
+ * them. Built on `core` (orders, receipts, the ledger's chain) and `store` (the ledger's table).
+ */
+export { Bank, ORDER_VALID_MS, type BankInit } from './bank.ts'
