@@ -44,6 +44,11 @@ export interface ComponentRecord {
   updatedAt: number
 }
 
+/** A component that has not been brought up yet. */
+export function waitingComponent (updatedAt: number): ComponentRecord {
+  return { state: 'waiting', instances: [], generation: 0, event: null, updatedAt }
+}
+
 /** A description a deployment ran before it was updated, as its owner signed it. */
 export interface EarlierDescription {
   text: string

@@ -5,7 +5,7 @@ import {
 } from '../../core/index.ts'
 import { isRuntime, type Description, type RuntimeRef, type Workload } from '../../deploy/index.ts'
 import type { Overlay } from '../../overlay/index.ts'
-import type { ComponentRecord, DeploymentRecord, DeploymentTable, PlacedInstance } from '../../store/index.ts'
+import { waitingComponent, type ComponentRecord, type DeploymentRecord, type DeploymentTable, type PlacedInstance } from '../../store/index.ts'
 import type { Deployer } from '../deploy/index.ts'
 import { callHost } from '../remote.ts'
 import type { Liveness } from './liveness.ts'
@@ -190,7 +190,7 @@ export class ComponentOps {
   /** Writes down a change to a component of a deployment, and tells `onChange`. */
   setComponent (owner: string, name: string, path: string, change: Partial<ComponentRecord>, onChange: (v: DeploymentView) => void = () => {}): void {
     const d = this.get(owner, name)
-    const current = d.components[path] ?? { state: 'waiting', instances: [], generation: 0, event: null, updatedAt: 0 }
+    const current = d.components[path] ?? waitingComponent(0)
     const now = Date.now()
     const events = typeof change.event === 'string' && change.event !== current.event ? [...current.events ?? [], { at: now, event: change.event }].slice(-COMPONENT_EVENTS_KEPT) : current.events
     const updated = this.#init.store.deployments.update(owner, name, { components: { ...d.components, [path]: { ...current, ...change, events, updatedAt: now } } })

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { deploymentGrantValid, REQUEST_MAX_SKEW_MS, sha256Hex, XenosError, type ApplyRequest, type DeploymentView, type Termination } from '../../core/index.ts'
 import { resolveDescription, type Description, type Workload } from '../../deploy/index.ts'
-import type { ComponentRecord, DeploymentRecord, PlacedInstance, Store } from '../../store/index.ts'
+import { waitingComponent, type ComponentRecord, type DeploymentRecord, type PlacedInstance, type Store } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
 import type { RequestVerifier } from '../replay.ts'
 import { Checkpointer } from './checkpointer.ts'
@@ -153,7 +153,7 @@ export class Deployments {
       grant,
       earlier: [],
       state: 'applying',
-      components: Object.fromEntries(workloadsOf(description).map(({ workload }) => [workload.path, { state: 'waiting', instances: [], generation: 0, event: null, updatedAt: now }])),
+      components: Object.fromEntries(workloadsOf(description).map(({ workload }) => [workload.path, waitingComponent(now)])),
       error: null,
       acting: this.#self,
       term: 0,

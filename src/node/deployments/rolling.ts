@@ -1,6 +1,6 @@
 import type { DeploymentView } from '../../core/index.ts'
 import type { Description, Workload } from '../../deploy/index.ts'
-import type { DeploymentRecord, PlacedInstance } from '../../store/index.ts'
+import { waitingComponent, type ComponentRecord, type DeploymentRecord, type PlacedInstance } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
 import type { Checkpointer } from './checkpointer.ts'
 import type { ComponentOps } from './components.ts'
@@ -28,7 +28,7 @@ export class RollingUpdates {
   async roll (record: DeploymentRecord, description: Description, w: Workload, onChange: (v: DeploymentView) => void): Promise<void> {
     const { ops } = this.#init
     const { owner, name } = record
-    const component = (): NonNullable<DeploymentRecord['components'][string]> => ops.get(owner, name).components[w.path] ?? { state: 'waiting', instances: [], generation: 0, event: null, updatedAt: 0 }
+    const component = (): ComponentRecord => ops.get(owner, name).components[w.path] ?? waitingComponent(0)
     const template = await this.#init.catalog.resolve(w.template)
     // Beyond its new count: ended, the last first.
     for (const i of component().instances.filter(x => x.index >= w.count).reverse()) {

@@ -1,6 +1,6 @@
 import { XenosError, type DeploymentGrant } from '../../core/index.ts'
 import { isRuntime, type Description, type Workload } from '../../deploy/index.ts'
-import type { ComponentRecord, DeploymentRecord, EarlierDescription } from '../../store/index.ts'
+import { waitingComponent, type ComponentRecord, type DeploymentRecord, type EarlierDescription } from '../../store/index.ts'
 import { workloadsOf } from './order.ts'
 
 /** The description and grant that instance, orphan or checkpoint `x` of deployment `d` was placed (or taken) under. */
@@ -64,7 +64,7 @@ export function updatedTo (d: DeploymentRecord, before: Description, text: strin
     }
   }
   for (const { workload } of workloadsOf(after)) {
-    components[workload.path] ??= { state: 'waiting', instances: [], generation: 0, event: null, updatedAt: now }
+    components[workload.path] ??= waitingComponent(now)
   }
   return { text, grant, earlier: stillUsed({ ...d, earlier: [{ text: d.text, grant: d.grant }, ...d.earlier], components }), components }
 }
