@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { deployResultSchema, deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, migrationResultSchema, placementPlanSchema, replicaSchema, replicateRequestSchema, snapshotViewSchema, templateIdSchema } from '../core/index.ts'
+import { bidParamsSchema, deployResultSchema, deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, marketViewSchema, migrationResultSchema, placementPlanSchema, replicaSchema, replicateRequestSchema, snapshotViewSchema, templateIdSchema } from '../core/index.ts'
 import type { ApiHost } from './api-host.ts'
 import type { Api } from './app.ts'
 import { withProgress } from './events.ts'
@@ -83,6 +83,16 @@ export function registerInstanceRoutes (api: Api, host: ApiHost): void {
     const auth = authOf(req)
     return await withProgress(req, reply, 200, async progress => await host.replicas.replicate(req.params.id, req.body, auth, progress))
   })
+
+  api.post('/v1/instances/:id/bid', {
+    schema: {
+      summary: 'Open or change the bid that buys an instance its share of its host\'s CPU: `receipt` is the bank\'s receipt of a payment from the owner into the host\'s escrow (see the host\'s advert), added to what the bid holds; `seconds` how long all it holds is to last from now (changing it alone changes the rate, without a payment)',
+      ...signedBy('owner', 'bid on the instance id, params the body, for the host it runs on'),
+      params: instanceParams,
+      body: bidParamsSchema,
+      response: { 200: marketViewSchema, ...errors },
+    },
+  }, async req => await host.bidding.bid(req.params.id, req.body, authOf(req)))
 
   api.post('/v1/instances/:id/derive', { schema: { summary: 'Make a tailored template from a stopped or suspended VM: its template with the changes on its disk', ...signedBy('owner', 'derive on the instance id, params the body'), params: instanceParams, body: deriveParamsSchema, response: { 201: templateSummarySchema, ...errors } } }, async (req, reply) => {
     const t = await host.router.derive(req.params.id, req.body, authOf(req))

@@ -27,6 +27,9 @@ export const hostInfoSchema = z.object({
   instances: z.number(),
   version: z.string(),
   tags: z.record(z.string(), z.string()).describe('what the operator says the host is (xenosd --tag)'),
+  bank: z.string().optional().describe('the key of the bank this host runs, if it runs one'),
+  escrow: z.string().optional().describe('the host\'s escrow account: bids for its CPU are paid into it'),
+  price: z.number().optional().describe('credits per second of all bids on the host, per CPU it offers'),
 })
 
 /** A template as the API shows it: with its manifest when asked for one by reference. */

@@ -6,7 +6,7 @@ import { loadOrCreateUserKey } from './keys.ts'
 import { ago, shortId, table } from './table.ts'
 
 /** A whole number of credits, or an error that says what one is. */
-function creditsOf (text: string): number {
+export function creditsOf (text: string): number {
   const n = Number(text)
   if (!Number.isSafeInteger(n) || n <= 0) throw new XenosError('INVALID_ARGUMENT', `"${text}" is not an amount: credits are a whole number above 0`)
   return n

@@ -11,7 +11,7 @@ export interface GlobalFlags {
 }
 
 /** A host as `/v1/peers` lists it. */
-export interface HostRow { id: string, name: string, api: string, drivers: string[], capacity: { cpu: number, memory: number }, free: { cpu: number, memory: number }, instances: number, expiresAt: number }
+export interface HostRow { id: string, name: string, api: string, drivers: string[], capacity: { cpu: number, memory: number }, free: { cpu: number, memory: number }, instances: number, expiresAt: number, escrow?: string, price?: number }
 
 /** For an option given several times. */
 export const collect = (value: string, previous: string[] = []): string[] => [...previous, value]

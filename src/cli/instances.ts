@@ -3,7 +3,7 @@ import { CONTROL_ACTIONS, type InstanceMetrics, type InstanceView, type Migratio
 import type { ApiClient } from './client.ts'
 import { client, hostNames, out, resolveHost } from './command.ts'
 import { migrationView } from './progress.ts'
-import { ago, bytes, shortId, table } from './table.ts'
+import { ago, bytes, percent, shortId, table } from './table.ts'
 
 /** Moves an instance live, its progress on stderr; the owner signs the destination and whether the disk moves too, for the host it runs on. */
 export async function migrateWatched (api: ApiClient, id: string, to: string, copyDisk: boolean): Promise<MigrationResult> {
@@ -36,6 +36,8 @@ function instanceDetail (v: InstanceView): string {
     `created:   ${new Date(v.createdAt).toISOString()} (${ago(v.createdAt)})`,
     ...v.endpoints.map(e => `endpoint:  ${e.name} ${e.url}`),
   ]
+  if (v.share !== undefined) lines.push(`share:     ${percent(v.share)} of its host's CPU when others want it too`)
+  if (v.bid !== undefined) lines.push(`bid:       ${v.bid} credits, ${v.spent ?? 0} spent, ${(v.rate ?? 0).toFixed(4)} credits/s until ${new Date(v.bidUntil ?? 0).toISOString()}`)
   if (v.error !== undefined) lines.push(`error:     ${v.error}`)
   return lines.join('\n')
 }

@@ -4,6 +4,7 @@ import { toXenosError, XenosError } from '../core/index.ts'
 import { ApiClient } from './client.ts'
 import { client, collect, hostNames, out, resolveHost, type GlobalFlags } from './command.ts'
 import { registerBankCommands } from './bank.ts'
+import { registerMarketCommands } from './market.ts'
 import { registerDataCommands } from './data.ts'
 import { registerDeploymentCommands } from './deployments.ts'
 import { registerDeployCommands } from './deploy.ts'
@@ -76,6 +77,7 @@ export function buildProgram (): Command {
   registerTaskCommands(program)
   registerDeploymentCommands(program)
   registerBankCommands(program)
+  registerMarketCommands(program)
 
   program.command('connect <target>').description('Open a port on the host the CLI talks to that reaches a service of yours (instance id or name) through the overlay, wherever it runs; it follows the service when it migrates')
     .option('--port <port>', 'local port (default: any free one)', Number, 0)

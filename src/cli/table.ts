@@ -27,3 +27,8 @@ export function bytes (n: number): string {
   }
   return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`
 }
+
+/** A share (0–1) as a percentage. */
+export function percent (share: number): string {
+  return `${(share * 100).toFixed(1)}%`
+}

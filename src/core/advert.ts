@@ -41,6 +41,10 @@ export const hostBodySchema = z.strictObject({
   tags: hostTagsSchema.default({}),
   /** The key of the bank this host runs, if it runs one (`xenosd --bank`). */
   bank: z.string().regex(OWNER_ID_PATTERN).optional(),
+  /** The host's escrow account: bids for its CPU are paid into it. */
+  escrow: z.string().regex(OWNER_ID_PATTERN).optional(),
+  /** Its price: credits per second of all bids on it, per CPU it offers. */
+  price: z.number().nonnegative().optional(),
 }).refine(b => b.free.cpu <= b.capacity.cpu + 1e-9 && b.free.memory <= b.capacity.memory, { message: 'a host cannot have more free than it offers' })
 
 export const templateBodySchema = z.strictObject({

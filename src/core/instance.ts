@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { Resources } from './template.ts'
+import type { MarketView } from './market.ts'
 
 /**
  * Instance states. `creating` is written before a driver is asked to start anything, so a host
@@ -37,8 +38,8 @@ export interface ServiceStatus {
   checkedAt: number
 }
 
-/** The stable JSON shape of an instance in the API and `--json` output. */
-export interface InstanceView {
+/** The stable JSON shape of an instance in the API and `--json` output (with its bid and share, on its host). */
+export interface InstanceView extends MarketView {
   id: string
   name: string
   template: string

@@ -194,3 +194,32 @@ function orderProblem (bank: string, e: LedgerEntry, operators?: ReadonlySet<str
   const t = transfer.data
   return t.from === e.from && t.to === e.to && t.amount === e.amount && t.nonce === e.nonce ? null : 'is not what its transfer says'
 }
+
+/** An instance's bid and share, as its views show them. */
+export const marketViewSchema = z.strictObject({
+  /** Credits paid into the bid. */
+  bid: z.number().int().nonnegative().optional(),
+  /** Of them, charged so far. */
+  spent: z.number().int().nonnegative().optional(),
+  /** Credits per second it pays now. */
+  rate: z.number().nonnegative().optional(),
+  /** When it ends (ms). */
+  bidUntil: z.number().int().nonnegative().optional(),
+  /** Its share of the CPU its host offers, when others want CPU too. */
+  share: z.number().min(0).max(1).optional(),
+})
+export type MarketView = z.infer<typeof marketViewSchema>
+
+/** The longest a bid may run: a year. */
+export const MAX_BID_SECONDS = 366 * 24 * 3600
+
+/**
+ * What an owner asks of an instance's bid: a payment into it (the bank's receipt of a transfer
+ * from the owner to the host's escrow), and for how many seconds from now all it holds is to last.
+ * Without a receipt it changes the time alone; a new bid takes both.
+ */
+export const bidParamsSchema = z.strictObject({
+  receipt: receiptSchema.optional(),
+  seconds: z.number().int().min(1).max(MAX_BID_SECONDS).optional(),
+}).refine(p => p.receipt !== undefined || p.seconds !== undefined, 'a bid change pays more (a receipt), or sets its time (seconds), or both')
+export type BidParams = z.infer<typeof bidParamsSchema>

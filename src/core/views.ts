@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { INSTANCE_ID_PATTERN, INSTANCE_STATES, SNAPSHOT_ID_PATTERN, TASK_STATES } from './instance.ts'
 import { nameSchema, versionSchema } from './template.ts'
 import { OWNER_ID_PATTERN, PEER_ID_PATTERN } from './owner.ts'
+import { marketViewSchema } from './market.ts'
 
 /**
  * What hosts tell each other and their clients about instances, snapshots, templates, files and
@@ -39,6 +40,7 @@ export const instanceViewSchema = z.strictObject({
   healthyAt: timeSchema.optional(),
   error: z.string().max(16_384).optional(),
   exitCode: z.number().int().optional(),
+  ...marketViewSchema.shape,
 })
 
 export const instanceMetricsSchema = z.strictObject({

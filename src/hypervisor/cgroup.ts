@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs'
-import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Resources } from '../core/index.ts'
@@ -19,9 +19,34 @@ export interface Cgroups {
   isFrozen (id: string): Promise<boolean>
   usage (id: string): Promise<{ cpuSeconds: number, memoryBytes: number }>
   remove (id: string): Promise<void>
+  /**
+   * Sets a task's CPU weight among the host's tasks (1–10000, as cgroup v2 counts them; v1's
+   * shares are scaled to match) and its cap in CPUs (null: none but the host's own).
+   */
+  weigh (id: string, weight: number, cap: number | null): Promise<void>
+  /** Caps all the host's tasks together at `cpu` CPUs (what the host offers); no task is then given a cap above it. */
+  capAll (cpu: number): Promise<void>
 }
 
+/** Weights as cgroup v2 counts them. */
+export const MIN_CPU_WEIGHT = 1
+export const MAX_CPU_WEIGHT = 10_000
+
 const CPU_PERIOD_US = 100_000
+
+/** The CFS quota of `cpu` CPUs per period. */
+function quotaOf (cpu: number): number {
+  return Math.max(1000, Math.round(cpu * CPU_PERIOD_US))
+}
+
+function clampWeight (weight: number): number {
+  return Math.min(MAX_CPU_WEIGHT, Math.max(MIN_CPU_WEIGHT, Math.round(weight)))
+}
+
+/** The weight a task of `cpu` CPUs has by default: v2's default (100) per CPU. */
+function defaultWeight (cpu: number): number {
+  return clampWeight(cpu * 100)
+}
 const V1_CONTROLLERS = ['cpu', 'cpuacct', 'memory', 'freezer', 'pids'] as const
 
 export async function detectCgroups (root = '/sys/fs/cgroup', parent = 'xenos'): Promise<Cgroups | undefined> {
@@ -71,14 +96,20 @@ async function removeDir (path: string): Promise<void> {
 
 function v1 (root: string, parent: string): Cgroups {
   const dir = (c: string, id: string): string => join(root, c, parent, id)
+  // A v1 child's quota may not exceed its parent's (the kernel refuses it): each is kept within the host's.
+  let hostCap = Infinity
+  const writeQuota = async (id: string, cpu: number | null): Promise<void> => {
+    const cpus = Math.min(cpu ?? Infinity, hostCap)
+    await writeFile(join(dir('cpu', id), 'cpu.cfs_quota_us'), cpus === Infinity ? '-1' : String(quotaOf(cpus)))
+  }
   return {
     version: 1,
     procsFiles: id => V1_CONTROLLERS.map(c => join(dir(c, id), 'cgroup.procs')),
     async create (id, r) {
       for (const c of V1_CONTROLLERS) await mkdir(dir(c, id), { recursive: true })
       await writeFile(join(dir('cpu', id), 'cpu.cfs_period_us'), String(CPU_PERIOD_US))
-      await writeFile(join(dir('cpu', id), 'cpu.cfs_quota_us'), String(Math.max(1000, Math.round(r.cpu * CPU_PERIOD_US))))
-      await writeFile(join(dir('cpu', id), 'cpu.shares'), String(Math.max(2, Math.round(r.cpu * 1024))))
+      await writeQuota(id, r.cpu)
+      await writeFile(join(dir('cpu', id), 'cpu.shares'), String(v1Shares(defaultWeight(r.cpu))))
       await writeFile(join(dir('memory', id), 'memory.limit_in_bytes'), String(r.memory * 1024 * 1024))
     },
     pids: async id => await readPids(join(dir('pids', id), 'cgroup.procs')),
@@ -101,7 +132,28 @@ function v1 (root: string, parent: string): Cgroups {
     async remove (id) {
       for (const c of V1_CONTROLLERS) await removeDir(dir(c, id))
     },
+    async weigh (id, weight, cap) {
+      await writeFile(join(dir('cpu', id), 'cpu.shares'), String(v1Shares(clampWeight(weight))))
+      await writeQuota(id, cap)
+    },
+    async capAll (cpu) {
+      hostCap = cpu
+      const base = join(root, 'cpu', parent)
+      // Tasks started under a larger cap (before a restart with a smaller offer) come within it first.
+      for (const entry of await readdir(base, { withFileTypes: true })) {
+        if (!entry.isDirectory()) continue
+        const quota = await readNumber(join(base, entry.name, 'cpu.cfs_quota_us'))
+        if (quota < 0 || quota > quotaOf(cpu)) await writeFile(join(base, entry.name, 'cpu.cfs_quota_us'), String(quotaOf(cpu)))
+      }
+      await writeFile(join(base, 'cpu.cfs_period_us'), String(CPU_PERIOD_US))
+      await writeFile(join(base, 'cpu.cfs_quota_us'), String(quotaOf(cpu)))
+    },
   }
+}
+
+/** v1's shares for a v2 weight: v1 counts 1024 where v2 counts 100. */
+function v1Shares (weight: number): number {
+  return Math.max(2, Math.round(weight * 1024 / 100))
 }
 
 function v2 (base: string): Cgroups {
@@ -111,8 +163,8 @@ function v2 (base: string): Cgroups {
     procsFiles: id => [join(dir(id), 'cgroup.procs')],
     async create (id, r) {
       await mkdir(dir(id), { recursive: true })
-      await writeFile(join(dir(id), 'cpu.max'), `${Math.max(1000, Math.round(r.cpu * CPU_PERIOD_US))} ${CPU_PERIOD_US}`).catch(() => {})
-      await writeFile(join(dir(id), 'cpu.weight'), String(Math.min(10_000, Math.max(1, Math.round(r.cpu * 100))))).catch(() => {})
+      await writeFile(join(dir(id), 'cpu.max'), `${quotaOf(r.cpu)} ${CPU_PERIOD_US}`).catch(() => {})
+      await writeFile(join(dir(id), 'cpu.weight'), String(defaultWeight(r.cpu))).catch(() => {})
       await writeFile(join(dir(id), 'memory.max'), String(r.memory * 1024 * 1024)).catch(() => {})
     },
     pids: async id => await readPids(join(dir(id), 'cgroup.procs')),
@@ -131,5 +183,13 @@ function v2 (base: string): Cgroups {
       return { cpuSeconds: usec / 1e6, memoryBytes: await readNumber(join(dir(id), 'memory.current')).catch(() => 0) }
     },
     remove: async id => { await removeDir(dir(id)) },
+    async weigh (id, weight, cap) {
+      await writeFile(join(dir(id), 'cpu.weight'), String(clampWeight(weight)))
+      // v2 keeps a child within its parent's cap by itself.
+      await writeFile(join(dir(id), 'cpu.max'), `${cap === null ? 'max' : quotaOf(cap)} ${CPU_PERIOD_US}`)
+    },
+    async capAll (cpu) {
+      await writeFile(join(base, 'cpu.max'), `${quotaOf(cpu)} ${CPU_PERIOD_US}`)
+    },
   }
 }

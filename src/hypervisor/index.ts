@@ -11,6 +11,6 @@
  * ```
  */
 export { processDriver, substitute, DEFAULT_TASK_UID, type ProcessDriverInit } from './process/driver.ts'
-export { detectCgroups, type Cgroups } from './cgroup.ts'
+export { detectCgroups, MAX_CPU_WEIGHT, type Cgroups } from './cgroup.ts'
 export { qemuDriver, type QemuDriverInit } from './qemu/driver.ts'
 export { tailFile } from './procfs.ts'

@@ -22,9 +22,9 @@ export const ORDER_VALID_MS = 10 * 60_000
 /**
  * A bank (Tycoon's): accounts by owner key, a double-entry, append-only ledger, every transfer
  * signed by its payer and carried out once (its nonce), never beyond the payer's balance, and
- * answered with a receipt signed by the bank, which anyone can check offline. The same order
- * again (a payer retrying after a lost answer) gets the same receipt; another order under a used
- * nonce is refused. Its operators mint credits; a new account may get a starting grant.
+ * answered with a receipt signed by the bank, which anyone can check offline. The same payment
+ * again under its nonce (a payer retrying after a lost answer, or signing it again once it grew
+ * old) gets the same receipt; another order under a used nonce is refused. Its operators mint credits; a new account may get a starting grant.
  */
 export class Bank {
   readonly #init: BankInit
@@ -88,7 +88,7 @@ export class Bank {
    * receipt of what was done; another order under that nonce, or one too old to carry out now,
    * is refused.
    */
-  #once (account: string, nonce: string, order: { issuedAt: number, sig: string }, now: number, append: () => LedgerEntry): Receipt {
+  #once (account: string, nonce: string, order: { issuedAt: number, amount: number, to: string }, now: number, append: () => LedgerEntry): Receipt {
     const done = this.#init.ledger.byNonce(account, nonce)
     if (done !== undefined) return this.#again(done, order)
     if (Math.abs(now - order.issuedAt) > ORDER_VALID_MS) throw new XenosError('UNAUTHENTICATED', `this order was signed ${Math.round((now - order.issuedAt) / 60_000)} min from this bank's clock, beyond the ${ORDER_VALID_MS / 60_000} min it waits: sign it again`)
@@ -98,8 +98,12 @@ export class Bank {
     return signReceipt(this.#init.key, entry)
   }
 
-  #again (done: LedgerEntry, order: { sig: string }): Receipt {
-    if (done.order === null || (JSON.parse(done.order) as { sig: string }).sig !== order.sig) throw new XenosError('UNAUTHENTICATED', `nonce ${done.nonce} of ${done.from} was used already, by another order: sign a new one`)
+  /**
+   * The order `done` carried out, asked again: the same payment (however often signed again, as
+   * a payer whose orders grew old while the bank was down does) answers the same receipt.
+   */
+  #again (done: LedgerEntry, order: { amount: number, to: string }): Receipt {
+    if (done.amount !== order.amount || done.to !== order.to) throw new XenosError('UNAUTHENTICATED', `nonce ${done.nonce} of ${done.from} was used already, by another order: sign a new one`)
     return signReceipt(this.#init.key, done)
   }
 }

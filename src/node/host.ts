@@ -3,15 +3,16 @@ import { join } from 'node:path'
 import pino, { type Logger } from 'pino'
 import { canMigrate, XENOS_VERSION, XenosError, type Driver, type Fingerprint, type InstanceBody, type InstanceView, type NameRecord, type OwnerKey, type Placement, type Resources, type Template } from '../core/index.ts'
 import { DataRepository } from '../data/index.ts'
-import { detectCgroups, DEFAULT_TASK_UID, processDriver, qemuDriver } from '../hypervisor/index.ts'
+import { detectCgroups, DEFAULT_TASK_UID, processDriver, qemuDriver, type Cgroups } from '../hypervisor/index.ts'
 import { BlobStore, NameRegistry, TemplateFetcher, TemplateLibrary } from '../images/index.ts'
-import { Bank } from '../market/index.ts'
+import { Auctioneer, Bank } from '../market/index.ts'
 import { serveChunks, Tunnels } from '../transfer/index.ts'
 import { loadOrCreateHostKey, Overlay } from '../overlay/index.ts'
 import { loadOrCreateOwnerKey, openStore, type InstanceRecord, type Store } from '../store/index.ts'
 import { TemplateCatalog } from './catalog.ts'
 import { Deployer, InputStager, Replicas } from './deploy/index.ts'
 import { Banking } from './banking.ts'
+import { Bidding } from './bidding.ts'
 import { BlobTickets } from './blob-tickets.ts'
 import { DataAccess } from './data-access.ts'
 import { Outputs } from './outputs.ts'
@@ -33,6 +34,8 @@ const NAMES_TOPIC = 'xenos/names/1'
 export const OPERATOR_KEY_FILE = 'operator.pem'
 /** Where a host that runs a bank keeps the bank's key. */
 export const BANK_KEY_FILE = 'bank.pem'
+/** The key of a host's escrow account, into which bids are paid and out of which their refunds and earnings go. */
+export const ESCROW_KEY_FILE = 'escrow.pem'
 /** Share of the data dir's file system owners' data may take when no limit is set. */
 const DEFAULT_HOST_QUOTA_SHARE = 0.8
 /** How often what nothing needs (image files, template names) is looked for. */
@@ -54,6 +57,10 @@ interface HostBase extends Pick<Host, 'options' | 'log' | 'store' | 'overlay' | 
   hostQuotaBytes: number
   /** The key of the bank this host runs, if it runs one. */
   bankKey: OwnerKey | undefined
+  escrowKey: OwnerKey
+  cgroups: Cgroups | undefined
+  /** CPUs the host offers (before overcommit): the market sells shares of them. */
+  offeredCpu: number
 }
 
 /**
@@ -101,6 +108,8 @@ export class Host {
   readonly verifier: RequestVerifier
   /** The bank this host deals with: its own, or the one its operator accepts. */
   readonly banking: Banking
+  /** The market here: bids, the shares they buy, and what ended bids pay out. */
+  readonly bidding: Bidding
   readonly trust = new HostTrust()
   readonly services: ServiceProxy
   readonly capacity: Resources
@@ -140,7 +149,20 @@ export class Host {
     const bank = base.bankKey === undefined
       ? undefined
       : new Bank({ ledger: this.store.ledger, key: base.bankKey, operators: [...base.operators], startingGrant: this.options.bankGrant, log: this.log.child({ component: 'bank' }) })
-    this.banking = new Banking({ overlay: this.overlay, bank, accepted: [...this.options.acceptBanks, ...bank === undefined ? [] : [bank.id]], verifier: this.verifier })
+    const banks = [...this.options.acceptBanks, ...bank === undefined ? [] : [bank.id]]
+    this.banking = new Banking({ overlay: this.overlay, bank, accepted: banks, verifier: this.verifier })
+    this.bidding = new Bidding({
+      overlay: this.overlay,
+      auctioneer: new Auctioneer({ bids: this.store.bids, escrow: base.escrowKey.id, earnings: this.verifier.operators[0] ?? base.escrowKey.id, banks, floor: this.options.marketFloor, cpu: base.offeredCpu }),
+      bids: this.store.bids,
+      escrow: base.escrowKey,
+      banking: this.banking,
+      cgroups: base.cgroups,
+      instances: () => this.store.instances.list(),
+      verifier: this.verifier,
+      onPriceChange: () => { this.#advertiseHostSoon() },
+      log: this.log.child({ component: 'market' }),
+    })
     this.tunnels = new Tunnels(this.overlay.node, this.log.child({ component: 'tunnels' }))
     const verifier = this.verifier
     const runDir = this.options.runDir ?? defaultRunDir(this.options.dataDir)
@@ -158,6 +180,7 @@ export class Host {
       remoteDisks,
       links: { open: async r => await this.services.openLinks(r) },
       onChange: (id, record) => { this.#instanceChanged(id, record) },
+      market: id => this.bidding.view(id),
     })
     this.fetcher = new TemplateFetcher({
       overlay: this.overlay,
@@ -329,6 +352,9 @@ export class Host {
     })
     const blobs = new BlobStore(join(options.dataDir, 'blobs'))
     const cgroups = await detectCgroups(undefined, `xenos-${hostTag(options.dataDir)}`)
+    const offeredCpu = (options.capacity ?? defaultCapacity()).cpu
+    // All instances together use at most what the host offers: shares are of that.
+    await cgroups?.capAll(offeredCpu).catch((err: unknown) => { logger.warn({ err }, 'cannot cap the CPU all instances use together: shares are of the whole machine') })
     const runDir = options.runDir ?? defaultRunDir(options.dataDir)
     const drivers = new Map<string, Driver>()
     if (options.drivers.includes('process')) {
@@ -347,6 +373,9 @@ export class Host {
       blobs,
       operators: await operatorsOf(options),
       bankKey: options.bank ? (await loadOrCreateOwnerKey(join(options.dataDir, BANK_KEY_FILE))).key : undefined,
+      escrowKey: (await loadOrCreateOwnerKey(join(options.dataDir, ESCROW_KEY_FILE))).key,
+      cgroups,
+      offeredCpu,
       hostQuotaBytes: options.hostQuotaBytes ?? Math.floor(fs.blocks * fs.bsize * DEFAULT_HOST_QUOTA_SHARE),
       capacity: admitted(options.capacity ?? defaultCapacity(), options.overcommit),
       advertiseAddress: options.advertiseAddress ?? defaultAdvertiseAddress(options.listen),
@@ -380,6 +409,7 @@ export class Host {
     this.outputs.serve()
     this.tasks.serve()
     this.banking.serve()
+    this.bidding.serve()
     await serveChunks(this.overlay.node, this.blobs, this.log.child({ component: 'transfer' }), {
       // Every host may fetch a template's files; a data file's or a checkpoint's only the host its holder gave a ticket.
       admit: (blob, peer, ticket) => this.library.blobsInUse().has(blob) || this.fetcher.isPulling(blob) || this.#tickets.admits(blob, peer, ticket),
@@ -394,6 +424,7 @@ export class Host {
     // What deployments were doing when the host stopped goes on.
     this.deployments.recover()
     this.deployments.start()
+    this.bidding.start()
     void this.dataAccess.announceAll()
     void this.tasks.announceAll()
     this.#collectTimer = setInterval(() => { void this.#sweep() }, COLLECT_EVERY_MS)
@@ -406,6 +437,7 @@ export class Host {
     clearTimeout(this.#hostAdvertTimer)
     clearInterval(this.#collectTimer)
     this.supervisor.health.stop()
+    this.bidding.stop()
     this.deployments.stop()
     await this.services.stop()
     await this.overlay.stop()
@@ -442,7 +474,7 @@ export class Host {
     return join(this.options.dataDir, 'staging')
   }
 
-  info (): { id: string, name: string, addrs: string[], api: string, drivers: string[], capacity: Resources, free: Resources, instances: number, version: string, operators: string[], tags: Record<string, string>, bank?: string } {
+  info (): { id: string, name: string, addrs: string[], api: string, drivers: string[], capacity: Resources, free: Resources, instances: number, version: string, operators: string[], tags: Record<string, string>, bank?: string, escrow: string, price: number } {
     return {
       id: this.overlay.peerId,
       name: this.options.name ?? this.overlay.peerId.slice(-8),
@@ -456,13 +488,15 @@ export class Host {
       operators: [...this.verifier.operators],
       tags: this.options.tags,
       ...this.banking.own === undefined ? {} : { bank: this.banking.own },
+      escrow: this.bidding.escrow,
+      price: this.bidding.price(),
     }
   }
 
   async #advertiseHost (): Promise<void> {
     if (!this.#started) return
-    const { name, addrs, api, drivers, capacity, free, instances, version, operators, tags, bank } = this.info()
-    await this.overlay.publish('host', this.overlay.peerId, { name, addrs, api: api === '' ? 'http://0.0.0.0/' : api, drivers, capacity, free, instances, version, operators, tags, ...bank === undefined ? {} : { bank } })
+    const { name, addrs, api, drivers, capacity, free, instances, version, operators, tags, bank, escrow, price } = this.info()
+    await this.overlay.publish('host', this.overlay.peerId, { name, addrs, api: api === '' ? 'http://0.0.0.0/' : api, drivers, capacity, free, instances, version, operators, tags, ...bank === undefined ? {} : { bank }, escrow, price })
   }
 
   async #advertiseTemplate (t: Template): Promise<void> {
@@ -509,7 +543,12 @@ export class Host {
     } else if (this.supervisor.arrivingFrom(id) === undefined) {
       void this.overlay.publish('instance', id, this.#instanceBody(record, record.placement, this.supervisor.view(id)))
     }
-    // Free capacity changed: tell the others soon, coalescing bursts of changes.
+    this.bidding.changed(id, record)
+    this.#advertiseHostSoon()
+  }
+
+  /** Free capacity or the price changed: tell the others soon, coalescing bursts of changes. */
+  #advertiseHostSoon (): void {
     clearTimeout(this.#hostAdvertTimer)
     this.#hostAdvertTimer = setTimeout(() => { void this.#advertiseHost() }, 50)
   }

@@ -77,6 +77,13 @@ export const hostOptionsSchema = z.strictObject({
   /** What the bank gives each new account when it is first opened. @default 0 */
   bankGrant: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
   /** The banks (by key) this host and its users deal with; a bank host deals with its own too. @default none */
+  /**
+   * The share of the CPU each instance without a bid gets while others bid (all of them
+   * together at most half). @default 0.05
+   */
+  marketFloor: z.number().min(0.0001).max(0.5).default(0.05),
+  /** Refuse deploys without a bid: every instance here pays for its share. @default false */
+  marketOnly: z.boolean().default(false),
   acceptBanks: z.array(z.string().regex(OWNER_ID_PATTERN, 'a bank is named by its key (43 characters)')).max(8).default([]),
   /** pino log level. @default info */
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

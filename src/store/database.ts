@@ -180,6 +180,35 @@ const MIGRATIONS: readonly string[] = [
      account TEXT PRIMARY KEY,
      balance INTEGER NOT NULL
    );`,
+  // A host's market: the bid on each instance, the receipts that paid for bids (each spent once),
+  // and what the host's escrow owes (refunds, earnings) until the bank has carried it out.
+  `CREATE TABLE bids (
+     instance_id TEXT PRIMARY KEY,
+     owner TEXT NOT NULL,
+     bank TEXT NOT NULL,
+     paid INTEGER NOT NULL CHECK (paid >= 0),
+     charged INTEGER NOT NULL CHECK (charged >= 0 AND charged <= paid),
+     charged_to INTEGER NOT NULL,
+     until INTEGER NOT NULL,
+     opened_at INTEGER NOT NULL
+   );
+   CREATE TABLE bid_receipts (
+     bank TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     instance_id TEXT NOT NULL,
+     amount INTEGER NOT NULL,
+     at INTEGER NOT NULL,
+     PRIMARY KEY (bank, seq)
+   );
+   CREATE TABLE payouts (
+     nonce TEXT PRIMARY KEY,
+     bank TEXT NOT NULL,
+     to_account TEXT NOT NULL,
+     amount INTEGER NOT NULL CHECK (amount > 0),
+     memo TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     receipt TEXT
+   );`,
 ]
 
 export type Database = DatabaseSync

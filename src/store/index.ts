@@ -18,6 +18,7 @@ import { DiskExportTable } from './disk-exports.ts'
 import { ForwardTable } from './forwards.ts'
 import { InstanceTable } from './instances.ts'
 import { LedgerTable } from './ledger.ts'
+import { BidTable } from './bids.ts'
 import { SettingsTable } from './settings.ts'
 import { SnapshotTable } from './snapshots.ts'
 import { NameTable } from './names.ts'
@@ -37,6 +38,7 @@ export type { SnapshotRecord } from './snapshots.ts'
 export type { TaskChange, TaskRecord } from './tasks.ts'
 export type { NameRow } from './names.ts'
 export type { LedgerTable } from './ledger.ts'
+export type { BidTable, BidRecord, PayoutRecord } from './bids.ts'
 export type { BlobClaimRecord } from './blob-claims.ts'
 
 export interface Store {
@@ -53,6 +55,7 @@ export interface Store {
   nonces: NonceTable
   blobClaims: BlobClaimTable
   ledger: LedgerTable
+  bids: BidTable
   transaction: <T>(fn: () => T) => T
   close: () => void
 }
@@ -74,6 +77,7 @@ export function openStore (path: string): Store {
     nonces: new NonceTable(light),
     blobClaims: new BlobClaimTable(db),
     ledger: new LedgerTable(db),
+    bids: new BidTable(db),
     transaction: fn => transaction(db, fn),
     close: () => {
       if (light !== db) light.close()

@@ -119,6 +119,7 @@ describe('signed routes', () => {
       },
       'POST /v1/instances/{id}/derive': { url: `/v1/instances/${instance}/derive`, body: { name: 'stolen' }, action: 'derive', target: instance, params: { name: 'stolen' }, mallory: refused },
       'POST /v1/instances/{id}/collect': { url: `/v1/instances/${instance}/collect`, body: { prefix: 'loot' }, action: 'collect', target: instance, params: { prefix: 'loot' }, mallory: refused },
+      'POST /v1/instances/{id}/bid': { url: `/v1/instances/${instance}/bid`, body: { seconds: 60 }, action: 'bid', target: instance, params: { seconds: 60 }, mallory: refused },
       'GET /v1/instances/{id}/metrics': { url: `/v1/instances/${instance}/metrics`, action: 'metrics', target: instance, params: {}, mallory: refused },
       'GET /v1/instances/{id}/logs': { url: `/v1/instances/${instance}/logs`, action: 'logs', target: instance, params: {}, mallory: refused },
       'GET /v1/snapshots': { url: '/v1/snapshots', action: 'snapshots', target: self, params: {}, mallory: res => { assert.deepEqual(res.json(), { snapshots: [] }, 'none of Alice\'s') } },

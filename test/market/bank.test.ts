@@ -31,7 +31,7 @@ describe('the bank', () => {
     assert.equal(bank.receipt(paid.seq).sig, paid.sig, 'the receipt of an entry is the same however often it is asked for')
   })
 
-  it('carries out an order once: the same order again answers its receipt, another under its nonce is refused', () => {
+  it('carries out an order once: the same payment again answers its receipt, another under its nonce is refused', () => {
     const { bank, operator } = bankWith()
     const [alice, bob] = [generateOwnerKey(), generateOwnerKey()]
     bank.mint(signMint(operator, { bank: bank.id, to: alice.id, amount: 10 }))
@@ -39,6 +39,9 @@ describe('the bank', () => {
     const first = bank.transfer(order)
     assert.deepEqual(bank.transfer(order), first, 'a retry after a lost answer')
     assert.equal(bank.account(bob.id).balance, 4, 'applied once')
+    const signedAgain = signTransfer(alice, { bank: bank.id, to: bob.id, amount: 4 }, Date.now() + 1000, order.nonce)
+    assert.deepEqual(bank.transfer(signedAgain), first, 'the same payment signed again, as a payer whose order grew old does')
+    assert.equal(bank.account(bob.id).balance, 4, 'still applied once')
     const sameNonce = signTransfer(alice, { bank: bank.id, to: bob.id, amount: 5 }, Date.now(), order.nonce)
     assert.throws(() => bank.transfer(sameNonce), (err: unknown) => codeOf('UNAUTHENTICATED')(err) && /used already/.test((err as Error).message))
     assert.throws(() => bank.transfer(signTransfer(alice, { bank: bank.id, to: bob.id, amount: 1 }, Date.now() - 11 * 60_000)), /sign it again/, 'an order too old')

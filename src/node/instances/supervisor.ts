@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
   ACTIVE_STATES, canMigrate, ENDED_STATES, XenosError,
-  type ControlAction, type Driver, type InstanceMetrics, type InstanceView, type MigratingDriver, type Placement, type Resources, type TaskHandle, type TaskSpec, type Template,
+  type ControlAction, type Driver, type InstanceMetrics, type InstanceView, type MarketView, type MigratingDriver, type Placement, type Resources, type TaskHandle, type TaskSpec, type Template,
 } from '../../core/index.ts'
 import type { InstanceLink, InstanceRecord, RemoteDisk, SnapshotRecord, Store } from '../../store/index.ts'
 import { Admission } from './admission.ts'
@@ -57,6 +57,8 @@ export interface SupervisorInit {
   links: LinkEnds
   /** Called after every change to an instance; `undefined` record means it was destroyed. */
   onChange: (id: string, record: InstanceRecord | undefined) => void
+  /** What views show of an instance's bid and share (the host's market). */
+  market: (id: string) => MarketView
 }
 
 /** What a new instance starts from besides its template. */
@@ -455,6 +457,7 @@ export class InstanceSupervisor {
       address: this.#init.advertiseAddress,
       services: this.health.services(r.id),
       milestones: this.health.milestones(r.id),
+      market: this.#init.market(r.id),
     })
   }
 }

@@ -1,4 +1,4 @@
-import { ACTIVE_STATES, type InstanceView, type ServiceStatus, type Template } from '../../core/index.ts'
+import { ACTIVE_STATES, type InstanceView, type MarketView, type ServiceStatus, type Template } from '../../core/index.ts'
 import type { InstanceRecord } from '../../store/index.ts'
 import type { Milestones } from './health.ts'
 
@@ -9,6 +9,8 @@ export interface ViewContext {
   address: string
   services: ServiceStatus[]
   milestones: Milestones | undefined
+  /** Its bid and share, on a host with a market. */
+  market: MarketView
 }
 
 /** Instance `r` as the API and other hosts see it: endpoints while it holds resources, services and milestones while it runs. */
@@ -32,5 +34,5 @@ export function viewOf (r: InstanceRecord, template: Template | undefined, c: Vi
   if (m?.healthyAt !== undefined) view.healthyAt = m.healthyAt
   if (r.error !== null) view.error = r.error
   if (r.exitCode !== null) view.exitCode = r.exitCode
-  return view
+  return { ...view, ...c.market }
 }

@@ -1,0 +1,72 @@
+import type { Command } from 'commander'
+import { MAX_BID_SECONDS, signTransfer, XenosError, type BidParams, type MarketView, type Receipt } from '../core/index.ts'
+import type { BankWhere } from '../node/index.ts'
+import type { ApiClient } from './client.ts'
+import { client, out, type HostRow } from './command.ts'
+import { creditsOf } from './bank.ts'
+import { loadOrCreateUserKey } from './keys.ts'
+import { percent, shortId, table } from './table.ts'
+
+const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 }
+
+/** `90`, `20s`, `30m`, `1h30m`, `2d`: a duration in whole seconds. */
+export function secondsOf (text: string): number {
+  const parts = [...text.matchAll(/(\d+)([smhd]?)/g)]
+  const seconds = parts.reduce((n, [, count = '0', unit = '']) => n + Number(count) * (UNITS[unit === '' ? 's' : unit] ?? 1), 0)
+  if (parts.map(p => p[0]).join('') !== text || seconds < 1 || seconds > MAX_BID_SECONDS) {
+    throw new XenosError('INVALID_ARGUMENT', `"${text}" is not a duration: give seconds, or e.g. 20s, 30m, 1h30m, 2d (at most a year)`)
+  }
+  return seconds
+}
+
+/** The advert of host `id` as this host sees it. */
+async function hostAdvert (api: ApiClient, id: string): Promise<HostRow> {
+  const { hosts } = await api.get<{ hosts: HostRow[] }>('/v1/peers')
+  const h = hosts.find(x => x.id === id)
+  if (h === undefined) throw new XenosError('HOST_NOT_FOUND', `host ${id} is not advertised now: see "xenos hosts"`)
+  return h
+}
+
+/** Pays `amount` credits from the user's account into host `host`'s escrow, for a bid on `what`; answers the bank's receipt. */
+export async function payForBid (api: ApiClient, keyPath: string, host: string, amount: number, what: string): Promise<Receipt> {
+  const { escrow } = await hostAdvert(api, host)
+  if (escrow === undefined) throw new XenosError('INVALID_STATE', `host ${host} sells no CPU: its advert names no escrow account (it runs an older xenosd)`)
+  const { key } = await loadOrCreateUserKey(keyPath)
+  const where = await api.get<BankWhere>('/v1/bank')
+  return await api.post<Receipt>('/v1/bank/transfers', signTransfer(key, { bank: where.bank, to: escrow, amount, memo: `bid on ${what}` }))
+}
+
+/** What a bid's view says, in a line. */
+export function bidLine (id: string, v: MarketView): string {
+  if (v.bid === undefined) return `${id} has no bid${v.share === undefined ? '' : `; its share is ${percent(v.share)}`}`
+  return `${id} bids ${v.bid} credits (${v.spent ?? 0} spent), ${(v.rate ?? 0).toFixed(4)} credits/s until ${new Date(v.bidUntil ?? 0).toISOString()}${v.share === undefined ? '' : `: ${percent(v.share)} of its host's CPU`}`
+}
+
+/** `xenos bid` and `xenos hosts`: buying shares of hosts' CPU, and what hosts ask for it. */
+export function registerMarketCommands (program: Command): void {
+  program.command('bid <id> [amount]').description('Pay AMOUNT more credits into an instance\'s bid for its host\'s CPU; with --for, all the bid holds lasts that long from now (without AMOUNT: only its time, and so its rate, changes)')
+    .option('--for <duration>', 'how long the bid lasts from now: seconds, or 20s, 30m, 1h30m, 2d (a new bid needs it)')
+    .action(async (id: string, amount: string | undefined, o: { for?: string }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const host = await api.hostOf(id)
+      const seconds = o.for === undefined ? undefined : secondsOf(o.for)
+      if (amount === undefined && seconds === undefined) throw new XenosError('INVALID_ARGUMENT', 'give an AMOUNT to pay, or --for to change how long the bid lasts, or both')
+      const receipt = amount === undefined ? undefined : await payForBid(api, flags.key, host, creditsOf(amount), id)
+      const params: BidParams = { ...receipt === undefined ? {} : { receipt }, ...seconds === undefined ? {} : { seconds } }
+      const view = await api.signed<MarketView>('POST', `/v1/instances/${encodeURIComponent(id)}/bid`, 'bid', id, params, params, host)
+      out(flags, view, () => bidLine(id, view))
+    })
+
+  program.command('hosts').description('Advertised hosts: what each offers, has free and asks for its CPU')
+    .option('--by-price', 'cheapest first (price: credits per second of all bids on a host, per CPU it offers)')
+    .action(async (o: { byPrice?: boolean }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const { hosts } = await api.get<{ hosts: HostRow[] }>('/v1/peers')
+      const live = hosts.filter(h => h.expiresAt > Date.now())
+      const sorted = o.byPrice === true
+        ? live.sort((a, b) => (a.price ?? 0) - (b.price ?? 0) || b.free.cpu - a.free.cpu || a.name.localeCompare(b.name))
+        : live.sort((a, b) => a.name.localeCompare(b.name))
+      out(flags, sorted, () => table(['HOST', 'NAME', 'PRICE', 'FREE CPU', 'FREE MEM', 'INSTANCES'],
+        sorted.map(h => [shortId(h.id), h.name, (h.price ?? 0).toFixed(4), `${h.free.cpu}/${h.capacity.cpu}`, `${h.free.memory}/${h.capacity.memory} MiB`, String(h.instances)])))
+    })
+}

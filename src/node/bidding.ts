@@ -1,0 +1,172 @@
+import type { Logger } from 'pino'
+import { z } from 'zod'
+import {
+  bidParamsSchema, instanceIdSchema, marketViewSchema, requestAuthSchema, signTransfer, toXenosError, XenosError,
+  type BidParams, type MarketView, type OwnerKey, type RequestAuth,
+} from '../core/index.ts'
+import { MAX_CPU_WEIGHT, type Cgroups } from '../hypervisor/index.ts'
+import { ORDER_VALID_MS, type Auctioneer } from '../market/index.ts'
+import type { Overlay } from '../overlay/index.ts'
+import type { BidTable, InstanceRecord, PayoutRecord } from '../store/index.ts'
+import type { Banking } from './banking.ts'
+import { callHost } from './remote.ts'
+import type { RequestVerifier } from './replay.ts'
+
+export interface BiddingInit {
+  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost'>
+  auctioneer: Auctioneer
+  bids: Pick<BidTable, 'owed' | 'paidOut'>
+  /** The key of the host's escrow account, which signs its refunds and earnings. */
+  escrow: OwnerKey
+  banking: Pick<Banking, 'transfer'>
+  /** Where shares are enforced: the host's control groups (none: shares are only shown). */
+  cgroups: Cgroups | undefined
+  /** The instances of this host, as their records are now. */
+  instances: () => Array<Pick<InstanceRecord, 'id' | 'owner' | 'state' | 'resources'>>
+  verifier: RequestVerifier
+  /** Called when the host's price changed (its advert carries it). */
+  onPriceChange: () => void
+  log: Logger
+}
+
+const bidRequestSchema = z.strictObject({ id: instanceIdSchema, params: bidParamsSchema, auth: requestAuthSchema })
+
+/** How often bids are looked at for their end, and payouts sent again while the bank does not answer. */
+const TICK_MS = 1000
+/** A payout's order is signed again (under its own nonce) once it is this old: the bank carries out only fresh orders. */
+const RESIGN_AFTER_MS = ORDER_VALID_MS / 2
+
+/**
+ * The market on this host: owners' bids (signed for this host, relayed to it from any other),
+ * each instance's share of the CPU enforced as its control group's weight — instances with a bid
+ * uncapped (their share is work-conserving, as in Tycoon), those without kept to what their
+ * template asks — and what ended bids owe paid out of the escrow through the bank, again and
+ * again until it answers.
+ */
+export class Bidding {
+  readonly #init: BiddingInit
+  readonly #signed = new Map<string, ReturnType<typeof signTransfer>>()
+  #timer: NodeJS.Timeout | undefined
+  #paying = false
+  #lastPrice = 0
+
+  constructor (init: BiddingInit) {
+    this.#init = init
+  }
+
+  get #self (): string {
+    return this.#init.overlay.peerId
+  }
+
+  /** The host's escrow account, into which bids are paid. */
+  get escrow (): string {
+    return this.#init.auctioneer.escrow
+  }
+
+  /** The host's price now (credits per second of all bids, per CPU offered). */
+  price (): number {
+    return this.#init.auctioneer.price()
+  }
+
+  serve (): void {
+    this.#init.overlay.rpc.handle('instance.bid', bidRequestSchema, async req => await this.#bidHere(req.id, req.params, req.auth))
+  }
+
+  start (): void {
+    this.#timer = setInterval(() => { void this.#tick() }, TICK_MS)
+    this.#timer.unref()
+    void this.#tick()
+  }
+
+  stop (): void {
+    clearInterval(this.#timer)
+  }
+
+  /** Opens or changes an instance's bid (signed `bid` by its owner, for the host that runs it), wherever it runs. */
+  async bid (id: string, params: BidParams, auth: RequestAuth): Promise<MarketView> {
+    if (auth.host === this.#self) return await this.#bidHere(id, params, auth)
+    return marketViewSchema.parse(await callHost(this.#init.overlay, auth.host, 'instance.bid', { id, params, auth }))
+  }
+
+  async #bidHere (id: string, params: BidParams, auth: RequestAuth): Promise<MarketView> {
+    this.#init.verifier.verify(auth, { action: 'bid', target: id, params })
+    const view = this.#init.instances().find(v => v.id === id)
+    if (view === undefined) throw new XenosError('INSTANCE_NOT_FOUND', `host ${this.#self} runs no instance ${id}`)
+    if (view.owner !== auth.owner) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may bid for it`)
+    if (view.state !== 'running' && view.state !== 'paused') throw new XenosError('INVALID_STATE', `instance ${id} is ${view.state}: bids are for running instances`)
+    this.#init.auctioneer.bid(id, auth.owner, params)
+    await this.enforce()
+    return this.view(id)
+  }
+
+  /** What the views of instance `id` show of its bid and share. */
+  view (id: string): MarketView {
+    const share = this.#shares().get(id)
+    return { ...this.#init.auctioneer.view(id), ...share === undefined ? {} : { share } }
+  }
+
+  /** An instance changed: a bid ends with its instance's time here (it stopped, ended, left or is gone). */
+  changed (id: string, record: Pick<InstanceRecord, 'state'> | undefined): void {
+    if (record === undefined || (record.state !== 'running' && record.state !== 'paused' && record.state !== 'creating')) {
+      if (this.#init.auctioneer.close(id).length > 0) void this.#payOut()
+    }
+    void this.enforce()
+  }
+
+  /** Each running instance's share, as control-group weights. */
+  async enforce (): Promise<void> {
+    const { cgroups, auctioneer } = this.#init
+    const shares = this.#shares()
+    if (cgroups !== undefined) {
+      const running = new Map(this.#init.instances().map(v => [v.id, v]))
+      await Promise.all([...shares].map(async ([id, share]) => {
+        const cap = auctioneer.bidding(id) ? null : running.get(id)?.resources.cpu ?? null
+        // An instance whose task has no control group (started without one, or gone meanwhile) is left as it is.
+        await cgroups.weigh(id, share * MAX_CPU_WEIGHT, cap).catch(() => {})
+      }))
+    }
+    const price = this.price()
+    if (price !== this.#lastPrice) {
+      this.#lastPrice = price
+      this.#init.onPriceChange()
+    }
+  }
+
+  #shares (): Map<string, number> {
+    return this.#init.auctioneer.shares(this.#init.instances().filter(v => v.state === 'running').map(v => v.id))
+  }
+
+  async #tick (): Promise<void> {
+    if (this.#init.auctioneer.expire().length > 0) await this.enforce()
+    await this.#payOut()
+  }
+
+  /** Sends every payout the bank has not answered; each under its own nonce, so that none is carried out twice. */
+  async #payOut (): Promise<void> {
+    if (this.#paying) return
+    this.#paying = true
+    try {
+      for (const p of this.#init.bids.owed()) await this.#send(p)
+    } finally {
+      this.#paying = false
+    }
+  }
+
+  async #send (p: PayoutRecord): Promise<void> {
+    const now = Date.now()
+    const held = this.#signed.get(p.nonce)
+    const order = held !== undefined && now - held.issuedAt < RESIGN_AFTER_MS
+      ? held
+      : signTransfer(this.#init.escrow, { bank: p.bank, to: p.toAccount, amount: p.amount, memo: p.memo }, now, p.nonce)
+    this.#signed.set(p.nonce, order)
+    try {
+      const receipt = await this.#init.banking.transfer(order)
+      this.#init.bids.paidOut(p.nonce, receipt)
+      this.#signed.delete(p.nonce)
+      this.#init.log.info({ to: p.toAccount, amount: p.amount, seq: receipt.seq }, 'paid out')
+    } catch (err) {
+      // The bank is down or unreachable: the same payout goes again on the next tick.
+      this.#init.log.debug({ err: toXenosError(err), nonce: p.nonce }, 'payout waits for the bank')
+    }
+  }
+}
