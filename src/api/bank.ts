@@ -6,7 +6,7 @@ import type { Api } from './app.ts'
 import { authOf, signedBy } from './auth.ts'
 import { errorResponses as errors } from './schemas.ts'
 
-/** The market's bank, through any host: the orders go to the bank this host accepts, which checks each itself. */
+/** The market's bank, through any host: the orders go to the bank this host accepts, which checks each itself; and refunds of payments no bid took. */
 export function registerBankRoutes (api: Api, host: ApiHost): void {
   api.get('/v1/bank', {
     schema: { summary: 'The bank this host deals with: its key, and the host that runs it (sign account requests for that host)', response: { 200: bankWhereSchema, ...errors } },
@@ -35,4 +35,17 @@ export function registerBankRoutes (api: Api, host: ApiHost): void {
       response: { 200: z.object({ entries: z.array(ledgerEntrySchema) }), ...errors },
     },
   }, async req => ({ entries: await host.banking.entries(req.query.from, req.query.limit) }))
+
+  api.post('/v1/market/refunds', {
+    schema: {
+      summary: 'Pay back a payment into this host\'s escrow that no bid took (a deploy whose part failed before its bids were opened): to its payer, who signs for it; the receipt is spent from then on',
+      ...signedBy('owner', 'refund on the receipt\'s hash (by its payer), for the host whose escrow it paid'),
+      body: z.strictObject({ receipt: receiptSchema }),
+      response: { 204: z.null(), ...errors },
+    },
+  }, async (req, reply) => {
+    await host.bidding.refund(req.body.receipt, authOf(req))
+    void reply.status(204)
+    return null
+  })
 }

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import {
-  deploySpecDigest, encodeAuthHeader, formatTemplateUri, isTemplateUri, parseTemplateUri, sha256Hex, signAction, signDeployToken, signDeploymentGrant, signNameRecord, XenosError,
+  deploySpecDigest, encodeAuthHeader, formatTemplateUri, instanceIdsOf, isTemplateUri, parseTemplateUri, sha256Hex, signAction, signDeployToken, signDeploymentGrant, signNameRecord, XenosError,
   type DeploymentView, type DeployPart, type DeployResult, type DeploySpec, type HostRollout, type NameRecord, type OwnerKey, type PlacementPlan, type RequestAuth,
 } from '../core/index.ts'
 
@@ -24,6 +24,8 @@ export interface DeployRequest {
    * a lost answer makes none twice). @default a new one
    */
   requestId?: string | undefined
+  /** Bids for the instances of each host's part (paid before the deploy is sent), when the deploy buys CPU. */
+  bids?: ((host: string, instances: string[]) => Promise<NonNullable<DeployPart['bids']>>) | undefined
 }
 
 /** The key a deploy's tokens carry, from its request id: a retry with the same id makes the same instances. */
@@ -142,6 +144,8 @@ export class ApiClient {
       ? (await this.get<PlacementPlan>(`/v1/placement?template=${encodeURIComponent(templateId)}&count=${request.count}`)).hosts
       : request.hosts.map(host => ({ host, count: request.count }))
     const parts = this.deployParts(templateId, plan, request.spec, request.requestId ?? randomBytes(16).toString('hex'))
+    const { bids } = request
+    if (bids !== undefined) for (const part of parts) part.bids = await bids(part.token.host, instanceIdsOf(part.token))
     const body = { template: templateId, spec: request.spec, parts, ...flags }
     if (onProgress === undefined) return await this.#request<DeployResult>('POST', '/v1/instances', body)
     return await this.#watch<DeployResult>('/v1/instances', body, {}, 'deploy', p => { onProgress((p as { hosts: HostRollout[] }).hosts) })

@@ -30,6 +30,7 @@ export function withDaemonOptions (cmd: Command): Command {
     .option('--bank-grant <credits>', 'what the bank gives each new account (default: 0)', Number)
     .option('--accept-bank <key>', 'a bank (by its key) this host and its users deal with (repeatable)', collect)
     .option('--market-floor <share>', 'the share of the CPU each instance without a bid gets while others bid (default: 0.05)', Number)
+    .option('--market-only', 'refuse deploys without a bid for each instance: every instance here pays for its share')
     .option('--mdns', 'find hosts on the local network with mDNS')
     .option('--no-direct-migration', 'receive migrating VMs only through the overlay, not on a port of their own')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
@@ -60,6 +61,7 @@ export interface DaemonFlags {
   bankGrant?: number
   acceptBank?: string[]
   marketFloor?: number
+  marketOnly?: boolean
   directMigration: boolean
   logLevel: string
 }
@@ -88,6 +90,7 @@ export function daemonOptionsFrom (flags: DaemonFlags): HostOptionsInput & { dat
     ...(flags.bankGrant === undefined ? {} : { bankGrant: flags.bankGrant }),
     ...(flags.acceptBank === undefined ? {} : { acceptBanks: flags.acceptBank }),
     ...(flags.marketFloor === undefined ? {} : { marketFloor: flags.marketFloor }),
+    marketOnly: flags.marketOnly === true,
     overcommit: { cpu: flags.overcommitCpu ?? 1, memory: flags.overcommitMemory ?? 1 },
     accel: flags.accel as 'auto',
     mdns: flags.mdns === true,

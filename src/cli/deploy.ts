@@ -5,6 +5,8 @@ import type { ApiClient } from './client.ts'
 import { client, collect, hostNames, out, resolveHost, type HostRow } from './command.ts'
 import { stagedInputs } from './data.ts'
 import { instanceTable, instanceView } from './instances.ts'
+import { creditsOf } from './bank.ts'
+import { deployBids, refundBids, secondsOf, type PaidBids } from './market.ts'
 import { migrationView } from './progress.ts'
 import { RolloutView } from './rollout-view.ts'
 import { bytes, shortId, table } from './table.ts'
@@ -77,10 +79,15 @@ export function registerDeployCommands (program: Command): void {
     .option('--in <name>', 'a file or directory of the data repository (data://me/PATH) to stage read-only at /in/NAME in each instance; repeatable', collect)
     .option('--request-id <id>', 'name this deploy: run it again with the same id (after a lost answer, a host that failed) and it makes only what is missing, never twice')
     .option('--env <KEY=VALUE>', 'an environment variable of each instance, over its template\'s (${XENOS_LINK_NAME} in VALUE: a link\'s address); repeatable', collect)
+    .option('--bid <credits>', 'buy each instance a share of its host\'s CPU: pay this many credits for each into its host\'s escrow (with --for)')
+    .option('--for <duration>', 'how long each instance\'s bid lasts (with --bid): seconds, or 20s, 30m, 1h30m, 2d')
     .option('--link <name=service>', 'a service of yours (instance id or name, :ENDPOINT for another than its first) each instance reaches at XENOS_LINK_NAME, wherever it runs; repeatable', collect)
-    .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean, in?: string[], requestId?: string, link?: string[], env?: string[] }, cmd: Command) => {
+    .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean, in?: string[], requestId?: string, link?: string[], env?: string[], bid?: string, for?: string }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       if (!Number.isInteger(o.count) || o.count < 1 || o.count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
+      if ((o.bid === undefined) !== (o.for === undefined)) throw new XenosError('INVALID_ARGUMENT', 'give --bid and --for together: how much each instance\'s bid pays, and for how long')
+      const paid: PaidBids = new Map()
+      const bids = o.bid === undefined ? undefined : deployBids(api, flags.key, creditsOf(o.bid), secondsOf(o.for ?? ''), paid)
       if (o.host !== undefined && o.hosts !== undefined) throw new XenosError('INVALID_ARGUMENT', 'give --host or --hosts, not both')
       const t = await api.template<TemplateSummary>(ref)
       const wanted = o.hosts?.split(',').map(h => h.trim()).filter(h => h !== '') ?? (o.host === undefined ? undefined : [o.host])
@@ -97,9 +104,10 @@ export function registerDeployCommands (program: Command): void {
       process.stderr.write(`deploying ${t.name}:${t.version} on ${hosts === null ? 'the hosts with most room' : `${hosts.length} host(s)`}${o.wait === true ? ', waiting until healthy' : ''} (request ${requestId})…\n`)
       const names = await hostNames(api)
       const view = new RolloutView(names)
-      const result = await api.deploy(t.id, { hosts, count: o.count, spec, requestId }, { wait: o.wait === true, onProgress: parts => { view.update(parts) } })
+      const result = await api.deploy(t.id, { hosts, count: o.count, spec, requestId, bids }, { wait: o.wait === true, onProgress: parts => { view.update(parts) } })
         .catch((err: unknown) => { throw withRetryHint(err, requestId) })
         .finally(() => { view.stop() })
+      await refundBids(api, paid, result.failures.map(f => f.host))
       view.update(result.hosts)
       out(flags, result, () => [instanceTable(result.instances), '', rolloutTable(result.hosts, names)].join('\n'))
       if (result.instances.length === 0 || result.hosts.some(h => h.error !== null)) process.exitCode = 1

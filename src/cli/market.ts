@@ -1,7 +1,7 @@
 import type { Command } from 'commander'
 import { MAX_BID_SECONDS, signTransfer, XenosError, type BidParams, type MarketView, type Receipt } from '../core/index.ts'
 import type { BankWhere } from '../node/index.ts'
-import type { ApiClient } from './client.ts'
+import type { ApiClient, DeployRequest } from './client.ts'
 import { client, out, type HostRow } from './command.ts'
 import { creditsOf } from './bank.ts'
 import { loadOrCreateUserKey } from './keys.ts'
@@ -34,6 +34,38 @@ export async function payForBid (api: ApiClient, keyPath: string, host: string, 
   const { key } = await loadOrCreateUserKey(keyPath)
   const where = await api.get<BankWhere>('/v1/bank')
   return await api.post<Receipt>('/v1/bank/transfers', signTransfer(key, { bank: where.bank, to: escrow, amount, memo: `bid on ${what}` }))
+}
+
+/** The receipts a deploy paid into each host's escrow, for its bids. */
+export type PaidBids = Map<string, Receipt[]>
+
+/**
+ * Bids of `amount` credits over `seconds` for each instance of a deploy: paid into its host's
+ * escrow before the deploy goes (the receipts kept in `paid`), and signed for that host.
+ */
+export function deployBids (api: ApiClient, keyPath: string, amount: number, seconds: number, paid: PaidBids): NonNullable<DeployRequest['bids']> {
+  return async (host, instances) => await Promise.all(instances.map(async instance => {
+    const receipt = await payForBid(api, keyPath, host, amount, instance)
+    paid.set(host, [...paid.get(host) ?? [], receipt])
+    const params = { receipt, seconds }
+    return { instance, params, auth: api.authFor('bid', instance, params, host) }
+  }))
+}
+
+/** Asks each of `hosts` to pay back what was paid into its escrow for a deploy's bids there, which its failed part never took; says what came of it. */
+export async function refundBids (api: ApiClient, paid: PaidBids, hosts: string[]): Promise<void> {
+  for (const host of hosts) {
+    for (const receipt of paid.get(host) ?? []) {
+      const body = { receipt }
+      await api.signed('POST', '/v1/market/refunds', 'refund', receipt.hash, {}, body, host)
+        .then(() => { process.stderr.write(`the ${receipt.amount} credits paid for a bid on host ${shortId(host)} are coming back\n`) })
+        .catch((err: unknown) => {
+          // A receipt a bid took: the instance was made, and its bid pays back what it does not spend.
+          if ((err as { code?: string }).code === 'RECEIPT_SPENT') return
+          process.stderr.write(`the ${receipt.amount} credits paid for a bid on host ${shortId(host)} could not be asked back (${(err as Error).message}): its receipt is ${JSON.stringify(receipt)}\n`)
+        })
+    }
+  }
 }
 
 /** What a bid's view says, in a line. */

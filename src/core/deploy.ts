@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { bidParamsSchema } from './market.ts'
 import { deployTokenSchema, requestAuthSchema } from './placement.ts'
 import { nameSchema } from './template.ts'
 import { migrationResultSchema } from './migration.ts'
@@ -50,10 +51,15 @@ export const deploySpecSchema = z.strictObject({
 })
 export type DeploySpec = z.infer<typeof deploySpecSchema>
 
-/** One host's part of a deploy: the owner's token for it, and the owner's `data.get` signature on each input for that host. */
+/**
+ * One host's part of a deploy: the owner's token for it, the owner's `data.get` signature on
+ * each input for that host, and with a bid, each instance's: a receipt of a payment into the
+ * host's escrow and its time, signed `bid` on the instance's id for that host.
+ */
 export const deployPartSchema = z.strictObject({
   token: deployTokenSchema,
   inputs: z.array(requestAuthSchema).min(1).max(64).optional(),
+  bids: z.array(z.strictObject({ instance: instanceIdSchema, params: bidParamsSchema, auth: requestAuthSchema })).min(1).max(100).optional(),
 })
 export type DeployPart = z.infer<typeof deployPartSchema>
 

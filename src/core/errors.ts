@@ -23,6 +23,7 @@ export const ERROR_CODES = {
   ADMISSION_REFUSED: { status: 409, meaning: 'The host lacks the CPU or memory the template asks for.' },
   BAD_RECEIPT: { status: 402, meaning: 'A bid\'s receipt is not signed by a bank the host accepts, pays another account than the host\'s escrow, or comes from another account than the bidder\'s.' },
   RECEIPT_SPENT: { status: 409, meaning: 'The receipt has paid for a bid already: each pays for one, once.' },
+  BID_REQUIRED: { status: 402, meaning: 'The host is market-only: a deploy there carries a bid for each instance (deploy --bid AMOUNT --for DURATION).' },
   INSUFFICIENT_FUNDS: { status: 402, meaning: 'The paying account holds fewer credits than the transfer or bid asks for.' },
   QUOTA_EXCEEDED: { status: 413, meaning: 'The owner\'s data on the host would exceed the owner\'s quota there, or the host\'s for all owners; or an owner or the host has as many template names as it keeps.' },
   TOO_LARGE: { status: 413, meaning: 'The request body is larger than the route accepts.' },

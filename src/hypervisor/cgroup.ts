@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs'
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises'
+import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Resources } from '../core/index.ts'
@@ -24,7 +25,7 @@ export interface Cgroups {
    * shares are scaled to match) and its cap in CPUs (null: none but the host's own).
    */
   weigh (id: string, weight: number, cap: number | null): Promise<void>
-  /** Caps all the host's tasks together at `cpu` CPUs (what the host offers); no task is then given a cap above it. */
+  /** Caps all the host's tasks together at `cpu` CPUs (what the host offers), run on that many of the machine's; no task is then given a cap above it. */
   capAll (cpu: number): Promise<void>
 }
 
@@ -59,12 +60,38 @@ export async function detectCgroups (root = '/sys/fs/cgroup', parent = 'xenos'):
     }
     if (V1_CONTROLLERS.every(c => existsSync(join(root, c)))) {
       for (const c of V1_CONTROLLERS) await mkdir(join(root, c, parent), { recursive: true })
-      return v1(root, parent)
+      return v1(root, parent, await v1Cpuset(root, parent))
     }
   } catch {
     return undefined
   }
   return undefined
+}
+
+/**
+ * The v1 cpuset group of the host's tasks, when the controller is there: it starts with all the
+ * machine's CPUs and memory nodes, and each task's group is made with its parent's.
+ */
+async function v1Cpuset (root: string, parent: string): Promise<boolean> {
+  if (!existsSync(join(root, 'cpuset'))) return false
+  const base = join(root, 'cpuset', parent)
+  await mkdir(base, { recursive: true })
+  for (const f of ['cpuset.cpus', 'cpuset.mems']) {
+    if ((await readFile(join(base, f), 'utf8')).trim() === '') await writeFile(join(base, f), await readFile(join(root, 'cpuset', f), 'utf8'))
+  }
+  await writeFile(join(base, 'cgroup.clone_children'), '1')
+  return true
+}
+
+/**
+ * The CPUs the host's tasks run on when it offers `cpu` of the machine's `count`: the last
+ * ceil(cpu) of them (all when it offers all). Weights divide a CPU's time between the tasks that
+ * share it; tasks spread over more CPUs than the host offers would each take a CPU's share of
+ * the cap, whatever their weights.
+ */
+export function cpusFor (cpu: number, count = cpus().length): string {
+  const k = Math.min(count, Math.max(1, Math.ceil(cpu - 1e-9)))
+  return k === 1 ? String(count - 1) : `${count - k}-${count - 1}`
 }
 
 async function readNumber (path: string): Promise<number> {
@@ -94,8 +121,9 @@ async function removeDir (path: string): Promise<void> {
   }
 }
 
-function v1 (root: string, parent: string): Cgroups {
+function v1 (root: string, parent: string, cpuset: boolean): Cgroups {
   const dir = (c: string, id: string): string => join(root, c, parent, id)
+  const controllers: readonly string[] = cpuset ? [...V1_CONTROLLERS, 'cpuset'] : V1_CONTROLLERS
   // A v1 child's quota may not exceed its parent's (the kernel refuses it): each is kept within the host's.
   let hostCap = Infinity
   const writeQuota = async (id: string, cpu: number | null): Promise<void> => {
@@ -104,9 +132,9 @@ function v1 (root: string, parent: string): Cgroups {
   }
   return {
     version: 1,
-    procsFiles: id => V1_CONTROLLERS.map(c => join(dir(c, id), 'cgroup.procs')),
+    procsFiles: id => controllers.map(c => join(dir(c, id), 'cgroup.procs')),
     async create (id, r) {
-      for (const c of V1_CONTROLLERS) await mkdir(dir(c, id), { recursive: true })
+      for (const c of controllers) await mkdir(dir(c, id), { recursive: true })
       await writeFile(join(dir('cpu', id), 'cpu.cfs_period_us'), String(CPU_PERIOD_US))
       await writeQuota(id, r.cpu)
       await writeFile(join(dir('cpu', id), 'cpu.shares'), String(v1Shares(defaultWeight(r.cpu))))
@@ -130,7 +158,7 @@ function v1 (root: string, parent: string): Cgroups {
       }
     },
     async remove (id) {
-      for (const c of V1_CONTROLLERS) await removeDir(dir(c, id))
+      for (const c of controllers) await removeDir(dir(c, id))
     },
     async weigh (id, weight, cap) {
       await writeFile(join(dir('cpu', id), 'cpu.shares'), String(v1Shares(clampWeight(weight))))
@@ -147,8 +175,20 @@ function v1 (root: string, parent: string): Cgroups {
       }
       await writeFile(join(base, 'cpu.cfs_period_us'), String(CPU_PERIOD_US))
       await writeFile(join(base, 'cpu.cfs_quota_us'), String(quotaOf(cpu)))
+      if (cpuset) await confine(join(root, 'cpuset', parent), cpusFor(cpu))
     },
   }
+}
+
+/**
+ * Puts the v1 cpuset group `base` and its tasks' groups on `cpus`. A parent holds all its
+ * children's CPUs: one that shrinks can do so only once they did, one that grows before they do.
+ */
+async function confine (base: string, cpus: string): Promise<void> {
+  const set = async (dir: string): Promise<void> => { await writeFile(join(dir, 'cpuset.cpus'), cpus) }
+  const grew = await set(base).then(() => true, () => false)
+  for (const entry of await readdir(base, { withFileTypes: true })) if (entry.isDirectory()) await set(join(base, entry.name))
+  if (!grew) await set(base)
 }
 
 /** v1's shares for a v2 weight: v1 counts 1024 where v2 counts 100. */
@@ -190,6 +230,8 @@ function v2 (base: string): Cgroups {
     },
     async capAll (cpu) {
       await writeFile(join(base, 'cpu.max'), `${quotaOf(cpu)} ${CPU_PERIOD_US}`)
+      // Where the cpuset controller is enabled for the host's group (its children inherit its CPUs).
+      await writeFile(join(base, 'cpuset.cpus'), cpusFor(cpu)).catch(() => {})
     },
   }
 }

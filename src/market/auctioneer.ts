@@ -83,6 +83,14 @@ export class Auctioneer {
     return owed
   }
 
+  /** Owes `owner` back payment `receipt` into the escrow that no bid took; the receipt is then spent. */
+  refund (owner: string, receipt: Receipt, now = Date.now()): PayoutRecord {
+    this.checkReceipt(owner, receipt)
+    const payout = { nonce: newNonce(), bank: receipt.bank, toAccount: owner, amount: receipt.amount, memo: `payment ${receipt.seq} no bid took`, createdAt: now, receipt: null }
+    this.#init.bids.refund(receipt, payout)
+    return payout
+  }
+
   /** Ends every bid whose time ran out; returns the instances whose bids ended. */
   expire (now = Date.now()): string[] {
     const ended = this.#init.bids.list().filter(b => b.until <= now).map(b => b.instanceId)

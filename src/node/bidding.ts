@@ -1,8 +1,8 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
-  bidParamsSchema, instanceIdSchema, marketViewSchema, requestAuthSchema, signTransfer, toXenosError, XenosError,
-  type BidParams, type MarketView, type OwnerKey, type RequestAuth,
+  bidParamsSchema, instanceIdSchema, marketViewSchema, receiptSchema, requestAuthSchema, signTransfer, toXenosError, XenosError,
+  type BidParams, type DeployPart, type MarketView, type OwnerKey, type Receipt, type RequestAuth,
 } from '../core/index.ts'
 import { MAX_CPU_WEIGHT, type Cgroups } from '../hypervisor/index.ts'
 import { ORDER_VALID_MS, type Auctioneer } from '../market/index.ts'
@@ -15,7 +15,7 @@ import type { RequestVerifier } from './replay.ts'
 export interface BiddingInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost'>
   auctioneer: Auctioneer
-  bids: Pick<BidTable, 'owed' | 'paidOut'>
+  bids: Pick<BidTable, 'owed' | 'paidOut' | 'spent'>
   /** The key of the host's escrow account, which signs its refunds and earnings. */
   escrow: OwnerKey
   banking: Pick<Banking, 'transfer'>
@@ -24,12 +24,18 @@ export interface BiddingInit {
   /** The instances of this host, as their records are now. */
   instances: () => Array<Pick<InstanceRecord, 'id' | 'owner' | 'state' | 'resources'>>
   verifier: RequestVerifier
+  /** Whether every instance here must come with a bid (`xenosd --market-only`). */
+  marketOnly: boolean
   /** Called when the host's price changed (its advert carries it). */
   onPriceChange: () => void
   log: Logger
 }
 
 const bidRequestSchema = z.strictObject({ id: instanceIdSchema, params: bidParamsSchema, auth: requestAuthSchema })
+const refundRequestSchema = z.strictObject({ receipt: receiptSchema, auth: requestAuthSchema })
+
+/** The bids a deploy's part carries, one per instance. */
+export type PartBids = NonNullable<DeployPart['bids']>
 
 /** How often bids are looked at for their end, and payouts sent again while the bank does not answer. */
 const TICK_MS = 1000
@@ -48,6 +54,7 @@ export class Bidding {
   readonly #signed = new Map<string, ReturnType<typeof signTransfer>>()
   #timer: NodeJS.Timeout | undefined
   #paying = false
+  #enforcing: Promise<void> = Promise.resolve()
   #lastPrice = 0
 
   constructor (init: BiddingInit) {
@@ -69,7 +76,54 @@ export class Bidding {
   }
 
   serve (): void {
-    this.#init.overlay.rpc.handle('instance.bid', bidRequestSchema, async req => await this.#bidHere(req.id, req.params, req.auth))
+    const { rpc } = this.#init.overlay
+    rpc.handle('instance.bid', bidRequestSchema, async req => await this.#bidHere(req.id, req.params, req.auth))
+    rpc.handle('market.refund', refundRequestSchema, async req => { this.#refundHere(req.receipt, req.auth) })
+  }
+
+  /**
+   * Throws unless a deploy's part may make instances `ids` of `owner`'s here with `bids`: one new
+   * bid (a receipt, a time) for each instance, in order, signed by `owner` for this host, each
+   * receipt good here and unspent; without bids, unless the host is market-only. Checked before
+   * the instances are made, as a template may take long to fetch.
+   */
+  checkDeploy (owner: string, ids: readonly string[], bids: PartBids | undefined): void {
+    if (bids === undefined) {
+      if (this.#init.marketOnly) throw new XenosError('BID_REQUIRED', `host ${this.#self} is market-only: deploy with a bid for each instance (--bid AMOUNT --for DURATION)`)
+      return
+    }
+    if (bids.length !== ids.length || bids.some((b, i) => b.instance !== ids[i])) throw new XenosError('INVALID_ARGUMENT', 'a deploy part carries one bid for each of its instances, in order')
+    for (const { instance, params, auth } of bids) {
+      if (params.receipt === undefined || params.seconds === undefined) throw new XenosError('INVALID_ARGUMENT', 'a deploy\'s bid is a new one: a receipt and a time')
+      const signer = this.#init.verifier.verify(auth, { action: 'bid', target: instance, params })
+      if (signer !== owner) throw new XenosError('FORBIDDEN', `the bid on instance ${instance} is signed by another key than the deploy's`)
+      this.#init.auctioneer.checkReceipt(owner, params.receipt)
+      if (this.#init.bids.spent(params.receipt)) throw new XenosError('RECEIPT_SPENT', `receipt ${params.receipt.seq} of bank ${params.receipt.bank} was spent already: pay again`)
+    }
+  }
+
+  /** Opens the bids a deploy's part carried (checked by `checkDeploy`) on its instances, now made. */
+  async openDeployed (owner: string, bids: PartBids): Promise<void> {
+    for (const { instance, params } of bids) this.#init.auctioneer.bid(instance, owner, params)
+    await this.enforce()
+  }
+
+  /**
+   * Pays back a payment into this host's escrow that no bid took (a deploy that failed before
+   * its bids were opened), to the owner who signs for it (`refund` on the receipt's hash).
+   */
+  async refund (receipt: Receipt, auth: RequestAuth): Promise<void> {
+    if (auth.host === this.#self) {
+      this.#refundHere(receipt, auth)
+      return
+    }
+    await callHost(this.#init.overlay, auth.host, 'market.refund', { receipt, auth })
+  }
+
+  #refundHere (receipt: Receipt, auth: RequestAuth): void {
+    this.#init.verifier.verify(auth, { action: 'refund', target: receipt.hash, params: {} })
+    this.#init.auctioneer.refund(auth.owner, receipt)
+    void this.#payOut()
   }
 
   start (): void {
@@ -113,8 +167,17 @@ export class Bidding {
     void this.enforce()
   }
 
-  /** Each running instance's share, as control-group weights. */
+  /**
+   * Each running instance's share, as control-group weights. One at a time, each computing the
+   * shares when it starts: weights worked out before a later bid never land after its own.
+   */
   async enforce (): Promise<void> {
+    const next = this.#enforcing.then(async () => { await this.#weigh() })
+    this.#enforcing = next.catch(() => {})
+    await next
+  }
+
+  async #weigh (): Promise<void> {
     const { cgroups, auctioneer } = this.#init
     const shares = this.#shares()
     if (cgroups !== undefined) {
@@ -122,7 +185,8 @@ export class Bidding {
       await Promise.all([...shares].map(async ([id, share]) => {
         const cap = auctioneer.bidding(id) ? null : running.get(id)?.resources.cpu ?? null
         // An instance whose task has no control group (started without one, or gone meanwhile) is left as it is.
-        await cgroups.weigh(id, share * MAX_CPU_WEIGHT, cap).catch(() => {})
+        await cgroups.weigh(id, share * MAX_CPU_WEIGHT, cap).catch((err: unknown) => { this.#init.log.debug({ err, id }, 'cannot weigh instance') })
+        this.#init.log.debug({ id, share, cap }, 'instance weighed')
       }))
     }
     const price = this.price()

@@ -160,6 +160,7 @@ export class Host {
       cgroups: base.cgroups,
       instances: () => this.store.instances.list(),
       verifier: this.verifier,
+      marketOnly: this.options.marketOnly,
       onPriceChange: () => { this.#advertiseHostSoon() },
       log: this.log.child({ component: 'market' }),
     })
@@ -264,6 +265,7 @@ export class Host {
       trust: this.trust,
       inputs: this.#inputs,
       tasks: this.tasks,
+      market: this.bidding,
       log: this.log.child({ component: 'deploy' }),
     })
     this.services = new ServiceProxy({

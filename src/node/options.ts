@@ -82,6 +82,8 @@ export const hostOptionsSchema = z.strictObject({
    * together at most half). @default 0.05
    */
   marketFloor: z.number().min(0.0001).max(0.5).default(0.05),
+  /** Refuse deploys without a bid for each instance: every instance here pays for its share. @default false */
+  marketOnly: z.boolean().default(false),
   acceptBanks: z.array(z.string().regex(OWNER_ID_PATTERN, 'a bank is named by its key (43 characters)')).max(8).default([]),
   /** pino log level. @default info */
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

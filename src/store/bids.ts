@@ -51,16 +51,32 @@ export class BidTable {
     return bidRows.all(this.#db.prepare('SELECT * FROM bids ORDER BY opened_at').all())
   }
 
-  /** Writes bid `b`, paid for (further) by `receipt` when there is one; throws RECEIPT_SPENT if that receipt paid for a bid before. */
+  /** Writes bid `b`, paid for (further) by `receipt` when there is one; throws RECEIPT_SPENT if that receipt was spent before. */
   put (b: BidRecord, receipt: Receipt | undefined): void {
     transaction(this.#db, () => {
-      if (receipt !== undefined) {
-        const spent = this.#db.prepare('SELECT instance_id FROM bid_receipts WHERE bank = ? AND seq = ?').get(receipt.bank, receipt.seq) as { instance_id: string } | undefined
-        if (spent !== undefined) throw new XenosError('RECEIPT_SPENT', `receipt ${receipt.seq} of bank ${receipt.bank} has paid for a bid already (on instance ${spent.instance_id}): pay again for a new bid`)
-        this.#db.prepare('INSERT INTO bid_receipts (bank, seq, instance_id, amount, at) VALUES (?, ?, ?, ?, ?)').run(receipt.bank, receipt.seq, b.instanceId, receipt.amount, receipt.at)
-      }
+      if (receipt !== undefined) this.#spend(receipt, b.instanceId)
       this.#db.prepare(bidRows.insert('INSERT OR REPLACE')).run(...bidRows.values(b))
     })
+  }
+
+  /** Whether `receipt` was spent: on a bid, or paid back. */
+  spent (receipt: Receipt): boolean {
+    return this.#db.prepare('SELECT 1 FROM bid_receipts WHERE bank = ? AND seq = ?').get(receipt.bank, receipt.seq) !== undefined
+  }
+
+  /** Spends `receipt` on paying it back, as `payout` (in one transaction); throws RECEIPT_SPENT if it was spent before. */
+  refund (receipt: Receipt, payout: PayoutRecord): void {
+    transaction(this.#db, () => {
+      this.#spend(receipt, '')
+      this.#db.prepare(payoutRows.insert()).run(...payoutRows.values(payout))
+    })
+  }
+
+  /** Marks `receipt` spent on instance `on` ('' for paid back). */
+  #spend (receipt: Receipt, on: string): void {
+    const spent = this.#db.prepare('SELECT instance_id FROM bid_receipts WHERE bank = ? AND seq = ?').get(receipt.bank, receipt.seq) as { instance_id: string } | undefined
+    if (spent !== undefined) throw new XenosError('RECEIPT_SPENT', `receipt ${receipt.seq} of bank ${receipt.bank} was spent already (${spent.instance_id === '' ? 'paid back' : `on a bid on instance ${spent.instance_id}`}): pay again for a new bid`)
+    this.#db.prepare('INSERT INTO bid_receipts (bank, seq, instance_id, amount, at) VALUES (?, ?, ?, ?, ?)').run(receipt.bank, receipt.seq, on, receipt.amount, receipt.at)
   }
 
   /** Ends the bid on `instanceId`, writing what its escrow owes in the same transaction. */

@@ -4,7 +4,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { after, before, describe, it } from 'node:test'
 import pino from 'pino'
 import { buildApp } from '../../src/api/index.ts'
-import { encodeAuthHeader, generateOwnerKey, sha256Hex, signAction, signDeploymentGrant, type OwnerKey } from '../../src/core/index.ts'
+import { encodeAuthHeader, generateOwnerKey, sha256Hex, signAction, signDeploymentGrant, signTransfer, type OwnerKey, type Receipt } from '../../src/core/index.ts'
 import { Host } from '../../src/node/index.ts'
 import { tempDir } from '../helpers/cluster.ts'
 import { Requests } from '../helpers/requests.ts'
@@ -48,6 +48,7 @@ describe('signed routes', () => {
   let upload: string
   const file = `data://${'_'.repeat(43)}/f.txt`
   let aliceFile: string
+  let aliceReceipt: Receipt
 
   before(async () => {
     alice = generateOwnerKey()
@@ -62,6 +63,9 @@ describe('signed routes', () => {
     template = (await r.inject('POST', '/v1/templates', r.auth(alice, 'template.import', 'templates', body), body)).json().id
     instance = (await r.deploy(alice, template, { name: 'a' })).json().instances[0].id
     aliceFile = file.replace('_'.repeat(43), alice.id)
+    // Alice's account is opened with the bank's starting grant; 3 of it paid into the host's escrow.
+    await r.inject('GET', '/v1/bank/account', r.auth(alice, 'account', host.banking.own ?? '', {}))
+    aliceReceipt = await host.banking.transfer(signTransfer(alice, { bank: host.banking.own ?? '', to: host.bidding.escrow, amount: 3 }))
     const content = Buffer.from('alice\n')
     const begin = { uri: aliceFile, size: content.length, sha256: sha(content) }
     const up = (await r.inject('POST', '/v1/data/uploads', r.auth(alice, 'data.put', aliceFile, { size: begin.size, sha256: begin.sha256 }), begin)).json()
@@ -138,6 +142,10 @@ describe('signed routes', () => {
       'GET /v1/bank/account': {
         url: '/v1/bank/account', action: 'account', target: host.banking.own ?? '', params: {},
         mallory: res => { assert.deepEqual([res.json().owner, res.json().entries.map((e: any) => e.to)], [mallory.id, [mallory.id]], 'her own account, with her starting grant: none of Alice\'s') },
+      },
+      'POST /v1/market/refunds': {
+        url: '/v1/market/refunds', body: { receipt: aliceReceipt }, action: 'refund', target: aliceReceipt.hash, params: {},
+        mallory: res => { assert.equal(res.json().error.code, 'BAD_RECEIPT', 'a payment of Alice\'s is paid back to Alice only') },
       },
       'GET /v1/tasks': { url: '/v1/tasks', action: 'task.list', target: 'tasks', params: {}, mallory: res => { assert.deepEqual(res.json(), { tasks: [] }, 'none of Alice\'s') } },
       'GET /v1/tasks/{id}': { url: `/v1/tasks/${instance}`, action: 'task.get', target: instance, params: {}, mallory: refused },

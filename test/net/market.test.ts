@@ -7,18 +7,18 @@ import { signTransfer, type InstanceMetrics, type MarketView, type OwnerKey, typ
 import { loadOrCreateUserKey, type ApiClient } from '../../src/cli/index.ts'
 import { apiOf, cli, CliError, eventually, getJson, operatorOf, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../helpers/cluster.ts'
 
-/** A task that wants all the CPU it can get. */
+/** A task that wants all the CPU it can get (for five minutes at most: a failed test leaves none spinning). */
 const SPIN = `name: spin
 version: "1.0"
 driver: process
-command: "while :; do :; done"
+command: "exec timeout 300 sh -c 'while :; do :; done'"
 resources:
   cpu: 0.2
   memory: 16
 `
 
 /** A task that wants none. */
-const IDLE = SPIN.replace('name: spin', 'name: idle').replace('while :; do :; done', 'exec sleep 3600')
+const IDLE = SPIN.replace('name: spin', 'name: idle').replace('while :; do :; done', 'sleep 300')
 
 /** How far apart two shares may be measured (points of the host's CPU). */
 const TOLERANCE = 0.05
@@ -48,6 +48,12 @@ describe('the market', () => {
   })
 
   after(async () => {
+    // Instances outlive their host's process: end every one this test made.
+    for (const pem of [alicePem, join(dir, 'mallory.pem')]) {
+      const as = await apiOf(market, pem)
+      const { instances } = await as.get<{ instances: Array<{ id: string, owner: string }> }>(`/v1/instances?host=${market.info.peerId}`)
+      for (const v of instances.filter(i => i.owner === as.owner)) await as.signed('POST', `/v1/instances/${v.id}/destroy`, 'destroy', v.id, {}, undefined, market.info.peerId).catch(() => {})
+    }
     await stopHosts([bankHost, market])
   })
 
@@ -171,6 +177,23 @@ describe('the market', () => {
     assert.ok(mallory.id !== alice.id)
     await destroy([id])
     await destroy([own], malloryApi)
+  })
+
+  it('deploys with a bid for each instance, where a market-only host takes no deploy without one', async () => {
+    const strict = await startHost({ name: 'strict', bootstrap: [bankHost], extraArgs: ['--accept-bank', bank, '--market-only'] })
+    try {
+      await eventually(async () => (await getJson(market, '/v1/peers')).hosts.some((h: { name: string }) => h.name === 'strict') || undefined, 20_000, 'the market-only host to be advertised')
+      await assert.rejects(cli(market, alicePem, ['deploy', 'idle', '--host', 'strict']), (err: CliError) => /BID_REQUIRED/.test(err.message))
+      const before = await balance(alicePem)
+      const made = await cli(market, alicePem, ['deploy', 'idle', '--host', 'strict', '--count', '2', '--bid', '50', '--for', '100s'])
+      assert.deepEqual(made.instances.map((v: MarketView) => v.bid), [50, 50], 'each instance\'s bid is open as it is made')
+      assert.equal(await balance(alicePem), before - 100)
+      const strictApi = await apiOf(strict, alicePem)
+      for (const v of made.instances) await strictApi.signed('POST', `/v1/instances/${v.id}/destroy`, 'destroy', v.id, {}, undefined, strict.info.peerId)
+      await eventually(async () => { const now = await balance(alicePem); return (now > before - 10 && now <= before) || undefined }, 20_000, 'the unspent bids to come back')
+    } finally {
+      await stopHost(strict)
+    }
   })
 
   it('lists hosts cheapest first and drops those whose adverts ran out', async () => {

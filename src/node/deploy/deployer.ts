@@ -18,6 +18,7 @@ import { bootPhase, Rollout, untilHealthy } from './rollout.ts'
 import type { InstanceSupervisor } from '../instances/index.ts'
 import { checkTaskSpec } from '../tasks.ts'
 import type { HostTrust } from '../trust.ts'
+import type { Bidding } from '../bidding.ts'
 
 export interface DeployerInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'learnHost'>
@@ -29,6 +30,8 @@ export interface DeployerInit {
   inputs: Pick<InputStager, 'stage'>
   /** The task record of a new instance of a task deploy (kept with the instance's); told once the instance exists. */
   tasks: { recordFor: (instance: InstanceRecord, spec: DeploySpec) => TaskRecord | undefined, announce: (id: string) => Promise<void> }
+  /** The host's market: whether a part's bids pay for its instances (or it may go without), and opening them once the instances are made. */
+  market: Pick<Bidding, 'checkDeploy' | 'openDeployed'>
   log: Logger
 }
 
@@ -196,12 +199,17 @@ export class Deployer {
   async deployHere (template: string, spec: DeploySpec, part: DeployPart, wait: { waitMs: number } | null): Promise<DeployReply> {
     const { token } = part
     this.#checkToken(template, spec, part)
+    this.#init.market.checkDeploy(token.owner, instanceIdsOf(token), part.bids)
     const key = `${token.owner}/${token.key}`
     const status = { template, phase: 'fetching' as NonNullable<DeployStatus['phase']> }
     this.#deploying.set(key, status)
     try {
       const t0 = performance.now()
       const made = await this.#make(template, spec, part, status)
+      if (part.bids !== undefined) {
+        await this.#init.market.openDeployed(token.owner, part.bids)
+        made.instances = made.instances.map(v => this.#init.supervisor.view(v.id))
+      }
       const timing: DeployTiming = { fetchMs: made.fetchMs, fetchedBytes: made.fetched, createMs: Math.round(performance.now() - t0 - made.fetchMs), bootMs: null, healthyMs: null }
       if (wait === null) return { instances: made.instances, timing, error: null }
       status.phase = 'booting'
