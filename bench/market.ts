@@ -172,7 +172,7 @@ const calm = await transfersThrough(seller, payer, payee, 500)
 let bankAgain: TestHost = bankHost
 const killed = await transfersThrough(seller, payer, payee, 500, async () => {
   await stopHost(bankHost, 'SIGKILL')
-  bankAgain = await startHost({ name: 'bank', dataDir: bankHost.dataDir, extraArgs: ['--bank', '--bank-grant', '10000000'] })
+  bankAgain = await startHost({ name: 'bank', dataDir: bankHost.dataDir, bootstrap: [seller], extraArgs: ['--bank', '--bank-grant', '10000000'] })
 })
 const local = openStore(join(await tempDir('bench-bank'), 'state.db'))
 const operator = generateOwnerKey()

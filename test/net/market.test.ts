@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { signTransfer, type InstanceMetrics, type MarketView, type OwnerKey, type Receipt } from '../../src/core/index.ts'
+import { checkLedger, signTransfer, type InstanceMetrics, type LedgerEntry, type MarketView, type OwnerKey, type Receipt } from '../../src/core/index.ts'
 import { loadOrCreateUserKey, type ApiClient } from '../../src/cli/index.ts'
 import { apiOf, cli, CliError, eventually, getJson, operatorOf, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../helpers/cluster.ts'
 
@@ -209,4 +209,32 @@ describe('the market', () => {
     await eventually(async () => !(await names()).includes('third') || undefined, 20_000, 'the dead host\'s advert to run out')
     await destroy([id])
   })
+
+  it('keeps a bid through a kill -9 of its host, changes it while the bank is down, and pays out once the bank is back', async () => {
+    const [id = ''] = await deploy('idle', 1)
+    const before = await balance(alicePem)
+    await bidNow(id, 100, 100)
+    await stopHost(market, 'SIGKILL')
+    market = await startHost({ name: 'seller', dataDir: market.dataDir, bootstrap: [bankHost], extraArgs: ['--accept-bank', bank, '--cpu', '1', '--memory', '512'] })
+    api = await apiOf(market, alicePem)
+    const kept = await eventually(async () => { const v = await viewNow(id); return v.bid === 100 ? v : undefined }, 20_000, 'the bid to be back with its host')
+    assert.ok((kept.spent ?? 0) < 100)
+
+    await stopHost(bankHost, 'SIGKILL')
+    const params = { seconds: 200 }
+    const longer = await api.signed<MarketView>('POST', `/v1/instances/${id}/bid`, 'bid', id, params, params, market.info.peerId)
+    assert.ok((longer.rate ?? 1) < 1, 'a bid changes without the bank: its receipts were checked offline')
+    await destroy([id])
+    bankHost = await startHost({ name: 'bank', dataDir: bankHost.dataDir, bootstrap: [market], extraArgs: ['--bank', '--bank-grant', '100000'] })
+    await eventually(async () => { const now = await balance(alicePem); return (now > before - 100 && now < before) || undefined }, 30_000, 'the unspent part to come back once the bank is back')
+    const entries = (await getJson<{ entries: LedgerEntry[] }>(bankHost, '/v1/bank/ledger?from=1')).entries
+    const check = checkLedger(bank, entries)
+    assert.equal(check.problem, null)
+    const escrow = await escrowOf(market)
+    await eventually(async () => {
+      const all = (await getJson<{ entries: LedgerEntry[] }>(bankHost, '/v1/bank/ledger?from=1')).entries
+      return (checkLedger(bank, all).balances.get(escrow) ?? 0) === 0 || undefined
+    }, 20_000, 'the escrow to hold nothing once every bid has ended')
+  })
 })
+
