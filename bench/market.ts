@@ -44,6 +44,8 @@ await writeFile(join(dir, 'spin.yaml'), SPIN)
 await cli(seller, alicePem, ['template', 'import', join(dir, 'spin.yaml')])
 const api = await apiOf(seller, alicePem)
 const escrow = (await getJson<{ escrow: string }>(seller, '/v1/host')).escrow
+// Alice's account opens with the bank's starting grant.
+await api.signed('GET', '/v1/bank/account', 'account', bank, {}, undefined, bankHost.info.peerId)
 
 async function bid (id: string, amount: number, seconds: number): Promise<void> {
   const receipt = amount === 0 ? undefined : await api.post<Receipt>('/v1/bank/transfers', signTransfer(alice, { bank, to: escrow, amount }))
