@@ -45,6 +45,8 @@ describe('the market', () => {
       await cli(market, alicePem, ['template', 'import', join(dir, `${name}.yaml`)])
     }
     api = await apiOf(market, alicePem)
+    // Alice's account opens with the bank's starting grant.
+    await balance(alicePem)
   })
 
   after(async () => {
@@ -170,9 +172,18 @@ describe('the market', () => {
     assert.equal(await bidWith(await pay(elsewhere, 5)), 'BAD_RECEIPT', 'a payment into another host\'s escrow')
     const mallory = (await loadOrCreateUserKey(join(dir, 'mallory.pem'))).key
     const malloryApi = await apiOf(market, join(dir, 'mallory.pem'))
-    assert.equal(await bidWith(await pay(escrow, 5), id, malloryApi), 'FORBIDDEN', 'a bid on another owner\'s instance')
+    const notMallorys = await pay(escrow, 5)
+    assert.equal(await bidWith(notMallorys, id, malloryApi), 'FORBIDDEN', 'a bid on another owner\'s instance')
     const [own = ''] = await deploy('idle', 1, join(dir, 'mallory.pem'))
-    assert.equal(await bidWith(await pay(escrow, 5), own, malloryApi), 'BAD_RECEIPT', 'Alice\'s payment for Mallory\'s bid')
+    const alices = await pay(escrow, 5)
+    assert.equal(await bidWith(alices, own, malloryApi), 'BAD_RECEIPT', 'Alice\'s payment for Mallory\'s bid')
+    // The payments no bid took come back to Alice, once, at her word only.
+    const refund = async (receipt: Receipt, as: ApiClient): Promise<void> => { await as.signed('POST', '/v1/market/refunds', 'refund', receipt.hash, {}, { receipt }, market.info.peerId) }
+    await assert.rejects(refund(alices, malloryApi), /BAD_RECEIPT|is a payment of/)
+    const before = await balance(alicePem)
+    for (const receipt of [notMallorys, alices]) await refund(receipt, api)
+    await assert.rejects(refund(alices, api), /spent already/)
+    await eventually(async () => await balance(alicePem) === before + 10 || undefined, 20_000, 'the payments no bid took to come back')
     await assert.rejects(cli(market, join(dir, 'mallory.pem'), ['bid', own, String(10_000_000), '--for', '60s']), (err: CliError) => /INSUFFICIENT_FUNDS/.test(err.message))
     assert.ok(mallory.id !== alice.id)
     await destroy([id])
