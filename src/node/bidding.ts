@@ -15,7 +15,7 @@ import type { RequestVerifier } from './replay.ts'
 export interface BiddingInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost'>
   auctioneer: Auctioneer
-  bids: Pick<BidTable, 'owed' | 'paidOut' | 'spent'>
+  bids: Pick<BidTable, 'owed' | 'paidOut' | 'unspent'>
   /** The key of the host's escrow account, which signs its refunds and earnings. */
   escrow: OwnerKey
   banking: Pick<Banking, 'transfer'>
@@ -98,7 +98,7 @@ export class Bidding {
       const signer = this.#init.verifier.verify(auth, { action: 'bid', target: instance, params })
       if (signer !== owner) throw new XenosError('FORBIDDEN', `the bid on instance ${instance} is signed by another key than the deploy's`)
       this.#init.auctioneer.checkReceipt(owner, params.receipt)
-      if (this.#init.bids.spent(params.receipt)) throw new XenosError('RECEIPT_SPENT', `receipt ${params.receipt.seq} of bank ${params.receipt.bank} was spent already: pay again`)
+      this.#init.bids.unspent(params.receipt)
     }
   }
 
@@ -185,8 +185,10 @@ export class Bidding {
       await Promise.all([...shares].map(async ([id, share]) => {
         const cap = auctioneer.bidding(id) ? null : running.get(id)?.resources.cpu ?? null
         // An instance whose task has no control group (started without one, or gone meanwhile) is left as it is.
-        await cgroups.weigh(id, share * MAX_CPU_WEIGHT, cap).catch((err: unknown) => { this.#init.log.debug({ err, id }, 'cannot weigh instance') })
-        this.#init.log.debug({ id, share, cap }, 'instance weighed')
+        await cgroups.weigh(id, share * MAX_CPU_WEIGHT, cap).then(
+          () => { this.#init.log.debug({ id, share, cap }, 'instance weighed') },
+          (err: unknown) => { this.#init.log.debug({ err, id }, 'cannot weigh instance') },
+        )
       }))
     }
     const price = this.price()

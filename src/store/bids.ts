@@ -59,9 +59,10 @@ export class BidTable {
     })
   }
 
-  /** Whether `receipt` was spent: on a bid, or paid back. */
-  spent (receipt: Receipt): boolean {
-    return this.#db.prepare('SELECT 1 FROM bid_receipts WHERE bank = ? AND seq = ?').get(receipt.bank, receipt.seq) !== undefined
+  /** Throws RECEIPT_SPENT if `receipt` was spent: on a bid, or paid back. */
+  unspent (receipt: Receipt): void {
+    const spent = this.#db.prepare('SELECT instance_id FROM bid_receipts WHERE bank = ? AND seq = ?').get(receipt.bank, receipt.seq) as { instance_id: string } | undefined
+    if (spent !== undefined) throw new XenosError('RECEIPT_SPENT', `receipt ${receipt.seq} of bank ${receipt.bank} was spent already (${spent.instance_id === '' ? 'paid back' : `on a bid on instance ${spent.instance_id}`}): pay again for a new bid`)
   }
 
   /** Spends `receipt` on paying it back, as `payout` (in one transaction); throws RECEIPT_SPENT if it was spent before. */
@@ -74,8 +75,7 @@ export class BidTable {
 
   /** Marks `receipt` spent on instance `on` ('' for paid back). */
   #spend (receipt: Receipt, on: string): void {
-    const spent = this.#db.prepare('SELECT instance_id FROM bid_receipts WHERE bank = ? AND seq = ?').get(receipt.bank, receipt.seq) as { instance_id: string } | undefined
-    if (spent !== undefined) throw new XenosError('RECEIPT_SPENT', `receipt ${receipt.seq} of bank ${receipt.bank} was spent already (${spent.instance_id === '' ? 'paid back' : `on a bid on instance ${spent.instance_id}`}): pay again for a new bid`)
+    this.unspent(receipt)
     this.#db.prepare('INSERT INTO bid_receipts (bank, seq, instance_id, amount, at) VALUES (?, ?, ?, ?, ?)').run(receipt.bank, receipt.seq, on, receipt.amount, receipt.at)
   }
 
