@@ -180,10 +180,11 @@ describe('deployments from descriptions', () => {
     await applying
     a = await startHost({ name: 'da', dataDir: a.dataDir, bootstrap: [hosts[1] as TestHost] })
     hosts[0] = a
+    let last: unknown
     const d = await eventually(async () => {
-      const v = await cli(a, alice, ['deployment', 'show', 'later']).catch(() => undefined)
+      const v = last = await cli(a, alice, ['deployment', 'show', 'later']).catch(() => undefined)
       return v?.state === 'running' ? v : undefined
-    }, 90_000, 'the restarted supervisor to bring the deployment up')
+    }, 90_000, 'the restarted supervisor to bring the deployment up').catch((err: unknown) => { throw new Error(`${(err as Error).message}; it shows ${JSON.stringify(last)}`) })
     assert.equal(d.components.find((c: any) => c.path === 'second').instances.length, 2)
     let made = 0
     for (const h of hosts) made += (await getJson<{ instances: any[] }>(h, '/v1/instances')).instances.filter((v: any) => v.host === h.info.peerId && v.name.startsWith('later-second')).length

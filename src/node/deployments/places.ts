@@ -79,8 +79,17 @@ export class Places {
   async place (req: PlaceRequest): Promise<InstanceView> {
     const admitted = await this.#admit(req)
     if (admitted.workload.task !== undefined) throw new XenosError('INVALID_ARGUMENT', `component ${req.place.component} is a task: place it as one`)
-    if (!this.#init.supervisor.has(admitted.id)) await this.#make(req, admitted)
+    // Asked again for one that failed before it ever came up (this host stopped while making it,
+    // say): its supervisor still wants it, so it is made afresh, once the place is checked.
+    const afresh = this.#neverCameUp(admitted.id)
+    if (afresh || !this.#init.supervisor.has(admitted.id)) await this.#make(req, admitted, {}, afresh)
     return await this.#healthy(admitted.id)
+  }
+
+  #neverCameUp (id: string): boolean {
+    if (!this.#init.supervisor.has(id)) return false
+    const view = this.#init.supervisor.view(id)
+    return view.state === 'failed' && view.healthyAt === undefined
   }
 
   /**
@@ -125,8 +134,11 @@ export class Places {
     return { id, workload }
   }
 
-  /** Makes the instance `admitted`, its inputs staged, once the place is checked to be fresh and used once. */
-  async #make (req: PlaceRequest, admitted: Admitted, options: Pick<CreateOptions, 'outputBytes' | 'alongside'> = {}): Promise<void> {
+  /**
+   * Makes the instance `admitted`, its inputs staged, once the place is checked to be fresh and
+   * used once; `afresh`: in place of the one of that id here, which never came up.
+   */
+  async #make (req: PlaceRequest, admitted: Admitted, options: Pick<CreateOptions, 'outputBytes' | 'alongside'> = {}, afresh = false): Promise<void> {
     const { place } = req
     const { grant } = place
     const { id, workload } = admitted
@@ -137,6 +149,7 @@ export class Places {
       ? this.#checkpoint(req.snapshot, place, workload)
       : workload.storage?.snapshot === undefined ? undefined : this.#ownersSnapshot(workload.storage.snapshot, place)
     this.#init.verifier.claimOnce(grant.owner, place.sig, place.at)
+    if (afresh) await this.#init.supervisor.control(id, 'destroy')
     // Read in the owner's stead: each holder checks the place and that the description names the input.
     const inputs = inputsOf(workload, grant.owner).map(uri => ({ uri, ...req.inputs?.find(i => i.uri === uri), authority: { placed: { text: req.text, place } } }))
     const staging = inputs.length === 0 ? undefined : this.#init.inputs.stage(grant.owner, inputs)
