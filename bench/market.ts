@@ -21,7 +21,8 @@ import { generateOwnerKey, signMint, signTransfer, type InstanceMetrics, type Ow
 import { loadOrCreateUserKey } from '../src/cli/index.ts'
 import { Bank, bestResponse, totalShare, type Market } from '../src/market/index.ts'
 import { openStore } from '../src/store/index.ts'
-import { apiOf, cli, eventually, getJson, ROOT, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../test/helpers/cluster.ts'
+import { apiOf, cli, getJson, ROOT, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../test/helpers/cluster.ts'
+import { bankAndSeller } from './seller.ts'
 import { round } from './stats.ts'
 
 const SPIN = `name: spin
@@ -36,10 +37,7 @@ resources:
 const dir = await tempDir('bench-market')
 const alicePem = join(dir, 'alice.pem')
 const alice = (await loadOrCreateUserKey(alicePem)).key
-const bankHost = await startHost({ name: 'bank', extraArgs: ['--bank', '--bank-grant', '10000000'] })
-const bank = (await getJson<{ bank: string }>(bankHost, '/v1/bank')).bank
-const seller = await startHost({ name: 'seller', bootstrap: [bankHost], extraArgs: ['--accept-bank', bank, '--cpu', '1', '--memory', '1024'] })
-await eventually(async () => (await getJson(seller, '/v1/bank')).host === bankHost.info.peerId || undefined, 20_000, 'the seller to find the bank')
+const { bankHost, bank, seller } = await bankAndSeller(10_000_000, 1024)
 await writeFile(join(dir, 'spin.yaml'), SPIN)
 await cli(seller, alicePem, ['template', 'import', join(dir, 'spin.yaml')])
 const api = await apiOf(seller, alicePem)

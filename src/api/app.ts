@@ -12,6 +12,7 @@ import { parseManifest, validateManifest } from '../images/index.ts'
 import type { ApiHost } from './api-host.ts'
 import { AUTH_HEADER, authOf, maybeAuthOf, SECURITY_SCHEMES, signedBy } from './auth.ts'
 import { registerBankRoutes } from './bank.ts'
+import { registerBudgetRoutes } from './budgets.ts'
 import { registerDataRoutes } from './data.ts'
 import { registerDeploymentRoutes } from './deployments.ts'
 import { eventStream, withProgress } from './events.ts'
@@ -36,6 +37,12 @@ function tagsOf (tag: string | string[] | undefined): Record<string, string> | u
     out[t.slice(0, i)] = t.slice(i + 1)
   }
   return out
+}
+
+/** Host adverts cheapest first (Tycoon's service location: hosts ranked by price), the rest after them as they were. */
+function byPrice (adverts: Advert[]): Advert[] {
+  const price = (a: Advert): number => a.kind === 'host' ? a.body.price ?? 0 : Infinity
+  return [...adverts].sort((a, b) => (price(a) - price(b)) || 0)
 }
 
 function searchView (a: Advert): z.infer<typeof searchResultSchema>['results'][number] {
@@ -103,9 +110,10 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
   registerDataRoutes(api, host)
   registerDeploymentRoutes(api, host)
   registerBankRoutes(api, host)
+  registerBudgetRoutes(api, host)
 
   api.get('/v1/search', { schema: { summary: 'Search adverts of hosts, templates and instances', querystring: searchQuery, response: { 200: searchResultSchema, ...errors } } }, async req => {
-    const { q, kind, host: onHost, waitMs, from, limit } = req.query
+    const { q, kind, host: onHost, waitMs, from, limit, sort } = req.query
     const tags = tagsOf(req.query.tag)
     const query = { ...(q === undefined ? {} : { text: q }), ...(kind === undefined ? {} : { kind }), ...(tags === undefined ? {} : { tags }), ...(onHost === undefined ? {} : { host: onHost }) }
     const exact = q !== undefined && q !== ''
@@ -115,7 +123,7 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
     }
     let results = await host.overlay.cache.waitFor(query, waitMs, limit)
     if (results.length === 0 && exact && from === 'any') results = await lookupExact(host, q, kind, true)
-    return { results: results.map(searchView) }
+    return { results: (sort === 'price' ? byPrice(results) : results).map(searchView) }
   })
 
   api.post('/v1/host/drain', {

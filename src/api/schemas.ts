@@ -30,6 +30,7 @@ export const hostInfoSchema = z.object({
   bank: z.string().optional().describe('the key of the bank this host runs, if it runs one'),
   escrow: z.string().optional().describe('the host\'s escrow account: bids for its CPU are paid into it'),
   price: z.number().optional().describe('credits per second of all bids on the host, per CPU it offers'),
+  agent: z.string().optional().describe('the key of this host\'s bidder, which owners name in the allowances it spends their budgets under'),
 })
 
 /** A template as the API shows it: with its manifest when asked for one by reference. */
@@ -62,6 +63,7 @@ export const searchQuery = z.strictObject({
   waitMs: z.coerce.number().int().min(0).max(60_000).default(0).describe('when nothing matches yet, wait this long for a matching advert to arrive'),
   from: z.enum(['any', 'cache', 'dht']).default('any').describe('any: the cache, then the DHT for an exact id or name; dht: only the DHT'),
   limit: z.coerce.number().int().min(1).max(1000).default(100).describe('the most results, newest first'),
+  sort: z.enum(['newest', 'price']).default('newest').describe('price: hosts cheapest first (credits per second of all bids on a host, per CPU it offers), then the rest'),
 })
 
 export const searchResultSchema = z.object({

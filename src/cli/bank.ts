@@ -23,14 +23,17 @@ function receiptLine (r: Receipt): string {
 
 /** `xenos account`, `xenos transfer` and `xenos bank …`: credits in the market's bank. */
 export function registerBankCommands (program: Command): void {
-  program.command('account').description('Your account in the bank this host deals with: balance and latest entries')
+  program.command('account').description('Your account in the bank this host deals with: balance, what you spent on each instance, and latest entries')
     .option('--limit <n>', 'entries shown', Number, 20)
     .action(async (o: { limit: number }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const where = await api.get<BankWhere>('/v1/bank')
       const account = await api.signed<AccountView>('GET', '/v1/bank/account', 'account', where.bank, {}, undefined, where.host)
       const shown = { ...account, entries: account.entries.slice(0, o.limit) }
-      out(flags, shown, () => `${account.balance} credits in bank ${shortId(account.bank)}\n\n${entriesTable(shown.entries, account.owner)}`)
+      const spending = account.instances.length === 0
+        ? ''
+        : `${table(['INSTANCE', 'PAID INTO BIDS', 'BACK', 'SPENT (OR HELD)'], account.instances.map(i => [i.instance, String(i.paid), String(i.back), String(i.paid - i.back)]))}\n\n`
+      out(flags, shown, () => `${account.balance} credits in bank ${shortId(account.bank)}\n\n${spending}${entriesTable(shown.entries, account.owner)}`)
     })
 
   program.command('transfer <to> <amount>').description('Pay credits from your account to another (TO: an owner id)')

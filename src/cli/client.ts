@@ -24,9 +24,18 @@ export interface DeployRequest {
    * a lost answer makes none twice). @default a new one
    */
   requestId?: string | undefined
-  /** Bids for the instances of each host's part (paid before the deploy is sent), when the deploy buys CPU. */
-  bids?: ((host: string, instances: string[]) => Promise<NonNullable<DeployPart['bids']>>) | undefined
+  /** Bids for the instances of every host's part (paid before the deploy is sent), each part's in its order, when the deploy buys CPU. */
+  bids?: ((parts: DeployedPart[]) => Promise<Map<string, PartBid>>) | undefined
 }
+
+/** The instances a deploy makes on one host. */
+export interface DeployedPart {
+  host: string
+  instances: string[]
+}
+
+/** The bid a deploy carries for one of its instances. */
+export type PartBid = NonNullable<DeployPart['bids']>[number]
 
 /** The key a deploy's tokens carry, from its request id: a retry with the same id makes the same instances. */
 export function deployKeyOf (owner: string, requestId: string): string {
@@ -145,7 +154,13 @@ export class ApiClient {
       : request.hosts.map(host => ({ host, count: request.count }))
     const parts = this.deployParts(templateId, plan, request.spec, request.requestId ?? randomBytes(16).toString('hex'))
     const { bids } = request
-    if (bids !== undefined) for (const part of parts) part.bids = await bids(part.token.host, instanceIdsOf(part.token))
+    if (bids !== undefined) {
+      const made = await bids(parts.map(p => ({ host: p.token.host, instances: instanceIdsOf(p.token) })))
+      for (const part of parts) {
+        const these = instanceIdsOf(part.token).flatMap(i => { const b = made.get(i); return b === undefined ? [] : [b] })
+        if (these.length > 0) part.bids = these
+      }
+    }
     const body = { template: templateId, spec: request.spec, parts, ...flags }
     if (onProgress === undefined) return await this.#request<DeployResult>('POST', '/v1/instances', body)
     return await this.#watch<DeployResult>('/v1/instances', body, {}, 'deploy', p => { onProgress((p as { hosts: HostRollout[] }).hosts) })

@@ -1,12 +1,12 @@
 import type { Command } from 'commander'
 import { randomBytes } from 'node:crypto'
-import { instanceIdsOf, newSnapshotId, toXenosError, XenosError, type DeployResult, type InstanceView, type MigrationStatus, type Replica, type TemplateSummary } from '../core/index.ts'
+import { instanceIdsOf, newSnapshotId, toXenosError, XenosError, type BudgetView, type DeployResult, type InstanceView, type MigrationStatus, type Replica, type TemplateSummary } from '../core/index.ts'
 import type { ApiClient } from './client.ts'
 import { client, collect, hostNames, out, resolveHost, type HostRow } from './command.ts'
 import { stagedInputs } from './data.ts'
 import { instanceTable, instanceView } from './instances.ts'
 import { creditsOf } from './bank.ts'
-import { deployBids, refundBids, secondsOf, type PaidBids } from './market.ts'
+import { budgetBids, deployBids, refundBids, secondsOf, type PaidBids } from './market.ts'
 import { migrationView } from './progress.ts'
 import { RolloutView } from './rollout-view.ts'
 import { bytes, shortId, table } from './table.ts'
@@ -80,14 +80,19 @@ export function registerDeployCommands (program: Command): void {
     .option('--request-id <id>', 'name this deploy: run it again with the same id (after a lost answer, a host that failed) and it makes only what is missing, never twice')
     .option('--env <KEY=VALUE>', 'an environment variable of each instance, over its template\'s (${XENOS_LINK_NAME} in VALUE: a link\'s address); repeatable', collect)
     .option('--bid <credits>', 'buy each instance a share of its host\'s CPU: pay this many credits for each into its host\'s escrow (with --for)')
-    .option('--for <duration>', 'how long each instance\'s bid lasts (with --bid): seconds, or 20s, 30m, 1h30m, 2d')
+    .option('--budget <credits>', 'buy the instances shares of their hosts\' CPU out of this many credits in all (with --for): this host\'s bidder splits them by the best response to what others bid, and bids again as prices change')
+    .option('--for <duration>', 'how long each instance\'s bid (with --bid) or the budget (with --budget) lasts: seconds, or 20s, 30m, 1h30m, 2d')
     .option('--link <name=service>', 'a service of yours (instance id or name, :ENDPOINT for another than its first) each instance reaches at XENOS_LINK_NAME, wherever it runs; repeatable', collect)
-    .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean, in?: string[], requestId?: string, link?: string[], env?: string[], bid?: string, for?: string }, cmd: Command) => {
+    .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean, in?: string[], requestId?: string, link?: string[], env?: string[], bid?: string, budget?: string, for?: string }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       if (!Number.isInteger(o.count) || o.count < 1 || o.count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
-      if ((o.bid === undefined) !== (o.for === undefined)) throw new XenosError('INVALID_ARGUMENT', 'give --bid and --for together: how much each instance\'s bid pays, and for how long')
+      if (o.bid !== undefined && o.budget !== undefined) throw new XenosError('INVALID_ARGUMENT', 'give --bid (each instance\'s bid) or --budget (what all of them spend), not both')
+      if ((o.bid === undefined && o.budget === undefined) !== (o.for === undefined)) throw new XenosError('INVALID_ARGUMENT', 'give --bid or --budget with --for: how much, and for how long')
       const paid: PaidBids = new Map()
-      const bids = o.bid === undefined ? undefined : deployBids(api, flags.key, creditsOf(o.bid), secondsOf(o.for ?? ''), paid)
+      const onBudget = (b: BudgetView): void => { process.stderr.write(`this host's bidder spends ${b.max} credits at most until ${new Date(b.until).toISOString()}, bidding again as prices change: "xenos budget ${b.id}" shows how\n`) }
+      const bids = o.bid !== undefined
+        ? deployBids(api, flags.key, creditsOf(o.bid), secondsOf(o.for ?? ''), paid)
+        : o.budget === undefined ? undefined : budgetBids(api, flags.key, creditsOf(o.budget), secondsOf(o.for ?? ''), paid, onBudget)
       if (o.host !== undefined && o.hosts !== undefined) throw new XenosError('INVALID_ARGUMENT', 'give --host or --hosts, not both')
       const t = await api.template<TemplateSummary>(ref)
       const wanted = o.hosts?.split(',').map(h => h.trim()).filter(h => h !== '') ?? (o.host === undefined ? undefined : [o.host])

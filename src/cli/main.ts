@@ -58,13 +58,15 @@ export function buildProgram (): Command {
     .addOption(new Option('--kind <kind>', 'only this kind').choices(['template', 'instance', 'host']))
     .option('--tag <key=value>', 'tag that must match (repeatable)', collect)
     .option('--host <peer>', 'only adverts from this host')
-    .action(async (text: string | undefined, o: { kind?: string, tag?: string[], host?: string }, cmd: Command) => {
+    .option('--by-price', 'hosts cheapest first (credits per second of all bids on a host, per CPU it offers)')
+    .action(async (text: string | undefined, o: { kind?: string, tag?: string[], host?: string, byPrice?: boolean }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const q = new URLSearchParams()
       if (text !== undefined) q.set('q', text)
       if (o.kind !== undefined) q.set('kind', o.kind)
       if (o.host !== undefined) q.set('host', await resolveHost(api, o.host))
       for (const t of o.tag ?? []) q.append('tag', t)
+      if (o.byPrice === true) q.set('sort', 'price')
       const { results } = await api.get<{ results: SearchResult[] }>(`/v1/search?${q.toString()}`)
       out(flags, results, () => results.length === 0 ? 'nothing found' : table(['KIND', 'ID', 'NAME', 'HOST', 'DETAIL', 'SEEN'], results.map(r => [
         r.kind, r.kind === 'host' ? shortId(r.id) : r.id.slice(0, 19), typeof r.body.name === 'string' ? r.body.name : '', shortId(r.host), detailOf(r), ago(r.issuedAt),
@@ -114,7 +116,7 @@ function detailOf (r: SearchResult): string {
   if (r.kind === 'template') return `${String(b.version)} ${String(b.driver)} ${Object.entries(b.tags as Record<string, string>).map(([k, v]) => `${k}=${v}`).join(',')}`.trim()
   if (r.kind === 'instance') return `${String(b.state)} ${(b.endpoints as Array<{ url: string }>).map(e => e.url).join(' ')}`.trim()
   const free = b.free as { cpu: number, memory: number }
-  return `free ${free.cpu} CPU ${free.memory} MiB, ${String(b.instances)} instances`
+  return `free ${free.cpu} CPU ${free.memory} MiB, ${String(b.instances)} instances${typeof b.price === 'number' ? `, price ${b.price.toFixed(4)}` : ''}`
 }
 
 buildProgram().parseAsync().catch((err: unknown) => {

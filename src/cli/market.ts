@@ -1,19 +1,17 @@
 import type { Command } from 'commander'
-import { MAX_BID_SECONDS, signTransfer, XenosError, type BidParams, type MarketView, type Receipt } from '../core/index.ts'
+import { durationMs, MAX_BID_SECONDS, signAllowance, signTransfer, XenosError, type BidParams, type BudgetView, type MarketView, type Receipt } from '../core/index.ts'
 import type { BankWhere } from '../node/index.ts'
-import type { ApiClient, DeployRequest } from './client.ts'
+import type { ApiClient, DeployRequest, PartBid } from './client.ts'
 import { client, out, type HostRow } from './command.ts'
 import { creditsOf } from './bank.ts'
 import { loadOrCreateUserKey } from './keys.ts'
 import { percent, shortId, table } from './table.ts'
 
-const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 }
-
 /** `90`, `20s`, `30m`, `1h30m`, `2d`: a duration in whole seconds. */
 export function secondsOf (text: string): number {
-  const parts = [...text.matchAll(/(\d+)([smhd]?)/g)]
-  const seconds = parts.reduce((n, [, count = '0', unit = '']) => n + Number(count) * (UNITS[unit === '' ? 's' : unit] ?? 1), 0)
-  if (parts.map(p => p[0]).join('') !== text || seconds < 1 || seconds > MAX_BID_SECONDS) {
+  const ms = durationMs(text)
+  const seconds = (ms ?? 0) / 1000
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > MAX_BID_SECONDS) {
     throw new XenosError('INVALID_ARGUMENT', `"${text}" is not a duration: give seconds, or e.g. 20s, 30m, 1h30m, 2d (at most a year)`)
   }
   return seconds
@@ -44,12 +42,46 @@ export type PaidBids = Map<string, Receipt[]>
  * escrow before the deploy goes (the receipts kept in `paid`), and signed for that host.
  */
 export function deployBids (api: ApiClient, keyPath: string, amount: number, seconds: number, paid: PaidBids): NonNullable<DeployRequest['bids']> {
-  return async (host, instances) => await Promise.all(instances.map(async instance => {
-    const receipt = await payForBid(api, keyPath, host, amount, instance)
-    paid.set(host, [...paid.get(host) ?? [], receipt])
-    const params = { receipt, seconds }
-    return { instance, params, auth: api.authFor('bid', instance, params, host) }
-  }))
+  return async parts => {
+    const bids = new Map<string, PartBid>()
+    for (const { host, instances } of parts) {
+      for (const instance of instances) {
+        const receipt = await payForBid(api, keyPath, host, amount, instance)
+        paid.set(host, [...paid.get(host) ?? [], receipt])
+        const params = { receipt, seconds }
+        bids.set(instance, { instance, params, auth: api.authFor('bid', instance, params, host) })
+      }
+    }
+    return bids
+  }
+}
+
+/** A budget handed to the bidder of the host the CLI talks to, and the bids of its first round. */
+interface OpenedBudget {
+  budget: BudgetView
+  bids: Array<PartBid & { host: string, params: { receipt: Receipt, seconds: number } }>
+}
+
+/**
+ * Bids for a deploy's instances out of a budget of `budget` credits over `seconds`: the user
+ * signs the bidder of the host the CLI talks to an allowance for them (at most `budget`, until
+ * then, to their hosts' escrows), which pays the first round by the best response and bids
+ * again round after round; `onOpened` hears of the budget.
+ */
+export function budgetBids (api: ApiClient, keyPath: string, budget: number, seconds: number, paid: PaidBids, onOpened: (b: BudgetView) => void): NonNullable<DeployRequest['bids']> {
+  return async parts => {
+    const { key } = await loadOrCreateUserKey(keyPath)
+    const [where, self] = await Promise.all([api.get<BankWhere>('/v1/bank'), api.get<HostRow & { agent?: string }>('/v1/host')])
+    if (self.agent === undefined) throw new XenosError('INVALID_STATE', `host ${self.name} has no bidder (it runs an older xenosd): deploy with --bid AMOUNT --for DURATION instead`)
+    const escrows = await Promise.all([...new Set(parts.map(p => p.host))].map(async h => (await hostAdvert(api, h)).escrow))
+    if (escrows.some(e => e === undefined)) throw new XenosError('INVALID_STATE', 'a host this deploy goes to sells no CPU: its advert names no escrow account (it runs an older xenosd)')
+    const hosts = Object.fromEntries(parts.flatMap(p => p.instances.map(i => [i, p.host])))
+    const allowance = signAllowance(key, { bank: where.bank, agent: self.agent, max: budget, until: Date.now() + seconds * 1000, payees: escrows.filter(e => e !== undefined), instances: Object.keys(hosts) })
+    const opened = await api.post<OpenedBudget>('/v1/budgets', { allowance, hosts })
+    onOpened(opened.budget)
+    for (const b of opened.bids) paid.set(b.host, [...paid.get(b.host) ?? [], b.params.receipt])
+    return new Map(opened.bids.map(({ host: _, ...b }) => [b.instance, b]))
+  }
 }
 
 /** Asks each of `hosts` to pay back what was paid into its escrow for a deploy's bids there, which its failed part never took; says what came of it. */
@@ -87,6 +119,22 @@ export function registerMarketCommands (program: Command): void {
       const params: BidParams = { ...receipt === undefined ? {} : { receipt }, ...seconds === undefined ? {} : { seconds } }
       const view = await api.signed<MarketView>('POST', `/v1/instances/${encodeURIComponent(id)}/bid`, 'bid', id, params, params, host)
       out(flags, view, () => bidLine(id, view))
+    })
+
+  program.command('budget <id>').description('A budget this host\'s bidder spends for you (deploy --budget): what it paid, until when, and each instance\'s bid and share')
+    .option('--stop', 'stop bidding: the bids run out at the end of the time they paid for, and pay back what they did not spend')
+    .action(async (id: string, o: { stop?: boolean }, cmd: Command) => {
+      const { api, flags } = await client(cmd)
+      const path = `/v1/budgets/${encodeURIComponent(id)}`
+      const b = o.stop === true ? await api.signed<BudgetView>('DELETE', path, 'stop', id, {}) : await api.signed<BudgetView>('GET', path, 'get', id, {})
+      out(flags, b, () => [
+        `budget ${b.id}: ${b.state}, paid ${b.paid} of ${b.max} credits, until ${new Date(b.until).toISOString()}${b.state === 'active' && b.nextRound !== null ? `, bids again by ${new Date(b.nextRound).toISOString()}` : ''}`,
+        '',
+        table(['INSTANCE', 'HOST', 'BID', 'SPENT', 'RATE/S', 'SHARE', 'UNTIL'], b.instances.map(i => [
+          i.id, shortId(i.host), String(i.bid ?? '-'), String(i.spent ?? '-'), i.rate === undefined ? '-' : i.rate.toFixed(4), i.share === undefined ? '-' : percent(i.share), i.bidUntil === undefined ? '-' : new Date(i.bidUntil).toISOString(),
+        ])),
+        ...b.stranded.length === 0 ? [] : ['', `${b.stranded.length} payment(s) no bid took, yours to ask back with POST /v1/market/refunds: ${b.stranded.map(r => `#${r.seq} (${r.amount})`).join(', ')}`],
+      ].join('\n'))
     })
 
   program.command('hosts').description('Advertised hosts: what each offers, has free and asks for its CPU')

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { bidParamsSchema } from './market.ts'
+import { allowanceSchema, bidParamsSchema } from './market.ts'
 import { deployTokenSchema, requestAuthSchema } from './placement.ts'
 import { nameSchema } from './template.ts'
 import { migrationResultSchema } from './migration.ts'
@@ -59,7 +59,8 @@ export type DeploySpec = z.infer<typeof deploySpecSchema>
 export const deployPartSchema = z.strictObject({
   token: deployTokenSchema,
   inputs: z.array(requestAuthSchema).min(1).max(64).optional(),
-  bids: z.array(z.strictObject({ instance: instanceIdSchema, params: bidParamsSchema, auth: requestAuthSchema })).min(1).max(100).optional(),
+  /** A new bid for each instance: signed by its owner, or by the agent an allowance of the owner's names (which comes with it). */
+  bids: z.array(z.strictObject({ instance: instanceIdSchema, params: bidParamsSchema, auth: requestAuthSchema, allowance: allowanceSchema.optional() })).min(1).max(100).optional(),
 })
 export type DeployPart = z.infer<typeof deployPartSchema>
 

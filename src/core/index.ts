@@ -15,6 +15,7 @@
  */
 export * from './errors.ts'
 export * from './canonical.ts'
+export * from './duration.ts'
 export * from './chunks.ts'
 export * from './template.ts'
 export * from './instance.ts'

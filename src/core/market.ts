@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
 import { canonicalJson, sha256Hex } from './canonical.ts'
 import { OWNER_ID_PATTERN, ownerSign, ownerVerifies, type OwnerKey } from './owner.ts'
+import { INSTANCE_ID_PATTERN } from './instance.ts'
 
 /**
  * Credits are whole numbers of the smallest unit: never floats, so that every split and every
@@ -12,6 +13,8 @@ export const amountSchema = z.number().int().positive().max(Number.MAX_SAFE_INTE
 const ownerIdSchema = z.string().regex(OWNER_ID_PATTERN)
 const nonceSchema = z.string().regex(/^[0-9a-f]{32}$/)
 const hashSchema = z.string().regex(/^[0-9a-f]{64}$/)
+// Not views.ts's: those views carry this file's market view.
+const instanceIdSchema = z.string().regex(INSTANCE_ID_PATTERN)
 
 /** The account every credit comes from: its balance is minus all that was ever minted, so that all balances sum to zero. */
 export const ISSUED_ACCOUNT = '@issued'
@@ -45,7 +48,31 @@ export const mintOrderSchema = z.strictObject({
 })
 export type MintOrder = z.infer<typeof mintOrderSchema>
 
-export const LEDGER_KINDS = ['mint', 'grant', 'transfer'] as const
+/**
+ * An owner's word that agent `agent` (a host's bidder) may pay, from the owner's account, at
+ * most `max` credits in all until `until`, to the accounts `payees` (the escrows of the hosts
+ * that run `instances`), for bids on those instances: nothing else, nobody else.
+ */
+export const allowanceSchema = z.strictObject({
+  v: z.literal(1),
+  bank: ownerIdSchema,
+  owner: ownerIdSchema,
+  agent: ownerIdSchema,
+  max: amountSchema,
+  until: z.number().int().positive(),
+  payees: z.array(ownerIdSchema).min(1).max(100),
+  instances: z.array(instanceIdSchema).min(1).max(100),
+  nonce: nonceSchema,
+  issuedAt: z.number().int().nonnegative(),
+  sig: z.string().max(200),
+})
+export type Allowance = z.infer<typeof allowanceSchema>
+
+/** An agent's order to pay `amount` under `allowance` to one of its payees, once (the nonce), signed by the agent it names. */
+export const spendOrderSchema = transferOrderSchema.omit({ from: true }).extend({ allowance: allowanceSchema })
+export type SpendOrder = z.infer<typeof spendOrderSchema>
+
+export const LEDGER_KINDS = ['mint', 'grant', 'transfer', 'spend'] as const
 
 /**
  * One entry of a bank's ledger: `amount` moves from account `from` to account `to` (double
@@ -85,9 +112,50 @@ export const receiptSchema = z.strictObject({
 })
 export type Receipt = z.infer<typeof receiptSchema>
 
-/** An account as its owner sees it: what it holds, and its latest entries (newest first). */
-export const accountViewSchema = z.strictObject({ owner: ownerIdSchema, bank: ownerIdSchema, balance: z.number().int(), entries: z.array(ledgerEntrySchema) })
+/** What an owner spent on one instance's bids: what it paid into them, and what came back unspent. */
+export const instanceSpendingSchema = z.strictObject({ instance: instanceIdSchema, paid: z.number().int().nonnegative(), back: z.number().int().nonnegative() })
+export type InstanceSpending = z.infer<typeof instanceSpendingSchema>
+
+/** An account as its owner sees it: what it holds, what it spent on each instance, and its latest entries (newest first). */
+export const accountViewSchema = z.strictObject({ owner: ownerIdSchema, bank: ownerIdSchema, balance: z.number().int(), instances: z.array(instanceSpendingSchema), entries: z.array(ledgerEntrySchema) })
 export type AccountView = z.infer<typeof accountViewSchema>
+
+/** The memo of the order entry `e` carries out, if it has one. */
+function memoOf (e: LedgerEntry): string {
+  try {
+    const memo = (JSON.parse(e.order ?? 'null') as { memo?: unknown } | null)?.memo
+    return typeof memo === 'string' ? memo : ''
+  } catch {
+    return ''
+  }
+}
+
+/** The memo of a payment into an instance's bid, or of its unspent part paid back: the instance is its group. */
+const BID_MEMO = new RegExp(`^(?:bid on|unspent bid on instance) (${INSTANCE_ID_PATTERN.source.slice(1, -1)})$`)
+
+/**
+ * What `owner` spent on each instance, from its entries (in any order): payments into a bid
+ * (memo `bid on ID`, as the CLI and the bidder write it) and what hosts paid back
+ * (`unspent bid on instance ID`, or `payment SEQ no bid took` for a payment of a deploy that
+ * failed). What a live bid holds counts as paid until it ends.
+ */
+export function spendingByInstance (owner: string, entries: readonly LedgerEntry[]): InstanceSpending[] {
+  const instanceIn = (memo: string): string | undefined => BID_MEMO.exec(memo)?.[1]
+  const bySeq = new Map(entries.map(e => [e.seq, e]))
+  const spending = new Map<string, InstanceSpending>()
+  for (const e of [...entries].sort((a, b) => a.seq - b.seq)) {
+    const memo = memoOf(e)
+    const unbid = /^payment (\d+) no bid took$/.exec(memo)?.[1]
+    const paidFor = unbid === undefined ? undefined : bySeq.get(Number(unbid))
+    const instance = instanceIn(paidFor === undefined ? memo : memoOf(paidFor))
+    if (instance === undefined) continue
+    const spent = spending.get(instance) ?? { instance, paid: 0, back: 0 }
+    spending.set(instance, spent)
+    if (e.from === owner) spent.paid += e.amount
+    else if (e.to === owner) spent.back += e.amount
+  }
+  return [...spending.values()]
+}
 
 /** A fresh nonce for an order. */
 export function newNonce (): string {
@@ -101,6 +169,45 @@ function signedBytes (kind: string, unsigned: object): Buffer {
 export function signTransfer (key: OwnerKey, o: Pick<TransferOrder, 'bank' | 'to' | 'amount' | 'memo'>, now = Date.now(), nonce = newNonce()): TransferOrder {
   const unsigned = { v: 1 as const, bank: o.bank, from: key.id, to: o.to, amount: o.amount, nonce, issuedAt: now, ...o.memo === undefined ? {} : { memo: o.memo } }
   return { ...unsigned, sig: ownerSign(key, signedBytes('transfer', unsigned)) }
+}
+
+export function signAllowance (key: OwnerKey, a: Pick<Allowance, 'bank' | 'agent' | 'max' | 'until' | 'payees' | 'instances'>, now = Date.now(), nonce = newNonce()): Allowance {
+  const unsigned = { v: 1 as const, bank: a.bank, owner: key.id, agent: a.agent, max: a.max, until: a.until, payees: a.payees, instances: a.instances, nonce, issuedAt: now }
+  return { ...unsigned, sig: ownerSign(key, signedBytes('allowance', unsigned)) }
+}
+
+/** Whether `a` is signed by the owner it names. */
+export function allowanceSigned (a: Allowance): boolean {
+  const { sig, ...unsigned } = a
+  return ownerVerifies(a.owner, signedBytes('allowance', unsigned), sig)
+}
+
+/** The name of allowance `a`: the hash of all of it, under which a bank counts what was paid by it. */
+export function allowanceId (a: Allowance): string {
+  return sha256Hex(signedBytes('allowance-id', a))
+}
+
+/** Signed by the agent `allowance` names. */
+export function signSpend (agent: OwnerKey, o: Pick<SpendOrder, 'allowance' | 'to' | 'amount' | 'memo'>, now = Date.now(), nonce = newNonce()): SpendOrder {
+  const unsigned = { v: 1 as const, bank: o.allowance.bank, allowance: o.allowance, to: o.to, amount: o.amount, nonce, issuedAt: now, ...o.memo === undefined ? {} : { memo: o.memo } }
+  return { ...unsigned, sig: ownerSign(agent, signedBytes('spend', unsigned)) }
+}
+
+/**
+ * What is wrong with spend order `o` at time `now`, short of what was paid by its allowance
+ * before (the bank's ledger says): null when its allowance is the owner's, the order its
+ * agent's, for this bank, to one of its payees, in its time.
+ */
+export function spendProblem (bank: string, o: SpendOrder, now: number): { code: 'UNKNOWN_BANK' | 'UNAUTHENTICATED' | 'FORBIDDEN', message: string } | null {
+  const a = o.allowance
+  const name = `allowance ${allowanceId(a).slice(0, 12)}`
+  if (a.bank !== bank || o.bank !== bank) return { code: 'UNKNOWN_BANK', message: `this allowance is for bank ${a.bank}, not for bank ${bank}` }
+  if (!allowanceSigned(a)) return { code: 'UNAUTHENTICATED', message: `this allowance is not signed by the owner it names (${a.owner})` }
+  const { sig, ...unsigned } = o
+  if (!ownerVerifies(a.agent, signedBytes('spend', unsigned), sig)) return { code: 'UNAUTHENTICATED', message: `this payment is not signed by the agent its allowance names (${a.agent})` }
+  if (!a.payees.includes(o.to)) return { code: 'FORBIDDEN', message: `${name} pays only ${a.payees.join(', ')}, not ${o.to}` }
+  if (now > a.until) return { code: 'FORBIDDEN', message: `${name} ended at ${new Date(a.until).toISOString()}` }
+  return null
 }
 
 /** Whether `o` is signed by the payer it names. */
@@ -147,12 +254,14 @@ export interface LedgerCheck {
 /**
  * Checks a bank's ledger from its first entry: each entry chained to the one before, its hash
  * its own, the order it carries out signed by its payer (or a mint by the operator it names, for
- * this bank), no nonce of an account used twice, and no balance but the issuing account's
- * below zero. All balances then sum to zero: credits are neither made nor lost but by minting.
+ * this bank; or a payment by the agent of an owner's allowance, to its payees, in its time, and
+ * all it paid within its maximum), no nonce of an account used twice, and no balance but the
+ * issuing account's below zero. All balances then sum to zero: credits are neither made nor lost but by minting.
  */
 export function checkLedger (bank: string, entries: readonly LedgerEntry[], operators?: ReadonlySet<string>): LedgerCheck {
   const balances = new Map<string, number>()
   const nonces = new Set<string>()
+  const allowed = new Map<string, number>()
   let head = { seq: 0, hash: GENESIS_HASH }
   const fail = (e: LedgerEntry, why: string): LedgerCheck => ({ head, balances, problem: `entry ${e.seq}: ${why}` })
   for (const e of entries) {
@@ -162,6 +271,13 @@ export function checkLedger (bank: string, entries: readonly LedgerEntry[], oper
     if (entryHash(rest) !== hash) return fail(e, 'is not what its hash says')
     const problem = orderProblem(bank, e, operators)
     if (problem !== null) return fail(e, problem)
+    if (e.kind === 'spend') {
+      const a = spendOrderSchema.parse(JSON.parse(e.order ?? 'null')).allowance
+      const id = allowanceId(a)
+      const paid = (allowed.get(id) ?? 0) + e.amount
+      if (paid > a.max) return fail(e, `pays ${paid} in all under an allowance of ${a.max}`)
+      allowed.set(id, paid)
+    }
     const key = `${e.from}\n${e.nonce}`
     if (nonces.has(key)) return fail(e, `uses nonce ${e.nonce} of ${e.from} again`)
     nonces.add(key)
@@ -188,6 +304,14 @@ function orderProblem (bank: string, e: LedgerEntry, operators?: ReadonlySet<str
     if (!mint.success || !mintSigned(mint.data) || mint.data.bank !== bank) return 'carries a mint its operator did not sign for this bank'
     if (operators !== undefined && !operators.has(mint.data.by)) return `is minted by ${mint.data.by}, who is no operator of this bank`
     return mint.data.to === e.to && mint.data.amount === e.amount && mint.data.nonce === e.nonce && e.from === ISSUED_ACCOUNT ? null : 'is not what its mint says'
+  }
+  if (e.kind === 'spend') {
+    const spend = spendOrderSchema.safeParse(order)
+    if (!spend.success) return 'carries no payment under an allowance'
+    const problem = spendProblem(bank, spend.data, e.at)
+    if (problem !== null) return problem.message
+    const o = spend.data
+    return o.allowance.owner === e.from && o.to === e.to && o.amount === e.amount && o.nonce === e.nonce ? null : 'is not what its payment says'
   }
   const transfer = transferOrderSchema.safeParse(order)
   if (!transfer.success || !transferSigned(transfer.data) || transfer.data.bank !== bank) return 'carries a transfer its payer did not sign for this bank'
@@ -223,3 +347,24 @@ export const bidParamsSchema = z.strictObject({
   seconds: z.number().int().min(1).max(MAX_BID_SECONDS).optional(),
 }).refine(p => p.receipt !== undefined || p.seconds !== undefined, 'a bid change pays more (a receipt), or sets its time (seconds), or both')
 export type BidParams = z.infer<typeof bidParamsSchema>
+
+/** A budget a host's bidder spends under an owner's allowance, as its owner sees it. */
+export const budgetViewSchema = z.strictObject({
+  /** The allowance's id. */
+  id: hashSchema,
+  owner: ownerIdSchema,
+  /** `active` while it bids; `stopped` at its owner's word; `ended` when its time ran out. */
+  state: z.enum(['active', 'stopped', 'ended']),
+  /** The most its allowance pays in all. */
+  max: amountSchema,
+  /** What the bidder paid under it so far (what bids did not spend comes back to the owner when they end). */
+  paid: z.number().int().nonnegative(),
+  until: z.number().int().positive(),
+  /** When the bidder bids again, at the latest (ms). */
+  nextRound: z.number().int().nullable(),
+  /** Each instance, its host, and its bid as its host last said. */
+  instances: z.array(z.strictObject({ id: instanceIdSchema, host: z.string(), ...marketViewSchema.shape })),
+  /** Payments no bid took (their instance never ran): receipts the owner can ask back (POST /v1/market/refunds). */
+  stranded: z.array(receiptSchema),
+})
+export type BudgetView = z.infer<typeof budgetViewSchema>

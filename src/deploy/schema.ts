@@ -1,13 +1,10 @@
 import { z } from 'zod'
-import { nameSchema } from '../core/index.ts'
+import { durationMs, nameSchema } from '../core/index.ts'
 
-/** `500ms`, `30s`, `5m`, `1h`, as milliseconds. */
+/** `500ms`, `30s`, `5m`, `1h30m`, as milliseconds. */
 export const durationSchema = z.string()
-  .regex(/^\d{1,6}(ms|s|m|h)$/, 'a duration is a whole number and ms, s, m or h: 500ms, 30s, 5m, 1h')
-  .transform(d => {
-    const [, n = '0', unit = 's'] = /^(\d+)(ms|s|m|h)$/.exec(d) ?? []
-    return Number(n) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit as 'ms' | 's' | 'm' | 'h']
-  })
+  .refine(d => durationMs(d) !== undefined && !/^\d+$/.test(d), 'a duration is whole numbers with units ms, s, m, h or d: 500ms, 30s, 5m, 1h30m')
+  .transform(d => durationMs(d) ?? 0)
 
 const runtimeRefSchema = z.strictObject({
   component: z.string(),

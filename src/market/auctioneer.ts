@@ -36,6 +36,11 @@ export class Auctioneer {
     return this.#init.escrow
   }
 
+  /** The CPUs this host offers. */
+  get cpu (): number {
+    return this.#init.cpu
+  }
+
   /**
    * Throws unless `receipt` pays `owner`'s bid here: signed by a bank this host takes, a transfer
    * from `owner` into this host's escrow. Whether it was spent before is the bid table's to say.
@@ -43,7 +48,7 @@ export class Auctioneer {
   checkReceipt (owner: string, receipt: Receipt): void {
     if (!this.#init.banks.includes(receipt.bank)) throw new XenosError('BAD_RECEIPT', `this receipt is from bank ${receipt.bank}, which this host does not take; it takes ${this.#init.banks.join(', ') || 'none'}`)
     if (!receiptSigned(receipt)) throw new XenosError('BAD_RECEIPT', `this receipt is not signed by bank ${receipt.bank}`)
-    if (receipt.kind !== 'transfer' || receipt.to !== this.#init.escrow) throw new XenosError('BAD_RECEIPT', `this receipt pays ${receipt.to}, not this host's escrow ${this.#init.escrow}: pay the host the bid is for`)
+    if ((receipt.kind !== 'transfer' && receipt.kind !== 'spend') || receipt.to !== this.#init.escrow) throw new XenosError('BAD_RECEIPT', `this receipt pays ${receipt.to}, not this host's escrow ${this.#init.escrow}: pay the host the bid is for`)
     if (receipt.from !== owner) throw new XenosError('BAD_RECEIPT', `this receipt is a payment of ${receipt.from}'s, not of the bidder's (${owner})`)
   }
 

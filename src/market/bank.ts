@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import {
-  ISSUED_ACCOUNT, mintSigned, sha256Hex, signReceipt, transferSigned, XenosError,
-  type AccountView, type LedgerEntry, type MintOrder, type OwnerKey, type Receipt, type TransferOrder,
+  allowanceId, ISSUED_ACCOUNT, mintSigned, sha256Hex, signReceipt, spendingByInstance, spendProblem, transferSigned, XenosError,
+  type AccountView, type LedgerEntry, type MintOrder, type OwnerKey, type Receipt, type SpendOrder, type TransferOrder,
 } from '../core/index.ts'
 import type { LedgerTable } from '../store/index.ts'
 
@@ -45,6 +45,22 @@ export class Bank {
     return this.#once(order.from, order.nonce, order, now, () => this.#init.ledger.append({ kind: 'transfer', from: order.from, to: order.to, amount: order.amount, nonce: order.nonce, order: JSON.stringify(order), at: now }))
   }
 
+  /**
+   * Carries out payment `order` of an agent's under an owner's allowance (once), and answers its
+   * receipt: only to the allowance's payees, in its time, and never past its maximum (what it
+   * paid before is counted in the same transaction as this payment).
+   */
+  spend (order: SpendOrder, now = Date.now()): Receipt {
+    this.#checkFor(order)
+    const a = order.allowance
+    // A payment carried out before is judged as of then: asked again after its allowance ended, it answers its receipt.
+    const problem = spendProblem(this.id, order, this.#init.ledger.byNonce(a.owner, order.nonce)?.at ?? now)
+    if (problem !== null) throw new XenosError(problem.code, problem.message)
+    if (a.owner === order.to) throw new XenosError('INVALID_ARGUMENT', 'a payment goes to another account than the one it comes from')
+    const allowance = { id: allowanceId(a), max: a.max }
+    return this.#once(a.owner, order.nonce, order, now, () => this.#init.ledger.append({ kind: 'spend', from: a.owner, to: order.to, amount: order.amount, nonce: order.nonce, order: JSON.stringify(order), at: now }, allowance))
+  }
+
   /** Mints new credits into an account, at an operator's signed word (once), and answers the receipt. */
   mint (order: MintOrder, now = Date.now()): Receipt {
     this.#checkFor(order)
@@ -53,7 +69,7 @@ export class Bank {
     return this.#once(ISSUED_ACCOUNT, order.nonce, order, now, () => this.#init.ledger.append({ kind: 'mint', from: ISSUED_ACCOUNT, to: order.to, amount: order.amount, nonce: order.nonce, order: JSON.stringify(order), at: now }))
   }
 
-  /** Account `owner` (opened now, with the starting grant, when it is new). */
+  /** Account `owner` (opened now, with the starting grant, when it is new), with what it spent on each instance. */
   account (owner: string, limit = 50, now = Date.now()): AccountView {
     const grant = this.#init.startingGrant
     // The grant's nonce is the account's own: it is given once, whoever asks first.
@@ -61,7 +77,10 @@ export class Bank {
     if (grant > 0 && this.#init.ledger.byNonce(ISSUED_ACCOUNT, nonce) === undefined) {
       this.#init.ledger.append({ kind: 'grant', from: ISSUED_ACCOUNT, to: owner, amount: grant, nonce, order: null, at: now })
     }
-    return { owner, bank: this.id, balance: this.#init.ledger.balance(owner), entries: this.#init.ledger.entriesOf(owner, limit) }
+    const { ledger } = this.#init
+    // All of the account's entries, newest first: the spending needs every one, the view the latest.
+    const entries = ledger.entriesOf(owner, Number.MAX_SAFE_INTEGER)
+    return { owner, bank: this.id, balance: ledger.balance(owner), instances: spendingByInstance(owner, entries), entries: entries.slice(0, limit) }
   }
 
   /** The receipt of entry `seq`. */

@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import {
-  accountViewSchema, ledgerEntrySchema, mintOrderSchema, receiptSchema, requestAuthSchema, transferOrderSchema, XenosError,
-  type AccountView, type AdvertOf, type LedgerEntry, type MintOrder, type Receipt, type RequestAuth, type TransferOrder,
+  accountViewSchema, ledgerEntrySchema, mintOrderSchema, receiptSchema, requestAuthSchema, spendOrderSchema, transferOrderSchema, XenosError,
+  type AccountView, type AdvertOf, type LedgerEntry, type MintOrder, type Receipt, type RequestAuth, type SpendOrder, type TransferOrder,
 } from '../core/index.ts'
 import type { Bank } from '../market/index.ts'
 import type { Overlay } from '../overlay/index.ts'
@@ -52,6 +52,7 @@ export class Banking {
     if (bank === undefined) return
     const { rpc } = this.#init.overlay
     rpc.handle('bank.transfer', transferOrderSchema, async order => bank.transfer(order))
+    rpc.handle('bank.spend', spendOrderSchema, async order => bank.spend(order))
     rpc.handle('bank.mint', mintOrderSchema, async order => bank.mint(order))
     rpc.handle('bank.account', requestAuthSchema, async auth => bank.account(this.#owner(auth)))
     rpc.handle('bank.entries', entriesRequestSchema, async req => bank.entries(req.from, req.limit))
@@ -73,6 +74,11 @@ export class Banking {
 
   async transfer (order: TransferOrder): Promise<Receipt> {
     return await this.#atBank('bank.transfer', order, receiptSchema, bank => bank.transfer(order))
+  }
+
+  /** A payment under an owner's allowance, signed by its agent. */
+  async spend (order: SpendOrder): Promise<Receipt> {
+    return await this.#atBank('bank.spend', order, receiptSchema, bank => bank.spend(order))
   }
 
   async mint (order: MintOrder): Promise<Receipt> {

@@ -1,8 +1,8 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
-  bidParamsSchema, instanceIdSchema, marketViewSchema, receiptSchema, requestAuthSchema, signTransfer, toXenosError, XenosError,
-  type BidParams, type DeployPart, type MarketView, type OwnerKey, type Receipt, type RequestAuth,
+  allowanceId, allowanceSchema, allowanceSigned, bidParamsSchema, instanceIdSchema, marketViewSchema, receiptSchema, requestAuthSchema, signTransfer, toXenosError, XenosError,
+  type Allowance, type BidParams, type DeployPart, type MarketView, type OwnerKey, type Receipt, type RequestAuth,
 } from '../core/index.ts'
 import { MAX_CPU_WEIGHT, type Cgroups } from '../hypervisor/index.ts'
 import { ORDER_VALID_MS, type Auctioneer } from '../market/index.ts'
@@ -31,11 +31,39 @@ export interface BiddingInit {
   log: Logger
 }
 
-const bidRequestSchema = z.strictObject({ id: instanceIdSchema, params: bidParamsSchema, auth: requestAuthSchema })
+const bidRequestSchema = z.strictObject({ id: instanceIdSchema, params: bidParamsSchema, auth: requestAuthSchema, allowance: allowanceSchema.optional() })
+const quoteRequestSchema = z.strictObject({ allowance: allowanceSchema, auth: requestAuthSchema })
+
+/** What a host tells an allowance's agent: its price and the CPU it offers, and the bids of the allowance's instances it runs. */
+export const quoteSchema = z.strictObject({
+  /** The host's escrow account, into which bids are paid. */
+  escrow: z.string(),
+  price: z.number().nonnegative(),
+  cpu: z.number().positive(),
+  instances: z.record(instanceIdSchema, marketViewSchema),
+})
+export type Quote = z.infer<typeof quoteSchema>
 const refundRequestSchema = z.strictObject({ receipt: receiptSchema, auth: requestAuthSchema })
 
 /** The bids a deploy's part carries, one per instance. */
 export type PartBids = NonNullable<DeployPart['bids']>
+
+/**
+ * Throws unless `signer` may bid as `params` say on instance `id` of `owner`'s: its owner, or
+ * the agent `allowance` names, when the owner signed it, it names the instance, and the bid
+ * ends within it.
+ */
+function checkBidder (signer: string, id: string, owner: string, params: BidParams, allowance: Allowance | undefined, now = Date.now()): void {
+  if (allowance === undefined) {
+    if (signer !== owner) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner (or an agent it allows) may bid for it`)
+    return
+  }
+  const name = `allowance ${allowanceId(allowance).slice(0, 12)}`
+  if (allowance.owner !== owner || !allowanceSigned(allowance)) throw new XenosError('FORBIDDEN', `${name} is not signed by the owner of instance ${id}`)
+  if (allowance.agent !== signer) throw new XenosError('FORBIDDEN', `${name} lets ${allowance.agent} bid, not ${signer}`)
+  if (!allowance.instances.includes(id)) throw new XenosError('FORBIDDEN', `${name} is not for instance ${id}`)
+  if (now + (params.seconds ?? 0) * 1000 > allowance.until + 1000) throw new XenosError('FORBIDDEN', `${name} ends at ${new Date(allowance.until).toISOString()}: a bid under it ends by then`)
+}
 
 /** How often bids are looked at for their end, and payouts sent again while the bank does not answer. */
 const TICK_MS = 1000
@@ -56,6 +84,8 @@ export class Bidding {
   #paying = false
   #enforcing: Promise<void> = Promise.resolve()
   #lastPrice = 0
+  /** The shares last weighed: they change only when a bid or an instance does, and each change weighs them again. */
+  #weighed: Map<string, number> | undefined
 
   constructor (init: BiddingInit) {
     this.#init = init
@@ -77,26 +107,27 @@ export class Bidding {
 
   serve (): void {
     const { rpc } = this.#init.overlay
-    rpc.handle('instance.bid', bidRequestSchema, async req => await this.#bidHere(req.id, req.params, req.auth))
+    rpc.handle('instance.bid', bidRequestSchema, async req => await this.#bidHere(req.id, req.params, req.auth, req.allowance))
+    rpc.handle('market.quote', quoteRequestSchema, async req => this.#quoteHere(req.allowance, req.auth))
     rpc.handle('market.refund', refundRequestSchema, async req => { this.#refundHere(req.receipt, req.auth) })
   }
 
   /**
-   * Throws unless a deploy's part may make instances `ids` of `owner`'s here with `bids`: one new
-   * bid (a receipt, a time) for each instance, in order, signed by `owner` for this host, each
-   * receipt good here and unspent; without bids, unless the host is market-only. Checked before
-   * the instances are made, as a template may take long to fetch.
+   * Throws unless a deploy's part may make instances `ids` of `owner`'s here with `bids`: a new
+   * bid (a receipt, a time) for each instance it names, once, signed by `owner` (or the agent of
+   * an allowance of `owner`'s) for this host, each receipt good here and unspent; an instance
+   * without a bid, unless the host is market-only. Checked before the instances are made, as a
+   * template may take long to fetch.
    */
   checkDeploy (owner: string, ids: readonly string[], bids: PartBids | undefined): void {
-    if (bids === undefined) {
-      if (this.#init.marketOnly) throw new XenosError('BID_REQUIRED', `host ${this.#self} is market-only: deploy with a bid for each instance (--bid AMOUNT --for DURATION)`)
-      return
-    }
-    if (bids.length !== ids.length || bids.some((b, i) => b.instance !== ids[i])) throw new XenosError('INVALID_ARGUMENT', 'a deploy part carries one bid for each of its instances, in order')
-    for (const { instance, params, auth } of bids) {
+    if (this.#init.marketOnly && (bids?.length ?? 0) < ids.length) throw new XenosError('BID_REQUIRED', `host ${this.#self} is market-only: deploy with a bid for each instance (--bid AMOUNT --for DURATION)`)
+    if (bids === undefined) return
+    const named = bids.map(b => b.instance)
+    if (named.some(i => !ids.includes(i)) || new Set(named).size !== named.length) throw new XenosError('INVALID_ARGUMENT', 'a deploy part carries at most one bid for each of its instances, and none for others')
+    for (const { instance, params, auth, allowance } of bids) {
       if (params.receipt === undefined || params.seconds === undefined) throw new XenosError('INVALID_ARGUMENT', 'a deploy\'s bid is a new one: a receipt and a time')
       const signer = this.#init.verifier.verify(auth, { action: 'bid', target: instance, params })
-      if (signer !== owner) throw new XenosError('FORBIDDEN', `the bid on instance ${instance} is signed by another key than the deploy's`)
+      checkBidder(signer, instance, owner, params, allowance)
       this.#init.auctioneer.checkReceipt(owner, params.receipt)
       this.#init.bids.unspent(params.receipt)
     }
@@ -136,26 +167,43 @@ export class Bidding {
     clearInterval(this.#timer)
   }
 
-  /** Opens or changes an instance's bid (signed `bid` by its owner, for the host that runs it), wherever it runs. */
-  async bid (id: string, params: BidParams, auth: RequestAuth): Promise<MarketView> {
-    if (auth.host === this.#self) return await this.#bidHere(id, params, auth)
-    return marketViewSchema.parse(await callHost(this.#init.overlay, auth.host, 'instance.bid', { id, params, auth }))
+  /**
+   * Opens or changes an instance's bid, wherever it runs: signed `bid` for the host that runs it
+   * by its owner, or by the agent that `allowance` (the owner's) names for it.
+   */
+  async bid (id: string, params: BidParams, auth: RequestAuth, allowance?: Allowance): Promise<MarketView> {
+    if (auth.host === this.#self) return await this.#bidHere(id, params, auth, allowance)
+    return marketViewSchema.parse(await callHost(this.#init.overlay, auth.host, 'instance.bid', { id, params, auth, ...allowance === undefined ? {} : { allowance } }))
   }
 
-  async #bidHere (id: string, params: BidParams, auth: RequestAuth): Promise<MarketView> {
-    this.#init.verifier.verify(auth, { action: 'bid', target: id, params })
+  async #bidHere (id: string, params: BidParams, auth: RequestAuth, allowance: Allowance | undefined): Promise<MarketView> {
+    const signer = this.#init.verifier.verify(auth, { action: 'bid', target: id, params })
     const view = this.#init.instances().find(v => v.id === id)
     if (view === undefined) throw new XenosError('INSTANCE_NOT_FOUND', `host ${this.#self} runs no instance ${id}`)
-    if (view.owner !== auth.owner) throw new XenosError('FORBIDDEN', `instance ${id} belongs to another owner; only its owner may bid for it`)
+    checkBidder(signer, id, view.owner, params, allowance)
     if (view.state !== 'running' && view.state !== 'paused') throw new XenosError('INVALID_STATE', `instance ${id} is ${view.state}: bids are for running instances`)
-    this.#init.auctioneer.bid(id, auth.owner, params)
+    this.#init.auctioneer.bid(id, view.owner, params)
     await this.enforce()
     return this.view(id)
   }
 
+  /** This host's price, and the bids of `allowance`'s instances here, as its agent asks (signed `quote` on the allowance's id, for the host it asks). */
+  async quote (allowance: Allowance, auth: RequestAuth): Promise<Quote> {
+    if (auth.host === this.#self) return this.#quoteHere(allowance, auth)
+    return quoteSchema.parse(await callHost(this.#init.overlay, auth.host, 'market.quote', { allowance, auth }))
+  }
+
+  #quoteHere (allowance: Allowance, auth: RequestAuth): Quote {
+    const signer = this.#init.verifier.verify(auth, { action: 'quote', target: allowanceId(allowance), params: {} })
+    if (signer !== allowance.agent || !allowanceSigned(allowance)) throw new XenosError('FORBIDDEN', `only the agent of an allowance its owner signed sees the bids it pays for (${signer} is not ${allowance.agent})`)
+    const running = new Set(this.#init.instances().filter(v => v.owner === allowance.owner && v.state === 'running').map(v => v.id))
+    const instances = Object.fromEntries(allowance.instances.filter(id => running.has(id)).map(id => [id, this.view(id)]))
+    return { escrow: this.escrow, price: this.price(), cpu: this.#init.auctioneer.cpu, instances }
+  }
+
   /** What the views of instance `id` show of its bid and share. */
   view (id: string): MarketView {
-    const share = this.#shares().get(id)
+    const share = (this.#weighed ?? this.#shares()).get(id)
     return { ...this.#init.auctioneer.view(id), ...share === undefined ? {} : { share } }
   }
 
@@ -180,6 +228,7 @@ export class Bidding {
   async #weigh (): Promise<void> {
     const { cgroups, auctioneer } = this.#init
     const shares = this.#shares()
+    this.#weighed = shares
     if (cgroups !== undefined) {
       const running = new Map(this.#init.instances().map(v => [v.id, v]))
       await Promise.all([...shares].map(async ([id, share]) => {

@@ -1,7 +1,7 @@
 import { chmod, mkdir, rm, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino, { type Logger } from 'pino'
-import { canMigrate, XENOS_VERSION, XenosError, type Driver, type Fingerprint, type InstanceBody, type InstanceView, type NameRecord, type OwnerKey, type Placement, type Resources, type Template } from '../core/index.ts'
+import { canMigrate, XENOS_VERSION, XenosError, type Driver, type Fingerprint, type AdvertOf, type InstanceBody, type InstanceView, type NameRecord, type OwnerKey, type Placement, type Resources, type Template } from '../core/index.ts'
 import { DataRepository } from '../data/index.ts'
 import { detectCgroups, DEFAULT_TASK_UID, processDriver, qemuDriver, type Cgroups } from '../hypervisor/index.ts'
 import { BlobStore, NameRegistry, TemplateFetcher, TemplateLibrary } from '../images/index.ts'
@@ -12,6 +12,7 @@ import { loadOrCreateOwnerKey, openStore, type InstanceRecord, type Store } from
 import { TemplateCatalog } from './catalog.ts'
 import { Deployer, InputStager, Replicas } from './deploy/index.ts'
 import { Banking } from './banking.ts'
+import { Bidder } from './bidder.ts'
 import { Bidding } from './bidding.ts'
 import { BlobTickets } from './blob-tickets.ts'
 import { DataAccess } from './data-access.ts'
@@ -36,6 +37,8 @@ export const OPERATOR_KEY_FILE = 'operator.pem'
 export const BANK_KEY_FILE = 'bank.pem'
 /** The key of a host's escrow account, into which bids are paid and out of which their refunds and earnings go. */
 export const ESCROW_KEY_FILE = 'escrow.pem'
+/** The key of a host's bidder: owners name it in the allowances under which it spends their budgets. */
+export const AGENT_KEY_FILE = 'agent.pem'
 /** Share of the data dir's file system owners' data may take when no limit is set. */
 const DEFAULT_HOST_QUOTA_SHARE = 0.8
 /** How often what nothing needs (image files, template names) is looked for. */
@@ -58,6 +61,7 @@ interface HostBase extends Pick<Host, 'options' | 'log' | 'store' | 'overlay' | 
   /** The key of the bank this host runs, if it runs one. */
   bankKey: OwnerKey | undefined
   escrowKey: OwnerKey
+  agentKey: OwnerKey
   cgroups: Cgroups | undefined
   /** CPUs the host offers (before overcommit): the market sells shares of them. */
   offeredCpu: number
@@ -110,6 +114,7 @@ export class Host {
   readonly banking: Banking
   /** The market here: bids, the shares they buy, and what ended bids pay out. */
   readonly bidding: Bidding
+  readonly bidder: Bidder
   readonly trust = new HostTrust()
   readonly services: ServiceProxy
   readonly capacity: Resources
@@ -163,6 +168,14 @@ export class Host {
       marketOnly: this.options.marketOnly,
       onPriceChange: () => { this.#advertiseHostSoon() },
       log: this.log.child({ component: 'market' }),
+    })
+    this.bidder = new Bidder({
+      key: base.agentKey,
+      budgets: this.store.budgets,
+      banking: this.banking,
+      bidding: this.bidding,
+      advertised: () => new Map((this.overlay.search({ kind: 'host' }) as Array<AdvertOf<'host'>>).map(h => [h.host, h.body.price ?? 0])),
+      log: this.log.child({ component: 'bidder' }),
     })
     this.tunnels = new Tunnels(this.overlay.node, this.log.child({ component: 'tunnels' }))
     const verifier = this.verifier
@@ -376,6 +389,7 @@ export class Host {
       operators: await operatorsOf(options),
       bankKey: options.bank ? (await loadOrCreateOwnerKey(join(options.dataDir, BANK_KEY_FILE))).key : undefined,
       escrowKey: (await loadOrCreateOwnerKey(join(options.dataDir, ESCROW_KEY_FILE))).key,
+      agentKey: (await loadOrCreateOwnerKey(join(options.dataDir, AGENT_KEY_FILE))).key,
       cgroups,
       offeredCpu,
       hostQuotaBytes: options.hostQuotaBytes ?? Math.floor(fs.blocks * fs.bsize * DEFAULT_HOST_QUOTA_SHARE),
@@ -427,6 +441,7 @@ export class Host {
     this.deployments.recover()
     this.deployments.start()
     this.bidding.start()
+    this.bidder.start()
     void this.dataAccess.announceAll()
     void this.tasks.announceAll()
     this.#collectTimer = setInterval(() => { void this.#sweep() }, COLLECT_EVERY_MS)
@@ -440,6 +455,7 @@ export class Host {
     clearInterval(this.#collectTimer)
     this.supervisor.health.stop()
     this.bidding.stop()
+    this.bidder.stop()
     this.deployments.stop()
     await this.services.stop()
     await this.overlay.stop()
@@ -476,7 +492,7 @@ export class Host {
     return join(this.options.dataDir, 'staging')
   }
 
-  info (): { id: string, name: string, addrs: string[], api: string, drivers: string[], capacity: Resources, free: Resources, instances: number, version: string, operators: string[], tags: Record<string, string>, bank?: string, escrow: string, price: number } {
+  info (): { id: string, name: string, addrs: string[], api: string, drivers: string[], capacity: Resources, free: Resources, instances: number, version: string, operators: string[], tags: Record<string, string>, bank?: string, escrow: string, agent: string, price: number } {
     return {
       id: this.overlay.peerId,
       name: this.options.name ?? this.overlay.peerId.slice(-8),
@@ -491,6 +507,7 @@ export class Host {
       tags: this.options.tags,
       ...this.banking.own === undefined ? {} : { bank: this.banking.own },
       escrow: this.bidding.escrow,
+      agent: this.bidder.agent,
       price: this.bidding.price(),
     }
   }

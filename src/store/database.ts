@@ -209,6 +209,31 @@ const MIGRATIONS: readonly string[] = [
      created_at INTEGER NOT NULL,
      receipt TEXT
    );`,
+  // What each owner's allowance paid (counted in the transaction of each payment under it), and the
+  // budgets a host's bidder spends under allowances, with the payments it signed until each is done.
+  `ALTER TABLE ledger ADD COLUMN allowance TEXT;
+   CREATE INDEX ledger_allowance ON ledger(allowance) WHERE allowance IS NOT NULL;
+   CREATE TABLE budgets (
+     id TEXT PRIMARY KEY,
+     owner TEXT NOT NULL,
+     allowance TEXT NOT NULL,
+     hosts TEXT NOT NULL,
+     state TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL
+   );
+   CREATE TABLE budget_payments (
+     nonce TEXT PRIMARY KEY,
+     budget TEXT NOT NULL,
+     instance_id TEXT NOT NULL,
+     amount INTEGER NOT NULL CHECK (amount > 0),
+     seconds INTEGER NOT NULL,
+     spend TEXT NOT NULL,
+     receipt TEXT,
+     state TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   );
+   CREATE INDEX budget_payments_of ON budget_payments(budget, state);`,
 ]
 
 export type Database = DatabaseSync

@@ -19,6 +19,7 @@ import { ForwardTable } from './forwards.ts'
 import { InstanceTable } from './instances.ts'
 import { LedgerTable } from './ledger.ts'
 import { BidTable } from './bids.ts'
+import { BudgetTable } from './budgets.ts'
 import { SettingsTable } from './settings.ts'
 import { SnapshotTable } from './snapshots.ts'
 import { NameTable } from './names.ts'
@@ -39,6 +40,7 @@ export type { TaskChange, TaskRecord } from './tasks.ts'
 export type { NameRow } from './names.ts'
 export type { LedgerTable } from './ledger.ts'
 export type { BidTable, BidRecord, PayoutRecord } from './bids.ts'
+export type { BudgetTable, BudgetRecord, BudgetPaymentRecord } from './budgets.ts'
 export type { BlobClaimRecord } from './blob-claims.ts'
 
 export interface Store {
@@ -56,6 +58,7 @@ export interface Store {
   blobClaims: BlobClaimTable
   ledger: LedgerTable
   bids: BidTable
+  budgets: BudgetTable
   transaction: <T>(fn: () => T) => T
   close: () => void
 }
@@ -78,6 +81,7 @@ export function openStore (path: string): Store {
     blobClaims: new BlobClaimTable(db),
     ledger: new LedgerTable(db),
     bids: new BidTable(db),
+    budgets: new BudgetTable(db),
     transaction: fn => transaction(db, fn),
     close: () => {
       if (light !== db) light.close()

@@ -31,21 +31,35 @@ export class LedgerTable {
     this.#db = db
   }
 
-  /** Appends the move of `amount` from `from` to `to`, chained to the last entry; throws INSUFFICIENT_FUNDS when `from` holds less. */
-  append (e: Pick<LedgerEntry, 'kind' | 'from' | 'to' | 'amount' | 'nonce' | 'order' | 'at'>): LedgerEntry {
+  /**
+   * Appends the move of `amount` from `from` to `to`, chained to the last entry; throws
+   * INSUFFICIENT_FUNDS when `from` holds less, or ALLOWANCE_EXCEEDED when it is paid under
+   * `allowance` and would take it past its maximum.
+   */
+  append (e: Pick<LedgerEntry, 'kind' | 'from' | 'to' | 'amount' | 'nonce' | 'order' | 'at'>, allowance?: { id: string, max: number }): LedgerEntry {
     return transaction(this.#db, () => {
       const held = this.balance(e.from)
       if (e.from !== ISSUED_ACCOUNT && held < e.amount) throw new XenosError('INSUFFICIENT_FUNDS', `account ${e.from} holds ${held}, less than the ${e.amount} asked for`)
+      if (allowance !== undefined) {
+        const paid = this.paidUnder(allowance.id)
+        if (paid + e.amount > allowance.max) throw new XenosError('ALLOWANCE_EXCEEDED', `allowance ${allowance.id.slice(0, 12)} paid ${paid} of its ${allowance.max} credits: ${e.amount} more is beyond it`)
+      }
       const head = this.head()
       const unhashed = { ...e, seq: head.seq + 1, prev: head.hash }
       const entry: LedgerEntry = { ...unhashed, hash: entryHash(unhashed) }
-      this.#db.prepare('INSERT INTO ledger (seq, kind, from_account, to_account, amount, nonce, order_json, at, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
-        .run(entry.seq, entry.kind, entry.from, entry.to, entry.amount, entry.nonce, entry.order, entry.at, entry.prev, entry.hash)
+      this.#db.prepare('INSERT INTO ledger (seq, kind, from_account, to_account, amount, nonce, order_json, at, prev, hash, allowance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+        .run(entry.seq, entry.kind, entry.from, entry.to, entry.amount, entry.nonce, entry.order, entry.at, entry.prev, entry.hash, allowance?.id ?? null)
       const move = this.#db.prepare('INSERT INTO balances (account, balance) VALUES (?, ?) ON CONFLICT(account) DO UPDATE SET balance = balance + excluded.balance')
       move.run(e.from, -e.amount)
       move.run(e.to, e.amount)
       return entry
     })
+  }
+
+  /** What was paid under allowance `id` so far. */
+  paidUnder (id: string): number {
+    const r = this.#db.prepare('SELECT COALESCE(SUM(amount), 0) AS paid FROM ledger WHERE allowance = ?').get(id) as { paid: number }
+    return r.paid
   }
 
   /** The entry account `from` made with `nonce`, if any. */

@@ -4,7 +4,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import { after, before, describe, it } from 'node:test'
 import pino from 'pino'
 import { buildApp } from '../../src/api/index.ts'
-import { encodeAuthHeader, generateOwnerKey, sha256Hex, signAction, signDeploymentGrant, signTransfer, type OwnerKey, type Receipt } from '../../src/core/index.ts'
+import { allowanceId, encodeAuthHeader, generateOwnerKey, sha256Hex, signAction, signAllowance, signDeploymentGrant, signTransfer, XenosError, type Allowance, type OwnerKey, type Receipt } from '../../src/core/index.ts'
 import { Host } from '../../src/node/index.ts'
 import { tempDir } from '../helpers/cluster.ts'
 import { Requests } from '../helpers/requests.ts'
@@ -49,6 +49,8 @@ describe('signed routes', () => {
   const file = `data://${'_'.repeat(43)}/f.txt`
   let aliceFile: string
   let aliceReceipt: Receipt
+  let allowance: Allowance
+  let budget: string
 
   before(async () => {
     alice = generateOwnerKey()
@@ -66,6 +68,10 @@ describe('signed routes', () => {
     // Alice's account is opened with the bank's starting grant; 3 of it paid into the host's escrow.
     await r.inject('GET', '/v1/bank/account', r.auth(alice, 'account', host.banking.own ?? '', {}))
     aliceReceipt = await host.banking.transfer(signTransfer(alice, { bank: host.banking.own ?? '', to: host.bidding.escrow, amount: 3 }))
+    // And 2 of it given to the host's bidder to spend on her instance's bid.
+    allowance = signAllowance(alice, { bank: host.banking.own ?? '', agent: host.bidder.agent, max: 2, until: Date.now() + 600_000, payees: [host.bidding.escrow], instances: [instance] })
+    budget = (await r.inject('POST', '/v1/budgets', {}, { allowance, hosts: { [instance]: self } })).json().budget.id
+    assert.equal(budget, allowanceId(allowance))
     const content = Buffer.from('alice\n')
     const begin = { uri: aliceFile, size: content.length, sha256: sha(content) }
     const up = (await r.inject('POST', '/v1/data/uploads', r.auth(alice, 'data.put', aliceFile, { size: begin.size, sha256: begin.sha256 }), begin)).json()
@@ -147,6 +153,8 @@ describe('signed routes', () => {
         url: '/v1/market/refunds', body: { receipt: aliceReceipt }, action: 'refund', target: aliceReceipt.hash, params: {},
         mallory: res => { assert.equal(res.json().error.code, 'BAD_RECEIPT', 'a payment of Alice\'s is paid back to Alice only') },
       },
+      'GET /v1/budgets/{id}': { url: `/v1/budgets/${budget}`, action: 'get', target: budget, params: {}, mallory: refused },
+      'DELETE /v1/budgets/{id}': { url: `/v1/budgets/${budget}`, action: 'stop', target: budget, params: {}, mallory: refused },
       'GET /v1/tasks': { url: '/v1/tasks', action: 'task.list', target: 'tasks', params: {}, mallory: res => { assert.deepEqual(res.json(), { tasks: [] }, 'none of Alice\'s') } },
       'GET /v1/tasks/{id}': { url: `/v1/tasks/${instance}`, action: 'task.get', target: instance, params: {}, mallory: refused },
       'GET /v1/data/grants': { url: '/v1/data/grants', action: 'data.grants', target: 'SIGNER', params: {}, mallory: res => { assert.deepEqual(res.json(), { grants: [] }, 'none of Alice\'s') } },
@@ -200,6 +208,25 @@ describe('signed routes', () => {
     assert.ok(host.store.data.file(alice.id, 'f.txt') !== undefined)
     assert.ok(host.store.snapshots.get('s-0123456789abcdef') !== undefined)
     assert.equal(host.deployments.show(alice.id, 'site').state, 'running', 'Alice\'s deployment runs on')
+    assert.equal((await host.bidder.view(budget, alice.id)).state, 'active', 'Alice\'s budget is spent on')
+  })
+
+  it('lets an allowance\'s agent bid on its instances only, within its time, and nobody else use it', async () => {
+    const bidAs = async (key: OwnerKey, a: Allowance, id = instance, seconds = 30): Promise<unknown> => {
+      const params = { seconds }
+      return await host.bidding.bid(id, params, signAction(key, { action: 'bid', target: id, params, host: self }), a)
+    }
+    const code = (c: string) => (err: unknown): boolean => err instanceof XenosError && err.code === c
+    await assert.rejects(bidAs(mallory, allowance), code('FORBIDDEN'), 'Mallory presents Alice\'s allowance')
+    const mallorys = signAllowance(mallory, { bank: host.banking.own ?? '', agent: mallory.id, max: 2, until: Date.now() + 600_000, payees: [host.bidding.escrow], instances: [instance] })
+    await assert.rejects(bidAs(mallory, mallorys), code('FORBIDDEN'), 'an allowance of Mallory\'s own for Alice\'s instance')
+    await assert.rejects(bidAs(mallory, { ...mallorys, owner: alice.id }), code('FORBIDDEN'), 'one passed off as Alice\'s')
+    const quote = async (key: OwnerKey, a: Allowance): Promise<unknown> => await host.bidding.quote(a, signAction(key, { action: 'quote', target: allowanceId(a), params: {}, host: self }))
+    await assert.rejects(quote(mallory, allowance), code('FORBIDDEN'), 'Mallory asks what Alice\'s bids hold')
+    const short = signAllowance(alice, { bank: host.banking.own ?? '', agent: operator.id, max: 2, until: Date.now() + 10_000, payees: [host.bidding.escrow], instances: [instance] })
+    await assert.rejects(bidAs(operator, short, instance, 60), code('FORBIDDEN'), 'a bid that outlasts its allowance')
+    const other = signAllowance(alice, { bank: host.banking.own ?? '', agent: operator.id, max: 2, until: Date.now() + 600_000, payees: [host.bidding.escrow], instances: ['i-00000000000000ff'] })
+    await assert.rejects(bidAs(operator, other), code('FORBIDDEN'), 'an allowance for another instance')
   })
 
   it('deploys only with tokens their owner signed, unaltered', async () => {

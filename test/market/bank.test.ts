@@ -86,4 +86,17 @@ describe('the bank', () => {
     assert.match(checkLedger(bank.id, entries, new Set()).problem ?? '', /no operator of this bank/)
     assert.match(checkLedger(generateOwnerKey().id, entries).problem ?? '', /did not sign for this bank/)
   })
+
+  it('shows an owner what it spent on each instance: paid into its bids, less what came back', () => {
+    const { bank, operator } = bankWith()
+    const [alice, escrow] = [generateOwnerKey(), generateOwnerKey()]
+    const [a, b] = ['i-000000000000000a', 'i-000000000000000b']
+    bank.mint(signMint(operator, { bank: bank.id, to: alice.id, amount: 100 }))
+    bank.transfer(signTransfer(alice, { bank: bank.id, to: escrow.id, amount: 30, memo: `bid on ${a}` }))
+    const forB = bank.transfer(signTransfer(alice, { bank: bank.id, to: escrow.id, amount: 5, memo: `bid on ${b}` }))
+    bank.transfer(signTransfer(alice, { bank: bank.id, to: escrow.id, amount: 7, memo: 'rent' }))
+    bank.transfer(signTransfer(escrow, { bank: bank.id, to: alice.id, amount: 12, memo: `unspent bid on instance ${a}` }))
+    bank.transfer(signTransfer(escrow, { bank: bank.id, to: alice.id, amount: 5, memo: `payment ${forB.seq} no bid took` }))
+    assert.deepEqual(bank.account(alice.id).instances, [{ instance: a, paid: 30, back: 12 }, { instance: b, paid: 5, back: 5 }])
+  })
 })

@@ -216,6 +216,8 @@ describe('the market', () => {
     const listed = await cli(market, alicePem, ['hosts', '--by-price'])
     assert.equal(listed.at(-1).name, 'seller', 'the host with a bid on it is dearest')
     assert.ok(Math.abs(listed.at(-1).price - 1) < 0.01, `600 credits over 600 s on 1 CPU: price ${listed.at(-1).price}`)
+    const searched = await cli(market, alicePem, ['search', '--kind', 'host', '--by-price'])
+    assert.equal(searched.at(-1).body.name, 'seller', 'a search ranks hosts by price too')
     await stopHost(third, 'SIGKILL')
     await eventually(async () => !(await names()).includes('third') || undefined, 20_000, 'the dead host\'s advert to run out')
     await destroy([id])
@@ -230,6 +232,8 @@ describe('the market', () => {
     api = await apiOf(market, alicePem)
     const kept = await eventually(async () => { const v = await viewNow(id); return v.bid === 100 ? v : undefined }, 20_000, 'the bid to be back with its host')
     assert.ok((kept.spent ?? 0) < 100)
+    // Two whole seconds of the bid charged: what it spent is then at least 2 credits, whatever the pace of the restarts.
+    await sleep(2000)
 
     await stopHost(bankHost, 'SIGKILL')
     const params = { seconds: 200 }
