@@ -13,8 +13,10 @@ command -v jq >/dev/null || need+=(jq)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v mke2fs >/dev/null || need+=(e2fsprogs)
+command -v getfattr >/dev/null || need+=(attr)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v socat >/dev/null || need+=(socat)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}" >&2
   sudo_=""; [[ $(id -u) -eq 0 ]] || sudo_="sudo"

@@ -26,6 +26,14 @@ const imageSchema = z.strictObject({
   /** For a tailored (derived) template: the raw disk its qcow2 disk is an overlay on. */
   base: blobIdSchema.optional(),
   diskBytes: z.number().int().positive(),
+  /**
+   * For a disk that boots its own system: `kernel` and `initrd` are the ones in its /boot (of
+   * kernel `release`), booted with `root=` this; its own init runs its services, with no Xenos agent.
+   */
+  system: z.strictObject({
+    root: z.string().regex(/^[A-Za-z0-9=/_.:-]{1,200}$/),
+    release: z.string().max(200),
+  }).optional(),
 }).refine(i => (i.diskFormat === 'qcow2') === (i.base !== undefined), { message: 'a qcow2 disk is an overlay and names its base; a raw disk has none' })
 
 const resourcesSchema = z.strictObject({
@@ -53,6 +61,12 @@ export const templateManifestSchema = z.strictObject({
    * nothing (absent), or the network (`outbound`), which only hosts that allow it give.
    */
   network: z.enum(['outbound']).optional(),
+  /** For a VM whose disk is a distribution's root file system: which, and the packages it holds (`name=version`). */
+  distribution: z.strictObject({
+    debian: z.string().max(32),
+    variant: z.string().max(16),
+    packages: z.array(z.string().max(200)).max(5000),
+  }).optional(),
 }).superRefine((m, ctx) => {
   if (m.driver === 'process' && m.command === undefined) {
     ctx.addIssue({ code: 'custom', path: ['command'], message: 'a process template needs a command' })

@@ -36,19 +36,35 @@ export async function deriveDisk (input: DeriveInput): Promise<{ path: string, c
       const changed = join(work, 'changed.raw')
       await run('cp', ['--sparse=always', input.base, changed])
       await addFiles(input.add, changed, work)
-      await qemuImg(['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', changed, top])
+      await overlayOn(input.base, input.baseId, changed, top)
+      return { path: top, cleanup }
     } else {
       throw new XenosError('INVALID_ARGUMENT', 'a tailored template needs files to add or a disk to take changes from')
     }
-    // A safe rebase compares the chain with the base and keeps only what differs; the second
-    // names the base by blob id, which every host resolves in its own blob store.
-    await qemuImg(['rebase', '-q', '-f', 'qcow2', '-F', 'raw', '-b', input.base, top])
-    await qemuImg(['rebase', '-q', '-u', '-f', 'qcow2', '-F', 'raw', '-b', input.baseId.slice('sha256:'.length), top])
+    await rebaseOnto(input.base, input.baseId, top)
     return { path: top, cleanup }
   } catch (err) {
     await cleanup()
     throw err
   }
+}
+
+/**
+ * Writes to `top` a qcow2 overlay on the raw disk `base` (blob `baseId`) holding only the
+ * clusters where the raw disk `changed`, a changed copy of it, differs.
+ */
+export async function overlayOn (base: string, baseId: string, changed: string, top: string): Promise<void> {
+  await qemuImg(['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', changed, top])
+  await rebaseOnto(base, baseId, top)
+}
+
+/**
+ * A safe rebase compares the chain with the base and keeps only what differs; the second names
+ * the base by blob id, which every host resolves in its own blob store.
+ */
+async function rebaseOnto (base: string, baseId: string, top: string): Promise<void> {
+  await qemuImg(['rebase', '-q', '-f', 'qcow2', '-F', 'raw', '-b', base, top])
+  await qemuImg(['rebase', '-q', '-u', '-f', 'qcow2', '-F', 'raw', '-b', baseId.slice('sha256:'.length), top])
 }
 
 async function qemuImg (args: string[]): Promise<void> {

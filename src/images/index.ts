@@ -11,11 +11,11 @@
  * ```
  */
 export { parseManifest, validateManifest, templateId, MAX_MANIFEST_BYTES } from './manifest.ts'
-export { TemplateLibrary, MIN_ID_PREFIX } from './library.ts'
+export { blobsOf, TemplateLibrary, MIN_ID_PREFIX } from './library.ts'
 export { BlobStore, PartialBlob, blobIdOfFile } from './blobs.ts'
 export { HeldBlobs } from './held.ts'
 export { NameRegistry } from './names.ts'
 export { TemplateFetcher, type Pulled, type TransferView } from './fetcher.ts'
 export { deriveDisk, tailoredManifest, type DeriveInput } from './derive.ts'
 export { adoptOverlay } from './qcow2.ts'
-export { buildGuestTemplate, buildSpecSchema, BASE_MODULES, type BuildOptions, type BuildSpec } from './guest/build.ts'
+export { buildBaseTemplate, buildFromSpec, buildGuestTemplate, buildSpecSchema, BASE_MODULES, type BuildOptions, type BuildSpec } from './guest/build.ts'

@@ -98,7 +98,8 @@ export class TemplateLibrary {
   }
 }
 
-function blobsOf (manifest: TemplateManifest): string[] {
+/** The image files of a template, the base of a layered disk first (a host takes an overlay only on a base it holds). */
+export function blobsOf (manifest: TemplateManifest): string[] {
   const image = manifest.image
-  return image === undefined ? [] : [...new Set([image.kernel, image.initrd, image.disk, ...(image.base === undefined ? [] : [image.base])])]
+  return image === undefined ? [] : [...new Set([...(image.base === undefined ? [] : [image.base]), image.kernel, image.initrd, image.disk])]
 }

@@ -29,6 +29,8 @@ describe('template manifests', () => {
     ['unknown driver', 'name: x\nversion: "1"\ndriver: docker\ncommand: "true"\n', /driver/],
     ['duplicate port', 'name: x\nversion: "1"\ndriver: process\ncommand: "true"\nports: [{name: a}, {name: a}]\n', /declared twice/],
     ['negative memory', 'name: x\nversion: "1"\ndriver: process\ncommand: "true"\nresources: {cpu: 1, memory: -5}\n', /resources.memory/],
+    // A peer's manifest of an image that boots its own system: its root goes on the kernel's command line, and must not add to it.
+    ['a root that adds kernel arguments', `name: x\nversion: "1"\ndriver: qemu\nimage: { kernel: "sha256:${'a'.repeat(64)}", initrd: "sha256:${'b'.repeat(64)}", disk: "sha256:${'c'.repeat(64)}", diskBytes: 1, system: { root: "/dev/vda1 init=/bin/sh", release: "6.1" } }\n`, /image\.system\.root/],
     ['oversized', `name: x\nversion: "1"\ndriver: process\ncommand: "${'a'.repeat(70_000)}"\n`, /larger than/],
   ]
   for (const [what, text, message] of bad) {

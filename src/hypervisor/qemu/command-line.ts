@@ -49,6 +49,18 @@ export interface CommandLineInput {
   incoming: string[]
 }
 
+/** The guest kernel's command line: what Xenos's init reads, or for an image's own system, its root. */
+function kernelArguments (spec: TaskSpec, links: Array<{ name: string, address: string }>): string {
+  const system = spec.image?.system
+  if (system !== undefined) return `console=ttyS0 reboot=t panic=-1 root=${system.root} ro`
+  return [
+    `console=ttyS0 reboot=t panic=-1 quiet xenos.id=${spec.id}`,
+    ...links.length === 0 ? [] : [`xenos.links=${links.map(l => `${l.name}@${l.address}`).join(',')}`],
+    // The deploy's environment, KEY=VALUE lines in base64 (the guest's init exports them).
+    ...Object.keys(spec.instanceEnv ?? {}).length === 0 ? [] : [`xenos.env=${Buffer.from(Object.entries(spec.instanceEnv ?? {}).map(([k, v]) => `${k}=${v}\n`).join('')).toString('base64')}`],
+  ].join(' ')
+}
+
 /** The QEMU command line of a task's VM. */
 export function qemuCommandLine (o: CommandLineInput): string[] {
   const { spec, accelerator, sockets, console, disk, incoming } = o
@@ -70,12 +82,7 @@ export function qemuCommandLine (o: CommandLineInput): string[] {
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-kernel', o.blobPath(image.kernel),
     '-initrd', o.blobPath(image.initrd),
-    '-append', [
-      `console=ttyS0 reboot=t panic=-1 quiet xenos.id=${spec.id}`,
-      ...links.length === 0 ? [] : [`xenos.links=${links.map(l => `${l.name}@${l.address}`).join(',')}`],
-      // The deploy's environment, KEY=VALUE lines in base64 (the guest's init exports them).
-      ...Object.keys(spec.instanceEnv ?? {}).length === 0 ? [] : [`xenos.env=${Buffer.from(Object.entries(spec.instanceEnv ?? {}).map(([k, v]) => `${k}=${v}\n`).join('')).toString('base64')}`],
-    ].join(' '),
+    '-append', kernelArguments(spec, links),
     '-chardev', `file,id=console,path=${console},append=on`,
     '-serial', 'chardev:console',
     '-qmp', `unix:${join(sockets, 'qm.sock')},server=on,wait=off`,

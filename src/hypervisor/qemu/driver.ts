@@ -47,6 +47,8 @@ interface QemuState {
   disk: DiskServerState | null
   /** The TCP port a VM started to arrive by migration waits on. */
   incomingPort?: number
+  /** For an image's own system, which has no agent to say what it serves: the template's ports. */
+  declared?: GuestService[]
 }
 
 const SOCKET_WAIT_MS = 15_000
@@ -188,6 +190,7 @@ export function qemuDriver (init: QemuDriverInit): MigratingDriver {
           console,
           ports: spec.ports.flatMap(p => p.guest === undefined ? [] : [{ guest: p.guest, host: p.hostPort }]),
           disk,
+          ...spec.image?.system === undefined ? {} : { declared: spec.ports.flatMap(p => p.guest === undefined ? [] : [{ name: p.name, protocol: p.protocol, guestPort: p.guest, hostPort: p.hostPort, health: p.health ?? '' }]) },
         } satisfies QemuState,
       }
       const s = session(handle)
@@ -254,8 +257,10 @@ export function qemuDriver (init: QemuDriverInit): MigratingDriver {
       }
       const monitor = await qmp(handle).catch(() => undefined)
       await monitor?.execute('cont').catch(() => {})
-      // A clean shutdown through the guest agent; QMP quit if the guest does not answer.
-      if (session(handle).agent.requestShutdown() && await waitGone(handle, timeoutMs)) return
+      // A clean shutdown through the guest agent (or ACPI, for an image's own system); QMP quit if the guest does not answer.
+      if (stateOf(handle).declared !== undefined) {
+        if (await monitor?.execute('system_powerdown').then(() => true, () => false) === true && await waitGone(handle, timeoutMs)) return
+      } else if (session(handle).agent.requestShutdown() && await waitGone(handle, timeoutMs)) return
       await monitor?.execute('quit').catch(() => {})
       if (await waitGone(handle, 2000)) return
       await kill(handle)
@@ -394,6 +399,9 @@ export function qemuDriver (init: QemuDriverInit): MigratingDriver {
     },
 
     services (handle): GuestService[] | undefined {
+      // An image's own system is taken to serve what its template says once QEMU runs: its health checks tell when it does.
+      const declared = (handle.state as Partial<QemuState>).declared
+      if (declared !== undefined) return declared
       const latest = session(handle).agent.latest
       if (latest === undefined) return undefined
       const ports = stateOf(handle).ports

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
@@ -9,10 +9,15 @@ import { z } from 'zod'
 import { parse as parseYaml } from 'yaml'
 import { nameSchema, templateManifestSchema, XenosError, type TemplateManifest } from '../../core/index.ts'
 import { blobIdOfFile, type BlobStore } from '../blobs.ts'
+import { blobsOf } from '../library.ts'
 import { readQcow2 } from '../qcow2.ts'
 import { cpioArchive, type CpioEntry } from './cpio.ts'
 import { kernelPackageName, unpackedPackage } from './debian.ts'
+import { ext4Image, stage } from './ext4.ts'
+import { baseLayer, serviceLayer } from './layered.ts'
+import { buildRootFs, distributionSchema, installedIn } from './rootfs.ts'
 import { moduleLoadOrder } from './modules.ts'
+import { ownSystemOf } from './own-system.ts'
 
 const run = promisify(execFile)
 
@@ -28,8 +33,8 @@ export const buildSpecSchema = z.strictObject({
   version: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,62}$/),
   description: z.string().max(1000).optional(),
   driver: z.literal('qemu').default('qemu'),
-  /** The service, run by `sh -c` in `/srv` inside the guest. */
-  command: z.string().min(1).max(8192),
+  /** The service, run by `sh -c` in `/srv` inside the guest (none for an image that boots its own system). */
+  command: z.string().min(1).max(8192).optional(),
   env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string().max(4096)).default({}),
   /** Directory (relative to DIR) copied to `/srv` in the guest. @default "files" */
   files: z.string().default('files'),
@@ -38,10 +43,20 @@ export const buildSpecSchema = z.strictObject({
   resources: templateManifestSchema.shape.resources,
   /** `outbound`: the VM asks to reach the network (hosts started with --guest-outbound only). @default none */
   network: templateManifestSchema.shape.network,
-  /** Size of the guest's disk in MiB. @default 64 */
-  disk: z.number().int().min(8).max(1024 * 1024).default(64),
+  /** Size of the guest's disk in MiB. @default 64, or for a distribution what its root file system needs and a quarter more */
+  disk: z.number().int().min(8).max(1024 * 1024).optional(),
+  /** The root file system the service runs in: a Debian suite built with mmdebstrap (without it: busybox, and the files at /srv). */
+  distribution: distributionSchema.optional(),
+  /** Debian packages installed into the distribution. */
+  packages: z.array(z.string().regex(/^[a-z0-9][a-z0-9+.-]{0,99}$/, 'a Debian package name')).max(500).default([]),
+  /** The Debian kernel package the guest boots (e.g. linux-image-cloud-amd64). @default linux-image-amd64 */
+  kernel: z.string().regex(/^linux-image-[a-z0-9.+-]{1,80}$/, 'a Debian kernel package: linux-image-amd64, linux-image-cloud-amd64…').optional(),
   /** An existing ext4 disk image (raw or qcow2, relative to DIR) to use instead of building one from `files`. */
   diskImage: z.string().min(1).max(4096).optional(),
+  /** `image`: boot the kernel and initramfs in the diskImage's /boot and its own init, which runs the services (no Xenos init or agent). @default xenos */
+  boot: z.enum(['xenos', 'image']).default('xenos'),
+  /** With `boot: image`: the kernel's root= (default: the file system holding /boot, /dev/vda or /dev/vdaN). */
+  root: z.string().regex(/^[A-Za-z0-9=/_.:-]{1,200}$/, 'a root device for the kernel: /dev/vda1, UUID=…, LABEL=…').optional(),
   /** Kernel modules to load besides the base set. */
   modules: z.array(z.string().regex(/^[a-z0-9_-]+$/)).max(64).default([]),
 })
@@ -54,6 +69,8 @@ export interface BuildOptions {
   /** Where the built kernel, initramfs and disk are stored. */
   blobs: BlobStore
   onProgress?: (step: string) => void
+  /** The raw disk a distribution template must be a layer on (a derive's base): the base built here must be it. */
+  base?: string
 }
 
 /**
@@ -65,10 +82,38 @@ export async function buildGuestTemplate (dir: string, o: BuildOptions): Promise
   const spec = await readSpec(dir)
   const filesDir = resolve(dir, spec.files)
   if (spec.files !== 'files' && !existsSync(filesDir)) throw new XenosError('BAD_MANIFEST', `template.yaml: files: ${filesDir} does not exist`)
+  return await buildFromSpec(spec, dir, filesDir, o)
+}
+
+/**
+ * The base template of a distribution template's distribution (default kernel): Debian with no
+ * packages but its variant's, whose disk is the base every such template is a layer on. Its
+ * command waits: it is there to be kept, derived from and deployed to look around.
+ */
+export async function buildBaseTemplate (service: TemplateManifest, o: BuildOptions): Promise<TemplateManifest | undefined> {
+  const d = service.distribution
+  if (d === undefined) return undefined
+  const spec = buildSpecSchema.parse({
+    name: 'debian',
+    version: `${d.debian}-${d.variant}`,
+    description: `Debian ${d.debian} (${d.variant}): the base of distribution templates`,
+    command: 'exec sleep infinity',
+    distribution: { debian: d.debian, variant: d.variant },
+  })
+  return await buildFromSpec(spec, o.cacheDir, join(o.cacheDir, 'no-files'), o)
+}
+
+/**
+ * Builds template `spec` (checked as a template.yaml is, `where` naming its origin in errors),
+ * reading `diskImage` relative to `dir` and the files from `filesDir`.
+ */
+export async function buildFromSpec (spec: BuildSpec, dir: string, filesDir: string, o: BuildOptions, where = 'template.yaml'): Promise<TemplateManifest> {
+  checkSpec(spec, where)
+  if (spec.boot === 'image') return await buildOwnSystem(spec, resolve(dir, spec.diskImage ?? ''), o)
   const progress = o.onProgress ?? (() => {})
 
   progress('kernel')
-  const kernelPkg = await kernelPackageName()
+  const kernelPkg = await kernelPackageName(spec.kernel)
   const kernelRoot = await unpackedPackage(kernelPkg, o.cacheDir)
   const release = (await readdir(join(kernelRoot, 'lib', 'modules')))[0]
   if (release === undefined) throw new XenosError('DRIVER_UNAVAILABLE', `${kernelPkg} holds no modules`)
@@ -77,12 +122,11 @@ export async function buildGuestTemplate (dir: string, o: BuildOptions): Promise
   const busybox = join(await unpackedPackage('busybox-static', o.cacheDir), 'bin', 'busybox')
 
   const diskImage = spec.diskImage === undefined ? [] : [await blobIdOfFile(resolve(dir, spec.diskImage)).catch(() => 'missing')]
-  const inputs = await inputDigest(spec, filesDir, [kernel, busybox, join(GUEST_DIR, 'init'), join(GUEST_DIR, 'xenos-agent')], diskImage)
+  const inputs = await inputDigest(spec, filesDir, [kernel, busybox, join(GUEST_DIR, 'init'), join(GUEST_DIR, 'xenos-agent')], [...diskImage, ...o.base === undefined ? [] : [o.base]])
   const cached = join(o.cacheDir, 'builds', `${inputs}.json`)
   if (existsSync(cached)) {
     const manifest = templateManifestSchema.parse(JSON.parse(await readFile(cached, 'utf8')))
-    const image = manifest.image
-    if (image !== undefined && await o.blobs.has(image.kernel) && await o.blobs.has(image.initrd) && await o.blobs.has(image.disk)) {
+    if (manifest.image !== undefined && (await Promise.all(blobsOf(manifest).map(async b => await o.blobs.has(b)))).every(Boolean)) {
       progress('cached')
       return manifest
     }
@@ -96,23 +140,72 @@ export async function buildGuestTemplate (dir: string, o: BuildOptions): Promise
     const initrd = join(work, 'initrd.cpio')
     await writeFile(initrd, cpioArchive(await initramfsEntries(spec, busybox, moduleDir, modules)))
 
-    progress('disk')
-    const disk = join(work, 'disk.raw')
-    if (spec.diskImage === undefined) await makeDisk(spec, filesDir, join(work, 'staging'), disk)
-    else await importDisk(resolve(dir, spec.diskImage), disk)
-
-    progress('store')
-    const image = {
-      kernel: await o.blobs.putFile(kernel),
-      initrd: await o.blobs.putFile(initrd),
-      disk: await o.blobs.putFile(disk),
-      diskBytes: (await stat(disk)).size,
+    const tree = join(work, 'root')
+    let installed: string[] | undefined
+    let image: NonNullable<TemplateManifest['image']>
+    const kernelBlob = await o.blobs.putFile(kernel)
+    const initrdBlob = await o.blobs.putFile(initrd)
+    if (spec.distribution !== undefined) {
+      const log = join(o.cacheDir, 'logs', `${spec.name}-${spec.version}.log`)
+      await mkdir(join(o.cacheDir, 'logs'), { recursive: true })
+      progress(`base (Debian ${spec.distribution.debian}, ${spec.distribution.variant})`)
+      const base = await baseLayer(spec.distribution, o.cacheDir, o.blobs, log)
+      if (o.base !== undefined && base.disk !== o.base) {
+        throw new XenosError('INVALID_ARGUMENT', `the base disk of Debian ${spec.distribution.debian} (${spec.distribution.variant}) built here is ${base.disk.slice(7, 19)}, not ${o.base.slice(7, 19)}: the base was built elsewhere, or its packages have moved on since. Derive on the machine that built the base, or build the service with "xenos template build" on the base built here`)
+      }
+      progress(`distribution (Debian ${spec.distribution.debian}, ${spec.distribution.variant}${spec.packages.length === 0 ? '' : ` with ${spec.packages.join(', ')}`})`)
+      if (spec.packages.length === 0 && !existsSync(filesDir) && spec.disk === undefined) {
+        // Nothing on top of the base: the base itself.
+        installed = await installedIn(base.tree)
+        image = { kernel: kernelBlob, initrd: initrdBlob, disk: base.disk, diskFormat: 'raw', diskBytes: (await stat(base.path)).size }
+      } else {
+        installed = await buildRootFs(spec.distribution, spec.packages, tree, log)
+        await stage(filesDir, tree)
+        progress('layer')
+        const layer = await serviceLayer(base, tree, spec.disk, work)
+        progress(`store (${layer.changed} paths changed, ${layer.removed} removed on the base)`)
+        image = { kernel: kernelBlob, initrd: initrdBlob, disk: await o.blobs.putFile(layer.path), diskFormat: 'qcow2', base: base.disk, diskBytes: layer.diskBytes }
+      }
+    } else {
+      progress('disk')
+      const disk = join(work, 'disk.raw')
+      if (spec.diskImage === undefined) await makeDisk(spec, filesDir, tree, disk)
+      else await importDisk(resolve(dir, spec.diskImage), disk)
+      progress('store')
+      image = { kernel: kernelBlob, initrd: initrdBlob, disk: await o.blobs.putFile(disk), diskFormat: 'raw', diskBytes: (await stat(disk)).size }
     }
     const { name, version, description, driver, command, env, ports, tags, resources, network } = spec
-    const manifest = templateManifestSchema.parse({ name, version, description, driver, command, env, ports, tags, resources, image, ...network === undefined ? {} : { network } })
+    const distribution = spec.distribution === undefined ? {} : { distribution: { ...spec.distribution, packages: installed ?? [] } }
+    const manifest = templateManifestSchema.parse({ name, version, description, driver, command, env, ports, tags, resources, image, ...network === undefined ? {} : { network }, ...distribution })
     await mkdir(join(o.cacheDir, 'builds'), { recursive: true })
     await writeFile(cached, JSON.stringify(manifest))
     return manifest
+  } finally {
+    await rm(work, { recursive: true, force: true })
+  }
+}
+
+/** A template of `image`, which boots its own system: its disk as it is, its kernel and initramfs taken from its /boot. */
+async function buildOwnSystem (spec: BuildSpec, image: string, o: BuildOptions): Promise<TemplateManifest> {
+  const progress = o.onProgress ?? (() => {})
+  const work = await mkdtemp(join(tmpdir(), 'xenos-build-'))
+  try {
+    progress('disk')
+    const disk = join(work, 'disk.raw')
+    await importDisk(image, disk)
+    progress('kernel (the image\'s own)')
+    const own = await ownSystemOf(disk, work, spec.root)
+    progress(`store (kernel ${own.release}, root ${own.root})`)
+    const built = {
+      kernel: await o.blobs.putFile(own.kernel),
+      initrd: await o.blobs.putFile(own.initrd),
+      disk: await o.blobs.putFile(disk),
+      diskFormat: 'raw',
+      diskBytes: (await stat(disk)).size,
+      system: { root: own.root, release: own.release },
+    }
+    const { name, version, description, driver, env, ports, tags, resources, network } = spec
+    return templateManifestSchema.parse({ name, version, description, driver, env, ports, tags, resources, image: built, ...network === undefined ? {} : { network } })
   } finally {
     await rm(work, { recursive: true, force: true })
   }
@@ -137,14 +230,29 @@ async function readSpec (dir: string): Promise<BuildSpec> {
     const issue = parsed.error.issues[0]
     throw new XenosError('BAD_MANIFEST', `${file}: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`)
   }
-  for (const p of parsed.data.ports) {
-    if (p.guest === undefined) throw new XenosError('BAD_MANIFEST', `${file}: ports: "${p.name}" needs the guest port the service listens on ("guest: 80")`)
-  }
+  checkSpec(parsed.data, file)
   return parsed.data
 }
 
+/** What the schema alone cannot say of a spec; `where` names it in errors. */
+function checkSpec (spec: BuildSpec, where: string): void {
+  if (spec.boot === 'image') {
+    if (spec.diskImage === undefined) throw new XenosError('BAD_MANIFEST', `${where}: boot: an image boots its own system from a diskImage: add "diskImage: FILE"`)
+    const xenosOnly = (['command', 'distribution', 'kernel'] as const).filter(k => spec[k] !== undefined)
+    if (xenosOnly.length > 0 || spec.modules.length > 0) throw new XenosError('BAD_MANIFEST', `${where}: ${[...xenosOnly, ...spec.modules.length > 0 ? ['modules'] : []].join(', ')}: an image that boots its own system runs its own kernel and services: leave them out`)
+  } else if (spec.command === undefined) {
+    throw new XenosError('BAD_MANIFEST', `${where}: command: the service's command is missing ("command: exec …")`)
+  }
+  if (spec.root !== undefined && spec.boot !== 'image') throw new XenosError('BAD_MANIFEST', `${where}: root: only an image that boots its own system ("boot: image") names its root`)
+  if (spec.packages.length > 0 && spec.distribution === undefined) throw new XenosError('BAD_MANIFEST', `${where}: packages: packages are installed into a distribution: add "distribution: { debian: bookworm }"`)
+  if (spec.distribution !== undefined && spec.diskImage !== undefined) throw new XenosError('BAD_MANIFEST', `${where}: give a distribution to build or a diskImage to use, not both`)
+  for (const p of spec.ports) {
+    if (p.guest === undefined) throw new XenosError('BAD_MANIFEST', `${where}: ports: "${p.name}" needs the guest port the service listens on ("guest: 80")`)
+  }
+}
+
 /** Bumped whenever the builder changes what it produces from the same inputs. */
-const BUILD_FORMAT = 4
+const BUILD_FORMAT = 9
 
 /** A digest of everything a build reads, to find a finished build again. */
 async function inputDigest (spec: BuildSpec, filesDir: string, paths: string[], digests: string[]): Promise<string> {
@@ -175,8 +283,10 @@ async function initramfsEntries (spec: BuildSpec, busybox: string, moduleDir: st
     entries.push({ type: 'file', path: `lib/modules/${name}`, data: await moduleBytes(join(moduleDir, m)) })
   }
   entries.push({ type: 'file', path: 'etc/xenos/modules', data: Buffer.from(names.join('\n') + '\n') })
-  entries.push({ type: 'file', path: 'etc/xenos/command', data: Buffer.from(spec.command + '\n') })
+  entries.push({ type: 'file', path: 'etc/xenos/command', data: Buffer.from(`${spec.command ?? ''}\n`) })
   entries.push({ type: 'file', path: 'etc/xenos/services', data: Buffer.from(spec.ports.map(p => `${p.name} ${p.guest ?? 0} ${p.protocol} ${p.health ?? '-'}`).join('\n') + '\n') })
+  // The disk is the service's root file system (init runs the command chrooted into it), not files at /srv.
+  if (spec.distribution !== undefined) entries.push({ type: 'file', path: 'etc/xenos/root', data: Buffer.from(`debian ${spec.distribution.debian}\n`) })
   entries.push({ type: 'file', path: 'etc/xenos/env', data: Buffer.from(Object.entries(spec.env).map(([k, v]) => `export ${k}='${v.replace(/'/g, `'\\''`)}'`).join('\n') + '\n') })
   return entries
 }
@@ -186,7 +296,6 @@ async function moduleBytes (path: string): Promise<Buffer> {
   return await readFile(path)
 }
 
-/** An ext4 image holding the service's files, with fixed ids and times so it is reproducible. */
 /** Converts an existing raw or qcow2 image into the template's raw disk (holes stay holes). */
 async function importDisk (image: string, out: string): Promise<void> {
   if (!existsSync(image)) throw new XenosError('BAD_MANIFEST', `template.yaml: diskImage: ${image} does not exist`)
@@ -206,26 +315,8 @@ async function importDisk (image: string, out: string): Promise<void> {
   })
 }
 
-async function makeDisk (spec: BuildSpec, filesDir: string, staging: string, out: string): Promise<void> {
-  await mkdir(staging, { recursive: true })
-  if (existsSync(filesDir)) await cp(filesDir, staging, { recursive: true, dereference: false, verbatimSymlinks: true })
-  const all = [staging, ...(await readdir(staging, { recursive: true, withFileTypes: true })).map(e => join(e.parentPath, e.name))]
-  for (const p of all.reverse()) await utimes(p, 0, 0).catch(() => {})
-  const uuid = createHash('sha256').update(`${spec.name}/${spec.version}`).digest('hex').slice(0, 32).replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5')
-  try {
-    await run('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', staging, '-U', uuid, '-E', `hash_seed=${uuid},root_owner=0:0`, '-L', 'xenos', out, `${spec.disk}M`], {
-      env: { ...process.env, E2FSPROGS_FAKE_TIME: '1' },
-    })
-  } catch (err) {
-    throw new XenosError('DRIVER_FAILED', `mke2fs could not build the disk: ${((err as { stderr?: string }).stderr ?? '').trim() || (err as Error).message}`)
-  }
-  // mke2fs stamps inode change times and random generation numbers: zero them, so equal inputs
-  // give equal bytes.
-  const paths = ['/', '/lost+found', ...all.filter(p => p !== staging).map(p => p.slice(staging.length))]
-  const bad = paths.find(p => /["\n\\]/.test(p))
-  if (bad !== undefined) throw new XenosError('BAD_MANIFEST', `file name ${JSON.stringify(bad)}: names in a template's files may not contain quotes, backslashes or newlines`)
-  const commands = paths.flatMap(p => ['ctime', 'crtime', 'atime', 'mtime', 'generation'].map(f => `sif "${p}" ${f} 0`))
-  const cmdFile = join(staging, '..', 'debugfs.cmds')
-  await writeFile(cmdFile, commands.join('\n') + '\n')
-  await run('debugfs', ['-w', '-f', cmdFile, out])
+/** An ext4 image of the service's files (at /srv in the guest). */
+async function makeDisk (spec: BuildSpec, filesDir: string, tree: string, out: string): Promise<void> {
+  const paths = await stage(filesDir, tree)
+  await ext4Image(tree, paths, out, spec.disk ?? 64, `${spec.name}/${spec.version}`)
 }

@@ -33,16 +33,20 @@ export async function unpackedPackage (name: string, cacheDir: string): Promise<
   return root
 }
 
-/** The versioned kernel package that `linux-image-amd64` currently points at. */
-export async function kernelPackageName (): Promise<string> {
+/**
+ * The versioned kernel package that `meta` (`linux-image-amd64`, `linux-image-cloud-amd64`)
+ * currently points at; a versioned package is itself.
+ */
+export async function kernelPackageName (meta = 'linux-image-amd64'): Promise<string> {
+  if (/^linux-image-[0-9]/.test(meta)) return meta
   let out: string
   try {
-    out = (await run('apt-cache', ['depends', 'linux-image-amd64'])).stdout
+    out = (await run('apt-cache', ['depends', meta])).stdout
   } catch (err) {
-    throw new XenosError('DRIVER_UNAVAILABLE', `cannot resolve Debian's kernel package (${firstLine(err)}); run "apt-get update"`)
+    throw new XenosError('BAD_MANIFEST', `template.yaml: kernel: ${meta} is not a Debian kernel package the machine knows (${firstLine(err)}); run "apt-get update", or name one such as linux-image-cloud-amd64`)
   }
   const name = /Depends: (linux-image-[0-9][^\s]*-amd64)\b/.exec(out)?.[1]
-  if (name === undefined) throw new XenosError('DRIVER_UNAVAILABLE', 'linux-image-amd64 names no kernel package; run "apt-get update"')
+  if (name === undefined) throw new XenosError('BAD_MANIFEST', `template.yaml: kernel: ${meta} names no kernel package; run "apt-get update"`)
   return name
 }
 

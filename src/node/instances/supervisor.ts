@@ -207,6 +207,9 @@ export class InstanceSupervisor {
    */
   async create (template: Template, owner: string, instances: NewInstance[], options: CreateOptions = {}): Promise<InstanceView[]> {
     const { snapshot, alongside } = options
+    if (template.manifest.image?.system !== undefined && (options.inputs !== undefined || options.outputBytes !== undefined)) {
+      throw new XenosError('INVALID_ARGUMENT', `${template.manifest.name} boots its image's own system, which has no Xenos init to mount inputs and outputs: run tasks on a template built by Xenos (xenos template build)`)
+    }
     const driver = this.#records.driverFor(template.manifest.driver)
     const records = await this.#locks.run('admission', async () => {
       for (const [want, n] of resourceGroups(template, instances)) this.admission.check(want, n, template.manifest.name)
