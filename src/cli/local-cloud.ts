@@ -21,6 +21,11 @@ export interface LocalCloudOptions {
 }
 
 const XENOSD = resolve(import.meta.dirname, 'xenosd.ts')
+/**
+ * Node's options for xenosd, as bin/xenosd gives them: a young generation of at most 4 MiB a
+ * half (V8's grows to 16), so an idle host keeps 30 MiB less; a busy one scavenges more often.
+ */
+export const XENOSD_NODE_FLAGS = ['--disable-warning=ExperimentalWarning', '--max-semi-space-size=4']
 /** Where the local cloud's hosts keep their state unless told otherwise. */
 export const LOCAL_CLOUD_DIR = join(DEFAULT_DATA_DIR, 'local-cloud')
 
@@ -51,7 +56,7 @@ export async function runLocalCloud (o: LocalCloudOptions): Promise<void> {
       const dir = join(o.dataDir, `host${i}`)
       await mkdir(dir, { recursive: true })
       await rm(join(dir, 'host.json'), { force: true })
-      const args = ['--disable-warning=ExperimentalWarning', XENOSD, '--data', dir, '--name', `host${i}`,
+      const args = [...XENOSD_NODE_FLAGS, XENOSD, '--data', dir, '--name', `host${i}`,
         '--api', `127.0.0.1:${o.firstApiPort + i - 1}`, '--listen', '/ip4/127.0.0.1/tcp/0', '--log-level', 'warn', '--operator', o.operator,
         ...(bootstrap === undefined ? [] : ['--bootstrap', bootstrap]),
         ...(bank === undefined ? ['--bank', '--bank-grant', String(LOCAL_BANK_GRANT)] : ['--accept-bank', bank])]

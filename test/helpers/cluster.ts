@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ApiClient, loadOrCreateUserKey } from '../../src/cli/index.ts'
+import { XENOSD_NODE_FLAGS } from '../../src/cli/local-cloud.ts'
 
 /** Real `xenosd` processes on loopback, each with its own data dir, for multi-host tests. */
 export const ROOT = resolve(import.meta.dirname, '..', '..')
@@ -46,7 +47,7 @@ export async function startHost (o: StartOptions): Promise<TestHost> {
   await rm(join(dataDir, 'host.json'), { force: true })
   const port = apiPort++
   const args = [
-    '--disable-warning=ExperimentalWarning', ...(o.nodeArgs ?? []), join(ROOT, 'src/cli/xenosd.ts'),
+    ...XENOSD_NODE_FLAGS, ...(o.nodeArgs ?? []), join(ROOT, 'src/cli/xenosd.ts'),
     '--data', dataDir, '--api', `127.0.0.1:${port}`, '--listen', '/ip4/127.0.0.1/tcp/0', '--name', o.name,
     '--advert-ttl', String(o.advertTtl ?? 6), '--log-level', process.env.XENOS_TEST_LOG ?? 'warn',
     ...(o.bootstrap ?? []).flatMap(h => ['--bootstrap', h.info.multiaddrs[0] ?? '']),
