@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises'
+
 /** Small statistics helpers shared by the benchmarks. */
 export function percentile (values: number[], p: number): number {
   if (values.length === 0) return NaN
@@ -26,4 +28,12 @@ export async function timed (fn: () => Promise<unknown>): Promise<number> {
   const t0 = performance.now()
   await fn()
   return (performance.now() - t0) / 1000
+}
+
+/** CPU seconds (user and system) process `pid` has used so far, and its resident memory now. */
+export async function procStat (pid: number | undefined): Promise<{ cpuSeconds: number, rssMiB: number }> {
+  const [stat, status] = await Promise.all([readFile(`/proc/${pid}/stat`, 'utf8'), readFile(`/proc/${pid}/status`, 'utf8')])
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // Ticks are 1/100 s on Linux.
+  return { cpuSeconds: (Number(fields[11]) + Number(fields[12])) / 100, rssMiB: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024 }
 }

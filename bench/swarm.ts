@@ -11,43 +11,26 @@
  *   sudo npm run bench:swarm                       # 8 receivers, 1 GiB, 200mbit links
  *   XENOS_BENCH_HOSTS=4 XENOS_BENCH_MIB=256 XENOS_BENCH_RATE=100mbit npm run bench:swarm
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { open, readFile, rm, writeFile } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { BlobStore } from '../src/images/index.ts'
-import { NODE, ROOT, tempDir } from '../test/helpers/cluster.ts'
-import { addressOf, netnsDown, netnsUp, ns } from './netns.ts'
-import { round, summary } from './stats.ts'
+import { ROOT, tempDir } from '../test/helpers/cluster.ts'
+import { apiOf, netnsDown, netnsUp, ns, startXenosdIn } from './netns.ts'
+import { procStat, round, summary } from './stats.ts'
 
 const RECEIVERS = Number(process.env.XENOS_BENCH_HOSTS ?? 8)
 const MIB = Number(process.env.XENOS_BENCH_MIB ?? 1024)
 const RATE = process.env.XENOS_BENCH_RATE ?? '200mbit'
 const HOSTS = RECEIVERS + 1
-const API_PORT = 7400
-
-const apiOf = (i: number): string => `http://${addressOf(i)}:${API_PORT}`
 
 async function randomFile (path: string, mib: number): Promise<void> {
   const fh = await open(path, 'w')
   for (let i = 0; i < mib; i++) await fh.write(randomBytes(1 << 20))
   await fh.close()
-}
-
-async function startXenosd (i: number, dataDir: string, bootstrap: string[]): Promise<ChildProcess> {
-  const proc = spawn('ip', ['netns', 'exec', ns(i), NODE, '--disable-warning=ExperimentalWarning', join(ROOT, 'src/cli/xenosd.ts'),
-    '--data', dataDir, '--api', `${addressOf(i)}:${API_PORT}`, '--listen', `/ip4/${addressOf(i)}/tcp/7000`, '--name', `h${i}`,
-    '--log-level', 'warn', ...bootstrap.flatMap(b => ['--bootstrap', b])], { stdio: ['ignore', 'inherit', 'inherit'] })
-  for (let t = 0; t < 300; t++) {
-    try {
-      const info = JSON.parse(await readFile(join(dataDir, 'host.json'), 'utf8')) as { pid: number }
-      if (info.pid > 0 && (await fetch(`${apiOf(i)}/v1/host`)).ok) return proc
-    } catch {}
-    await sleep(100)
-  }
-  throw new Error(`xenosd in ${ns(i)} did not start`)
 }
 
 async function post (i: number, path: string, body: unknown): Promise<any> {
@@ -64,15 +47,8 @@ function httpCopy (i: number, blob: string): number {
   return (performance.now() - t0) / 1000
 }
 
-/** CPU seconds (user and system) process `pid` has used so far. */
-async function cpuSeconds (pid: number | undefined): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / 100
-}
-
 async function cpuOf (ps: ChildProcess[]): Promise<number> {
-  return (await Promise.all(ps.map(async p => await cpuSeconds(p.pid)))).reduce((a, b) => a + b, 0)
+  return (await Promise.all(ps.map(async p => (await procStat(p.pid)).cpuSeconds))).reduce((a, b) => a + b, 0)
 }
 
 const procs: ChildProcess[] = []
@@ -93,14 +69,14 @@ try {
   }
   await rm(scratch, { recursive: true, force: true })
   const [kernel = '', initrd = '', disk = ''] = ids
-  procs.push(await startXenosd(1, sourceDir, []))
+  procs.push((await startXenosdIn(1, sourceDir, [])).proc)
   const source = JSON.parse(await readFile(join(sourceDir, 'host.json'), 'utf8')) as { multiaddrs: string[] }
   const manifest = { name: 'big', version: '1', driver: 'qemu', resources: { cpu: 1, memory: 64 }, image: { kernel, initrd, disk, diskBytes: MIB << 20 } }
   const template = (await post(1, '/v1/templates', { manifest })).id as string
   for (let i = 2; i <= HOSTS; i++) {
     const dir = await tempDir(`bench-swarm-h${i}`)
     dirs.push(dir)
-    procs.push(await startXenosd(i, dir, source.multiaddrs.slice(0, 1)))
+    procs.push((await startXenosdIn(i, dir, source.multiaddrs.slice(0, 1))).proc)
   }
   // Let every host hear the template's advert and fill its DHT routing table.
   await sleep(5000)
