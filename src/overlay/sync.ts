@@ -1,9 +1,13 @@
 import type { PeerId } from '@libp2p/interface'
+import { createHash } from 'node:crypto'
 import { z } from 'zod'
+import { XenosError } from '../core/index.ts'
 import type { Rpc } from './rpc.ts'
 
 /**
- * Anti-entropy between two hosts, in pages that stay far below the RPC's message cap however
+ * Anti-entropy between two hosts, first by one hash of everything each holds (equal when they
+ * agree, as they nearly always do once gossip has passed, so a sync then costs one small
+ * message each way however large the cloud); when the hashes differ, in pages that stay far below the RPC's message cap however
  * much either side holds: the puller reads its peer's digest (key → version) a page at a time,
  * and asks for the records it lacks, or holds older, a few megabytes at a time.
  */
@@ -64,9 +68,28 @@ const digestRequestSchema = z.strictObject({ topic: topicSchema, after: keySchem
 const digestReplySchema = z.strictObject({ entries: z.array(z.tuple([keySchema, z.number().int()])).max(DIGEST_PAGE), next: keySchema.nullable() })
 const pickRequestSchema = z.strictObject({ topic: topicSchema, keys: z.array(keySchema).max(DIGEST_PAGE) })
 const pickReplySchema = z.strictObject({ records: z.array(z.unknown()).max(DIGEST_PAGE), taken: z.number().int().min(0).max(DIGEST_PAGE) })
+const rootRequestSchema = z.strictObject({ topic: topicSchema })
+const rootReplySchema = z.strictObject({ root: z.string().max(64) })
+
+/** One hash of every key and version `records` holds (at most MAX_PAGES pages, as a sync reads). */
+export function rootOf (records: Pick<Syncable, 'digest'>): string {
+  const hash = createHash('sha256')
+  let after: string | null = null
+  for (let page = 0; page < MAX_PAGES; page++) {
+    const entries = records.digest(after, DIGEST_PAGE)
+    for (const [key, version] of entries) hash.update(`${key}\t${version}\n`)
+    if (entries.length < DIGEST_PAGE) break
+    after = entries.at(-1)?.[0] ?? null
+  }
+  return hash.digest('base64url')
+}
 
 /** Answers peers' syncs of the topics `topics` knows. */
 export function serveSync (rpc: Rpc, topics: (topic: string) => Syncable | undefined): void {
+  rpc.handle('sync.root', rootRequestSchema, async ({ topic }) => {
+    const records = topics(topic)
+    return { root: records === undefined ? '' : rootOf(records) }
+  })
   rpc.handle('sync.digest', digestRequestSchema, async ({ topic, after }) => {
     const entries = topics(topic)?.digest(after, DIGEST_PAGE) ?? []
     return { entries, next: entries.length === DIGEST_PAGE ? entries.at(-1)?.[0] ?? null : null }
@@ -76,6 +99,7 @@ export function serveSync (rpc: Rpc, topics: (topic: string) => Syncable | undef
 
 /** Pulls from `peer` every record of `topic` it holds newer than ours, or that we lack (but those refused before). */
 export async function pullFrom (rpc: Rpc, peer: PeerId, topic: string, local: Syncable, refused: Refused): Promise<void> {
+  if (await sameRoot(rpc, peer, topic, local)) return
   let after: string | null = null
   for (let page = 0; page < MAX_PAGES; page++) {
     const digest = digestReplySchema.parse(await rpc.call(peer, 'sync.digest', { topic, after }, { timeoutMs: SYNC_TIMEOUT_MS }))
@@ -95,5 +119,16 @@ export async function pullFrom (rpc: Rpc, peer: PeerId, topic: string, local: Sy
     }
     if (digest.next === null || digest.next === after) return
     after = digest.next
+  }
+}
+
+/** Whether `peer` holds just what this host does (false when it cannot say: a host of an older version). */
+async function sameRoot (rpc: Rpc, peer: PeerId, topic: string, local: Syncable): Promise<boolean> {
+  try {
+    const { root } = rootReplySchema.parse(await rpc.call(peer, 'sync.root', { topic }, { timeoutMs: SYNC_TIMEOUT_MS }))
+    return root === rootOf(local)
+  } catch (err) {
+    if (err instanceof XenosError && err.code === 'INVALID_ARGUMENT') return false
+    throw err
   }
 }
