@@ -26,6 +26,8 @@ export async function prometheusText (host: ApiHost): Promise<string> {
   metric('xenos_adverts_stale_total', 'counter', 'Valid adverts from peers that were not newer than the cached copy.', [[{}, counters.stale]])
   metric('xenos_adverts_rejected_total', 'counter', 'Adverts from peers dropped as invalid, by reason.',
     Object.entries(counters.rejected).map(([reason, n]) => [{ reason }, n]))
+  metric('xenos_hosts_down_total', 'counter', 'Hosts taken for dead: after this host\'s probes went unanswered, or on another host\'s notice after this host\'s own ping did.',
+    Object.entries(counters.hostsDown).map(([how, n]) => [{ how }, n]))
   const views = host.supervisor.list()
   const pulls = host.fetcher
   metric('xenos_blob_fetched_bytes_total', 'counter', 'Bytes of image files fetched from peers.', [[{}, pulls.counters.fetchedBytes]])

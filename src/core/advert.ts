@@ -15,10 +15,12 @@ export const MAX_ADVERT_BYTES = 16 * 1024
 /** How far in the future an advert's issue time may be (clock skew between hosts). */
 export const MAX_ADVERT_SKEW_MS = 30_000
 /**
- * Longest lifetime an advert may claim: a host that dies, or lies, is forgotten within it. Hosts
- * refresh theirs every third of their TTL, which is at most this.
+ * Longest lifetime an advert may claim. A host that dies is found by probing within seconds
+ * (overlay/liveness.ts), so adverts need not be re-sent often to prove their host alive; this
+ * bounds how long one lives where no probe reaches its host. Hosts refresh theirs every third of
+ * their TTL, which is at most this.
  */
-export const MAX_ADVERT_TTL_MS = 5 * 60_000
+export const MAX_ADVERT_TTL_MS = 60 * 60_000
 
 const resources = z.strictObject({ cpu: z.number().nonnegative(), memory: z.number().nonnegative() })
 const shortText = z.string().max(256)

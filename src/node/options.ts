@@ -43,7 +43,7 @@ export const hostOptionsSchema = z.strictObject({
    * @default { cpu: 1, memory: 1 }
    */
   overcommit: z.strictObject({ cpu: z.number().min(1).max(64), memory: z.number().min(1).max(4) }).default({ cpu: 1, memory: 1 }),
-  /** @default 30000 (at most five minutes: a host that is gone must leave every cache soon) */
+  /** @default 1800000 (half an hour; at most an hour: a host that is gone leaves every cache within it where no probe finds it out sooner) */
   advertTtlMs: z.number().int().min(1000).max(MAX_ADVERT_TTL_MS).default(DEFAULT_ADVERT_TTL_MS),
   /** @default 10000 */
   stopTimeoutMs: z.number().int().min(0).max(600_000).default(DEFAULT_STOP_TIMEOUT_MS),

@@ -1,4 +1,4 @@
-import { advertKey, isMoreRecent, isNewer, type Advert, type AdvertKind } from '../core/index.ts'
+import { advertKey, isMoreRecent, isNewer, MAX_ADVERT_TTL_MS, type Advert, type AdvertKind } from '../core/index.ts'
 
 /** What a search asks for; every given field must match. */
 export interface AdvertQuery {
@@ -43,6 +43,8 @@ export class AdvertCache {
   readonly #perHost = new Map<string, { count: number, bytes: number }>()
   readonly #watchers = new Set<(a: Advert) => void>()
   readonly #limits: CacheLimits
+  /** Hosts taken for dead: their adverts issued until then are refused, until those would have expired. */
+  readonly #forgotten = new Map<string, { upTo: number, until: number }>()
   #bytes = 0
 
   constructor (limits: Partial<CacheLimits> = {}) {
@@ -50,7 +52,9 @@ export class AdvertCache {
   }
 
   /** Stores `a` if it is newer than what is known and fits within the limits. */
-  offer (a: Advert): OfferResult {
+  offer (a: Advert, now = Date.now()): OfferResult {
+    const forgotten = this.#forgotten.get(a.host)
+    if (forgotten !== undefined && forgotten.until > now && a.issuedAt <= forgotten.upTo) return 'stale'
     const key = advertKey(a)
     const known = this.#entries.get(key)
     if (known !== undefined && !isNewer(a, known.advert)) return 'stale'
@@ -192,9 +196,36 @@ export class AdvertCache {
     return this.#entries.get(key)?.advert.issuedAt
   }
 
+  /**
+   * Drops every advert of `host` issued until `upTo` (it was taken for dead), and refuses copies
+   * of them that arrive later (a peer's sync, a late gossip). What the host issues after comes in.
+   */
+  forgetHost (host: string, upTo: number, now = Date.now()): void {
+    for (const [key, e] of this.#entries) if (e.advert.host === host && e.advert.issuedAt <= upTo) this.#delete(key, e)
+    this.#forgotten.set(host, { upTo, until: now + MAX_ADVERT_TTL_MS })
+  }
+
+  /** Hosts taken for dead whose old adverts are refused still. */
+  forgottenHosts (): string[] {
+    return [...this.#forgotten.keys()]
+  }
+
+  /** `host` answered after all: its adverts, old ones too, come in again. */
+  unforget (host: string): void {
+    this.#forgotten.delete(host)
+  }
+
+  /** The latest issue time of `host`'s cached adverts. */
+  newestOf (host: string): number | undefined {
+    let newest: number | undefined
+    for (const { advert: a } of this.#entries.values()) if (a.host === host && (newest === undefined || a.issuedAt > newest)) newest = a.issuedAt
+    return newest
+  }
+
   /** Drops expired entries; returns the live adverts that expired (so hosts that died disappear). */
   sweep (now = Date.now()): Advert[] {
     const gone: Advert[] = []
+    for (const [host, f] of this.#forgotten) if (f.until <= now) this.#forgotten.delete(host)
     for (const [key, e] of this.#entries) {
       if (e.advert.expiresAt <= now) {
         this.#delete(key, e)

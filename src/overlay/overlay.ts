@@ -6,17 +6,31 @@ import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
 import type { Logger } from 'pino'
-import { isMoreRecent, type Advert, type AdvertKind, type AdvertOf, type UnsignedAdvert } from '../core/index.ts'
-import { encodeAdvert, REJECT_REASONS, signAdvert, verifyAdvert, type RejectReason } from './adverts.ts'
+import { isMoreRecent, MAX_ADVERT_TTL_MS, type Advert, type AdvertKind, type AdvertOf, type UnsignedAdvert } from '../core/index.ts'
+import { z } from 'zod'
+import { encodeAdvert, REJECT_REASONS, signAdvert, verifyAdvert, verifyHostSignature, type RejectReason } from './adverts.ts'
 import { AdvertCache, type AdvertQuery, type CacheLimits } from './cache.ts'
 import { idKey, keysOf, nameKey } from './dht.ts'
 import { createXenosLibp2p, type XenosLibp2p } from './libp2p.ts'
+import { downNoticeBytes, downNoticeSchema, Liveness, type DownNotice } from './liveness.ts'
+import { Probes } from './probe.ts'
 import { Rpc, RPC_PROTOCOL } from './rpc.ts'
 import { pullFrom, Refused, serveSync, type Syncable } from './sync.ts'
 
 export const ADVERT_TOPIC = 'xenos/adverts/1'
-/** How often a host pulls what it lacks from a random peer (anti-entropy behind gossip). */
-export const SYNC_INTERVAL_MS = 5000
+/** Where hosts tell each other of a host they took for dead (see liveness.ts). */
+export const DOWN_TOPIC = 'xenos/down/1'
+/** Largest down notice accepted from gossip. */
+const MAX_DOWN_NOTICE_BYTES = 1024
+/** Pings this host makes at once for others (indirect probes): more are refused. */
+const MAX_PINGS_FOR_OTHERS = 8
+/**
+ * How often a host pulls what it lacks from a random peer (anti-entropy behind gossip; Serf's
+ * push-pull runs every 30 s too). A new peer is pulled from at once.
+ */
+export const SYNC_INTERVAL_MS = 30_000
+/** How often a bootstrap host that is not connected is dialled again. */
+const REDIAL_INTERVAL_MS = 5000
 
 /** The sync topic of the adverts themselves (other topics are shared records). */
 const ADVERTS_SYNC_TOPIC = 'adverts'
@@ -43,21 +57,34 @@ export interface OverlayInit {
   bootstrap: string[]
   /** Discover hosts on the local network with mDNS. @default false */
   mdns: boolean
-  /** Lifetime of this host's adverts; they are re-published every third of it. @default 30_000 */
+  /** Lifetime of this host's adverts; they are re-published every third of it. @default DEFAULT_ADVERT_TTL_MS */
   advertTtlMs: number
   /** How much of the advert cache one host, and all, may take. @default DEFAULT_CACHE_LIMITS */
   cacheLimits?: Partial<CacheLimits>
   log: Logger
 }
 
-export const DEFAULT_ADVERT_TTL_MS = 30_000
 /**
- * DHT copies of adverts are republished less often than gossip ones (a DHT put costs a query to
- * the closest peers, and the DHT only answers what the gossip-fed cache lacks), but live no
- * longer than any advert may: a host that is gone leaves the DHT within five minutes too.
+ * Adverts are sent when they change; a refresh every ten minutes only heals what gossip and
+ * anti-entropy missed, since a host's death is found by probing, not by its adverts running out.
  */
-export const DHT_ADVERT_TTL_MS = 5 * 60_000
-export const DHT_REPUBLISH_MS = 2 * 60_000
+export const DEFAULT_ADVERT_TTL_MS = 30 * 60_000
+/**
+ * A withdrawal lives long enough to reach every host (gossip, then anti-entropy every 30
+ * seconds) and no longer, or a host that makes and ends many instances would fill its share of
+ * every cache with them.
+ */
+const WITHDRAWAL_TTL_MS = 5 * 60_000
+/**
+ * DHT copies of adverts live as long as any advert may and are put again every third of that
+ * (a put costs a query to the closest peers, and the DHT only answers what the gossip-fed cache
+ * lacks). A copy from a host this one has no live advert of is believed only if the host answers
+ * a ping.
+ */
+export const DHT_ADVERT_TTL_MS = MAX_ADVERT_TTL_MS
+export const DHT_REPUBLISH_MS = DHT_ADVERT_TTL_MS / 3
+/** How long the host of a DHT copy, not known live here, has to answer before the copy is believed. */
+const DHT_PING_MS = 1500
 /** How long a DHT lookup keeps gathering answers after the first valid one, to find the newest (the closest peers answer within it). */
 const DHT_GATHER_MS = 150
 
@@ -72,6 +99,8 @@ export interface LookupOptions {
 export interface OverlayCounters {
   /** New, valid adverts by the path they came on. */
   acceptedVia: { gossip: number, sync: number }
+  /** Hosts taken for dead: by this host's probes, or on another's notice after this host's own ping. */
+  hostsDown: { probed: number, notice: number }
   accepted: number
   stale: number
   rejected: Record<RejectReason, number>
@@ -88,6 +117,7 @@ export class Overlay {
   readonly cache: AdvertCache
   readonly counters: OverlayCounters = {
     acceptedVia: { gossip: 0, sync: 0 },
+    hostsDown: { probed: 0, notice: 0 },
     accepted: 0,
     stale: 0,
     rejected: Object.fromEntries(REJECT_REASONS.map(r => [r, 0])) as Record<RejectReason, number>,
@@ -107,12 +137,42 @@ export class Overlay {
   /** Adverts (withdrawals too: a restarted host withdraws what it destroyed) that waited for a host to join to reach the DHT. */
   readonly #putLater = new Map<string, UnsignedAdvert>()
   #providing = false
+  readonly #liveness: Liveness
+  readonly #probes: Probes
+  #pingsForOthers = 0
 
   private constructor (node: XenosLibp2p, init: OverlayInit) {
     this.node = node
     this.#init = init
     this.rpc = new Rpc(node, init.log)
     this.cache = new AdvertCache(init.cacheLimits)
+    this.#probes = new Probes(node)
+    this.#liveness = new Liveness({
+      self: this.peerId,
+      hosts: () => this.node.getPeers().map(p => p.toString()).filter(p => this.cache.get('host', p) !== undefined),
+      ping: async (peer, timeoutMs) => await this.#ping(peer, timeoutMs),
+      pingVia: async (via, peer, timeoutMs) => {
+        const reply = await this.rpc.call(peerIdFromString(via), 'liveness.ping', { peer, timeoutMs }, { timeoutMs: timeoutMs + 1000 })
+        return pingReplySchema.parse(reply).answered
+      },
+      connected: () => this.node.getPeers().map(p => p.toString()),
+      newestOf: host => this.cache.newestOf(host),
+      forget: (host, upTo) => { this.cache.forgetHost(host, upTo) },
+      tell: async (host, upTo) => {
+        this.counters.hostsDown.probed++
+        await this.#tellDown(host, upTo)
+      },
+      forgotten: () => {
+        const connected = new Set(this.node.getPeers().map(p => p.toString()))
+        return this.cache.forgottenHosts().filter(h => connected.has(h))
+      },
+      revive: host => {
+        this.cache.unforget(host)
+        void this.#syncWith(peerIdFromString(host))
+      },
+      refute: () => { this.#reannounceSoon() },
+      log: init.log.child({ part: 'liveness' }),
+    })
   }
 
   static async create (init: OverlayInit): Promise<Overlay> {
@@ -161,8 +221,25 @@ export class Overlay {
 
   async start (): Promise<void> {
     serveSync(this.rpc, topic => topic === ADVERTS_SYNC_TOPIC ? this.#advertSync : this.#shared.get(topic) as Syncable | undefined)
+    this.rpc.handle('liveness.ping', pingRequestSchema, async ({ peer, timeoutMs }) => {
+      if (this.#pingsForOthers >= MAX_PINGS_FOR_OTHERS) return { answered: false }
+      this.#pingsForOthers++
+      try {
+        return { answered: await this.#ping(peer, timeoutMs) }
+      } finally {
+        this.#pingsForOthers--
+      }
+    })
     await this.rpc.start()
+    await this.#probes.start()
     const pubsub = this.node.services.pubsub
+    pubsub.topicValidators.set(DOWN_TOPIC, async (_peer, msg) => {
+      const notice = await this.#downNotice(msg.data)
+      if (notice === undefined) return TopicValidatorResult.Reject
+      if (!await this.#liveness.heard(notice)) return TopicValidatorResult.Ignore
+      this.counters.hostsDown.notice++
+      return TopicValidatorResult.Accept
+    })
     pubsub.topicValidators.set(ADVERT_TOPIC, async (_peer, msg) => {
       const changed = await this.receive(msg.data, 'gossip')
       return changed === undefined ? TopicValidatorResult.Reject : changed ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore
@@ -183,6 +260,7 @@ export class Overlay {
     pubsub.addEventListener('subscription-change', evt => {
       if (evt.detail.subscriptions.some(s => s.topic === ADVERT_TOPIC && s.subscribe)) this.#reannounceSoon()
     })
+    this.node.addEventListener('peer:disconnect', evt => { this.#liveness.disconnected(evt.detail.toString()) })
     this.node.addEventListener('peer:identify', evt => {
       const { peerId, protocols } = evt.detail
       if (!protocols.includes(RPC_PROTOCOL)) return
@@ -197,14 +275,15 @@ export class Overlay {
     this.#timers.push(setInterval(() => { for (const a of this.#own.values()) void this.#putDht(a) }, DHT_REPUBLISH_MS))
     await this.node.start()
     pubsub.subscribe(ADVERT_TOPIC)
+    pubsub.subscribe(DOWN_TOPIC)
     for (const topic of this.#shared.keys()) pubsub.subscribe(topic)
-    this.#timers.push(setInterval(() => {
-      void this.#redialBootstrap()
-      void this.#syncWithRandomPeer()
-    }, SYNC_INTERVAL_MS))
+    this.#liveness.start()
+    this.#timers.push(setInterval(() => { void this.#redialBootstrap() }, REDIAL_INTERVAL_MS))
+    this.#timers.push(setInterval(() => { void this.#syncWithRandomPeer() }, SYNC_INTERVAL_MS))
   }
 
   async stop (): Promise<void> {
+    this.#liveness.stop()
     for (const t of this.#timers) clearInterval(t)
     this.#timers = []
     clearTimeout(this.#reannounceTimer)
@@ -254,9 +333,46 @@ export class Overlay {
     if (known === undefined) return
     this.#own.delete(`${kind}/${id}`)
     const now = Date.now()
-    const tombstone = { ...known, seq: this.#seq++, issuedAt: now, expiresAt: now + this.#init.advertTtlMs, withdrawn: true } as UnsignedAdvert
+    const tombstone = { ...known, seq: this.#seq++, issuedAt: now, expiresAt: now + Math.min(this.#init.advertTtlMs, WITHDRAWAL_TTL_MS), withdrawn: true } as UnsignedAdvert
     await this.#announce(tombstone)
     void this.#putDht(tombstone)
+  }
+
+  /** Whether `peer` answers a probe within `timeoutMs` (dialled, if need be, at the addresses its cached advert or an earlier connection gave). */
+  async #ping (peer: string, timeoutMs: number): Promise<boolean> {
+    try {
+      const id = peerIdFromString(peer)
+      const addrs = (this.cache.get('host', peer) as AdvertOf<'host'> | undefined)?.body.addrs ?? []
+      if (this.node.getConnections(id).length === 0 && addrs.length > 0) await this.node.peerStore.merge(id, { multiaddrs: addrs.map(a => multiaddr(a)) })
+      return await this.#probes.probe(id, timeoutMs)
+    } catch {
+      return false
+    }
+  }
+
+  /** Signs and gossips a notice that this host took `host` for dead. */
+  async #tellDown (host: string, upTo: number): Promise<void> {
+    const unsigned = { v: 1 as const, host, upTo, by: this.peerId, at: Date.now() }
+    const notice: DownNotice = { ...unsigned, sig: await this.sign(downNoticeBytes(unsigned)) }
+    try {
+      await this.node.services.pubsub.publish(DOWN_TOPIC, new TextEncoder().encode(JSON.stringify(notice)))
+    } catch (err) {
+      this.#init.log.debug({ err }, 'gossip publish failed')
+    }
+  }
+
+  /** A down notice from gossip, if it is well formed and signed by the host it names as its reporter. */
+  async #downNotice (data: Uint8Array): Promise<DownNotice | undefined> {
+    if (data.byteLength > MAX_DOWN_NOTICE_BYTES) return undefined
+    let parsed
+    try {
+      parsed = downNoticeSchema.safeParse(JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data)))
+    } catch {
+      return undefined
+    }
+    if (!parsed.success || parsed.data.by === parsed.data.host) return undefined
+    const { sig, ...unsigned } = parsed.data
+    return await verifyHostSignature(unsigned.by, downNoticeBytes(unsigned), sig) ? parsed.data : undefined
   }
 
   /** Signs and gossips an advert (and keeps it in this host's own cache). */
@@ -367,7 +483,7 @@ export class Overlay {
    * DHT copies outlive gossip adverts, so they are returned but not cached (a dead host must
    * still leave search results within the gossip TTL).
    */
-  async #dhtGet (key: Uint8Array, signal?: AbortSignal): Promise<Advert | undefined> {
+  async #dhtGet (key: Uint8Array, signal?: AbortSignal, checkHost = true): Promise<Advert | undefined> {
     if (this.node.getPeers().length === 0) return undefined
     const stop = new AbortController()
     const signals = [stop.signal, AbortSignal.timeout(5000), ...(signal === undefined ? [] : [signal])]
@@ -386,7 +502,18 @@ export class Overlay {
     } finally {
       stop.abort()
     }
-    return best?.withdrawn === true ? undefined : best
+    if (best === undefined || best.withdrawn === true) return undefined
+    // A copy of a host that is gone may outlive it in the DHT.
+    if (checkHost && this.cache.get('host', best.host) === undefined && !await this.#answersAtDhtAddress(best)) return undefined
+    return best
+  }
+
+  /** Whether the host of a DHT copy answers a ping at the addresses of its own advert's DHT copy. */
+  async #answersAtDhtAddress (advert: Advert): Promise<boolean> {
+    const hostAdvert = advert.kind === 'host' ? advert : await this.#dhtGet(idKey('host', advert.host), undefined, false)
+    const addrs = hostAdvert?.kind === 'host' ? hostAdvert.body.addrs : []
+    if (addrs.length > 0) await this.node.peerStore.merge(peerIdFromString(advert.host), { multiaddrs: addrs.map(a => multiaddr(a)) }).catch(() => {})
+    return await this.#ping(advert.host, DHT_PING_MS)
   }
 
   /** Tells the DHT this host holds content `key` (a blob id), so others fetching it find us. */
@@ -462,6 +589,9 @@ export class Overlay {
     return addrs.length > 0 || this.node.getConnections(peerIdFromString(peer)).length > 0
   }
 }
+
+const pingRequestSchema = z.strictObject({ peer: z.string().min(1).max(128), timeoutMs: z.number().int().min(100).max(5000) })
+const pingReplySchema = z.strictObject({ answered: z.boolean() })
 
 /** The DHT's name for a piece of Xenos content, kept apart from anyone else's CIDs. */
 async function contentCid (key: string): Promise<CID> {

@@ -4,7 +4,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import pino from 'pino'
 import { z } from 'zod'
 import type { UnsignedAdvert } from '../../src/core/index.ts'
-import { ADVERT_TOPIC, encodeAdvert, Rpc, serveSync, signAdvert, type Syncable } from '../../src/overlay/index.ts'
+import { ADVERT_TOPIC, encodeAdvert, Probes, Rpc, serveSync, signAdvert, type Syncable } from '../../src/overlay/index.ts'
 import { createXenosLibp2p, type XenosLibp2p } from '../../src/overlay/libp2p.ts'
 import { hostKey } from './adverts.ts'
 import { eventually, type TestHost } from './cluster.ts'
@@ -50,8 +50,10 @@ export async function startRogue (join: TestHost, o: { rpcMethods?: string[], se
     }
   }
   serveSync(rpc, syncable)
-  // A rogue that serves no RPC at all: nothing sent to it is carried out.
+  // A rogue that serves no RPC at all: nothing sent to it is carried out. It answers probes, as
+  // any attacker that wants to stay in the overlay would.
   if (o.serve !== false) await rpc.start()
+  await new Probes(node).start()
   await node.start()
   node.services.pubsub.subscribe(ADVERT_TOPIC)
   const host = multiaddr(join.info.multiaddrs[0] ?? '')

@@ -3,10 +3,11 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import pino from 'pino'
 import { after, before, describe, it } from 'node:test'
-import { ADVERT_TOPIC, encodeAdvert, Rpc, serveSync, signAdvert } from '../../src/overlay/index.ts'
+import { ADVERT_TOPIC, DOWN_TOPIC, downNoticeBytes, encodeAdvert, Rpc, serveSync, signAdvert } from '../../src/overlay/index.ts'
 import { createXenosLibp2p, type XenosLibp2p } from '../../src/overlay/libp2p.ts'
 import { hostKey, templateAdvert } from '../helpers/adverts.ts'
-import { eventually, getJson, startHost, stopHost, type TestHost } from '../helpers/cluster.ts'
+import { eventually, getJson, startHost, stopHost, stopHosts, type TestHost } from '../helpers/cluster.ts'
+import { startRogue, type Rogue } from '../helpers/rogue.ts'
 
 async function rejected (h: TestHost, reason: string): Promise<number> {
   const text = await (await fetch(`${h.api}/metrics`)).text()
@@ -79,5 +80,50 @@ describe('a host facing a rogue peer', () => {
   it('rejects the same forgeries when they arrive through a sync', async () => {
     // The host synced with the rogue when it connected: both paths count, neither stores.
     assert.ok(await rejected(host, 'bad-signature') >= 4, 'gossip and sync each rejected both signature forgeries')
+  })
+})
+
+describe('a host told by a rogue peer that others are dead', () => {
+  let a: TestHost, b: TestHost
+  let rogue: Rogue
+  const hostAdvertOf = async (on: TestHost, of: TestHost): Promise<any> => (await getJson(on, `/v1/search?kind=host&host=${of.info.peerId}`)).results[0]
+  const downs = async (h: TestHost): Promise<number> => {
+    const text = await (await fetch(`${h.api}/metrics`)).text()
+    return [...text.matchAll(/xenos_hosts_down_total\{how="\w+"\} (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0)
+  }
+  const tell = async (about: string, by: string, upTo = Date.now() + 60_000): Promise<void> => {
+    const unsigned = { v: 1 as const, host: about, upTo, by, at: Date.now() }
+    const sig = Buffer.from(await rogue.key.sign(downNoticeBytes(unsigned))).toString('base64url')
+    await rogue.node.services.pubsub.publish(DOWN_TOPIC, new TextEncoder().encode(JSON.stringify({ ...unsigned, sig })))
+  }
+
+  before(async () => {
+    a = await startHost({ name: 'a', advertTtl: 600 })
+    b = await startHost({ name: 'b', bootstrap: [a], advertTtl: 600 })
+    rogue = await startRogue(a)
+    rogue.node.services.pubsub.subscribe(DOWN_TOPIC)
+    await eventually(async () => await hostAdvertOf(a, b) !== undefined, 10_000, 'A to know B')
+    await eventually(async () => rogue.node.services.pubsub.getSubscribers(DOWN_TOPIC).some(p => p.equals(peerIdFromString(a.info.peerId))), 10_000, 'A to take down notices')
+  })
+
+  after(async () => {
+    await rogue.stop()
+    await stopHosts([a, b])
+  })
+
+  it('keeps a live host that a notice calls dead, after its own ping, and a notice signed in another host\'s name changes nothing', async () => {
+    await tell(b.info.peerId, rogue.id)
+    await tell(b.info.peerId, a.info.peerId) // signed by the rogue, in A's name
+    await tell(rogue.id, rogue.id) // about itself
+    await new Promise(resolve => setTimeout(resolve, 3000))
+    assert.ok(await hostAdvertOf(a, b) !== undefined, 'B is still found on A')
+    assert.equal(await downs(a), 0)
+    assert.equal(await downs(b), 0, 'and the notice did not go on to B')
+  })
+
+  it('answers a notice about itself by announcing itself again, newer than the notice', async () => {
+    const before = (await hostAdvertOf(b, a)).issuedAt as number
+    await tell(a.info.peerId, rogue.id)
+    await eventually(async () => (await hostAdvertOf(b, a))?.issuedAt > before, 10_000, 'A\'s refreshed advert on B')
   })
 })

@@ -146,7 +146,7 @@ describe('a cloud whose peers are attackers', () => {
     const names = ids.slice(0, 15_000).map((id, i) => signNameRecord(flooder, { name: 'flood', tag: `v${i}`, kind: 'version', template: id }))
     rogue.offer('xenos/names/1', names.map(n => ({ key: `${n.owner}/${n.name}/${n.tag}`, record: n })))
     for (const a of signed.slice(0, 300)) await rogue.node.services.pubsub.publish(ADVERT_TOPIC, encodeAdvert(a))
-    // W pulls from a peer as soon as it connects (and from one at random every few seconds).
+    // W pulls from a peer as soon as it connects (and from one at random every 30 s).
     await rogue.redial()
     await eventually(async () => await metric(w, 'xenos_adverts_rejected_total{reason="over-cap"}') > 1000, 60_000, 'W to refuse what is over its caps', 500)
     const fromRogue = (await getJson(w, `/v1/search?host=${rogue.id}&limit=1000`)).results.length
