@@ -42,6 +42,9 @@ export async function createXenosLibp2p (init: Libp2pInit): Promise<XenosLibp2p>
     // Many hosts can share one address (loopback, a NAT, a lab switch); libp2p's default of 5
     // inbound connections per second per address would turn all but the first few away.
     connectionManager: { maxConnections: 300, inboundConnectionThreshold: 1000, maxIncomingPendingConnections: 64 },
+    // libp2p pings every connection every 10 s on a new stream, a dozen packets each, growing
+    // with the number of peers; the overlay's own probes (liveness.ts) cover what it found out.
+    connectionMonitor: { enabled: false },
     services: {
       identify: identify(),
       ping: ping(),

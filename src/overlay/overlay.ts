@@ -157,7 +157,11 @@ export class Overlay {
       },
       connected: () => this.node.getPeers().map(p => p.toString()),
       newestOf: host => this.cache.newestOf(host),
-      forget: (host, upTo) => { this.cache.forgetHost(host, upTo) },
+      forget: (host, upTo) => {
+        this.cache.forgetHost(host, upTo)
+        // Its connections are dead too; if it was only busy, it dials back and is taken back.
+        void this.node.hangUp(peerIdFromString(host)).catch(() => {})
+      },
       tell: async (host, upTo) => {
         this.counters.hostsDown.probed++
         await this.#tellDown(host, upTo)
@@ -264,6 +268,8 @@ export class Overlay {
     this.node.addEventListener('peer:identify', evt => {
       const { peerId, protocols } = evt.detail
       if (!protocols.includes(RPC_PROTOCOL)) return
+      // A host taken for dead that connects again is alive after all.
+      this.cache.unforget(peerId.toString())
       void this.#syncWith(peerId)
       // Once the DHT has taken the new host into its routing table.
       if (this.#provideLater) setTimeout(() => { void this.#provideAgain() }, PROVIDE_AGAIN_MS).unref()
