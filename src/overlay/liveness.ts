@@ -115,9 +115,7 @@ export class Liveness {
     if (this.#probing.has(host)) return
     this.#probing.add(host)
     try {
-      if (!await this.#init.ping(host, PROBE_TIMEOUT_MS)) return
-      this.#init.log.info({ host }, 'a host taken for dead answers: taken back')
-      this.#init.revive(host)
+      if (await this.#init.ping(host, PROBE_TIMEOUT_MS)) this.#takeBack(host)
     } finally {
       this.#probing.delete(host)
     }
@@ -146,6 +144,7 @@ export class Liveness {
     try {
       if (await this.#answers(host)) {
         if (this.#suspects.delete(host)) this.#init.log.info({ host }, 'a suspected host answers again')
+        if (this.#init.forgotten().includes(host)) this.#takeBack(host)
         return
       }
       const since = this.#suspects.get(host)
@@ -172,6 +171,11 @@ export class Liveness {
     if (helpers.length === 0) return false
     const answers = await Promise.all(helpers.map(async via => await this.#init.pingVia(via, host, PROBE_TIMEOUT_MS).catch(() => false)))
     return answers.some(Boolean)
+  }
+
+  #takeBack (host: string): void {
+    this.#init.log.info({ host }, 'a host taken for dead answers: taken back')
+    this.#init.revive(host)
   }
 
   /**
