@@ -2,7 +2,8 @@
  * Discovery and the overlay's cost, against Serf in the same run: N hosts (default 8, 16, 32),
  * each a network namespace on one bridge, so every packet a host sends or receives is counted on
  * its link. For Xenos (real xenosd) and for Serf (Debian's agents, encrypted):
- *  - idle cost: CPU, RSS, and packets and bytes per host per minute over a quiet window;
+ *  - idle cost: CPU, RSS, and packets and bytes per host per minute over a quiet window, a
+ *    minute after the last host joined;
  *  - propagation: time from publishing on one host until every other host has it (Xenos: a
  *    template imported while every other host holds a waiting search; Serf: a user event with
  *    -coalesce=false, timed by each agent's event handler);
@@ -24,7 +25,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { ApiClient, loadOrCreateUserKey } from '../src/cli/index.ts'
 import type { OwnerKey } from '../src/core/index.ts'
 import { ROOT, tempDir } from '../test/helpers/cluster.ts'
-import { apiOf, cutLink, linkCounters, netnsDown, netnsUp, startXenosdIn } from './netns.ts'
+import { apiOf, cutLink, healLink, linkCounters, netnsDown, netnsUp, startXenosdIn } from './netns.ts'
 import { serfEvent, serfFailure, startSerf, stopSerf } from './serf.ts'
 import { procStat, round, summary } from './stats.ts'
 
@@ -33,9 +34,11 @@ const SIZES = sizes.length > 0 ? sizes : [8, 16, 32]
 const TRIALS = 10
 const LOOKUPS = 30
 const IDLE_MS = Number(process.env.XENOS_BENCH_IDLE_MS ?? 30_000)
+/** How long a cloud that has just come together is left before its idle cost is measured (the last hosts' joins settle). */
+const SETTLE_MS = Number(process.env.XENOS_BENCH_SETTLE_MS ?? 60_000)
 
 type Summary = ReturnType<typeof summary>
-interface Idle { cpuPercent: Summary, rssMiB: Summary, packetsPerMin: Summary, kibPerMin: Summary }
+interface Idle { cpuPercent: Summary, rssMiB: Summary, anonMiB: Summary, packetsPerMin: Summary, kibPerMin: Summary }
 /** Milliseconds until every other host stopped listing a host that was killed (-9), and one whose link was cut. */
 interface Failure { killedMs: number, cutMs: number }
 interface Measured { idle: Idle, propagationMs: { perHost: Summary, allHostsReached: Summary }, failureMs: Failure }
@@ -58,6 +61,7 @@ async function idleCost (procs: ChildProcess[]): Promise<Idle> {
   return {
     cpuPercent: summary(after.map((a, k) => 100 * (a.cpuSeconds - (before[k]?.cpuSeconds ?? 0)) / (IDLE_MS / 1000))),
     rssMiB: summary(after.map(a => a.rssMiB)),
+    anonMiB: summary(after.map(a => a.anonMiB)),
     packetsPerMin: summary(linksAfter.map((l, k) => perMin(l.packets - (linksBefore[k]?.packets ?? 0)))),
     kibPerMin: summary(linksAfter.map((l, k) => perMin(l.bytes - (linksBefore[k]?.bytes ?? 0)) / 1024)),
   }
@@ -71,7 +75,7 @@ async function measureSerf (n: number): Promise<Measured> {
   const dir = await tempDir(`bench-serf-${n}`)
   const cloud = await startSerf(n, dir)
   try {
-    await sleep(3000)
+    await sleep(SETTLE_MS)
     const idle = await idleCost(cloud.agents)
     const trials: number[][] = []
     for (let t = 0; t < TRIALS; t++) {
@@ -82,6 +86,7 @@ async function measureSerf (n: number): Promise<Measured> {
       killedMs: await serfFailure(cloud, n, () => { cloud.agents[n - 1]?.kill('SIGKILL') }),
       cutMs: await serfFailure(cloud, n - 1, () => { cutLink(n - 1) }, [n]),
     }
+    healLink(n - 1)
     return { idle, propagationMs: propagationOf(trials), failureMs }
   } finally {
     await stopSerf(cloud)
@@ -197,7 +202,7 @@ async function lookups (n: number, names: string[]): Promise<Record<string, unkn
 async function measureXenos (n: number): Promise<Measured & { lookupMs: Record<string, unknown> }> {
   const cloud = await startXenos(n)
   try {
-    await sleep(3000)
+    await sleep(SETTLE_MS)
     const idle = await idleCost(cloud.procs)
     const prop = await xenosPropagation(n, (await loadOrCreateUserKey(join(cloud.dirs[0] ?? '', 'bench-user.pem'))).key)
     const lookupMs = await lookups(n, prop.names)
@@ -205,6 +210,7 @@ async function measureXenos (n: number): Promise<Measured & { lookupMs: Record<s
       killedMs: await xenosFailure(cloud, n, () => { cloud.procs[n - 1]?.kill('SIGKILL') }),
       cutMs: await xenosFailure(cloud, n - 1, () => { cutLink(n - 1) }, [n]),
     }
+    healLink(n - 1)
     return { idle, propagationMs: propagationOf(prop.trials), failureMs, lookupMs }
   } finally {
     for (const p of cloud.procs) p.kill('SIGKILL')
@@ -230,6 +236,7 @@ for (const n of SIZES) {
       xenosOverSerf: {
         idleCpu: ratio(xenos.idle.cpuPercent.mean, serf.idle.cpuPercent.mean),
         rss: ratio(xenos.idle.rssMiB.mean, serf.idle.rssMiB.mean),
+        anon: ratio(xenos.idle.anonMiB.mean, serf.idle.anonMiB.mean),
         packets: ratio(xenos.idle.packetsPerMin.mean, serf.idle.packetsPerMin.mean),
         bytes: ratio(xenos.idle.kibPerMin.mean, serf.idle.kibPerMin.mean),
         propagationP50: ratio(xenos.propagationMs.perHost.p50, serf.propagationMs.perHost.p50),
@@ -247,15 +254,15 @@ for (const n of SIZES) {
 const row = (r: any, who: 'serf' | 'xenos'): string => {
   const m = r[who] as Measured
   const p = m.propagationMs
-  return `| ${r.hosts} | ${who === 'serf' ? 'Serf' : 'Xenos'} | ${m.idle.cpuPercent.mean} | ${round(m.idle.rssMiB.mean, 0)} | ${round(m.idle.packetsPerMin.mean, 0)} | ${round(m.idle.kibPerMin.mean, 0)} | ${p.perHost.p50} / ${p.perHost.p95} / ${p.perHost.max} | ${p.allHostsReached.p50} / ${p.allHostsReached.max} | ${round(m.failureMs.killedMs / 1000, 1)} / ${round(m.failureMs.cutMs / 1000, 1)} |`
+  return `| ${r.hosts} | ${who === 'serf' ? 'Serf' : 'Xenos'} | ${m.idle.cpuPercent.mean} | ${round(m.idle.rssMiB.mean, 0)} / ${round(m.idle.anonMiB.mean, 0)} | ${round(m.idle.packetsPerMin.mean, 0)} | ${round(m.idle.kibPerMin.mean, 0)} | ${p.perHost.p50} / ${p.perHost.p95} / ${p.perHost.max} | ${p.allHostsReached.p50} / ${p.allHostsReached.max} | ${round(m.failureMs.killedMs / 1000, 1)} / ${round(m.failureMs.cutMs / 1000, 1)} |`
 }
-console.log('| hosts | | idle CPU (% of a core) | RSS (MiB) | packets / min | KiB / min | reaches a host p50 / p95 / max (ms) | reaches all p50 / max (ms) | host gone from every search: killed / link cut (s) |')
+console.log('| hosts | | idle CPU (% of a core) | RSS / its own (MiB) | packets / min | KiB / min | reaches a host p50 / p95 / max (ms) | reaches all p50 / max (ms) | host gone from every search: killed / link cut (s) |')
 console.log('|---|---|---|---|---|---|---|---|---|')
 for (const r of runs) {
   console.log(row(r, 'serf'))
   console.log(row(r, 'xenos'))
   const x = r.xenosOverSerf
-  console.log(`| ${r.hosts} | Xenos / Serf | ${x.idleCpu}× | ${x.rss}× | ${x.packets}× | ${x.bytes}× | ${x.propagationP50}× | | ${x.killed}× / ${x.cut}× |`)
+  console.log(`| ${r.hosts} | Xenos / Serf | ${x.idleCpu}× | ${x.rss}× / ${x.anon}× | ${x.packets}× | ${x.bytes}× | ${x.propagationP50}× | | ${x.killed}× / ${x.cut}× |`)
 }
 console.log('\n| hosts | search, DHT only p50 (ms) | search, cache p50 (ms) | central HTTP p50 (ms) | DHT / central | cache / central |')
 console.log('|---|---|---|---|---|---|')

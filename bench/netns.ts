@@ -44,6 +44,8 @@ export function netnsUp (hosts: number, rate?: string): void {
 }
 
 export function netnsDown (hosts: number): void {
+  // The link first: a namespace is taken down lazily, and its end of the link with it.
+  for (let i = 1; i <= hosts; i++) quiet(() => { ip('link', 'del', `veth-${ns(i)}`) })
   for (let i = 1; i <= hosts; i++) quiet(() => { ip('netns', 'del', ns(i)) })
   quiet(() => { ip('link', 'del', BRIDGE) })
 }
@@ -51,6 +53,10 @@ export function netnsDown (hosts: number): void {
 /** Takes host `i`'s link down: its packets are dropped, nothing tells its peers (a machine that lost power or its network). */
 export function cutLink (i: number): void {
   ip('link', 'set', `veth-${ns(i)}`, 'down')
+}
+
+export function healLink (i: number): void {
+  ip('link', 'set', `veth-${ns(i)}`, 'up')
 }
 
 /** What host `i` has sent and received on its link so far (every protocol: the bridge side of its veth). */

@@ -11,11 +11,14 @@ import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { getJson, ROOT, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../test/helpers/cluster.ts'
+import { DEFAULT_ADVERT_TTL_MS } from '../src/overlay/index.ts'
 import { procStat, round } from './stats.ts'
 
 const sizes = process.argv.slice(2).map(Number).filter(n => n > 1)
 const SIZES = sizes.length > 0 ? sizes : [16, 32]
 const IDLE_MS = Number(process.env.XENOS_BENCH_IDLE_MS ?? 60_000)
+/** xenosd's own default (the test helpers give hosts a short one). */
+const ADVERT_TTL_S = DEFAULT_ADVERT_TTL_MS / 1000
 
 interface ProfileNode { id: number, callFrame: { functionName: string, url: string }, children?: number[] }
 interface Profile { nodes: ProfileNode[], samples: number[], timeDeltas: number[], startTime: number, endTime: number }
@@ -69,21 +72,22 @@ function analyse (p: Profile, from: number, to: number): { byPart: Array<[string
 const runs: unknown[] = []
 for (const n of SIZES) {
   const profDir = await tempDir('bench-profile')
-  const hosts: TestHost[] = [await startHost({ name: 'p0', advertTtl: 30 })]
+  const hosts: TestHost[] = [await startHost({ name: 'p0', advertTtl: ADVERT_TTL_S })]
   try {
     while (hosts.length < n - 1) {
       const batch = Math.min(4, n - 1 - hosts.length)
       hosts.push(...await Promise.all(Array.from({ length: batch }, async (_, i) =>
-        await startHost({ name: `p${hosts.length + i}`, bootstrap: [...new Set([hosts[0]!, hosts[Math.floor(Math.random() * hosts.length)]!])], advertTtl: 30 }))))
+        await startHost({ name: `p${hosts.length + i}`, bootstrap: [...new Set([hosts[0]!, hosts[Math.floor(Math.random() * hosts.length)]!])], advertTtl: ADVERT_TTL_S }))))
     }
-    const profiled = await startHost({ name: 'profiled', bootstrap: [hosts[0]!, hosts.at(-1)!], advertTtl: 30, nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir] })
+    const profiled = await startHost({ name: 'profiled', bootstrap: [hosts[0]!, hosts.at(-1)!], advertTtl: ADVERT_TTL_S, nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir] })
     hosts.push(profiled)
     for (let t = 0; ; t++) {
       if ((await getJson(profiled, '/v1/search?kind=host')).results.length >= n) break
       if (t > 600) throw new Error('the hosts did not converge')
       await sleep(200)
     }
-    await sleep(3000)
+    // A minute for the last joins to settle: what is measured is a cloud at rest.
+    await sleep(60_000)
     const micros = (): number => Number(process.hrtime.bigint() / 1000n)
     const from = micros()
     const before = await procStat(profiled.info.pid)

@@ -30,10 +30,15 @@ export async function timed (fn: () => Promise<unknown>): Promise<number> {
   return (performance.now() - t0) / 1000
 }
 
-/** CPU seconds (user and system) process `pid` has used so far, and its resident memory now. */
-export async function procStat (pid: number | undefined): Promise<{ cpuSeconds: number, rssMiB: number }> {
+/**
+ * CPU seconds (user and system) process `pid` has used so far, and its resident memory now: all
+ * of it, and the part that is its own (anonymous: heap, stacks), without the pages of files it
+ * maps (the runtime's binary, shared by every process that runs it).
+ */
+export async function procStat (pid: number | undefined): Promise<{ cpuSeconds: number, rssMiB: number, anonMiB: number }> {
   const [stat, status] = await Promise.all([readFile(`/proc/${pid}/stat`, 'utf8'), readFile(`/proc/${pid}/status`, 'utf8')])
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   // Ticks are 1/100 s on Linux.
-  return { cpuSeconds: (Number(fields[11]) + Number(fields[12])) / 100, rssMiB: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024 }
+  const kib = (field: string): number => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0)
+  return { cpuSeconds: (Number(fields[11]) + Number(fields[12])) / 100, rssMiB: kib('VmRSS') / 1024, anonMiB: kib('RssAnon') / 1024 }
 }
