@@ -349,11 +349,16 @@ export class Overlay {
     try {
       const id = peerIdFromString(peer)
       const addrs = (this.cache.get('host', peer) as AdvertOf<'host'> | undefined)?.body.addrs ?? []
-      if (this.node.getConnections(id).length === 0 && addrs.length > 0) await this.node.peerStore.merge(id, { multiaddrs: addrs.map(a => multiaddr(a)) })
+      if (this.node.getConnections(id).length === 0) await this.#dialableAt(id, addrs)
       return await this.#probes.probe(id, timeoutMs)
     } catch {
       return false
     }
+  }
+
+  /** Tells libp2p the addresses an advert gives for `peer`, so it can be dialled there. */
+  async #dialableAt (peer: PeerId, addrs: string[]): Promise<void> {
+    if (addrs.length > 0) await this.node.peerStore.merge(peer, { multiaddrs: addrs.map(a => multiaddr(a)) })
   }
 
   /** Signs and gossips a notice that this host took `host` for dead. */
@@ -518,7 +523,7 @@ export class Overlay {
   async #answersAtDhtAddress (advert: Advert): Promise<boolean> {
     const hostAdvert = advert.kind === 'host' ? advert : await this.#dhtGet(idKey('host', advert.host), undefined, false)
     const addrs = hostAdvert?.kind === 'host' ? hostAdvert.body.addrs : []
-    if (addrs.length > 0) await this.node.peerStore.merge(peerIdFromString(advert.host), { multiaddrs: addrs.map(a => multiaddr(a)) }).catch(() => {})
+    await this.#dialableAt(peerIdFromString(advert.host), addrs).catch(() => {})
     return await this.#ping(advert.host, DHT_PING_MS)
   }
 
@@ -591,7 +596,7 @@ export class Overlay {
   async learnHost (peer: string): Promise<boolean> {
     if (peer === this.peerId) return true
     const addrs = (await this.lookup('host', peer))?.body.addrs ?? []
-    if (addrs.length > 0) await this.node.peerStore.merge(peerIdFromString(peer), { multiaddrs: addrs.map(a => multiaddr(a)) })
+    await this.#dialableAt(peerIdFromString(peer), addrs)
     return addrs.length > 0 || this.node.getConnections(peerIdFromString(peer)).length > 0
   }
 }
