@@ -149,7 +149,10 @@ export class Overlay {
     this.#probes = new Probes(node)
     this.#liveness = new Liveness({
       self: this.peerId,
-      hosts: () => this.node.getPeers().map(p => p.toString()).filter(p => this.cache.get('host', p) !== undefined),
+      hosts: () => {
+        const advertised = new Set(this.cache.search({ kind: 'host' }).map(a => a.host))
+        return this.node.getPeers().map(p => p.toString()).filter(p => advertised.has(p))
+      },
       ping: async (peer, timeoutMs) => await this.#ping(peer, timeoutMs),
       pingVia: async (via, peer, timeoutMs) => {
         const reply = await this.rpc.call(peerIdFromString(via), 'liveness.ping', { peer, timeoutMs }, { timeoutMs: timeoutMs + 1000 })
