@@ -11,7 +11,7 @@ import { z } from 'zod'
 import { encodeAdvert, REJECT_REASONS, signAdvert, verifyAdvert, verifyHostSignature, type RejectReason } from './adverts.ts'
 import { AdvertCache, type AdvertQuery, type CacheLimits } from './cache.ts'
 import { idKey, keysOf, nameKey } from './dht.ts'
-import { createXenosLibp2p, type XenosLibp2p } from './libp2p.ts'
+import { createXenosLibp2p, type Libp2pInit, type XenosLibp2p } from './libp2p.ts'
 import { downNoticeBytes, downNoticeSchema, Liveness, type DownNotice } from './liveness.ts'
 import { Probes } from './probe.ts'
 import { Rpc, RPC_PROTOCOL } from './rpc.ts'
@@ -61,6 +61,7 @@ export interface OverlayInit {
   advertTtlMs: number
   /** How much of the advert cache one host, and all, may take. @default DEFAULT_CACHE_LIMITS */
   cacheLimits?: Partial<CacheLimits>
+  network?: Libp2pInit['network'] | undefined
   log: Logger
 }
 
@@ -129,6 +130,9 @@ export class Overlay {
   #seq = 0
   #timers: NodeJS.Timeout[] = []
   #reannounceTimer: NodeJS.Timeout | undefined
+  /** This host's adverts, signed, that reached no peer (none took gossip yet): sent again when one does. */
+  readonly #unsent = new Map<string, Uint8Array>()
+  #resendTimer: NodeJS.Timeout | undefined
   /** Keys this host provides on the DHT, and whether some of them still wait for peers to hold them. */
   readonly #provided = new Set<string>()
   #provideLater = false
@@ -263,9 +267,11 @@ export class Overlay {
         return changed === undefined ? TopicValidatorResult.Reject : changed ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore
       })
     }
-    // A peer that just subscribed missed what we published before: tell it soon.
+    // A new peer pulls what it lacks (below, on identify); only adverts that reached nobody,
+    // published before any peer took gossip, go out again, once one does. Signing them anew
+    // instead would send every host's adverts through the whole cloud at every join.
     pubsub.addEventListener('subscription-change', evt => {
-      if (evt.detail.subscriptions.some(s => s.topic === ADVERT_TOPIC && s.subscribe)) this.#reannounceSoon()
+      if (evt.detail.subscriptions.some(s => s.topic === ADVERT_TOPIC && s.subscribe)) this.#resendUnsentSoon()
     })
     this.node.addEventListener('peer:disconnect', evt => { this.#liveness.disconnected(evt.detail.toString()) })
     this.node.addEventListener('peer:identify', evt => {
@@ -296,6 +302,7 @@ export class Overlay {
     for (const t of this.#timers) clearInterval(t)
     this.#timers = []
     clearTimeout(this.#reannounceTimer)
+    clearTimeout(this.#resendTimer)
     await this.node.stop()
   }
 
@@ -393,12 +400,18 @@ export class Overlay {
   async #announce (unsigned: UnsignedAdvert): Promise<void> {
     const advert = await signAdvert(this.#init.privateKey, unsigned)
     this.cache.offer(advert)
-    const bytes = encodeAdvert(advert)
+    await this.#send(`${advert.kind}/${advert.id}`, encodeAdvert(advert))
+  }
+
+  async #send (key: string, bytes: Uint8Array): Promise<void> {
+    let sent = false
     try {
-      await this.node.services.pubsub.publish(ADVERT_TOPIC, bytes)
+      sent = (await this.node.services.pubsub.publish(ADVERT_TOPIC, bytes)).recipients.length > 0
     } catch (err) {
       this.#init.log.debug({ err }, 'gossip publish failed')
     }
+    if (sent) this.#unsent.delete(key)
+    else this.#unsent.set(key, bytes)
   }
 
   /** Stores a long-lived copy of an advert in the DHT under its id and name keys (once a host joins, if none has). */
@@ -426,6 +439,14 @@ export class Overlay {
       this.#own.set(key, next)
       await this.#announce(next)
     }
+  }
+
+  #resendUnsentSoon (): void {
+    if (this.#unsent.size === 0 || this.#resendTimer !== undefined) return
+    this.#resendTimer = setTimeout(() => {
+      this.#resendTimer = undefined
+      for (const [key, bytes] of this.#unsent) void this.#send(key, bytes)
+    }, 200)
   }
 
   #reannounceSoon (): void {
