@@ -28,6 +28,15 @@ export interface Libp2pInit {
   network?: Pick<Libp2pOptions<XenosServices>, 'transports' | 'streamMuxers'> | undefined
 }
 
+/**
+ * Yamux as the overlay runs it. Yamux pings every connection every 30 s to find dead ones, a
+ * cost that grows with the connections; the overlay's probes (liveness.ts) reach every
+ * connected host's in turn, and TCP's own keepalive is on for the rest.
+ */
+export function xenosMuxer (): ReturnType<typeof yamux> {
+  return yamux({ enableKeepAlive: false })
+}
+
 /** A gossip message's identity for spotting copies: a hash of all it carries, signature included. */
 export function messageBytesId (msg: { from?: Uint8Array, seqno?: Uint8Array, topic: string, data?: Uint8Array, signature?: Uint8Array }): string {
   const h = createHash('sha256')
@@ -53,7 +62,7 @@ export async function createXenosLibp2p (init: Libp2pInit): Promise<XenosLibp2p>
     addresses: { listen: init.listen },
     transports: init.network?.transports ?? [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: init.network?.streamMuxers ?? [yamux()],
+    streamMuxers: init.network?.streamMuxers ?? [xenosMuxer()],
     peerDiscovery,
     // Many hosts can share one address (loopback, a NAT, a lab switch); libp2p's default of 5
     // inbound connections per second per address would turn all but the first few away.

@@ -173,10 +173,9 @@ export class Overlay {
         this.counters.hostsDown.probed++
         await this.#tellDown(host, upTo)
       },
-      forgotten: () => {
-        const connected = new Set(this.node.getPeers().map(p => p.toString()))
-        return this.cache.forgottenHosts().filter(h => connected.has(h))
-      },
+      // Asked every probe period: from the (mostly empty) list of forgotten hosts, not from every
+      // connection (libp2p rebuilds and prints each peer id to list them).
+      forgotten: () => this.cache.forgottenHosts().filter(h => this.#isConnected(h)),
       revive: host => {
         this.cache.unforget(host)
         void this.#syncWith(peerIdFromString(host))
@@ -477,12 +476,19 @@ export class Overlay {
 
   /** A bootstrap host that was down when we started is retried until it answers. */
   async #redialBootstrap (): Promise<void> {
-    const connected = new Set(this.node.getPeers().map(p => p.toString()))
     for (const addr of this.#init.bootstrap) {
       const ma = multiaddr(addr)
       const peer = ma.getComponents().findLast(c => c.name === 'p2p')?.value
-      if (peer === undefined || connected.has(peer)) continue
+      if (peer === undefined || this.#isConnected(peer)) continue
       await this.node.dial(ma, { signal: AbortSignal.timeout(10_000) }).catch(() => {})
+    }
+  }
+
+  #isConnected (peer: string): boolean {
+    try {
+      return this.node.getConnections(peerIdFromString(peer)).length > 0
+    } catch {
+      return false
     }
   }
 
