@@ -1,6 +1,7 @@
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { PeerQueue } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
@@ -29,6 +30,8 @@ const MAX_PINGS_FOR_OTHERS = 8
  * push-pull runs every 30 s too). A new peer is pulled from at once.
  */
 export const SYNC_INTERVAL_MS = 30_000
+/** Syncs with peers that run at once (two, so that one slow peer holds up none). */
+const SYNCS_AT_ONCE = 2
 /** How often a bootstrap host that is not connected is dialled again. */
 const REDIAL_INTERVAL_MS = 5000
 
@@ -144,6 +147,12 @@ export class Overlay {
   readonly #liveness: Liveness
   readonly #probes: Probes
   #pingsForOthers = 0
+  /**
+   * Syncs run a few at a time: a joining host differs from each of its new peers at first, and
+   * pulling from them all at once, it would be sent everything by each. One after another, the
+   * later ones find the same root hash and cost a message each way.
+   */
+  readonly #syncs = new PeerQueue({ concurrency: SYNCS_AT_ONCE })
 
   private constructor (node: XenosLibp2p, init: OverlayInit) {
     this.node = node
@@ -302,6 +311,7 @@ export class Overlay {
     this.#timers = []
     clearTimeout(this.#reannounceTimer)
     clearTimeout(this.#resendTimer)
+    this.#syncs.abort()
     await this.node.stop()
   }
 
@@ -458,14 +468,17 @@ export class Overlay {
 
   /** Pulls from `peer` every advert and shared record it holds that is newer than ours (or that we lack). */
   async #syncWith (peer: PeerId): Promise<void> {
-    try {
-      await pullFrom(this.rpc, peer, ADVERTS_SYNC_TOPIC, this.#advertSync, this.#refused)
-      for (const [topic, records] of this.#shared) {
-        await pullFrom(this.rpc, peer, topic, { ...records, receive: async r => { records.receive(r) } }, this.#refused)
+    if (this.#syncs.has(peer)) return
+    await this.#syncs.add(async () => {
+      try {
+        await pullFrom(this.rpc, peer, ADVERTS_SYNC_TOPIC, this.#advertSync, this.#refused)
+        for (const [topic, records] of this.#shared) {
+          await pullFrom(this.rpc, peer, topic, { ...records, receive: async r => { records.receive(r) } }, this.#refused)
+        }
+      } catch (err) {
+        this.#init.log.debug({ err, peer: peer.toString() }, 'sync failed')
       }
-    } catch (err) {
-      this.#init.log.debug({ err, peer: peer.toString() }, 'sync failed')
-    }
+    }, { peerId: peer }).catch(() => {})
   }
 
   async #syncWithRandomPeer (): Promise<void> {
