@@ -64,6 +64,7 @@ export interface OverlayInit {
   advertTtlMs: number
   /** How much of the advert cache one host, and all, may take. @default DEFAULT_CACHE_LIMITS */
   cacheLimits?: Partial<CacheLimits>
+  /** How hosts reach each other: TCP with Yamux unless given (see Libp2pInit). */
   network?: Libp2pInit['network'] | undefined
   log: Logger
 }
