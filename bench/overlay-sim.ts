@@ -8,7 +8,8 @@
  * For each N it counts, per host, what the host writes: frames (writes to a connection, which
  * become packets) and messages by protocol (writes to a stream). It reports:
  *  - join: the time until every host lists every other, hosts starting 20 ms apart;
- *  - idle: frames, KiB and messages per host per minute, a minute after the last join;
+ *  - idle: frames, KiB and messages per host per minute, once every host has probed each of its
+ *    neighbours twice (a minute at least) after the last join;
  *  - propagation: trials of one new advert from a random host: the time to reach each host and
  *    all hosts, the gossip hops it took, and how many copies of it were sent in all;
  *  - failure: the time until no host lists a host that stopped (its connections close) and one
@@ -45,6 +46,8 @@ const LATENCY_MS = Number(opts.latency)
 const TRIALS = Number(opts.trials)
 const JOIN_GAP_MS = 20
 const SETTLE_MS = 60_000
+/** A host probes one neighbour a second (liveness.ts). */
+const PROBE_ROUND_MS_PER_NEIGHBOUR = 1000
 const IDLE_MS = 60_000
 const GOSSIP_PREFIX = '/meshsub/'
 const DHT_PROTOCOL = '/xenos/kad/'
@@ -188,7 +191,9 @@ async function simulate (n: number): Promise<Run> {
   const joinMs = clock.elapsed - t0
   process.stderr.write(`  joined: ${converged ? 'every host lists every other' : 'NOT converged'} after ${round(joinMs / 1000, 1)} virtual s (wall ${wallSeconds()} s)\n`)
 
-  await clock.advance(SETTLE_MS)
+  // At rest means after every host has probed each of its neighbours once (the first probe opens the stream the later ones reuse): two rounds.
+  const settleMs = Math.max(SETTLE_MS, 2 * PROBE_ROUND_MS_PER_NEIGHBOUR * Math.max(...hosts.map(h => h.overlay.node.getConnections().length)))
+  await clock.advance(settleMs)
   const before = hosts.map(h => ({ frames: h.sent.frames, bytes: h.sent.bytes, messages: new Map(h.sent.messages) }))
   await clock.advance(IDLE_MS)
   const perMin = (v: number): number => v / (IDLE_MS / 60_000)
