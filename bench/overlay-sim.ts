@@ -46,8 +46,6 @@ const LATENCY_MS = Number(opts.latency)
 const TRIALS = Number(opts.trials)
 const JOIN_GAP_MS = 20
 const SETTLE_MS = 60_000
-/** A host probes one neighbour a second (liveness.ts). */
-const PROBE_ROUND_MS_PER_NEIGHBOUR = 1000
 const IDLE_MS = 60_000
 const GOSSIP_PREFIX = '/meshsub/'
 const DHT_PROTOCOL = '/xenos/kad/'
@@ -97,8 +95,8 @@ async function simulate (n: number): Promise<Run> {
   const clock = new VirtualClock()
   clock.install()
   // Loaded only now, so that every timer they make is the virtual clock's.
-  const [{ Overlay }, { xenosMuxer }, { memory }, { generateKeyPair }, { pino }] = await Promise.all([
-    import('../src/overlay/index.ts'), import('../src/overlay/libp2p.ts'), import('@libp2p/memory'), import('@libp2p/crypto/keys'), import('pino'),
+  const [{ Overlay }, { xenosMuxer }, { PROBE_INTERVAL_MS }, { memory }, { generateKeyPair }, { pino }] = await Promise.all([
+    import('../src/overlay/index.ts'), import('../src/overlay/libp2p.ts'), import('../src/overlay/liveness.ts'), import('@libp2p/memory'), import('@libp2p/crypto/keys'), import('pino'),
   ])
   type Host = { k: number, overlay: OverlayType, sent: Sent, silent: boolean, stopped: boolean }
   const log = pino({ level: 'silent' })
@@ -192,7 +190,7 @@ async function simulate (n: number): Promise<Run> {
   process.stderr.write(`  joined: ${converged ? 'every host lists every other' : 'NOT converged'} after ${round(joinMs / 1000, 1)} virtual s (wall ${wallSeconds()} s)\n`)
 
   // At rest means after every host has probed each of its neighbours once (the first probe opens the stream the later ones reuse): two rounds.
-  const settleMs = Math.max(SETTLE_MS, 2 * PROBE_ROUND_MS_PER_NEIGHBOUR * Math.max(...hosts.map(h => h.overlay.node.getConnections().length)))
+  const settleMs = Math.max(SETTLE_MS, 2 * PROBE_INTERVAL_MS * Math.max(...hosts.map(h => h.overlay.node.getConnections().length)))
   await clock.advance(settleMs)
   const before = hosts.map(h => ({ frames: h.sent.frames, bytes: h.sent.bytes, messages: new Map(h.sent.messages) }))
   await clock.advance(IDLE_MS)

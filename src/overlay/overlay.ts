@@ -641,7 +641,7 @@ export class Overlay {
     if (peer === this.peerId) return true
     const addrs = (await this.lookup('host', peer))?.body.addrs ?? []
     await this.#dialableAt(peerIdFromString(peer), addrs)
-    return addrs.length > 0 || this.node.getConnections(peerIdFromString(peer)).length > 0
+    return addrs.length > 0 || this.#isConnected(peer)
   }
 }
 
