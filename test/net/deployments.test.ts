@@ -322,12 +322,18 @@ describe('deployments from descriptions', () => {
     const victim = taken.components[0].instances.find((i: any) => i.host !== acting.info.peerId && i.host !== a.info.peerId)
     const dead = hosts.find(h => h.info.peerId === victim.host) as TestHost
     await stopHost(dead, 'SIGKILL')
+    let last: unknown
     const replaced = await eventually(async () => {
-      const v = await cli(acting, alice, ['deployment', 'show', 'orphan'])
+      const v = last = await cli(acting, alice, ['deployment', 'show', 'orphan'])
       const c = v.components[0]
-      return c.state === 'running' && !c.instances.some((i: any) => i.id === victim.id) ? c.instances.find((i: any) => i.index === victim.index) : undefined
-    }, 90_000, 'the worker on the killed host to be made anew by the new supervisor')
-    assert.notEqual(replaced.host, victim.host)
+      return c.state === 'running' && !c.instances.some((i: any) => i.id === victim.id) ? c : undefined
+    }, 90_000, 'the worker on the killed host to be made anew by the new supervisor').catch((err: unknown) => { throw new Error(`${(err as Error).message}; it shows ${JSON.stringify(last)}`) })
+    const live = hosts.filter(h => h.proc.exitCode === null && h.proc.signalCode === null).map(h => h.info.peerId)
+    assert.ok(replaced.instances.every((i: any) => live.includes(i.host)), 'every worker on a host that lives')
+    // With fewer hosts alive than workers, a spread that cannot be kept gives way, and says so.
+    const crowded = new Set(replaced.instances.map((i: any) => i.host)).size < replaced.instances.length
+    assert.equal(crowded, live.length < replaced.instances.length)
+    assert.equal(replaced.events.some((e: any) => /beside a sibling: no other host has room/.test(e.event)), crowded, JSON.stringify(replaced.events))
     await cli(acting, alice, ['terminate', 'orphan'])
   })
 })

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
+import { type TemplateSummary, XenosError } from '../../core/index.ts'
 import type { Description, Workload } from '../../deploy/index.ts'
 import type { DeploymentRecord, DeploymentTable, PlacedInstance } from '../../store/index.ts'
 import type { TemplateCatalog } from '../catalog.ts'
@@ -81,9 +82,11 @@ export class FailurePolicies {
       const avoid = new Set([i.host, ...w.placement.spread === true ? others : []])
       // From its latest checkpoint, where it is kept, if that host lives (and it is of this description's making: a place resumes only its own); else from its template.
       const checkpoint = c?.checkpoints?.find(cp => cp.index === i.index && cp.grant === undefined && !avoid.has(cp.host) && this.#init.liveness.hostAlive(cp.host))
-      const [host = ''] = checkpoint === undefined ? ops.choose(w, template, 1, avoid) : [checkpoint.host]
+      const chosen = checkpoint === undefined ? this.#anotherHost(w, template, i.host, avoid) : { host: checkpoint.host, crowded: false }
+      const host = chosen.host
       const next = ops.placed(record, w, i.index, i.generation + 1, host)
-      const from = checkpoint === undefined ? 'from its template' : `from its checkpoint of ${new Date(checkpoint.at).toISOString()}`
+      const from = (checkpoint === undefined ? 'from its template' : `from its checkpoint of ${new Date(checkpoint.at).toISOString()}`) +
+        (chosen.crowded ? ', beside a sibling: no other host has room' : '')
       ops.setComponent(owner, name, w.path, {
         state: 'deploying',
         instances: (c?.instances ?? []).map(x => x.index === i.index ? next : x),
@@ -98,6 +101,21 @@ export class FailurePolicies {
       return
     }
     if (i.index === 0) await this.#renewDependents(record, description, w)
+  }
+
+  /**
+   * A host for a replacement, not `diedOn` nor (for `spread`) one of its siblings'; when every
+   * host with room has a sibling, one beside a sibling (`crowded`): a component that runs on
+   * fewer hosts than it asked for serves, a failed one does not (Kubernetes' `ScheduleAnyway`).
+   */
+  #anotherHost (w: Workload, template: TemplateSummary, diedOn: string, avoid: ReadonlySet<string>): { host: string, crowded: boolean } {
+    const { ops } = this.#init
+    try {
+      return { host: ops.choose(w, template, 1, avoid)[0] ?? '', crowded: false }
+    } catch (err) {
+      if (w.placement.spread !== true || !(err instanceof XenosError && err.code === 'NO_HOST_AVAILABLE')) throw err
+      return { host: ops.choose({ ...w, placement: { ...w.placement, spread: undefined } }, template, 1, new Set([diedOn]))[0] ?? '', crowded: true }
+    }
   }
 
   /**
