@@ -25,7 +25,7 @@ const allowed = {
 }
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', '.cache/**', 'bench/results/**'] },
+  { ignores: ['node_modules/**', '.cache/**', 'bench/results/**', 'dist/**'] },
   ...tseslint.configs.strictTypeChecked,
   {
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },

@@ -2,8 +2,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { XENOSD_NODE_FLAGS } from '../src/cli/local-cloud.ts'
-import { NODE, ROOT } from '../test/helpers/cluster.ts'
+import { ROOT } from '../test/helpers/cluster.ts'
 
 /**
  * Hosts for benchmarks: network namespaces `xbI` at 10.78.0.I on a private bridge, each link
@@ -76,7 +75,8 @@ export function apiOf (i: number): string {
 
 /** Starts xenosd in host `i`'s namespace; resolves with it once its API answers. */
 export async function startXenosdIn (i: number, dataDir: string, bootstrap: string[], extraArgs: string[] = []): Promise<{ proc: ChildProcess, peerId: string, multiaddr: string }> {
-  const proc = spawn('ip', ['netns', 'exec', ns(i), NODE, ...XENOSD_NODE_FLAGS, join(ROOT, 'src/cli/xenosd.ts'),
+  // bin/xenosd: what an operator runs, compiled once built.
+  const proc = spawn('ip', ['netns', 'exec', ns(i), join(ROOT, 'bin/xenosd'),
     '--data', dataDir, '--api', `${addressOf(i)}:${XENOSD_API_PORT}`, '--listen', `/ip4/${addressOf(i)}/tcp/${XENOSD_P2P_PORT}`, '--name', `h${i}`,
     '--log-level', 'warn', ...bootstrap.flatMap(b => ['--bootstrap', b]), ...extraArgs], { stdio: ['ignore', 'inherit', 'inherit'] })
   for (let t = 0; t < 300; t++) {

@@ -39,3 +39,11 @@ if [[ ! -x node_modules/node/bin/node || ! -f $stamp || $(cat "$stamp") != "$wan
   npm ci --no-audit --no-fund --loglevel=error
   echo "$want" > "$stamp"
 fi
+
+# The compiled JavaScript that bin/xenos and bin/xenosd run, when a source changed since the last build.
+root=$PWD
+. bin/entry.sh
+if ! build_is_fresh; then
+  echo "setup: compiling the sources to dist/" >&2
+  bash scripts/build.sh
+fi

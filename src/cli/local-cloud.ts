@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdir, readFile, rm, stat } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { extname, join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { XenosError, type InstanceView, type TemplateSummary } from '../core/index.ts'
 import { DEFAULT_DATA_DIR } from '../node/index.ts'
@@ -20,7 +20,8 @@ export interface LocalCloudOptions {
   print: (line: string) => void
 }
 
-const XENOSD = resolve(import.meta.dirname, 'xenosd.ts')
+/** xenosd in the form this file runs in: compiled beside compiled, sources beside sources. */
+const XENOSD = resolve(import.meta.dirname, `xenosd${extname(import.meta.filename)}`)
 /**
  * Node's options for xenosd, as bin/xenosd gives them: a young generation of at most 4 MiB a
  * half (V8's grows to 16), so an idle host keeps 30 MiB less; a busy one scavenges more often.

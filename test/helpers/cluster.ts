@@ -32,6 +32,8 @@ export interface StartOptions {
   extraArgs?: string[]
   /** Options for node itself, before the script: a heap limit. */
   nodeArgs?: string[]
+  /** Through bin/xenosd, as an operator starts it (compiled once built), in place of the sources. */
+  viaBin?: boolean
   dataDir?: string
 }
 
@@ -47,13 +49,14 @@ export async function startHost (o: StartOptions): Promise<TestHost> {
   await rm(join(dataDir, 'host.json'), { force: true })
   const port = apiPort++
   const args = [
-    ...XENOSD_NODE_FLAGS, ...(o.nodeArgs ?? []), join(ROOT, 'src/cli/xenosd.ts'),
     '--data', dataDir, '--api', `127.0.0.1:${port}`, '--listen', '/ip4/127.0.0.1/tcp/0', '--name', o.name,
     '--advert-ttl', String(o.advertTtl ?? 6), '--log-level', process.env.XENOS_TEST_LOG ?? 'warn',
     ...(o.bootstrap ?? []).flatMap(h => ['--bootstrap', h.info.multiaddrs[0] ?? '']),
     ...(o.extraArgs ?? []),
   ]
-  const proc = spawn(NODE, args, { stdio: ['ignore', 'inherit', 'inherit'] })
+  const proc = o.viaBin === true
+    ? spawn(join(ROOT, 'bin/xenosd'), args, { stdio: ['ignore', 'inherit', 'inherit'] })
+    : spawn(NODE, [...XENOSD_NODE_FLAGS, ...(o.nodeArgs ?? []), join(ROOT, 'src/cli/xenosd.ts'), ...args], { stdio: ['ignore', 'inherit', 'inherit'] })
   const deadline = Date.now() + 30_000
   while (Date.now() < deadline) {
     if (proc.exitCode !== null) throw new Error(`xenosd ${o.name} exited with ${proc.exitCode}`)
