@@ -16,6 +16,7 @@ import { createXenosLibp2p, type Libp2pInit, type XenosLibp2p } from './libp2p.t
 import { downNoticeBytes, downNoticeSchema, Liveness, type DownNotice } from './liveness.ts'
 import { Probes } from './probe.ts'
 import { Rpc, RPC_PROTOCOL } from './rpc.ts'
+import { Soon } from './soon.ts'
 import { pullFrom, Refused, serveSync, type Syncable } from './sync.ts'
 
 export const ADVERT_TOPIC = 'xenos/adverts/1'
@@ -133,10 +134,13 @@ export class Overlay {
   readonly #shared = new Map<string, SharedRecords>()
   #seq = 0
   #timers: NodeJS.Timeout[] = []
-  #reannounceTimer: NodeJS.Timeout | undefined
+  /** A new signature of every advert of this host's, soon after a peer said it was down. */
+  readonly #reannounce = new Soon(200, () => { void this.#refresh() })
   /** This host's adverts, signed, that reached no peer (none took gossip yet): sent again when one does. */
   readonly #unsent = new Map<string, Uint8Array>()
-  #resendTimer: NodeJS.Timeout | undefined
+  readonly #resendUnsent = new Soon(200, () => { for (const [key, bytes] of this.#unsent) void this.#send(key, bytes) })
+  /** The copy of each advert whose publishing is under way, the latest: it alone decides whether the advert is left unsent. */
+  readonly #sending = new Map<string, Uint8Array>()
   /** Keys this host provides on the DHT, and whether some of them still wait for peers to hold them. */
   readonly #provided = new Set<string>()
   #provideLater = false
@@ -190,7 +194,7 @@ export class Overlay {
         this.cache.unforget(host)
         void this.#syncWith(peerIdFromString(host))
       },
-      refute: () => { this.#reannounceSoon() },
+      refute: () => { this.#reannounce.ask() },
       log: init.log.child({ part: 'liveness' }),
     })
   }
@@ -280,7 +284,7 @@ export class Overlay {
     // published before any peer took gossip, go out again, once one does. Signing them anew
     // instead would send every host's adverts through the whole cloud at every join.
     pubsub.addEventListener('subscription-change', evt => {
-      if (evt.detail.subscriptions.some(s => s.topic === ADVERT_TOPIC && s.subscribe)) this.#resendUnsentSoon()
+      if (this.#unsent.size > 0 && evt.detail.subscriptions.some(s => s.topic === ADVERT_TOPIC && s.subscribe)) this.#resendUnsent.ask()
     })
     this.node.addEventListener('peer:disconnect', evt => { this.#liveness.disconnected(evt.detail.toString()) })
     this.node.addEventListener('peer:identify', evt => {
@@ -310,8 +314,8 @@ export class Overlay {
     this.#liveness.stop()
     for (const t of this.#timers) clearInterval(t)
     this.#timers = []
-    clearTimeout(this.#reannounceTimer)
-    clearTimeout(this.#resendTimer)
+    this.#reannounce.cancel()
+    this.#resendUnsent.cancel()
     this.#syncs.abort()
     await this.node.stop()
   }
@@ -414,12 +418,16 @@ export class Overlay {
   }
 
   async #send (key: string, bytes: Uint8Array): Promise<void> {
+    this.#sending.set(key, bytes)
     let sent = false
     try {
       sent = (await this.node.services.pubsub.publish(ADVERT_TOPIC, bytes)).recipients.length > 0
     } catch (err) {
       this.#init.log.debug({ err }, 'gossip publish failed')
     }
+    // An older copy that ends after a newer one began says nothing about the newer.
+    if (this.#sending.get(key) !== bytes) return
+    this.#sending.delete(key)
     if (sent) this.#unsent.delete(key)
     else this.#unsent.set(key, bytes)
   }
@@ -449,22 +457,6 @@ export class Overlay {
       this.#own.set(key, next)
       await this.#announce(next)
     }
-  }
-
-  #resendUnsentSoon (): void {
-    if (this.#unsent.size === 0 || this.#resendTimer !== undefined) return
-    this.#resendTimer = setTimeout(() => {
-      this.#resendTimer = undefined
-      for (const [key, bytes] of this.#unsent) void this.#send(key, bytes)
-    }, 200)
-  }
-
-  #reannounceSoon (): void {
-    if (this.#reannounceTimer !== undefined) return
-    this.#reannounceTimer = setTimeout(() => {
-      this.#reannounceTimer = undefined
-      void this.#refresh()
-    }, 200)
   }
 
   /** Pulls from `peer` every advert and shared record it holds that is newer than ours (or that we lack). */

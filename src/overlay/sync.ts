@@ -2,7 +2,7 @@ import type { PeerId } from '@libp2p/interface'
 import { createHash } from 'node:crypto'
 import { z } from 'zod'
 import { XenosError } from '../core/index.ts'
-import type { Rpc } from './rpc.ts'
+import type { CallOptions, Rpc } from './rpc.ts'
 
 /**
  * Anti-entropy between two hosts, first by one hash of everything each holds (equal when they
@@ -61,6 +61,12 @@ const PICK_BYTES = 2 * 2 ** 20
 /** Pages read from one peer in one sync; what lies beyond waits for the next. */
 const MAX_PAGES = 64
 const SYNC_TIMEOUT_MS = 10_000
+/**
+ * The longest one sync with one peer may take, however it answers: a peer that drips its answers
+ * (each just inside SYNC_TIMEOUT_MS) would otherwise hold one of the few syncs a host runs at
+ * once for hours. What is left waits for the next sync, which skips what this one got.
+ */
+export const SYNC_DEADLINE_MS = 60_000
 
 const topicSchema = z.string().min(1).max(100)
 const keySchema = z.string().min(1).max(300)
@@ -97,12 +103,25 @@ export function serveSync (rpc: Rpc, topics: (topic: string) => Syncable | undef
   rpc.handle('sync.pick', pickRequestSchema, async ({ topic, keys }) => topics(topic)?.pick(keys, PICK_BYTES) ?? { records: [], taken: keys.length })
 }
 
-/** Pulls from `peer` every record of `topic` it holds newer than ours, or that we lack (but those refused before). */
-export async function pullFrom (rpc: Rpc, peer: PeerId, topic: string, local: Syncable, refused: Refused): Promise<void> {
-  if (await sameRoot(rpc, peer, topic, local)) return
+/**
+ * Pulls from `peer` every record of `topic` it holds newer than ours, or that we lack (but those
+ * refused before), within `deadlineMs`.
+ */
+export async function pullFrom (rpc: Rpc, peer: PeerId, topic: string, local: Syncable, refused: Refused, deadlineMs = SYNC_DEADLINE_MS): Promise<void> {
+  const signal = AbortSignal.timeout(deadlineMs)
+  try {
+    await pullPages(rpc, peer, topic, local, refused, { timeoutMs: SYNC_TIMEOUT_MS, signal })
+  } catch (err) {
+    if (signal.aborted) throw new XenosError('TIMEOUT', `host ${peer.toString()} took more than ${deadlineMs} ms to sync ${topic}: the rest waits for the next sync`)
+    throw err
+  }
+}
+
+async function pullPages (rpc: Rpc, peer: PeerId, topic: string, local: Syncable, refused: Refused, call: CallOptions): Promise<void> {
+  if (await sameRoot(rpc, peer, topic, local, call)) return
   let after: string | null = null
   for (let page = 0; page < MAX_PAGES; page++) {
-    const digest = digestReplySchema.parse(await rpc.call(peer, 'sync.digest', { topic, after }, { timeoutMs: SYNC_TIMEOUT_MS }))
+    const digest = digestReplySchema.parse(await rpc.call(peer, 'sync.digest', { topic, after }, call))
     const versions = new Map(digest.entries)
     const newer = (key: string): boolean => (local.version(key) ?? -1) < (versions.get(key) ?? -1)
     let wanted = digest.entries.filter(([key, version]) => {
@@ -110,7 +129,7 @@ export async function pullFrom (rpc: Rpc, peer: PeerId, topic: string, local: Sy
       return local.version(key) === undefined ? local.hasRoomFor?.(key) ?? true : newer(key)
     }).map(([key]) => key)
     while (wanted.length > 0) {
-      const { records, taken } = pickReplySchema.parse(await rpc.call(peer, 'sync.pick', { topic, keys: wanted }, { timeoutMs: SYNC_TIMEOUT_MS }))
+      const { records, taken } = pickReplySchema.parse(await rpc.call(peer, 'sync.pick', { topic, keys: wanted }, call))
       for (const r of records) await local.receive(r)
       if (taken === 0) break
       // What is still not held as offered was refused (or was not sent).
@@ -123,9 +142,9 @@ export async function pullFrom (rpc: Rpc, peer: PeerId, topic: string, local: Sy
 }
 
 /** Whether `peer` holds just what this host does (false when it cannot say: a host of an older version). */
-async function sameRoot (rpc: Rpc, peer: PeerId, topic: string, local: Syncable): Promise<boolean> {
+async function sameRoot (rpc: Rpc, peer: PeerId, topic: string, local: Syncable, call: CallOptions): Promise<boolean> {
   try {
-    const { root } = rootReplySchema.parse(await rpc.call(peer, 'sync.root', { topic }, { timeoutMs: SYNC_TIMEOUT_MS }))
+    const { root } = rootReplySchema.parse(await rpc.call(peer, 'sync.root', { topic }, call))
     return root === rootOf(local)
   } catch (err) {
     if (err instanceof XenosError && err.code === 'INVALID_ARGUMENT') return false
