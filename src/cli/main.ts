@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander'
 import { resolve } from 'node:path'
-import { toXenosError, XenosError } from '../core/index.ts'
+import { toXenosError, XENOS_VERSION, XenosError } from '../core/index.ts'
 import { ApiClient } from './client.ts'
 import { client, collect, hostNames, out, resolveHost, type GlobalFlags } from './command.ts'
 import { registerBankCommands } from './bank.ts'
@@ -23,6 +23,7 @@ interface SearchResult { kind: string, id: string, host: string, issuedAt: numbe
 export function buildProgram (): Command {
   const program = new Command('xenos')
     .description('Find, deploy, control and measure services on a Xenos cloud')
+    .version(XENOS_VERSION, '-V, --version', 'print the version of Xenos and exit')
     .option('--api <url>', 'API of any Xenos host', process.env.XENOS_API ?? 'http://127.0.0.1:7380')
     .option('--json', 'print JSON instead of tables')
     .option('--key <file>', 'your user key (created on first use)', process.env.XENOS_KEY ?? DEFAULT_KEY_FILE)

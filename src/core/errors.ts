@@ -37,6 +37,8 @@ export const ERROR_CODES = {
   PEER_PROTOCOL: { status: 502, meaning: 'A peer answered with a malformed or oversized message.' },
   BLOB_CORRUPT: { status: 500, meaning: 'An image file stored on the host no longer matches its chunk index.' },
   TIMEOUT: { status: 504, meaning: 'The operation did not finish in time.' },
+  ADDRESS_IN_USE: { status: 500, meaning: 'xenosd could not start: another program listens on the API or overlay address it was given (choose another with --api or --listen).' },
+  DATA_DIR_UNUSABLE: { status: 500, meaning: 'xenosd could not start: its data dir cannot be made or written (its owner or mode, a read-only file system, a file in the way; or choose another with --data).' },
   INTERNAL: { status: 500, meaning: 'An unexpected fault inside the host; its log has details.' },
 } as const satisfies Record<string, { status: number, meaning: string }>
 

@@ -32,8 +32,8 @@ export interface StartOptions {
   extraArgs?: string[]
   /** Options for node itself, before the script: a heap limit. */
   nodeArgs?: string[]
-  /** Through bin/xenosd, as an operator starts it (compiled once built), in place of the sources. */
-  viaBin?: boolean
+  /** An xenosd command to run in place of the sources: bin/xenosd (compiled once built), or an installed one. */
+  executable?: string
   dataDir?: string
 }
 
@@ -54,8 +54,8 @@ export async function startHost (o: StartOptions): Promise<TestHost> {
     ...(o.bootstrap ?? []).flatMap(h => ['--bootstrap', h.info.multiaddrs[0] ?? '']),
     ...(o.extraArgs ?? []),
   ]
-  const proc = o.viaBin === true
-    ? spawn(join(ROOT, 'bin/xenosd'), args, { stdio: ['ignore', 'inherit', 'inherit'] })
+  const proc = o.executable !== undefined
+    ? spawn(o.executable, args, { stdio: ['ignore', 'inherit', 'inherit'] })
     : spawn(NODE, [...XENOSD_NODE_FLAGS, ...(o.nodeArgs ?? []), join(ROOT, 'src/cli/xenosd.ts'), ...args], { stdio: ['ignore', 'inherit', 'inherit'] })
   const deadline = Date.now() + 30_000
   while (Date.now() < deadline) {

@@ -27,7 +27,7 @@ describe('the compiled build', () => {
   })
 
   it('runs the compiled host and CLI, which see each other as the sources do', async () => {
-    const a = await startHost({ name: 'compiled', viaBin: true })
+    const a = await startHost({ name: 'compiled', executable: join(ROOT, 'bin/xenosd') })
     hosts.push(a)
     const cmdline = (await readFile(`/proc/${a.proc.pid ?? 0}/cmdline`, 'utf8')).split('\0')
     assert.ok(cmdline.includes(join(ROOT, 'dist/cli/xenosd.js')), cmdline.join(' '))
@@ -41,6 +41,11 @@ describe('the compiled build', () => {
     }
     await eventually(async () => await hostsSeen(async () => (await run(join(ROOT, 'bin/xenos'), ['--api', a.api, '--key', key, '--json', 'peers'])).stdout) || undefined, 20_000, 'the compiled CLI to list both hosts through the compiled host')
     await eventually(async () => await hostsSeen(async () => JSON.stringify(await cli(b, key, ['peers']))) || undefined, 20_000, 'the sources\' CLI to list both through the other host')
+  })
+
+  it('says its version, package.json\'s, from the host and the CLI', async () => {
+    const { version } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string }
+    for (const bin of ['bin/xenosd', 'bin/xenos']) assert.equal((await run(join(ROOT, bin), ['--version'])).stdout.trim(), version, bin)
   })
 
   it('runs the sources when one is newer than the build, and the build where there are no sources', async () => {

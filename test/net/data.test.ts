@@ -37,7 +37,10 @@ describe('data repository', () => {
   it('stores a file and gives it back intact; only its owner and the keys it granted reach it', async () => {
     const content = randomBytes(5 * 2 ** 20 + 3)
     await writeFile(join(dir, 'input.bin'), content)
+    const blobs = async (): Promise<string[]> => await readdir(join(h.dataDir, 'blobs', 'sha256')).catch(() => [])
+    const held = new Set(await blobs())
     const put = await cli(h, alice, ['data', 'put', join(dir, 'input.bin'), 'data://me/inputs/input.bin'])
+    const added = (await blobs()).filter(b => !held.has(b))
     assert.equal(put.uri, `data://${ids.alice}/inputs/input.bin`)
     assert.equal(put.sha256, sha(content))
     await cli(h, alice, ['data', 'get', put.uri, join(dir, 'back.bin')], false)
@@ -62,6 +65,11 @@ describe('data repository', () => {
     await assert.rejects(cli(h, bob, ['data', 'rm', put.uri]), /FORBIDDEN/)
     await cli(h, alice, ['data', 'revoke', '--', ids.bob ?? ''])
     await assert.rejects(cli(h, bob, ['data', 'ls', `data://${ids.alice}/`]), /FORBIDDEN/)
+
+    // Removed, its bytes leave the disk with it.
+    assert.equal(added.length, 1, 'the file\'s bytes went into the blob store')
+    await cli(h, alice, ['data', 'rm', put.uri])
+    await eventually(async () => (await blobs()).every(b => !added.includes(b)) || undefined, 10_000, 'the removed file\'s bytes to leave the disk')
   })
 
   it('refuses path tricks in names and links in uploaded directories', async () => {
