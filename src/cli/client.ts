@@ -10,7 +10,8 @@ const WATCHED_TIMEOUT_MS = 60 * 60_000
 /** Where a CLI command sends its requests and who signs them. */
 export interface ClientInit {
   api: string
-  key?: OwnerKey
+  /** The user's key, or how to get it when a request is first signed (reads sign nothing). */
+  key?: OwnerKey | (() => OwnerKey)
 }
 
 /** What a deploy asks: where (hosts, or null for the hosts with most room), how many, and what each host does. */
@@ -49,7 +50,7 @@ export function deployKeyOf (owner: string, requestId: string): string {
  */
 export class ApiClient {
   readonly #api: string
-  readonly #key: OwnerKey | undefined
+  #key: OwnerKey | (() => OwnerKey) | undefined
   #self: Promise<string> | undefined
 
   constructor (init: ClientInit) {
@@ -132,7 +133,7 @@ export class ApiClient {
 
   /** Resolves a template reference (id, name, `template://me/…`) through the host. */
   async template<T>(ref: string): Promise<T> {
-    const full = isTemplateUri(ref) ? formatTemplateUri(parseTemplateUri(ref, this.#key?.id)) : ref
+    const full = isTemplateUri(ref) ? formatTemplateUri(parseTemplateUri(ref, this.#key === undefined ? undefined : this.#signer().id)) : ref
     return await this.get<T>(`/v1/templates/${encodeURIComponent(full)}`)
   }
 
@@ -223,6 +224,7 @@ export class ApiClient {
 
   #signer (): OwnerKey {
     if (this.#key === undefined) throw new XenosError('UNAUTHENTICATED', 'no user key loaded')
+    if (typeof this.#key === 'function') this.#key = this.#key()
     return this.#key
   }
 

@@ -1,7 +1,7 @@
 import type { Command } from 'commander'
-import { XenosError } from '../core/index.ts'
+import { XenosError, type OwnerKey } from '../core/index.ts'
+import { loadOrCreateOwnerKeySync } from '../store/index.ts'
 import { ApiClient } from './client.ts'
-import { loadOrCreateUserKey } from './keys.ts'
 
 /** The options every command takes (see `buildProgram`). */
 export interface GlobalFlags {
@@ -24,8 +24,12 @@ export function out (flags: Pick<GlobalFlags, 'json'>, json: unknown, human: () 
 /** The API client of a command, signing with the user's key (made on first use). */
 export async function client (cmd: Command): Promise<{ api: ApiClient, flags: GlobalFlags }> {
   const flags = cmd.optsWithGlobals<GlobalFlags>()
-  const { key, created } = await loadOrCreateUserKey(flags.key)
-  if (created) process.stderr.write(`created your user key ${flags.key} (owner id ${key.id})\n`)
+  // Made when a request is first signed: a command that only reads leaves no key behind.
+  const key = (): OwnerKey => {
+    const { key, created } = loadOrCreateOwnerKeySync(flags.key)
+    if (created) process.stderr.write(`created your user key ${flags.key} (owner id ${key.id})\n`)
+    return key
+  }
   return { api: new ApiClient({ api: flags.api, key }), flags }
 }
 

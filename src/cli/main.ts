@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander'
 import { resolve } from 'node:path'
-import { toXenosError, XENOS_VERSION, XenosError } from '../core/index.ts'
+import { XENOS_VERSION, XenosError } from '../core/index.ts'
 import { ApiClient } from './client.ts'
 import { client, collect, hostNames, out, resolveHost, type GlobalFlags } from './command.ts'
 import { registerBankCommands } from './bank.ts'
@@ -8,6 +8,7 @@ import { registerMarketCommands } from './market.ts'
 import { registerDataCommands } from './data.ts'
 import { registerDeploymentCommands } from './deployments.ts'
 import { registerDeployCommands } from './deploy.ts'
+import { reportFailure } from './failure.ts'
 import { runDaemon } from './daemon.ts'
 import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
 import { registerHostCommands } from './hosts.ts'
@@ -121,7 +122,6 @@ function detailOf (r: SearchResult): string {
 }
 
 buildProgram().parseAsync().catch((err: unknown) => {
-  const e = toXenosError(err)
-  process.stderr.write(`error ${e.code}: ${e.message}\n`)
+  reportFailure(err, process.argv.slice(2), text => process.stderr.write(text))
   process.exit(1)
 })

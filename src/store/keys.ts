@@ -1,17 +1,51 @@
-import { mkdir, readFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { generateOwnerKey, ownerKeyFromPem, ownerKeyToPem, type OwnerKey } from '../core/index.ts'
-import { writeFileAtomic } from './files.ts'
+import { generateOwnerKey, ownerKeyFromPem, ownerKeyToPem, XenosError, type OwnerKey } from '../core/index.ts'
 
-/** An ed25519 owner key kept as PEM at `path` (readable by its user only), created on first use. */
-export async function loadOrCreateOwnerKey (path: string): Promise<{ key: OwnerKey, created: boolean }> {
+/** The ed25519 owner key kept as PEM at `path`, or undefined when there is none yet. */
+function readOwnerKey (path: string): OwnerKey | undefined {
   try {
-    return { key: ownerKeyFromPem(await readFile(path, 'utf8')), created: false }
+    return ownerKeyFromPem(readFileSync(path, 'utf8'))
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
   }
+}
+
+/**
+ * An ed25519 owner key kept as PEM at `path` (readable by its user only), created on first use.
+ * Synchronous, so that a client can make it the moment it first signs. Written whole beside its
+ * place and linked there, which fails if a key is there already: two processes that make it at
+ * once end up with the same key, never one each.
+ */
+export function loadOrCreateOwnerKeySync (path: string): { key: OwnerKey, created: boolean } {
+  const existing = readOwnerKey(path)
+  if (existing !== undefined) return { key: existing, created: false }
   const key = generateOwnerKey()
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 })
-  await writeFileAtomic(path, ownerKeyToPem(key), 0o600)
-  return { key, created: true }
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
+  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`
+  const fd = openSync(tmp, 'wx', 0o600)
+  try {
+    writeSync(fd, ownerKeyToPem(key))
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  try {
+    linkSync(tmp, path)
+    return { key, created: true }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    const made = readOwnerKey(path)
+    if (made === undefined) throw new XenosError('INTERNAL', `${path} was made and is gone`)
+    return { key: made, created: false }
+  } finally {
+    rmSync(tmp, { force: true })
+  }
+}
+
+/** loadOrCreateOwnerKeySync, for callers that await. */
+export async function loadOrCreateOwnerKey (path: string): Promise<{ key: OwnerKey, created: boolean }> {
+  return loadOrCreateOwnerKeySync(path)
 }
