@@ -171,8 +171,11 @@ export class ApiClient {
   deployParts (templateId: string, plan: PlacementPlan['hosts'], spec: DeployRequest['spec'], requestId: string): DeployPart[] {
     const key = deployKeyOf(this.owner, requestId)
     const digest = deploySpecDigest(spec)
-    return plan.map(p => ({
-      token: signDeployToken(this.#signer(), { host: p.host, template: templateId, key, count: p.count, spec: digest }),
+    // Over several hosts, each numbers its instances after the hosts before it: NAME-1, NAME-2… across all.
+    const total = plan.reduce((n, p) => n + p.count, 0)
+    const firsts = plan.map((_, i) => plan.slice(0, i).reduce((n, p) => n + p.count, 0))
+    return plan.map((p, i) => ({
+      token: signDeployToken(this.#signer(), { host: p.host, template: templateId, key, count: p.count, ...plan.length > 1 ? { numbering: { first: firsts[i] ?? 0, total } } : {}, spec: digest }),
       ...spec.inputs === undefined ? {} : { inputs: spec.inputs.map(i => this.authFor('data.get', i.uri, {}, p.host)) },
     }))
   }

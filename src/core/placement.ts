@@ -43,6 +43,11 @@ export const deployTokenSchema = z.strictObject({
   /** Chosen by the client for the whole deploy: a retry with the same key makes the same instances, not new ones. */
   key: z.string().regex(/^[0-9a-f]{32}$/, 'a deploy key is 32 hex digits'),
   count: z.number().int().min(1).max(MAX_DEPLOY_COUNT),
+  /**
+   * Where this host's instances stand among all the deploy's, over several hosts: named
+   * `NAME-(first + index + 1)` when the deploy makes more than one. @default this host's alone
+   */
+  numbering: z.strictObject({ first: z.number().int().min(0).max(MAX_DEPLOY_COUNT * 100), total: z.number().int().min(1).max(MAX_DEPLOY_COUNT * 100) }).optional(),
   /** SHA-256 of the deploy's parameters (see `deploySpecDigest`). */
   spec: sha256,
   issuedAt: z.number().int().nonnegative(),
@@ -157,6 +162,12 @@ export function deployTokenValid (t: DeployToken): boolean {
 }
 
 /** The id of instance `index` of a deploy token: its owner's, and nobody else's to claim. */
+/** The name instance `index` of a deploy token takes, when the deploy names its instances `base`. */
+export function instanceNameOf (t: Pick<DeployToken, 'count' | 'numbering'>, base: string, index: number): string {
+  const { first, total } = t.numbering ?? { first: 0, total: t.count }
+  return total > 1 ? `${base}-${first + index + 1}` : base
+}
+
 export function instanceIdOf (t: Pick<DeployToken, 'owner' | 'key' | 'host'>, index: number): string {
   return `i-${createHash('sha256').update(`xenos-instance-v1\n${t.owner}\n${t.key}\n${t.host}\n${index}`).digest('hex').slice(0, 16)}`
 }

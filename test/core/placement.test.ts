@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { generateOwnerKey, instanceIdOf, verifyPlacement } from '../../src/core/index.ts'
+import { deployTokenValid, generateOwnerKey, instanceIdOf, instanceNameOf, signDeployToken, verifyPlacement } from '../../src/core/index.ts'
 import { AdvertCache, signAdvert, verifyAdvert, verifyHostSignature } from '../../src/overlay/index.ts'
 import { hostKey } from '../helpers/adverts.ts'
 import { deployedOn, drainedTo, instanceAdvert, movedTo, placedUnder, TEMPLATE } from '../helpers/placement.ts'
@@ -90,5 +90,18 @@ describe('placements', () => {
     assert.deepEqual(cache.search({ kind: 'instance' }).map(x => x.host), [b.id])
     cache.offer(await signAdvert(b.key, { ...instanceAdvert(b.id, id, alice.id, movedTo(alice, placement, id, a.id, b.id)), issuedAt: Date.now() + 1, seq: 2, withdrawn: true } as never))
     assert.equal(cache.get('instance', id), undefined, 'withdrawn by the host it was placed on last: gone, whatever older hosts say')
+  })
+
+  it('name a deploy\'s instances across its hosts as its tokens say, and the tokens keep that signed', async () => {
+    const a = await hostKey()
+    const alone = { count: 1 }
+    assert.equal(instanceNameOf(alone, 'web', 0), 'web', 'one instance keeps the name')
+    assert.deepEqual([0, 1, 2].map(i => instanceNameOf({ count: 3 }, 'web', i)), ['web-1', 'web-2', 'web-3'])
+    const third = signDeployToken(alice, { host: a.id, template: TEMPLATE, key: '0'.repeat(32), count: 2, numbering: { first: 2, total: 4 }, spec: 'a'.repeat(64) })
+    assert.deepEqual([0, 1].map(i => instanceNameOf(third, 'web', i)), ['web-3', 'web-4'], 'after the hosts before it')
+    assert.equal(instanceNameOf({ count: 1, numbering: { first: 1, total: 2 } }, 'web', 0), 'web-2', 'one of several is numbered')
+    assert.equal(deployTokenValid(third), true)
+    // A host that passes the token on cannot renumber what it names.
+    assert.equal(deployTokenValid({ ...third, numbering: { first: 0, total: 4 } }), false)
   })
 })

@@ -111,8 +111,20 @@ export async function cliRun (h: TestHost | string, user: string, args: string[]
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
   const code = await new Promise<number | null>(r => child.once('exit', r))
   // A command that fails part-way (a deploy with one host failing) explains itself on stdout, after its progress on stderr.
-  if (code !== 0) throw new CliError([stderr.trim(), stdout.trim()].filter(s => s !== '').join('\n'), code)
+  if (code !== 0) throw new CliError([readableErrors(stderr), stdout.trim()].filter(s => s !== '').join('\n'), code)
   return { result: json ? JSON.parse(stdout) : stdout, stderr }
+}
+
+/** What the CLI said on stderr, its error (a line of JSON with --json) written as it reads without. */
+function readableErrors (stderr: string): string {
+  return stderr.trim().split('\n').map(line => {
+    try {
+      const { error } = JSON.parse(line) as { error?: { code: string, message: string } }
+      return error === undefined ? line : `error ${error.code}: ${error.message}`
+    } catch {
+      return line
+    }
+  }).join('\n')
 }
 
 /** Starts a long-running CLI command with `--json`; resolves once it printed its first line, with that line parsed. */
@@ -128,7 +140,7 @@ export async function cliStart (h: TestHost, user: string, args: string[]): Prom
       const end = stdout.indexOf('\n')
       if (end >= 0) resolve(JSON.parse(stdout.slice(0, end)))
     })
-    child.once('exit', code => { reject(new CliError(stderr.trim(), code)) })
+    child.once('exit', code => { reject(new CliError(readableErrors(stderr), code)) })
   })
   return {
     first,

@@ -203,8 +203,10 @@ describe('a cloud of xenosd processes', () => {
   })
 
   it('deploys onto several named hosts at once, timing each host\'s part until healthy', async () => {
-    const { result, stderr } = await cliRun(c, alice, ['deploy', 'hello', '--hosts', 'a,b,c', '--wait'])
+    const { result, stderr } = await cliRun(c, alice, ['deploy', 'hello', '--hosts', 'a,b,c', '--name', 'web', '--wait'])
     assert.equal(result.instances.length, 3)
+    // Numbered across the hosts, in the order given.
+    assert.deepEqual([a, b, c].map(h => result.instances.find((i: any) => i.host === h.info.peerId)?.name), ['web-1', 'web-2', 'web-3'])
     // The live view (lines, as stderr is no terminal) follows each host through its phases in order.
     // It shows what each host says when asked (every 300 ms): a phase shorter than that may pass unseen.
     const phases = ['a', 'b', 'c'].map(name => rolloutPhases(stderr, name))

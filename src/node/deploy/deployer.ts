@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import {
-  deployPartSchema, deployReplySchema, deploySpecDigest, deploySpecSchema, deployStatusSchema, deployTokenSchema, deployTokenValid, instanceIdsOf, OWNER_ID_PATTERN,
+  deployPartSchema, deployReplySchema, deploySpecDigest, deploySpecSchema, deployStatusSchema, deployTokenSchema, deployTokenValid, instanceIdsOf, instanceNameOf, OWNER_ID_PATTERN,
   REQUEST_MAX_SKEW_MS, templateIdSchema, XenosError,
   type AdvertOf, type DeployPart, type DeployReply, type DeployResult, type DeploySpec, type DeployStatus, type DeployTiming, type DeployToken,
   type HostRollout, type InstanceView, type Placement, type PlacementPlan,
@@ -267,7 +267,7 @@ export class Deployer {
       const base = spec.name ?? pulled.template.manifest.name
       const named = missing.map(m => ({
         id: m.id,
-        name: spec.name === null ? `${base}-${m.id.slice(2, 8)}` : token.count > 1 ? `${base}-${m.index + 1}` : base,
+        name: spec.name === null ? `${base}-${m.id.slice(2, 8)}` : instanceNameOf(token, base, m.index),
         placement: rootPlacement(token, m.index),
         links: spec.links ?? [],
         env: spec.env ?? {},
