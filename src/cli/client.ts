@@ -10,9 +10,12 @@ const WATCHED_TIMEOUT_MS = 60 * 60_000
 /** Where a CLI command sends its requests and who signs them. */
 export interface ClientInit {
   api: string
-  /** The user's key, or how to get it when a request is first signed (reads sign nothing). */
-  key?: OwnerKey | (() => OwnerKey)
+  /** The user's key, at hand or from where it is kept: made there only when first signed with (`create`). */
+  key?: OwnerKey | KeySource
 }
+
+/** Where the user's key is kept: gives it, or undefined when there is none and `create` is false. */
+export type KeySource = (create: boolean) => OwnerKey | undefined
 
 /** What a deploy asks: where (hosts, or null for the hosts with most room), how many, and what each host does. */
 export interface DeployRequest {
@@ -50,7 +53,7 @@ export function deployKeyOf (owner: string, requestId: string): string {
  */
 export class ApiClient {
   readonly #api: string
-  #key: OwnerKey | (() => OwnerKey) | undefined
+  #key: OwnerKey | KeySource | undefined
   #self: Promise<string> | undefined
 
   constructor (init: ClientInit) {
@@ -60,6 +63,11 @@ export class ApiClient {
 
   get owner (): string {
     return this.#signer().id
+  }
+
+  /** The user's owner id if the user has a key; none is made. */
+  get knownOwner (): string | undefined {
+    return typeof this.#key === 'function' ? this.#key(false)?.id : this.#key?.id
   }
 
   /** The peer id of the host the CLI talks to. */
@@ -227,7 +235,8 @@ export class ApiClient {
 
   #signer (): OwnerKey {
     if (this.#key === undefined) throw new XenosError('UNAUTHENTICATED', 'no user key loaded')
-    if (typeof this.#key === 'function') this.#key = this.#key()
+    if (typeof this.#key === 'function') this.#key = this.#key(true) ?? this.#key
+    if (typeof this.#key === 'function') throw new XenosError('UNAUTHENTICATED', 'no user key could be made')
     return this.#key
   }
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander'
 import { XenosError, type OwnerKey } from '../core/index.ts'
-import { loadOrCreateOwnerKeySync } from '../store/index.ts'
+import { loadOrCreateOwnerKeySync, readOwnerKeySync } from '../store/index.ts'
 import { ApiClient } from './client.ts'
 
 /** The options every command takes (see `buildProgram`). */
@@ -25,7 +25,8 @@ export function out (flags: Pick<GlobalFlags, 'json'>, json: unknown, human: () 
 export async function client (cmd: Command): Promise<{ api: ApiClient, flags: GlobalFlags }> {
   const flags = cmd.optsWithGlobals<GlobalFlags>()
   // Made when a request is first signed: a command that only reads leaves no key behind.
-  const key = (): OwnerKey => {
+  const key = (create: boolean): OwnerKey | undefined => {
+    if (!create) return readOwnerKeySync(flags.key)
     const { key, created } = loadOrCreateOwnerKeySync(flags.key)
     if (created) process.stderr.write(`created your user key ${flags.key} (owner id ${key.id})\n`)
     return key

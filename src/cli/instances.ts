@@ -63,7 +63,15 @@ export function registerInstanceCommands (program: Command): void {
     .action(async (o: { all?: boolean, host?: string }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const q = new URLSearchParams()
-      if (o.all !== true) q.set('owner', api.owner)
+      if (o.all !== true) {
+        // No key yet, no instances of one's own.
+        const owner = api.knownOwner
+        if (owner === undefined) {
+          out(flags, [], () => `no instances: you have no user key yet (${flags.key}); the first command that acts makes it`)
+          return
+        }
+        q.set('owner', owner)
+      }
       if (o.host !== undefined) q.set('host', await resolveHost(api, o.host))
       const { instances } = await api.get<{ instances: InstanceView[] }>(`/v1/instances?${q.toString()}`)
       out(flags, instances, () => instanceTable(instances))

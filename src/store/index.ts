@@ -29,7 +29,7 @@ import { TaskTable } from './tasks.ts'
 import { TemplateTable } from './templates.ts'
 
 export { writeFileAtomic, renameDurably } from './files.ts'
-export { loadOrCreateOwnerKey, loadOrCreateOwnerKeySync } from './keys.ts'
+export { loadOrCreateOwnerKey, loadOrCreateOwnerKeySync, readOwnerKeySync } from './keys.ts'
 export type { InstanceRecord, InstanceChange, InstanceLink, RemoteDisk } from './instances.ts'
 export type { DiskExportRecord } from './disk-exports.ts'
 export { waitingComponent, type ComponentRecord, type DeploymentRecord, type DeploymentState, type DeploymentTable, type EarlierDescription, type PlacedInstance } from './deployments.ts'

@@ -4,7 +4,7 @@ import { dirname } from 'node:path'
 import { generateOwnerKey, ownerKeyFromPem, ownerKeyToPem, XenosError, type OwnerKey } from '../core/index.ts'
 
 /** The ed25519 owner key kept as PEM at `path`, or undefined when there is none yet. */
-function readOwnerKey (path: string): OwnerKey | undefined {
+export function readOwnerKeySync (path: string): OwnerKey | undefined {
   try {
     return ownerKeyFromPem(readFileSync(path, 'utf8'))
   } catch (err) {
@@ -20,7 +20,7 @@ function readOwnerKey (path: string): OwnerKey | undefined {
  * once end up with the same key, never one each.
  */
 export function loadOrCreateOwnerKeySync (path: string): { key: OwnerKey, created: boolean } {
-  const existing = readOwnerKey(path)
+  const existing = readOwnerKeySync(path)
   if (existing !== undefined) return { key: existing, created: false }
   const key = generateOwnerKey()
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
@@ -37,7 +37,7 @@ export function loadOrCreateOwnerKeySync (path: string): { key: OwnerKey, create
     return { key, created: true }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-    const made = readOwnerKey(path)
+    const made = readOwnerKeySync(path)
     if (made === undefined) throw new XenosError('INTERNAL', `${path} was made and is gone`)
     return { key: made, created: false }
   } finally {

@@ -40,11 +40,12 @@ describe('CLI failures', () => {
     const dead = await xenos(['--api', 'http://127.0.0.1:9', '--key', key, 'peers'])
     assert.equal(dead.code, 1)
     assert.match(dead.stderr, /^error PEER_UNREACHABLE: cannot reach the Xenos API at http:\/\/127.0.0.1:9/)
-    for (const args of [['peers'], ['search', 'anything'], ['template', 'list']]) {
+    for (const args of [['peers'], ['search', 'anything'], ['template', 'list'], ['instance', 'list']]) {
       assert.equal((await xenos(['--api', h.api, '--key', key, ...args])).code, 0, args.join(' '))
     }
+    assert.deepEqual(JSON.parse((await xenos(['--api', h.api, '--key', key, '--json', 'instance', 'list'])).stdout), [], 'no key, no instances of one\'s own')
     assert.equal(existsSync(key), false, 'reading made no key')
-    const signed = await xenos(['--api', h.api, '--key', key, 'instance', 'list'])
+    const signed = await xenos(['--api', h.api, '--key', key, 'template', 'import', join(ROOT, 'examples/hello.yaml')])
     assert.equal(signed.code, 0, signed.stderr)
     assert.match(signed.stderr, /created your user key/)
     assert.equal(existsSync(key), true, 'a command that needs the key made it')
