@@ -1,13 +1,18 @@
 import { Command, Option } from 'commander'
 import { DEFAULT_DATA_DIR, type HostOptionsInput } from '../node/index.ts'
 import { XenosError } from '../core/index.ts'
-
-const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
+import { collect } from './command.ts'
+import { applyConfigFile } from './daemon-config.ts'
 
 /** Adds the host's options to a command (`xenosd` and `xenos node start` share them). */
 export function withDaemonOptions (cmd: Command): Command {
   return cmd
-    .option('--data <dir>', 'identity key, state, instances and logs', process.env.XENOS_DATA ?? DEFAULT_DATA_DIR)
+    .option('--config <file>', 'take options from this YAML file (keys as the long options are named: api, listen, advert-ttl, …); the command line wins')
+    .hook('preAction', async (c) => {
+      const file = c.getOptionValue('config') as string | undefined
+      if (file !== undefined) await applyConfigFile(c, file)
+    })
+    .addOption(new Option('--data <dir>', 'identity key, state, instances and logs').env('XENOS_DATA').default(DEFAULT_DATA_DIR))
     .option('--api <host:port>', 'HTTP API address', '127.0.0.1:7380')
     .option('--listen <multiaddr>', 'overlay listen address (repeatable)', collect)
     .option('--bootstrap <multiaddr>', 'host to join through, ending in /p2p/<peer id> (repeatable)', collect)
