@@ -1,5 +1,5 @@
 import type { Command } from 'commander'
-import { XenosError, type OwnerKey } from '../core/index.ts'
+import { INSTANCE_ID_PATTERN, XenosError, type InstanceView, type OwnerKey } from '../core/index.ts'
 import { loadOrCreateOwnerKeySync, readOwnerKeySync } from '../store/index.ts'
 import { ApiClient } from './client.ts'
 
@@ -46,6 +46,31 @@ export async function resolveHost (api: ApiClient, ref: string): Promise<string>
   if (matches.length === 1 && matches[0] !== undefined) return matches[0].id
   if (matches.length === 0) throw new XenosError('HOST_NOT_FOUND', `no advertised host is named "${ref}" or has a peer id starting or ending with it: see "xenos peers"`)
   throw new XenosError('INVALID_ARGUMENT', `"${ref}" matches ${matches.length} hosts: give more of the peer id`)
+}
+
+/**
+ * Accepts an instance id, a unique prefix of one (4 hex digits at least, with or without `i-`),
+ * or the name of one of the user's instances: the user's first, then everyone's (an operator
+ * acts on others' on its host).
+ */
+export async function resolveInstance (api: ApiClient, ref: string): Promise<string> {
+  if (INSTANCE_ID_PATTERN.test(ref)) return ref
+  const list = async (owner?: string): Promise<InstanceView[]> => (await api.get<{ instances: InstanceView[] }>(`/v1/instances${owner === undefined ? '' : `?owner=${encodeURIComponent(owner)}`}`)).instances
+  const owner = api.knownOwner
+  const own = owner === undefined ? [] : await list(owner)
+  const one = (found: InstanceView[], what: string): string | undefined => {
+    if (found.length > 1) throw new XenosError('INVALID_ARGUMENT', `${found.length} instances ${what}: give one of their ids, ${found.map(v => v.id).join(', ')}`)
+    return found[0]?.id
+  }
+  const named = one(own.filter(v => v.name === ref), `of yours are named ${ref} (replicas share a name)`)
+  if (named !== undefined) return named
+  const hex = ref.replace(/^i-/, '')
+  if (/^[0-9a-f]{4,15}$/.test(hex)) {
+    const starting = (vs: InstanceView[]): InstanceView[] => vs.filter(v => v.id.startsWith(`i-${hex}`))
+    const id = one(starting(own), `of yours have ids starting with i-${hex}`) ?? one(starting(await list()), `have ids starting with i-${hex}`)
+    if (id !== undefined) return id
+  }
+  throw new XenosError('INSTANCE_NOT_FOUND', `no instance is named "${ref}" or has an id starting with it: see "xenos instance list"`)
 }
 
 /** Host names by peer id, for tables (empty when the peers cannot be listed). */

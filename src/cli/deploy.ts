@@ -2,14 +2,14 @@ import type { Command } from 'commander'
 import { randomBytes } from 'node:crypto'
 import { instanceIdsOf, newSnapshotId, toXenosError, XenosError, type BudgetView, type DeployResult, type InstanceView, type MigrationStatus, type Replica, type TemplateSummary } from '../core/index.ts'
 import type { ApiClient } from './client.ts'
-import { client, collect, hostNames, out, resolveHost, type HostRow } from './command.ts'
+import { client, collect, hostNames, type HostRow, out, resolveHost, resolveInstance } from './command.ts'
 import { stagedInputs } from './data.ts'
 import { instanceTable, instanceView } from './instances.ts'
 import { creditsOf } from './bank.ts'
 import { budgetBids, deployBids, refundBids, secondsOf, type PaidBids } from './market.ts'
 import { migrationView } from './progress.ts'
 import { RolloutView } from './rollout-view.ts'
-import { bytes, shortId, table } from './table.ts'
+import { bytes, hostLabel, table } from './table.ts'
 
 /** The advertised host other than instance `v`'s with most free memory that fits it. */
 async function roomiestHost (api: ApiClient, v: InstanceView): Promise<string> {
@@ -57,7 +57,7 @@ function withRetryHint (err: unknown, requestId: string): XenosError {
 function rolloutTable (parts: DeployResult['hosts'], names: Map<string, string>): string {
   const ms = (n: number | null): string => n === null ? '-' : n < 1000 ? `${Math.round(n)} ms` : `${(n / 1000).toFixed(1)} s`
   return table(['HOST', 'INSTANCES', 'FETCH', 'CREATE', 'BOOT', 'HEALTHY', 'RESULT'], parts.map(p => [
-    names.get(p.host) ?? shortId(p.host),
+    hostLabel(names, p.host),
     String(p.instances.length),
     p.fetchMs === null ? '-' : `${ms(p.fetchMs)}${p.fetchedBytes !== null && p.fetchedBytes > 0 ? ` (${bytes(p.fetchedBytes)})` : ''}`,
     ms(p.createMs),
@@ -114,20 +114,21 @@ export function registerDeployCommands (program: Command): void {
         .finally(() => { view.stop() })
       await refundBids(api, paid, result.failures.map(f => f.host))
       view.update(result.hosts)
-      out(flags, result, () => [instanceTable(result.instances), '', rolloutTable(result.hosts, names)].join('\n'))
+      out(flags, result, () => [instanceTable(result.instances, names), '', rolloutTable(result.hosts, names)].join('\n'))
       if (result.instances.length === 0 || result.hosts.some(h => h.error !== null)) process.exitCode = 1
       if (result.failures.length > 0) process.stderr.write(`some hosts failed: "xenos deploy … --request-id ${requestId}" again makes only what is missing\n`)
     })
 
-  program.command('replicate <id>').description('Start another instance of the same service (same template, same name, so "xenos connect NAME" spreads over both) on another host; with --from-snapshot, a copy of the running one, memory and disk')
+  program.command('replicate <instance>').description('Start another instance of the same service (same template, same name, so "xenos connect NAME" spreads over both) on another host; with --from-snapshot, a copy of the running one, memory and disk')
     .option('--to <host>', 'host to start it on (default: the other host with most free memory)')
     .option('--from-snapshot', 'start it from a snapshot of the running instance (taken now) instead of booting')
-    .action(async (id: string, o: { to?: string, fromSnapshot?: boolean }, cmd: Command) => {
+    .action(async (ref: string, o: { to?: string, fromSnapshot?: boolean }, cmd: Command) => {
       const { api, flags } = await client(cmd)
+      const id = await resolveInstance(api, ref)
       const v = await instanceView(api, id)
       const to = o.to === undefined ? await roomiestHost(api, v) : await resolveHost(api, o.to)
       const names = await hostNames(api)
-      const where = (h: string): string => names.get(h) ?? shortId(h)
+      const where = (h: string): string => hostLabel(names, h)
       // The host that runs the instance does the work; what the replica needs is signed here first.
       const snapshot = o.fromSnapshot === true ? newSnapshotId() : undefined
       const spec = { name: v.name, ...snapshot === undefined ? {} : { snapshot } }

@@ -3,20 +3,20 @@ import { readFile } from 'node:fs/promises'
 import { XenosError, type DeploymentView, type Supervision } from '../core/index.ts'
 import { resolveDescription } from '../deploy/index.ts'
 import type { ApiClient } from './client.ts'
-import { client, out, type HostRow } from './command.ts'
-import { ago, shortId, table } from './table.ts'
+import { client, hostNames, out, type HostRow } from './command.ts'
+import { ago, hostLabel, table } from './table.ts'
 
 /** A deployment's components, a row each: path, state, where its instances run, what happened last. */
-function deploymentTable (d: DeploymentView): string {
+function deploymentTable (d: DeploymentView, names: ReadonlyMap<string, string>): string {
   const why = d.termination === null ? d.error : `${d.termination.kind}: ${d.termination.cause}`
-  const head = `${d.name}: ${d.state}${why === null ? '' : ` (${why})`}, supervised by ${shortId(d.supervisor)}`
+  const head = `${d.name}: ${d.state}${why === null ? '' : ` (${why})`}, supervised by ${hostLabel(names, d.supervisor)}`
   return [head, table(['COMPONENT', 'STATE', 'INSTANCES', 'LAST EVENT', 'SINCE'],
-    d.components.map(c => [c.path, c.termination === null ? c.state : `${c.state} (${c.termination.kind})`, c.instances.map(i => `${i.id}@${shortId(i.host)}`).join(' ') || '-', c.event ?? '-', ago(c.updatedAt)]))].join('\n')
+    d.components.map(c => [c.path, c.termination === null ? c.state : `${c.state} (${c.termination.kind})`, c.instances.map(i => `${i.id}@${hostLabel(names, i.host)}`).join(' ') || '-', c.event ?? '-', ago(c.updatedAt)]))].join('\n')
 }
 
 /** Where the latest checkpoint of each instance is kept, and how old it is. */
-function checkpointsTable (d: DeploymentView): string {
-  const rows = d.components.flatMap(c => c.checkpoints.map(cp => [c.path, cp.instance, shortId(cp.host), cp.snapshot, ago(cp.at)]))
+function checkpointsTable (d: DeploymentView, names: ReadonlyMap<string, string>): string {
+  const rows = d.components.flatMap(c => c.checkpoints.map(cp => [c.path, cp.instance, hostLabel(names, cp.host), cp.snapshot, ago(cp.at)]))
   return rows.length === 0 ? '' : `\n\ncheckpoints:\n${table(['COMPONENT', 'OF INSTANCE', 'KEPT ON', 'SNAPSHOT', 'TAKEN'], rows)}`
 }
 
@@ -74,11 +74,12 @@ export function registerDeploymentCommands (program: Command): void {
       const { name } = resolveDescription(text, file)
       if (!Number.isInteger(o.supervisors) || o.supervisors < 1 || o.supervisors > 5) throw new XenosError('INVALID_ARGUMENT', '--supervisors must be a whole number from 1 to 5')
       const { supervisors, update } = await supervisorsFor(api, name, o.supervisors)
+      const names = await hostNames(api)
       process.stderr.write(update
-        ? `updating ${name}, supervised by ${supervisors.map(shortId).join(', ')}: what changed is made anew, one instance at a time…\n`
+        ? `updating ${name}, supervised by ${supervisors.map(h => hostLabel(names, h)).join(', ')}: what changed is made anew, one instance at a time…\n`
         : `applying ${name}, supervised by this host${supervisors.length > 1 ? ` (and ${supervisors.length - 1} more, should it die)` : ''}…\n`)
       const d = await api.apply(name, text, supervisors, progressPrinter())
-      out(flags, d, () => deploymentTable(d))
+      out(flags, d, () => deploymentTable(d, names))
       if (d.state !== 'running') process.exitCode = 1
     })
 
@@ -93,7 +94,8 @@ export function registerDeploymentCommands (program: Command): void {
     .action(async (name: string, _o: unknown, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const d = await api.signed<DeploymentView>('GET', `/v1/deployments/${encodeURIComponent(name)}`, 'deployment.get', name, {}, undefined, await supervisorOf(api, name))
-      out(flags, d, () => deploymentTable(d) + checkpointsTable(d) + recentEvents(d))
+      const names = await hostNames(api)
+      out(flags, d, () => deploymentTable(d, names) + checkpointsTable(d, names) + recentEvents(d))
     })
 
   program.command('terminate <name>').description('End every instance of a deployment, in the reverse of the order they started in')
@@ -101,6 +103,7 @@ export function registerDeploymentCommands (program: Command): void {
       const { api, flags } = await client(cmd)
       const show = progressPrinter()
       const d = await api.watched<DeploymentView>(`/v1/deployments/${encodeURIComponent(name)}/terminate`, 'deployment.terminate', name, {}, undefined, p => { show(p as DeploymentView) }, await supervisorOf(api, name))
-      out(flags, d, () => deploymentTable(d))
+      const names = await hostNames(api)
+      out(flags, d, () => deploymentTable(d, names))
     })
 }

@@ -3,7 +3,7 @@ import { XenosError, type DrainResult, type DrainStatus } from '../core/index.ts
 import { errorOf } from './client.ts'
 import { client, hostNames, out, resolveHost, type HostRow } from './command.ts'
 import { migrationView } from './progress.ts'
-import { shortId, table } from './table.ts'
+import { hostLabel, table } from './table.ts'
 
 /** `xenos peers`, and `xenos host drain|undrain` for the host the CLI talks to. */
 export function registerHostCommands (program: Command): void {
@@ -26,7 +26,7 @@ export function registerHostCommands (program: Command): void {
       const { api, flags } = await client(cmd)
       const to = o.to === undefined ? undefined : await Promise.all(o.to.split(',').map(async h => await resolveHost(api, h.trim())))
       const names = await hostNames(api)
-      const where = (h: string): string => names.get(h) ?? shortId(h)
+      const where = (h: string): string => hostLabel(names, h)
       let current = ''
       let view = migrationView()
       let result: DrainResult | undefined

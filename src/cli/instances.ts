@@ -1,9 +1,9 @@
 import type { Command } from 'commander'
 import { CONTROL_ACTIONS, type InstanceMetrics, type InstanceView, type MigrationResult, type MigrationStatus, type TemplateSummary } from '../core/index.ts'
 import type { ApiClient } from './client.ts'
-import { client, hostNames, out, resolveHost } from './command.ts'
+import { client, hostNames, out, resolveHost, resolveInstance } from './command.ts'
 import { migrationView } from './progress.ts'
-import { ago, bytes, percent, shortId, table } from './table.ts'
+import { ago, bytes, hostLabel, percent, table } from './table.ts'
 
 /** Moves an instance live, its progress on stderr; the owner signs the destination and whether the disk moves too, for the host it runs on. */
 export async function migrateWatched (api: ApiClient, id: string, to: string, copyDisk: boolean): Promise<MigrationResult> {
@@ -18,10 +18,10 @@ export async function instanceView (api: ApiClient, id: string): Promise<Instanc
   return await api.signed<InstanceView>('GET', `/v1/instances/${encodeURIComponent(id)}`, 'get', id, {}, undefined, await api.hostOf(id))
 }
 
-export function instanceTable (views: InstanceView[]): string {
+export function instanceTable (views: InstanceView[], names: ReadonlyMap<string, string>): string {
   if (views.length === 0) return 'no instances'
   return table(['ID', 'NAME', 'TEMPLATE', 'HOST', 'STATE', 'ENDPOINTS', 'CREATED'],
-    views.map(v => [v.id, v.name, v.templateName, shortId(v.host), v.state, v.endpoints.map(e => e.url).join(' ') || '-', ago(v.createdAt)]))
+    views.map(v => [v.id, v.name, v.templateName, hostLabel(names, v.host), v.state, v.endpoints.map(e => e.url).join(' ') || '-', ago(v.createdAt)]))
 }
 
 function instanceDetail (v: InstanceView): string {
@@ -44,19 +44,20 @@ function instanceDetail (v: InstanceView): string {
 
 /** `xenos instance …` (list, show, control, snapshot, derive, metrics, logs), `xenos snapshots` and `xenos migrate`. */
 export function registerInstanceCommands (program: Command): void {
-  program.command('migrate <id>').description('Move a running VM to another host while it keeps running: memory is copied live; the disk stays and is served to the new host, unless --copy-disk')
+  program.command('migrate <instance>').description('Move a running VM to another host while it keeps running: memory is copied live; the disk stays and is served to the new host, unless --copy-disk')
     .requiredOption('--to <host>', 'host to move it to (peer id, unique part of it, or host name)')
     .option('--copy-disk', 'copy the disk to the new host too (what the instance wrote, while it runs), so the old host keeps nothing of it and may be shut down')
-    .action(async (id: string, o: { to: string, copyDisk?: boolean }, cmd: Command) => {
+    .action(async (ref: string, o: { to: string, copyDisk?: boolean }, cmd: Command) => {
       const { api, flags } = await client(cmd)
+      const id = await resolveInstance(api, ref)
       const to = await resolveHost(api, o.to)
       const r = await migrateWatched(api, id, to, o.copyDisk === true)
       const names = await hostNames(api)
       const disk = o.copyDisk === true ? `, ${bytes(r.copiedDiskBytes)} of disk copied` : ''
-      out(flags, r, () => `migrated ${r.id} from ${names.get(r.from) ?? shortId(r.from)} to ${names.get(r.to) ?? shortId(r.to)} in ${(r.totalMs / 1000).toFixed(1)} s: ${bytes(r.transferredBytes)} of memory sent ${r.memoryPath === 'direct' ? 'directly' : 'through the overlay'}${disk}, ${r.downtimeMs ?? '?'} ms paused`)
+      out(flags, r, () => `migrated ${r.id} from ${hostLabel(names, r.from)} to ${hostLabel(names, r.to)} in ${(r.totalMs / 1000).toFixed(1)} s: ${bytes(r.transferredBytes)} of memory sent ${r.memoryPath === 'direct' ? 'directly' : 'through the overlay'}${disk}, ${r.downtimeMs ?? '?'} ms paused`)
     })
 
-  const instance = program.command('instance').description('Instances: list, show, control, measure')
+  const instance = program.command('instance').description('Instances: list, show, control, measure (INSTANCE: an id, a unique start of one, or the name of one of yours)')
   instance.command('list').description('Your instances anywhere on the overlay')
     .option('--all', 'everyone\'s instances')
     .option('--host <peer>', 'only instances on this host')
@@ -74,32 +75,37 @@ export function registerInstanceCommands (program: Command): void {
       }
       if (o.host !== undefined) q.set('host', await resolveHost(api, o.host))
       const { instances } = await api.get<{ instances: InstanceView[] }>(`/v1/instances?${q.toString()}`)
-      out(flags, instances, () => instanceTable(instances))
+      const names = await hostNames(api)
+      out(flags, instances, () => instanceTable(instances, names))
     })
-  instance.command('show <id>').description('Details of an instance (yours, or any on a host you operate)').action(async (id: string, _o, cmd: Command) => {
+  instance.command('show <instance>').description('Details of an instance (yours, or any on a host you operate)').action(async (ref: string, _o, cmd: Command) => {
     const { api, flags } = await client(cmd)
+    const id = await resolveInstance(api, ref)
     const v = await instanceView(api, id)
     out(flags, v, () => instanceDetail(v))
   })
   for (const action of CONTROL_ACTIONS) {
-    instance.command(`${action} <id>`).description(`${action[0]?.toUpperCase()}${action.slice(1)} an instance you own`).action(async (id: string, _o, cmd: Command) => {
+    instance.command(`${action} <instance>`).description(`${action[0]?.toUpperCase()}${action.slice(1)} an instance you own`).action(async (ref: string, _o, cmd: Command) => {
       const { api, flags } = await client(cmd)
+      const id = await resolveInstance(api, ref)
       const v = await api.signed<InstanceView | undefined>('POST', `/v1/instances/${encodeURIComponent(id)}/${action}`, action, id, {}, undefined, await api.hostOf(id))
       out(flags, v ?? { id, destroyed: true }, () => v === undefined ? `destroyed ${id}` : `${id} is ${v.state}`)
     })
   }
-  instance.command('snapshot <id>').description('Save a VM\'s memory and disk as a snapshot (deploy from it with --from-snapshot)').action(async (id: string, _o, cmd: Command) => {
+  instance.command('snapshot <instance>').description('Save a VM\'s memory and disk as a snapshot (deploy from it with --from-snapshot)').action(async (ref: string, _o, cmd: Command) => {
     const { api, flags } = await client(cmd)
+    const id = await resolveInstance(api, ref)
     const host = await api.hostOf(id)
     const s = await api.signed<{ id: string, createdAt: number }>('POST', `/v1/instances/${encodeURIComponent(id)}/snapshot`, 'snapshot', id, {}, undefined, host)
     const name = (await hostNames(api)).get(host) ?? host
     out(flags, { ...s, host }, () => `snapshot ${s.id} of ${id}, held by ${name}: deploy from it with --from-snapshot ${s.id} --host ${name}`)
   })
-  instance.command('derive <id>').description('Make a tailored template from a stopped or suspended VM: its template with the changes on its disk')
+  instance.command('derive <instance>').description('Make a tailored template from a stopped or suspended VM: its template with the changes on its disk')
     .requiredOption('--name <name>', 'name of the new template')
     .option('--version <version>', 'its version (default: the template\'s, suffixed with the new disk\'s id)')
-    .action(async (id: string, o: { name: string, version?: string }, cmd: Command) => {
+    .action(async (ref: string, o: { name: string, version?: string }, cmd: Command) => {
       const { api, flags } = await client(cmd)
+      const id = await resolveInstance(api, ref)
       const params = { name: o.name, ...(o.version === undefined ? {} : { version: o.version }) }
       const t = await api.signed<TemplateSummary>('POST', `/v1/instances/${encodeURIComponent(id)}/derive`, 'derive', id, params, params, await api.hostOf(id))
       out(flags, t, () => `derived ${t.name}:${t.version} as ${t.id} from ${id}`)
@@ -115,14 +121,16 @@ export function registerInstanceCommands (program: Command): void {
     await api.signed('DELETE', `/v1/snapshots/${encodeURIComponent(id)}`, 'snapshot.delete', id, {})
     out(flags, { deleted: id }, () => `deleted snapshot ${id}`)
   })
-  instance.command('metrics <id>').description('CPU, memory and uptime of an instance').action(async (id: string, _o, cmd: Command) => {
+  instance.command('metrics <instance>').description('CPU, memory and uptime of an instance').action(async (ref: string, _o, cmd: Command) => {
     const { api, flags } = await client(cmd)
+    const id = await resolveInstance(api, ref)
     const m = await api.signed<InstanceMetrics>('GET', `/v1/instances/${encodeURIComponent(id)}/metrics`, 'metrics', id, {}, undefined, await api.hostOf(id))
     out(flags, m, () => table(['ID', 'STATE', 'CPU SECONDS', 'MEMORY', 'UPTIME'], [[m.id, m.state, m.cpuSeconds.toFixed(2), bytes(m.memoryBytes), `${Math.round(m.uptimeSeconds)}s`]]))
   })
-  instance.command('logs <id>').description('Last lines an instance printed').option('--lines <n>', 'how many lines', Number, 100)
-    .action(async (id: string, o: { lines: number }, cmd: Command) => {
+  instance.command('logs <instance>').description('Last lines an instance printed').option('--lines <n>', 'how many lines', Number, 100)
+    .action(async (ref: string, o: { lines: number }, cmd: Command) => {
       const { api, flags } = await client(cmd)
+      const id = await resolveInstance(api, ref)
       const r = await api.signed<{ text: string }>('GET', `/v1/instances/${encodeURIComponent(id)}/logs?lines=${o.lines}`, 'logs', id, {}, undefined, await api.hostOf(id))
       out(flags, r, () => r.text)
     })

@@ -17,7 +17,7 @@ import { DEFAULT_KEY_FILE, loadOrCreateUserKey } from './keys.ts'
 import { LOCAL_CLOUD_DIR, runLocalCloud } from './local-cloud.ts'
 import { registerTaskCommands } from './tasks.ts'
 import { registerTemplateCommands } from './templates.ts'
-import { ago, shortId, table } from './table.ts'
+import { ago, hostLabel, shortId, table } from './table.ts'
 
 interface SearchResult { kind: string, id: string, host: string, issuedAt: number, body: Record<string, unknown> }
 
@@ -70,8 +70,9 @@ export function buildProgram (): Command {
       for (const t of o.tag ?? []) q.append('tag', t)
       if (o.byPrice === true) q.set('sort', 'price')
       const { results } = await api.get<{ results: SearchResult[] }>(`/v1/search?${q.toString()}`)
+      const names = await hostNames(api)
       out(flags, results, () => results.length === 0 ? 'nothing found' : table(['KIND', 'ID', 'NAME', 'HOST', 'DETAIL', 'SEEN'], results.map(r => [
-        r.kind, r.kind === 'host' ? shortId(r.id) : r.id.slice(0, 19), typeof r.body.name === 'string' ? r.body.name : '', shortId(r.host), detailOf(r), ago(r.issuedAt),
+        r.kind, r.kind === 'host' ? shortId(r.id) : r.id.slice(0, 19), typeof r.body.name === 'string' ? r.body.name : '', hostLabel(names, r.host), detailOf(r), ago(r.issuedAt),
       ])))
     })
 
@@ -102,7 +103,7 @@ export function buildProgram (): Command {
           else if (event === 'listening') process.stdout.write(`${d.address}:${d.port} reaches ${target} through the overlay (Ctrl-C to stop)\n`)
           else if (event === 'stats' && d.lastHost !== undefined && `${d.lastInstance}@${d.lastHost}` !== reaching) {
             reaching = `${d.lastInstance}@${d.lastHost}`
-            process.stdout.write(`now reaching ${d.lastInstance ?? '?'} on ${names.get(d.lastHost) ?? shortId(d.lastHost)} (${d.connections} connections, ${d.failed} failed)\n`)
+            process.stdout.write(`now reaching ${d.lastInstance ?? '?'} on ${hostLabel(names, d.lastHost)} (${d.connections} connections, ${d.failed} failed)\n`)
           }
         }
       } catch (err) {

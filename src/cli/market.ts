@@ -2,7 +2,7 @@ import type { Command } from 'commander'
 import { durationMs, MAX_BID_SECONDS, signAllowance, signTransfer, XenosError, type BidParams, type BudgetView, type MarketView, type Receipt } from '../core/index.ts'
 import type { BankWhere } from '../node/index.ts'
 import type { ApiClient, DeployRequest, PartBid } from './client.ts'
-import { client, out, type HostRow } from './command.ts'
+import { client, type HostRow, out, resolveInstance } from './command.ts'
 import { creditsOf } from './bank.ts'
 import { loadOrCreateUserKey } from './keys.ts'
 import { percent, shortId, table } from './table.ts'
@@ -108,10 +108,11 @@ export function bidLine (id: string, v: MarketView): string {
 
 /** `xenos bid` and `xenos hosts`: buying shares of hosts' CPU, and what hosts ask for it. */
 export function registerMarketCommands (program: Command): void {
-  program.command('bid <id> [amount]').description('Pay AMOUNT more credits into an instance\'s bid for its host\'s CPU; with --for, all the bid holds lasts that long from now (without AMOUNT: only its time, and so its rate, changes)')
+  program.command('bid <instance> [amount]').description('Pay AMOUNT more credits into an instance\'s bid for its host\'s CPU; with --for, all the bid holds lasts that long from now (without AMOUNT: only its time, and so its rate, changes)')
     .option('--for <duration>', 'how long the bid lasts from now: seconds, or 20s, 30m, 1h30m, 2d (a new bid needs it)')
-    .action(async (id: string, amount: string | undefined, o: { for?: string }, cmd: Command) => {
+    .action(async (ref: string, amount: string | undefined, o: { for?: string }, cmd: Command) => {
       const { api, flags } = await client(cmd)
+      const id = await resolveInstance(api, ref)
       const host = await api.hostOf(id)
       const seconds = o.for === undefined ? undefined : secondsOf(o.for)
       if (amount === undefined && seconds === undefined) throw new XenosError('INVALID_ARGUMENT', 'give an AMOUNT to pay, or --for to change how long the bid lasts, or both')

@@ -1,6 +1,6 @@
 import type { HostRollout } from '../core/index.ts'
 import { barOf } from './progress.ts'
-import { shortId, table } from './table.ts'
+import { hostLabel, table } from './table.ts'
 
 /** How often the table is redrawn on a terminal, so the time column moves while nothing else does. */
 const REDRAW_MS = 1000
@@ -37,7 +37,7 @@ export class RolloutView {
   }
 
   #name (host: string): string {
-    return this.#names.get(host) ?? shortId(host)
+    return hostLabel(this.#names, host)
   }
 
   #draw (): void {

@@ -10,6 +10,11 @@ export function shortId (id: string, keep = 10): string {
   return id.length <= keep + 1 ? id : `…${id.slice(-keep)}`
 }
 
+/** A host as tables show it: its name when known, else the end of its peer id. */
+export function hostLabel (names: ReadonlyMap<string, string>, id: string): string {
+  return names.get(id) ?? shortId(id)
+}
+
 export function ago (ms: number, now = Date.now()): string {
   const s = Math.max(0, Math.round((now - ms) / 1000))
   if (s < 60) return `${s}s ago`

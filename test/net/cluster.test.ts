@@ -138,6 +138,12 @@ describe('a cloud of xenosd processes', () => {
     assert.ok(m.uptimeSeconds >= 0)
     const mine = await cli(c, alice, ['instance', 'list'])
     assert.ok(mine.some((i: any) => i.id === instanceId))
+    // By its name, or a unique start of its id; a name is looked up among the user's own.
+    assert.equal((await cli(a, alice, ['instance', 'show', shown.name])).id, instanceId)
+    assert.equal((await cli(a, alice, ['instance', 'show', instanceId.slice(0, 8)])).id, instanceId)
+    assert.equal((await cli(c, alice, ['instance', 'metrics', instanceId.slice(2, 8)])).id, instanceId)
+    await assert.rejects(cli(a, alice, ['instance', 'show', 'no-such-name']), /INSTANCE_NOT_FOUND: no instance is named "no-such-name"/)
+    await assert.rejects(cli(a, mallory, ['instance', 'show', shown.name]), /INSTANCE_NOT_FOUND/)
   })
 
   it('pauses, resumes and stops it from C', async () => {
