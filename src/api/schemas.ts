@@ -104,7 +104,10 @@ export const connectBody = z.strictObject({
 export const instanceListQuery = z.strictObject({ owner: z.string().max(64).optional(), host: peerIdSchema.optional(), state: z.enum(INSTANCE_STATES).optional() })
 export const instanceParams = z.strictObject({ id: instanceIdSchema })
 export const controlParams = z.strictObject({ id: instanceIdSchema, action: z.enum(CONTROL_ACTIONS) })
-export const logsQuery = z.strictObject({ lines: z.coerce.number().int().min(1).max(10_000).default(100) })
+export const logsQuery = z.strictObject({
+  lines: z.coerce.number().int().min(1).max(10_000).default(100),
+  from: z.coerce.number().int().min(0).optional().describe('give what the instance printed from this byte on (the `next` of an earlier answer) in place of its last lines'),
+})
 export const blobParams = z.strictObject({ digest: blobIdSchema })
 export const refParams = z.strictObject({ ref: z.string().min(1).max(200) })
 export const snapshotParams = z.strictObject({ id: snapshotIdSchema })

@@ -1,4 +1,5 @@
 import type { Command } from 'commander'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { CONTROL_ACTIONS, type InstanceMetrics, type InstanceView, type MigrationResult, type MigrationStatus, type TemplateSummary } from '../core/index.ts'
 import type { ApiClient } from './client.ts'
 import { client, hostNames, out, resolveHost, resolveInstance } from './command.ts'
@@ -41,6 +42,12 @@ function instanceDetail (v: InstanceView): string {
   if (v.error !== undefined) lines.push(`error:     ${v.error}`)
   return lines.join('\n')
 }
+
+/** How often `logs -f` asks for what an instance printed since. */
+const FOLLOW_EVERY_MS = 1000
+
+/** A piece of an instance's output, and the offset of what it prints next. */
+interface LogPiece { text: string, next: number }
 
 /** `xenos instance …` (list, show, control, snapshot, derive, metrics, logs), `xenos snapshots` and `xenos migrate`. */
 export function registerInstanceCommands (program: Command): void {
@@ -127,11 +134,36 @@ export function registerInstanceCommands (program: Command): void {
     const m = await api.signed<InstanceMetrics>('GET', `/v1/instances/${encodeURIComponent(id)}/metrics`, 'metrics', id, {}, undefined, await api.hostOf(id))
     out(flags, m, () => table(['ID', 'STATE', 'CPU SECONDS', 'MEMORY', 'UPTIME'], [[m.id, m.state, m.cpuSeconds.toFixed(2), bytes(m.memoryBytes), `${Math.round(m.uptimeSeconds)}s`]]))
   })
-  instance.command('logs <instance>').description('Last lines an instance printed').option('--lines <n>', 'how many lines', Number, 100)
-    .action(async (ref: string, o: { lines: number }, cmd: Command) => {
+  instance.command('logs <instance>').description('Last lines an instance printed; with -f, then what it prints as it prints it, until Ctrl-C')
+    .option('--lines <n>', 'how many lines', Number, 100)
+    .option('-f, --follow', 'go on printing what the instance prints (with --json, a line of JSON per piece)')
+    .action(async (ref: string, o: { lines: number, follow?: boolean }, cmd: Command) => {
       const { api, flags } = await client(cmd)
       const id = await resolveInstance(api, ref)
-      const r = await api.signed<{ text: string }>('GET', `/v1/instances/${encodeURIComponent(id)}/logs?lines=${o.lines}`, 'logs', id, {}, undefined, await api.hostOf(id))
-      out(flags, r, () => r.text)
+      let host = await api.hostOf(id)
+      const logs = async (query: string): Promise<LogPiece> => await api.signed<LogPiece>('GET', `/v1/instances/${encodeURIComponent(id)}/logs?${query}`, 'logs', id, {}, undefined, host)
+      let piece = await logs(`lines=${o.lines}`)
+      if (o.follow !== true) {
+        out(flags, piece, () => piece.text)
+        return
+      }
+      const print = (p: LogPiece, text: string): void => { if (text !== '') process.stdout.write(flags.json ? `${JSON.stringify(p)}\n` : text) }
+      print(piece, `${piece.text}\n`)
+      const stop = new AbortController()
+      process.once('SIGINT', () => { stop.abort() })
+      while (!stop.signal.aborted) {
+        await sleep(FOLLOW_EVERY_MS, undefined, { signal: stop.signal }).catch(() => {})
+        if (stop.signal.aborted) break
+        try {
+          piece = await logs(`lines=1&from=${piece.next}`)
+        } catch (err) {
+          // Moved to another host: follow it there (its log there starts where the move did).
+          const now = await api.hostOf(id)
+          if (now === host) throw err
+          host = now
+          continue
+        }
+        print(piece, piece.text)
+      }
     })
 }

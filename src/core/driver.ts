@@ -22,8 +22,8 @@ export interface Driver {
   /** Removes everything the task left on the host; the task must already have ended. */
   destroy (handle: TaskHandle): Promise<void>
   stats (handle: TaskHandle): Promise<TaskStats>
-  /** Last lines the task printed, for logs and failure reports. */
-  logTail (handle: TaskHandle, lines: number): Promise<string>
+  /** The file the task's output (its console) goes to, for logs and failure reports. */
+  logFile (handle: TaskHandle): string | undefined
   /** The exit status the ended task left in its log, for a task that ended while the host was not watching. */
   endedWith? (handle: TaskHandle): Promise<number | undefined>
   /** Services the guest says it runs (the notice board); drivers without a guest agent omit this. */

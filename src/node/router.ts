@@ -5,6 +5,7 @@ import {
   snapshotViewSchema, templateSummarySchema, XenosError,
   type AdvertOf, type ControlAction, type DeriveParams, type InstanceMetrics, type InstanceView, type RequestAuth, type Template, type TemplateSummary,
 } from '../core/index.ts'
+import type { LogPiece } from '../hypervisor/index.ts'
 import { deriveDisk, tailoredManifest, type BlobStore, type TemplateLibrary } from '../images/index.ts'
 import type { SnapshotRecord, Store } from '../store/index.ts'
 import type { Overlay } from '../overlay/index.ts'
@@ -32,7 +33,8 @@ const CONTROL_TIMEOUT_MS = 60_000
 const controlRequestSchema = z.strictObject({ id: instanceIdSchema, action: z.enum(CONTROL_ACTIONS), auth: requestAuthSchema })
 /** A signed read of an instance: its view (`get`), its usage (`metrics`) or a snapshot of it. */
 const instanceRequestSchema = z.strictObject({ id: instanceIdSchema, auth: requestAuthSchema })
-const logsRequestSchema = z.strictObject({ id: instanceIdSchema, lines: z.number().int().min(1).max(10_000), auth: requestAuthSchema })
+const logsRequestSchema = z.strictObject({ id: instanceIdSchema, lines: z.number().int().min(1).max(10_000), from: z.number().int().min(0).optional(), auth: requestAuthSchema })
+const logPieceSchema = z.strictObject({ text: z.string(), next: z.number().int().min(0) })
 const deriveRequestSchema = z.strictObject({ id: instanceIdSchema, params: deriveParamsSchema, auth: requestAuthSchema })
 
 /**
@@ -57,7 +59,7 @@ export class InstanceRouter {
     rpc.handle('instance.control', controlRequestSchema, async req => await this.#controlHere(req.id, req.action, req.auth) ?? null)
     rpc.handle('instance.get', instanceRequestSchema, async req => this.#getHere(req.id, req.auth))
     rpc.handle('instance.metrics', instanceRequestSchema, async req => await this.#metricsHere(req.id, req.auth))
-    rpc.handle('instance.logs', logsRequestSchema, async req => await this.#logsHere(req.id, req.lines, req.auth))
+    rpc.handle('instance.logs', logsRequestSchema, async req => await this.#logsHere(req.id, req.lines, req.from, req.auth))
     rpc.handle('instance.snapshot', instanceRequestSchema, async req => await this.#snapshotHere(req.id, req.auth))
     rpc.handle('instance.derive', deriveRequestSchema, async req => await this.#deriveHere(req.id, req.params, req.auth))
   }
@@ -170,14 +172,15 @@ export class InstanceRouter {
     return await this.#init.supervisor.metrics(id)
   }
 
-  async logs (id: string, lines: number, auth: RequestAuth): Promise<string> {
-    if (auth.host === this.#self) return await this.#logsHere(id, lines, auth)
-    return z.string().parse(await this.#call(auth.host, 'instance.logs', { id, lines, auth }))
+  /** The last `lines` lines of an instance's output, or (`from`) what came after that offset. */
+  async logs (id: string, lines: number, from: number | undefined, auth: RequestAuth): Promise<LogPiece> {
+    if (auth.host === this.#self) return await this.#logsHere(id, lines, from, auth)
+    return logPieceSchema.parse(await this.#call(auth.host, 'instance.logs', { id, lines, ...from === undefined ? {} : { from }, auth }))
   }
 
-  async #logsHere (id: string, lines: number, auth: RequestAuth): Promise<string> {
+  async #logsHere (id: string, lines: number, from: number | undefined, auth: RequestAuth): Promise<LogPiece> {
     this.#authorise(id, 'logs', auth)
-    return await this.#init.supervisor.logs(id, lines)
+    return await this.#init.supervisor.logs(id, lines, from)
   }
 
   /** What anyone may see of the instances this host runs plus those advertised by others (what their adverts say). */

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Driver, TaskHandle, TaskSpec } from '../../src/core/index.ts'
-import { detectCgroups, processDriver, type Cgroups } from '../../src/hypervisor/index.ts'
+import { detectCgroups, processDriver, tailFile, type Cgroups } from '../../src/hypervisor/index.ts'
 import { eventually, tempDir } from '../helpers/cluster.ts'
 
 const isRoot = process.getuid?.() === 0
@@ -84,7 +84,7 @@ describe('process driver', () => {
   it('reports how a task ended', async () => {
     const { handle } = await start('echo bye; exit 7')
     assert.deepEqual(await driver.wait(handle), { code: 7, signal: null })
-    assert.match(await driver.logTail(handle, 5), /bye/)
+    assert.match(await tailFile(driver.logFile(handle), 5), /bye/)
     assert.equal(await driver.recover(handle), 'exited')
   })
 

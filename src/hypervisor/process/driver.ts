@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { XenosError, type Driver, type Fingerprint, type TaskExit, type TaskHandle, type TaskSpec, type TaskStats, type TaskStatus } from '../../core/index.ts'
 import type { Cgroups } from '../cgroup.ts'
-import { processUsage, tailFile } from '../procfs.ts'
+import { processUsage } from '../procfs.ts'
 import { spawnTask, taskPids } from '../spawn.ts'
 
 export interface ProcessDriverInit {
@@ -194,6 +194,6 @@ export function processDriver (init: ProcessDriverInit): Driver {
       return { ...usage, startedAt: s.startedAt }
     },
 
-    logTail: async (handle, lines) => typeof handle.state.log === 'string' ? await tailFile(handle.state.log, lines) : '',
+    logFile: handle => typeof handle.state.log === 'string' ? handle.state.log : undefined,
   } satisfies Driver
 }

@@ -389,7 +389,7 @@ export function qemuDriver (init: QemuDriverInit): MigratingDriver {
       return out
     },
 
-    logTail: async (handle, lines) => typeof handle.state.console === 'string' ? await tailFile(handle.state.console, lines) : '',
+    logFile: handle => typeof handle.state.console === 'string' ? handle.state.console : undefined,
 
     async endedWith (handle): Promise<number | undefined> {
       if (typeof handle.state.console !== 'string') return undefined

@@ -3,6 +3,7 @@ import { readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { ACTIVE_STATES, type Driver } from '../../core/index.ts'
+import { tailFile } from '../../hypervisor/index.ts'
 import type { InstanceRecord } from '../../store/index.ts'
 import { DESTROYING_MARKER, type InstanceRecords } from './records.ts'
 import { LOG_TAIL_LINES, withTail, type LinkEnds, type RemoteDisks, type TaskRunner } from './runner.ts'
@@ -49,7 +50,7 @@ export async function recoverInstances (init: RecoveryInit): Promise<InstanceRec
     }
     const status = await driver.recover(r.handle).catch(() => 'exited' as const)
     if (status === 'exited') {
-      const tail = await driver.logTail(r.handle, LOG_TAIL_LINES).catch(() => '')
+      const tail = await tailFile(driver.logFile(r.handle), LOG_TAIL_LINES)
       const code = await driver.endedWith?.(r.handle).catch(() => undefined)
       await driver.destroy(r.handle).catch(() => {})
       if (code === 0) records.set(r.id, { state: 'exited', error: null, exitCode: 0 })

@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { canMigrate, type Driver, type InstanceState, type TaskExit, type TaskHandle, type TaskLink, type TaskSpec, type Template } from '../../core/index.ts'
+import { tailFile } from '../../hypervisor/index.ts'
 import type { InstanceRecord, RemoteDisk } from '../../store/index.ts'
 import type { HealthMonitor } from './health.ts'
 import type { KeyedLock } from './locks.ts'
@@ -99,7 +100,7 @@ export class TaskRunner {
       this.watch(r.id, driver, handle)
       return handle
     } catch (err) {
-      const tail = await driver.logTail({ id: r.id, driver: r.driver, state: { log: join(dir, 'console.log') } }, LOG_TAIL_LINES).catch(() => '')
+      const tail = await tailFile(driver.logFile({ id: r.id, driver: r.driver, state: { log: join(dir, 'console.log') } }), LOG_TAIL_LINES)
       records.set(r.id, { state: 'failed', handle: null, error: withTail((err as Error).message, tail) })
       throw err
     }
@@ -164,7 +165,7 @@ export class TaskRunner {
       await this.#init.onArrivalEnded(r)
       return
     }
-    const tail = await driver.logTail(live.handle, LOG_TAIL_LINES).catch(() => '')
+    const tail = await tailFile(driver.logFile(live.handle), LOG_TAIL_LINES)
     await driver.destroy(live.handle).catch(() => {})
     const how = exit.signal !== null ? `killed by ${exit.signal}` : exit.code === null ? 'ended' : `exited with code ${exit.code}`
     const state: InstanceState = exit.code === 0 ? 'exited' : 'failed'

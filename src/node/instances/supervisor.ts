@@ -6,6 +6,7 @@ import {
   ACTIVE_STATES, canMigrate, ENDED_STATES, XenosError,
   type ControlAction, type Driver, type InstanceMetrics, type InstanceView, type MarketView, type MigratingDriver, type Placement, type Resources, type TaskHandle, type TaskSpec, type Template,
 } from '../../core/index.ts'
+import { readFileFrom, tailFileFrom, type LogPiece } from '../../hypervisor/index.ts'
 import type { InstanceLink, InstanceRecord, RemoteDisk, SnapshotRecord, Store } from '../../store/index.ts'
 import { Admission } from './admission.ts'
 import { HealthMonitor } from './health.ts'
@@ -361,10 +362,11 @@ export class InstanceSupervisor {
     return { ...base, cpuSeconds: s.cpuSeconds, memoryBytes: s.memoryBytes, uptimeSeconds: Math.max(0, (Date.now() - s.startedAt) / 1000) }
   }
 
-  async logs (id: string, lines: number): Promise<string> {
+  /** The last `lines` lines an instance printed, or with `from`, what it printed from that offset on; and where to go on from. */
+  async logs (id: string, lines: number, from?: number): Promise<LogPiece> {
     const r = this.#records.get(id)
-    const driver = this.#init.drivers.get(r.driver)
-    return driver === undefined ? '' : await driver.logTail(r.handle ?? { id, driver: r.driver, state: {} }, lines)
+    const file = this.#init.drivers.get(r.driver)?.logFile(r.handle ?? { id, driver: r.driver, state: {} })
+    return from === undefined ? await tailFileFrom(file, lines) : await readFileFrom(file, from)
   }
 
   /** A new instance's record, `creating`, with host ports of its own (none of `pending`, ports of records not written yet). */

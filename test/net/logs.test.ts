@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { cli, cliStart, eventually, startHost, stopHosts, tempDir, type TestHost } from '../helpers/cluster.ts'
+
+/** A process that prints a numbered line five times a second. */
+const COUNTER = 'name: counter-lines\nversion: "1"\ndriver: process\ncommand: "i=0; while :; do i=$((i+1)); echo line $i; sleep 0.2; done"\nresources: { cpu: 0.05, memory: 16 }\n'
+
+/** The numbers of the `line N` lines in `text`. */
+const numbers = (text: string): number[] => [...text.matchAll(/^line (\d+)$/gm)].map(m => Number(m[1]))
+
+/** `xenos instance logs`: the last lines, and following what an instance prints, from its host or another. */
+describe('instance logs', () => {
+  const hosts: TestHost[] = []
+  let a: TestHost, b: TestHost
+  let alice: string
+  let id: string
+
+  before(async () => {
+    const dir = await tempDir('logs')
+    alice = join(dir, 'alice.pem')
+    a = await startHost({ name: 'logs-a' })
+    b = await startHost({ name: 'logs-b', bootstrap: [a] })
+    hosts.push(a, b)
+    await writeFile(join(dir, 'counter.yaml'), COUNTER)
+    await cli(a, alice, ['template', 'import', join(dir, 'counter.yaml')])
+    id = (await cli(a, alice, ['deploy', 'counter-lines', '--host', 'logs-a', '--name', 'counter'])).instances[0].id
+    await eventually(async () => numbers((await cli(a, alice, ['instance', 'logs', 'counter'])).text).length >= 5 || undefined, 10_000, 'the counter to print')
+  })
+
+  after(async () => {
+    await stopHosts(hosts)
+  })
+
+  it('gives the last lines asked for, and where the output goes on', async () => {
+    const r = await cli(a, alice, ['instance', 'logs', id, '--lines', '3'])
+    const seen = numbers(r.text)
+    assert.equal(seen.length, 3)
+    assert.deepEqual(seen, [seen[0], (seen[0] ?? 0) + 1, (seen[0] ?? 0) + 2], 'the last three, in order')
+    assert.ok(r.next > 0)
+  })
+
+  for (const via of ['its host', 'another host'] as const) {
+    it(`follows what the instance prints, every line once and in order, asked through ${via}`, async () => {
+      const following = await cliStart(via === 'its host' ? a : b, alice, ['instance', 'logs', 'counter', '--lines', '2', '-f'])
+      const lines: number[] = numbers(following.first.text as string)
+      let out = ''
+      following.child.stdout?.on('data', (d: Buffer) => { out += d.toString() })
+      await sleep(3000)
+      await following.stop()
+      for (const piece of out.trim().split('\n')) lines.push(...numbers((JSON.parse(piece) as { text: string }).text))
+      assert.ok(lines.length >= 2 + 4, `${lines.length} lines: the two asked for, then what it printed in 3 s`)
+      for (let i = 1; i < lines.length; i++) assert.equal(lines[i], (lines[i - 1] ?? 0) + 1, `line ${lines[i - 1]} then ${lines[i]}: ${lines.join(' ')}`)
+    })
+  }
+})
