@@ -9,6 +9,7 @@ import { registerDataCommands } from './data.ts'
 import { registerDeploymentCommands } from './deployments.ts'
 import { registerDeployCommands } from './deploy.ts'
 import { reportFailure } from './failure.ts'
+import { COMPLETE_COMMAND, completions, completionScript } from './completion.ts'
 import { runDaemon } from './daemon.ts'
 import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
 import { registerHostCommands } from './hosts.ts'
@@ -76,6 +77,9 @@ export function buildProgram (): Command {
       ])))
     })
 
+  program.command('completion <shell>').description('Print a shell\'s completion for xenos (bash or zsh): source <(xenos completion bash)')
+    .action((shell: string) => { process.stdout.write(completionScript(shell, program.name())) })
+
   registerDeployCommands(program)
   registerInstanceCommands(program)
   registerDataCommands(program)
@@ -122,7 +126,14 @@ function detailOf (r: SearchResult): string {
   return `free ${free.cpu} CPU ${free.memory} MiB, ${String(b.instances)} instances${typeof b.price === 'number' ? `, price ${b.price.toFixed(4)}` : ''}`
 }
 
-buildProgram().parseAsync().catch((err: unknown) => {
-  reportFailure(err, process.argv.slice(2), text => process.stderr.write(text))
-  process.exit(1)
-})
+const args = process.argv.slice(2)
+// The shell's completion asks before anything is parsed: its words are a command line half typed.
+if (args[0] === COMPLETE_COMMAND) {
+  const words = completions(buildProgram(), args.slice(1))
+  if (words.length > 0) process.stdout.write(`${words.join('\n')}\n`)
+} else {
+  buildProgram().parseAsync().catch((err: unknown) => {
+    reportFailure(err, args, text => process.stderr.write(text))
+    process.exit(1)
+  })
+}
