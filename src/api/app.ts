@@ -101,7 +101,8 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
   api.get('/v1/peers', { schema: { summary: 'Connected peers and advertised hosts', response: { 200: peersSchema } } }, async () => {
     const connected = host.overlay.connectedPeers()
     const hosts = host.overlay.search({ kind: 'host' }).flatMap(a => a.kind === 'host' ? [{ ...a.body, id: a.host, expiresAt: a.expiresAt }] : [])
-    return { connected, hosts }
+    const unreachable = host.overlay.cache.unreachableHosts().map(u => ({ id: u.host, name: u.last.flatMap(a => a.kind === 'host' ? [a.body.name] : [])[0] ?? '', since: u.since }))
+    return { connected, hosts, unreachable }
   })
 
   registerTemplateRoutes(api, host)

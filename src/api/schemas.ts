@@ -116,4 +116,5 @@ export const templateRemovalSchema = z.object({ id: z.string(), blobsRemoved: z.
 export const peersSchema = z.object({
   connected: z.array(z.object({ id: z.string(), addrs: z.array(z.string()) })),
   hosts: z.array(hostInfoSchema.omit({ id: true }).extend({ id: z.string(), expiresAt: z.number() })),
+  unreachable: z.array(z.object({ id: z.string(), name: z.string(), since: z.number() })).describe('hosts taken for dead (they did not answer probes) that have not answered since, and since when'),
 })

@@ -75,6 +75,7 @@ export async function resolveInstance (api: ApiClient, ref: string): Promise<str
 
 /** Host names by peer id, for tables (empty when the peers cannot be listed). */
 export async function hostNames (api: ApiClient): Promise<Map<string, string>> {
-  const { hosts } = await api.get<{ hosts: Array<{ id: string, name: string }> }>('/v1/peers').catch(() => ({ hosts: [] }))
-  return new Map(hosts.map(h => [h.id, h.name]))
+  type Named = Array<{ id: string, name: string }>
+  const { hosts, unreachable } = await api.get<{ hosts: Named, unreachable: Named }>('/v1/peers').catch(() => ({ hosts: [], unreachable: [] }))
+  return new Map([...unreachable, ...hosts].filter(h => h.name !== '').map(h => [h.id, h.name]))
 }

@@ -3,20 +3,22 @@ import { XenosError, type DrainResult, type DrainStatus } from '../core/index.ts
 import { errorOf } from './client.ts'
 import { client, hostNames, out, resolveHost, type HostRow } from './command.ts'
 import { migrationView } from './progress.ts'
-import { hostLabel, table } from './table.ts'
+import { ago, hostLabel, table } from './table.ts'
 
 /** `xenos peers`, and `xenos host drain|undrain` for the host the CLI talks to. */
 export function registerHostCommands (program: Command): void {
   program.command('peers').description('Hosts on the overlay').action(async (_o, cmd: Command) => {
     const { api, flags } = await client(cmd)
     const self = await api.get<HostRow>('/v1/host')
-    const peers = await api.get<{ connected: Array<{ id: string }>, hosts: HostRow[] }>('/v1/peers')
+    const peers = await api.get<{ connected: Array<{ id: string }>, hosts: HostRow[], unreachable: Array<{ id: string, name: string, since: number }> }>('/v1/peers')
     const connected = new Set(peers.connected.map(p => p.id))
-    out(flags, { self, ...peers }, () => table(['HOST', 'NAME', 'API', 'DRIVERS', 'FREE CPU', 'FREE MEM', 'INSTANCES', 'LINK'],
-      peers.hosts.sort((a, b) => a.name.localeCompare(b.name)).map(h => [
+    out(flags, { self, ...peers }, () => table(['HOST', 'NAME', 'API', 'DRIVERS', 'FREE CPU', 'FREE MEM', 'INSTANCES', 'LINK'], [
+      ...peers.hosts.sort((a, b) => a.name.localeCompare(b.name)).map(h => [
         h.id, h.name, h.api, h.drivers.join(','), `${h.free.cpu}/${h.capacity.cpu}`, `${h.free.memory}/${h.capacity.memory} MiB`, String(h.instances),
         h.id === self.id ? 'self' : connected.has(h.id) ? 'connected' : 'via overlay',
-      ])))
+      ]),
+      ...peers.unreachable.map(h => [h.id, h.name, '-', '-', '-', '-', '-', `unreachable since ${ago(h.since)}`]),
+    ]))
   })
 
   const hostCmd = program.command('host').description('The host the CLI talks to: drain it before maintenance')

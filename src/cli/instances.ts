@@ -22,7 +22,12 @@ export async function instanceView (api: ApiClient, id: string): Promise<Instanc
 export function instanceTable (views: InstanceView[], names: ReadonlyMap<string, string>): string {
   if (views.length === 0) return 'no instances'
   return table(['ID', 'NAME', 'TEMPLATE', 'HOST', 'STATE', 'ENDPOINTS', 'CREATED'],
-    views.map(v => [v.id, v.name, v.templateName, hostLabel(names, v.host), v.state, v.endpoints.map(e => e.url).join(' ') || '-', ago(v.createdAt)]))
+    views.map(v => [v.id, v.name, v.templateName, hostLabel(names, v.host), stateOf(v), v.endpoints.map(e => e.url).join(' ') || '-', ago(v.createdAt)]))
+}
+
+/** An instance's state as a table shows it: unknown, with its last known state, when its host is unreachable. */
+function stateOf (v: InstanceView): string {
+  return v.unreachableSince === undefined ? v.state : `unknown (host unreachable since ${ago(v.unreachableSince)}; was ${v.state})`
 }
 
 function instanceDetail (v: InstanceView): string {

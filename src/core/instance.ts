@@ -59,6 +59,8 @@ export interface InstanceView extends MarketView {
   error?: string | undefined
   /** The exit status of the guest's task, once it has ended. */
   exitCode?: number | undefined
+  /** Its host was taken for dead at this time and has not answered since: `state` is as it was last heard, its present unknown. */
+  unreachableSince?: number | undefined
 }
 
 export interface InstanceMetrics {

@@ -40,6 +40,7 @@ export const instanceViewSchema = z.strictObject({
   healthyAt: timeSchema.optional(),
   error: z.string().max(16_384).optional(),
   exitCode: z.number().int().optional(),
+  unreachableSince: timeSchema.optional(),
   ...marketViewSchema.shape,
 })
 

@@ -15,7 +15,7 @@ import type { InstanceSupervisor } from './instances/index.ts'
 import { callHost, hostOfInstance } from './remote.ts'
 
 export interface InstanceRouterInit {
-  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'lookup' | 'lookupName' | 'learnHost'>
+  overlay: Pick<Overlay, 'peerId' | 'rpc' | 'search' | 'lookup' | 'lookupName' | 'learnHost' | 'cache'>
   library: Pick<TemplateLibrary, 'verifyImage' | 'add'>
   catalog: Pick<TemplateCatalog, 'summary'>
   blobs: BlobStore
@@ -190,7 +190,11 @@ export class InstanceRouter {
     const remote = (this.#init.overlay.search({ kind: 'instance' }) as Array<AdvertOf<'instance'>>)
       .filter(a => !ids.has(a.id))
       .map(viewFromAdvert)
-    return [...local, ...remote]
+    for (const v of remote) ids.add(v.id)
+    // The instances of a host taken for dead, as last heard of, marked so: gone from searches, not from their owners' lists.
+    const unreachable = this.#init.overlay.cache.unreachableHosts().flatMap(({ since, last }) => (last.filter(a => a.kind === 'instance' && !ids.has(a.id)) as Array<AdvertOf<'instance'>>)
+      .map(a => ({ ...viewFromAdvert(a), unreachableSince: since })))
+    return [...local, ...remote, ...unreachable]
       .filter(v => (filter.owner === undefined || v.owner === filter.owner) && (filter.host === undefined || v.host === filter.host))
       .sort((a, b) => a.createdAt - b.createdAt)
   }

@@ -44,7 +44,8 @@ export class AdvertCache {
   readonly #watchers = new Set<(a: Advert) => void>()
   readonly #limits: CacheLimits
   /** Hosts taken for dead: their adverts issued until then are refused, until those would have expired. */
-  readonly #forgotten = new Map<string, { upTo: number, until: number }>()
+  /** Hosts taken for dead: since when, up to which issue time their adverts are refused, and their host and instance adverts as they were last. */
+  readonly #forgotten = new Map<string, { upTo: number, until: number, since: number, last: Advert[] }>()
   #bytes = 0
 
   constructor (limits: Partial<CacheLimits> = {}) {
@@ -201,8 +202,21 @@ export class AdvertCache {
    * of them that arrive later (a peer's sync, a late gossip). What the host issues after comes in.
    */
   forgetHost (host: string, upTo: number, now = Date.now()): void {
-    for (const [key, e] of this.#entries) if (e.advert.host === host && e.advert.issuedAt <= upTo) this.#delete(key, e)
-    this.#forgotten.set(host, { upTo, until: now + MAX_ADVERT_TTL_MS })
+    const last: Advert[] = []
+    for (const [key, e] of this.#entries) {
+      if (e.advert.host !== host || e.advert.issuedAt > upTo) continue
+      if (e.advert.kind === 'host' || e.advert.kind === 'instance') last.push(e.advert)
+      this.#delete(key, e)
+    }
+    this.#forgotten.set(host, { upTo, until: now + MAX_ADVERT_TTL_MS, since: now, last })
+  }
+
+  /**
+   * Hosts taken for dead that have said nothing since, with their host and instance adverts as
+   * they were last: what a user still wants to see of them, as unreachable.
+   */
+  unreachableHosts (): Array<{ host: string, since: number, last: Advert[] }> {
+    return [...this.#forgotten].filter(([host]) => this.newestOf(host) === undefined).map(([host, f]) => ({ host, since: f.since, last: f.last }))
   }
 
   /** Hosts taken for dead whose old adverts are refused still. */

@@ -247,6 +247,14 @@ describe('a cloud of xenosd processes', () => {
       }, detectMs, `E's adverts to leave ${h.name}`)
     }
     assert.ok(Date.now() - killedAt <= detectMs)
+    // Gone from searches, not from sight: listed as unreachable, its instance with it, of unknown state.
+    const unreachable = (await getJson(c, '/v1/peers')).unreachable
+    assert.deepEqual(unreachable.map((u: any) => [u.id, u.name]), [[e.info.peerId, 'e']])
+    assert.ok(unreachable[0].since >= killedAt)
+    const listed = (await cli(c, alice, ['instance', 'list'])).find((i: any) => i.id === onE)
+    assert.equal(listed?.unreachableSince, unreachable[0].since, 'its owner still sees it, marked')
+    assert.match(await cli(c, alice, ['instance', 'list'], false), new RegExp(`${onE} .* e +unknown \\(host unreachable since \\d+s ago; was running\\)`))
+    assert.match(await cli(c, alice, ['peers'], false), /\be +- .*unreachable since \d+s ago/)
     const metrics = await (await fetch(`${c.api}/metrics`)).text()
     assert.match(metrics, /xenos_hosts_down_total\{how="(probed|notice)"\} [1-9]/, 'C took E for dead itself or on a notice it checked')
     // E comes back on the same data dir, finds its instance still running and is advertised again.
@@ -255,5 +263,7 @@ describe('a cloud of xenosd processes', () => {
     assert.equal(back.info.peerId, e.info.peerId, 'a host keeps its identity across restarts')
     const seen = await eventually(async () => (await getJson(c, '/v1/search')).results.find((r: any) => r.id === onE), 10_000, 'E\'s instance to come back')
     assert.equal(seen.body.state, 'running')
+    assert.deepEqual((await getJson(c, '/v1/peers')).unreachable, [], 'back, and no longer unreachable')
+    assert.equal((await cli(c, alice, ['instance', 'list'])).find((i: any) => i.id === onE)?.unreachableSince, undefined)
   })
 })
