@@ -18,6 +18,7 @@ import { registerDeploymentRoutes } from './deployments.ts'
 import { eventStream, withProgress } from './events.ts'
 import { registerInstanceRoutes } from './instances.ts'
 import { prometheusText } from './metrics.ts'
+import { logRequests, noteFailure } from './request-log.ts'
 import {
   errorResponses, hostInfoSchema, importTemplateBody,
   blobParams, connectBody, drainBody, nameListQuery, namePublishSchema, nameRecordBody, peersSchema, refParams, searchQuery, searchResultSchema, templateRemovalSchema, templateSummarySchema, transferSchema,
@@ -78,8 +79,10 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
     transform: jsonSchemaTransform,
   })
 
-  app.setErrorHandler((err: FastifyError, _req, reply) => {
+  logRequests(app)
+  app.setErrorHandler((err: FastifyError, req, reply) => {
     const e = err instanceof XenosError ? err : fastifyError(err)
+    noteFailure(req, e.code)
     if (e.code === 'INTERNAL') app.log.error({ err }, 'request failed')
     void reply.status(e.status).send({ error: e.toJSON() })
   })

@@ -2,6 +2,7 @@ import { constants } from 'node:fs'
 import { access, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino from 'pino'
+import pretty from 'pino-pretty'
 import { buildApp } from '../api/index.ts'
 import { XenosError } from '../core/index.ts'
 import { Host, type HostOptionsInput } from '../node/index.ts'
@@ -23,8 +24,10 @@ export interface HostFile {
  */
 export async function runDaemon (options: HostOptionsInput & { dataDir: string }): Promise<void> {
   await prepareDataDir(options.dataDir)
-  const log = pino({ level: options.logLevel ?? 'info', base: null }, pino.multistream([
-    { level: 'trace', stream: process.stdout },
+  // Levels by name, and the host and process each line is from (journald and log shippers keep them).
+  const log = pino({ level: options.logLevel ?? 'info', formatters: { level: label => ({ level: label }) } }, pino.multistream([
+    // A person at a terminal reads lines; journald, a pipe and the file get JSON.
+    { level: 'trace', stream: process.stdout.isTTY ? pretty({ sync: true, singleLine: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }) : process.stdout },
     { level: 'trace', stream: pino.destination({ dest: join(options.dataDir, 'xenosd.log'), append: true, sync: true }) },
   ]))
   const host = await Host.create(options, log)

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -56,3 +56,35 @@ describe('instance logs', () => {
     })
   }
 })
+
+/** The host's own log: a line for every lifecycle step of an instance and every signed request, who and how it ended. */
+describe('host log', () => {
+  it('writes JSON lines with level names, the host and pid, each instance\'s steps and each signed request with its signer and result', async () => {
+    const dir = await tempDir('host-log')
+    const alice = join(dir, 'alice.pem')
+    const mallory = join(dir, 'mallory.pem')
+    const h = await startHost({ name: 'log-host', extraArgs: ['--log-level', 'info'] })
+    try {
+      await writeFile(join(dir, 'counter.yaml'), COUNTER)
+      await cli(h, alice, ['template', 'import', join(dir, 'counter.yaml')])
+      const id = (await cli(h, alice, ['deploy', 'counter-lines', '--name', 'logged'])).instances[0].id as string
+      await assert.rejects(cli(h, mallory, ['instance', 'stop', id]), /FORBIDDEN/)
+      await cli(h, alice, ['instance', 'stop', id])
+      await cli(h, alice, ['instance', 'destroy', id])
+      const aliceId = (await cli(h, alice, ['whoami'])).owner as string
+      const lines = await eventually(async () => {
+        const all = (await readFile(join(h.dataDir, 'xenosd.log'), 'utf8')).trim().split('\n').map(l => JSON.parse(l) as Record<string, any>)
+        return all.some(l => l.msg === 'instance removed' && l.instance === id) ? all : undefined
+      }, 10_000, 'the removal to be logged')
+      assert.ok(lines.every(l => typeof l.level === 'string' && l.pid === h.proc.pid && typeof l.hostname === 'string'), 'levels by name, with the process and host')
+      const steps = lines.filter(l => l.instance === id && typeof l.msg === 'string' && l.msg.startsWith('instance ')).map(l => l.msg as string)
+      assert.deepEqual(steps.filter(m => ['instance creating', 'instance running', 'instance stopped', 'instance removed'].includes(m)), ['instance creating', 'instance running', 'instance stopped', 'instance removed'])
+      const signed = lines.filter(l => l.msg === 'signed request' && l.params?.id === id)
+      assert.ok(signed.some(l => l.who === aliceId && l.route === '/v1/instances/:id/:action' && l.params.action === 'stop' && l.status === 200), JSON.stringify(signed))
+      assert.ok(signed.some(l => l.who !== aliceId && l.params.action === 'stop' && l.status === 403 && l.code === 'FORBIDDEN'), 'the refused one, with who tried')
+    } finally {
+      await stopHosts([h])
+    }
+  })
+})
+

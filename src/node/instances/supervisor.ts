@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
   ACTIVE_STATES, canMigrate, ENDED_STATES, XenosError,
-  type ControlAction, type Driver, type InstanceMetrics, type InstanceView, type MarketView, type MigratingDriver, type Placement, type Resources, type TaskHandle, type TaskSpec, type Template,
+  type ControlAction, type Driver, type InstanceMetrics, type InstanceState, type InstanceView, type MarketView, type MigratingDriver, type Placement, type Resources, type TaskHandle, type TaskSpec, type Template,
 } from '../../core/index.ts'
 import { readFileFrom, tailFileFrom, type LogPiece } from '../../hypervisor/index.ts'
 import type { InstanceLink, InstanceRecord, RemoteDisk, SnapshotRecord, Store } from '../../store/index.ts'
@@ -115,6 +115,8 @@ export class InstanceSupervisor {
   readonly health: HealthMonitor
   readonly snapshots: Snapshots
   readonly moves: InstanceMoves
+  /** The state each instance was last logged in. */
+  readonly #states = new Map<string, InstanceState>()
 
   constructor (init: SupervisorInit) {
     this.#init = init
@@ -122,6 +124,7 @@ export class InstanceSupervisor {
       ...init,
       onChange: (id, r) => {
         if (r?.state !== 'running') this.health.forget(id)
+        this.#logTransition(id, r)
         init.onChange(id, r)
       },
     })
@@ -367,6 +370,20 @@ export class InstanceSupervisor {
     const r = this.#records.get(id)
     const file = this.#init.drivers.get(r.driver)?.logFile(r.handle ?? { id, driver: r.driver, state: {} })
     return from === undefined ? await tailFileFrom(file, lines) : await readFileFrom(file, from)
+  }
+
+  /** A line for each instance that changes state, and one when it is gone: what an operator reads to follow the host. */
+  #logTransition (id: string, r: InstanceRecord | undefined): void {
+    const was = this.#states.get(id)
+    if (r === undefined) {
+      if (this.#states.delete(id)) this.#init.log.info({ instance: id, from: was }, 'instance removed')
+      return
+    }
+    if (was === r.state) return
+    this.#states.set(id, r.state)
+    const line = { instance: id, name: r.name, owner: r.owner, template: r.templateId, from: was ?? null, to: r.state, ...r.error === null || r.error === undefined ? {} : { error: r.error } }
+    if (r.state === 'failed') this.#init.log.warn(line, `instance ${r.state}`)
+    else this.#init.log.info(line, `instance ${r.state}`)
   }
 
   /** A new instance's record, `creating`, with host ports of its own (none of `pending`, ports of records not written yet). */
