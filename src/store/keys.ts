@@ -34,6 +34,13 @@ export function loadOrCreateOwnerKeySync (path: string): { key: OwnerKey, create
   }
   try {
     linkSync(tmp, path)
+    // The link itself on disk too: a key handed out and then lost in a crash would orphan all it signed.
+    const dir = openSync(dirname(path), 'r')
+    try {
+      fsyncSync(dir)
+    } finally {
+      closeSync(dir)
+    }
     return { key, created: true }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
