@@ -1,4 +1,5 @@
 import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify'
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
@@ -78,6 +79,8 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
     },
     transform: jsonSchemaTransform,
   })
+  // The same document for people: Swagger UI, its files served by the host itself.
+  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list', deepLinking: true } })
 
   logRequests(app)
   app.setErrorHandler((err: FastifyError, req, reply) => {

@@ -43,6 +43,13 @@ describe('host API', () => {
     assert.deepEqual(doc.paths['/v1/host/drain'].post['x-xenos-signature'], { by: 'operator', action: 'drain on this host\'s peer id, params {to: the hosts named, or null}' })
     assert.deepEqual(doc.paths['/v1/host/drain'].post.security, [{ operatorSignature: [] }])
     assert.equal(doc.components.securitySchemes.operatorSignature.name, 'X-Xenos-Auth')
+    // And for people, at /docs: Swagger UI, whose files the host serves, reading the same document.
+    const page = await app.inject({ method: 'GET', url: '/docs' })
+    assert.equal(page.statusCode, 200)
+    assert.match(page.headers['content-type'] as string, /^text\/html/)
+    assert.match(page.body, /swagger-ui/)
+    assert.equal((await app.inject({ method: 'GET', url: '/docs/static/swagger-ui-bundle.js' })).statusCode, 200, 'its script, from the host')
+    assert.deepEqual(Object.keys((await app.inject({ method: 'GET', url: '/docs/json' })).json().paths).sort(), Object.keys(doc.paths).sort(), 'the same routes')
   })
 
   it('imports a manifest signed by its owner and refuses a bad one, naming the field', async () => {
