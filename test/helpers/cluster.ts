@@ -109,7 +109,8 @@ export async function cliRun (h: TestHost | string, user: string, args: string[]
   let stderr = ''
   child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  const code = await new Promise<number | null>(r => child.once('exit', r))
+  // 'close', not 'exit': the last of what it wrote (its error) may come after it exited.
+  const code = await new Promise<number | null>(r => child.once('close', r))
   // A command that fails part-way (a deploy with one host failing) explains itself on stdout, after its progress on stderr.
   if (code !== 0) throw new CliError([readableErrors(stderr), stdout.trim()].filter(s => s !== '').join('\n'), code)
   return { result: json ? JSON.parse(stdout) : stdout, stderr }
@@ -140,7 +141,7 @@ export async function cliStart (h: TestHost, user: string, args: string[]): Prom
       const end = stdout.indexOf('\n')
       if (end >= 0) resolve(JSON.parse(stdout.slice(0, end)))
     })
-    child.once('exit', code => { reject(new CliError(readableErrors(stderr), code)) })
+    child.once('close', code => { reject(new CliError(readableErrors(stderr), code)) })
   })
   return {
     first,
