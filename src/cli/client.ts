@@ -141,7 +141,7 @@ export class ApiClient {
 
   /** Resolves a template reference (id, name, `template://me/…`) through the host. */
   async template<T>(ref: string): Promise<T> {
-    const full = isTemplateUri(ref) ? formatTemplateUri(parseTemplateUri(ref, this.#key === undefined ? undefined : this.#signer().id)) : ref
+    const full = isTemplateUri(ref) ? formatTemplateUri(parseTemplateUri(ref, this.knownOwner)) : ref
     return await this.get<T>(`/v1/templates/${encodeURIComponent(full)}`)
   }
 

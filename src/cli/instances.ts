@@ -1,6 +1,6 @@
 import type { Command } from 'commander'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { CONTROL_ACTIONS, type InstanceMetrics, type InstanceView, type MigrationResult, type MigrationStatus, type TemplateSummary } from '../core/index.ts'
+import { CONTROL_ACTIONS, type InstanceMetrics, type InstanceView, type LogPiece, type MigrationResult, type MigrationStatus, type TemplateSummary } from '../core/index.ts'
 import type { ApiClient } from './client.ts'
 import { client, hostNames, out, resolveHost, resolveInstance } from './command.ts'
 import { migrationView } from './progress.ts'
@@ -50,9 +50,6 @@ function instanceDetail (v: InstanceView): string {
 
 /** How often `logs -f` asks for what an instance printed since. */
 const FOLLOW_EVERY_MS = 1000
-
-/** A piece of an instance's output, and the offset of what it prints next. */
-interface LogPiece { text: string, next: number }
 
 /** `xenos instance …` (list, show, control, snapshot, derive, metrics, logs), `xenos snapshots` and `xenos migrate`. */
 export function registerInstanceCommands (program: Command): void {

@@ -5,6 +5,9 @@ import type { PortSpec, Resources, TemplateImage } from './template.ts'
  * A driver never keeps the only copy of what it started: `start` returns a handle whose opaque
  * `state` the host persists, and `recover` re-attaches to it after the host restarts.
  */
+/** A piece of a task's output (its log file), and the offset at which what comes after it starts. */
+export interface LogPiece { text: string, next: number }
+
 export interface Driver {
   readonly name: string
   capabilities (): DriverCapabilities

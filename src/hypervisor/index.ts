@@ -13,4 +13,4 @@
 export { processDriver, substitute, DEFAULT_TASK_UID, type ProcessDriverInit } from './process/driver.ts'
 export { detectCgroups, MAX_CPU_WEIGHT, type Cgroups } from './cgroup.ts'
 export { qemuDriver, type QemuDriverInit } from './qemu/driver.ts'
-export { readFileFrom, tailFile, tailFileFrom, type LogPiece } from './procfs.ts'
+export { readFileFrom, tailFile, tailFileFrom } from './procfs.ts'

@@ -1,4 +1,5 @@
 import { open, readFile, type FileHandle } from 'node:fs/promises'
+import type { LogPiece } from '../core/index.ts'
 
 /**
  * Process facts from /proc. A pid alone can be reused after a restart; a pid together with its
@@ -33,9 +34,6 @@ export async function processUsage (pid: number): Promise<{ cpuSeconds: number, 
     return { cpuSeconds: 0, memoryBytes: 0 }
   }
 }
-
-/** A piece of a log file, and the offset at which what comes after it starts. */
-export interface LogPiece { text: string, next: number }
 
 /** The last `lines` lines of a log file (none if there is no such file), reading at most its last 64 KiB. */
 export async function tailFile (path: string | undefined, lines: number): Promise<string> {

@@ -3,9 +3,8 @@ import { z } from 'zod'
 import {
   CONTROL_ACTIONS, deriveParamsSchema, instanceIdSchema, instanceMetricsSchema, instanceViewSchema, requestAuthSchema,
   snapshotViewSchema, templateSummarySchema, XenosError,
-  type AdvertOf, type ControlAction, type DeriveParams, type InstanceMetrics, type InstanceView, type RequestAuth, type Template, type TemplateSummary,
+  type AdvertOf, type ControlAction, type DeriveParams, type InstanceMetrics, type InstanceView, type LogPiece, type RequestAuth, type Template, type TemplateSummary,
 } from '../core/index.ts'
-import type { LogPiece } from '../hypervisor/index.ts'
 import { deriveDisk, tailoredManifest, type BlobStore, type TemplateLibrary } from '../images/index.ts'
 import type { SnapshotRecord, Store } from '../store/index.ts'
 import type { Overlay } from '../overlay/index.ts'

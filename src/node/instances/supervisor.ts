@@ -4,9 +4,9 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import {
   ACTIVE_STATES, canMigrate, ENDED_STATES, XenosError,
-  type ControlAction, type Driver, type InstanceMetrics, type InstanceState, type InstanceView, type MarketView, type MigratingDriver, type Placement, type Resources, type TaskHandle, type TaskSpec, type Template,
+  type ControlAction, type Driver, type InstanceMetrics, type InstanceState, type InstanceView, type LogPiece, type MarketView, type MigratingDriver, type Placement, type Resources, type TaskHandle, type TaskSpec, type Template,
 } from '../../core/index.ts'
-import { readFileFrom, tailFileFrom, type LogPiece } from '../../hypervisor/index.ts'
+import { readFileFrom, tailFileFrom } from '../../hypervisor/index.ts'
 import type { InstanceLink, InstanceRecord, RemoteDisk, SnapshotRecord, Store } from '../../store/index.ts'
 import { Admission } from './admission.ts'
 import { HealthMonitor } from './health.ts'
