@@ -1,17 +1,17 @@
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify'
-import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod'
+import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod'
 import type { Logger } from 'pino'
 import { createReadStream } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import type { RawServerDefault } from 'fastify'
 import { z } from 'zod'
-import { drainResultSchema, INSTANCE_ID_PATTERN, nameRecordSchema, toXenosError, XENOS_VERSION, XenosError, type Advert } from '../core/index.ts'
+import { drainResultSchema, INSTANCE_ID_PATTERN, nameRecordSchema, toXenosError, XenosError, type Advert } from '../core/index.ts'
 import { parseManifest, validateManifest } from '../images/index.ts'
 import type { ApiHost } from './api-host.ts'
-import { AUTH_HEADER, authOf, maybeAuthOf, SECURITY_SCHEMES, signedBy } from './auth.ts'
+import { AUTH_HEADER, authOf, maybeAuthOf, optionallySignedBy, signedBy, signedInBody } from './auth.ts'
 import { registerBankRoutes } from './bank.ts'
 import { registerBudgetRoutes } from './budgets.ts'
 import { registerDataRoutes } from './data.ts'
@@ -19,6 +19,7 @@ import { registerDeploymentRoutes } from './deployments.ts'
 import { eventStream, withProgress } from './events.ts'
 import { registerInstanceRoutes } from './instances.ts'
 import { prometheusText } from './metrics.ts'
+import { media, swaggerOptions } from './openapi.ts'
 import { logRequests, noteFailure } from './request-log.ts'
 import {
   errorResponses, hostInfoSchema, importTemplateBody,
@@ -72,13 +73,7 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
   const app = Fastify({ loggerInstance: logger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 1024 * 1024 })
   app.setValidatorCompiler(validatorCompiler)
   app.setSerializerCompiler(serializerCompiler)
-  await app.register(swagger, {
-    openapi: {
-      info: { title: 'Xenos host API', version: XENOS_VERSION, description: 'Search, deploy, control and measure services on a Xenos cloud through any host. Routes that change or reveal something take a signature (see the security schemes and each route\'s x-xenos-signature: who signs, and the action signed).' },
-      components: { securitySchemes: SECURITY_SCHEMES },
-    },
-    transform: jsonSchemaTransform,
-  })
+  await app.register(swagger, swaggerOptions())
   // The same document for people: Swagger UI, its files served by the host itself.
   await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list', deepLinking: true } })
 
@@ -102,9 +97,9 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
     return await prometheusText(host)
   })
 
-  api.get('/v1/host', { schema: { summary: 'This host', response: { 200: hostInfoSchema } } }, async () => host.info())
+  api.get('/v1/host', { schema: { operationId: 'getHost', summary: 'This host', response: { 200: hostInfoSchema } } }, async () => host.info())
 
-  api.get('/v1/peers', { schema: { summary: 'Connected peers and advertised hosts', response: { 200: peersSchema } } }, async () => {
+  api.get('/v1/peers', { schema: { operationId: 'listPeers', summary: 'Connected peers and advertised hosts', response: { 200: peersSchema } } }, async () => {
     const connected = host.overlay.connectedPeers()
     const hosts = host.overlay.search({ kind: 'host' }).flatMap(a => a.kind === 'host' ? [{ ...a.body, id: a.host, expiresAt: a.expiresAt }] : [])
     const unreachable = host.overlay.cache.unreachableHosts().map(u => ({ id: u.host, name: u.last.flatMap(a => a.kind === 'host' ? [a.body.name] : [])[0] ?? '', since: u.since }))
@@ -119,7 +114,7 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
   registerBankRoutes(api, host)
   registerBudgetRoutes(api, host)
 
-  api.get('/v1/search', { schema: { summary: 'Search adverts of hosts, templates and instances', querystring: searchQuery, response: { 200: searchResultSchema, ...errors } } }, async req => {
+  api.get('/v1/search', { schema: { operationId: 'search', summary: 'Search adverts of hosts, templates and instances', querystring: searchQuery, response: { 200: searchResultSchema, ...errors } } }, async req => {
     const { q, kind, host: onHost, waitMs, from, limit, sort } = req.query
     const tags = tagsOf(req.query.tag)
     const query = { ...(q === undefined ? {} : { text: q }), ...(kind === undefined ? {} : { kind }), ...(tags === undefined ? {} : { tags }), ...(onHost === undefined ? {} : { host: onHost }) }
@@ -135,6 +130,8 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
 
   api.post('/v1/host/drain', {
     schema: {
+      operationId: 'drainHost',
+      ...media({ progress: true }),
       summary: 'Move every running instance on this host to other hosts, one at a time, live; the host takes no new instances until undrained. With `Accept: text/event-stream`: `progress` events (instance, destination, its migration), then `result` or `error`',
       ...signedBy('operator', 'drain on this host\'s peer id, params {to: the hosts named, or null}'),
       body: drainBody,
@@ -145,7 +142,7 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
     return await withProgress(req, reply, 200, async progress => await host.draining.drain(req.body.to ?? null, auth, progress))
   })
 
-  api.post('/v1/host/undrain', { schema: { summary: 'Let a drained host take instances again', ...signedBy('operator', 'undrain on this host\'s peer id'), response: { 204: z.null(), ...errors } } }, async (req, reply) => {
+  api.post('/v1/host/undrain', { schema: { operationId: 'undrainHost', summary: 'Let a drained host take instances again', ...signedBy('operator', 'undrain on this host\'s peer id'), response: { 204: z.null(), ...errors } } }, async (req, reply) => {
     host.draining.undrain(authOf(req))
     void reply.status(204)
     return null
@@ -153,6 +150,8 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
 
   api.post('/v1/connect', {
     schema: {
+      operationId: 'connectToService',
+      ...media({ events: true }),
       summary: 'Open a local port on this host that reaches a service (yours; any, for the operator) through the overlay, on whichever host runs it now (it follows migrations). Answers with server-sent events: `listening` (address, port), then `stats` as connections are made; the port closes when the request does. Only the operator opens ports on other addresses than loopback',
       ...signedBy('owner or operator', 'connect on the target, params {endpoint (or null), address, port}'),
       body: connectBody,
@@ -180,38 +179,38 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
 }
 
 function registerTemplateRoutes (api: Api, host: ApiHost): void {
-  api.get('/v1/templates', { schema: { summary: 'Templates held by this host', response: { 200: z.object({ templates: z.array(templateSummarySchema) }) } } }, async () => ({
+  api.get('/v1/templates', { schema: { operationId: 'listTemplates', summary: 'Templates held by this host', response: { 200: z.object({ templates: z.array(templateSummarySchema) }) } } }, async () => ({
     templates: host.library.list().map(t => ({
       id: t.id, name: t.manifest.name, version: t.manifest.version, driver: t.manifest.driver, tags: t.manifest.tags, resources: t.manifest.resources, hosts: [host.overlay.peerId],
     })),
   }))
 
-  api.put('/v1/names', { schema: { summary: 'Publish a template://owner/name/tag record signed by its owner, to every host', body: nameRecordBody, response: { 200: namePublishSchema, ...errors } } }, async req => await host.publishName(req.body.record))
+  api.put('/v1/names', { schema: { operationId: 'publishName', ...signedInBody('owner', 'the name record in the body, signed by the owner its name starts with'), summary: 'Publish a template://owner/name/tag record signed by its owner, to every host', body: nameRecordBody, response: { 200: namePublishSchema, ...errors } } }, async req => await host.publishName(req.body.record))
 
-  api.get('/v1/names', { schema: { summary: 'Template names known to this host (every host knows them all)', querystring: nameListQuery, response: { 200: z.object({ names: z.array(nameRecordSchema) }) } } }, async req => ({
+  api.get('/v1/names', { schema: { operationId: 'listNames', summary: 'Template names known to this host (every host knows them all)', querystring: nameListQuery, response: { 200: z.object({ names: z.array(nameRecordSchema) }) } } }, async req => ({
     names: host.names.list(req.query.owner),
   }))
 
-  api.post('/v1/templates', { schema: { summary: 'Import a template manifest as yours: its image files must be on this host (upload them first)', ...signedBy('any key', 'template.import on "templates", params the request body'), body: importTemplateBody, response: { 201: templateSummarySchema, ...errors } } }, async (req, reply) => {
+  api.post('/v1/templates', { schema: { operationId: 'importTemplate', summary: 'Import a template manifest as yours: its image files must be on this host (upload them first)', ...signedBy('any key', 'template.import on "templates", params the request body'), body: importTemplateBody, response: { 201: templateSummarySchema, ...errors } } }, async (req, reply) => {
     const manifest = 'text' in req.body ? parseManifest(req.body.text) : validateManifest(req.body.manifest)
     const t = await host.templates.import(manifest, req.body, authOf(req))
     void reply.status(201)
     return { ...await host.catalog.resolve(t.id), manifest: t.manifest }
   })
 
-  api.get('/v1/templates/:ref', { schema: { summary: 'Resolve a template by id, id prefix, name or name:version, here or on the overlay', params: refParams, response: { 200: templateSummarySchema, ...errors } } }, async req => {
+  api.get('/v1/templates/:ref', { schema: { operationId: 'getTemplate', summary: 'Resolve a template by id, id prefix, name or name:version, here or on the overlay', params: refParams, response: { 200: templateSummarySchema, ...errors } } }, async req => {
     const summary = await host.catalog.resolve(req.params.ref)
     const local = host.library.get(summary.id)
     return local === undefined ? summary : { ...summary, manifest: local.manifest }
   })
 
-  api.post('/v1/templates/:ref/pull', { schema: { summary: 'Fetch a template and its image files onto this host from the hosts that hold them (GET /v1/transfers shows progress)', ...signedBy('operator', 'template.pull on the template id'), params: refParams, response: { 200: templateSummarySchema, ...errors } } }, async req => {
+  api.post('/v1/templates/:ref/pull', { schema: { operationId: 'pullTemplate', summary: 'Fetch a template and its image files onto this host from the hosts that hold them (GET /v1/transfers shows progress)', ...signedBy('operator', 'template.pull on the template id'), params: refParams, response: { 200: templateSummarySchema, ...errors } } }, async req => {
     const summary = await host.catalog.resolve(req.params.ref)
     await host.templates.pull(summary.id, authOf(req))
     return await host.catalog.resolve(summary.id)
   })
 
-  api.get('/v1/transfers/events', { schema: { summary: 'Server-sent events: `progress` as image files arrive, `done` when each ends (with `error` if it failed); files of the data repository only to their owner (sign `transfers` on this host\'s peer id)' } }, async (req, reply) => {
+  api.get('/v1/transfers/events', { schema: { operationId: 'watchTransfers', ...media({ events: true }), ...optionallySignedBy('any key', 'transfers on this host\'s peer id'), summary: 'Server-sent events: `progress` as image files arrive, `done` when each ends (with `error` if it failed); files of the data repository only to their owner (sign `transfers` on this host\'s peer id)' } }, async (req, reply) => {
     const visible = transfersFor(host, req)
     const send = eventStream(reply)
     const onProgress = (t: TransferLike): void => { if (visible(t)) send('progress', t) }
@@ -225,22 +224,22 @@ function registerTemplateRoutes (api: Api, host: ApiHost): void {
     })
   })
 
-  api.get('/v1/transfers', { schema: { summary: 'Image files this host is fetching now; files of the data repository only to their owner (sign `transfers` on this host\'s peer id)', response: { 200: z.object({ transfers: z.array(transferSchema) }), ...errors } } }, async req => ({
+  api.get('/v1/transfers', { schema: { operationId: 'listTransfers', ...optionallySignedBy('any key', 'transfers on this host\'s peer id'), summary: 'Image files this host is fetching now; files of the data repository only to their owner (sign `transfers` on this host\'s peer id)', response: { 200: z.object({ transfers: z.array(transferSchema) }), ...errors } } }, async req => ({
     transfers: [...host.fetcher.transfers.values()].filter(transfersFor(host, req)),
   }))
 
-  api.delete('/v1/templates/:ref', { schema: { summary: 'Remove a template from this host, and the image files no other template needs (its importer, or the operator)', ...signedBy('owner or operator', 'template.remove on the template id'), params: refParams, response: { 200: templateRemovalSchema, ...errors } } }, async req => {
+  api.delete('/v1/templates/:ref', { schema: { operationId: 'removeTemplate', summary: 'Remove a template from this host, and the image files no other template needs (its importer, or the operator)', ...signedBy('owner or operator', 'template.remove on the template id'), params: refParams, response: { 200: templateRemovalSchema, ...errors } } }, async req => {
     const t = host.library.resolve(req.params.ref)
     if (t === undefined) throw new XenosError('TEMPLATE_NOT_FOUND', `no template "${req.params.ref}" on this host`)
     return await host.templates.remove(t.id, authOf(req))
   })
 
-  api.head('/v1/blobs/:digest', { schema: { summary: 'Whether this host holds a template\'s image file', params: blobParams } }, async (req, reply) => {
+  api.head('/v1/blobs/:digest', { config: { swagger: { exposeHeadRoute: true } }, schema: { operationId: 'hasBlob', summary: 'Whether this host holds a template\'s image file', params: blobParams } }, async (req, reply) => {
     void reply.status(host.library.blobsInUse().has(req.params.digest) && await host.blobs.has(req.params.digest) ? 200 : 404)
     return ''
   })
 
-  api.put('/v1/blobs/:digest', { bodyLimit: MAX_BLOB_BYTES, schema: { summary: 'Upload an image file (a template\'s kernel, initramfs or disk); kept only if it hashes to its digest. An owner\'s count against its quota until a template of theirs uses them', ...signedBy('any key', 'blob.put on the digest'), params: blobParams, response: { 201: z.object({ digest: z.string(), size: z.number() }), ...errors } } }, async (req, reply) => {
+  api.put('/v1/blobs/:digest', { bodyLimit: MAX_BLOB_BYTES, schema: { operationId: 'putBlob', ...media({ upload: true }), summary: 'Upload an image file (a template\'s kernel, initramfs or disk); kept only if it hashes to its digest. An owner\'s count against its quota until a template of theirs uses them', ...signedBy('any key', 'blob.put on the digest'), params: blobParams, response: { 201: z.object({ digest: z.string(), size: z.number() }), ...errors } } }, async (req, reply) => {
     if (!(req.body instanceof Readable)) throw new XenosError('UNSUPPORTED_MEDIA_TYPE', 'send the blob as application/octet-stream')
     const length = req.headers['content-length']
     const size = await host.templates.putBlob(req.params.digest, length === undefined ? undefined : Number(length), req.body, authOf(req))
@@ -248,7 +247,7 @@ function registerTemplateRoutes (api: Api, host: ApiHost): void {
     return { digest: req.params.digest, size }
   })
 
-  api.get('/v1/blobs/:digest', { schema: { summary: 'Download an image file of a template this host holds (data files: GET /v1/data/file)', params: blobParams } }, async (req, reply) => {
+  api.get('/v1/blobs/:digest', { schema: { operationId: 'getBlob', ...media({ file: 200 }), summary: 'Download an image file of a template this host holds (data files: GET /v1/data/file)', params: blobParams } }, async (req, reply) => {
     if (!host.library.blobsInUse().has(req.params.digest) || !await host.blobs.has(req.params.digest)) throw new XenosError('TEMPLATE_NOT_FOUND', `no template on this host has an image file ${req.params.digest}`)
     void reply.type('application/octet-stream').header('content-length', await host.blobs.size(req.params.digest))
     return createReadStream(host.blobs.path(req.params.digest))

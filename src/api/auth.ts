@@ -27,6 +27,17 @@ export function signedBy (by: Signer, action: string): { security: Array<Record<
   return { security: [{ [schemeOf(by)]: [] }], 'x-xenos-signature': { by, action } }
 }
 
+/** The same for a route that is open, and shows the signer more when signed. */
+export function optionallySignedBy (by: Signer, action: string): ReturnType<typeof signedBy> {
+  const signed = signedBy(by, action)
+  return { ...signed, security: [{}, ...signed.security] }
+}
+
+/** What a route's schema says when its signatures are in its body (orders, tokens, records), not in a header. */
+export function signedInBody (by: Signer, what: string): { security: [], 'x-xenos-signature': { by: Signer, action: string, in: 'body' } } {
+  return { security: [], 'x-xenos-signature': { by, action: what, in: 'body' } }
+}
+
 /** The signature a request carries; UNAUTHENTICATED when it carries none. */
 export function authOf (req: FastifyRequest): RequestAuth {
   const auth = maybeAuthOf(req)

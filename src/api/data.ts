@@ -6,6 +6,7 @@ import { collectResultSchema, dataFileViewSchema, formatDataUri, instanceIdSchem
 import type { ApiHost } from './api-host.ts'
 import type { Api } from './app.ts'
 import { authOf, signedBy } from './auth.ts'
+import { media } from './openapi.ts'
 import { errorResponses } from './schemas.ts'
 
 /** Largest file accepted (chunk indexes bound a blob to 64 GiB). */
@@ -33,6 +34,7 @@ function signer (host: ApiHost, req: FastifyRequest, action: string, target: str
 export function registerDataRoutes (api: Api, host: ApiHost): void {
   api.post('/v1/data/uploads', {
     schema: {
+      operationId: 'startUpload',
       summary: 'Begin an upload of a file to data://OWNER/PATH (signed `data.put` on the uri, params `{size, sha256}`); send its bytes with PUT, then complete it',
       ...signedBy('owner', 'data.put on the uri, params {size, sha256}'),
       body: z.strictObject({ uri: uriSchema, size: z.number().int().min(0).max(MAX_FILE_BYTES), sha256: sha256Schema }),
@@ -46,12 +48,14 @@ export function registerDataRoutes (api: Api, host: ApiHost): void {
   })
 
   api.get('/v1/data/uploads/:id', {
-    schema: { summary: 'Where an upload stands: the next bytes go at `offset` (signed `data.upload` on the id)', ...signedBy('owner', 'data.upload on the upload id'), params: uploadIdParams, response: { 200: uploadSchema, ...errorResponses } },
+    schema: { operationId: 'getUpload', summary: 'Where an upload stands: the next bytes go at `offset` (signed `data.upload` on the id)', ...signedBy('owner', 'data.upload on the upload id'), params: uploadIdParams, response: { 200: uploadSchema, ...errorResponses } },
   }, async req => await host.data.upload(signer(host, req, 'data.upload', req.params.id, {}), req.params.id))
 
   api.put('/v1/data/uploads/:id', {
     bodyLimit: MAX_FILE_BYTES,
     schema: {
+      operationId: 'sendUploadBytes',
+      ...media({ upload: true }),
       summary: 'Send bytes of an upload from `offset`, which must be what it holds so far (application/octet-stream; signed `data.upload` on the id, params `{offset}`). What arrives is kept even if the request breaks off',
       ...signedBy('owner', 'data.upload on the upload id, params {offset}'),
       params: uploadIdParams,
@@ -65,7 +69,7 @@ export function registerDataRoutes (api: Api, host: ApiHost): void {
   })
 
   api.post('/v1/data/uploads/:id/complete', {
-    schema: { summary: 'Turn a fully sent upload into a file, if its bytes hash to the SHA-256 declared (signed `data.complete` on the id)', ...signedBy('owner', 'data.complete on the upload id'), params: uploadIdParams, response: { 201: dataFileViewSchema, ...errorResponses } },
+    schema: { operationId: 'completeUpload', summary: 'Turn a fully sent upload into a file, if its bytes hash to the SHA-256 declared (signed `data.complete` on the id)', ...signedBy('owner', 'data.complete on the upload id'), params: uploadIdParams, response: { 201: dataFileViewSchema, ...errorResponses } },
   }, async (req, reply) => {
     const file = await host.data.complete(signer(host, req, 'data.complete', req.params.id, {}), req.params.id)
     void reply.status(201)
@@ -73,7 +77,7 @@ export function registerDataRoutes (api: Api, host: ApiHost): void {
   })
 
   api.delete('/v1/data/uploads/:id', {
-    schema: { summary: 'Drop an upload under way and its bytes (signed `data.cancel` on the id)', ...signedBy('owner', 'data.cancel on the upload id'), params: uploadIdParams, response: { 204: z.null(), ...errorResponses } },
+    schema: { operationId: 'cancelUpload', summary: 'Drop an upload under way and its bytes (signed `data.cancel` on the id)', ...signedBy('owner', 'data.cancel on the upload id'), params: uploadIdParams, response: { 204: z.null(), ...errorResponses } },
   }, async (req, reply) => {
     await host.data.cancel(signer(host, req, 'data.cancel', req.params.id, {}), req.params.id)
     void reply.status(204)
@@ -82,6 +86,7 @@ export function registerDataRoutes (api: Api, host: ApiHost): void {
 
   api.get('/v1/data/files', {
     schema: {
+      operationId: 'listDataFiles',
       summary: 'Files in data://OWNER/ or under data://OWNER/DIR on this host (signed `data.list` on the uri)',
       ...signedBy('owner', 'data.list on the uri'),
       querystring: z.strictObject({ uri: uriSchema, limit: z.coerce.number().int().min(1).max(100_000).default(10_000) }),
@@ -95,6 +100,8 @@ export function registerDataRoutes (api: Api, host: ApiHost): void {
 
   api.get('/v1/data/file', {
     schema: {
+      operationId: 'downloadDataFile',
+      ...media({ file: 200 }),
       summary: 'Download a file, held by this host or fetched from the one that holds it (signed `data.get` on the uri); its SHA-256 is in the `x-xenos-sha256` header',
       ...signedBy('owner', 'data.get on the uri'),
       querystring: z.strictObject({ uri: uriSchema }),
@@ -109,7 +116,7 @@ export function registerDataRoutes (api: Api, host: ApiHost): void {
   })
 
   api.delete('/v1/data/file', {
-    schema: { summary: 'Delete a file (signed `data.delete` on the uri)', ...signedBy('owner', 'data.delete on the uri'), querystring: z.strictObject({ uri: uriSchema }), response: { 204: z.null(), ...errorResponses } },
+    schema: { operationId: 'deleteDataFile', summary: 'Delete a file (signed `data.delete` on the uri)', ...signedBy('owner', 'data.delete on the uri'), querystring: z.strictObject({ uri: uriSchema }), response: { 204: z.null(), ...errorResponses } },
   }, async (req, reply) => {
     const ref = parseDataUri(req.query.uri)
     host.data.remove(signer(host, req, 'data.delete', formatDataUri(ref), {}), ref.owner, ref.path)
@@ -119,6 +126,7 @@ export function registerDataRoutes (api: Api, host: ApiHost): void {
 
   api.post('/v1/instances/:id/collect', {
     schema: {
+      operationId: 'collectOutputs',
       summary: 'Store the files an ended instance left on its outputs disk (/out) in the owner\'s repository under `prefix` (signed `collect` on the instance, params `{prefix}`); links and other non-files are refused and listed',
       ...signedBy('owner', 'collect on the instance id, params {prefix}, for the host it runs on'),
       params: z.strictObject({ id: instanceIdSchema }),
@@ -129,6 +137,7 @@ export function registerDataRoutes (api: Api, host: ApiHost): void {
 
   api.get('/v1/tasks', {
     schema: {
+      operationId: 'listTasks',
       summary: 'The signer\'s tasks run on this host, newest first (signed `task.list` on "tasks")',
       ...signedBy('any key', 'task.list on "tasks"'),
       querystring: z.strictObject({ limit: z.coerce.number().int().min(1).max(10_000).default(100) }),
@@ -138,6 +147,7 @@ export function registerDataRoutes (api: Api, host: ApiHost): void {
 
   api.get('/v1/tasks/:id', {
     schema: {
+      operationId: 'getTask',
       summary: 'A task: its state, how it ended and the outputs it stored, asked of the host that ran it (signed `task.get` on the id, for that host: see GET /v1/tasks/{id}/host)',
       ...signedBy('owner', 'task.get on the task id, for the host that ran it'),
       params: z.strictObject({ id: instanceIdSchema }),
@@ -147,6 +157,7 @@ export function registerDataRoutes (api: Api, host: ApiHost): void {
 
   api.get('/v1/tasks/:id/host', {
     schema: {
+      operationId: 'locateTask',
       summary: 'The host that runs or ran a task: where a request about it is to be signed for',
       params: z.strictObject({ id: instanceIdSchema }),
       response: { 200: z.object({ host: z.string() }), ...errorResponses },
@@ -154,7 +165,7 @@ export function registerDataRoutes (api: Api, host: ApiHost): void {
   }, async req => ({ host: await host.tasks.runnerOf(req.params.id) }))
 
   api.get('/v1/data/grants', {
-    schema: { summary: 'The keys the signer granted access to its data on this host (signed `data.grants` on data://SIGNER)', ...signedBy('any key', 'data.grants on data://SIGNER'), response: { 200: z.object({ grants: z.array(grantSchema) }), ...errorResponses } },
+    schema: { operationId: 'listGrants', summary: 'The keys the signer granted access to its data on this host (signed `data.grants` on data://SIGNER)', ...signedBy('any key', 'data.grants on data://SIGNER'), response: { 200: z.object({ grants: z.array(grantSchema) }), ...errorResponses } },
   }, async req => {
     const owner = authOf(req).owner
     signer(host, req, 'data.grants', `data://${owner}`, {})
@@ -163,6 +174,7 @@ export function registerDataRoutes (api: Api, host: ApiHost): void {
 
   api.put('/v1/data/grants', {
     schema: {
+      operationId: 'grantAccess',
       summary: 'Let another key read (or also write) the signer\'s data on this host (signed `data.grant` on data://SIGNER, params `{grantee, rights}`)',
       ...signedBy('any key', 'data.grant on data://SIGNER, params {grantee, rights}'),
       body: z.strictObject({ grantee: granteeSchema, rights: z.enum(['read', 'write']) }),
@@ -175,7 +187,7 @@ export function registerDataRoutes (api: Api, host: ApiHost): void {
   })
 
   api.delete('/v1/data/grants/:grantee', {
-    schema: { summary: 'Take back a grant (signed `data.revoke` on data://SIGNER, params `{grantee}`)', ...signedBy('any key', 'data.revoke on data://SIGNER, params {grantee}'), params: z.strictObject({ grantee: granteeSchema }), response: { 204: z.null(), ...errorResponses } },
+    schema: { operationId: 'revokeGrant', summary: 'Take back a grant (signed `data.revoke` on data://SIGNER, params `{grantee}`)', ...signedBy('any key', 'data.revoke on data://SIGNER, params {grantee}'), params: z.strictObject({ grantee: granteeSchema }), response: { 204: z.null(), ...errorResponses } },
   }, async (req, reply) => {
     const owner = authOf(req).owner
     signer(host, req, 'data.revoke', `data://${owner}`, { grantee: req.params.grantee })

@@ -1,16 +1,23 @@
 import { z } from 'zod'
 import {
-  ADVERT_KINDS, blobIdSchema, CONTROL_ACTIONS, deployPartSchema, deploySpecSchema, INSTANCE_STATES, instanceIdSchema, nameRecordSchema, peerIdSchema, snapshotIdSchema,
+  ADVERT_KINDS, ERROR_CODES, type ErrorCode, blobIdSchema, CONTROL_ACTIONS, deployPartSchema, deploySpecSchema, INSTANCE_STATES, instanceIdSchema, nameRecordSchema, peerIdSchema, snapshotIdSchema,
   templateIdSchema, templateSummarySchema as templateSummaryBase,
 } from '../core/index.ts'
 
 /** Request and response schemas of the HTTP API; they also make up /openapi.json. */
 export const errorSchema = z.object({
-  error: z.object({ code: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()).optional() }),
+  error: z.object({
+    code: z.enum(Object.keys(ERROR_CODES) as [ErrorCode, ...ErrorCode[]]).describe('what went wrong, from the registry of docs/errors.md'),
+    message: z.string().describe('what went wrong and what to do about it'),
+    details: z.record(z.string(), z.unknown()).optional(),
+  }),
 })
 
-/** The error answers every route may give. */
-export const errorResponses = { 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema, 413: errorSchema, 415: errorSchema, 500: errorSchema, 502: errorSchema, 503: errorSchema, 504: errorSchema }
+/** Each HTTP status an error can have, and the codes that have it. */
+export const ERROR_STATUSES: ReadonlyMap<number, ErrorCode[]> = Map.groupBy(Object.keys(ERROR_CODES) as ErrorCode[], code => ERROR_CODES[code].status)
+
+/** The error answers a route may give: every status of the registry's codes. */
+export const errorResponses = Object.fromEntries([...ERROR_STATUSES.keys()].map(status => [status, errorSchema])) as Record<number, typeof errorSchema>
 
 /** A host's resources; its free ones may be below zero after a restart with less capacity than its instances hold. */
 const hostResourcesSchema = z.object({ cpu: z.number(), memory: z.number() })
