@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export PATH="$PWD/node_modules/.bin:$PATH"
+bash scripts/test-tools.sh
+export PATH="$PWD/node_modules/.bin:$PWD/.cache/bin:$PATH"
 npm run --silent typecheck
 npm run --silent lint
 npm test

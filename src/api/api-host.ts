@@ -6,7 +6,7 @@ import type { Host } from '../node/index.ts'
  */
 export type ApiHost = Pick<Host,
   | 'log' | 'info' | 'verifier' | 'router' | 'catalog' | 'deployer' | 'replicas' | 'deployments' | 'supervisor' | 'migrations' | 'draining'
-  | 'library' | 'blobs' | 'names' | 'publishName' | 'templates' | 'fetcher' | 'data' | 'dataAccess' | 'tasks' | 'outputs' | 'services' | 'banking' | 'bidding' | 'bidder'
+  | 'library' | 'blobs' | 'names' | 'publishName' | 'templates' | 'fetcher' | 'data' | 'dataAccess' | 'tasks' | 'outputs' | 'services' | 'banking' | 'bidding' | 'bidder' | 'metrics'
 > & {
   overlay: Pick<Host['overlay'], 'peerId' | 'search' | 'lookup' | 'lookupName' | 'cache' | 'counters' | 'gossipSubscribers' | 'connectedPeers'>
 }

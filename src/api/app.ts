@@ -18,7 +18,7 @@ import { registerDataRoutes } from './data.ts'
 import { registerDeploymentRoutes } from './deployments.ts'
 import { eventStream, withProgress } from './events.ts'
 import { registerInstanceRoutes } from './instances.ts'
-import { prometheusText } from './metrics.ts'
+import { registerHostMetrics } from './metrics.ts'
 import { media, swaggerOptions } from './openapi.ts'
 import { logRequests, noteFailure } from './request-log.ts'
 import {
@@ -78,6 +78,7 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
   await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list', deepLinking: true } })
 
   logRequests(app)
+  registerHostMetrics(app, host)
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const e = err instanceof XenosError ? err : fastifyError(err)
     noteFailure(req, e.code)
@@ -93,8 +94,8 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
   api.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
   api.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }))
   api.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
-    void reply.type('text/plain; version=0.0.4')
-    return await prometheusText(host)
+    void reply.type(host.metrics.registry.contentType)
+    return await host.metrics.text()
   })
 
   api.get('/v1/host', { schema: { operationId: 'getHost', summary: 'This host', response: { 200: hostInfoSchema } } }, async () => host.info())

@@ -11,4 +11,3 @@
  * ```
  */
 export { buildApp, AUTH_HEADER } from './app.ts'
-export { prometheusText } from './metrics.ts'

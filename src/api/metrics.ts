@@ -1,45 +1,103 @@
-import { INSTANCE_STATES } from '../core/index.ts'
+import type { FastifyInstance } from 'fastify'
+import { Counter, Gauge, type Registry } from 'prom-client'
+import { INSTANCE_STATES, type InstanceMetrics, type InstanceView } from '../core/index.ts'
 import type { ApiHost } from './api-host.ts'
 
-/** Prometheus text exposition of a host: capacity, overlay health and per-instance usage. */
-export async function prometheusText (host: ApiHost): Promise<string> {
-  const lines: string[] = []
-  const metric = (name: string, type: 'gauge' | 'counter', help: string, samples: Array<[Record<string, string>, number]>): void => {
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`)
-    for (const [labels, value] of samples) {
-      const l = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, '_')}"`).join(',')
-      lines.push(`${name}${l === '' ? '' : `{${l}}`} ${value}`)
-    }
+const MIB = 1024 * 1024
+
+/** Labels of per-instance series: `instance_id`, since Prometheus gives `instance` to the scraped target. */
+type InstanceLabels = 'instance_id' | 'name'
+
+/**
+ * Adds to the host's registry the metrics read from its state at each scrape: capacity, overlay
+ * health, pulls, and per-instance usage; and times every HTTP request. Once per host: a second API
+ * on the same host shares them.
+ */
+export function registerHostMetrics (app: FastifyInstance, host: ApiHost): void {
+  app.addHook('onResponse', async (req, reply) => {
+    // A route that matched nothing is one series, however many paths a client makes up.
+    host.metrics.http(req.method, req.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000)
+  })
+  const registry = host.metrics.registry
+  if (registry.getSingleMetric('xenos_host_capacity_cpus') !== undefined) return
+  const registers = [registry]
+  const gauge = (name: string, help: string, value: () => number): void => {
+    new Gauge({ name, help, registers, collect () { this.set(value()) } })
   }
-  const info = host.info()
+  gauge('xenos_host_capacity_cpus', 'CPU cores this host offers.', () => host.info().capacity.cpu)
+  gauge('xenos_host_free_cpus', 'CPU cores not held by instances.', () => host.info().free.cpu)
+  gauge('xenos_host_capacity_memory_bytes', 'Memory this host offers.', () => host.info().capacity.memory * MIB)
+  gauge('xenos_host_free_memory_bytes', 'Memory not held by instances.', () => host.info().free.memory * MIB)
+  gauge('xenos_overlay_peers', 'Connected overlay peers.', () => host.overlay.connectedPeers().length)
+  gauge('xenos_overlay_gossip_subscribers', 'Peers known to subscribe to the advert topic.', () => host.overlay.gossipSubscribers())
+  gauge('xenos_adverts_cached', 'Adverts in the local cache.', () => host.overlay.cache.size)
+  gauge('xenos_adverts_cached_bytes', 'Bytes the adverts in the local cache take, as JSON.', () => host.overlay.cache.bytes)
+  gauge('xenos_blob_pulls_active', 'Image files being fetched now.', () => host.fetcher.transfers.size)
+
   const { counters } = host.overlay
-  metric('xenos_host_capacity_cpu', 'gauge', 'CPU cores this host offers.', [[{}, info.capacity.cpu]])
-  metric('xenos_host_free_cpu', 'gauge', 'CPU cores not held by instances.', [[{}, info.free.cpu]])
-  metric('xenos_host_capacity_memory_mib', 'gauge', 'Memory this host offers, MiB.', [[{}, info.capacity.memory]])
-  metric('xenos_host_free_memory_mib', 'gauge', 'Memory not held by instances, MiB.', [[{}, info.free.memory]])
-  metric('xenos_overlay_peers', 'gauge', 'Connected overlay peers.', [[{}, host.overlay.connectedPeers().length]])
-  metric('xenos_overlay_gossip_subscribers', 'gauge', 'Peers known to subscribe to the advert topic.', [[{}, host.overlay.gossipSubscribers()]])
-  metric('xenos_adverts_cached', 'gauge', 'Adverts in the local cache.', [[{}, host.overlay.cache.size]])
-  metric('xenos_adverts_cached_bytes', 'gauge', 'Bytes the adverts in the local cache take, as JSON.', [[{}, host.overlay.cache.bytes]])
-  metric('xenos_adverts_accepted_total', 'counter', 'Adverts from peers that were new and valid, by the path they came on.',
-    Object.entries(counters.acceptedVia).map(([via, n]) => [{ via }, n]))
-  metric('xenos_adverts_stale_total', 'counter', 'Valid adverts from peers that were not newer than the cached copy.', [[{}, counters.stale]])
-  metric('xenos_adverts_rejected_total', 'counter', 'Adverts from peers dropped as invalid, by reason.',
-    Object.entries(counters.rejected).map(([reason, n]) => [{ reason }, n]))
-  metric('xenos_hosts_down_total', 'counter', 'Hosts taken for dead: after this host\'s probes went unanswered, or on another host\'s notice after this host\'s own ping did.',
-    Object.entries(counters.hostsDown).map(([how, n]) => [{ how }, n]))
-  const views = host.supervisor.list()
-  const pulls = host.fetcher
-  metric('xenos_blob_fetched_bytes_total', 'counter', 'Bytes of image files fetched from peers.', [[{}, pulls.counters.fetchedBytes]])
-  metric('xenos_blob_bad_chunks_total', 'counter', 'Peers dropped from a pull for sending chunks that did not match the index.', [[{}, pulls.counters.penalties]])
-  metric('xenos_blob_pulls_active', 'gauge', 'Image files being fetched now.', [[{}, pulls.transfers.size]])
-  metric('xenos_instances', 'gauge', 'Instances on this host by state.', INSTANCE_STATES.map(s => [{ state: s }, views.filter(v => v.state === s).length]))
-  const usage = await Promise.all(views.map(async v => ({ v, m: await host.supervisor.metrics(v.id).catch(() => undefined) })))
-  const live = usage.filter(u => u.m !== undefined && (u.v.state === 'running' || u.v.state === 'paused'))
-  metric('xenos_instance_cpu_seconds_total', 'counter', 'CPU time used by the instance.', live.map(u => [{ instance: u.v.id, name: u.v.name }, u.m?.cpuSeconds ?? 0]))
-  metric('xenos_instance_memory_bytes', 'gauge', 'Memory used by the instance.', live.map(u => [{ instance: u.v.id, name: u.v.name }, u.m?.memoryBytes ?? 0]))
-  metric('xenos_instance_service_healthy', 'gauge', 'Last health check of each registered service of a running instance: 1 passing, 0 failing.',
-    views.flatMap(v => v.services.filter(s => s.registered && s.health !== 'unknown').map(s => [{ instance: v.id, service: s.name }, s.health === 'passing' ? 1 : 0] as [Record<string, string>, number])))
-  metric('xenos_instance_uptime_seconds', 'gauge', 'Seconds since the instance last started.', live.map(u => [{ instance: u.v.id, name: u.v.name }, u.m?.uptimeSeconds ?? 0]))
-  return lines.join('\n') + '\n'
+  const counter = <L extends string>(name: string, help: string, labelNames: L[], values: () => Array<[Partial<Record<L, string>>, number]>): void => {
+    // Counts kept by the parts themselves, copied at each scrape.
+    new Counter({ name, help, labelNames, registers, collect () { this.reset(); for (const [labels, n] of values()) this.inc(labels, n) } })
+  }
+  counter('xenos_adverts_accepted_total', 'Adverts from peers that were new and valid, by the path they came on.', ['via'], () => Object.entries(counters.acceptedVia).map(([via, n]) => [{ via }, n]))
+  counter('xenos_adverts_stale_total', 'Valid adverts from peers that were not newer than the cached copy.', [], () => [[{}, counters.stale]])
+  counter('xenos_adverts_rejected_total', 'Adverts from peers dropped as invalid, by reason.', ['reason'], () => Object.entries(counters.rejected).map(([reason, n]) => [{ reason }, n]))
+  counter('xenos_hosts_down_total', 'Hosts taken for dead: after this host\'s probes went unanswered, or on another host\'s notice after this host\'s own ping did.', ['how'], () => Object.entries(counters.hostsDown).map(([how, n]) => [{ how }, n]))
+  counter('xenos_blob_fetched_bytes_total', 'Bytes of image file chunks fetched from peers.', [], () => [[{}, host.fetcher.counters.fetchedBytes]])
+  counter('xenos_blob_bad_chunks_total', 'Peers dropped from a pull for sending chunks that did not match the index.', [], () => [[{}, host.fetcher.counters.penalties]])
+
+  registerInstanceMetrics(registry, host)
+}
+
+/** Per-instance series, from one reading of every instance's usage per scrape. */
+function registerInstanceMetrics (registry: Registry, host: ApiHost): void {
+  const registers = [registry]
+  let reading: Promise<Array<{ v: InstanceView, m: InstanceMetrics }>> | undefined
+  // The gauges of one scrape share one reading; the next scrape reads again.
+  const usage = async (): Promise<Array<{ v: InstanceView, m: InstanceMetrics }>> => {
+    reading ??= (async () => {
+      const views = host.supervisor.list().filter(v => v.state === 'running' || v.state === 'paused')
+      const read = await Promise.all(views.map(async v => ({ v, m: await host.supervisor.metrics(v.id).catch(() => undefined) })))
+      setImmediate(() => { reading = undefined })
+      return read.flatMap(r => r.m === undefined ? [] : [{ v: r.v, m: r.m }])
+    })()
+    return await reading
+  }
+  const perInstance = (name: string, help: string, value: (m: InstanceMetrics) => number, type: 'gauge' | 'counter'): void => {
+    const labelNames: InstanceLabels[] = ['instance_id', 'name']
+    async function collect (this: Gauge<InstanceLabels> | Counter<InstanceLabels>): Promise<void> {
+      this.reset()
+      for (const { v, m } of await usage()) {
+        if (this instanceof Gauge) this.set({ instance_id: v.id, name: v.name }, value(m))
+        else this.inc({ instance_id: v.id, name: v.name }, value(m))
+      }
+    }
+    if (type === 'gauge') new Gauge({ name, help, labelNames, registers, collect })
+    else new Counter({ name, help, labelNames, registers, collect })
+  }
+  perInstance('xenos_instance_cpu_seconds_total', 'CPU time used by the instance.', m => m.cpuSeconds, 'counter')
+  perInstance('xenos_instance_memory_bytes', 'Memory used by the instance.', m => m.memoryBytes, 'gauge')
+  perInstance('xenos_instance_start_time_seconds', 'When the instance last started, in seconds since the Unix epoch.', m => (m.sampledAt / 1000) - m.uptimeSeconds, 'gauge')
+  new Gauge({
+    name: 'xenos_instances',
+    help: 'Instances on this host by state.',
+    labelNames: ['state'],
+    registers,
+    collect () {
+      const views = host.supervisor.list()
+      for (const s of INSTANCE_STATES) this.set({ state: s }, views.filter(v => v.state === s).length)
+    },
+  })
+  new Gauge({
+    name: 'xenos_instance_service_healthy',
+    help: 'Last health check of each registered service of a running instance: 1 passing, 0 failing.',
+    labelNames: ['instance_id', 'service'],
+    registers,
+    collect () {
+      this.reset()
+      for (const v of host.supervisor.list()) {
+        for (const s of v.services) if (s.registered && s.health !== 'unknown') this.set({ instance_id: v.id, service: s.name }, s.health === 'passing' ? 1 : 0)
+      }
+    },
+  })
 }

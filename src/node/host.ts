@@ -26,6 +26,7 @@ import { RequestVerifier } from './replay.ts'
 import { Checkpoints, Deployments, Places } from './deployments/index.ts'
 import { InstanceSupervisor } from './instances/index.ts'
 import { DiskExports, Draining, Migrations, RemoteDiskTunnels } from './migration/index.ts'
+import { HostMetrics } from './metrics.ts'
 import { InstanceRouter } from './router.ts'
 import { ServiceProxy } from './service-proxy.ts'
 
@@ -116,6 +117,7 @@ export class Host {
   readonly bidding: Bidding
   readonly bidder: Bidder
   readonly trust = new HostTrust()
+  readonly metrics = new HostMetrics()
   readonly services: ServiceProxy
   readonly capacity: Resources
   readonly advertiseAddress: string
@@ -207,6 +209,8 @@ export class Host {
       onTemplateAdded: t => { void this.#advertiseTemplate(t) },
       log: this.log.child({ component: 'fetcher' }),
     })
+    this.fetcher.on('done', t => { this.metrics.pulled(t.error, (Date.now() - t.startedAt) / 1000, t.size) })
+    this.overlay.rpc.observe(o => { this.metrics.rpc(o) })
     this.catalog = new TemplateCatalog({ overlay: this.overlay, library: this.library, names: this.names })
     this.router = new InstanceRouter({
       overlay: this.overlay,
@@ -279,6 +283,7 @@ export class Host {
       inputs: this.#inputs,
       tasks: this.tasks,
       market: this.bidding,
+      onDeployed: (result, seconds) => { this.metrics.deployed(result, seconds) },
       log: this.log.child({ component: 'deploy' }),
     })
     this.services = new ServiceProxy({
@@ -301,6 +306,7 @@ export class Host {
       onTakenOver: (id, to) => { this.services.moved(id, to) },
       onLeft: async (id, endpoints) => { await this.services.forward(id, endpoints) },
       onArrived: async id => { if (this.store.tasks.get(id) !== undefined) await this.tasks.announce(id) },
+      onMoved: (result, seconds, downtimeSeconds) => { this.metrics.migrated(result, seconds, downtimeSeconds) },
       tunnels: this.tunnels,
       supervisor: this.supervisor,
       store: this.store,
@@ -553,6 +559,7 @@ export class Host {
 
   #instanceChanged (id: string, record: InstanceRecord | undefined): void {
     this.services.instanceChanged(id, record)
+    if (this.supervisor.arrivingFrom(id) === undefined) this.metrics.instanceChanged(id, record?.state)
     if (!this.#started) return
     this.tasks.instanceChanged(id, record)
     // An instance from before placements were signed cannot show why it runs here: it is not

@@ -13,7 +13,7 @@
  * ```
  */
 export { Overlay, ADVERT_TOPIC, DOWN_TOPIC, DEFAULT_ADVERT_TTL_MS, type OverlayInit, type OverlayCounters, type LookupOptions } from './overlay.ts'
-export { Rpc, RPC_PROTOCOL, type CallOptions } from './rpc.ts'
+export { Rpc, RPC_PROTOCOL, type CallOptions, type RpcObservation } from './rpc.ts'
 export { signAdvert, verifyAdvert, verifyHostSignature, encodeAdvert, REJECT_REASONS, type RejectReason } from './adverts.ts'
 export { AdvertCache, DEFAULT_CACHE_LIMITS, type AdvertQuery, type CacheLimits } from './cache.ts'
 export { serveSync, pullFrom, DIGEST_PAGE, type Syncable } from './sync.ts'

@@ -22,6 +22,14 @@ const responseSchema = z.union([
 
 type Handler = (params: unknown, from: PeerId) => Promise<unknown>
 
+/** One call as its caller (client) or its server saw it: `code` is `ok` or the error's code. */
+export interface RpcObservation {
+  method: string
+  side: 'client' | 'server'
+  code: string
+  seconds: number
+}
+
 export interface CallOptions {
   timeoutMs?: number
   signal?: AbortSignal
@@ -36,6 +44,7 @@ export class Rpc {
   readonly #node: Libp2p
   readonly #log: Logger
   readonly #handlers = new Map<string, Handler>()
+  readonly #observers: Array<(o: RpcObservation) => void> = []
 
   constructor (node: Libp2p, log: Logger) {
     this.#node = node
@@ -44,6 +53,16 @@ export class Rpc {
 
   async start (): Promise<void> {
     await this.#node.handle(RPC_PROTOCOL, async (stream, connection) => { await this.#serve(stream, connection) }, { maxInboundStreams: 256 })
+  }
+
+  /** Calls `fn` after every call this host makes or serves (metrics). */
+  observe (fn: (o: RpcObservation) => void): void {
+    this.#observers.push(fn)
+  }
+
+  #observed (method: string, side: RpcObservation['side'], code: string, since: number): void {
+    const o = { method, side, code, seconds: (performance.now() - since) / 1000 }
+    for (const fn of this.#observers) fn(o)
   }
 
   handle<S extends z.ZodType>(method: string, schema: S, fn: (params: z.output<S>, from: PeerId) => Promise<unknown>): void {
@@ -66,15 +85,21 @@ export class Rpc {
       return
     }
     let reply: unknown
+    const since = performance.now()
+    // A method no handler has is counted as one name, so that a peer cannot make up label values.
+    let method = 'unknown'
     try {
       const request = requestSchema.parse(JSON.parse(new TextDecoder().decode(raw)))
       const handler = this.#handlers.get(request.method)
       if (handler === undefined) throw new XenosError('INVALID_ARGUMENT', `unknown method ${request.method}`)
+      method = request.method
       reply = { ok: true, result: await handler(request.params, connection.remotePeer) }
+      this.#observed(method, 'server', 'ok', since)
     } catch (err) {
       const e = err instanceof SyntaxError || err instanceof z.ZodError ? new XenosError('PEER_PROTOCOL', 'malformed request') : toXenosError(err)
       if (e.code === 'INTERNAL') this.#log.warn({ err, peer: connection.remotePeer.toString() }, 'rpc handler failed')
       reply = { ok: false, error: { code: e.code, message: e.message } }
+      this.#observed(method, 'server', e.code, since)
     }
     try {
       await lp.write(new TextEncoder().encode(JSON.stringify(reply)))
@@ -86,6 +111,18 @@ export class Rpc {
 
   /** Calls `method` on `peer`; resolves with its (still unvalidated) result or throws a XenosError. */
   async call (peer: string | PeerId, method: string, params: unknown, options: CallOptions = {}): Promise<unknown> {
+    const since = performance.now()
+    try {
+      const result = await this.#call(peer, method, params, options)
+      this.#observed(method, 'client', 'ok', since)
+      return result
+    } catch (err) {
+      this.#observed(method, 'client', err instanceof XenosError ? err.code : 'INTERNAL', since)
+      throw err
+    }
+  }
+
+  async #call (peer: string | PeerId, method: string, params: unknown, options: CallOptions): Promise<unknown> {
     const timeout = AbortSignal.timeout(options.timeoutMs ?? RPC_DEFAULT_TIMEOUT_MS)
     const signal = options.signal === undefined ? timeout : AbortSignal.any([timeout, options.signal])
     const peerId = typeof peer === 'string' ? peerIdFromString(peer) : peer

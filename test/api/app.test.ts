@@ -1,12 +1,18 @@
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { after, before, describe, it } from 'node:test'
 import pino from 'pino'
 import { buildApp } from '../../src/api/index.ts'
-import { generateOwnerKey, instanceIdsOf, type OwnerKey } from '../../src/core/index.ts'
+import { generateOwnerKey, instanceIdsOf, XENOS_VERSION, type OwnerKey } from '../../src/core/index.ts'
 import { Host } from '../../src/node/index.ts'
-import { tempDir } from '../helpers/cluster.ts'
+import { ROOT, tempDir } from '../helpers/cluster.ts'
 import { Requests } from '../helpers/requests.ts'
+
+/** Prometheus's checker: scripts/test-tools.sh puts it in .cache/bin when the machine has none. */
+const PROMTOOL = existsSync(join(ROOT, '.cache/bin/promtool')) ? join(ROOT, '.cache/bin/promtool') : 'promtool'
 
 const manifest = { name: 'sleeper', version: '1', driver: 'process', command: 'sleep 60', resources: { cpu: 0.5, memory: 64 } }
 
@@ -220,12 +226,31 @@ describe('host API', () => {
     }
   })
 
-  it('exposes Prometheus metrics', async () => {
+  it('exposes Prometheus metrics that promtool finds clean, in base units, with no label Prometheus takes for its own', async () => {
     const res = await app.inject({ method: 'GET', url: '/metrics' })
     assert.equal(res.statusCode, 200)
-    assert.match(res.body, /^xenos_host_capacity_cpu 1$/m)
-    assert.match(res.body, /^xenos_host_free_cpu 0$/m)
+    assert.match(res.headers['content-type'] as string, /^text\/plain; version=0\.0\.4/)
+    assert.match(res.body, /^xenos_host_capacity_cpus 1$/m)
+    assert.match(res.body, /^xenos_host_free_cpus 0$/m)
+    assert.match(res.body, /^xenos_host_capacity_memory_bytes 268435456$/m)
     assert.match(res.body, /^xenos_instances\{state="running"\} 2$/m)
-    assert.match(res.body, /^xenos_instance_memory_bytes\{instance="i-[0-9a-f]{16}",name="one"\} \d+$/m)
+    assert.match(res.body, /^xenos_instance_memory_bytes\{instance_id="i-[0-9a-f]{16}",name="one"\} \d+$/m)
+    assert.match(res.body, /^xenos_instance_start_time_seconds\{instance_id="i-[0-9a-f]{16}",name="one"\} 1\d{9}(\.\d+)?$/m)
+    assert.doesNotMatch(res.body, /[{,]instance="/, 'no series labelled `instance`')
+    assert.match(res.body, new RegExp(`^xenos_build_info\\{version="${XENOS_VERSION}",node="${process.versions.node}"\\} 1$`, 'm'))
+    assert.match(res.body, /^process_cpu_seconds_total \d/m, 'the process\'s own')
+    assert.match(res.body, /^nodejs_eventloop_lag_seconds \d/m)
+    assert.match(res.body, /^xenos_http_request_duration_seconds_count\{method="POST",route="\/v1\/instances",status_code="201"\} [1-9]/m, 'the deploys above, timed')
+    assert.match(res.body, /^xenos_deploy_duration_seconds_count\{result="ok"\} [1-9]/m)
+    assert.match(res.body, /^xenos_instance_boot_duration_seconds_count\{result="ok"\} [1-9]/m)
+    const unknown = await app.inject({ method: 'GET', url: '/no/such/route' })
+    assert.equal(unknown.statusCode, 404)
+    const after = (await app.inject({ method: 'GET', url: '/metrics' })).body
+    assert.match(after, /^xenos_http_request_duration_seconds_count\{method="GET",route="unmatched",status_code="404"\} [1-9]/m)
+    assert.doesNotMatch(after, /no\/such/, 'made-up paths are one series, not one each')
+    const check = spawnSync(PROMTOOL, ['check', 'metrics'], { input: res.body, encoding: 'utf8' })
+    assert.equal(check.error, undefined, `promtool runs (scripts/test-tools.sh fetches it): ${String(check.error)}`)
+    assert.equal(`${check.stdout}${check.stderr}`, '', 'promtool has nothing to say')
+    assert.equal(check.status, 0)
   })
 })

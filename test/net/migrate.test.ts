@@ -171,6 +171,11 @@ describe('live migration', { skip }, () => {
     assert.equal(existsSync(join(b.dataDir, 'instances', inst.id, 'disk.qcow2')), false)
     assert.equal(existsSync(join(a.dataDir, 'instances', inst.id, 'disk.qcow2')), true)
     assert.equal((await getJson(a, '/v1/instances')).instances.filter((i: any) => i.id === inst.id && i.host === a.info.peerId).length, 0, 'A no longer runs it')
+    // A's metrics count the move, its pause, and the calls it made to B for it.
+    const metrics = await (await fetch(`${a.api}/metrics`)).text()
+    assert.match(metrics, /^xenos_migration_duration_seconds_count\{result="ok"\} 1$/m)
+    assert.match(metrics, /^xenos_migration_downtime_seconds_count 1$/m)
+    assert.match(metrics, /^xenos_rpc_duration_seconds_count\{method="migrate\.prepare",side="client",code="ok"\} [1-9]/m)
 
     // Destroying it on B lets A drop the disk.
     await cli(b, alice, ['instance', 'destroy', inst.id])

@@ -32,6 +32,8 @@ export interface DeployerInit {
   tasks: { recordFor: (instance: InstanceRecord, spec: DeploySpec) => TaskRecord | undefined, announce: (id: string) => Promise<void> }
   /** The host's market: whether a part's bids pay for its instances (or it may go without), and opening them once the instances are made. */
   market: Pick<Bidding, 'checkDeploy' | 'openDeployed'>
+  /** Told when a deploy asked of this host ends: every part made its instances (ok), some did (partial), none did (failed). */
+  onDeployed: (result: 'ok' | 'partial' | 'failed', seconds: number) => void
   log: Logger
 }
 
@@ -116,6 +118,7 @@ export class Deployer {
    */
   async deploy (template: string, spec: DeploySpec, parts: DeployPart[], options: DeployOptions = {}): Promise<DeployResult> {
     checkParts(template, spec, parts)
+    const started = performance.now()
     const rollout = new Rollout(parts.map(p => p.token.host), options.onProgress)
     const result: DeployResult = { instances: [], failures: [], hosts: rollout.parts }
     const wait = options.wait === true ? { waitMs: options.waitMs ?? DEFAULT_WAIT_MS } : null
@@ -138,6 +141,8 @@ export class Deployer {
       }
     }))
     rollout.close()
+    const failed = result.failures.length > 0 || rollout.parts.some(p => p.error !== null)
+    this.#init.onDeployed(!failed ? 'ok' : result.instances.length === 0 ? 'failed' : 'partial', (performance.now() - started) / 1000)
     if (result.instances.length === 0 && result.failures.length === 1 && result.failures[0] !== undefined) {
       const f = result.failures[0]
       throw new XenosError(f.code as XenosError['code'], f.message, { instances: f.instances })

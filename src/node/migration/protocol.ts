@@ -34,6 +34,8 @@ export interface MigrationsInit {
   onLeft: (id: string, endpoints: Array<{ name: string, address: string, port: number }>) => Promise<void>
   /** Told once an instance that arrived here runs here (to announce the task it runs, if any). */
   onArrived: (id: string) => Promise<void>
+  /** Told when a move away from this host ends, how long it took, and how long the instance was paused (when it moved). */
+  onMoved: (result: 'ok' | 'failed', seconds: number, downtimeSeconds: number | null) => void
   /** Short directory for the sockets tunnels listen on. */
   runDir: string
   /**
@@ -172,7 +174,15 @@ export class Migrations {
    * there; with `copyDisk` its disk moves too. Other actions on it are refused meanwhile.
    */
   async move (view: InstanceView, to: string, copyDisk: boolean, placement: Placement, onStatus: (s: MigrationStatus) => void = () => {}): Promise<MigrationResult> {
-    return await this.#init.supervisor.moving(view.id, async () => await this.#send(view, to, copyDisk, placement, onStatus))
+    const started = performance.now()
+    try {
+      const result = await this.#init.supervisor.moving(view.id, async () => await this.#send(view, to, copyDisk, placement, onStatus))
+      this.#init.onMoved('ok', (performance.now() - started) / 1000, result.downtimeMs === null ? null : result.downtimeMs / 1000)
+      return result
+    } catch (err) {
+      this.#init.onMoved('failed', (performance.now() - started) / 1000, null)
+      throw err
+    }
   }
 
   async #send (view: InstanceView, to: string, copyDisk: boolean, placement: Placement, onStatus: (s: MigrationStatus) => void): Promise<MigrationResult> {
