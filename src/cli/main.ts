@@ -13,7 +13,7 @@ import { COMPLETE_COMMAND, completions, completionScript } from './completion.ts
 import { runDaemon } from './daemon.ts'
 import { daemonOptionsFrom, withDaemonOptions, type DaemonFlags } from './daemon-options.ts'
 import { registerHostCommands } from './hosts.ts'
-import { registerSignCommand } from './sign.ts'
+import { registerSignCommands } from './sign.ts'
 import { registerInstanceCommands } from './instances.ts'
 import { DEFAULT_KEY_FILE, loadOrCreateUserKey } from './keys.ts'
 import { LOCAL_CLOUD_DIR, runLocalCloud } from './local-cloud.ts'
@@ -88,7 +88,7 @@ export function buildProgram (): Command {
   registerDeploymentCommands(program)
   registerBankCommands(program)
   registerMarketCommands(program)
-  registerSignCommand(program)
+  registerSignCommands(program)
 
   program.command('connect <target>').description('Open a port on the host the CLI talks to that reaches a service of yours (instance id or name) through the overlay, wherever it runs; it follows the service when it migrates')
     .option('--port <port>', 'local port (default: any free one)', Number, 0)
