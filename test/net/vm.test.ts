@@ -1,14 +1,25 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { mkdir, stat, writeFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises'
 import { createServer, type AddressInfo } from 'node:net'
-import { join } from 'node:path'
+import { join, relative } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { cli, cliRun, cliStart, eventually, getJson, httpGet, rolloutPhases, ROOT, startHost, stopHost, stopHosts, tempDir, type TestHost } from '../helpers/cluster.ts'
 import { count, skipWithoutQemu } from '../helpers/vm.ts'
 
 const skip = skipWithoutQemu
+
+/** What a host stores for owners: the files of its content store, snapshots and uploads, and its instances' and staging's entries. */
+async function storedOn (h: TestHost): Promise<string[]> {
+  const files = async (sub: string, deep: boolean): Promise<string[]> => {
+    const root = join(h.dataDir, sub)
+    const entries = await readdir(root, { recursive: deep, withFileTypes: true }).catch(() => [])
+    return entries.filter(e => !deep || e.isFile()).map(e => join(sub, relative(root, join(e.parentPath, e.name))))
+  }
+  return (await Promise.all([files('blobs', true), files('snapshots', true), files('uploads', true), files('instances', false), files('staging', false)])).flat().sort()
+}
 
 async function fetchedBytes (h: TestHost): Promise<number> {
   const text = await (await fetch(`${h.api}/metrics`)).text()
@@ -400,5 +411,26 @@ describe('services in virtual machines', { skip }, () => {
     assert.notEqual(next.host, now.host)
     assert.equal((await cli(a, alice, ['terminate', 'counting'])).state, 'terminated')
     assert.deepEqual(await snapshotsOf(), before, 'terminate leaves no checkpoint behind')
+  })
+  it('keeps no stored byte once nothing refers to it: a data file, a snapshot, a template derived from a VM, the VM', async () => {
+    const before = await storedOn(a)
+    const dir = await tempDir('leak')
+    await writeFile(join(dir, 'file.bin'), randomBytes(3 << 20))
+    await cli(a, alice, ['data', 'put', join(dir, 'file.bin'), 'data://me/leak/file.bin'])
+    const vm = (await cli(a, alice, ['deploy', 'counter', '--host', 'vm-a', '--name', 'leaky', '--wait'])).instances[0]
+    const snap = await cli(a, alice, ['instance', 'snapshot', vm.id])
+    await cli(a, alice, ['instance', 'stop', vm.id])
+    const derived = await cli(a, alice, ['instance', 'derive', vm.id, '--name', 'leaky-copy'])
+    const grown = await storedOn(a)
+    assert.ok(grown.length >= before.length + 3, `the file, the snapshot, the overlay and the VM take room: ${grown.filter(f => !before.includes(f)).join(' ')}`)
+    await cli(a, alice, ['data', 'rm', 'data://me/leak/file.bin'])
+    await cli(a, alice, ['snapshots', 'rm', snap.id])
+    assert.ok((await cli(a, alice, ['template', 'rm', derived.id])).bytesFreed > 0, 'the derived template\'s overlay is freed')
+    await cli(a, alice, ['instance', 'destroy', vm.id])
+    const left = await eventually(async () => {
+      const now = await storedOn(a)
+      return now.every(f => before.includes(f)) ? now : undefined
+    }, 10_000, 'every stored byte to go with its last reference').catch(async () => (await storedOn(a)).filter(f => !before.includes(f)))
+    assert.deepEqual(left.filter(f => !before.includes(f)), [], 'nothing outlives its references')
   })
 })
