@@ -6,7 +6,7 @@ import { withProgress } from './events.ts'
 import { authOf, signedBy, signedInBody } from './auth.ts'
 import { media } from './openapi.ts'
 import {
-  controlParams, deployBody, errorResponses as errors, instanceListQuery, instanceParams, logsQuery, migrateBody, snapshotParams, templateSummarySchema,
+  controlParams, deployBody, errorResponses as errors, instanceListQuery, instanceParams, logsQuery, migrateBody, moveInProgressSchema, snapshotParams, templateSummarySchema,
 } from './schemas.ts'
 
 /** Deploys, instances and snapshots: every action is signed by the owner, for the host that carries it out. */
@@ -107,6 +107,18 @@ export function registerInstanceRoutes (api: Api, host: ApiHost): void {
     const t = await host.router.derive(req.params.id, req.body, authOf(req))
     void reply.status(201)
     return t
+  })
+
+  api.get('/v1/migrations', {
+    schema: {
+      operationId: 'listMigrations',
+      summary: 'Live migrations away from this host under way, with their phase and progress: the signer\'s instances\' (all of them, for the operator)',
+      ...signedBy('any key', 'migrations on this host\'s peer id'),
+      response: { 200: z.object({ migrations: z.array(moveInProgressSchema) }), ...errors },
+    },
+  }, async req => {
+    const who = host.verifier.verify(authOf(req), { action: 'migrations', target: host.overlay.peerId, params: {} })
+    return { migrations: host.migrations.inProgress(host.verifier.isOperator(who) ? undefined : who) }
   })
 
   api.get('/v1/snapshots', { schema: { operationId: 'listSnapshots', summary: 'Snapshots held by this host: the signer\'s (all of them, for the operator)', ...signedBy('any key', 'snapshots on this host\'s peer id'), response: { 200: z.object({ snapshots: z.array(snapshotViewSchema) }), ...errors } } }, async req => ({

@@ -125,3 +125,22 @@ export const peersSchema = z.object({
   hosts: z.array(hostInfoSchema.omit({ id: true }).extend({ id: z.string(), expiresAt: z.number() })),
   unreachable: z.array(z.object({ id: z.string(), name: z.string(), since: z.number() })).describe('hosts taken for dead (they did not answer probes) that have not answered since, and since when'),
 })
+
+export const moveInProgressSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  owner: z.string(),
+  to: z.string().describe('the host it moves to'),
+  startedAt: z.number(),
+  status: z.object({
+    phase: z.enum(['preparing', 'copying disk', 'copying', 'switching', 'done']),
+    transferredBytes: z.number().optional(),
+    remainingBytes: z.number().optional(),
+    totalBytes: z.number().optional(),
+    dirtyPagesRate: z.number().optional(),
+    expectedDowntimeMs: z.number().nullable().optional(),
+    downtimeMs: z.number().nullable().optional(),
+    status: z.string().optional(),
+    disk: z.object({ copiedBytes: z.number(), totalBytes: z.number() }).optional(),
+  }),
+})

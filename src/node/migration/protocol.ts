@@ -19,6 +19,16 @@ import { Arrivals, type ArrivingDisk } from './arrival.ts'
 import { Departure, type DiskPlan } from './departure.ts'
 import type { DiskExports } from './disk-exports.ts'
 
+/** A move away from this host under way: whose instance, where to, since when, how far. */
+export interface MoveInProgress {
+  id: string
+  name: string
+  owner: string
+  to: string
+  startedAt: number
+  status: MigrationStatus
+}
+
 export interface MigrationsInit {
   overlay: Pick<Overlay, 'peerId' | 'rpc' | 'learnHost' | 'search' | 'directAddress' | 'sign'>
   tunnels: Tunnels
@@ -106,6 +116,8 @@ export class Migrations {
   readonly #arrivals: Arrivals
   /** Tickets issued to the sources of instances arriving here, revoked once they took over or gave up. */
   readonly #arrivalTickets = new Map<string, string[]>()
+  /** Moves away from this host under way, as their progress views show them. */
+  readonly #moving = new Map<string, MoveInProgress>()
 
   constructor (init: MigrationsInit) {
     this.#init = init
@@ -175,14 +187,27 @@ export class Migrations {
    */
   async move (view: InstanceView, to: string, copyDisk: boolean, placement: Placement, onStatus: (s: MigrationStatus) => void = () => {}): Promise<MigrationResult> {
     const started = performance.now()
+    const move: MoveInProgress = { id: view.id, name: view.name, owner: view.owner, to, startedAt: Date.now(), status: { phase: 'preparing' } }
+    this.#moving.set(view.id, move)
+    const watched = (s: MigrationStatus): void => {
+      move.status = s
+      onStatus(s)
+    }
     try {
-      const result = await this.#init.supervisor.moving(view.id, async () => await this.#send(view, to, copyDisk, placement, onStatus))
+      const result = await this.#init.supervisor.moving(view.id, async () => await this.#send(view, to, copyDisk, placement, watched))
       this.#init.onMoved('ok', (performance.now() - started) / 1000, result.downtimeMs === null ? null : result.downtimeMs / 1000)
       return result
     } catch (err) {
       this.#init.onMoved('failed', (performance.now() - started) / 1000, null)
       throw err
+    } finally {
+      this.#moving.delete(view.id)
     }
+  }
+
+  /** The moves away from this host under way: those of `owner`'s instances, or all of them. */
+  inProgress (owner?: string): MoveInProgress[] {
+    return [...this.#moving.values()].filter(m => owner === undefined || m.owner === owner).map(m => ({ ...m, status: { ...m.status } }))
   }
 
   async #send (view: InstanceView, to: string, copyDisk: boolean, placement: Placement, onStatus: (s: MigrationStatus) => void): Promise<MigrationResult> {
