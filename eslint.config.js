@@ -4,9 +4,8 @@ import tseslint from 'typescript-eslint'
 const folders = ['core', 'store', 'overlay', 'images', 'transfer', 'hypervisor', 'data', 'market', 'deploy', 'node', 'api', 'web', 'cli']
 /**
  * What each folder may import from (docs/architecture.md: core ← store ← {overlay, transfer,
- * hypervisor, data} ← images ← node ← {api, cli}). market/ (the bank and auctions), deploy/
- * (descriptions of whole deployments) and web/ (the dashboard) are to come; their rows say
- * where they will stand.
+ * hypervisor, data} ← images ← node ← {api, cli}); market/ (the bank and auctions), deploy/
+ * (descriptions of whole deployments), web/ (the dashboard, which the API serves).
  */
 const allowed = {
   core: [],
@@ -19,7 +18,7 @@ const allowed = {
   market: ['core', 'store', 'overlay'],
   deploy: ['core', 'store'],
   node: ['core', 'store', 'overlay', 'images', 'hypervisor', 'transfer', 'data', 'market', 'deploy'],
-  api: ['core', 'store', 'images', 'node'],
+  api: ['core', 'store', 'images', 'node', 'web'],
   web: ['core'],
   cli: ['core', 'store', 'images', 'deploy', 'api', 'node'],
 }
@@ -62,6 +61,16 @@ export default tseslint.config(
     },
   })),
   { files: ['eslint.config.js'], ...tseslint.configs.disableTypeChecked },
+  {
+    // The dashboard's browser modules: plain JavaScript, checked without types.
+    files: ['src/web/ui/**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      globals: Object.fromEntries(['window', 'document', 'fetch', 'crypto', 'indexedDB', 'setInterval', 'clearInterval', 'setTimeout', 'TextEncoder', 'TextDecoder', 'TextDecoderStream', 'URLSearchParams', 'AbortController', 'FileReader', 'atob', 'btoa', 'console'].map(g => [g, 'readonly'])),
+    },
+    rules: { ...tseslint.configs.disableTypeChecked.rules, '@typescript-eslint/explicit-function-return-type': 'off', 'no-undef': 'error' },
+  },
   {
     // Tests read JSON from real processes (typed `any`) and node:test's describe/it return promises by design.
     files: ['test/**/*.ts', 'bench/**/*.ts'],

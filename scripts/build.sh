@@ -8,5 +8,7 @@ cd "$(dirname "$0")/.."
 stamp=$(mktemp)
 rm -rf dist
 node_modules/.bin/tsc -p tsconfig.build.json
+# The dashboard's browser files are served as they are.
+cp -r src/web/ui dist/web/ui
 mv "$stamp" dist/.built
 chmod 644 dist/.built

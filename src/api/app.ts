@@ -21,6 +21,7 @@ import { registerInstanceRoutes } from './instances.ts'
 import { registerHostMetrics } from './metrics.ts'
 import { media, swaggerOptions } from './openapi.ts'
 import { registerXmlRpc } from './xmlrpc.ts'
+import { registerDashboard } from '../web/index.ts'
 import { logRequests, noteFailure } from './request-log.ts'
 import {
   errorResponses, hostInfoSchema, importTemplateBody,
@@ -116,6 +117,7 @@ export async function buildApp (host: ApiHost, log?: Logger): Promise<FastifyIns
   registerBankRoutes(api, host)
   registerBudgetRoutes(api, host)
   registerXmlRpc(app)
+  await registerDashboard(app)
 
   api.get('/v1/search', { schema: { operationId: 'search', summary: 'Search adverts of hosts, templates and instances', querystring: searchQuery, response: { 200: searchResultSchema, ...errors } } }, async req => {
     const { q, kind, host: onHost, waitMs, from, limit, sort } = req.query

@@ -1,0 +1,31 @@
+// Signatures of requests, made as the CLI makes them (docs/security.md): the host checks them the same way.
+import { base64url } from './keys.js'
+
+function sortKeys (value) {
+  if (Array.isArray(value)) return value.map(sortKeys)
+  if (value !== null && typeof value === 'object') {
+    const out = {}
+    for (const k of Object.keys(value).sort()) if (value[k] !== undefined) out[k] = sortKeys(value[k])
+    return out
+  }
+  return value
+}
+
+/** JSON with object keys sorted and no whitespace: what a signature's parameters digest is taken over. */
+export function canonicalJson (value) {
+  return JSON.stringify(sortKeys(value))
+}
+
+async function sha256Hex (text) {
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text))
+  return [...new Uint8Array(digest)].map(b => b.toString(16).padStart(2, '0')).join('')
+}
+
+/** The X-Xenos-Auth header of `key`'s signature of `action` on `target` with `params`, for host `host`. */
+export async function authHeader (key, { action, target, params, host }) {
+  const ts = Date.now()
+  const nonce = [...crypto.getRandomValues(new Uint8Array(12))].map(b => b.toString(16).padStart(2, '0')).join('')
+  const message = ['xenos-request-v2', key.id, host, action, target, await sha256Hex(canonicalJson(params ?? null)), String(ts), nonce].join('\n')
+  const sig = base64url(await crypto.subtle.sign({ name: 'Ed25519' }, key.privateKey, new TextEncoder().encode(message)))
+  return `v2 owner=${key.id} host=${host} ts=${ts} nonce=${nonce} sig=${sig}`
+}

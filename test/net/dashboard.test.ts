@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { chromium, type Browser, type Page } from 'playwright-core'
+import { loadOrCreateUserKey } from '../../src/cli/keys.ts'
+import { cli, eventually, getJson, ROOT, startHost, stopHosts, tempDir, type TestHost } from '../helpers/cluster.ts'
+import { skipWithoutQemu } from '../helpers/vm.ts'
+
+const CHROMIUM = '/usr/bin/chromium'
+/** Where the test leaves its screenshots, to look at. */
+const SHOTS = join(ROOT, '.cache', 'screenshots')
+const IDLE = 'name: idle\nversion: "1"\ndriver: process\ncommand: "sleep 600"\nresources: { cpu: 0.1, memory: 16 }\n'
+const SITE = 'name: site\ncomponents:\n  front:\n    template: idle\n  back:\n    after: [front]\n    components:\n      db:\n        template: idle\n      cache:\n        template: idle\n        after: [db]\n'
+
+/** The dashboard at /ui in a real browser (headless Chromium), with a real VM in it, checked against the API. */
+describe('dashboard', { skip: skipWithoutQemu }, () => {
+  const hosts: TestHost[] = []
+  let a: TestHost, b: TestHost
+  let alicePem: string
+  let alice: string
+  let browser: Browser
+  let page: Page
+  let vm: any
+
+  const shot = async (name: string): Promise<void> => { await page.screenshot({ path: join(SHOTS, `dashboard-${name}.png`), fullPage: true }) }
+
+  before(async () => {
+    const dir = await tempDir('dashboard')
+    await mkdir(SHOTS, { recursive: true })
+    alicePem = join(dir, 'alice.pem')
+    alice = (await loadOrCreateUserKey(alicePem)).key.id
+    a = await startHost({ name: 'ui-a', extraArgs: ['--cpu', '4', '--memory', '1024', '--bank', '--bank-grant', '100000'] })
+    const bank = (await getJson<{ bank: string }>(a, '/v1/bank')).bank
+    b = await startHost({ name: 'ui-b', bootstrap: [a], extraArgs: ['--cpu', '4', '--memory', '1024', '--accept-bank', bank] })
+    hosts.push(a, b)
+    await writeFile(join(dir, 'idle.yaml'), IDLE)
+    await cli(a, alicePem, ['template', 'import', join(dir, 'idle.yaml')])
+    await cli(b, alicePem, ['template', 'import', join(dir, 'idle.yaml')])
+    await cli(a, alicePem, ['template', 'build', join(ROOT, 'examples/counter')])
+    vm = (await cli(a, alicePem, ['deploy', 'counter', '--host', 'ui-a', '--name', 'counter', '--wait'])).instances[0]
+    await eventually(async () => (await getJson(b, '/v1/bank')).host === a.info.peerId || undefined, 20_000, 'B to find the bank')
+    // Alice's account opens with the bank's starting grant: her bid pays from it.
+    await cli(a, alicePem, ['account'])
+    await cli(b, alicePem, ['deploy', 'idle', '--host', 'ui-b', '--name', 'bidder', '--bid', '50', '--for', '300s'])
+    await writeFile(join(dir, 'site.yaml'), SITE)
+    await cli(a, alicePem, ['apply', join(dir, 'site.yaml')])
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] })
+    page = await browser.newPage({ viewport: { width: 1400, height: 1000 } })
+    await page.goto(`${a.api}/`)
+    // The user's own key, imported into the browser, which keeps it.
+    await page.setInputFiles('#import-key', alicePem)
+    await page.waitForSelector(`#owner[title="${alice}"]`)
+  })
+
+  after(async () => {
+    await browser?.close()
+    for (const h of hosts) {
+      const { instances } = await getJson(h, `/v1/instances?host=${h.info.peerId}`).catch(() => ({ instances: [] }))
+      for (const i of instances) await cli(h, alicePem, ['instance', 'destroy', i.id]).catch(() => {})
+    }
+    await stopHosts(hosts)
+  })
+
+  it('shows the hosts as the API does, and the market\'s prices, bids and balance', async () => {
+    const peers = await getJson(a, '/v1/peers')
+    for (const h of peers.hosts) {
+      const row = page.locator(`#hosts tr[data-host="${h.id}"]`)
+      assert.equal(await row.getAttribute('data-name'), h.name)
+      assert.match(await row.innerText(), new RegExp(`${h.free.cpu} / ${h.capacity.cpu}`))
+    }
+    const price = await eventually(async () => (await getJson(a, '/v1/peers')).hosts.find((h: any) => h.id === b.info.peerId)?.price || undefined, 20_000, 'B to have a price')
+    await eventually(async () => Number(await page.locator(`#market tr[data-market-host="${b.info.peerId}"]`).getAttribute('data-price')) > 0 || undefined, 10_000, 'the market to show B\'s price')
+    assert.ok(Math.abs(Number(await page.locator(`#market tr[data-market-host="${b.info.peerId}"]`).getAttribute('data-price')) - price) <= price, 'B\'s price as its advert says')
+    const bidder = (await cli(b, alicePem, ['instance', 'list'])).find((i: any) => i.name === 'bidder')
+    await page.locator(`#market tr[data-bid="${bidder.id}"]`).waitFor({ timeout: 10_000 })
+    const account = await cli(a, alicePem, ['account'])
+    await eventually(async () => (await page.locator('#balance').innerText()).includes(String(account.balance)) || undefined, 10_000, 'the balance the bank holds')
+    await shot('hosts-market')
+  })
+
+  it('shows a running VM with a graph of its CPU and memory that moves', async () => {
+    const card = page.locator(`[data-instance="${vm.id}"]`)
+    await card.waitFor()
+    assert.equal(await card.getAttribute('data-state'), 'running')
+    assert.match(await card.locator('.host').innerText(), /ui-a/)
+    const points = async (): Promise<number> => Number(await card.locator('.chart').getAttribute('data-points'))
+    await eventually(async () => await points() >= 3 || undefined, 20_000, 'the graph to have points')
+    const first = await points()
+    await eventually(async () => await points() >= first + 2 || undefined, 10_000, 'the graph to move on')
+    assert.equal(await card.locator('canvas').count(), 1, 'drawn by uPlot')
+    await shot('instance-graph')
+  })
+
+  it('shows a deployment as a tree of its components, with the states the API gives', async () => {
+    const shown = await cli(a, alicePem, ['deployment', 'show', 'site'])
+    const tree = page.locator('[data-deployment="site"]')
+    await tree.waitFor()
+    for (const c of shown.components) {
+      await eventually(async () => await tree.locator(`li[data-component="${c.path}"]`).getAttribute('data-state') === c.state || undefined, 10_000, `${c.path} shown ${c.state}`)
+    }
+    assert.equal(await tree.locator('li[data-component="back"] li[data-component="back.cache"]').count(), 1, 'cache under back')
+    await shot('deployment')
+  })
+
+  it('migrates the VM at the user\'s signed word, showing the move while it runs, then the VM on its new host', async () => {
+    const card = page.locator(`[data-instance="${vm.id}"]`)
+    await card.locator('select.migrate-to').selectOption(b.info.peerId)
+    await card.locator('button.migrate').click()
+    const row = page.locator(`#migrations tr[data-migration="${vm.id}"]`)
+    await row.waitFor({ timeout: 60_000 })
+    assert.ok(['preparing', 'copying', 'switching'].includes(await row.getAttribute('data-phase') ?? ''), 'a phase of a move under way')
+    await shot('migration')
+    await eventually(async () => (await card.locator('.host').innerText()).includes('ui-b') || undefined, 120_000, 'the VM to run on B')
+    assert.equal((await cli(b, alicePem, ['instance', 'show', vm.id])).host, b.info.peerId)
+    assert.equal(await row.count(), 0, 'no longer in progress')
+    await shot('migrated')
+  })
+})
