@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { chromium, type Browser, type Page } from 'playwright-core'
@@ -22,6 +22,8 @@ describe('dashboard', { skip: skipWithoutQemu }, () => {
   let browser: Browser
   let page: Page
   let vm: any
+  /** Every request the page made: URL, headers and body. */
+  const sent: string[] = []
 
   const shot = async (name: string): Promise<void> => { await page.screenshot({ path: join(SHOTS, `dashboard-${name}.png`), fullPage: true }) }
 
@@ -47,6 +49,7 @@ describe('dashboard', { skip: skipWithoutQemu }, () => {
     await cli(a, alicePem, ['apply', join(dir, 'site.yaml')])
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] })
     page = await browser.newPage({ viewport: { width: 1400, height: 1000 } })
+    page.on('request', r => { sent.push(`${r.url()} ${JSON.stringify(r.headers())} ${r.postData() ?? ''}`) })
     await page.goto(`${a.api}/`)
     // The user's own key, imported into the browser, which keeps it.
     await page.setInputFiles('#import-key', alicePem)
@@ -77,6 +80,17 @@ describe('dashboard', { skip: skipWithoutQemu }, () => {
     const account = await cli(a, alicePem, ['account'])
     await eventually(async () => (await page.locator('#balance').innerText()).includes(String(account.balance)) || undefined, 10_000, 'the balance the bank holds')
     await shot('hosts-market')
+  })
+
+  it('never sends the user\'s key: only signatures by it leave the browser', async () => {
+    const pem = await readFile(alicePem, 'utf8')
+    const secret = pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, '')
+    const der = Buffer.from(secret, 'base64')
+    // The private key is the last 32 bytes of its PKCS#8 form; look for it as base64, base64url and hex.
+    const raw = der.subarray(der.length - 32)
+    const forms = [secret, raw.toString('base64'), raw.toString('base64url'), raw.toString('hex')]
+    assert.ok(sent.some(r => r.includes('x-xenos-auth')), 'the page did sign requests')
+    for (const r of sent) for (const f of forms) assert.ok(!r.includes(f), `a request carried the key: ${r.slice(0, 120)}`)
   })
 
   it('shows a running VM with a graph of its CPU and memory that moves', async () => {
