@@ -5,7 +5,6 @@ import type { RpcObservation } from '../overlay/index.ts'
 /** Buckets, in seconds, for what takes from milliseconds (a request) to minutes (a VM's boot under TCG, a migration). */
 const SECONDS_BUCKETS = [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900]
 
-
 /**
  * A host's Prometheus metrics (prom-client): the process's own, build info, and what the host's
  * parts report as they work; gauges of its state are added by whoever reads it (the API).
