@@ -6,7 +6,7 @@ import { withProgress } from './events.ts'
 import { authOf, signedBy, signedInBody } from './auth.ts'
 import { media } from './openapi.ts'
 import {
-  controlParams, deployBody, errorResponses as errors, instanceListQuery, instanceParams, logsQuery, migrateBody, moveInProgressSchema, snapshotParams, templateSummarySchema,
+  controlParams, deployBody, deployInProgressSchema, errorResponses as errors, instanceListQuery, instanceParams, logsQuery, migrateBody, moveInProgressSchema, snapshotParams, templateSummarySchema,
 } from './schemas.ts'
 
 /** Deploys, instances and snapshots: every action is signed by the owner, for the host that carries it out. */
@@ -107,6 +107,18 @@ export function registerInstanceRoutes (api: Api, host: ApiHost): void {
     const t = await host.router.derive(req.params.id, req.body, authOf(req))
     void reply.status(201)
     return t
+  })
+
+  api.get('/v1/deploys', {
+    schema: {
+      operationId: 'listDeploys',
+      summary: 'Deploys asked of this host under way, each host\'s part with its phase: the signer\'s (all of them, for the operator)',
+      ...signedBy('any key', 'deploys on this host\'s peer id'),
+      response: { 200: z.object({ deploys: z.array(deployInProgressSchema) }), ...errors },
+    },
+  }, async req => {
+    const who = host.verifier.verify(authOf(req), { action: 'deploys', target: host.overlay.peerId, params: {} })
+    return { deploys: host.deployer.inProgress(host.verifier.isOperator(who) ? undefined : who) }
   })
 
   api.get('/v1/migrations', {

@@ -44,7 +44,7 @@ const TAGS = {
   hosts: { paths: ['host', 'peers', 'placement', 'connect'], description: 'This host, the hosts of the overlay, where instances fit, and ports that reach services' },
   search: { paths: ['search'], description: 'Adverts of hosts, templates and instances, from the overlay' },
   templates: { paths: ['templates', 'names', 'blobs', 'transfers'], description: 'Templates, their image files, template:// names, and pulls in progress' },
-  instances: { paths: ['instances', 'snapshots', 'migrations'], description: 'Deploying, controlling, measuring, replicating and migrating instances; snapshots' },
+  instances: { paths: ['instances', 'snapshots', 'migrations', 'deploys'], description: 'Deploying, controlling, measuring, replicating and migrating instances; snapshots' },
   data: { paths: ['data', 'tasks'], description: 'The data repository: files, uploads, grants; tasks and their outputs' },
   deployments: { paths: ['deployments'], description: 'Whole deployments from descriptions (docs/descriptions.md)' },
   market: { paths: ['bank', 'market', 'budgets'], description: 'The bank, bids\' refunds and budgets spent by a host\'s bidder (docs/market.md)' },

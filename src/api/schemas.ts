@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import {
-  ADVERT_KINDS, ERROR_CODES, type ErrorCode, blobIdSchema, CONTROL_ACTIONS, deployPartSchema, deploySpecSchema, INSTANCE_STATES, instanceIdSchema, nameRecordSchema, peerIdSchema, snapshotIdSchema,
+  ADVERT_KINDS, ERROR_CODES, type ErrorCode, hostRolloutSchema, blobIdSchema, CONTROL_ACTIONS, deployPartSchema, deploySpecSchema, INSTANCE_STATES, instanceIdSchema, nameRecordSchema, peerIdSchema, snapshotIdSchema,
   templateIdSchema, templateSummarySchema as templateSummaryBase,
 } from '../core/index.ts'
 
@@ -143,4 +143,13 @@ export const moveInProgressSchema = z.object({
     status: z.string().optional(),
     disk: z.object({ copiedBytes: z.number(), totalBytes: z.number() }).optional(),
   }),
+})
+
+export const deployInProgressSchema = z.object({
+  key: z.string().describe('the deploy key the client chose for it'),
+  owner: z.string(),
+  template: z.string(),
+  name: z.string().nullable(),
+  startedAt: z.number(),
+  hosts: z.array(hostRolloutSchema),
 })

@@ -132,6 +132,7 @@ describe('signed routes', () => {
       'POST /v1/instances/{id}/bid': { url: `/v1/instances/${instance}/bid`, body: { seconds: 60 }, action: 'bid', target: instance, params: { seconds: 60 }, mallory: refused },
       'GET /v1/instances/{id}/metrics': { url: `/v1/instances/${instance}/metrics`, action: 'metrics', target: instance, params: {}, mallory: refused },
       'GET /v1/instances/{id}/logs': { url: `/v1/instances/${instance}/logs`, action: 'logs', target: instance, params: {}, mallory: refused },
+      'GET /v1/deploys': { url: '/v1/deploys', action: 'deploys', target: self, params: {}, mallory: res => { assert.deepEqual(res.json(), { deploys: [] }, 'none of Alice\'s') } },
       'GET /v1/migrations': { url: '/v1/migrations', action: 'migrations', target: self, params: {}, mallory: res => { assert.deepEqual(res.json(), { migrations: [] }, 'none of Alice\'s') } },
       'GET /v1/snapshots': { url: '/v1/snapshots', action: 'snapshots', target: self, params: {}, mallory: res => { assert.deepEqual(res.json(), { snapshots: [] }, 'none of Alice\'s') } },
       'DELETE /v1/snapshots/{id}': { url: '/v1/snapshots/s-0123456789abcdef', action: 'snapshot.delete', target: 's-0123456789abcdef', params: {}, mallory: refused },

@@ -117,6 +117,18 @@ describe('dashboard', { skip: skipWithoutQemu }, () => {
     await shot('deployment')
   })
 
+  it('shows a deploy while it runs, host by host, with its phase', async () => {
+    const deploying = cli(a, alicePem, ['deploy', 'counter', '--host', 'ui-b', '--name', 'second', '--wait'])
+    const row = page.locator(`#deploys tr[data-host="${b.info.peerId}"]`)
+    await row.waitFor({ timeout: 60_000 })
+    assert.ok(['waiting', 'fetching', 'staging', 'creating', 'booting', 'checking', 'done'].includes(await row.getAttribute('data-phase') ?? ''), `a phase of a deploy under way: ${await row.getAttribute('data-phase')}`)
+    assert.match(await row.innerText(), /second/)
+    await shot('deploy')
+    const second = (await deploying).instances[0]
+    await page.locator(`[data-instance="${second.id}"][data-state="running"]`).waitFor({ timeout: 20_000 })
+    assert.equal(await row.count(), 0, 'no longer in progress')
+  })
+
   it('migrates the VM at the user\'s signed word, showing the move while it runs, then the VM on its new host', async () => {
     const card = page.locator(`[data-instance="${vm.id}"]`)
     await card.locator('select.migrate-to').selectOption(b.info.peerId)

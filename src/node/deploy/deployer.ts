@@ -72,10 +72,22 @@ const STATUS_EVERY_MS = 300
  * that a token captured on the way makes nothing anywhere else, and a retry of the same deploy
  * makes nothing twice).
  */
+/** A deploy asked of this host under way: whose, of what, and every host's part. */
+export interface DeployInProgress {
+  key: string
+  owner: string
+  template: string
+  name: string | null
+  startedAt: number
+  hosts: HostRollout[]
+}
+
 export class Deployer {
   readonly #init: DeployerInit
   /** This host's parts of deploys under way, by owner and deploy key. */
   readonly #deploying = new Map<string, { template: string, phase: NonNullable<DeployStatus['phase']> }>()
+  /** Deploys asked of this host under way, by deploy key: every host's part as it changes. */
+  readonly #rollouts = new Map<string, DeployInProgress>()
 
   constructor (init: DeployerInit) {
     this.#init = init
@@ -118,8 +130,25 @@ export class Deployer {
    */
   async deploy (template: string, spec: DeploySpec, parts: DeployPart[], options: DeployOptions = {}): Promise<DeployResult> {
     checkParts(template, spec, parts)
+    // Always followed, so that GET /v1/deploys shows how every deploy goes, watched or not.
+    const rollout = new Rollout(parts.map(p => p.token.host), p => { options.onProgress?.(p) })
+    const first = parts[0]?.token
+    const tracked = first === undefined ? undefined : { key: first.key, owner: first.owner, template, name: spec.name, startedAt: Date.now(), hosts: rollout.parts }
+    if (tracked !== undefined) this.#rollouts.set(tracked.key, tracked)
+    try {
+      return await this.#rollOut(template, spec, parts, options, rollout)
+    } finally {
+      if (tracked !== undefined) this.#rollouts.delete(tracked.key)
+    }
+  }
+
+  /** The deploys asked of this host under way: those of `owner`, or all of them. */
+  inProgress (owner?: string): DeployInProgress[] {
+    return [...this.#rollouts.values()].filter(d => owner === undefined || d.owner === owner).map(d => structuredClone(d))
+  }
+
+  async #rollOut (template: string, spec: DeploySpec, parts: DeployPart[], options: DeployOptions, rollout: Rollout): Promise<DeployResult> {
     const started = performance.now()
-    const rollout = new Rollout(parts.map(p => p.token.host), options.onProgress)
     const result: DeployResult = { instances: [], failures: [], hosts: rollout.parts }
     const wait = options.wait === true ? { waitMs: options.waitMs ?? DEFAULT_WAIT_MS } : null
     await Promise.all(parts.map(async part => {

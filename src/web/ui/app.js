@@ -26,7 +26,7 @@ async function readAll (key, history) {
     get('/v1/host'), get('/v1/peers'), get('/v1/search?kind=template&limit=200'), get('/v1/names'), settled(get('/v1/bank')),
   ])
   const hosts = peers.hosts
-  const state = { self, peers, hosts, templates: templates.results, names: names.names, bank: bank.failed === undefined ? bank : undefined, instances: [], migrations: [], deployments: [], account: undefined, files: [], tasks: [] }
+  const state = { self, peers, hosts, templates: templates.results, names: names.names, bank: bank.failed === undefined ? bank : undefined, instances: [], deploys: [], migrations: [], deployments: [], account: undefined, files: [], tasks: [] }
   if (key === undefined) return state
   const sign = (method, path, o) => signed(key, method, path, o)
   // What adverts show of them, then what each one's host shows its owner (its bid, its health).
@@ -37,15 +37,17 @@ async function readAll (key, history) {
     return own.failed === undefined ? own : i
   }))
   const live = state.instances.filter(i => i.state === 'running' || i.state === 'paused')
-  const [metrics, migrations, deployments, account, files, tasks] = await Promise.all([
+  const [metrics, migrations, deploys, deployments, account, files, tasks] = await Promise.all([
     Promise.all(live.map(i => settled(sign('GET', `/v1/instances/${i.id}/metrics`, { action: 'metrics', target: i.id, host: i.host })))),
     Promise.all(hosts.map(h => settled(sign('GET', '/v1/migrations', { action: 'migrations', target: h.id, host: h.id })))),
+    Promise.all(hosts.map(h => settled(sign('GET', '/v1/deploys', { action: 'deploys', target: h.id, host: h.id })))),
     Promise.all(hosts.map(h => settled(sign('GET', '/v1/deployments', { action: 'deployments', target: h.id, host: h.id })))),
     state.bank === undefined ? undefined : settled(sign('GET', '/v1/bank/account', { action: 'account', target: state.bank.bank, host: state.bank.host })),
     settled(sign('GET', `/v1/data/files?uri=${encodeURIComponent(`data://${key.id}/`)}`, { action: 'data.list', target: `data://${key.id}/`, host: self.id })),
     settled(sign('GET', '/v1/tasks', { action: 'task.list', target: 'tasks', host: self.id })),
   ])
   for (const m of metrics) if (m.failed === undefined) remember(history, m)
+  state.deploys = deploys.flatMap(r => r.deploys ?? [])
   state.migrations = migrations.flatMap((r, i) => (r.migrations ?? []).map(m => ({ ...m, from: hosts[i].id })))
   // A deployment is held by several hosts; the one acting for it now says how it stands.
   state.deployments = deployments.flatMap((r, i) => (r.deployments ?? []).filter(d => d.supervisor === hosts[i].id))
@@ -116,6 +118,7 @@ function App () {
     <main>
       <${Hosts} view=${view} keyInfo=${key} act=${act} actions=${actions} />
       <${Instances} view=${view} keyInfo=${key} history=${history} hostName=${hostName} act=${act} actions=${actions} />
+      <${Deploys} deploys=${view.deploys} templates=${view.templates} hostName=${hostName} />
       <${Migrations} migrations=${view.migrations} hostName=${hostName} />
       <${Deployments} deployments=${view.deployments} hostName=${hostName} />
       <${Market} view=${view} hostName=${hostName} />
@@ -253,6 +256,19 @@ function Migrations ({ migrations, hostName }) {
         return html`<tr data-migration=${m.id} data-phase=${m.status.phase}><td>${m.name} <code>${short(m.id)}</code></td><td>${hostName(m.from)}</td><td>${hostName(m.to)}</td>
           <td class="phase">${m.status.phase}</td><td><${Bar} value=${done} max=${total} label=${total > 0 ? `${mib(done)} / ${mib(total)}` : ''} /></td><td>${ago(m.startedAt)}</td></tr>`
       })}</tbody></table>`}
+  </section>`
+}
+
+function Deploys ({ deploys, templates, hostName }) {
+  const templateName = id => templates.find(t => t.id === id)?.body.name ?? id.slice(7, 19)
+  return html`<section id="deploys"><h2>Deploys in progress <small>${deploys.length}</small></h2>
+    ${deploys.length === 0 ? html`<p>None now.</p>` : html`<table><thead><tr><th>Deploy</th><th>Host</th><th>Phase</th><th>Fetched</th><th>Since</th></tr></thead><tbody>
+      ${deploys.flatMap(d => d.hosts.map(p => html`<tr data-deploy=${d.key} data-host=${p.host} data-phase=${p.phase}>
+        <td>${d.name ?? templateName(d.template)} <small>${templateName(d.template)}</small></td><td>${hostName(p.host)}</td>
+        <td class="phase">${p.phase}${p.error === null ? '' : `: ${p.error.message}`}</td>
+        <td>${p.fetching === null ? '' : html`<${Bar} value=${p.fetching.held} max=${p.fetching.size} label=${`${mib(p.fetching.held)} / ${mib(p.fetching.size)}`} />`}</td>
+        <td>${ago(d.startedAt)}</td></tr>`))}
+    </tbody></table>`}
   </section>`
 }
 
