@@ -82,6 +82,19 @@ describe('dashboard', { skip: skipWithoutQemu }, () => {
     await shot('hosts-market')
   })
 
+  it('bids from the page: the browser signs the payment and the bid, and the host\'s view shows it', async () => {
+    const bidder = (await cli(b, alicePem, ['instance', 'list'])).find((i: any) => i.name === 'bidder')
+    const card = page.locator(`[data-instance="${bidder.id}"]`)
+    await card.locator('input.bid-credits').fill('20')
+    await card.locator('input.bid-seconds').fill('600')
+    await card.locator('button.bid').click()
+    await card.locator('.action.done').waitFor({ timeout: 20_000 })
+    const view = await cli(b, alicePem, ['instance', 'show', bidder.id])
+    assert.equal(view.bid, 70, 'the 50 it had and the 20 paid from the page')
+    assert.ok(view.bidUntil > Date.now() + 500_000, 'it lasts the 600 s asked for')
+    await eventually(async () => (await page.locator(`#market tr[data-bid="${bidder.id}"]`).innerText()).includes('70') || undefined, 10_000, 'the market to show the new bid')
+  })
+
   it('never sends the user\'s key: only signatures by it leave the browser', async () => {
     const pem = await readFile(alicePem, 'utf8')
     const secret = pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, '')

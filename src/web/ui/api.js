@@ -8,8 +8,9 @@ async function answer (res) {
   return body
 }
 
-export async function get (path) {
-  return await answer(await fetch(path))
+/** An unsigned request (a read, or an order signed in its body). */
+export async function get (path, init) {
+  return await answer(await fetch(path, init))
 }
 
 /**

@@ -4,6 +4,7 @@ import { html, render, useEffect, useRef, useState } from './vendor/preact-htm.j
 import uPlot from './vendor/uplot.js'
 import { events, get, signed } from './api.js'
 import { forgetKey, generateKey, importPem, loadKey } from './keys.js'
+import { nonce, signOrder } from './sign.js'
 
 const EVERY_MS = 2000
 /** Points kept per instance chart: two minutes. */
@@ -198,6 +199,20 @@ function InstanceCard ({ i, view, keyInfo, h, hostName, act, actions }) {
       if (e.event === 'error') throw new Error(`${e.data.error.code}: ${e.data.error.message}`)
     }
   })
+  const [credits, setCredits] = useState('10')
+  const [seconds, setSeconds] = useState('300')
+  const host = view.hosts.find(x => x.id === i.host)
+  // A bid pays credits from the user's account into the host's escrow (an order signed here), then hands the bank's receipt to the host.
+  const bid = () => act(`bid ${i.id}`, async progress => {
+    const amount = Number(credits)
+    progress('paying')
+    const order = await signOrder(keyInfo, 'transfer', { v: 1, bank: view.bank.bank, from: keyInfo.id, to: host.escrow, amount, nonce: nonce(), issuedAt: Date.now(), memo: `bid on ${i.id}` })
+    const receipt = await get('/v1/bank/transfers', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(order) })
+    const params = { receipt, seconds: Number(seconds) }
+    progress('bidding')
+    await signed(keyInfo, 'POST', `/v1/instances/${i.id}/bid`, { action: 'bid', target: i.id, params, host: i.host, body: params })
+  })
+  const canBid = running && view.bank !== undefined && host?.escrow !== undefined
   const health = i.services.map(s => html`<span class=${`health ${s.health}`} title=${s.url}>${s.name}: ${s.health}</span>`)
   const others = view.hosts.filter(x => x.id !== i.host)
   const running = i.state === 'running'
@@ -215,6 +230,10 @@ function InstanceCard ({ i, view, keyInfo, h, hostName, act, actions }) {
       ${running && others.length > 0
         ? html`<select class="migrate-to" value=${to} onChange=${e => setTo(e.target.value)}><option value="">move to…</option>${others.map(x => html`<option value=${x.id}>${x.name}</option>`)}</select>
           <button class="migrate" disabled=${to === ''} onClick=${migrate}>Migrate</button>`
+        : null}
+      ${canBid
+        ? html`<span class="bid-form"><input class="bid-credits" type="number" min="1" value=${credits} onInput=${e => setCredits(e.target.value)} /> credits for
+          <input class="bid-seconds" type="number" min="1" value=${seconds} onInput=${e => setSeconds(e.target.value)} /> s <button class="bid" onClick=${bid}>Bid</button></span>`
         : null}
       ${Object.entries(actions).filter(([label]) => label.endsWith(i.id)).map(([label, a]) => html`<span class="doing">${label.split(' ')[0]}: <${ActionState} a=${a} /></span>`)}
     </div>

@@ -24,8 +24,19 @@ async function sha256Hex (text) {
 /** The X-Xenos-Auth header of `key`'s signature of `action` on `target` with `params`, for host `host`. */
 export async function authHeader (key, { action, target, params, host }) {
   const ts = Date.now()
-  const nonce = [...crypto.getRandomValues(new Uint8Array(12))].map(b => b.toString(16).padStart(2, '0')).join('')
-  const message = ['xenos-request-v2', key.id, host, action, target, await sha256Hex(canonicalJson(params ?? null)), String(ts), nonce].join('\n')
+  const once = [...crypto.getRandomValues(new Uint8Array(12))].map(b => b.toString(16).padStart(2, '0')).join('')
+  const message = ['xenos-request-v2', key.id, host, action, target, await sha256Hex(canonicalJson(params ?? null)), String(ts), once].join('\n')
   const sig = base64url(await crypto.subtle.sign({ name: 'Ed25519' }, key.privateKey, new TextEncoder().encode(message)))
-  return `v2 owner=${key.id} host=${host} ts=${ts} nonce=${nonce} sig=${sig}`
+  return `v2 owner=${key.id} host=${host} ts=${ts} nonce=${once} sig=${sig}`
+}
+
+/** An order the bank carries out (`kind` transfer, …), signed as `xenos-KIND-v1` over its canonical JSON. */
+export async function signOrder (key, kind, unsigned) {
+  const bytes = new TextEncoder().encode(`xenos-${kind}-v1\n${canonicalJson(unsigned)}`)
+  return { ...unsigned, sig: base64url(await crypto.subtle.sign({ name: 'Ed25519' }, key.privateKey, bytes)) }
+}
+
+/** 16 random bytes in hex: an order's nonce. */
+export function nonce () {
+  return [...crypto.getRandomValues(new Uint8Array(16))].map(b => b.toString(16).padStart(2, '0')).join('')
 }
