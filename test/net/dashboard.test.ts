@@ -24,6 +24,8 @@ describe('dashboard', { skip: skipWithoutQemu }, () => {
   let vm: any
   /** Every request the page made: URL, headers and body. */
   const sent: string[] = []
+  /** What went wrong in the page: its uncaught errors. */
+  const pageErrors: string[] = []
 
   const shot = async (name: string): Promise<void> => { await page.screenshot({ path: join(SHOTS, `dashboard-${name}.png`), fullPage: true }) }
 
@@ -49,6 +51,7 @@ describe('dashboard', { skip: skipWithoutQemu }, () => {
     await cli(a, alicePem, ['apply', join(dir, 'site.yaml')])
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] })
     page = await browser.newPage({ viewport: { width: 1400, height: 1000 } })
+    page.on('pageerror', e => { pageErrors.push(e.message) })
     page.on('request', r => { sent.push(`${r.url()} ${JSON.stringify(r.headers())} ${r.postData() ?? ''}`) })
     await page.goto(`${a.api}/`)
     // The user's own key, imported into the browser, which keeps it.
@@ -63,6 +66,7 @@ describe('dashboard', { skip: skipWithoutQemu }, () => {
       for (const i of instances) await cli(h, alicePem, ['instance', 'destroy', i.id]).catch(() => {})
     }
     await stopHosts(hosts)
+    assert.deepEqual(pageErrors, [], 'the page ran without errors')
   })
 
   it('shows the hosts as the API does, and the market\'s prices, bids and balance', async () => {
@@ -139,7 +143,7 @@ describe('dashboard', { skip: skipWithoutQemu }, () => {
     await shot('deploy')
     const second = (await deploying).instances[0]
     await page.locator(`[data-instance="${second.id}"][data-state="running"]`).waitFor({ timeout: 20_000 })
-    assert.equal(await row.count(), 0, 'no longer in progress')
+    await eventually(async () => await row.count() === 0 || undefined, 10_000, 'the deploy to be no longer in progress')
   })
 
   it('migrates the VM at the user\'s signed word, showing the move while it runs, then the VM on its new host', async () => {

@@ -212,10 +212,10 @@ function InstanceCard ({ i, view, keyInfo, h, hostName, act, actions }) {
     progress('bidding')
     await signed(keyInfo, 'POST', `/v1/instances/${i.id}/bid`, { action: 'bid', target: i.id, params, host: i.host, body: params })
   })
-  const canBid = running && view.bank !== undefined && host?.escrow !== undefined
   const health = i.services.map(s => html`<span class=${`health ${s.health}`} title=${s.url}>${s.name}: ${s.health}</span>`)
   const others = view.hosts.filter(x => x.id !== i.host)
   const running = i.state === 'running'
+  const canBid = running && view.bank !== undefined && host?.escrow !== undefined
   return html`<article class="card" data-instance=${i.id} data-state=${i.state}>
     <h3>${i.name} <span class=${`state ${i.state}`}>${i.unreachableSince === undefined ? i.state : 'unknown'}</span></h3>
     <p class="meta"><code>${i.id}</code> on <b class="host">${hostName(i.host)}</b> · ${i.templateName} · ${i.resources.cpu} CPU, ${i.resources.memory} MiB</p>
