@@ -1,3 +1,4 @@
+import type { FastifyRequest } from 'fastify'
 import { z } from 'zod'
 import { bidParamsSchema, deployResultSchema, deriveParamsSchema, instanceMetricsSchema, instanceViewSchema, marketViewSchema, migrationResultSchema, placementPlanSchema, replicaSchema, replicateRequestSchema, snapshotViewSchema, templateIdSchema } from '../core/index.ts'
 import type { ApiHost } from './api-host.ts'
@@ -8,6 +9,15 @@ import { media } from './openapi.ts'
 import {
   controlParams, deployBody, deployInProgressSchema, errorResponses as errors, instanceListQuery, instanceParams, logsQuery, migrateBody, moveInProgressSchema, snapshotParams, templateSummarySchema,
 } from './schemas.ts'
+
+/**
+ * Whose work in progress a signed `action` on this host may see: the signer's own, or (undefined)
+ * everyone's, for the host's operator.
+ */
+function whoseTo (host: ApiHost, req: FastifyRequest, action: string): string | undefined {
+  const who = host.verifier.verify(authOf(req), { action, target: host.overlay.peerId, params: {} })
+  return host.verifier.isOperator(who) ? undefined : who
+}
 
 /** Deploys, instances and snapshots: every action is signed by the owner, for the host that carries it out. */
 export function registerInstanceRoutes (api: Api, host: ApiHost): void {
@@ -116,10 +126,7 @@ export function registerInstanceRoutes (api: Api, host: ApiHost): void {
       ...signedBy('any key', 'deploys on this host\'s peer id'),
       response: { 200: z.object({ deploys: z.array(deployInProgressSchema) }), ...errors },
     },
-  }, async req => {
-    const who = host.verifier.verify(authOf(req), { action: 'deploys', target: host.overlay.peerId, params: {} })
-    return { deploys: host.deployer.inProgress(host.verifier.isOperator(who) ? undefined : who) }
-  })
+  }, async req => ({ deploys: host.deployer.inProgress(whoseTo(host, req, 'deploys')) }))
 
   api.get('/v1/migrations', {
     schema: {
@@ -128,10 +135,7 @@ export function registerInstanceRoutes (api: Api, host: ApiHost): void {
       ...signedBy('any key', 'migrations on this host\'s peer id'),
       response: { 200: z.object({ migrations: z.array(moveInProgressSchema) }), ...errors },
     },
-  }, async req => {
-    const who = host.verifier.verify(authOf(req), { action: 'migrations', target: host.overlay.peerId, params: {} })
-    return { migrations: host.migrations.inProgress(host.verifier.isOperator(who) ? undefined : who) }
-  })
+  }, async req => ({ migrations: host.migrations.inProgress(whoseTo(host, req, 'migrations')) }))
 
   api.get('/v1/snapshots', { schema: { operationId: 'listSnapshots', summary: 'Snapshots held by this host: the signer\'s (all of them, for the operator)', ...signedBy('any key', 'snapshots on this host\'s peer id'), response: { 200: z.object({ snapshots: z.array(snapshotViewSchema) }), ...errors } } }, async req => ({
     snapshots: host.router.snapshots(authOf(req)),
