@@ -16,6 +16,11 @@ export interface HostRow { id: string, name: string, api: string, drivers: strin
 /** For an option given several times. */
 export const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
 
+/** A deploy's --count: a whole number of instances a host takes at once. */
+export function checkCount (count: number): void {
+  if (!Number.isInteger(count) || count < 1 || count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
+}
+
 /** Prints a command's answer: as JSON with --json, else as `human` says. */
 export function out (flags: Pick<GlobalFlags, 'json'>, json: unknown, human: () => string): void {
   process.stdout.write((flags.json === true ? JSON.stringify(json, null, 2) : human()) + '\n')

@@ -2,7 +2,7 @@ import type { Command } from 'commander'
 import { randomBytes } from 'node:crypto'
 import { instanceIdsOf, newSnapshotId, toXenosError, XenosError, type BudgetView, type DeployResult, type InstanceView, type MigrationStatus, type Replica, type TemplateSummary } from '../core/index.ts'
 import type { ApiClient } from './client.ts'
-import { client, collect, hostNames, type HostRow, out, resolveHost, resolveInstance } from './command.ts'
+import { checkCount, client, collect, hostNames, type HostRow, out, resolveHost, resolveInstance } from './command.ts'
 import { stagedInputs } from './data.ts'
 import { instanceTable, instanceView } from './instances.ts'
 import { creditsOf } from './bank.ts'
@@ -85,7 +85,7 @@ export function registerDeployCommands (program: Command): void {
     .option('--link <name=service>', 'a service of yours (instance id or name, :ENDPOINT for another than its first) each instance reaches at XENOS_LINK_NAME, wherever it runs; repeatable', collect)
     .action(async (ref: string, o: { host?: string, hosts?: string, count: number, name?: string, fromSnapshot?: string, wait?: boolean, in?: string[], requestId?: string, link?: string[], env?: string[], bid?: string, budget?: string, for?: string }, cmd: Command) => {
       const { api, flags } = await client(cmd)
-      if (!Number.isInteger(o.count) || o.count < 1 || o.count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
+      checkCount(o.count)
       if (o.bid !== undefined && o.budget !== undefined) throw new XenosError('INVALID_ARGUMENT', 'give --bid (each instance\'s bid) or --budget (what all of them spend), not both')
       if ((o.bid === undefined && o.budget === undefined) !== (o.for === undefined)) throw new XenosError('INVALID_ARGUMENT', 'give --bid or --budget with --for: how much, and for how long')
       const paid: PaidBids = new Map()

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Command } from 'commander'
 import { deploySpecSchema, encodeAuthHeader, INSTANCE_ID_PATTERN, XenosError } from '../core/index.ts'
-import { client, out, resolveHost } from './command.ts'
+import { checkCount, client, out, resolveHost } from './command.ts'
 
 function jsonOption (flag: string, text: string): unknown {
   try {
@@ -25,7 +25,7 @@ export function registerSignCommands (program: Command): void {
       const { api, flags } = await client(cmd)
       const host = o.for !== undefined
         ? await resolveHost(api, o.for)
-        : INSTANCE_ID_PATTERN.test(target) ? (await api.get<{ host: string }>(`/v1/instances/${target}/host`)).host : await api.hostId()
+        : INSTANCE_ID_PATTERN.test(target) ? await api.hostOf(target) : await api.hostId()
       const header = encodeAuthHeader(api.authFor(action, target, params, host))
       out(flags, { header, host }, () => header)
     })
@@ -37,7 +37,7 @@ export function registerSignCommands (program: Command): void {
     .action(async (template: string, o: { spec: string, count: number, for?: string }, cmd: Command) => {
       const spec = deploySpecSchema.safeParse(jsonOption('--spec', o.spec))
       if (!spec.success) throw new XenosError('INVALID_ARGUMENT', `--spec: ${spec.error.issues[0]?.message ?? 'invalid'} at ${spec.error.issues[0]?.path.join('.') ?? ''}`)
-      if (!Number.isInteger(o.count) || o.count < 1 || o.count > 100) throw new XenosError('INVALID_ARGUMENT', '--count must be a whole number from 1 to 100')
+      checkCount(o.count)
       const { api } = await client(cmd)
       const host = o.for === undefined ? await api.hostId() : await resolveHost(api, o.for)
       process.stdout.write(JSON.stringify(api.deployParts(template, [{ host, count: o.count }], spec.data, randomBytes(16).toString('hex'))) + '\n')

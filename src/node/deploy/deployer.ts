@@ -170,7 +170,8 @@ export class Deployer {
       }
     }))
     rollout.close()
-    const failed = result.failures.length > 0 || rollout.parts.some(p => p.error !== null)
+    // A part that failed, whole or in part, says so in its error.
+    const failed = rollout.parts.some(p => p.error !== null)
     this.#init.onDeployed(!failed ? 'ok' : result.instances.length === 0 ? 'failed' : 'partial', (performance.now() - started) / 1000)
     if (result.instances.length === 0 && result.failures.length === 1 && result.failures[0] !== undefined) {
       const f = result.failures[0]

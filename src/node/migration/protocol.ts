@@ -186,7 +186,6 @@ export class Migrations {
    * there; with `copyDisk` its disk moves too. Other actions on it are refused meanwhile.
    */
   async move (view: InstanceView, to: string, copyDisk: boolean, placement: Placement, onStatus: (s: MigrationStatus) => void = () => {}): Promise<MigrationResult> {
-    const started = performance.now()
     const move: MoveInProgress = { id: view.id, name: view.name, owner: view.owner, to, startedAt: Date.now(), status: { phase: 'preparing' } }
     this.#moving.set(view.id, move)
     const watched = (s: MigrationStatus): void => {
@@ -195,10 +194,10 @@ export class Migrations {
     }
     try {
       const result = await this.#init.supervisor.moving(view.id, async () => await this.#send(view, to, copyDisk, placement, watched))
-      this.#init.onMoved('ok', (performance.now() - started) / 1000, result.downtimeMs === null ? null : result.downtimeMs / 1000)
+      this.#init.onMoved('ok', (Date.now() - move.startedAt) / 1000, result.downtimeMs === null ? null : result.downtimeMs / 1000)
       return result
     } catch (err) {
-      this.#init.onMoved('failed', (performance.now() - started) / 1000, null)
+      this.#init.onMoved('failed', (Date.now() - move.startedAt) / 1000, null)
       throw err
     } finally {
       this.#moving.delete(view.id)
