@@ -4,6 +4,7 @@ import { createReadStream } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { XenosError } from '../core/index.ts'
 
 /** The dashboard's own files: kept beside this module in src/ and copied beside it into dist/ by the build. */
 const UI_DIR = join(import.meta.dirname, 'ui')
@@ -32,7 +33,7 @@ export async function registerDashboard (app: FastifyInstance): Promise<void> {
   app.get('/', { schema: { hide: true } }, async (_req, reply) => await reply.redirect('/ui/'))
   app.get('/ui/vendor/:file', { schema: { hide: true } }, async (req, reply) => {
     const v = VENDOR[(req.params as { file: string }).file]
-    if (v === undefined) return await reply.status(404).send({ error: { code: 'ROUTE_NOT_FOUND', message: 'no such file of the dashboard' } })
+    if (v === undefined) throw new XenosError('ROUTE_NOT_FOUND', `the dashboard has no file ${req.url}`)
     void reply.type(v.type).header('cache-control', 'public, max-age=86400')
     return createReadStream(v.file)
   })
