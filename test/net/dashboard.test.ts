@@ -137,7 +137,7 @@ describe('dashboard', { skip: skipWithoutQemu }, () => {
   it('shows a deploy while it runs, host by host, with its phase', async () => {
     const deploying = cli(a, alicePem, ['deploy', 'counter', '--host', 'ui-b', '--name', 'second', '--wait'])
     const row = page.locator(`#deploys tr[data-host="${b.info.peerId}"]`)
-    await row.waitFor({ timeout: 60_000 })
+    await row.waitFor({ timeout: 60_000 }).catch(async (err: unknown) => { throw new Error(`${String(err)}; the card says: ${await card.innerText()}`) })
     assert.ok(['waiting', 'fetching', 'staging', 'creating', 'booting', 'checking', 'done'].includes(await row.getAttribute('data-phase') ?? ''), `a phase of a deploy under way: ${await row.getAttribute('data-phase')}`)
     assert.match(await row.innerText(), /second/)
     await shot('deploy')
@@ -151,7 +151,7 @@ describe('dashboard', { skip: skipWithoutQemu }, () => {
     await card.locator('select.migrate-to').selectOption(b.info.peerId)
     await card.locator('button.migrate').click()
     const row = page.locator(`#migrations tr[data-migration="${vm.id}"]`)
-    await row.waitFor({ timeout: 60_000 })
+    await row.waitFor({ timeout: 60_000 }).catch(async (err: unknown) => { throw new Error(`${String(err)}; the card says: ${await card.innerText()}`) })
     assert.ok(['preparing', 'copying', 'switching'].includes(await row.getAttribute('data-phase') ?? ''), 'a phase of a move under way')
     await shot('migration')
     await eventually(async () => (await card.locator('.host').innerText()).includes('ui-b') || undefined, 120_000, 'the VM to run on B')

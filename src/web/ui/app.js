@@ -78,6 +78,8 @@ function App () {
   const [error, setError] = useState()
   const [actions, setActions] = useState({})
   const history = useRef(new Map()).current
+  /** Reads everything again now (set by the polling effect): an action's progress shows at once in the other views too. */
+  const refresh = useRef(() => {})
 
   useEffect(() => { loadKey().then(setKey, err => setError(`the browser's key store: ${err.message}`)) }, [])
   useEffect(() => {
@@ -90,6 +92,7 @@ function App () {
         if (!stopped) setError(err.message)
       }
     }
+    refresh.current = tick
     void tick()
     const timer = setInterval(tick, EVERY_MS)
     return () => { stopped = true; clearInterval(timer) }
@@ -99,7 +102,11 @@ function App () {
   const act = async (label, run) => {
     setActions(a => ({ ...a, [label]: { state: 'running' } }))
     try {
-      await run(progress => setActions(a => ({ ...a, [label]: { state: 'running', progress } })))
+      let last = 0
+      await run(progress => {
+        setActions(a => ({ ...a, [label]: { state: 'running', progress } }))
+        if (Date.now() - last > EVERY_MS / 4) { last = Date.now(); void refresh.current() }
+      })
       setActions(a => ({ ...a, [label]: { state: 'done' } }))
     } catch (err) {
       setActions(a => ({ ...a, [label]: { state: 'failed', message: err.message } }))
