@@ -147,7 +147,7 @@ export function registerInstanceRoutes (api: Api, host: ApiHost): void {
     return null
   })
 
-  api.get('/v1/instances/:id/metrics', { schema: { operationId: 'getInstanceMetrics', summary: 'CPU, memory and uptime of an instance', ...signedBy('owner or operator', 'metrics on the instance id'), params: instanceParams, response: { 200: instanceMetricsSchema, ...errors } } }, async req => await host.router.metrics(req.params.id, authOf(req)))
+  api.get('/v1/instances/:id/metrics', { schema: { operationId: 'getInstanceMetrics', summary: 'CPU, memory, disk and network use and uptime of an instance', ...signedBy('owner or operator', 'metrics on the instance id'), params: instanceParams, response: { 200: instanceMetricsSchema, ...errors } } }, async req => await host.router.metrics(req.params.id, authOf(req)))
 
   api.get('/v1/instances/:id/logs', { schema: { operationId: 'getInstanceLogs', summary: 'Last lines of an instance\'s output', ...signedBy('owner', 'logs on the instance id'), params: instanceParams, querystring: logsQuery, response: { 200: z.object({ text: z.string(), next: z.number().describe('the byte to ask from (`from`) for what the instance prints next') }), ...errors } } }, async req => await host.router.logs(req.params.id, req.query.lines, req.query.from, authOf(req)))
 }

@@ -63,13 +63,16 @@ function registerInstanceMetrics (registry: Registry, host: ApiHost): void {
     })()
     return await reading
   }
-  const perInstance = (name: string, help: string, value: (m: InstanceMetrics) => number, type: 'gauge' | 'counter'): void => {
+  /** A series per instance whose driver gives `value` (undefined: it cannot tell). */
+  const perInstance = (name: string, help: string, value: (m: InstanceMetrics) => number | undefined, type: 'gauge' | 'counter'): void => {
     const labelNames: InstanceLabels[] = ['instance_id', 'name']
     async function collect (this: Gauge<InstanceLabels> | Counter<InstanceLabels>): Promise<void> {
       this.reset()
       for (const { v, m } of await usage()) {
-        if (this instanceof Gauge) this.set({ instance_id: v.id, name: v.name }, value(m))
-        else this.inc({ instance_id: v.id, name: v.name }, value(m))
+        const n = value(m)
+        if (n === undefined) continue
+        if (this instanceof Gauge) this.set({ instance_id: v.id, name: v.name }, n)
+        else this.inc({ instance_id: v.id, name: v.name }, n)
       }
     }
     if (type === 'gauge') new Gauge({ name, help, labelNames, registers, collect })
@@ -77,6 +80,10 @@ function registerInstanceMetrics (registry: Registry, host: ApiHost): void {
   }
   perInstance('xenos_instance_cpu_seconds_total', 'CPU time used by the instance.', m => m.cpuSeconds, 'counter')
   perInstance('xenos_instance_memory_bytes', 'Memory used by the instance.', m => m.memoryBytes, 'gauge')
+  perInstance('xenos_instance_disk_read_bytes_total', 'Bytes the instance\'s disks read.', m => m.diskReadBytes, 'counter')
+  perInstance('xenos_instance_disk_written_bytes_total', 'Bytes the instance\'s disks wrote.', m => m.diskWriteBytes, 'counter')
+  perInstance('xenos_instance_network_receive_bytes_total', 'Bytes the guest received on its network card, as it reports them.', m => m.netRxBytes, 'counter')
+  perInstance('xenos_instance_network_transmit_bytes_total', 'Bytes the guest sent on its network card, as it reports them.', m => m.netTxBytes, 'counter')
   perInstance('xenos_instance_start_time_seconds', 'When the instance last started, in seconds since the Unix epoch.', m => (m.sampledAt / 1000) - m.uptimeSeconds, 'gauge')
   new Gauge({
     name: 'xenos_instances',

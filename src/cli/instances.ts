@@ -130,11 +130,14 @@ export function registerInstanceCommands (program: Command): void {
     await api.signed('DELETE', `/v1/snapshots/${encodeURIComponent(id)}`, 'snapshot.delete', id, {})
     out(flags, { deleted: id }, () => `deleted snapshot ${id}`)
   })
-  instance.command('metrics <instance>').description('CPU, memory and uptime of an instance').action(async (ref: string, _o, cmd: Command) => {
+  instance.command('metrics <instance>').description('CPU, memory, disk and network use and uptime of an instance').action(async (ref: string, _o, cmd: Command) => {
     const { api, flags } = await client(cmd)
     const id = await resolveInstance(api, ref)
     const m = await api.signed<InstanceMetrics>('GET', `/v1/instances/${encodeURIComponent(id)}/metrics`, 'metrics', id, {}, undefined, await api.hostOf(id))
-    out(flags, m, () => table(['ID', 'STATE', 'CPU SECONDS', 'MEMORY', 'UPTIME'], [[m.id, m.state, m.cpuSeconds.toFixed(2), bytes(m.memoryBytes), `${Math.round(m.uptimeSeconds)}s`]]))
+    // A driver that cannot count disk or network leaves them out: '-', not a zero that looks measured.
+    const pair = (x: number | undefined, y: number | undefined): string => x === undefined || y === undefined ? '-' : `${bytes(x)} / ${bytes(y)}`
+    out(flags, m, () => table(['ID', 'STATE', 'CPU SECONDS', 'MEMORY', 'DISK READ / WRITTEN', 'NET IN / OUT', 'UPTIME'],
+      [[m.id, m.state, m.cpuSeconds.toFixed(2), bytes(m.memoryBytes), pair(m.diskReadBytes, m.diskWriteBytes), pair(m.netRxBytes, m.netTxBytes), `${Math.round(m.uptimeSeconds)}s`]]))
   })
   instance.command('logs <instance>').description('Last lines an instance printed; with -f, then what it prints as it prints it, until Ctrl-C')
     .option('--lines <n>', 'how many lines', Number, 100)

@@ -70,6 +70,12 @@ export interface InstanceMetrics {
   cpuSeconds: number
   memoryBytes: number
   uptimeSeconds: number
+  /** Bytes the instance's disks read and wrote, as its VM counts them; absent where the driver cannot tell. */
+  diskReadBytes?: number | undefined
+  diskWriteBytes?: number | undefined
+  /** Bytes the guest received and sent on its network card, as the guest reports them (a guest may misreport its own). */
+  netRxBytes?: number | undefined
+  netTxBytes?: number | undefined
   sampledAt: number
 }
 

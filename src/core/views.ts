@@ -51,6 +51,10 @@ export const instanceMetricsSchema = z.strictObject({
   cpuSeconds: z.number().nonnegative(),
   memoryBytes: z.number().nonnegative(),
   uptimeSeconds: z.number().nonnegative(),
+  diskReadBytes: z.number().int().nonnegative().optional(),
+  diskWriteBytes: z.number().int().nonnegative().optional(),
+  netRxBytes: z.number().int().nonnegative().optional(),
+  netTxBytes: z.number().int().nonnegative().optional(),
   sampledAt: timeSchema,
 })
 

@@ -11,6 +11,7 @@ const CHROMIUM = '/usr/bin/chromium'
 /** Where the test leaves its screenshots, to look at. */
 const SHOTS = join(ROOT, '.cache', 'screenshots')
 const IDLE = 'name: idle\nversion: "1"\ndriver: process\ncommand: "sleep 600"\nresources: { cpu: 0.1, memory: 16 }\n'
+const TICKER = 'name: ticker\nversion: "1"\ndriver: process\ncommand: "i=0; while :; do i=$((i+1)); echo tick $i; sleep 1; done"\nresources: { cpu: 0.1, memory: 16 }\n'
 const SITE = 'name: site\ncomponents:\n  front:\n    template: idle\n  back:\n    after: [front]\n    components:\n      db:\n        template: idle\n      cache:\n        template: idle\n        after: [db]\n'
 
 /** The dashboard at /ui in a real browser (headless Chromium), with a real VM in it, checked against the API. */
@@ -40,6 +41,8 @@ describe('dashboard', { skip: skipWithoutQemu }, () => {
     hosts.push(a, b)
     await writeFile(join(dir, 'idle.yaml'), IDLE)
     await cli(a, alicePem, ['template', 'import', join(dir, 'idle.yaml')])
+    await writeFile(join(dir, 'ticker.yaml'), TICKER)
+    await cli(a, alicePem, ['template', 'import', join(dir, 'ticker.yaml')])
     await cli(b, alicePem, ['template', 'import', join(dir, 'idle.yaml')])
     await cli(a, alicePem, ['template', 'build', join(ROOT, 'examples/counter')])
     vm = (await cli(a, alicePem, ['deploy', 'counter', '--host', 'ui-a', '--name', 'counter', '--wait'])).instances[0]
@@ -110,17 +113,43 @@ describe('dashboard', { skip: skipWithoutQemu }, () => {
     for (const r of sent) for (const f of forms) assert.ok(!r.includes(f), `a request carried the key: ${r.slice(0, 120)}`)
   })
 
-  it('shows a running VM with a graph of its CPU and memory that moves', async () => {
+  it('shows a running VM with graphs of its CPU and memory, and of its network, that move', async () => {
     const card = page.locator(`[data-instance="${vm.id}"]`)
     await card.waitFor()
     assert.equal(await card.getAttribute('data-state'), 'running')
     assert.match(await card.locator('.host').innerText(), /ui-a/)
-    const points = async (): Promise<number> => Number(await card.locator('.chart').getAttribute('data-points'))
+    const points = async (): Promise<number> => Number(await card.locator('.chart.usage').getAttribute('data-points'))
     await eventually(async () => await points() >= 3 || undefined, 20_000, 'the graph to have points')
     const first = await points()
     await eventually(async () => await points() >= first + 2 || undefined, 10_000, 'the graph to move on')
-    assert.equal(await card.locator('canvas').count(), 1, 'drawn by uPlot')
+    // Traffic to the VM's service shows in the network graph, each way.
+    const network = card.locator('.chart.network')
+    await eventually(async () => {
+      await fetch(`${vm.endpoints[0].url}/count`).then(async r => await r.text())
+      const [rx = 0, tx = 0] = (await network.getAttribute('data-last') ?? '').split(' ').map(Number)
+      return (rx > 0 && tx > 0) || undefined
+    }, 20_000, 'the network graph to show the traffic')
+    assert.equal(await card.locator('canvas').count(), 2, 'both drawn by uPlot')
     await shot('instance-graph')
+  })
+
+  it('follows an instance\'s log while its panel is open, as `xenos instance logs -f` does', async () => {
+    const ticker = (await cli(a, alicePem, ['deploy', 'ticker', '--host', 'ui-a', '--name', 'ticker', '--wait'])).instances[0]
+    const card = page.locator(`[data-instance="${ticker.id}"]`)
+    await card.waitFor({ timeout: 20_000 })
+    await card.locator('details.logs summary').click()
+    const pre = card.locator('details.logs pre')
+    const latest = async (): Promise<number> => Number(/tick (\d+)\s*$/.exec(await pre.innerText())?.[1] ?? 0)
+    const first = await eventually(async () => await latest() || undefined, 10_000, 'the log to show')
+    await eventually(async () => await latest() >= first + 2 || undefined, 10_000, 'the lines printed since to follow')
+    // The page's log is the instance's: what the CLI reads of it is there, line for line.
+    const shown = await pre.innerText()
+    const read = (await cli(a, alicePem, ['instance', 'logs', ticker.id, '--lines', '200'])).text as string
+    const ticks = (text: string): string[] => text.split('\n').filter(l => /^tick \d+$/.test(l))
+    assert.deepEqual(ticks(shown), ticks(read).slice(0, ticks(shown).length), 'the same lines, in order')
+    await shot('logs')
+    await cli(a, alicePem, ['instance', 'destroy', ticker.id])
+    await card.waitFor({ state: 'detached', timeout: 10_000 })
   })
 
   it('shows a deployment as a tree of its components, with the states the API gives', async () => {

@@ -92,6 +92,16 @@ describe('services in virtual machines', { skip }, () => {
     }, 20_000, 'the service to be registered and healthy')
     assert.equal(seen.services[0].name, 'http')
     assert.equal(seen.services[0].registered, true)
+    // What it served and what its disk read show in its metrics, and in B's Prometheus metrics.
+    const m = await eventually(async () => {
+      const read = await cli(a, alice, ['instance', 'metrics', web.id])
+      return read.netRxBytes > 0 && read.netTxBytes > 0 ? read : undefined
+    }, 20_000, 'the guest to report its network counters')
+    assert.ok(m.diskReadBytes > 0, `disk read: ${m.diskReadBytes}`)
+    const text = await (await fetch(`${b.api}/metrics`)).text()
+    for (const family of ['network_receive', 'network_transmit', 'disk_read']) {
+      assert.match(text, new RegExp(`^xenos_instance_${family}_bytes_total\\{instance_id="${web.id}",name="[^"]+"\\} [1-9]`, 'm'), family)
+    }
   })
 
   it('deploys a tailored template on a host that holds its base, moving only the overlay', async () => {

@@ -362,7 +362,8 @@ export class InstanceSupervisor {
     const base = { id, host: this.#init.hostId, state: r.state, sampledAt: Date.now() }
     if (!ACTIVE_STATES.has(r.state) || r.handle === null) return { ...base, cpuSeconds: 0, memoryBytes: 0, uptimeSeconds: 0 }
     const s = await this.#records.driverFor(r.driver).stats(r.handle)
-    return { ...base, cpuSeconds: s.cpuSeconds, memoryBytes: s.memoryBytes, uptimeSeconds: Math.max(0, (Date.now() - s.startedAt) / 1000) }
+    const { startedAt, ...usage } = s
+    return { ...base, ...usage, uptimeSeconds: Math.max(0, (Date.now() - startedAt) / 1000) }
   }
 
   /** The last `lines` lines an instance printed, or with `from`, what it printed from that offset on; and where to go on from. */

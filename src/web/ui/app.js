@@ -58,17 +58,25 @@ async function readAll (key, history) {
   return state
 }
 
-/** Adds a metrics reading to an instance's history: CPU as the share of a core used since the last one. */
+/**
+ * Adds a metrics reading to an instance's history: CPU as the share of a core used since the last
+ * one, network as KiB/s each way (only where the instance's driver counts it).
+ */
 function remember (history, m) {
-  const h = history.get(m.id) ?? { t: [], cpu: [], memory: [], last: undefined }
+  const h = history.get(m.id) ?? { t: [], cpu: [], memory: [], rx: [], tx: [], network: false, last: undefined }
   const t = m.sampledAt / 1000
+  const rate = (now, then, dt) => now === undefined || then === undefined ? null : Math.max(0, (now - then) / 1024 / dt)
   if (h.last !== undefined && t > h.last.t) {
+    const dt = t - h.last.t
     h.t.push(t)
-    h.cpu.push(Math.max(0, 100 * (m.cpuSeconds - h.last.cpuSeconds) / (t - h.last.t)))
+    h.cpu.push(Math.max(0, 100 * (m.cpuSeconds - h.last.cpuSeconds) / dt))
     h.memory.push(m.memoryBytes / MIB)
-    for (const series of [h.t, h.cpu, h.memory]) if (series.length > HISTORY) series.shift()
+    h.rx.push(rate(m.netRxBytes, h.last.netRxBytes, dt))
+    h.tx.push(rate(m.netTxBytes, h.last.netTxBytes, dt))
+    for (const series of [h.t, h.cpu, h.memory, h.rx, h.tx]) if (series.length > HISTORY) series.shift()
   }
-  h.last = { t, cpuSeconds: m.cpuSeconds }
+  h.network ||= m.netRxBytes !== undefined
+  h.last = { t, cpuSeconds: m.cpuSeconds, netRxBytes: m.netRxBytes, netTxBytes: m.netTxBytes }
   history.set(m.id, h)
 }
 
@@ -228,7 +236,8 @@ function InstanceCard ({ i, view, keyInfo, h, hostName, act, actions }) {
     <p class="meta"><code>${i.id}</code> on <b class="host">${hostName(i.host)}</b> · ${i.templateName} · ${i.resources.cpu} CPU, ${i.resources.memory} MiB</p>
     <p class="meta">${health}${i.bid === undefined ? null : html` <span class="bid">bid ${i.spent ?? 0}/${i.bid} credits, ${(i.rate ?? 0).toFixed(3)}/s, share ${((i.share ?? 0) * 100).toFixed(0)}%</span>`}</p>
     ${i.endpoints.map(e => html`<a class="endpoint" href=${e.url}>${e.name}</a> `)}
-    <${Chart} h=${h} />
+    <div class="charts"><${Chart} h=${h} of=${USAGE} />${h?.network === true ? html`<${Chart} h=${h} of=${NETWORK} />` : null}</div>
+    <${Logs} i=${i} keyInfo=${keyInfo} />
     <div class="controls">
       ${running ? html`<button onClick=${() => control('pause')}>Pause</button> <button onClick=${() => control('stop')}>Stop</button>` : null}
       ${i.state === 'paused' ? html`<button onClick=${() => control('resume')}>Resume</button>` : null}
@@ -247,30 +256,87 @@ function InstanceCard ({ i, view, keyInfo, h, hostName, act, actions }) {
   </article>`
 }
 
+/** Most of an instance's log the page keeps: the end of it, as a terminal's scrollback would. */
+const LOG_KEPT = 200_000
+
+/** What an instance prints, followed while the panel is open: its last lines, then what comes, from its host now. */
+function Logs ({ i, keyInfo }) {
+  const [open, setOpen] = useState(false)
+  const [text, setText] = useState('')
+  const [failed, setFailed] = useState()
+  const pre = useRef()
+  useEffect(() => {
+    if (!open) return
+    let next
+    let stopped = false
+    const read = async () => {
+      const query = next === undefined ? 'lines=100' : `lines=1&from=${next}`
+      try {
+        const piece = await signed(keyInfo, 'GET', `/v1/instances/${i.id}/logs?${query}`, { action: 'logs', target: i.id, host: i.host })
+        if (stopped) return
+        const first = next === undefined
+        next = piece.next
+        setFailed(undefined)
+        // The last lines come without the newline they end in; what follows starts after it.
+        if (first) setText(piece.text === '' ? '' : `${piece.text}\n`.slice(-LOG_KEPT))
+        else if (piece.text !== '') setText(t => (t + piece.text).slice(-LOG_KEPT))
+      } catch (err) {
+        if (!stopped) setFailed(err.message)
+      }
+    }
+    void read()
+    const timer = setInterval(read, EVERY_MS)
+    return () => { stopped = true; clearInterval(timer) }
+  }, [open, i.host])
+  useEffect(() => { if (pre.current != null) pre.current.scrollTop = pre.current.scrollHeight }, [text])
+  return html`<details class="logs" onToggle=${e => setOpen(e.target.open)}>
+    <summary>Logs</summary>
+    ${failed === undefined ? null : html`<p class="error">${failed}</p>`}
+    ${open ? html`<pre ref=${pre}>${text}</pre>` : null}
+  </details>`
+}
+
 function phaseText (s) {
   const total = s.disk?.totalBytes ?? s.totalBytes
   const done = s.disk?.copiedBytes ?? s.transferredBytes
   return total ? `${s.phase} ${mib(done ?? 0)} of ${mib(total)}` : s.phase
 }
 
-/** CPU (share of a core) and memory of an instance over the last two minutes. */
-function Chart ({ h }) {
+/** The time axis: with fewer than two points, the minute up to the latest (uPlot would give one point a thousand days). */
+const TIME = {
+  time: true,
+  range: (u, min, max) => {
+    if (u.data[0].length >= 2) return [min, max]
+    const t = u.data[0][0] ?? Date.now() / 1000
+    return [t - 60, t + 1]
+  },
+}
+const USAGE = {
+  kind: 'usage',
+  series: [{}, { label: 'CPU %', stroke: '#2a6fdb', width: 2, scale: '%' }, { label: 'memory MiB', stroke: '#d9822b', width: 2, scale: 'MiB' }],
+  axes: [{}, { scale: '%', size: 40 }, { scale: 'MiB', side: 1, size: 50, grid: { show: false } }],
+  scales: { x: TIME, '%': { range: (_u, _min, max) => [0, Math.max(10, max)] } },
+  data: h => [h?.t ?? [], h?.cpu ?? [], h?.memory ?? []],
+}
+const NETWORK = {
+  kind: 'network',
+  series: [{}, { label: 'in KiB/s', stroke: '#2f9e44', width: 2 }, { label: 'out KiB/s', stroke: '#9c36b5', width: 2 }],
+  axes: [{}, { size: 50 }],
+  scales: { x: TIME, y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
+  data: h => [h?.t ?? [], h?.rx ?? [], h?.tx ?? []],
+}
+
+/** An instance's use over the last two minutes, drawn by uPlot: CPU and memory (USAGE), or its network (NETWORK). */
+function Chart ({ h, of }) {
   const box = useRef()
   const plot = useRef()
-  const data = [h?.t ?? [], h?.cpu ?? [], h?.memory ?? []]
+  const data = of.data(h)
   useEffect(() => {
-    plot.current = new uPlot({
-      width: 360,
-      height: 140,
-      series: [{}, { label: 'CPU %', stroke: '#2a6fdb', width: 2, scale: '%' }, { label: 'memory MiB', stroke: '#d9822b', width: 2, scale: 'MiB' }],
-      axes: [{}, { scale: '%', size: 40 }, { scale: 'MiB', side: 1, size: 50, grid: { show: false } }],
-      scales: { '%': { range: (_u, _min, max) => [0, Math.max(10, max)] } },
-      legend: { live: false },
-    }, data, box.current)
+    plot.current = new uPlot({ width: 360, height: 140, series: of.series, axes: of.axes, scales: of.scales, legend: { live: false } }, data, box.current)
     return () => plot.current.destroy()
   }, [])
   useEffect(() => { plot.current?.setData(data) })
-  return html`<div class="chart" ref=${box} data-points=${data[0].length} data-cpu=${data[1].at(-1) ?? ''}></div>`
+  return html`<div class=${`chart ${of.kind}`} ref=${box} data-points=${data[0].length} data-last=${data.slice(1).map(s => s.at(-1) ?? '').join(' ')}></div>`
 }
 
 function Migrations ({ migrations, hostName }) {
