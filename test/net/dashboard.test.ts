@@ -175,6 +175,27 @@ describe('dashboard', { skip: skipWithoutQemu }, () => {
     await eventually(async () => await row.count() === 0 || undefined, 10_000, 'the deploy to be no longer in progress')
   })
 
+  it('deploys from the page: the browser signs the deploy\'s part, and the host makes the instances it names', async () => {
+    const row = page.locator(`#templates tr[data-template-host="${b.info.peerId}"]`).filter({ hasText: 'idle' })
+    // A name the host refuses: its error is shown where the deploy was asked.
+    await row.locator('input.deploy-name').fill('Not A Name!')
+    await row.locator('button.deploy').click()
+    assert.match(await row.locator('.action.failed').innerText({ timeout: 10_000 }), /INVALID_ARGUMENT/)
+    await row.locator('input.deploy-name').fill('paged')
+    await row.locator('input.deploy-count').fill('2')
+    await row.locator('button.deploy').click()
+    await row.locator('.action.done').waitFor({ timeout: 60_000 })
+    const made = (await cli(b, alicePem, ['instance', 'list'])).filter((i: any) => i.name.startsWith('paged'))
+    assert.deepEqual(made.map((i: any) => i.name).sort(), ['paged-1', 'paged-2'])
+    for (const i of made) {
+      assert.equal(i.host, b.info.peerId)
+      assert.equal(i.owner, alice, 'made for the key the browser holds')
+      await page.locator(`[data-instance="${i.id}"][data-state="running"]`).waitFor({ timeout: 20_000 })
+    }
+    await shot('deployed-from-page')
+    for (const i of made) await cli(b, alicePem, ['instance', 'destroy', i.id])
+  })
+
   it('migrates the VM at the user\'s signed word, showing the move while it runs, then the VM on its new host', async () => {
     const card = page.locator(`[data-instance="${vm.id}"]`)
     await card.locator('select.migrate-to').selectOption(b.info.peerId)

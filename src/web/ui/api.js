@@ -8,9 +8,9 @@ async function answer (res) {
   return body
 }
 
-/** An unsigned request (a read, or an order signed in its body). */
-export async function get (path, init) {
-  return await answer(await fetch(path, init))
+/** An open read. */
+export async function get (path) {
+  return await answer(await fetch(path))
 }
 
 /**
@@ -18,10 +18,18 @@ export async function get (path, init) {
  * carries it out; the host asked relays it there).
  */
 export async function signed (key, method, path, { action, target, params = {}, host, body, accept }) {
-  const headers = { 'x-xenos-auth': await authHeader(key, { action, target, params, host }) }
-  if (body !== undefined) headers['content-type'] = 'application/json'
-  if (accept !== undefined) headers.accept = accept
-  const res = await fetch(path, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) })
+  return await send(method, path, { body, accept, headers: { 'x-xenos-auth': await authHeader(key, { action, target, params, host }) } })
+}
+
+/**
+ * A request with a JSON body (for one signed in its body: no header), answered with JSON, or with
+ * the response itself to read its events from when `accept` is `text/event-stream` and it succeeds.
+ */
+export async function send (method, path, { body, accept, headers = {} }) {
+  const all = { ...headers }
+  if (body !== undefined) all['content-type'] = 'application/json'
+  if (accept !== undefined) all.accept = accept
+  const res = await fetch(path, { method, headers: all, ...(body === undefined ? {} : { body: JSON.stringify(body) }) })
   return accept === 'text/event-stream' && res.ok ? res : await answer(res)
 }
 

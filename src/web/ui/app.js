@@ -2,9 +2,9 @@
 // two seconds; actions signed with the key this browser keeps.
 import { html, render, useEffect, useRef, useState } from './vendor/preact-htm.js'
 import uPlot from './vendor/uplot.js'
-import { events, get, signed } from './api.js'
+import { events, get, send, signed } from './api.js'
 import { forgetKey, generateKey, importPem, loadKey } from './keys.js'
-import { nonce, signOrder } from './sign.js'
+import { deployParts, nonce, signOrder } from './sign.js'
 
 const EVERY_MS = 2000
 /** Points kept per instance chart: two minutes. */
@@ -138,7 +138,7 @@ function App () {
       <${Migrations} migrations=${view.migrations} hostName=${hostName} />
       <${Deployments} deployments=${view.deployments} hostName=${hostName} />
       <${Market} view=${view} hostName=${hostName} />
-      <${Templates} templates=${view.templates} names=${view.names} hostName=${hostName} />
+      <${Templates} templates=${view.templates} names=${view.names} hostName=${hostName} keyInfo=${key} act=${act} actions=${actions} />
       <${Data} files=${view.files} tasks=${view.tasks} hostName=${hostName} signedIn=${key !== undefined} />
     </main>`
 }
@@ -222,7 +222,7 @@ function InstanceCard ({ i, view, keyInfo, h, hostName, act, actions }) {
     const amount = Number(credits)
     progress('paying')
     const order = await signOrder(keyInfo, 'transfer', { v: 1, bank: view.bank.bank, from: keyInfo.id, to: host.escrow, amount, nonce: nonce(), issuedAt: Date.now(), memo: `bid on ${i.id}` })
-    const receipt = await get('/v1/bank/transfers', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(order) })
+    const receipt = await send('POST', '/v1/bank/transfers', { body: order })
     const params = { receipt, seconds: Number(seconds) }
     progress('bidding')
     await signed(keyInfo, 'POST', `/v1/instances/${i.id}/bid`, { action: 'bid', target: i.id, params, host: i.host, body: params })
@@ -302,13 +302,13 @@ function phaseText (s) {
   return total ? `${s.phase} ${mib(done ?? 0)} of ${mib(total)}` : s.phase
 }
 
-/** The time axis: with fewer than two points, the minute up to the latest (uPlot would give one point a thousand days). */
+/** The time axis: the last minute at least, up to the latest point (uPlot alone would give one point a thousand days, and a few seconds milliseconds). */
 const TIME = {
   time: true,
-  range: (u, min, max) => {
-    if (u.data[0].length >= 2) return [min, max]
-    const t = u.data[0][0] ?? Date.now() / 1000
-    return [t - 60, t + 1]
+  range: u => {
+    const t = u.data[0]
+    const last = t.at(-1) ?? Date.now() / 1000
+    return [Math.min(t[0] ?? last, last - 60), last]
   },
 }
 const USAGE = {
@@ -412,13 +412,37 @@ function Market ({ view, hostName }) {
   </section>`
 }
 
-function Templates ({ templates, names, hostName }) {
+function Templates ({ templates, names, hostName, keyInfo, act, actions }) {
   return html`<section id="templates"><h2>Templates <small>${templates.length}</small></h2>
-    <table><thead><tr><th>Name</th><th>Version</th><th>Driver</th><th>Id</th><th>Host</th></tr></thead><tbody>
-      ${templates.map(t => html`<tr data-template=${t.id}><td>${t.body.name}</td><td>${t.body.version}</td><td>${t.body.driver}</td><td><code title=${t.id}>${t.id.slice(7, 19)}</code></td><td>${hostName(t.host)}</td></tr>`)}
+    <table><thead><tr><th>Name</th><th>Version</th><th>Driver</th><th>Id</th><th>Host</th>${keyInfo === undefined ? null : html`<th>Deploy</th>`}</tr></thead><tbody>
+      ${templates.map(t => html`<tr data-template=${t.id} data-template-host=${t.host}><td>${t.body.name}</td><td>${t.body.version}</td><td>${t.body.driver}</td><td><code title=${t.id}>${t.id.slice(7, 19)}</code></td><td>${hostName(t.host)}</td>
+        ${keyInfo === undefined ? null : html`<td><${DeployForm} t=${t} keyInfo=${keyInfo} act=${act} actions=${actions} /></td>`}</tr>`)}
     </tbody></table>
     ${names.length === 0 ? null : html`<h3>Names</h3><ul class="names">${names.map(n => html`<li><code>template://${short(n.owner)}/${n.name}/${n.tag}</code> → <code>${n.template.slice(7, 19)}</code></li>`)}</ul>`}
   </section>`
+}
+
+/** Deploys `count` instances of template `t` on the host that holds it, named as asked (NAME-1, NAME-2… for several). */
+function DeployForm ({ t, keyInfo, act, actions }) {
+  const [name, setName] = useState('')
+  const [count, setCount] = useState('1')
+  const label = `deploy ${t.id}@${t.host}`
+  const deploy = () => act(label, async progress => {
+    const spec = { name: name.trim() === '' ? null : name.trim() }
+    const n = Number(count)
+    if (!Number.isInteger(n) || n < 1 || n > 100) throw new Error('INVALID_ARGUMENT: from 1 to 100 instances')
+    const parts = await deployParts(keyInfo, { template: t.id, spec, host: t.host, count: n, requestId: nonce() })
+    const res = await send('POST', '/v1/instances', { body: { template: t.id, spec, parts }, accept: 'text/event-stream' })
+    for await (const e of events(res)) {
+      if (e.event === 'progress') progress(e.data.hosts.map(h => h.phase).join(', '))
+      if (e.event === 'error') throw new Error(`${e.data.error.code}: ${e.data.error.message}`)
+      if (e.event === 'result' && e.data.failures.length > 0) throw new Error(e.data.failures.map(f => `${f.code}: ${f.message}`).join('; '))
+    }
+  })
+  return html`<span class="deploy-form"><input class="deploy-name" placeholder="name" size="10" value=${name} onInput=${e => setName(e.target.value)} />
+    × <input class="deploy-count" type="number" min="1" max="100" value=${count} onInput=${e => setCount(e.target.value)} />
+    <button class="deploy" onClick=${deploy}>Deploy</button>
+    ${actions[label] === undefined ? null : html` <${ActionState} a=${actions[label]} />`}</span>`
 }
 
 function Data ({ files, tasks, hostName, signedIn }) {

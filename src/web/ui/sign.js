@@ -16,7 +16,7 @@ export function canonicalJson (value) {
   return JSON.stringify(sortKeys(value))
 }
 
-async function sha256Hex (text) {
+export async function sha256Hex (text) {
   const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text))
   return [...new Uint8Array(digest)].map(b => b.toString(16).padStart(2, '0')).join('')
 }
@@ -39,4 +39,15 @@ export async function signOrder (key, kind, unsigned) {
 /** 16 random bytes in hex: an order's nonce. */
 export function nonce () {
   return [...crypto.getRandomValues(new Uint8Array(16))].map(b => b.toString(16).padStart(2, '0')).join('')
+}
+
+/**
+ * The signed parts of a deploy of `template` (its id) with `spec`, `count` instances on `host`:
+ * what POST /v1/instances takes. The deploy's key is derived from `requestId`, as the CLI
+ * derives it, so asking again with the same one makes nothing twice.
+ */
+export async function deployParts (key, { template, spec, host, count, requestId }) {
+  const deployKey = (await sha256Hex(`xenos-deploy-key\n${key.id}\n${requestId}`)).slice(0, 32)
+  const token = await signOrder(key, 'deploy', { v: 1, owner: key.id, host, template, key: deployKey, count, spec: await sha256Hex(canonicalJson(spec)), issuedAt: Date.now() })
+  return [{ token }]
 }
