@@ -12,6 +12,7 @@ import { ping, type Ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p'
 import { dhtSelector, dhtValidator } from './dht.ts'
+import { creditHalfWindows } from './window-updates.ts'
 
 export type XenosServices = { identify: Identify, ping: Ping, dht: KadDHT, pubsub: GossipSub }
 export type XenosLibp2p = Libp2p<XenosServices>
@@ -31,9 +32,11 @@ export interface Libp2pInit {
 /**
  * Yamux as the overlay runs it. Yamux pings every connection every 30 s to find dead ones, a
  * cost that grows with the connections; the overlay's probes (liveness.ts) reach every
- * connected host's in turn, and TCP's own keepalive is on for the rest.
+ * connected host's in turn, and TCP's own keepalive is on for the rest. Window updates go once
+ * half a window is used, not after every frame (window-updates.ts).
  */
 export function xenosMuxer (): ReturnType<typeof yamux> {
+  creditHalfWindows()
   return yamux({ enableKeepAlive: false })
 }
 
