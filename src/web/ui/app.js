@@ -269,7 +269,11 @@ function Logs ({ i, keyInfo }) {
     if (!open) return
     let next
     let stopped = false
+    let reading = false
     const read = async () => {
+      // A read still under way when the next is due: the next would read the same bytes again.
+      if (reading) return
+      reading = true
       const query = next === undefined ? 'lines=100' : `lines=1&from=${next}`
       try {
         const piece = await signed(keyInfo, 'GET', `/v1/instances/${i.id}/logs?${query}`, { action: 'logs', target: i.id, host: i.host })
@@ -282,6 +286,8 @@ function Logs ({ i, keyInfo }) {
         else if (piece.text !== '') setText(t => (t + piece.text).slice(-LOG_KEPT))
       } catch (err) {
         if (!stopped) setFailed(err.message)
+      } finally {
+        reading = false
       }
     }
     void read()
