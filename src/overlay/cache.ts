@@ -202,13 +202,15 @@ export class AdvertCache {
    * of them that arrive later (a peer's sync, a late gossip). What the host issues after comes in.
    */
   forgetHost (host: string, upTo: number, now = Date.now()): void {
-    const last: Advert[] = []
+    // Taken for dead again (its own probe, then another host's notice): what was kept of it stays.
+    const before = this.#forgotten.get(host)
+    const last = new Map((before?.last ?? []).map(a => [advertKey(a), a]))
     for (const [key, e] of this.#entries) {
       if (e.advert.host !== host || e.advert.issuedAt > upTo) continue
-      if (e.advert.kind === 'host' || e.advert.kind === 'instance') last.push(e.advert)
+      if (e.advert.kind === 'host' || e.advert.kind === 'instance') last.set(key, e.advert)
       this.#delete(key, e)
     }
-    this.#forgotten.set(host, { upTo, until: now + MAX_ADVERT_TTL_MS, since: now, last })
+    this.#forgotten.set(host, { upTo: Math.max(upTo, before?.upTo ?? 0), until: now + MAX_ADVERT_TTL_MS, since: before?.since ?? now, last: [...last.values()] })
   }
 
   /**

@@ -112,4 +112,18 @@ describe('a forgotten host in the cache', () => {
     assert.equal(cache.offer(old), 'stale', 'a late copy does not bring it back')
     assert.equal(cache.offer(await signAdvert(h.key, templateAdvert(h.id, { issuedAt: now, seq: 2 }))), 'new', 'what it says after the bound comes in')
   })
+
+  it('keeps what it last said, and since when it is gone, when it is taken for dead a second time', async () => {
+    const h = await hostKey()
+    const cache = new AdvertCache()
+    const now = Date.now()
+    const body = { name: 'e', api: 'http://127.0.0.1:1/', addrs: [], drivers: ['process'], capacity: { cpu: 1, memory: 1 }, free: { cpu: 1, memory: 1 }, instances: 0, version: '0', operators: [], tags: {} }
+    cache.offer(await signAdvert(h.key, { ...templateAdvert(h.id, { issuedAt: now - 1000 }), kind: 'host', id: h.id, body } as never))
+    cache.forgetHost(h.id, now - 1000, now)
+    // Its own probe took it for dead; then another host's notice says the same.
+    cache.forgetHost(h.id, now - 500, now + 2000)
+    const [gone] = cache.unreachableHosts()
+    assert.equal(gone?.since, now, 'gone since the first time')
+    assert.deepEqual(gone?.last.map(a => [a.kind, a.kind === 'host' ? a.body.name : '']), [['host', 'e']], 'its host advert as it was, once')
+  })
 })
