@@ -27,7 +27,7 @@ import { cpus, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { GossipsubMessage } from '@libp2p/gossipsub'
-import type { MessageStream, StreamMuxerFactory } from '@libp2p/interface'
+import type { MessageStream, Stream, StreamMuxerFactory } from '@libp2p/interface'
 import type { Advert, HostBody } from '../src/core/index.ts'
 import type { Overlay as OverlayType } from '../src/overlay/index.ts'
 import { ROOT } from '../test/helpers/cluster.ts'
@@ -103,6 +103,9 @@ async function simulate (n: number): Promise<Run> {
   const hosts: Host[] = []
   const byPeer = new Map<string, Host>()
   let marker: Buffer | undefined
+  /** Each watched stream's way to count its negotiation so far under the protocol it chose. */
+  const unattributed = new Set<() => void>()
+  const attributeNegotiation = (): void => { for (const a of unattributed) a() }
   const wallSeconds = (): number => round(Number(process.hrtime.bigint() - wall0) / 1e9, 0)
 
   /** Waits for `p`, running the clock meanwhile (whatever `p` waits for is on it). */
@@ -135,10 +138,25 @@ async function simulate (n: number): Promise<Run> {
             await close(options)
           }
           const muxer = factory.createStreamMuxer(conn)
-          const watch = (s: { protocol?: string, send: typeof conn.send }): void => {
+          const watch = (s: Pick<Stream, 'protocol' | 'send' | 'addEventListener'>): void => {
             const sendOn = s.send.bind(s)
+            // Negotiation is counted under the protocol it chose, once known (at the stream's next message, its close, or the count).
+            let negotiation = 0
+            const attribute = (): void => {
+              if (negotiation === 0) return
+              const p = `negotiation (${s.protocol || 'none chosen'})`
+              host.sent.messages.set(p, (host.sent.messages.get(p) ?? 0) + negotiation)
+              negotiation = 0
+            }
+            unattributed.add(attribute)
+            s.addEventListener('close', () => { attribute(); unattributed.delete(attribute) })
             s.send = data => {
-              const p = s.protocol || 'negotiation'
+              const p = s.protocol
+              if (p === undefined || p === '') {
+                negotiation++
+                return sendOn(data)
+              }
+              attribute()
               host.sent.messages.set(p, (host.sent.messages.get(p) ?? 0) + 1)
               if (marker !== undefined) {
                 const bytes = data.subarray()
@@ -192,8 +210,10 @@ async function simulate (n: number): Promise<Run> {
   // At rest means after every host has probed each of its neighbours once (the first probe opens the stream the later ones reuse): two rounds.
   const settleMs = Math.max(SETTLE_MS, 2 * PROBE_INTERVAL_MS * Math.max(...hosts.map(h => h.overlay.node.getConnections().length)))
   await clock.advance(settleMs)
+  attributeNegotiation()
   const before = hosts.map(h => ({ frames: h.sent.frames, bytes: h.sent.bytes, messages: new Map(h.sent.messages) }))
   await clock.advance(IDLE_MS)
+  attributeNegotiation()
   const perMin = (v: number): number => v / (IDLE_MS / 60_000)
   const idleMessages = new Map<string, number>()
   for (const [k, h] of hosts.entries()) {
