@@ -18,7 +18,8 @@ import { procStat, round } from './stats.ts'
 const SETTLE_MS = Number(process.env.XENOS_BENCH_SETTLE_MS ?? 30_000)
 const LIBRARIES = [
   'libp2p', '@chainsafe/libp2p-noise', '@chainsafe/libp2p-yamux', '@libp2p/tcp', '@libp2p/gossipsub', '@libp2p/kad-dht',
-  '@libp2p/mdns', 'fastify', 'fastify-type-provider-zod', 'zod', 'pino', 'yaml', 'commander', 'node:sqlite',
+  '@libp2p/mdns', 'fastify', 'fastify-type-provider-zod', '@fastify/swagger', '@fastify/swagger-ui', '@fastify/static',
+  '@foxglove/xmlrpc', 'prom-client', 'zod', 'pino', 'yaml', 'commander', 'node:sqlite',
 ]
 
 interface Row { part: string, rssMiB: number, anonMiB: number }
