@@ -1,4 +1,4 @@
-import { Deserializer, serializeFault, serializeMethodResponse, XmlRpcFault, type XmlRpcValue } from '@foxglove/xmlrpc'
+import type { XmlRpcValue } from '@foxglove/xmlrpc'
 import type { FastifyInstance, InjectOptions } from 'fastify'
 import { AUTH_HEADER } from './auth.ts'
 
@@ -6,6 +6,21 @@ import { AUTH_HEADER } from './auth.ts'
 const MAX_CALL_BYTES = 1024 * 1024
 
 type Args = XmlRpcValue[]
+
+/** A call's failure, sent as an XML-RPC fault with `code` (the HTTP status the API answered). */
+class Fault extends Error {
+  readonly code: number
+  constructor (message: string, code: number) {
+    super(message)
+    this.code = code
+  }
+}
+
+/**
+ * The XML-RPC wire format, loaded at the first call: the library is 14 MiB of a host's memory,
+ * for a route most hosts are never asked on (BENCHMARKS.md).
+ */
+let wire: Promise<typeof import('@foxglove/xmlrpc')> | undefined
 
 /** One XML-RPC method: what it does, its XML-RPC signature, and the HTTP API request it makes. */
 interface Method {
@@ -19,12 +34,12 @@ interface Method {
 
 const str = (args: Args, i: number, what: string): string => {
   const v = args[i]
-  if (typeof v !== 'string' || v === '') throw new XmlRpcFault(`argument ${i + 1} (${what}) must be a string`, 400)
+  if (typeof v !== 'string' || v === '') throw new Fault(`argument ${i + 1} (${what}) must be a string`, 400)
   return v
 }
 const struct = (args: Args, i: number, what: string): Record<string, XmlRpcValue> => {
   const v = args[i] ?? {}
-  if (typeof v !== 'object' || Array.isArray(v) || v instanceof Date || v instanceof Uint8Array) throw new XmlRpcFault(`argument ${i + 1} (${what}) must be a struct`, 400)
+  if (typeof v !== 'object' || Array.isArray(v) || v instanceof Date || v instanceof Uint8Array) throw new Fault(`argument ${i + 1} (${what}) must be a struct`, 400)
   return v
 }
 /** Query parameters of a struct: its strings, numbers and arrays of strings (repeated keys). */
@@ -34,8 +49,8 @@ const json = (args: Args, i: number, what: string): unknown => {
   try {
     return JSON.parse(str(args, i, what))
   } catch (err) {
-    if (err instanceof XmlRpcFault) throw err
-    throw new XmlRpcFault(`argument ${i + 1} (${what}) must be JSON text: ${(err as Error).message}`, 400)
+    if (err instanceof Fault) throw err
+    throw new Fault(`argument ${i + 1} (${what}) must be JSON text: ${(err as Error).message}`, 400)
   }
 }
 const id = (args: Args): string => encodeURIComponent(str(args, 0, 'instance id'))
@@ -106,11 +121,14 @@ export function registerXmlRpc (app: FastifyInstance): void {
   app.addContentTypeParser('text/xml', { parseAs: 'string', bodyLimit: MAX_CALL_BYTES }, (_req, body, done) => { done(null, body) })
   app.post('/RPC2', { schema: { hide: true } }, async (req, reply) => {
     void reply.type('text/xml')
+    wire ??= import('@foxglove/xmlrpc')
+    const { Deserializer, serializeFault, serializeMethodResponse, XmlRpcFault } = await wire
     try {
       const [name, args] = await new Deserializer().deserializeMethodCall(String(req.body))
       return serializeMethodResponse(await call(app, name, args, req.headers[AUTH_HEADER]))
     } catch (err) {
-      return serializeFault(err instanceof XmlRpcFault ? err : new XmlRpcFault(`malformed XML-RPC call: ${(err as Error).message}`, 400))
+      const fault = err instanceof Fault ? err : new Fault(`malformed XML-RPC call: ${(err as Error).message}`, 400)
+      return serializeFault(new XmlRpcFault(fault.message, fault.code))
     }
   })
 }
@@ -120,18 +138,18 @@ async function call (app: FastifyInstance, name: string, args: Args, header: str
   if (name === 'system.methodHelp' || name === 'system.methodSignature') {
     const asked = str(args, 0, 'method')
     const m = XMLRPC_METHODS[asked] ?? INTROSPECTION[asked as keyof typeof INTROSPECTION]
-    if (m === undefined) throw new XmlRpcFault(`no method ${asked}`, 404)
+    if (m === undefined) throw new Fault(`no method ${asked}`, 404)
     return name === 'system.methodHelp' ? m.help : [m.signature]
   }
   const method = XMLRPC_METHODS[name]
-  if (method === undefined) throw new XmlRpcFault(`no method ${name}; system.listMethods lists them`, 404)
+  if (method === undefined) throw new Fault(`no method ${name}; system.listMethods lists them`, 404)
   const auth = method.auth === undefined ? undefined : args[method.auth] ?? header
-  if (auth !== undefined && typeof auth !== 'string') throw new XmlRpcFault(`argument ${(method.auth ?? 0) + 1} must be the X-Xenos-Auth value (xenos sign)`, 400)
+  if (auth !== undefined && typeof auth !== 'string') throw new Fault(`argument ${(method.auth ?? 0) + 1} must be the X-Xenos-Auth value (xenos sign)`, 400)
   const res = await app.inject({ ...method.request(args), headers: auth === undefined ? {} : { [AUTH_HEADER]: auth } })
   const body: unknown = res.body === '' ? null : res.json()
   if (res.statusCode >= 400) {
     const error = (body as { error?: { code?: string, message?: string } } | null)?.error
-    throw new XmlRpcFault(`${error?.code ?? 'INTERNAL'}: ${error?.message ?? res.body}`, res.statusCode)
+    throw new Fault(`${error?.code ?? 'INTERNAL'}: ${error?.message ?? res.body}`, res.statusCode)
   }
   return xmlValue(body)
 }
