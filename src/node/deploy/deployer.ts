@@ -63,15 +63,9 @@ export interface DeployOptions {
 /** A host's part of a deploy may include pulling a large template. */
 const DEPLOY_TIMEOUT_MS = 30 * 60_000
 const DEFAULT_WAIT_MS = 5 * 60_000
-/** How often a watched deploy asks each host where it is. */
+/** How often a deploy under way asks each host where it is. */
 const STATUS_EVERY_MS = 300
 
-/**
- * Deploys: a plan of where instances fit, then each host's part, run by that host under its
- * owner's token (which names the host, the template, the parameters and the instances' ids, so
- * that a token captured on the way makes nothing anywhere else, and a retry of the same deploy
- * makes nothing twice).
- */
 /** A deploy asked of this host under way: whose, of what, and every host's part. */
 export interface DeployInProgress {
   key: string
@@ -82,6 +76,12 @@ export interface DeployInProgress {
   hosts: HostRollout[]
 }
 
+/**
+ * Deploys: a plan of where instances fit, then each host's part, run by that host under its
+ * owner's token (which names the host, the template, the parameters and the instances' ids, so
+ * that a token captured on the way makes nothing anywhere else, and a retry of the same deploy
+ * makes nothing twice).
+ */
 export class Deployer {
   readonly #init: DeployerInit
   /** This host's parts of deploys under way, by owner and deploy key. */
@@ -129,16 +129,14 @@ export class Deployer {
    * took there; with `wait`, also how long until its instances booted and passed their checks.
    */
   async deploy (template: string, spec: DeploySpec, parts: DeployPart[], options: DeployOptions = {}): Promise<DeployResult> {
-    checkParts(template, spec, parts)
-    // Always followed, so that GET /v1/deploys shows how every deploy goes, watched or not.
-    const rollout = new Rollout(parts.map(p => p.token.host), p => { options.onProgress?.(p) })
-    const first = parts[0]?.token
-    const tracked = first === undefined ? undefined : { key: first.key, owner: first.owner, template, name: spec.name, startedAt: Date.now(), hosts: rollout.parts }
-    if (tracked !== undefined) this.#rollouts.set(tracked.key, tracked)
+    const first = checkParts(template, spec, parts)
+    const rollout = new Rollout(parts.map(p => p.token.host), options.onProgress)
+    // GET /v1/deploys reads the rollout's parts as they change, watched or not.
+    this.#rollouts.set(first.key, { key: first.key, owner: first.owner, template, name: spec.name, startedAt: Date.now(), hosts: rollout.parts })
     try {
       return await this.#rollOut(template, spec, parts, options, rollout)
     } finally {
-      if (tracked !== undefined) this.#rollouts.delete(tracked.key)
+      this.#rollouts.delete(first.key)
     }
   }
 
@@ -194,12 +192,11 @@ export class Deployer {
   }
 
   /**
-   * Runs `work` (a host's part of a deploy); while it runs, and if someone watches the rollout,
-   * asks the host every STATUS_EVERY_MS where it is. The status is only news: a lost answer is
-   * asked again next time.
+   * Runs `work` (a host's part of a deploy); while it runs, asks the host every STATUS_EVERY_MS
+   * where it is, for the rollout (GET /v1/deploys, and a watcher if there is one). The status is
+   * only news: a lost answer is asked again next time.
    */
   async #watching<T>(token: DeployToken, rollout: Rollout, work: () => Promise<T>): Promise<T> {
-    if (!rollout.watched) return await work()
     const done = new AbortController()
     const watch = (async () => {
       while (!done.signal.aborted) {
@@ -344,8 +341,8 @@ function rootPlacement (token: DeployToken, index: number): Placement {
   return { root: { token, index }, drains: [] }
 }
 
-/** Throws unless the parts of a deploy agree: one owner, one key, one template, the same parameters, each host once. */
-function checkParts (template: string, spec: DeploySpec, parts: DeployPart[]): void {
+/** Throws unless the parts of a deploy agree: one owner, one key, one template, the same parameters, each host once. Returns the first part's token. */
+function checkParts (template: string, spec: DeploySpec, parts: DeployPart[]): DeployToken {
   const first = parts[0]?.token
   if (first === undefined) throw new XenosError('INVALID_ARGUMENT', 'a deploy needs a token for at least one host')
   const digest = deploySpecDigest(spec)
@@ -356,4 +353,5 @@ function checkParts (template: string, spec: DeploySpec, parts: DeployPart[]): v
   }
   if (new Set(parts.map(p => p.token.host)).size !== parts.length) throw new XenosError('INVALID_ARGUMENT', 'a deploy names a host twice')
   checkTaskSpec(spec, parts.reduce((n, p) => n + p.token.count, 0))
+  return first
 }

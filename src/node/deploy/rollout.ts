@@ -20,10 +20,6 @@ export class Rollout {
     this.#report()
   }
 
-  get watched (): boolean {
-    return this.#onChange !== undefined
-  }
-
   part (host: string): HostRollout {
     const part = this.parts.find(p => p.host === host)
     if (part === undefined) throw new Error(`host ${host} has no part in this rollout`)

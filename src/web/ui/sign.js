@@ -16,15 +16,16 @@ export function canonicalJson (value) {
   return JSON.stringify(sortKeys(value))
 }
 
+const hex = bytes => [...bytes].map(b => b.toString(16).padStart(2, '0')).join('')
+
 export async function sha256Hex (text) {
-  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text))
-  return [...new Uint8Array(digest)].map(b => b.toString(16).padStart(2, '0')).join('')
+  return hex(new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text))))
 }
 
 /** The X-Xenos-Auth header of `key`'s signature of `action` on `target` with `params`, for host `host`. */
 export async function authHeader (key, { action, target, params, host }) {
   const ts = Date.now()
-  const once = [...crypto.getRandomValues(new Uint8Array(12))].map(b => b.toString(16).padStart(2, '0')).join('')
+  const once = hex(crypto.getRandomValues(new Uint8Array(12)))
   const message = ['xenos-request-v2', key.id, host, action, target, await sha256Hex(canonicalJson(params ?? null)), String(ts), once].join('\n')
   const sig = base64url(await crypto.subtle.sign({ name: 'Ed25519' }, key.privateKey, new TextEncoder().encode(message)))
   return `v2 owner=${key.id} host=${host} ts=${ts} nonce=${once} sig=${sig}`
@@ -38,7 +39,7 @@ export async function signOrder (key, kind, unsigned) {
 
 /** 16 random bytes in hex: an order's nonce. */
 export function nonce () {
-  return [...crypto.getRandomValues(new Uint8Array(16))].map(b => b.toString(16).padStart(2, '0')).join('')
+  return hex(crypto.getRandomValues(new Uint8Array(16)))
 }
 
 /**
